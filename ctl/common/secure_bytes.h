@@ -1,0 +1,48 @@
+// Key storage.  Key bytes live only in a dedicated arena of pages that are
+// excluded from core dumps (MADV_DONTDUMP) and locked in memory where the
+// limit allows; every slot is wiped with OPENSSL_cleanse when released.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace ov2 {
+
+class SecureBytes {
+ public:
+  static constexpr size_t kMaxSize = 64;  // the longest key we accept (HMAC keys up to 64 bytes)
+
+  SecureBytes() = default;
+  // Copies `bytes`; throws ov2::Error(InvalidArgument) if longer than kMaxSize.
+  explicit SecureBytes(std::span<const uint8_t> bytes);
+  ~SecureBytes();
+  SecureBytes(const SecureBytes& other);
+  SecureBytes& operator=(const SecureBytes& other);
+  SecureBytes(SecureBytes&& other) noexcept;
+  SecureBytes& operator=(SecureBytes&& other) noexcept;
+
+  // Parses hex: optional 0x prefix, whitespace ignored.  Throws with a message
+  // that never contains the input.
+  static SecureBytes from_hex(std::string_view text);
+
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::span<const uint8_t> span() const { return {data_, size_}; }
+  void clear();  // wipes and releases
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Arena statistics, for tests that prove wiping and for RSS accounting.
+struct KeyArenaStats {
+  size_t slots_in_use;
+  size_t pages;
+};
+KeyArenaStats key_arena_stats();
+
+}  // namespace ov2

@@ -1,0 +1,84 @@
+// The four BPF programs, loaded from their skeletons, and access to their
+// maps.  The one adapter between C++ and BPF: nothing else opens a map or a
+// program by name.
+//
+//   ov2_wire    XDP on the wire interface (inbound ESP -> worker XSK)
+//   ov2_tx      XDP on the worker end of the offload device (SPD -> metadata -> worker XSK)
+//   ov2_deliver XDP on the host end of the offload device (shim -> data_meta)
+//   ov2_verdict TC ingress on the host end (data_meta -> accept / count+drop / event)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ov2_abi.h"
+
+struct ov2_wire;
+struct ov2_tx;
+struct ov2_deliver;
+struct ov2_verdict;
+
+namespace ov2 {
+
+class BpfPrograms {
+ public:
+  struct Options {
+    uint64_t cookie = 0;        // per-boot random shim cookie (0: pick one from getrandom)
+    uint32_t verdict_mark = 0;  // skb->mark for accepted decrypted packets (0: leave mark alone)
+  };
+
+  // Opens and loads all four skeletons (maps created, nothing attached).
+  // Throws ov2::Error(Kernel) with the libbpf/kernel reason.
+  explicit BpfPrograms(const Options& opts);
+  ~BpfPrograms();
+  BpfPrograms(const BpfPrograms&) = delete;
+  BpfPrograms& operator=(const BpfPrograms&) = delete;
+
+  // Attach/detach.  Attaching replaces a leftover program of ours from a
+  // crashed daemon (same program name) instead of failing.
+  void attach_wire(int ifindex);
+  void attach_offload(int host_ifindex, int nic_ifindex);  // ov2_deliver+ov2_verdict on host, ov2_tx on nic
+  void detach_all();
+
+  // Inbound SA map (ov2_wire).
+  void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
+  void delete_inbound_sa(const ov2_sa_key& key);
+  bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
+
+  // SPD (ov2_tx): the compiled form, see spd_compiler.h.
+  int spd_trie_fd() const;
+  int spd_entries_fd() const;
+
+  // XSK maps: register an AF_XDP socket for a queue.
+  int wire_xsks_map_fd() const;
+  int tx_xsks_map_fd() const;
+
+  // Ring buffer of ov2_event records from ov2_verdict.
+  int events_fd() const;
+
+  // Runtime-changeable settings (kept in the programs' .data).
+  void set_verdict_mark(uint32_t mark);
+  uint64_t cookie() const;
+
+  // Counters summed over CPUs, indexed by the enums in ov2_abi.h.
+  std::vector<uint64_t> wire_counters() const;
+  std::vector<uint64_t> tx_counters() const;
+  std::vector<uint64_t> deliver_counters() const;
+  std::vector<uint64_t> verdict_counters() const;
+  std::vector<uint64_t> verdict_status_counters() const;  // per CryptoStatus 0..7
+
+  // Program fds, for BPF_PROG_TEST_RUN in tests.
+  int wire_prog_fd() const;
+  int tx_prog_fd() const;
+  int deliver_prog_fd() const;
+  int verdict_prog_fd() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ov2
