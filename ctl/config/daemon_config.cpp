@@ -260,62 +260,11 @@ ReloadPlan plan_reload(const DaemonConfig& a, const DaemonConfig& b) {
 }
 
 const char* default_config_text() {
-  return R"(# /etc/ipsecov2/ipsecov2d.conf - ipsecov2d configuration (TOML).
-# Command-line options override these settings.  `systemctl reload ipsecov2d`
-# (SIGHUP) applies the keys marked "reload"; the others need a restart.
-
-[daemon]
-# error | warn | info | debug (reload)
-log_level = "info"
-# afxdp: the AF_XDP crypto worker (runs everywhere); nic: a crypto-capable NIC
-# through XFRM device offload; auto: the NIC where it can, AF_XDP otherwise.
-engine = "afxdp"
-# SAs and policies are kept here (memory-backed) to survive a daemon restart.
-state_dir = "/run/ipsecov2"
-
-[control]
-socket = "/run/ipsecov2/ipsecov2.sock"
-# Members of this group may use ipsecov2ctl besides root (reload).
-group = ""
-
-[wire]
-# The interface(s) ESP is sent and received on.
-interfaces = []
-
-[offload_device]
-# The host routes protected traffic into this device: ip route add 10.2.0.0/24 dev ov2
-name = "ov2"
-# "auto" = wire MTU minus the worst-case ESP overhead; or a number (reload).
-mtu = "auto"
-
-[worker]
-# One AF_XDP worker thread per queue.
-queues = 1
-# Pin worker i to cpus[i], e.g. [2, 3]; empty = not pinned.
-cpus = []
-umem_frames = 4096
-frame_size = 4096
-rx_ring = 2048
-tx_ring = 2048
-fill_ring = 2048
-completion_ring = 2048
-busy_poll = false
-
-[verdict]
-# skb->mark set on packets that were decrypted and authenticated, so firewall
-# rules can match them; 0 = leave the mark alone (reload).
-mark = 0
-
-[sa_delete_req]
-# delete: when the engine raises SaDeleteReq, report the event and delete the
-# inbound SA and its matching outbound SA (Windows semantics).
-# notify: report only; the key manager deletes (reload).
-policy = "delete"
-
-[stats]
-# Prometheus text exposition over HTTP, e.g. "127.0.0.1:9781"; empty = off (reload).
-prometheus_listen = ""
-)";
+  // The shipped file ctl/config/ipsecov2d.conf, embedded at build time.
+  static const char text[] =
+#include "default_config.inc"
+      ;
+  return text;
 }
 
 }  // namespace ov2
