@@ -203,7 +203,7 @@ OV2_STATIC_ASSERT(sizeof(struct ov2_sa_value) == 16, "sa value size");
  * ids of every policy whose destination prefix covers that leaf, best priority
  * first.  The program checks the remaining selectors over that bounded list. */
 struct ov2_spd_trie_key {
-	__u32 prefixlen; /* LPM: 8 (family byte) + address bits */
+	__u32 prefixlen; /* LPM: 32 (family byte + 3 zero pad bytes) + address bits */
 	__u8 family;
 	__u8 pad[3];
 	__u8 daddr[16];

@@ -6,6 +6,19 @@
 //   ov2_tx      XDP on the worker end of the offload device (SPD -> metadata -> worker XSK)
 //   ov2_deliver XDP on the host end of the offload device (shim -> data_meta)
 //   ov2_verdict TC ingress on the host end (data_meta -> accept / count+drop / event)
+//
+// Maps (one set per skeleton; names as in `bpftool map`):
+//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), xsks_map (XSKMAP by
+//                rx queue), wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
+//   ov2_tx:      spd_trie (LPM_TRIE ov2_spd_trie_key -> ov2_spd_candidates),
+//                spd_entries (ARRAY of ov2_spd_entry), xsks_map, tx_counters
+//   ov2_deliver: deliver_counters; the shim cookie is in .rodata (set at load)
+//   ov2_verdict: verdict_counters, status_counters (per CryptoStatus 0..7),
+//                events (RINGBUF of ov2_event); verdict_mark is in .data
+//
+// Attaching: XDP in driver mode (bpf_xdp_attach, XDP_FLAGS_DRV_MODE), one
+// program per interface; TC through a clsact qdisc on ov2 (created if absent,
+// left in place on detach) with the filter at handle 1, priority 1.
 #pragma once
 
 #include <cstdint>
@@ -38,12 +51,16 @@ class BpfPrograms {
   BpfPrograms& operator=(const BpfPrograms&) = delete;
 
   // Attach/detach.  Attaching replaces a leftover program of ours from a
-  // crashed daemon (same program name) instead of failing.
+  // crashed daemon (same program name) instead of failing; a program of any
+  // other name is left alone and ov2::Error(Kernel) says how to remove it.
+  // attach_offload is all-or-nothing.  detach_all removes only programs that
+  // are still the ones this object attached (also run by the destructor).
   void attach_wire(int ifindex);
   void attach_offload(int host_ifindex, int nic_ifindex);  // ov2_deliver+ov2_verdict on host, ov2_tx on nic
   void detach_all();
 
-  // Inbound SA map (ov2_wire).
+  // Inbound SA map (ov2_wire).  put: Error(ResourceExhausted) when full;
+  // delete: Error(NotFound) if the key is not there.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;

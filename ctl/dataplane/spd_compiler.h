@@ -15,7 +15,7 @@
 namespace ov2 {
 
 struct CompiledPolicy {
-  uint32_t id;            // user-visible policy id
+  uint32_t id;  // user-visible policy id
   PolicySpec spec;
   uint64_t offload_handle;  // PROTECT: what goes into the metadata's OffloadHandle
   uint64_t tunnel_handle;   // PROTECT of a bundle: the tunnel SA; else 0
@@ -33,6 +33,14 @@ CompiledSpd compile_spd(const std::vector<CompiledPolicy>& outbound_policies);
 // Writes a compiled SPD into the maps, replacing what was there (entries first,
 // then trie leaves, then stale leaves removed, so a packet always sees a
 // consistent view).
-void load_spd(int trie_fd, int entries_fd, const CompiledSpd& spd, const CompiledSpd* previous);
+//
+// So that no slot an old leaf still points to changes meaning mid-update, an
+// entry identical to one in `previous` keeps its slot and a new entry goes to
+// a slot `previous` did not use (only if the array is too full for that, a
+// stale slot is reused).  Returns the SPD as placed in the maps (entries
+// indexed by slot, unused slots zero/invalid): pass THAT as `previous` next
+// time.  `previous` = nullptr means the maps are empty.  Throws
+// ov2::Error(Kernel) or (ResourceExhausted) if a map refuses a write.
+CompiledSpd load_spd(int trie_fd, int entries_fd, const CompiledSpd& spd, const CompiledSpd* previous);
 
 }  // namespace ov2

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* ov2_verdict: TC ingress on ov2.  The host-side verdict of IPsecOV2 receive:
+ * a packet is accepted as decrypted only with valid RX metadata (written by
+ * ov2_deliver), CryptoDone and CRYPTO_SUCCESS.  Every other status is counted
+ * per status and dropped; SaDeleteReq raises an event to the daemon. */
+/* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
+ * that the static asserts in ov2_abi.h cannot use. */
+#include <stddef.h>
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ov2_abi.h"
+#include "ov2_maps.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* skb->mark for accepted packets; 0 leaves the mark alone.  In .data so the
+ * daemon can change it at run time through the skeleton's mmap. */
+volatile __u32 verdict_mark SEC(".data") = 0;
+
+OV2_COUNTER_MAP(verdict_counters, OV2_VERDICT_COUNTER_MAX);
+OV2_COUNTER_MAP(status_counters, OV2_CRYPTO_STATUS_COUNT);
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} events SEC(".maps");
+
+static __always_inline int drop(__u32 counter)
+{
+	ov2_count(&verdict_counters, counter);
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int ov2_verdict(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	struct ov2_meta *meta = (void *)(long)skb->data_meta;
+	struct ov2_event *event;
+	__u32 info, status, mark;
+	__u64 sa_handle;
+
+	ov2_count(&verdict_counters, OV2_VERDICT_RX);
+	if ((void *)(meta + 1) > data)
+		return drop(OV2_VERDICT_DROP_NO_META);
+	if (meta->magic != OV2_META_MAGIC || meta->version != OV2_META_VERSION ||
+	    meta->dir != OV2_META_DIR_RX)
+		return drop(OV2_VERDICT_DROP_NO_META);
+	info = meta->nbl.rx.info;
+	sa_handle = meta->sa_handle;
+	/* Exactly our metadata, nothing more: checked after the reads so the
+	 * compiler cannot fold it into the bounds check the verifier needs. */
+	if ((void *)(meta + 1) != data)
+		return drop(OV2_VERDICT_DROP_NO_META);
+
+	if (ov2_rx_sa_delete_req(info)) {
+		event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
+		if (event) {
+			event->type = OV2_EVENT_SA_DELETE_REQ;
+			event->rx_info = info;
+			event->sa_handle = sa_handle;
+			bpf_ringbuf_submit(event, 0);
+			ov2_count(&verdict_counters, OV2_VERDICT_SA_DELETE_REQ);
+		} else {
+			ov2_count(&verdict_counters, OV2_VERDICT_EVENT_LOST);
+		}
+	}
+
+	if (!ov2_rx_crypto_done(info))
+		return drop(OV2_VERDICT_DROP_NOT_DONE);
+	status = ov2_rx_crypto_status(info);
+	if (status != CRYPTO_SUCCESS) {
+		if (status < OV2_CRYPTO_STATUS_COUNT)
+			ov2_count(&status_counters, status);
+		return drop(OV2_VERDICT_DROP_STATUS);
+	}
+	mark = verdict_mark;
+	if (mark)
+		skb->mark = mark;
+	ov2_count(&verdict_counters, OV2_VERDICT_ACCEPT);
+	return TC_ACT_OK;
+}

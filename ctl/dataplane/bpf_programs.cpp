@@ -1,0 +1,297 @@
+// The four BPF programs from their skeletons; see bpf_programs.h.
+#include "dataplane/bpf_programs.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+#include <net/if.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/error.h"
+#include "ov2_deliver.skel.h"
+#include "ov2_tx.skel.h"
+#include "ov2_verdict.skel.h"
+#include "ov2_wire.skel.h"
+
+namespace ov2 {
+namespace {
+
+// Fixed TC filter identity on ov2's ingress, so a leftover of a crashed
+// daemon is found and replaced rather than stacked.
+constexpr uint32_t kTcHandle = 1;
+constexpr uint32_t kTcPriority = 1;
+
+[[noreturn]] void fail_kernel(const std::string& what, int err) {
+  fail(ErrorCode::Kernel, what + ": " + std::strerror(err < 0 ? -err : err));
+}
+
+std::string interface_name(int ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (if_indextoname(static_cast<unsigned>(ifindex), name) == nullptr) return "ifindex " + std::to_string(ifindex);
+  return name;
+}
+
+// Name of a loaded program by id ("" if it vanished meanwhile).
+std::string program_name_by_id(uint32_t prog_id) {
+  int fd = bpf_prog_get_fd_by_id(prog_id);
+  if (fd < 0) return "";
+  bpf_prog_info info = {};
+  uint32_t len = sizeof(info);
+  std::string name;
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) name = info.name;
+  close(fd);
+  return name;
+}
+
+// Attaches an XDP program in driver mode.  A program already there with the
+// same name is ours from an earlier run and is replaced atomically; anybody
+// else's program is left alone and reported.
+void attach_xdp(int ifindex, int prog_fd, const char* prog_name) {
+  const std::string where = std::string(prog_name) + " on " + interface_name(ifindex);
+  uint32_t old_id = 0;
+  int err = bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &old_id);
+  if (err) fail_kernel("querying the XDP program of " + interface_name(ifindex), err);
+  if (old_id == 0) {
+    err = bpf_xdp_attach(ifindex, prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST, nullptr);
+    if (err) fail_kernel("attaching XDP " + where, err);
+    return;
+  }
+  const std::string old_name = program_name_by_id(old_id);
+  if (old_name != prog_name)
+    fail(ErrorCode::Kernel, "attaching XDP " + where + ": another XDP program ('" + old_name + "', id " +
+                                std::to_string(old_id) + ") is attached; detach it first (ip link set dev " +
+                                interface_name(ifindex) + " xdp off)");
+  int old_fd = bpf_prog_get_fd_by_id(old_id);
+  if (old_fd < 0) fail_kernel("opening the leftover XDP program on " + interface_name(ifindex), errno);
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
+  err = bpf_xdp_attach(ifindex, prog_fd, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+  close(old_fd);
+  if (err) fail_kernel("replacing the leftover XDP program with " + where, err);
+}
+
+// Removes our XDP program only if it is still the one attached.
+void detach_xdp(int ifindex, int prog_fd) {
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = prog_fd);
+  bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+}
+
+void attach_tc_ingress(int ifindex, int prog_fd, const char* prog_name) {
+  const std::string where = std::string(prog_name) + " on " + interface_name(ifindex) + " ingress";
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  int err = bpf_tc_hook_create(&hook);
+  if (err && err != -EEXIST) fail_kernel("creating the clsact qdisc for " + where, err);
+
+  // Only an existing clsact can hold a leftover filter (and querying a fresh
+  // one just makes libbpf log "Cannot find specified filter chain").
+  LIBBPF_OPTS(bpf_tc_opts, query, .handle = kTcHandle, .priority = kTcPriority);
+  if (err == -EEXIST && bpf_tc_query(&hook, &query) == 0) {
+    const std::string old_name = program_name_by_id(query.prog_id);
+    if (old_name != prog_name)
+      fail(ErrorCode::Kernel, "attaching TC " + where + ": handle 1 priority 1 holds another program ('" + old_name +
+                                  "'); remove it first (tc filter del dev " + interface_name(ifindex) + " ingress)");
+  }
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) fail_kernel("attaching TC " + where, err);
+}
+
+// Removes our filter only if it still runs our program; the clsact qdisc stays
+// (other filters may live on it).
+void detach_tc_ingress(int ifindex, int prog_fd) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  LIBBPF_OPTS(bpf_tc_opts, query, .handle = kTcHandle, .priority = kTcPriority);
+  if (bpf_tc_query(&hook, &query) != 0) return;
+  bpf_prog_info info = {};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.id != query.prog_id) return;
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+  bpf_tc_detach(&hook, &opts);
+}
+
+std::vector<uint64_t> sum_percpu_counters(const bpf_map* map, uint32_t entries, const char* what) {
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) fail_kernel("counting possible CPUs", cpus);
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(cpus));
+  std::vector<uint64_t> sums(entries, 0);
+  const int fd = bpf_map__fd(map);
+  for (uint32_t i = 0; i < entries; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) fail_kernel(std::string("reading ") + what, errno);
+    for (uint64_t v : per_cpu) sums[i] += v;
+  }
+  return sums;
+}
+
+uint64_t random_cookie() {
+  uint64_t cookie = 0;
+  while (cookie == 0) {
+    if (getrandom(&cookie, sizeof(cookie), 0) != static_cast<ssize_t>(sizeof(cookie)))
+      fail_kernel("getrandom for the shim cookie", errno);
+  }
+  return cookie;
+}
+
+template <typename Skel>
+struct SkeletonDeleter;
+template <>
+struct SkeletonDeleter<::ov2_wire> {
+  void operator()(::ov2_wire* s) const { ov2_wire__destroy(s); }
+};
+template <>
+struct SkeletonDeleter<::ov2_tx> {
+  void operator()(::ov2_tx* s) const { ov2_tx__destroy(s); }
+};
+template <>
+struct SkeletonDeleter<::ov2_deliver> {
+  void operator()(::ov2_deliver* s) const { ov2_deliver__destroy(s); }
+};
+template <>
+struct SkeletonDeleter<::ov2_verdict> {
+  void operator()(::ov2_verdict* s) const { ov2_verdict__destroy(s); }
+};
+template <typename Skel>
+using SkeletonPtr = std::unique_ptr<Skel, SkeletonDeleter<Skel>>;
+
+// open + load of one skeleton; `before_load` may set rodata.
+template <typename Skel, typename Open, typename Load, typename BeforeLoad>
+SkeletonPtr<Skel> open_and_load(const char* name, Open open, Load load, BeforeLoad before_load) {
+  SkeletonPtr<Skel> skel(open());
+  if (!skel) fail_kernel(std::string("opening BPF program ") + name, errno);
+  before_load(skel.get());
+  int err = load(skel.get());
+  if (err) fail_kernel(std::string("loading BPF program ") + name + " (run as root; see the verifier log above)", err);
+  return skel;
+}
+
+}  // namespace
+
+struct BpfPrograms::Impl {
+  SkeletonPtr<::ov2_wire> wire;
+  SkeletonPtr<::ov2_tx> tx;
+  SkeletonPtr<::ov2_deliver> deliver;
+  SkeletonPtr<::ov2_verdict> verdict;
+  uint64_t cookie = 0;
+  int wire_ifindex = 0;
+  int host_ifindex = 0;
+  int nic_ifindex = 0;
+  bool host_xdp_attached = false;
+  bool host_tc_attached = false;
+};
+
+BpfPrograms::BpfPrograms(const Options& opts) : impl_(std::make_unique<Impl>()) {
+  impl_->cookie = opts.cookie != 0 ? opts.cookie : random_cookie();
+  const uint64_t cookie = impl_->cookie;
+  impl_->wire = open_and_load<::ov2_wire>("ov2_wire", ov2_wire__open, ov2_wire__load, [](::ov2_wire*) {});
+  impl_->tx = open_and_load<::ov2_tx>("ov2_tx", ov2_tx__open, ov2_tx__load, [](::ov2_tx*) {});
+  impl_->deliver = open_and_load<::ov2_deliver>("ov2_deliver", ov2_deliver__open, ov2_deliver__load,
+                                                [cookie](::ov2_deliver* s) { s->rodata->cookie = cookie; });
+  impl_->verdict =
+      open_and_load<::ov2_verdict>("ov2_verdict", ov2_verdict__open, ov2_verdict__load, [](::ov2_verdict*) {});
+  set_verdict_mark(opts.verdict_mark);
+}
+
+BpfPrograms::~BpfPrograms() { detach_all(); }
+
+void BpfPrograms::attach_wire(int ifindex) {
+  attach_xdp(ifindex, wire_prog_fd(), "ov2_wire");
+  impl_->wire_ifindex = ifindex;
+}
+
+void BpfPrograms::attach_offload(int host_ifindex, int nic_ifindex) {
+  // Host side first (receive path complete before anything is sent to it),
+  // then the worker side.  On failure, undo what this call attached.
+  try {
+    attach_xdp(host_ifindex, deliver_prog_fd(), "ov2_deliver");
+    impl_->host_ifindex = host_ifindex;
+    impl_->host_xdp_attached = true;
+    attach_tc_ingress(host_ifindex, verdict_prog_fd(), "ov2_verdict");
+    impl_->host_tc_attached = true;
+    attach_xdp(nic_ifindex, tx_prog_fd(), "ov2_tx");
+    impl_->nic_ifindex = nic_ifindex;
+  } catch (...) {
+    if (impl_->host_tc_attached) detach_tc_ingress(host_ifindex, verdict_prog_fd());
+    if (impl_->host_xdp_attached) detach_xdp(host_ifindex, deliver_prog_fd());
+    impl_->host_tc_attached = impl_->host_xdp_attached = false;
+    impl_->host_ifindex = 0;
+    throw;
+  }
+}
+
+void BpfPrograms::detach_all() {
+  if (impl_->wire_ifindex) detach_xdp(impl_->wire_ifindex, wire_prog_fd());
+  if (impl_->nic_ifindex) detach_xdp(impl_->nic_ifindex, tx_prog_fd());
+  if (impl_->host_tc_attached) detach_tc_ingress(impl_->host_ifindex, verdict_prog_fd());
+  if (impl_->host_xdp_attached) detach_xdp(impl_->host_ifindex, deliver_prog_fd());
+  impl_->wire_ifindex = impl_->nic_ifindex = impl_->host_ifindex = 0;
+  impl_->host_tc_attached = impl_->host_xdp_attached = false;
+}
+
+void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value) {
+  if (bpf_map_update_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &value, BPF_ANY) != 0) {
+    const int err = errno;
+    if (err == E2BIG)
+      fail(ErrorCode::ResourceExhausted,
+           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
+    fail_kernel("writing the inbound SA map", err);
+  }
+}
+
+void BpfPrograms::delete_inbound_sa(const ov2_sa_key& key) {
+  if (bpf_map_delete_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key) != 0) {
+    const int err = errno;
+    if (err == ENOENT) fail(ErrorCode::NotFound, "inbound SA not in the wire map");
+    fail_kernel("deleting from the inbound SA map", err);
+  }
+}
+
+bool BpfPrograms::lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const {
+  ov2_sa_value found{};
+  if (bpf_map_lookup_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &found) != 0) {
+    const int err = errno;
+    if (err == ENOENT) return false;
+    fail_kernel("reading the inbound SA map", err);
+  }
+  if (value) *value = found;
+  return true;
+}
+
+int BpfPrograms::spd_trie_fd() const { return bpf_map__fd(impl_->tx->maps.spd_trie); }
+int BpfPrograms::spd_entries_fd() const { return bpf_map__fd(impl_->tx->maps.spd_entries); }
+int BpfPrograms::wire_xsks_map_fd() const { return bpf_map__fd(impl_->wire->maps.xsks_map); }
+int BpfPrograms::tx_xsks_map_fd() const { return bpf_map__fd(impl_->tx->maps.xsks_map); }
+int BpfPrograms::events_fd() const { return bpf_map__fd(impl_->verdict->maps.events); }
+
+void BpfPrograms::set_verdict_mark(uint32_t mark) {
+  // .data is mmapped by libbpf: the program sees the store on its next run.
+  __atomic_store_n(&impl_->verdict->data->verdict_mark, mark, __ATOMIC_RELAXED);
+}
+
+uint64_t BpfPrograms::cookie() const { return impl_->cookie; }
+
+std::vector<uint64_t> BpfPrograms::wire_counters() const {
+  return sum_percpu_counters(impl_->wire->maps.wire_counters, OV2_WIRE_COUNTER_MAX, "ov2_wire counters");
+}
+std::vector<uint64_t> BpfPrograms::tx_counters() const {
+  return sum_percpu_counters(impl_->tx->maps.tx_counters, OV2_TX_COUNTER_MAX, "ov2_tx counters");
+}
+std::vector<uint64_t> BpfPrograms::deliver_counters() const {
+  return sum_percpu_counters(impl_->deliver->maps.deliver_counters, OV2_DELIVER_COUNTER_MAX, "ov2_deliver counters");
+}
+std::vector<uint64_t> BpfPrograms::verdict_counters() const {
+  return sum_percpu_counters(impl_->verdict->maps.verdict_counters, OV2_VERDICT_COUNTER_MAX, "ov2_verdict counters");
+}
+std::vector<uint64_t> BpfPrograms::verdict_status_counters() const {
+  return sum_percpu_counters(impl_->verdict->maps.status_counters, OV2_CRYPTO_STATUS_COUNT,
+                             "ov2_verdict status counters");
+}
+
+int BpfPrograms::wire_prog_fd() const { return bpf_program__fd(impl_->wire->progs.ov2_wire); }
+int BpfPrograms::tx_prog_fd() const { return bpf_program__fd(impl_->tx->progs.ov2_tx); }
+int BpfPrograms::deliver_prog_fd() const { return bpf_program__fd(impl_->deliver->progs.ov2_deliver); }
+int BpfPrograms::verdict_prog_fd() const { return bpf_program__fd(impl_->verdict->progs.ov2_verdict); }
+
+}  // namespace ov2

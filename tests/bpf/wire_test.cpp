@@ -1,0 +1,387 @@
+// ov2_wire through BPF_PROG_TEST_RUN: every branch, the bytes it passes (always
+// untouched, never metadata) and its per-CPU counters.
+#include <gtest/gtest.h>
+
+#include "bpf_harness.h"
+
+namespace ov2::test {
+namespace {
+
+constexpr uint32_t kEspSpi = 0x1000;    // plain ESP SA for 192.0.2.2
+constexpr uint32_t kUdpSpi = 0x2000;    // UDP-encapsulated SA for 192.0.2.2
+constexpr uint32_t kV6Spi = 0x3000;     // plain ESP SA for 2001:db8::2
+constexpr uint32_t kV6UdpSpi = 0x4000;  // UDP-encapsulated SA for 2001:db8::2
+constexpr uint64_t kEspHandle = 0x11;
+
+ov2_sa_key sa_key(uint32_t spi, const std::string& dst) {
+  ov2_sa_key key{};
+  key.spi_be = htonl(spi);
+  Bytes d = addr(dst);
+  key.family = d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6;
+  std::memcpy(key.daddr, d.data(), d.size());
+  return key;
+}
+
+class WireTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    programs().put_inbound_sa(sa_key(kEspSpi, "192.0.2.2"), ov2_sa_value{kEspHandle, 0, 0, 0});
+    programs().put_inbound_sa(sa_key(kUdpSpi, "192.0.2.2"), ov2_sa_value{0x22, OV2_SA_F_UDP_ENCAP, 4500, 0});
+    programs().put_inbound_sa(sa_key(kV6Spi, "2001:db8::2"), ov2_sa_value{0x33, 0, 0, 0});
+    programs().put_inbound_sa(sa_key(kV6UdpSpi, "2001:db8::2"), ov2_sa_value{0x44, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  }
+
+  // Runs the frame and checks: XDP_PASS, bytes untouched, no metadata, and
+  // exactly RX + `counter` counted.
+  static void expect_pass(const Bytes& frame, ov2_wire_counter counter, const std::string& what = "") {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_PASS);
+    EXPECT_EQ(r.frame, frame);
+    EXPECT_TRUE(r.meta.empty());
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {static_cast<size_t>(counter), 1}}))
+        << what << " frame of " << frame.size() << " bytes";
+  }
+};
+
+TEST_F(WireTest, EspWithKnownSpiRedirectsToTheWorkerXsk) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  for (const Bytes& frame : {esp_v4_frame(kEspSpi), esp_v6_frame(kV6Spi), natt_v4_frame(kUdpSpi)}) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT);
+    EXPECT_EQ(r.frame, frame);
+    EXPECT_TRUE(r.meta.empty()) << "ov2_wire must never write metadata";
+    EXPECT_EQ(counters.delta(), CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT, 1}}));
+  }
+}
+
+TEST_F(WireTest, KnownSaWithoutXskOnTheQueuePassesAsNoWorker) {
+  expect_pass(esp_v4_frame(kEspSpi), OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(esp_v6_frame(kV6Spi), OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(natt_v4_frame(kUdpSpi), OV2_WIRE_PASS_NO_WORKER);
+}
+
+TEST_F(WireTest, RedirectStopsWhenTheWorkerXskIsRemoved) {
+  {
+    XskEnvironment xsk(programs().wire_xsks_map_fd());
+    EXPECT_EQ(run_xdp(programs().wire_prog_fd(), esp_v4_frame(kEspSpi)).action, XDP_REDIRECT);
+  }
+  expect_pass(esp_v4_frame(kEspSpi), OV2_WIRE_PASS_NO_WORKER);
+}
+
+TEST_F(WireTest, UnknownSpiPassesUntouched) { expect_pass(esp_v4_frame(0xdead), OV2_WIRE_PASS_NO_SA); }
+
+TEST_F(WireTest, KnownSpiWithAnotherDestinationPassesAsNoSa) {
+  expect_pass(esp_v4_frame(kEspSpi, "192.0.2.3"), OV2_WIRE_PASS_NO_SA);
+  // Same SPI, IPv6 destination: the family is part of the key.
+  expect_pass(esp_v6_frame(kEspSpi, "2001:db8::2"), OV2_WIRE_PASS_NO_SA);
+}
+
+TEST_F(WireTest, EncapsulationMismatchPassesAndIsCounted) {
+  expect_pass(natt_v4_frame(kEspSpi), OV2_WIRE_PASS_ENCAP_MISMATCH);  // SA wants plain ESP
+  expect_pass(esp_v4_frame(kUdpSpi), OV2_WIRE_PASS_ENCAP_MISMATCH);   // SA wants UDP-ESP
+}
+
+TEST_F(WireTest, SaExpectingAnotherUdpPortIsAnEncapsulationMismatch) {
+  const ov2_sa_key key = sa_key(0x2001, "192.0.2.2");
+  programs().put_inbound_sa(key, ov2_sa_value{0x44, OV2_SA_F_UDP_ENCAP, 4501, 0});
+  expect_pass(natt_v4_frame(0x2001), OV2_WIRE_PASS_ENCAP_MISMATCH);
+  programs().delete_inbound_sa(key);
+}
+
+TEST_F(WireTest, DeletedSaIsNoLongerFound) {
+  const ov2_sa_key key = sa_key(0x5555, "192.0.2.2");
+  programs().put_inbound_sa(key, ov2_sa_value{0x55, 0, 0, 0});
+  expect_pass(esp_v4_frame(0x5555), OV2_WIRE_PASS_NO_WORKER);
+  ov2_sa_value v{};
+  EXPECT_TRUE(programs().lookup_inbound_sa(key, &v));
+  EXPECT_EQ(v.handle, 0x55u);
+  programs().delete_inbound_sa(key);
+  EXPECT_FALSE(programs().lookup_inbound_sa(key, nullptr));
+  expect_pass(esp_v4_frame(0x5555), OV2_WIRE_PASS_NO_SA);
+  EXPECT_THROW(programs().delete_inbound_sa(key), ov2::Error);
+}
+
+TEST_F(WireTest, SpiZeroIsMalformed) { expect_pass(esp_v4_frame(0), OV2_WIRE_PASS_MALFORMED); }
+
+TEST_F(WireTest, NonIpFramesPass) {
+  expect_pass(FrameBuilder().ethernet(kEthArp).zeros(28).build(), OV2_WIRE_PASS_NOT_IP);
+  expect_pass(FrameBuilder().ethernet(0x88cc).zeros(40).build(), OV2_WIRE_PASS_NOT_IP);  // LLDP
+}
+
+TEST_F(WireTest, NonEspIpPasses) {
+  expect_pass(FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoTcp).tcp(1, 2).build(),
+              OV2_WIRE_PASS_NOT_ESP);
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoUdp).udp(500, 500).zeros(20).build(),
+      OV2_WIRE_PASS_NOT_ESP);
+  expect_pass(FrameBuilder().ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", kProtoAh).zeros(24).build(),
+              OV2_WIRE_PASS_NOT_ESP);
+}
+
+TEST_F(WireTest, VlanAndQinQTaggedEspReachesTheSaLookup) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEth8021Q)
+                  .vlan(10, kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoEsp)
+                  .esp(kEspSpi, 1)
+                  .build(),
+              OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(FrameBuilder()
+                  .ethernet(kEth8021AD)
+                  .vlan(100, kEth8021Q)
+                  .vlan(10, kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoEsp)
+                  .esp(kEspSpi, 1)
+                  .build(),
+              OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(FrameBuilder()
+                  .ethernet(kEth8021Q)
+                  .vlan(10, kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kProtoEsp)
+                  .esp(kV6Spi, 1)
+                  .build(),
+              OV2_WIRE_PASS_NO_WORKER);
+}
+
+TEST_F(WireTest, ThirdVlanTagIsBeyondTheParseDepthAndPassesAsNotIp) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEth8021AD)
+                  .vlan(1, kEth8021Q)
+                  .vlan(2, kEth8021Q)
+                  .vlan(3, kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoEsp)
+                  .esp(kEspSpi, 1)
+                  .build(),
+              OV2_WIRE_PASS_NOT_IP);
+}
+
+TEST_F(WireTest, TruncatedVlanTagIsMalformed) {
+  expect_pass(FrameBuilder().ethernet(kEth8021Q).payload({0, 10}).build(), OV2_WIRE_PASS_MALFORMED);
+}
+
+TEST_F(WireTest, Ipv4OptionsAreSkippedByIhl) {
+  FrameBuilder::Ipv4Options opts;
+  opts.options = Bytes(12, 1);  // 12 bytes of NOP: IHL 8
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, opts).esp(kEspSpi, 1).build(),
+      OV2_WIRE_PASS_NO_WORKER);
+  opts.options = Bytes(40, 1);  // maximum IHL 15
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, opts).esp(kEspSpi, 1).build(),
+      OV2_WIRE_PASS_NO_WORKER);
+  // The SPI is read behind the options, not at offset 20.
+  opts.options = Bytes(8, 1);
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, opts).esp(0xdead, 1).build(),
+      OV2_WIRE_PASS_NO_SA);
+}
+
+TEST_F(WireTest, BadIhlOrTotalLengthIsMalformed) {
+  for (int ihl : {0, 1, 4}) {
+    FrameBuilder::Ipv4Options opts;
+    opts.forced_ihl = ihl;
+    expect_pass(
+        FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, opts).esp(kEspSpi, 1).build(),
+        OV2_WIRE_PASS_MALFORMED);
+  }
+  FrameBuilder::Ipv4Options long_ihl;
+  long_ihl.forced_ihl = 15;  // 60-byte header in a 20+16-byte packet
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, long_ihl)
+                  .esp(kEspSpi, 1, 8)
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED);
+  for (int total : {0, 19, 27, 2000}) {  // shorter than header, than header+ESP, longer than the frame
+    FrameBuilder::Ipv4Options opts;
+    opts.forced_total_len = total;
+    expect_pass(
+        FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, opts).esp(kEspSpi, 1).build(),
+        OV2_WIRE_PASS_MALFORMED, "total length " + std::to_string(total));
+  }
+  Bytes wrong_version = esp_v4_frame(kEspSpi);
+  wrong_version[14] = 0x65;
+  expect_pass(wrong_version, OV2_WIRE_PASS_MALFORMED);
+}
+
+TEST_F(WireTest, EthernetPaddingAfterTheIpPacketIsAccepted) {
+  Bytes frame = esp_v4_frame(kEspSpi);
+  frame.resize(frame.size() + 10, 0);
+  expect_pass(frame, OV2_WIRE_PASS_NO_WORKER);
+}
+
+TEST_F(WireTest, Ipv4FragmentsPass) {
+  FrameBuilder::Ipv4Options more;
+  more.frag_off = 0x2000;  // MF, offset 0
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, more).esp(kEspSpi, 1).build(),
+      OV2_WIRE_PASS_FRAGMENT);
+  FrameBuilder::Ipv4Options last;
+  last.frag_off = 0x0010;  // offset 16*8, no MF
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, last).esp(kEspSpi, 1).build(),
+      OV2_WIRE_PASS_FRAGMENT);
+}
+
+TEST_F(WireTest, Ipv6ExtensionHeaderChainIsWalked) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6HopByHop)
+                  .ipv6_ext(kIpv6DestOpts)
+                  .ipv6_ext(kIpv6Routing, 2)
+                  .ipv6_ext(kProtoEsp, 1)
+                  .esp(kV6Spi, 1)
+                  .build(),
+              OV2_WIRE_PASS_NO_WORKER);
+}
+
+TEST_F(WireTest, SixIpv6ExtensionHeadersAreWalkedSevenAreTooDeep) {
+  auto chain = [](int n, uint32_t spi) {
+    FrameBuilder b;
+    b.ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", n > 0 ? kIpv6DestOpts : kProtoEsp);
+    for (int i = 0; i < n; ++i) b.ipv6_ext(i + 1 < n ? kIpv6DestOpts : kProtoEsp);
+    return b.esp(spi, 1).build();
+  };
+  expect_pass(chain(6, kV6Spi), OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_MALFORMED);
+}
+
+TEST_F(WireTest, Ipv6FragmentHeaderPasses) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
+                  .ipv6_fragment(kProtoEsp, 0, true)
+                  .esp(kV6Spi, 1)
+                  .build(),
+              OV2_WIRE_PASS_FRAGMENT);
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6HopByHop)
+                  .ipv6_ext(kIpv6Fragment)
+                  .ipv6_fragment(kProtoEsp, 10, false)
+                  .esp(kV6Spi, 1)
+                  .build(),
+              OV2_WIRE_PASS_FRAGMENT);
+}
+
+TEST_F(WireTest, MalformedIpv6IsCounted) {
+  // Payload length 0 (jumbogram) and longer than the frame.
+  expect_pass(FrameBuilder().ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", kProtoEsp, 0).esp(kV6Spi, 1).build(),
+              OV2_WIRE_PASS_MALFORMED);
+  expect_pass(
+      FrameBuilder().ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", kProtoEsp, 500).esp(kV6Spi, 1).build(),
+      OV2_WIRE_PASS_MALFORMED);
+  // An extension header whose length runs past the packet.
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6HopByHop)
+                  .payload({kProtoEsp, 200, 0, 0, 0, 0, 0, 0})
+                  .esp(kV6Spi, 1)
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED);
+}
+
+TEST_F(WireTest, NatTraversalNonEspMarkerIsIke) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoUdp)
+                  .udp(4500, 4500)
+                  .zeros(4)
+                  .payload({0x12, 0x34, 0x56, 0x78})
+                  .zeros(60)
+                  .build(),
+              OV2_WIRE_PASS_IKE);
+}
+
+TEST_F(WireTest, Ipv6UdpEncapsulatedEspIsHandledLikeIpv4) {
+  auto natt_v6 = [](uint32_t spi) {
+    return FrameBuilder()
+        .ethernet(kEthIpv6)
+        .ipv6("2001:db8::1", "2001:db8::2", kProtoUdp)
+        .udp(4500, 4500)
+        .esp(spi, 1)
+        .build();
+  };
+  expect_pass(natt_v6(kV6UdpSpi), OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(natt_v6(kV6Spi), OV2_WIRE_PASS_ENCAP_MISMATCH);
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kProtoUdp)
+                  .udp(4500, 4500)
+                  .zeros(4)
+                  .zeros(40)
+                  .build(),
+              OV2_WIRE_PASS_IKE);
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), natt_v6(kV6UdpSpi)).action, XDP_REDIRECT);
+}
+
+TEST_F(WireTest, NatKeepaliveIsPassed) {
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoUdp)
+                  .udp(4500, 4500)
+                  .payload({0xff})
+                  .build(),
+              OV2_WIRE_PASS_KEEPALIVE);
+  // Ethernet padding must not turn a keepalive into something else.
+  Bytes padded = FrameBuilder()
+                     .ethernet(kEthIpv4)
+                     .ipv4("198.51.100.1", "192.0.2.2", kProtoUdp)
+                     .udp(4500, 4500)
+                     .payload({0xff})
+                     .build();
+  padded.resize(60, 0);
+  expect_pass(padded, OV2_WIRE_PASS_KEEPALIVE);
+}
+
+TEST_F(WireTest, ShortOrInconsistentUdpEncapsulationIsMalformed) {
+  auto udp_payload = [](Bytes payload, int forced_udp_len = -1) {
+    return FrameBuilder()
+        .ethernet(kEthIpv4)
+        .ipv4("198.51.100.1", "192.0.2.2", kProtoUdp)
+        .udp(4500, 4500, forced_udp_len)
+        .payload(payload)
+        .build();
+  };
+  expect_pass(udp_payload({}), OV2_WIRE_PASS_MALFORMED);                     // no payload
+  expect_pass(udp_payload({0x00}), OV2_WIRE_PASS_MALFORMED);                 // one byte, not 0xff
+  expect_pass(udp_payload({0x00, 0x00, 0x10}), OV2_WIRE_PASS_MALFORMED);     // 3 bytes
+  expect_pass(udp_payload({0, 0, 0x20, 0, 0, 0}), OV2_WIRE_PASS_MALFORMED);  // SPI but no sequence number
+  expect_pass(udp_payload(Bytes(16, 1), 4), OV2_WIRE_PASS_MALFORMED);        // UDP length < 8
+  expect_pass(udp_payload(Bytes(16, 1), 200), OV2_WIRE_PASS_MALFORMED);      // UDP length past the IP packet
+  // A truncated UDP header.
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv4)
+                  .ipv4("198.51.100.1", "192.0.2.2", kProtoUdp)
+                  .payload({0x11, 0x94, 0x11})
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED);
+}
+
+TEST_F(WireTest, ReferenceEspFrameTruncatedAtEveryOffsetPassesAsMalformed) {
+  for (const Bytes& full : {esp_v4_frame(kEspSpi, "192.0.2.2", 8), natt_v4_frame(kUdpSpi, "192.0.2.2", 8),
+                            esp_v6_frame(kV6Spi, "2001:db8::2", 8)}) {
+    for (size_t len = 0; len < full.size(); ++len) {
+      Bytes cut(full.begin(), full.begin() + static_cast<long>(len));
+      if (len < 14) {
+        // test_run refuses frames shorter than an Ethernet header itself.
+        XdpRun r = run_xdp(programs().wire_prog_fd(), cut);
+        if (r.err != 0) continue;
+      }
+      expect_pass(cut, OV2_WIRE_PASS_MALFORMED);
+      if (HasFailure()) {
+        ADD_FAILURE() << "truncated at " << len << " of " << full.size();
+        return;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ov2::test
