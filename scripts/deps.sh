@@ -8,7 +8,7 @@ PKGS=(
   libssl-dev nlohmann-json3-dev libcli11-dev libsystemd-dev libpcap-dev libtoml11-dev libmnl-dev
   libgtest-dev libgmock-dev
   iproute2 ethtool iputils-ping tcpdump tshark iperf3 python3 python3-scapy python3-cryptography
-  procps psmisc util-linux
+  procps psmisc util-linux strace
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -6,7 +6,7 @@
  * NDIS names and values are kept exactly (IPsec Task Offload V2, ndis.h /
  * ntddndis.h).  Linux's struct xfrm_offload reuses some of these names with
  * *different* values (bit flags); convert only at the XFRM boundary
- * (ctl/engine/xfrm_status.h).
+ * (ctl/xfrm/xfrm_status.h).
  *
  * Byte order: fields named *_be are network order; everything else is host
  * order.  All structures have explicit padding so BPF and C++ agree.
