@@ -110,7 +110,10 @@ static __always_inline int is_neighbour_discovery(const struct ov2_l3_info *l3, 
 
 	if (l3->family != OV2_AF_INET6 || l3->proto != IPPROTO_ICMPV6 || l3->fragment)
 		return 0;
-	if ((void *)(icmp + 1) > data_end)
+	/* The header must lie inside the IP packet: deciding on Ethernet padding
+	 * behind a short packet would make the verdict depend on bytes that are
+	 * not part of it. */
+	if ((void *)(icmp + 1) > data_end || (void *)(icmp + 1) > l3->ip_end)
 		return 0;
 	/* router solicitation/advertisement, neighbour solicitation/advertisement, redirect */
 	return icmp->icmp6_type >= 133 && icmp->icmp6_type <= 137;
