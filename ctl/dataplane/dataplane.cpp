@@ -1,0 +1,169 @@
+#include "dataplane/dataplane.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "common/error.h"
+
+namespace ov2 {
+
+Dataplane::Dataplane(const Options& opts) : opts_(opts) {
+  if (opts.wire_ifname.empty()) fail(ErrorCode::InvalidArgument, "data plane: the wire interface is required");
+  if (opts.queues == 0 || opts.queues > OV2_MAX_QUEUES)
+    fail(ErrorCode::InvalidArgument, "data plane: queues must be 1.." + std::to_string(OV2_MAX_QUEUES));
+  sas_ = std::make_unique<SaRuntime>(opts.sa_capacity, opts.queues);
+}
+
+Dataplane::~Dataplane() { stop(); }
+
+void Dataplane::start() {
+  if (running_) return;
+  try {
+    wire_ifindex_ = link::index_of(opts_.wire_ifname);
+    if (wire_ifindex_ == 0)
+      fail(ErrorCode::InvalidArgument, "wire interface " + opts_.wire_ifname + " does not exist in this namespace");
+    uint8_t wire_mac[6];
+    link::mac_of(opts_.wire_ifname, wire_mac);
+
+    BpfPrograms::Options bopts;
+    bopts.cookie = opts_.cookie;
+    bopts.verdict_mark = opts_.verdict_mark;
+    programs_ = std::make_unique<BpfPrograms>(bopts);
+
+    OffloadDevice::Options dopts;
+    dopts.host_name = opts_.offload_dev;
+    dopts.nic_name = opts_.offload_peer;
+    dopts.wire_ifname = opts_.wire_ifname;
+    dopts.mtu = opts_.mtu;
+    dopts.queues = opts_.queues;
+    device_ = std::make_unique<OffloadDevice>(dopts, *programs_);
+
+    neighbours_ = std::make_unique<NeighbourCache>();
+    resolver_ = std::make_unique<NeighbourResolver>(*neighbours_, wire_ifindex_);
+
+    for (uint32_t q = 0; q < opts_.queues; ++q) {
+      Worker::Config wc;
+      wc.id = q;
+      wc.queue = q;
+      wc.cpu = q < opts_.cpus.size() ? opts_.cpus[q] : -1;
+      wc.batch = opts_.batch;
+      wc.wire_ifname = opts_.wire_ifname;
+      wc.nic_ifname = opts_.offload_peer;
+      std::memcpy(wc.wire_mac, wire_mac, 6);
+      std::memcpy(wc.host_mac, device_->host_mac(), 6);
+      std::memcpy(wc.nic_mac, device_->nic_mac(), 6);
+      wc.cookie = programs_->cookie();
+      wc.wire_mtu = device_->wire_mtu();
+      wc.umem.frames = opts_.umem_frames;
+      wc.umem.frame_size = opts_.frame_size;
+      wc.umem.fill_size = opts_.ring_size;
+      wc.umem.comp_size = opts_.ring_size;
+      wc.rings.rx_size = opts_.ring_size;
+      wc.rings.tx_size = opts_.ring_size;
+      wc.wire_xsks_map_fd = programs_->wire_xsks_map_fd();
+      wc.tx_xsks_map_fd = programs_->tx_xsks_map_fd();
+      workers_.push_back(std::make_unique<Worker>(wc, *sas_, *neighbours_));
+    }
+    for (auto& w : workers_) w->start();
+    // The wire last: inbound ESP is redirected only once a worker listens.
+    programs_->attach_wire(wire_ifindex_);
+    stop_housekeeping_.store(false);
+    housekeeping_ = std::thread([this] { housekeeping(); });
+    running_ = true;
+  } catch (...) {
+    running_ = true;  // let stop() tear down whatever got built
+    stop();
+    throw;
+  }
+}
+
+void Dataplane::stop() {
+  if (!running_) return;
+  stop_housekeeping_.store(true);
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (programs_) {
+    try {
+      programs_->detach_all();
+    } catch (...) {
+      // Deleting the device below detaches its programs anyway.
+    }
+  }
+  for (auto& w : workers_) w->stop();
+  workers_.clear();
+  resolver_.reset();
+  device_.reset();
+  programs_.reset();
+  neighbours_.reset();
+  sas_->reclaim();  // no worker left: everything retired is freed (keys wiped)
+  running_ = false;
+}
+
+void Dataplane::housekeeping() {
+  while (!stop_housekeeping_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    sas_->reclaim();
+  }
+}
+
+namespace {
+
+ov2_sa_value wire_value_for(uint64_t handle, const SaSpec& spec) {
+  ov2_sa_value v{};
+  v.handle = handle;
+  v.flags = (spec.udp_encap ? OV2_SA_F_UDP_ENCAP : 0u) | (spec.esn ? OV2_SA_F_ESN : 0u) |
+            (spec.mode == Mode::Tunnel ? OV2_SA_F_TUNNEL : 0u);
+  v.encap_dport = spec.udp_encap ? spec.encap_dport : 0;
+  return v;
+}
+
+}  // namespace
+
+void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
+  if (!running_) fail(ErrorCode::InvalidArgument, "data plane not started: start it before installing SAs");
+  sas_->install(handle, spec);
+  if (spec.dir == Direction::In) {
+    try {
+      programs_->put_inbound_sa(inbound_key_for(spec), wire_value_for(handle, spec));
+    } catch (...) {
+      sas_->remove(handle);
+      throw;
+    }
+  }
+}
+
+void Dataplane::remove_sa(uint64_t handle) {
+  ov2_sa_key key{};
+  const bool inbound = sas_->inbound_key_of(handle, &key);
+  if (inbound && programs_) {
+    try {
+      programs_->delete_inbound_sa(key);
+    } catch (const Error&) {
+      // Already gone from the map: the table entry is what matters now.
+    }
+  }
+  sas_->remove(handle);
+}
+
+void Dataplane::update_seq_hi(uint64_t handle, uint32_t seq_hi) { sas_->update_seq_hi(handle, seq_hi); }
+
+DataplaneCounters Dataplane::counters() const {
+  DataplaneCounters c;
+  for (const auto& w : workers_) {
+    WorkerCounterArray a = w->counters();
+    for (size_t i = 0; i < a.size(); ++i) c.worker[i] += a[i];
+    c.per_worker.push_back(a);
+    c.wire_sockets.push_back(w->wire_socket_stats());
+    c.nic_sockets.push_back(w->nic_socket_stats());
+  }
+  if (programs_) {
+    c.wire = programs_->wire_counters();
+    c.tx = programs_->tx_counters();
+    c.deliver = programs_->deliver_counters();
+    c.verdict = programs_->verdict_counters();
+    c.verdict_status = programs_->verdict_status_counters();
+  }
+  if (resolver_) c.neighbour_resolutions = resolver_->resolutions();
+  return c;
+}
+
+}  // namespace ov2

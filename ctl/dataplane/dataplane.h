@@ -1,0 +1,132 @@
+// The AF_XDP data plane as one object the daemon drives.
+//
+// Ownership and threads (everything lives in the network namespace that was
+// current when start() ran):
+//   Dataplane owns, in start order:
+//     BpfPrograms     the four programs and their maps (ov2_wire attached to
+//                     the wire, ov2_tx/ov2_deliver/ov2_verdict via the device)
+//     OffloadDevice   the veth pair ov2 / ov2-nic
+//     SaRuntime       the SA table the workers read (lock-free; epochs)
+//     NeighbourCache  next-hop MACs the workers read (lock-free; seqlocks)
+//     NeighbourResolver   thread "resolver": rtnetlink route+neighbour lookups
+//     Worker x queues     thread per queue: the packet loop (no locks, no
+//                         allocation); its UMEM and two AF_XDP sockets
+//     housekeeping thread frees retired SAs once no worker can see them
+//   stop() (and the destructor) tear down in reverse: workers first, so no
+//   packet path runs while anything it reads goes away.
+//
+// Control calls (install_sa, remove_sa, update_seq_hi, counters) may come from
+// any thread; they serialize on SaRuntime's control lock, never on a worker.
+//
+// Namespace: start() binds everything to the calling thread's network
+// namespace; call stop() (or destroy) from a thread in that same namespace,
+// because the BPF detach goes by ifindex through the caller's netlink.
+//
+// Routes into the offload device must carry device().route_mtu()
+// (`ip route add 10.2.0.0/24 dev ov2 mtu <route_mtu>`): the device MTU itself
+// is larger so that decrypted packets plus the shim fit (offload_device.h).
+//
+// Several queues: each inbound SA's anti-replay window belongs to the first
+// worker that receives on it; packets of that SA arriving on another queue are
+// dropped and counted (rx-foreign-queue).  Steer an SA to one queue (RFC 9611
+// per-resource SAs).  Outbound SAs are shared (crypto slots = queues).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dataplane/bpf_programs.h"
+#include "dataplane/offload_device.h"
+#include "dataplane/sa_runtime.h"
+#include "dataplane/worker.h"
+#include "model/sa_spec.h"
+
+namespace ov2 {
+
+struct DataplaneCounters {
+  WorkerCounterArray worker{};                 // summed over workers
+  std::vector<WorkerCounterArray> per_worker;  // by queue
+  std::vector<XskPort::Stats> wire_sockets;    // kernel XSK statistics, by queue
+  std::vector<XskPort::Stats> nic_sockets;
+  std::vector<uint64_t> wire;            // ov2_wire_counter
+  std::vector<uint64_t> tx;              // ov2_tx_counter
+  std::vector<uint64_t> deliver;         // ov2_deliver_counter
+  std::vector<uint64_t> verdict;         // ov2_verdict_counter
+  std::vector<uint64_t> verdict_status;  // per CryptoStatus 0..7
+  uint64_t neighbour_resolutions = 0;
+  uint64_t worker_count(WorkerCounter c) const { return worker[static_cast<size_t>(c)]; }
+};
+
+class Dataplane {
+ public:
+  struct Options {
+    std::string wire_ifname;               // required: the NIC (or veth) ESP goes out on
+    std::string offload_dev = "ov2";       // host end of the offload device
+    std::string offload_peer = "ov2-nic";  // worker end
+    uint32_t queues = 1;                   // workers = veth queues = wire queues used
+    std::vector<int> cpus;                 // cpus[i] pins worker i (shorter/empty: unpinned)
+    uint32_t mtu = 0;             // route MTU into ov2; 0: wire MTU - worst-case ESP overhead (offload_device.h)
+    uint32_t umem_frames = 4096;  // per worker
+    uint32_t frame_size = 4096;   // 2048 or 4096
+    uint32_t ring_size = 2048;    // rx/tx/fill/completion ring entries
+    uint32_t batch = 64;
+    uint32_t sa_capacity = OV2_MAX_SAS;  // handle slots (low 24 bits of a handle)
+    uint32_t verdict_mark = 0;           // skb->mark on accepted decrypted packets
+    uint64_t cookie = 0;                 // shim cookie; 0: random per start
+  };
+
+  explicit Dataplane(const Options& opts);
+  ~Dataplane();  // stop()
+  Dataplane(const Dataplane&) = delete;
+  Dataplane& operator=(const Dataplane&) = delete;
+
+  // Loads and attaches the programs, creates the offload device, starts the
+  // resolver and the workers.  Throws ov2::Error; on failure nothing stays up.
+  void start();
+  // Stops the workers and removes everything start() created.  Idempotent.
+  void stop();
+  bool running() const { return running_; }
+
+  // Installs an SA under the control plane's handle: the ESP object for the
+  // workers first, then (inbound) the (SPI, dst) entry that makes ov2_wire
+  // redirect its packets.  Throws ov2::Error (see SaRuntime::install).
+  void install_sa(uint64_t handle, const SaSpec& spec);
+  // Removes an SA (inbound: the wire entry first).  Throws ov2::Error(NotFound).
+  void remove_sa(uint64_t handle);
+  // UPDATE_SA (ESN high bits).  Throws NotFound / InvalidArgument.
+  void update_seq_hi(uint64_t handle, uint32_t seq_hi);
+  // Per-SA counters.  Throws NotFound.
+  SaRuntimeCounters sa_counters(uint64_t handle) const { return sas_->counters(handle); }
+  // Outbound SAs asking to be deleted (sequence space / hard lifetime).
+  std::vector<uint64_t> outbound_delete_requests() const { return sas_->outbound_delete_requests(); }
+
+  // Everything counted, summed (workers' own and the BPF programs').
+  DataplaneCounters counters() const;
+
+  // For the daemon's SPD loading (spd_compiler.h) and its event reader.  Valid
+  // between start() and stop().
+  BpfPrograms& programs() { return *programs_; }
+  const OffloadDevice& device() const { return *device_; }
+  int wire_ifindex() const { return wire_ifindex_; }
+
+ private:
+  void housekeeping();
+
+  Options opts_;
+  bool running_ = false;
+  int wire_ifindex_ = 0;
+  std::unique_ptr<SaRuntime> sas_;
+  std::unique_ptr<NeighbourCache> neighbours_;
+  std::unique_ptr<BpfPrograms> programs_;
+  std::unique_ptr<OffloadDevice> device_;
+  std::unique_ptr<NeighbourResolver> resolver_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stop_housekeeping_{false};
+  std::thread housekeeping_;
+};
+
+}  // namespace ov2

@@ -1,0 +1,222 @@
+#include "dataplane/sa_runtime.h"
+
+#include <endian.h>
+
+#include <cstring>
+#include <string>
+
+#include "common/error.h"
+
+namespace ov2 {
+
+bool EpochDomain::quiescent_since(uint64_t epoch) const {
+  for (const Reader& r : readers_) {
+    if (r.epoch.load(std::memory_order_seq_cst) < epoch) return false;
+  }
+  return true;
+}
+
+ov2_sa_key inbound_key_for(const SaSpec& spec) {
+  ov2_sa_key key{};
+  key.spi_be = htobe32(spec.spi);
+  key.family = spec.dst.family == Family::V4 ? OV2_AF_INET : OV2_AF_INET6;
+  std::memcpy(key.daddr, spec.dst.bytes.data(), spec.dst.size());
+  return key;
+}
+
+namespace {
+
+uint64_t hash_key(const ov2_sa_key& k) {
+  // FNV-1a over the 24 key bytes: cheap, and SPIs are random anyway.
+  uint64_t h = 1469598103934665603ull;
+  const auto* p = reinterpret_cast<const uint8_t*>(&k);
+  for (size_t i = 0; i < sizeof(k); ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+bool same_key(const ov2_sa_key& a, const ov2_sa_key& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
+
+}  // namespace
+
+// Open addressing, load factor <= 1/2, immutable once published.
+struct SaRuntime::InboundIndex {
+  struct Bucket {
+    ov2_sa_key key;
+    uint64_t handle;  // 0 = empty
+  };
+  std::vector<Bucket> buckets;
+  uint64_t mask = 0;
+};
+
+struct SaRuntime::Retired {
+  uint64_t epoch;
+  std::unique_ptr<SaRuntimeEntry> entry;
+  std::unique_ptr<InboundIndex> index;
+};
+
+SaRuntime::SaRuntime(uint32_t capacity, unsigned crypto_slots)
+    : capacity_(capacity),
+      crypto_slots_(crypto_slots ? crypto_slots : 1),
+      slots_(new std::atomic<SaRuntimeEntry*>[capacity]) {
+  if (capacity == 0 || capacity > kSlotMask + 1) fail(ErrorCode::InvalidArgument, "SA table capacity must be 1..2^24");
+  for (uint32_t i = 0; i < capacity; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
+  std::lock_guard lock(mu_);
+  publish_index_locked();
+}
+
+SaRuntime::~SaRuntime() {
+  // Workers are stopped before the table goes away (Dataplane owns the order).
+  delete index_.load();
+}
+
+void SaRuntime::publish_index_locked() {
+  auto idx = std::make_unique<InboundIndex>();
+  size_t n = 8;
+  while (n < installed_.size() * 2 + 2) n <<= 1;
+  idx->buckets.assign(n, InboundIndex::Bucket{{}, 0});
+  idx->mask = n - 1;
+  for (const auto& [handle, e] : installed_) {
+    if (e->dir != Direction::In) continue;
+    uint64_t i = hash_key(e->key) & idx->mask;
+    while (idx->buckets[i].handle != 0) i = (i + 1) & idx->mask;
+    idx->buckets[i] = {e->key, handle};
+  }
+  InboundIndex* old = index_.exchange(idx.release(), std::memory_order_acq_rel);
+  if (old) retire_locked(nullptr, std::unique_ptr<InboundIndex>(old));
+}
+
+void SaRuntime::retire_locked(std::unique_ptr<SaRuntimeEntry> e, std::unique_ptr<InboundIndex> idx) {
+  retired_.push_back(Retired{epochs_.advance(), std::move(e), std::move(idx)});
+}
+
+const SaRuntimeEntry* SaRuntime::find_inbound(const ov2_sa_key& key) const {
+  const InboundIndex* idx = index_.load(std::memory_order_acquire);
+  uint64_t i = hash_key(key) & idx->mask;
+  for (;;) {
+    const InboundIndex::Bucket& b = idx->buckets[i];
+    if (b.handle == 0) return nullptr;
+    if (same_key(b.key, key)) {
+      const SaRuntimeEntry* e = entry(b.handle);
+      return (e && e->dir == Direction::In) ? e : nullptr;
+    }
+    i = (i + 1) & idx->mask;
+  }
+}
+
+void SaRuntime::install(uint64_t handle, const SaSpec& spec) {
+  if (handle == 0) fail(ErrorCode::InvalidArgument, "SA handle 0 is reserved (it means \"no offload\")");
+  uint64_t slot = handle & kSlotMask;
+  if (slot >= capacity_)
+    fail(ErrorCode::ResourceExhausted, "SA handle slot " + std::to_string(slot) +
+                                           " is beyond the worker's SA capacity " + std::to_string(capacity_) +
+                                           "; raise the capacity");
+  auto e = std::make_unique<SaRuntimeEntry>();
+  e->handle = handle;
+  e->dir = spec.dir;
+  e->inner_handle = spec.inner_handle;
+  if (spec.dir == Direction::Out) {
+    e->outbound = std::make_unique<esp::OutboundSa>(spec, esp::monotonic_now_ns(), crypto_slots_);
+  } else {
+    e->key = inbound_key_for(spec);
+    e->inbound = std::make_unique<esp::InboundSa>(spec, esp::monotonic_now_ns());
+  }
+  std::lock_guard lock(mu_);
+  if (slots_[slot].load(std::memory_order_relaxed) != nullptr)
+    fail(ErrorCode::Exists, "SA slot " + std::to_string(slot) + " is in use; remove that SA first");
+  if (spec.dir == Direction::In) {
+    for (const auto& [h, other] : installed_)
+      if (other->dir == Direction::In && same_key(other->key, e->key))
+        fail(ErrorCode::Exists,
+             "an inbound SA with this SPI and destination is installed (handle " + std::to_string(h) + ")");
+  }
+  SaRuntimeEntry* raw = e.get();
+  bool inbound = spec.dir == Direction::In;
+  installed_.emplace(handle, std::move(e));
+  slots_[slot].store(raw, std::memory_order_release);
+  if (inbound) publish_index_locked();
+}
+
+void SaRuntime::remove(uint64_t handle) {
+  std::lock_guard lock(mu_);
+  auto it = installed_.find(handle);
+  if (it == installed_.end())
+    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  std::unique_ptr<SaRuntimeEntry> e = std::move(it->second);
+  installed_.erase(it);
+  slots_[handle & kSlotMask].store(nullptr, std::memory_order_seq_cst);
+  if (e->dir == Direction::In) publish_index_locked();
+  retire_locked(std::move(e), nullptr);
+}
+
+void SaRuntime::update_seq_hi(uint64_t handle, uint32_t seq_hi) {
+  std::lock_guard lock(mu_);
+  auto it = installed_.find(handle);
+  if (it == installed_.end())
+    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  bool ok = it->second->outbound ? it->second->outbound->set_seq_hi(seq_hi) : it->second->inbound->set_seq_hi(seq_hi);
+  if (!ok) fail(ErrorCode::InvalidArgument, "SA " + std::to_string(handle) + " is not an ESN SA; UPDATE_SA needs ESN");
+}
+
+SaRuntimeCounters SaRuntime::counters(uint64_t handle) const {
+  std::lock_guard lock(mu_);
+  auto it = installed_.find(handle);
+  if (it == installed_.end())
+    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  const SaRuntimeEntry& e = *it->second;
+  const esp::SaCounters& c = e.outbound ? e.outbound->counters() : e.inbound->counters();
+  SaRuntimeCounters out;
+  out.packets = c.packets.load(std::memory_order_relaxed);
+  out.bytes = c.bytes.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < out.by_reason.size(); ++i) out.by_reason[i] = c.by_reason[i].load(std::memory_order_relaxed);
+  // highest_seq() of an inbound SA is written by its worker: a torn read is
+  // impossible on 64-bit targets and the value is informational.
+  if (e.outbound)
+    out.next_seq = e.outbound->next_seq();
+  else
+    out.highest_seq = e.inbound->highest_seq();
+  return out;
+}
+
+std::vector<uint64_t> SaRuntime::outbound_delete_requests() const {
+  std::lock_guard lock(mu_);
+  std::vector<uint64_t> out;
+  for (const auto& [h, e] : installed_)
+    if (e->outbound && e->outbound->delete_requested()) out.push_back(h);
+  return out;
+}
+
+size_t SaRuntime::reclaim() {
+  std::vector<Retired> to_free;
+  {
+    std::lock_guard lock(mu_);
+    auto keep = retired_.begin();
+    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+      if (epochs_.quiescent_since(it->epoch))
+        to_free.push_back(std::move(*it));
+      else
+        *keep++ = std::move(*it);
+    }
+    retired_.erase(keep, retired_.end());
+  }
+  size_t left;
+  {
+    std::lock_guard lock(mu_);
+    left = retired_.size();
+  }
+  return left;  // to_free's destructors wipe the keys here, outside the lock
+}
+
+bool SaRuntime::inbound_key_of(uint64_t handle, ov2_sa_key* key) const {
+  std::lock_guard lock(mu_);
+  auto it = installed_.find(handle);
+  if (it == installed_.end() || it->second->dir != Direction::In) return false;
+  *key = it->second->key;
+  return true;
+}
+
+size_t SaRuntime::size() const {
+  std::lock_guard lock(mu_);
+  return installed_.size();
+}
+
+}  // namespace ov2

@@ -1,0 +1,435 @@
+#include "dataplane/worker.h"
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/error.h"
+#include "esp/esp.h"
+#include "ov2_abi.h"
+
+namespace ov2 {
+
+const char* worker_counter_name(WorkerCounter c) {
+  switch (c) {
+    case WorkerCounter::TxPackets:
+      return "tx-packets";
+    case WorkerCounter::TxEncapsulated:
+      return "tx-encapsulated";
+    case WorkerCounter::TxBypassed:
+      return "tx-bypassed";
+    case WorkerCounter::TxUnknownHandle:
+      return "tx-unknown-handle";
+    case WorkerCounter::TxBadMeta:
+      return "tx-bad-meta";
+    case WorkerCounter::TxMalformed:
+      return "tx-malformed";
+    case WorkerCounter::TxEncapFailed:
+      return "tx-encap-failed";
+    case WorkerCounter::TxNoNeighbour:
+      return "tx-no-neighbour";
+    case WorkerCounter::TxRingFull:
+      return "tx-ring-full";
+    case WorkerCounter::TxTooBig:
+      return "tx-too-big";
+    case WorkerCounter::RxPackets:
+      return "rx-packets";
+    case WorkerCounter::RxDecapsulated:
+      return "rx-decapsulated";
+    case WorkerCounter::RxCryptoFailed:
+      return "rx-crypto-failed";
+    case WorkerCounter::RxDummy:
+      return "rx-dummy";
+    case WorkerCounter::RxNotChecked:
+      return "rx-not-checked";
+    case WorkerCounter::RxNoSa:
+      return "rx-no-sa";
+    case WorkerCounter::RxForeignQueue:
+      return "rx-foreign-queue";
+    case WorkerCounter::RxMalformed:
+      return "rx-malformed";
+    case WorkerCounter::RxRingFull:
+      return "rx-ring-full";
+    case WorkerCounter::Count:
+      break;
+  }
+  return "?";
+}
+
+Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
+    : cfg_(cfg), sas_(sas), neighbours_(neighbours) {
+  if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
+  if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
+  umem_ = std::make_unique<Umem>(cfg.umem);
+  wire_ = std::make_unique<XskPort>(*umem_, cfg.wire_ifname, cfg.queue, cfg.rings);
+  nic_ = std::make_unique<XskPort>(*umem_, cfg.nic_ifname, cfg.queue, cfg.rings);
+  // Give the fill rings their frames before the programs can redirect to us.
+  refill(*wire_);
+  refill(*nic_);
+  wire_->register_in(cfg.wire_xsks_map_fd);
+  nic_->register_in(cfg.tx_xsks_map_fd);
+}
+
+Worker::~Worker() {
+  stop();
+  // The sockets leave the xsks maps when they close (the kernel removes them).
+  nic_.reset();
+  wire_.reset();
+  umem_.reset();
+}
+
+void Worker::start() {
+  if (thread_.joinable()) return;
+  stop_.store(false);
+  thread_ = std::thread([this] { run(); });
+  if (cfg_.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cfg_.cpu, &set);
+    int err = pthread_setaffinity_np(thread_.native_handle(), sizeof(set), &set);
+    if (err) {
+      stop();
+      fail(ErrorCode::InvalidArgument, "cannot pin worker " + std::to_string(cfg_.id) + " to CPU " +
+                                           std::to_string(cfg_.cpu) + ": " + strerror(err));
+    }
+  }
+}
+
+void Worker::stop() {
+  stop_.store(true);
+  if (thread_.joinable()) thread_.join();
+}
+
+WorkerCounterArray Worker::counters() const {
+  WorkerCounterArray out{};
+  for (size_t i = 0; i < out.size(); ++i) out[i] = counters_[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+void Worker::run() {
+  pollfd fds[2] = {{wire_->fd(), POLLIN, 0}, {nic_->fd(), POLLIN, 0}};
+  EpochDomain& epochs = sas_.epochs();
+  while (!stop_.load(std::memory_order_relaxed)) {
+    epochs.enter(cfg_.id);
+    uint64_t now = esp::monotonic_now_ns();
+    unsigned work = recycle(*wire_) + recycle(*nic_);
+    refill(*wire_);
+    refill(*nic_);
+    work += transmit_path(now);
+    work += receive_path(now);
+    if (wire_tx_outstanding_) kick(*wire_);
+    if (nic_tx_outstanding_) kick(*nic_);
+    if (work == 0) {
+      epochs.leave(cfg_.id);
+      // Copy mode completes TX during the kick; wait briefly if some is still in flight.
+      int timeout = (wire_tx_outstanding_ || nic_tx_outstanding_) ? 1 : 50;
+      poll(fds, 2, timeout);
+    }
+  }
+  epochs.leave(cfg_.id);
+}
+
+unsigned Worker::recycle(XskPort& port) {
+  uint32_t idx;
+  uint32_t n = xsk_ring_cons__peek(&port.comp, cfg_.batch * 4, &idx);
+  for (uint32_t i = 0; i < n; ++i) umem_->release(*xsk_ring_cons__comp_addr(&port.comp, idx + i));
+  if (n) xsk_ring_cons__release(&port.comp, n);
+  uint32_t& outstanding = (&port == wire_.get()) ? wire_tx_outstanding_ : nic_tx_outstanding_;
+  outstanding -= std::min(outstanding, n);
+  return n;
+}
+
+void Worker::refill(XskPort& port) {
+  // Keep half the frames for each fill ring at most; TX reuses received frames.
+  uint32_t want = std::min<uint32_t>(xsk_prod_nb_free(&port.fill, cfg_.batch * 4), umem_->free_frames());
+  want = std::min(want, cfg_.batch * 4);
+  if (want == 0) return;
+  uint32_t idx;
+  uint32_t n = xsk_ring_prod__reserve(&port.fill, want, &idx);
+  for (uint32_t i = 0; i < n; ++i) {
+    uint64_t addr = 0;
+    umem_->alloc(&addr);  // cannot fail: want <= free_frames()
+    *xsk_ring_prod__fill_addr(&port.fill, idx + i) = addr;
+  }
+  xsk_ring_prod__submit(&port.fill, n);
+}
+
+void Worker::kick(XskPort& port) {
+  // Copy mode sends at most 32 descriptors per sendto (the kernel's TX batch),
+  // so kick until the kernel has taken what we queued, a few times at most.
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t queued = *port.tx.producer - __atomic_load_n(port.tx.consumer, __ATOMIC_ACQUIRE);
+    if (queued == 0 || !xsk_ring_prod__needs_wakeup(&port.tx)) return;
+    if (sendto(port.fd(), nullptr, 0, MSG_DONTWAIT, nullptr, 0) < 0 && errno != EAGAIN && errno != EBUSY &&
+        errno != ENOBUFS)
+      return;  // a real error shows up in the socket's statistics; the next loop retries
+  }
+}
+
+bool Worker::owns(const SaRuntimeEntry& sa) {
+  const int me = static_cast<int>(cfg_.id);
+  int owner = sa.rx_owner.load(std::memory_order_acquire);
+  if (owner == me) return true;
+  return owner == -1 && sa.rx_owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel);
+}
+
+// ---------------------------------------------------------------------------
+// Transmit: ov2-nic -> ESP -> wire
+
+unsigned Worker::transmit_path(uint64_t now_ns) {
+  // Take only as many as the wire TX ring has room for: the rest waits in the
+  // RX ring (backpressure) instead of being dropped here.
+  const uint32_t room = xsk_prod_nb_free(&wire_->tx, cfg_.batch);
+  uint32_t idx_rx;
+  uint32_t n = xsk_ring_cons__peek(&nic_->rx, std::min(cfg_.batch, room), &idx_rx);
+  if (n == 0) {
+    if (room == 0) count(WorkerCounter::TxRingFull);
+    return 0;
+  }
+  count(WorkerCounter::TxPackets, n);
+  uint32_t idx_tx = 0;
+  xsk_ring_prod__reserve(&wire_->tx, n, &idx_tx);  // cannot fail: n <= room
+  uint32_t out = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&nic_->rx, idx_rx + i);
+    uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
+    xdp_desc desc;
+    if (encapsulate_one(data, d->addr, d->len, now_ns, &desc))
+      *xsk_ring_prod__tx_desc(&wire_->tx, idx_tx + out++) = desc;
+    else
+      umem_->release(d->addr);
+  }
+  xsk_ring_cons__release(&nic_->rx, n);
+  // Give back the TX slots we reserved but did not fill (descriptors are dense).
+  wire_->tx.cached_prod -= (n - out);
+  if (out) {
+    xsk_ring_prod__submit(&wire_->tx, out);
+    wire_tx_outstanding_ += out;
+  }
+  return n;
+}
+
+bool Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out) {
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
+  if (offset < OV2_META_SIZE) {
+    count(WorkerCounter::TxBadMeta);
+    return false;
+  }
+  ov2_meta meta;
+  std::memcpy(&meta, data - OV2_META_SIZE, sizeof(meta));
+  if (meta.magic != OV2_META_MAGIC || meta.version != OV2_META_VERSION || meta.dir != OV2_META_DIR_TX) {
+    count(WorkerCounter::TxBadMeta);
+    return false;
+  }
+  if (len < ETH_HLEN + 20 || offset + len > fs) {
+    count(WorkerCounter::TxMalformed);
+    return false;
+  }
+  esp::Packet p{data + ETH_HLEN, len - ETH_HLEN, offset + ETH_HLEN, fs - offset - len};
+  // The Ethernet header we prepend again must fit in front of the result.
+  p.headroom -= ETH_HLEN;
+  const uint64_t handle = meta.nbl.tx.offload_handle;
+  if (handle != 0) {
+    esp::OutboundSa* sa = sas_.outbound(handle);
+    esp::OutboundSa* tunnel = meta.tunnel_handle ? sas_.outbound(meta.tunnel_handle) : nullptr;
+    if (!sa || (meta.tunnel_handle && !tunnel)) {
+      count(WorkerCounter::TxUnknownHandle);
+      return false;
+    }
+    esp::Reason r = tunnel ? esp::encapsulate_bundle(*sa, *tunnel, p, now_ns) : sa->encapsulate(p, now_ns);
+    if (r != esp::Reason::Ok) {
+      count(WorkerCounter::TxEncapFailed);
+      return false;
+    }
+  }
+  if (p.len > cfg_.wire_mtu) {
+    count(WorkerCounter::TxTooBig);
+    return false;
+  }
+  const uint8_t version = p.data[0] >> 4;
+  uint8_t family;
+  const uint8_t* dst;
+  if (version == 4 && p.len >= 20) {
+    family = 4;
+    dst = p.data + 16;
+  } else if (version == 6 && p.len >= 40) {
+    family = 6;
+    dst = p.data + 24;
+  } else {
+    count(WorkerCounter::TxMalformed);
+    return false;
+  }
+  uint8_t* eth = p.data - ETH_HLEN;
+  if (!neighbours_.lookup(family, dst, eth)) {
+    neighbours_.request(family, dst);
+    count(WorkerCounter::TxNoNeighbour);
+    return false;
+  }
+  std::memcpy(eth + 6, cfg_.wire_mac, 6);
+  const uint16_t type = htons(family == 4 ? ETH_P_IP : ETH_P_IPV6);
+  std::memcpy(eth + 12, &type, 2);
+  out->addr = static_cast<uint64_t>(eth - umem_->area());
+  out->len = p.len + ETH_HLEN;
+  out->options = 0;
+  count(handle ? WorkerCounter::TxEncapsulated : WorkerCounter::TxBypassed);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Receive: wire -> ESP check -> shim -> ov2-nic
+
+unsigned Worker::receive_path(uint64_t now_ns) {
+  const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
+  uint32_t idx_rx;
+  uint32_t n = xsk_ring_cons__peek(&wire_->rx, std::min(cfg_.batch, room), &idx_rx);
+  if (n == 0) {
+    if (room == 0) count(WorkerCounter::RxRingFull);
+    return 0;
+  }
+  count(WorkerCounter::RxPackets, n);
+  uint32_t idx_tx = 0;
+  xsk_ring_prod__reserve(&nic_->tx, n, &idx_tx);  // cannot fail: n <= room
+  uint32_t out = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + i);
+    uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
+    xdp_desc desc;
+    if (decapsulate_one(data, d->addr, d->len, now_ns, &desc))
+      *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc;
+    else
+      umem_->release(d->addr);
+  }
+  xsk_ring_cons__release(&wire_->rx, n);
+  nic_->tx.cached_prod -= (n - out);
+  if (out) {
+    xsk_ring_prod__submit(&nic_->tx, out);
+    nic_tx_outstanding_ += out;
+  }
+  return n;
+}
+
+bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out) {
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
+  if (len < ETH_HLEN || offset + len > fs) {
+    count(WorkerCounter::RxMalformed);
+    return false;
+  }
+  uint32_t l2 = ETH_HLEN;
+  uint16_t type;
+  std::memcpy(&type, data + 12, 2);
+  if (type == htons(ETH_P_8021Q) && len >= ETH_HLEN + 4) {
+    std::memcpy(&type, data + 16, 2);
+    l2 += 4;
+  }
+  uint8_t* ip = data + l2;
+  const uint32_t ip_len = len - l2;
+  ov2_sa_key key{};
+  const uint8_t* l4;
+  uint8_t proto;
+  if (type == htons(ETH_P_IP) && ip_len >= 20) {
+    const uint32_t ihl = (ip[0] & 0xf) * 4u;
+    if (ihl < 20 || ip_len < ihl + 8) {
+      count(WorkerCounter::RxMalformed);
+      return false;
+    }
+    key.family = OV2_AF_INET;
+    std::memcpy(key.daddr, ip + 16, 4);
+    proto = ip[9];
+    l4 = ip + ihl;
+  } else if (type == htons(ETH_P_IPV6) && ip_len >= 48) {
+    key.family = OV2_AF_INET6;
+    std::memcpy(key.daddr, ip + 24, 16);
+    proto = ip[6];
+    l4 = ip + 40;
+  } else {
+    count(WorkerCounter::RxMalformed);
+    return false;
+  }
+  if (proto == IPPROTO_UDP) {  // RFC 3948: UDP header, then the SPI
+    if (l4 + 12 > ip + ip_len) {
+      count(WorkerCounter::RxMalformed);
+      return false;
+    }
+    std::memcpy(&key.spi_be, l4 + 8, 4);
+  } else {
+    std::memcpy(&key.spi_be, l4, 4);
+  }
+  const SaRuntimeEntry* sa = sas_.find_inbound(key);
+  if (!sa) {
+    count(WorkerCounter::RxNoSa);
+    return false;
+  }
+  const SaRuntimeEntry* inner = nullptr;
+  if (sa->inner_handle) {
+    inner = sas_.entry(sa->inner_handle);
+    if (!inner || !inner->inbound) {
+      count(WorkerCounter::RxNoSa);
+      return false;
+    }
+  }
+  if (!owns(*sa) || (inner && !owns(*inner))) {
+    count(WorkerCounter::RxForeignQueue);
+    return false;
+  }
+  esp::Packet p{ip, ip_len, offset + l2, fs - offset - len};
+  uint32_t rx_info;
+  bool success;
+  if (inner) {
+    esp::BundleResult r = esp::decapsulate_bundle(*sa->inbound, *inner->inbound, p, now_ns);
+    if (!r.tunnel.crypto_done) {
+      count(WorkerCounter::RxNotChecked);
+      return false;
+    }
+    if (r.tunnel.reason == esp::Reason::DummyPacket ||
+        (r.transport_checked && r.transport.reason == esp::Reason::DummyPacket)) {
+      count(WorkerCounter::RxDummy);
+      return false;
+    }
+    rx_info = r.rx_info;
+    success = r.ok();
+  } else {
+    esp::InboundSa::Result r = sa->inbound->decapsulate(p, now_ns);
+    if (!r.crypto_done) {
+      count(WorkerCounter::RxNotChecked);
+      return false;
+    }
+    if (r.reason == esp::Reason::DummyPacket) {
+      count(WorkerCounter::RxDummy);
+      return false;
+    }
+    rx_info = esp::rx_info_for(r);
+    success = r.reason == esp::Reason::Ok;
+  }
+  constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
+  if (p.headroom < kShimFrame || p.len == 0) {
+    count(WorkerCounter::RxMalformed);
+    return false;
+  }
+  ov2_shim shim{};
+  shim.cookie = cfg_.cookie;
+  shim.sa_handle = sa->handle;
+  shim.rx_info = rx_info;
+  shim.inner_proto_be = htons((p.data[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
+  std::memcpy(p.data - OV2_SHIM_SIZE, &shim, sizeof(shim));
+  uint8_t* eth = p.data - kShimFrame;
+  std::memcpy(eth, cfg_.host_mac, 6);
+  std::memcpy(eth + 6, cfg_.nic_mac, 6);
+  const uint16_t shim_type = htons(OV2_SHIM_ETHERTYPE);
+  std::memcpy(eth + 12, &shim_type, 2);
+  out->addr = static_cast<uint64_t>(eth - umem_->area());
+  out->len = p.len + kShimFrame;
+  out->options = 0;
+  count(success ? WorkerCounter::RxDecapsulated : WorkerCounter::RxCryptoFailed);
+  return true;
+}
+
+}  // namespace ov2

@@ -1,0 +1,121 @@
+// One AF_XDP crypto worker: one thread, one queue, one UMEM shared by two
+// sockets -- on the wire and on the worker end of the offload device (ov2-nic).
+//
+//   transmit: ov2-nic RX -> struct ov2_meta before the frame -> outbound SA by
+//             handle -> ESP encapsulation in place -> Ethernet to the next hop
+//             -> wire TX (same frame, no copy).  Handle 0 (BYPASS): in clear.
+//   receive:  wire RX -> inbound SA by (SPI, dst) -> decapsulation in place ->
+//             Ethernet|ov2_shim|inner IP -> ov2-nic TX -> ov2_deliver/ov2_verdict
+//             on the host end take the verdict.
+//
+// The packet path never allocates, locks, logs or throws; counters are this
+// thread's own relaxed atomics, summed by whoever reads them.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "dataplane/neighbour.h"
+#include "dataplane/sa_runtime.h"
+#include "dataplane/umem.h"
+#include "dataplane/xsk_port.h"
+
+namespace ov2 {
+
+enum class WorkerCounter : uint32_t {
+  TxPackets,        // frames received from ov2-nic
+  TxEncapsulated,   // sent on the wire as ESP (counted once handed to the wire TX ring)
+  TxBypassed,       // handle 0: sent on the wire in clear
+  TxUnknownHandle,  // handle not installed (NDIS: the send fails)
+  TxBadMeta,        // no valid ov2_meta in front of the frame
+  TxMalformed,      // too short / not IP
+  TxEncapFailed,    // the ESP engine refused (lifetime, sequence space, room...)
+  TxNoNeighbour,    // next-hop MAC not resolved yet: dropped, resolution asked
+  TxRingFull,       // loops that found the wire TX ring full (backpressure; nothing dropped here)
+  TxTooBig,         // larger than the wire MTU after ESP (route MTU not set?): dropped
+  RxPackets,        // frames received from the wire
+  RxDecapsulated,   // authenticated and opened: delivered with CryptoDone+SUCCESS
+  RxCryptoFailed,   // checked and failed: delivered with CryptoDone+status (host drops)
+  RxDummy,          // next header 59: authenticated, discarded
+  RxNotChecked,     // the engine could not check it (unsupported): dropped
+  RxNoSa,           // (SPI, dst) not in the worker's table (raced a delete)
+  RxForeignQueue,   // the SA's replay window belongs to another worker (multi-queue): dropped
+  RxMalformed,      // too short / not IP / no room for the shim
+  RxRingFull,       // loops that found the ov2-nic TX ring full (backpressure)
+  Count
+};
+
+// Stable short name ("tx-encapsulated", ...) for counter listings.
+const char* worker_counter_name(WorkerCounter c);
+
+using WorkerCounterArray = std::array<uint64_t, static_cast<size_t>(WorkerCounter::Count)>;
+
+class Worker {
+ public:
+  struct Config {
+    unsigned id = 0;      // EpochDomain reader id (unique per worker, < OV2_MAX_QUEUES)
+    uint32_t queue = 0;   // queue index on both interfaces (= xsks map key)
+    int cpu = -1;         // pin the thread to this CPU; -1: no pinning
+    uint32_t batch = 64;  // descriptors per ring operation
+    std::string wire_ifname;
+    std::string nic_ifname;
+    uint8_t wire_mac[6]{};     // source MAC of everything we send on the wire
+    uint8_t host_mac[6]{};     // ov2 (destination of shim frames)
+    uint8_t nic_mac[6]{};      // ov2-nic (source of shim frames)
+    uint64_t cookie = 0;       // BpfPrograms::cookie()
+    uint32_t wire_mtu = 1500;  // IP bytes the wire takes per packet
+    Umem::Config umem;
+    XskPort::Config rings;
+    int wire_xsks_map_fd = -1;
+    int tx_xsks_map_fd = -1;
+  };
+
+  // Creates the UMEM and both sockets and registers them in the xsks maps (no
+  // thread yet).  Throws ov2::Error.  `sas` and `neighbours` must outlive it.
+  Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours);
+  ~Worker();  // stops the thread, closes the sockets
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  void start();
+  void stop();
+
+  // This worker's counters (any thread; relaxed reads).
+  WorkerCounterArray counters() const;
+  // The kernel's counters of the two sockets (any thread).
+  XskPort::Stats wire_socket_stats() const { return wire_->stats(); }
+  XskPort::Stats nic_socket_stats() const { return nic_->stats(); }
+
+ private:
+  void run();
+  unsigned recycle(XskPort& port);
+  void refill(XskPort& port);
+  unsigned transmit_path(uint64_t now_ns);
+  unsigned receive_path(uint64_t now_ns);
+  bool encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
+  bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
+  void kick(XskPort& port);
+  bool owns(const SaRuntimeEntry& sa);
+  void count(WorkerCounter c, uint64_t n = 1) {
+    auto& a = counters_[static_cast<size_t>(c)];
+    a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+
+  Config cfg_;
+  SaRuntime& sas_;
+  NeighbourCache& neighbours_;
+  std::unique_ptr<Umem> umem_;
+  std::unique_ptr<XskPort> wire_;
+  std::unique_ptr<XskPort> nic_;
+  uint32_t wire_tx_outstanding_ = 0;
+  uint32_t nic_tx_outstanding_ = 0;
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(WorkerCounter::Count)> counters_{};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace ov2

@@ -1,0 +1,680 @@
+#include "esp/esp.h"
+
+#include <time.h>
+
+#include <cstring>
+
+#include "common/error.h"
+#include "esp/esp_crypto.h"
+#include "ov2_abi.h"
+
+namespace ov2::esp {
+
+namespace {
+
+constexpr uint8_t kProtoIpv4 = 4;
+constexpr uint8_t kProtoIpv6 = 41;
+constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoEsp = OV2_IPPROTO_ESP;
+constexpr uint8_t kProtoNone = 59;  // RFC 4303 §2.6 dummy packet
+constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kDestOpts = 60;
+constexpr uint8_t kEcnMask = 0x03, kEct0 = 0x02, kEct1 = 0x01, kCe = 0x03;
+constexpr uint8_t kTunnelTtl = 64;
+
+uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = uint8_t(v >> 8);
+  p[1] = uint8_t(v);
+}
+void put32(uint8_t* p, uint32_t v) {
+  put16(p, uint16_t(v >> 16));
+  put16(p + 2, uint16_t(v));
+}
+
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
+  for (; n >= 2; p += 2, n -= 2) acc += be16(p);
+  if (n) acc += uint32_t(p[0]) << 8;
+  return acc;
+}
+uint16_t fold(uint32_t acc) {
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  return uint16_t(~acc);
+}
+
+void set_ipv4_checksum(uint8_t* ip) {
+  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
+  put16(ip + 10, 0);
+  put16(ip + 10, fold(sum16(ip, ihl)));
+}
+
+// RFC 8200 §8.1: the UDP checksum over IPv6 is mandatory (RFC 6935/6936
+// allow zero only for tunnel protocols that opt in; ESP-in-UDP does not).
+void set_udp6_checksum(const uint8_t* ip6, uint8_t* udp, uint32_t udp_len) {
+  put16(udp + 6, 0);
+  uint32_t acc = sum16(ip6 + 8, 32);  // source and destination addresses
+  acc += udp_len >> 16;
+  acc += udp_len & 0xffff;
+  acc += kProtoUdp;
+  acc = sum16(udp, udp_len, acc);
+  uint16_t c = fold(acc);
+  put16(udp + 6, c == 0 ? 0xffff : c);
+}
+
+uint8_t ip_tos(const uint8_t* ip) {
+  return (ip[0] >> 4) == 4 ? ip[1] : uint8_t((ip[0] & 0x0f) << 4 | ip[1] >> 4);
+}
+void set_ip_tos(uint8_t* ip, uint8_t tos) {
+  if ((ip[0] >> 4) == 4) {
+    ip[1] = tos;
+    set_ipv4_checksum(ip);
+  } else {
+    ip[0] = uint8_t(0x60 | tos >> 4);
+    ip[1] = uint8_t((ip[1] & 0x0f) | (tos & 0x0f) << 4);
+  }
+}
+
+// A plaintext IP packet as the outbound side sees it.
+struct PlainIp {
+  uint32_t len = 0;      // IP total length (<= buffer length: link padding is dropped)
+  uint32_t hdr_len = 0;  // IP header plus the extension headers ESP goes after (transport)
+  uint32_t nh_off = 0;   // offset of the next-header byte that will name ESP/UDP
+  uint8_t proto = 0;     // the protocol ESP will protect (transport)
+  uint8_t tos = 0;       // DSCP+ECN
+  bool v6 = false;
+  bool df = false;
+  bool fragment = false;
+};
+
+// Walks the IPv6 extension headers ESP goes after (RFC 4303 §3.1.1:
+// hop-by-hop, routing, destination options).  A fragment header means a
+// fragment: Unsupported.
+Reason walk_ipv6_ext(const uint8_t* d, uint32_t total, uint32_t& off, uint32_t& nh_off, uint8_t& nh) {
+  off = 40;
+  nh_off = 6;
+  nh = d[6];
+  while (nh == kHopByHop || nh == kRouting || nh == kDestOpts) {
+    if (off + 2 > total) return Reason::Truncated;
+    const uint32_t hlen = (uint32_t(d[off + 1]) + 1) * 8;
+    if (off + hlen > total) return Reason::Truncated;
+    nh_off = off;
+    nh = d[off];
+    off += hlen;
+  }
+  if (nh == kFragment) return Reason::Unsupported;
+  return Reason::Ok;
+}
+
+Reason parse_plain(const uint8_t* d, uint32_t len, bool transport, PlainIp& ip) {
+  if (len < 1) return Reason::Truncated;
+  const uint8_t version = d[0] >> 4;
+  if (version == 4) {
+    if (len < 20) return Reason::Truncated;
+    const uint32_t ihl = uint32_t(d[0] & 0x0f) * 4;
+    const uint32_t tot = be16(d + 2);
+    if (ihl < 20 || tot < ihl) return Reason::BadLength;
+    if (ihl > len || tot > len) return Reason::Truncated;
+    ip.len = tot;
+    ip.hdr_len = transport ? ihl : 0;  // tunnel: the whole packet is the payload
+    ip.nh_off = 9;
+    ip.proto = d[9];
+    ip.tos = d[1];
+    ip.df = (d[6] & 0x40) != 0;
+    ip.fragment = (be16(d + 6) & 0x3fff) != 0;
+    return Reason::Ok;
+  }
+  if (version == 6) {
+    if (len < 40) return Reason::Truncated;
+    const uint32_t pl = be16(d + 4);
+    if (pl == 0 && d[6] == kHopByHop) return Reason::Unsupported;  // jumbogram (RFC 2675)
+    if (40 + pl > len) return Reason::Truncated;
+    ip.len = 40 + pl;
+    ip.v6 = true;
+    ip.df = true;
+    ip.tos = ip_tos(d);
+    if (!transport) return Reason::Ok;
+    return walk_ipv6_ext(d, ip.len, ip.hdr_len, ip.nh_off, ip.proto);
+  }
+  return Reason::Unsupported;
+}
+
+struct Layout {
+  uint32_t iv_len, icv_len, block_len, outer_len, udp_len;
+};
+
+// Padding 1,2,3,... so that payload+2 is a multiple of the block size (>= 4).
+uint32_t pad_for(uint32_t payload_len, uint32_t block) {
+  return (block - (payload_len + 2) % block) % block;
+}
+
+void write_trailer(uint8_t* at, uint32_t pad, uint8_t next_header) {
+  for (uint32_t i = 0; i < pad; ++i) at[i] = uint8_t(i + 1);
+  at[pad] = uint8_t(pad);
+  at[pad + 1] = next_header;
+}
+
+// RFC 6040 §4.1 normal mode: outer ECN = inner ECN, except CE -> ECT(0).
+uint8_t encap_tos(uint8_t inner_tos) {
+  const uint8_t ecn = inner_tos & kEcnMask;
+  return uint8_t((inner_tos & ~kEcnMask) | (ecn == kCe ? kEct0 : ecn));
+}
+
+// RFC 6040 §4.2 decapsulation table.  Returns false for "drop".
+bool decap_ecn(uint8_t inner, uint8_t outer, uint8_t& out) {
+  out = inner;
+  if (inner == 0) return outer != kCe;  // Not-ECT inner: outer CE must be dropped
+  if (outer == kCe) out = kCe;
+  else if (outer == kEct1 && inner == kEct0) out = kEct1;
+  return true;
+}
+
+template <typename T>
+void bump(std::atomic<T>& a, T n, bool shared) {
+  if (shared) a.fetch_add(n, std::memory_order_relaxed);
+  else a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+const char* reason_name(Reason r) {
+  switch (r) {
+    case Reason::Ok: return "ok";
+    case Reason::Truncated: return "truncated";
+    case Reason::BadLength: return "bad-length";
+    case Reason::AuthFailed: return "auth-failed";
+    case Reason::BadPadding: return "bad-padding";
+    case Reason::BadNextHeader: return "bad-next-header";
+    case Reason::Replayed: return "replayed";
+    case Reason::InnerMismatch: return "inner-mismatch";
+    case Reason::LifetimeExpired: return "lifetime-expired";
+    case Reason::SeqExhausted: return "seq-exhausted";
+    case Reason::NoSpace: return "no-space";
+    case Reason::Unsupported: return "unsupported";
+    case Reason::WrongSpi: return "wrong-spi";
+    case Reason::DummyPacket: return "dummy-packet";
+    case Reason::EcnDrop: return "ecn-drop";
+    case Reason::Count: break;
+  }
+  return "unknown";
+}
+
+uint32_t crypto_status_for(Reason r, Mode m) {
+  switch (r) {
+    case Reason::Ok:
+    case Reason::DummyPacket: return CRYPTO_SUCCESS;
+    case Reason::AuthFailed: return m == Mode::Tunnel ? CRYPTO_TUNNEL_ESP_AUTH_FAILED : CRYPTO_TRANSPORT_ESP_AUTH_FAILED;
+    case Reason::Truncated:
+    case Reason::BadLength:
+    case Reason::BadPadding: return CRYPTO_INVALID_PACKET_SYNTAX;
+    case Reason::BadNextHeader:
+    case Reason::InnerMismatch: return CRYPTO_INVALID_PROTOCOL;
+    default: return CRYPTO_GENERIC_ERROR;
+  }
+}
+
+bool crypto_done_for(Reason r) { return r != Reason::Unsupported && r != Reason::WrongSpi; }
+
+uint64_t monotonic_now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+uint32_t max_overhead(const SaSpec& spec) {
+  const EncAlgInfo& enc = info(spec.enc);
+  const AuthAlgInfo& auth = info(spec.auth);
+  const uint32_t iv = enc.aead ? enc.iv_len : (spec.enc == EncAlg::Null ? auth.iv_len : enc.iv_len);
+  const uint32_t icv = enc.aead ? enc.icv_len : auth.icv_len;
+  const uint32_t block = enc.block_len > 4 ? enc.block_len : 4;
+  const uint32_t outer = spec.mode == Mode::Tunnel ? (spec.dst.family == Family::V4 ? 20 : 40) : 0;
+  return outer + (spec.udp_encap ? 8 : 0) + 8 + iv + (block - 1) + 2 + icv;
+}
+
+namespace {
+SaSpec without_keys(const SaSpec& s) {
+  SaSpec copy = s;
+  copy.enc_key.clear();
+  copy.auth_key.clear();
+  return copy;
+}
+bool seconds_reached(uint64_t limit_s, uint64_t elapsed_ns) {
+  return limit_s != 0 && elapsed_ns / 1000000000ull >= limit_s;
+}
+}  // namespace
+
+// ---- Outbound ---------------------------------------------------------------
+
+OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_slots)
+    : spec_(without_keys(spec)), created_ns_(created_ns) {
+  if (spec.dir != Direction::Out) fail(ErrorCode::InvalidArgument, "OutboundSa needs an outbound SA (dir out)");
+  if (spec.mode == Mode::Tunnel && (spec.src.family != spec.dst.family || spec.src.is_any() || spec.dst.is_any()))
+    fail(ErrorCode::InvalidArgument, "an outbound tunnel SA needs a source and destination address of one family");
+  crypto_ = std::make_unique<CryptoState>(spec, true, crypto_slots);
+  next_seq_.store(spec.esn ? (uint64_t(spec.seq_hi) << 32) + 1 : 1);
+}
+
+OutboundSa::~OutboundSa() = default;
+
+bool OutboundSa::set_seq_hi(uint32_t seq_hi) {
+  if (!spec_.esn) return false;
+  uint64_t cur = next_seq_.load(std::memory_order_relaxed);
+  uint64_t want;
+  do {
+    want = uint64_t(seq_hi) << 32 | (cur & 0xffffffffu);
+    if (want == 0) want = 1;
+  } while (!next_seq_.compare_exchange_weak(cur, want, std::memory_order_relaxed));
+  return true;
+}
+
+void OutboundSa::fire_hard(LifetimeEvent* ev, bool lifetime_reached) {
+  if (lifetime_reached) lifetime_over_.store(true, std::memory_order_relaxed);
+  delete_requested_.store(true, std::memory_order_relaxed);
+  if (!hard_fired_.exchange(true, std::memory_order_relaxed) && ev) ev->hard_expired_now = true;
+}
+
+bool OutboundSa::check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
+  if (lifetime_over_.load(std::memory_order_relaxed)) return false;
+  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
+  if (seconds_reached(spec_.life_seconds.hard, elapsed) ||
+      (spec_.life_packets.hard && life_packets_.load(std::memory_order_relaxed) >= spec_.life_packets.hard) ||
+      (spec_.life_bytes.hard && life_bytes_.load(std::memory_order_relaxed) + plain_len > spec_.life_bytes.hard)) {
+    fire_hard(ev, true);
+    return false;
+  }
+  return true;
+}
+
+void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
+  const uint64_t packets = life_packets_.fetch_add(1, std::memory_order_relaxed) + 1;
+  const uint64_t bytes = life_bytes_.fetch_add(plain_len, std::memory_order_relaxed) + plain_len;
+  counters_.packets.fetch_add(1, std::memory_order_relaxed);
+  counters_.bytes.fetch_add(plain_len, std::memory_order_relaxed);
+  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
+  // Reaching a hard count limit: this packet is the last one sent.
+  if ((spec_.life_packets.hard && packets >= spec_.life_packets.hard) ||
+      (spec_.life_bytes.hard && bytes >= spec_.life_bytes.hard))
+    fire_hard(ev, true);
+  if ((spec_.life_packets.soft && packets >= spec_.life_packets.soft) ||
+      (spec_.life_bytes.soft && bytes >= spec_.life_bytes.soft) || seconds_reached(spec_.life_seconds.soft, elapsed)) {
+    if (!soft_fired_.exchange(true, std::memory_order_relaxed) && ev) ev->soft_expired_now = true;
+  }
+}
+
+Reason OutboundSa::encapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
+  if (ev) *ev = {};
+  const Reason r = encapsulate_impl(p, now_ns, ev);
+  counters_.by_reason[size_t(r)].fetch_add(1, std::memory_order_relaxed);
+  return r;
+}
+
+Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
+  const bool tunnel = spec_.mode == Mode::Tunnel;
+  PlainIp ip;
+  if (Reason r = parse_plain(p.data, p.len, !tunnel, ip); r != Reason::Ok) return r;
+  const bool sa_v6 = spec_.dst.family == Family::V6;
+  if (!tunnel && (ip.v6 != sa_v6 || ip.fragment)) return Reason::Unsupported;
+
+  const uint32_t iv_len = crypto_->iv_len(), icv_len = crypto_->icv_len();
+  const uint32_t udp_len = spec_.udp_encap ? 8 : 0;
+  const uint32_t outer_len = tunnel ? (sa_v6 ? 40 : 20) : 0;
+  const uint32_t payload_len = ip.len - ip.hdr_len;  // tunnel: hdr_len 0, the whole packet
+  const uint32_t pad = pad_for(payload_len, crypto_->block_len());
+  const uint32_t ct_len = payload_len + pad + 2;
+  const uint32_t insert = outer_len + udp_len + 8 + iv_len;  // bytes in front of the payload
+  const uint32_t append = pad + 2 + icv_len;
+  const uint32_t tail_avail = p.tailroom + (p.len - ip.len);
+  if (p.headroom < insert || tail_avail < append) return Reason::NoSpace;
+  const uint32_t front = tunnel ? outer_len : ip.hdr_len;
+  const uint32_t total = front + udp_len + 8 + iv_len + ct_len + icv_len;
+  if (total - (sa_v6 ? 40 : 0) > 0xffff) return Reason::BadLength;  // the IP length field cannot say it
+
+  if (!check_hard_lifetime(ip.len, now_ns, ev)) return Reason::LifetimeExpired;
+  // The sequence number never wraps (RFC 4303 §3.3.3): claim one or stop.
+  const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
+  uint64_t seq = next_seq_.load(std::memory_order_relaxed);
+  do {
+    if (seq == 0 || seq > last) {
+      delete_requested_.store(true, std::memory_order_relaxed);
+      return Reason::SeqExhausted;
+    }
+  } while (!next_seq_.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed));
+
+  uint8_t* const payload = p.data + ip.hdr_len;  // does not move
+  uint8_t* const start = p.data - insert;
+  if (!tunnel) std::memmove(start, p.data, ip.hdr_len);  // IP header (+ext) slides left
+  uint8_t* const udp = start + front;
+  uint8_t* const esp = udp + udp_len;
+  uint8_t* const iv = esp + 8;
+  const uint8_t esp_nh = tunnel ? (ip.v6 ? kProtoIpv6 : kProtoIpv4) : ip.proto;
+  const uint8_t carrier = spec_.udp_encap ? kProtoUdp : kProtoEsp;
+
+  put32(esp, spec_.spi);
+  put32(esp + 4, uint32_t(seq));
+  write_trailer(payload + payload_len, pad, esp_nh);
+
+  if (tunnel) {
+    if (!sa_v6) {
+      start[0] = 0x45;
+      start[1] = encap_tos(ip.tos);
+      put16(start + 2, uint16_t(total));
+      put16(start + 4, uint16_t(ipv4_id_.fetch_add(1, std::memory_order_relaxed)));
+      put16(start + 6, ip.df ? 0x4000 : 0);
+      start[8] = kTunnelTtl;
+      start[9] = carrier;
+      std::memcpy(start + 12, spec_.src.bytes.data(), 4);
+      std::memcpy(start + 16, spec_.dst.bytes.data(), 4);
+      set_ipv4_checksum(start);
+    } else {
+      const uint8_t tc = encap_tos(ip.tos);
+      start[0] = uint8_t(0x60 | tc >> 4);
+      start[1] = uint8_t((tc & 0x0f) << 4);
+      start[2] = start[3] = 0;  // flow label
+      put16(start + 4, uint16_t(total - 40));
+      start[6] = carrier;
+      start[7] = kTunnelTtl;
+      std::memcpy(start + 8, spec_.src.bytes.data(), 16);
+      std::memcpy(start + 24, spec_.dst.bytes.data(), 16);
+    }
+  } else {
+    start[ip.nh_off] = carrier;
+    if (!ip.v6) {
+      put16(start + 2, uint16_t(total));
+      set_ipv4_checksum(start);
+    } else {
+      put16(start + 4, uint16_t(total - 40));
+    }
+  }
+
+  const EspHeaderFields h{spec_.spi, seq, spec_.esn};
+  if (!crypto_->seal(h, esp, iv, payload, ct_len, payload + ct_len)) return Reason::Unsupported;
+
+  if (spec_.udp_encap) {
+    const uint32_t ulen = total - front;
+    put16(udp, spec_.encap_sport);
+    put16(udp + 2, spec_.encap_dport);
+    put16(udp + 4, uint16_t(ulen));
+    put16(udp + 6, 0);  // RFC 3948 §2.1: IPv4 checksum zero
+    if (sa_v6) set_udp6_checksum(start, udp, ulen);
+  }
+
+  if (seq == last) fire_hard(ev, false);  // the last sequence number went out: ask for a rekey
+  account(ip.len, now_ns, ev);
+
+  p.data = start;
+  p.len = total;
+  p.headroom -= insert;
+  p.tailroom = tail_avail - append;
+  return Reason::Ok;
+}
+
+// ---- Inbound ----------------------------------------------------------------
+
+InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
+    : spec_(without_keys(spec)), created_ns_(created_ns), window_size_(spec.replay_window) {
+  if (spec.dir != Direction::In) fail(ErrorCode::InvalidArgument, "InboundSa needs an inbound SA (dir in)");
+  crypto_ = std::make_unique<CryptoState>(spec, false, 1);
+  while (bitmap_bits_ < window_size_) bitmap_bits_ <<= 1;
+  bitmap_ = std::make_unique<uint64_t[]>(bitmap_bits_ / 64);
+  top_ = spec.esn ? uint64_t(spec.seq_hi) << 32 : 0;
+}
+
+InboundSa::~InboundSa() = default;
+
+bool InboundSa::set_seq_hi(uint32_t seq_hi) {
+  if (!spec_.esn) return false;
+  top_ = uint64_t(seq_hi) << 32 | (top_ & 0xffffffffu);
+  return true;
+}
+
+void InboundSa::set_highest_seq(uint64_t seq) {
+  top_ = seq;
+  std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+}
+
+// RFC 4303 Appendix A2.2: place seq_lo in the window around the top.
+bool InboundSa::infer_seq(uint32_t seq_lo, uint64_t& seq) const {
+  if (!spec_.esn) {
+    seq = seq_lo;
+    return true;
+  }
+  const uint32_t w = window_size_ ? window_size_ : 64;  // no window: infer as with the default
+  const uint32_t tl = uint32_t(top_);
+  const uint32_t th = uint32_t(top_ >> 32);
+  uint32_t hi;
+  if (tl >= w - 1) {  // case A: the window lies within one subspace
+    if (seq_lo >= tl - w + 1) {
+      hi = th;
+    } else {
+      if (th == UINT32_MAX) return false;
+      hi = th + 1;
+    }
+  } else {  // case B: the window spans two subspaces
+    if (seq_lo >= uint32_t(tl - w + 1)) {
+      if (th == 0) return false;  // before the first subspace: never sent
+      hi = th - 1;
+    } else {
+      hi = th;
+    }
+  }
+  seq = uint64_t(hi) << 32 | seq_lo;
+  return true;
+}
+
+bool InboundSa::replay_check(uint64_t seq) const {
+  if (seq == 0) return false;  // never sent (RFC 4303 §3.3.3: the first packet is 1)
+  if (window_size_ == 0 || seq > top_) return true;
+  if (top_ - seq >= window_size_) return false;
+  const uint64_t bit = seq & (bitmap_bits_ - 1);
+  return (bitmap_[bit / 64] >> (bit % 64) & 1) == 0;
+}
+
+void InboundSa::replay_update(uint64_t seq) {
+  if (window_size_ == 0) {
+    if (seq > top_) top_ = seq;
+    return;
+  }
+  if (seq > top_) {
+    const uint64_t diff = seq - top_;
+    if (diff >= bitmap_bits_) {
+      std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+    } else {
+      // Clear the bits of the sequence numbers the window slides over
+      // (counted, so that a top near 2^64 cannot wrap the loop).
+      uint64_t s = top_ + 1;
+      for (uint64_t left = diff; left > 0;) {
+        const uint64_t bit = s & (bitmap_bits_ - 1);
+        if (bit % 64 == 0 && left >= 64) {  // a whole word at once
+          bitmap_[bit / 64] = 0;
+          s += 64;
+          left -= 64;
+        } else {
+          bitmap_[bit / 64] &= ~(uint64_t(1) << (bit % 64));
+          ++s;
+          --left;
+        }
+      }
+    }
+    top_ = seq;
+  }
+  const uint64_t bit = seq & (bitmap_bits_ - 1);
+  bitmap_[bit / 64] |= uint64_t(1) << (bit % 64);
+}
+
+void InboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
+  life_packets_ += 1;
+  life_bytes_ += plain_len;
+  bump(counters_.packets, uint64_t(1), false);
+  bump(counters_.bytes, uint64_t(plain_len), false);
+  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
+  if (!hard_fired_ && ((spec_.life_packets.hard && life_packets_ >= spec_.life_packets.hard) ||
+                       (spec_.life_bytes.hard && life_bytes_ >= spec_.life_bytes.hard) ||
+                       seconds_reached(spec_.life_seconds.hard, elapsed))) {
+    hard_fired_ = true;
+    if (ev) ev->hard_expired_now = true;
+  }
+  if (!soft_fired_ && ((spec_.life_packets.soft && life_packets_ >= spec_.life_packets.soft) ||
+                       (spec_.life_bytes.soft && life_bytes_ >= spec_.life_bytes.soft) ||
+                       seconds_reached(spec_.life_seconds.soft, elapsed))) {
+    soft_fired_ = true;
+    if (ev) ev->soft_expired_now = true;
+  }
+}
+
+InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
+  if (ev) *ev = {};
+  Result res;
+  res.reason = decapsulate_impl(p, now_ns, ev, res);
+  res.crypto_status = crypto_status_for(res.reason, spec_.mode);
+  res.crypto_done = crypto_done_for(res.reason);
+  res.sa_delete_req = hard_fired_ && res.crypto_done;
+  bump(counters_.by_reason[size_t(res.reason)], uint64_t(1), false);
+  return res;
+}
+
+Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res) {
+  uint8_t* const d = p.data;
+  const bool sa_v6 = spec_.dst.family == Family::V6;
+  if (p.len < 1) return Reason::Truncated;
+  const uint8_t version = d[0] >> 4;
+  if (version != (sa_v6 ? 6 : 4)) return Reason::Unsupported;
+
+  // Outer IP header, bounds first.
+  uint32_t total, hdr, nh_off;
+  uint8_t proto;
+  if (!sa_v6) {
+    if (p.len < 20) return Reason::Truncated;
+    hdr = uint32_t(d[0] & 0x0f) * 4;
+    total = be16(d + 2);
+    if (hdr < 20 || total < hdr) return Reason::BadLength;
+    if (hdr > p.len || total > p.len) return Reason::Truncated;
+    if ((be16(d + 6) & 0x3fff) != 0) return Reason::Unsupported;  // fragment: the stack reassembles
+    nh_off = 9;
+    proto = d[9];
+  } else {
+    if (p.len < 40) return Reason::Truncated;
+    const uint32_t pl = be16(d + 4);
+    if (pl == 0 && d[6] == kHopByHop) return Reason::Unsupported;  // jumbogram (RFC 2675)
+    total = 40 + pl;
+    if (total > p.len) return Reason::Truncated;
+    if (Reason r = walk_ipv6_ext(d, total, hdr, nh_off, proto); r != Reason::Ok) return r;
+  }
+  if (proto != (spec_.udp_encap ? kProtoUdp : kProtoEsp)) return Reason::Unsupported;
+
+  uint32_t off = hdr;
+  if (spec_.udp_encap) {
+    if (total - off < 8) return Reason::Truncated;
+    if (be16(d + off + 4) != total - off) return Reason::BadLength;
+    off += 8;
+    if (total - off >= 4 && be32(d + off) == 0) return Reason::Unsupported;  // non-ESP marker: IKE
+  }
+
+  // ESP header, SPI, lengths.
+  const uint32_t iv_len = crypto_->iv_len(), icv_len = crypto_->icv_len();
+  if (total - off < 8) return Reason::Truncated;
+  uint8_t* const esp = d + off;
+  if (be32(esp) != spec_.spi) return Reason::WrongSpi;
+  if (total - off < 8 + iv_len + icv_len + 2) return Reason::Truncated;
+  const uint32_t ct_len = total - off - 8 - iv_len - icv_len;
+  if (crypto_->suite() == Suite::CbcHmac && ct_len % crypto_->block_len() != 0) return Reason::BadLength;
+  uint8_t* const iv = esp + 8;
+  uint8_t* const ct = iv + iv_len;
+
+  // Sequence number and anti-replay: checked now, recorded only after authentication.
+  uint64_t seq;
+  if (!infer_seq(be32(esp + 4), seq)) return Reason::Replayed;
+  res.seq = seq;
+  if (!replay_check(seq)) return Reason::Replayed;
+
+  const EspHeaderFields h{spec_.spi, seq, spec_.esn};
+  if (!crypto_->open(h, esp, iv, ct, ct_len, ct + ct_len)) return Reason::AuthFailed;
+  replay_update(seq);  // authenticated: this sequence number is spent, whatever the payload holds
+
+  const uint8_t pad = ct[ct_len - 2];
+  const uint8_t nh = ct[ct_len - 1];
+  res.next_header = nh;
+  if (uint32_t(pad) + 2 > ct_len) return Reason::BadPadding;
+  for (uint32_t i = 0; i < pad; ++i)
+    if (ct[ct_len - 2 - pad + i] != uint8_t(i + 1)) return Reason::BadPadding;
+  if (nh == kProtoNone) return Reason::DummyPacket;
+  const uint32_t payload_len = ct_len - 2 - pad;
+
+  uint8_t* out;
+  uint32_t out_len;
+  if (spec_.mode == Mode::Tunnel) {
+    if (nh != kProtoIpv4 && nh != kProtoIpv6) return Reason::BadNextHeader;
+    // The inner packet: version agrees with the next header, its length fits
+    // (TFC padding after it is allowed, RFC 4303 §2.7, and dropped).
+    if (nh == kProtoIpv4) {
+      if (payload_len < 20 || ct[0] >> 4 != 4) return Reason::InnerMismatch;
+      const uint32_t ihl = uint32_t(ct[0] & 0x0f) * 4, tot = be16(ct + 2);
+      if (ihl < 20 || tot < ihl || tot > payload_len) return Reason::InnerMismatch;
+      out_len = tot;
+    } else {
+      if (payload_len < 40 || ct[0] >> 4 != 6) return Reason::InnerMismatch;
+      const uint32_t pl = be16(ct + 4);
+      if (pl == 0 || 40 + pl > payload_len) return Reason::InnerMismatch;
+      out_len = 40 + pl;
+    }
+    const uint8_t inner_tos = ip_tos(ct);
+    uint8_t ecn;
+    if (!decap_ecn(inner_tos & kEcnMask, ip_tos(d) & kEcnMask, ecn)) return Reason::EcnDrop;
+    if (ecn != (inner_tos & kEcnMask)) set_ip_tos(ct, uint8_t((inner_tos & ~kEcnMask) | ecn));
+    out = ct;
+  } else {
+    if (nh == kProtoIpv4 || nh == kProtoIpv6 || nh == kHopByHop) return Reason::BadNextHeader;
+    // Restore the IP header in front of the payload: it slides right over the
+    // ESP header and IV.
+    out = ct - hdr;
+    std::memmove(out, d, hdr);
+    out[nh_off] = nh;
+    out_len = hdr + payload_len;
+    if (!sa_v6) {
+      put16(out + 2, uint16_t(out_len));
+      set_ipv4_checksum(out);
+    } else {
+      put16(out + 4, uint16_t(out_len - 40));
+    }
+  }
+
+  account(out_len, now_ns, ev);
+  const uint32_t room = p.headroom + p.len + p.tailroom;
+  p.headroom += uint32_t(out - d);
+  p.data = out;
+  p.len = out_len;
+  p.tailroom = room - p.headroom - out_len;
+  return Reason::Ok;
+}
+
+// ---- Receive word and bundles -------------------------------------------------
+
+uint32_t rx_info_for(const InboundSa::Result& r) {
+  if (!r.crypto_done) return 0;  // not checked: up untouched, no offload information
+  return ov2_rx_make(r.sa_delete_req, 1, 0, r.crypto_status);
+}
+
+Reason encapsulate_bundle(OutboundSa& transport, OutboundSa& tunnel, Packet& p, uint64_t now_ns) {
+  if (Reason r = transport.encapsulate(p, now_ns); r != Reason::Ok) return r;
+  return tunnel.encapsulate(p, now_ns);
+}
+
+BundleResult decapsulate_bundle(InboundSa& tunnel, InboundSa& transport, Packet& p, uint64_t now_ns) {
+  BundleResult b;
+  b.transport.reason = Reason::Unsupported;
+  b.tunnel = tunnel.decapsulate(p, now_ns);
+  if (b.tunnel.reason != Reason::Ok) {
+    b.rx_info = rx_info_for(b.tunnel);
+    return b;
+  }
+  b.transport = transport.decapsulate(p, now_ns);
+  b.transport_checked = b.transport.crypto_done;
+  const bool delete_req = b.tunnel.sa_delete_req || b.transport.sa_delete_req;
+  // Tunnel checked; the transport portion either checked (NextCryptoDone, its
+  // status names TRANSPORT_*) or not recognisable (no NextCryptoDone, and a
+  // generic error: the packet is still ESP and must not pass as decrypted).
+  b.rx_info = ov2_rx_make(delete_req, 1, b.transport_checked, b.transport.crypto_status);
+  return b;
+}
+
+}  // namespace ov2::esp

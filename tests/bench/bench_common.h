@@ -1,0 +1,108 @@
+// Shared measurement helpers for ipsecov2-bench: median of repeated timed
+// runs, and the report (table + JSON).
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace ov2::bench {
+
+struct Timing {
+  double seconds_per_run;  // each run lasts about this long
+  int runs;                // the median of this many runs is reported
+};
+
+// Calls body(n) with growing n until one call lasts ~seconds_per_run, then
+// returns the median rate (iterations/s) over `runs` runs.
+inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>& body) {
+  using clock = std::chrono::steady_clock;
+  uint64_t n = 64;
+  for (;;) {  // calibrate
+    const auto a = clock::now();
+    body(n);
+    const double s = std::chrono::duration<double>(clock::now() - a).count();
+    if (s > t.seconds_per_run / 4 || n > (1ull << 40)) {
+      n = static_cast<uint64_t>(static_cast<double>(n) * t.seconds_per_run / std::max(s, 1e-9));
+      break;
+    }
+    n *= 4;
+  }
+  n = std::max<uint64_t>(n, 1);
+  std::vector<double> rates;
+  for (int r = 0; r < t.runs; ++r) {
+    const auto a = clock::now();
+    body(n);
+    rates.push_back(static_cast<double>(n) / std::chrono::duration<double>(clock::now() - a).count());
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+// For work that needs untimed preparation per batch: prepare() is not timed,
+// batch() processes `batch_size` items and is timed.  Median over runs.
+inline double measure_rate_batched(const Timing& t, size_t batch_size, const std::function<void()>& prepare,
+                                   const std::function<void()>& batch) {
+  using clock = std::chrono::steady_clock;
+  std::vector<double> rates;
+  for (int r = 0; r < t.runs; ++r) {
+    double timed = 0;
+    uint64_t items = 0;
+    while (timed < t.seconds_per_run) {
+      prepare();
+      const auto a = clock::now();
+      batch();
+      timed += std::chrono::duration<double>(clock::now() - a).count();
+      items += batch_size;
+    }
+    rates.push_back(static_cast<double>(items) / timed);
+  }
+  std::sort(rates.begin(), rates.end());
+  return rates[rates.size() / 2];
+}
+
+class Report {
+ public:
+  void add(const std::string& key, double value, const std::string& unit, const std::string& note) {
+    rows_.push_back({key, value, unit, note});
+  }
+
+  void print_table(FILE* out) const {
+    size_t w = 4;
+    for (const auto& r : rows_) w = std::max(w, r.key.size());
+    std::fprintf(out, "%-*s  %14s  %-10s  %s\n", static_cast<int>(w), "key", "value", "unit", "note");
+    for (const auto& r : rows_) {
+      if (r.unit == "ratio")
+        std::fprintf(out, "%-*s  %14.3f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
+                     r.note.c_str());
+      else
+        std::fprintf(out, "%-*s  %14.0f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
+                     r.note.c_str());
+    }
+  }
+
+  bool write_json(const std::string& path) const {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& r : rows_) j[r.key] = r.value;
+    std::ofstream f(path);
+    f << j.dump(2) << "\n";
+    return static_cast<bool>(f);
+  }
+
+ private:
+  struct Row {
+    std::string key;
+    double value;
+    std::string unit;
+    std::string note;
+  };
+  std::vector<Row> rows_;
+};
+
+}  // namespace ov2::bench
