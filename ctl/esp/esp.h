@@ -14,6 +14,16 @@
 // Lifetime bytes count the plaintext IP packet (what the SA protects), in both
 // directions.
 //
+// Lifetimes: outbound, the packet that reaches a hard packet/byte count is the
+// last one sent and reports hard_expired_now; a packet that would cross the
+// hard byte limit, or comes after the hard time, is refused (LifetimeExpired).
+// Sequence exhaustion likewise: the last number is sent (hard_expired_now),
+// later packets get SeqExhausted; delete_requested() is set in both cases.
+// Inbound packets are never refused for lifetime (Windows semantics): after a
+// hard limit every checked packet is still delivered, with sa_delete_req set.
+// Soft limits report soft_expired_now once.  With several threads sharing an
+// OutboundSa a count limit may be overshot by at most (threads - 1) packets.
+//
 // Wire-format decisions (see esp.cpp for the code):
 //  - AEAD (AES-GCM RFC 4106, ChaCha20-Poly1305 RFC 7634) and GMAC (RFC 4543):
 //    the 8-byte explicit IV is the 64-bit sequence number, which never repeats
@@ -21,7 +31,8 @@
 //  - AES-CBC (RFC 3602): the IV is 16 fresh bytes from RAND_bytes (OpenSSL's
 //    per-thread DRBG) for every packet.  HMAC covers SPI..ciphertext, then
 //    seq_hi for ESN (RFC 4303 §2.2.1); compared with CRYPTO_memcmp before
-//    anything is decrypted.
+//    anything is decrypted.  HMAC runs on precomputed ipad/opad digest states
+//    (esp_crypto.cpp says why: OpenSSL 3.0's EVP_MAC re-init allocates).
 //  - Padding 1,2,3,... to the cipher block (16 for CBC) or 4 bytes; the
 //    receiver checks every pad byte.
 //  - Tunnel: outer TTL/hop limit 64, DSCP copied, ECN per RFC 6040 normal mode
