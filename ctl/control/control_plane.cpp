@@ -1,0 +1,162 @@
+#include "control/control_plane.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/error.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+
+namespace {
+std::string id_list(const std::vector<uint32_t>& ids) {
+  std::string out;
+  for (uint32_t id : ids) out += (out.empty() ? "" : ", ") + std::to_string(id);
+  return out;
+}
+}  // namespace
+
+ControlPlane::ControlPlane(Engine& engine, uint32_t sa_capacity) : engine_(engine), sas_(engine, sa_capacity) {}
+
+uint64_t ControlPlane::add_sa(SaSpec spec) {
+  // An SA inside a bundle is used through the bundle's tunnel SA only.
+  // (Other bundle errors -- unknown, tunnel-mode, other direction -- are the database's to report.)
+  const SaRecord* inner = spec.inner_handle != 0 ? sas_.find(spec.inner_handle) : nullptr;
+  if (inner != nullptr && inner->spec.mode == Mode::Transport && inner->spec.dir == spec.dir) {
+    const auto users = spd_.using_sa(spec.inner_handle);
+    if (!users.empty())
+      fail(ErrorCode::InvalidArgument, "--inner " + handle_to_string(spec.inner_handle) + " is used directly by " +
+                                           (users.size() == 1 ? "policy " : "policies ") + id_list(users) +
+                                           "; an SA inside a bundle is used through the bundle: delete the "
+                                           "policy first");
+  }
+  return sas_.add(std::move(spec));
+}
+
+CompiledPolicy ControlPlane::compile_one(uint32_t id, const PolicySpec& spec) const {
+  CompiledPolicy c{id, spec, 0, 0};
+  if (spec.action == PolicyAction::Protect) {
+    const SaRecord* sa = sas_.find(spec.sa_handle);
+    if (sa != nullptr && sa->spec.inner_handle != 0) {
+      c.offload_handle = sa->spec.inner_handle;
+      c.tunnel_handle = sa->handle;
+    } else {
+      c.offload_handle = spec.sa_handle;
+    }
+  }
+  return c;
+}
+
+std::vector<CompiledPolicy> ControlPlane::compiled(Direction dir, const PolicySpec* extra,
+                                                   const std::vector<uint32_t>& without) const {
+  std::vector<CompiledPolicy> out;
+  for (const PolicyRecord* p : spd_.ordered(dir))
+    if (std::find(without.begin(), without.end(), p->id) == without.end()) out.push_back(compile_one(p->id, p->spec));
+  if (extra != nullptr && extra->dir == dir) {
+    // The new policy has the highest id: it goes after every policy of equal or better priority.
+    CompiledPolicy c = compile_one(spd_.next_id(), *extra);
+    auto pos = std::find_if(out.begin(), out.end(),
+                            [&](const CompiledPolicy& q) { return q.spec.priority > extra->priority; });
+    out.insert(pos, std::move(c));
+  }
+  return out;
+}
+
+void ControlPlane::push_spd(Direction dir, const std::vector<CompiledPolicy>& list) {
+  if (dir == Direction::Out)
+    engine_.set_outbound_spd(list);
+  else
+    engine_.set_inbound_spd(list);
+}
+
+ControlPlane::DeleteResult ControlPlane::delete_sas(const std::vector<uint64_t>& handles, bool force) {
+  if (handles.empty()) fail(ErrorCode::InvalidArgument, "give at least one SA handle to delete");
+  sas_.check_removable(handles);
+
+  std::vector<uint32_t> users;
+  std::string detail;
+  for (uint64_t h : std::set<uint64_t>(handles.begin(), handles.end())) {
+    const auto ids = spd_.using_sa(h);
+    if (ids.empty()) continue;
+    users.insert(users.end(), ids.begin(), ids.end());
+    detail += std::string(detail.empty() ? "" : "; ") + "SA " + handle_to_string(h) + " is used by " +
+              (ids.size() == 1 ? "policy " : "policies ") + id_list(ids);
+  }
+  std::sort(users.begin(), users.end());
+  if (!users.empty() && !force)
+    fail(ErrorCode::InvalidArgument,
+         detail + "; delete the policies first, or use --force to delete them with the SA; nothing was deleted");
+
+  DeleteResult result;
+  if (!users.empty()) {
+    // Replace the SPDs first so no packet is steered to a handle about to go.
+    // If the second direction fails, restore the first.
+    const auto out_list = compiled(Direction::Out, nullptr, users);
+    const auto in_list = compiled(Direction::In, nullptr, users);
+    push_spd(Direction::Out, out_list);
+    try {
+      push_spd(Direction::In, in_list);
+    } catch (...) {
+      push_spd(Direction::Out, compiled(Direction::Out, nullptr, {}));
+      throw;
+    }
+    for (uint32_t id : users) spd_.erase(id);
+    result.deleted_policies = users;
+  }
+  sas_.remove(handles);
+  result.deleted_sas.assign(handles.begin(), handles.end());
+  std::sort(result.deleted_sas.begin(), result.deleted_sas.end());
+  result.deleted_sas.erase(std::unique(result.deleted_sas.begin(), result.deleted_sas.end()), result.deleted_sas.end());
+  return result;
+}
+
+void ControlPlane::update_sa(uint64_t handle, uint32_t seq_hi) { sas_.update_seq_hi(handle, seq_hi); }
+
+uint32_t ControlPlane::add_policy(const PolicySpec& spec) {
+  validate_policy(spec);
+  if (spec.action == PolicyAction::Protect) {
+    const SaRecord* sa = sas_.find(spec.sa_handle);
+    if (sa == nullptr)
+      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + ": no SA has this handle");
+    if (sa->spec.dir != spec.dir)
+      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is an " +
+                                           to_string(sa->spec.dir) + "bound SA; an " + to_string(spec.dir) +
+                                           "bound policy needs an " + to_string(spec.dir) + "bound SA");
+    if (sa->bundled_in != 0)
+      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is the inner SA of the bundle " +
+                                           handle_to_string(sa->bundled_in) + "; name the bundle's tunnel SA " +
+                                           handle_to_string(sa->bundled_in));
+  }
+  if (const PolicyRecord* same = spd_.find_identical(spec))
+    fail(ErrorCode::Exists, "an identical policy exists already (id " + std::to_string(same->id) + ")");
+  if (spd_.next_id() == UINT32_MAX) fail(ErrorCode::ResourceExhausted, "policy ids are exhausted; restart the daemon");
+  if (spd_.ordered(spec.dir).size() >= OV2_MAX_POLICIES)
+    fail(ErrorCode::ResourceExhausted, "the " + std::string(to_string(spec.dir)) + "bound SPD is full (" +
+                                           std::to_string(OV2_MAX_POLICIES) + " policies)");
+  push_spd(spec.dir, compiled(spec.dir, &spec, {}));
+  return spd_.insert(spec);
+}
+
+void ControlPlane::delete_policies(const std::vector<uint32_t>& ids) {
+  if (ids.empty()) fail(ErrorCode::InvalidArgument, "give at least one policy id to delete");
+  bool in = false, out = false;
+  for (uint32_t id : ids) {
+    const PolicyRecord* p = spd_.find(id);
+    if (p == nullptr) fail(ErrorCode::NotFound, "no policy has id " + std::to_string(id) + "; nothing was deleted");
+    (p->spec.dir == Direction::In ? in : out) = true;
+  }
+  const auto out_list = compiled(Direction::Out, nullptr, ids);
+  const auto in_list = compiled(Direction::In, nullptr, ids);
+  if (out) push_spd(Direction::Out, out_list);
+  if (in) {
+    try {
+      push_spd(Direction::In, in_list);
+    } catch (...) {
+      if (out) push_spd(Direction::Out, compiled(Direction::Out, nullptr, {}));
+      throw;
+    }
+  }
+  for (uint32_t id : ids) spd_.erase(id);
+}
+
+}  // namespace ov2

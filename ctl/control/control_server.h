@@ -1,0 +1,86 @@
+// The control socket: a Unix stream socket served by one thread with epoll.
+// Speaks protocol.h (newline-delimited JSON); hands each complete request line
+// to a handler and writes its answer back.  Checks the peer with SO_PEERCRED
+// (uid 0, or the configured group as primary or supplementary group) and
+// enforces the size, time and connection limits of protocol.h.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "control/protocol.h"
+
+namespace ov2 {
+
+struct ControlServerOptions {
+  std::string path = kDefaultSocketPath;
+  std::optional<gid_t> group;  // members may connect too; the socket gets this group
+  std::string group_name;      // for messages
+  size_t max_request_bytes = kMaxRequestBytes;
+  int read_timeout_ms = kReadTimeoutMs;
+  size_t max_connections = kMaxConnections;
+};
+
+// Looks a group name up; throws ov2::Error(InvalidArgument) if there is none.
+gid_t lookup_group(const std::string& name);
+
+class ControlServer {
+ public:
+  using Handler = std::function<std::string(std::string_view request_line)>;
+
+  // Creates the socket directory (0750) if missing, removes a stale socket
+  // file (refusing if another daemon answers on it), binds and listens (mode
+  // 0660).  Throws ov2::Error.
+  ControlServer(ControlServerOptions options, Handler handler);
+  // Closes every connection and removes the socket file (and the directory
+  // if this server created it).
+  ~ControlServer();
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // Also watch `fd` for input and call `on_readable` (e.g. the BPF event ring).
+  void watch(int fd, std::function<void()> on_readable);
+
+  // Serves until `stop_fd` becomes readable (a signalfd or eventfd).
+  void run(int stop_fd);
+
+  size_t connection_count() const { return connections_.size(); }
+  const std::string& path() const { return options_.path; }
+
+ private:
+  struct Connection {
+    int fd = -1;
+    std::string in;
+    std::string out;
+    std::chrono::steady_clock::time_point deadline;
+    bool close_after_write = false;
+  };
+
+  void accept_all();
+  bool peer_allowed(int fd, std::string* why) const;
+  void on_readable(Connection& c);
+  void on_writable(Connection& c);
+  void queue(Connection& c, const std::string& line, bool then_close);
+  void update_interest(Connection& c);
+  void close_connection(int fd);
+  void expire_slow_clients();
+  int next_timeout_ms() const;
+
+  ControlServerOptions options_;
+  Handler handler_;
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  bool created_dir_ = false;
+  std::string dir_;
+  std::map<int, std::unique_ptr<Connection>> connections_;
+  std::map<int, std::function<void()>> watched_;
+};
+
+}  // namespace ov2

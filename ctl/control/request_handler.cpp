@@ -1,0 +1,171 @@
+#include "control/request_handler.h"
+
+#include <openssl/crypto.h>
+
+#include "common/error.h"
+#include "control/log.h"
+#include "control/protocol.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+
+using nlohmann::json;
+
+namespace {
+
+const json& field(const json& req, const char* key, const std::string& op) {
+  auto it = req.find(key);
+  if (it == req.end()) fail(ErrorCode::InvalidArgument, "request '" + op + "' needs the field '" + key + "'");
+  return *it;
+}
+
+uint64_t handle_field(const json& v, const char* key) {
+  if (!v.is_string()) fail(ErrorCode::InvalidArgument, std::string("'") + key + "' must be a handle string \"0x...\"");
+  return parse_handle(v.get_ref<const std::string&>());
+}
+
+uint32_t uint32_field(const json& v, const char* key) {
+  if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > int64_t{UINT32_MAX})
+    fail(ErrorCode::InvalidArgument, std::string("'") + key + "' must be a number from 0 to 4294967295");
+  return static_cast<uint32_t>(v.get<int64_t>());
+}
+
+json sa_record_json(const SaRecord& r) {
+  json j = sa_spec_public_json(r.spec);
+  j["handle"] = handle_to_string(r.handle);
+  if (r.bundled_in != 0) j["bundled-in"] = handle_to_string(r.bundled_in);
+  return j;
+}
+
+const char* op_names = "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.del, policy.list";
+
+}  // namespace
+
+json capabilities_json(const Capabilities& c) {
+  return json{
+      {"Encapsulation", c.encapsulation},
+      {"IPv6", c.ipv6},
+      {"IPv4Options", c.ipv4_options},
+      {"IPv6NonIPsecExtensionHeaders", c.ipv6_non_ipsec_extension_headers},
+      {"Ah", c.ah},
+      {"Esp", c.esp},
+      {"AhEspCombined", c.ah_esp_combined},
+      {"Transport", c.transport},
+      {"Tunnel", c.tunnel},
+      {"TransportTunnelCombined", c.transport_tunnel_combined},
+      {"LsoSupported", c.lso_supported},
+      {"ExtendedSequenceNumbers", c.extended_sequence_numbers},
+      {"UdpEsp", c.udp_esp},
+      {"AuthenticationAlgorithms", c.authentication_algorithms},
+      {"EncryptionAlgorithms", c.encryption_algorithms},
+      {"SaOffloadCapacity", c.sa_offload_capacity},
+      {"ChaCha20Poly1305", c.chacha20_poly1305},
+      {"Engine", c.engine},
+  };
+}
+
+json RequestHandler::handle(const json& req) {
+  if (!req.is_object()) fail(ErrorCode::InvalidArgument, "a request must be a JSON object");
+  auto version = req.find("version");
+  if (version == req.end())
+    fail(ErrorCode::InvalidArgument, "the request has no \"version\"; this daemon speaks version 1");
+  if (!version->is_number_integer() || version->get<int64_t>() != kProtocolVersion)
+    fail(ErrorCode::Unsupported, "protocol version " + version->dump() +
+                                     " is not supported; this daemon speaks version 1 (update ipsecov2ctl)");
+  auto op_it = req.find("op");
+  if (op_it == req.end() || !op_it->is_string())
+    fail(ErrorCode::InvalidArgument, std::string("the request has no \"op\"; known ops: ") + op_names);
+  const std::string& op = op_it->get_ref<const std::string&>();
+
+  json answer = {{"ok", true}};
+  if (op == "caps") {
+    answer["caps"] = capabilities_json(plane_.capabilities());
+  } else if (op == "sa.add") {
+    SaSpec spec = sa_spec_from_json(field(req, "sa", op));
+    const uint64_t handle = plane_.add_sa(std::move(spec));
+    answer["handle"] = handle_to_string(handle);
+    const SaRecord* r = plane_.sas().find(handle);
+    log(LogLevel::Info, "added " + std::string(to_string(r->spec.dir)) + "bound SA " + handle_to_string(handle) +
+                            " spi " + handle_to_string(r->spec.spi) + " dst " + r->spec.dst.to_string());
+  } else if (op == "sa.del") {
+    const json& list = field(req, "handles", op);
+    if (!list.is_array()) fail(ErrorCode::InvalidArgument, "'handles' must be a list of handle strings");
+    std::vector<uint64_t> handles;
+    for (const auto& h : list) handles.push_back(handle_field(h, "handles"));
+    bool force = false;
+    if (auto f = req.find("force"); f != req.end()) {
+      if (!f->is_boolean()) fail(ErrorCode::InvalidArgument, "'force' must be true or false");
+      force = f->get<bool>();
+    }
+    const auto result = plane_.delete_sas(handles, force);
+    answer["deleted"] = json::array();
+    for (uint64_t h : result.deleted_sas) answer["deleted"].push_back(handle_to_string(h));
+    answer["deleted_policies"] = result.deleted_policies;
+    log(LogLevel::Info,
+        "deleted SAs " + answer["deleted"].dump() +
+            (result.deleted_policies.empty() ? "" : " and policies " + answer["deleted_policies"].dump()));
+  } else if (op == "sa.update") {
+    const uint64_t handle = handle_field(field(req, "handle", op), "handle");
+    const uint32_t seq_hi = uint32_field(field(req, "seq-hi", op), "seq-hi");
+    plane_.update_sa(handle, seq_hi);
+    log(LogLevel::Info, "updated SA " + handle_to_string(handle) + " seq-hi " + std::to_string(seq_hi));
+  } else if (op == "sa.list") {
+    answer["sas"] = json::array();
+    for (const SaRecord* r : plane_.sas().list()) answer["sas"].push_back(sa_record_json(*r));
+  } else if (op == "sa.show") {
+    const uint64_t handle = handle_field(field(req, "handle", op), "handle");
+    const SaRecord* r = plane_.sas().find(handle);
+    if (r == nullptr) fail(ErrorCode::NotFound, "no SA has handle " + handle_to_string(handle));
+    answer["sa"] = sa_record_json(*r);
+  } else if (op == "policy.add") {
+    const PolicySpec spec = policy_spec_from_json(field(req, "policy", op));
+    const uint32_t id = plane_.add_policy(spec);
+    answer["id"] = id;
+    log(LogLevel::Info, "added policy " + std::to_string(id) + " " + policy_spec_json(spec).dump());
+  } else if (op == "policy.del") {
+    const json& list = field(req, "ids", op);
+    if (!list.is_array()) fail(ErrorCode::InvalidArgument, "'ids' must be a list of policy ids");
+    std::vector<uint32_t> ids;
+    for (const auto& v : list) ids.push_back(uint32_field(v, "ids"));
+    plane_.delete_policies(ids);
+    answer["deleted"] = ids;
+    log(LogLevel::Info, "deleted policies " + answer["deleted"].dump());
+  } else if (op == "policy.list") {
+    answer["policies"] = json::array();
+    for (const PolicyRecord* p : plane_.spd().list()) {
+      json j = policy_spec_json(p->spec);
+      j["id"] = p->id;
+      answer["policies"].push_back(std::move(j));
+    }
+  } else {
+    fail(ErrorCode::InvalidArgument, "unknown op '" + op + "'; known ops: " + op_names);
+  }
+  return answer;
+}
+
+std::string RequestHandler::handle_line(std::string_view line) {
+  json req;
+  try {
+    req = json::parse(line);
+  } catch (const json::parse_error& e) {
+    // e.what() quotes the text near the error, which may be key hex: report the position only.
+    return error_line(error_code_name(ErrorCode::InvalidArgument),
+                      "the request is not valid JSON (error at byte " + std::to_string(e.byte) + ")");
+  }
+  std::string answer;
+  try {
+    answer = answer_line(handle(req));
+  } catch (const Error& e) {
+    answer = error_line(error_code_name(e.code()), e.what());
+  } catch (const json::exception&) {
+    answer = error_line(error_code_name(ErrorCode::InvalidArgument), "the request has a field of the wrong type");
+  } catch (const std::bad_alloc&) {
+    answer = error_line(error_code_name(ErrorCode::ResourceExhausted), "out of memory");
+  } catch (const std::exception& e) {
+    answer = error_line(error_code_name(ErrorCode::Internal), std::string("internal error: ") + e.what());
+  }
+  wipe_secrets(req);
+  return answer;
+}
+
+}  // namespace ov2

@@ -1,0 +1,136 @@
+#include "control/sa_database.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/error.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+
+namespace {
+std::string spi_text(uint32_t spi) { return handle_to_string(spi); }
+}  // namespace
+
+SaDatabase::SaDatabase(Engine& engine, uint32_t capacity) : engine_(engine), capacity_(capacity) {
+  if (capacity_ == 0 || capacity_ > kHandleSlotMask + 1)
+    fail(ErrorCode::Internal, "SA database capacity must be 1.." + std::to_string(kHandleSlotMask + 1));
+}
+
+void SaDatabase::check_bundle(const SaSpec& spec) const {
+  const std::string inner_text = "--inner " + handle_to_string(spec.inner_handle);
+  const SaRecord* inner = find(spec.inner_handle);
+  if (inner == nullptr) fail(ErrorCode::InvalidArgument, inner_text + ": no SA has this handle");
+  if (inner->spec.mode != Mode::Transport)
+    fail(ErrorCode::InvalidArgument,
+         inner_text + " is a tunnel-mode SA; the inner SA of a bundle must be a transport-mode SA");
+  if (inner->spec.dir != spec.dir)
+    fail(ErrorCode::InvalidArgument, inner_text + " is an " + std::string(to_string(inner->spec.dir)) +
+                                         "bound SA; both SAs of a bundle must have the same direction");
+  if (inner->bundled_in != 0)
+    fail(ErrorCode::InvalidArgument,
+         inner_text + " is already inside the bundle of SA " + handle_to_string(inner->bundled_in));
+  if (inner->spec.udp_encap)
+    fail(ErrorCode::InvalidArgument, inner_text +
+                                         " uses UDP encapsulation; a bundle's inner SA cannot (put --encap udp on "
+                                         "the tunnel SA instead)");
+}
+
+uint32_t SaDatabase::take_slot() {
+  if (!free_slots_.empty()) {
+    const uint32_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    return slot;
+  }
+  return next_fresh_slot_++;
+}
+
+uint64_t SaDatabase::add(SaSpec spec) {
+  validate_sa(spec);
+  const auto key = lookup_key(spec);
+  if (auto it = by_lookup_key_.find(key); it != by_lookup_key_.end())
+    fail(ErrorCode::Exists, std::string("an ") + to_string(spec.dir) + "bound SA with SPI " + spi_text(spec.spi) +
+                                " and destination " + spec.dst.to_string() + " exists already (handle " +
+                                handle_to_string(it->second) + "); delete it first or choose another SPI");
+  if (spec.inner_handle != 0) check_bundle(spec);
+  if (records_.size() >= capacity_)
+    fail(ErrorCode::ResourceExhausted, "the SA database is full (" + std::to_string(capacity_) +
+                                           " SAs, the engine's SaOffloadCapacity); delete unused SAs first");
+
+  const uint32_t slot = take_slot();
+  const uint64_t handle = (next_sequence_ << kHandleSlotBits) | slot;
+  try {
+    engine_.add_sa(handle, spec);
+  } catch (...) {
+    free_slots_.push_back(slot);
+    throw;
+  }
+  // Committed: from here on nothing may throw but allocation.
+  ++next_sequence_;
+  const uint64_t inner = spec.inner_handle;
+  records_.emplace(handle, SaRecord{handle, std::move(spec), 0});
+  by_lookup_key_.emplace(key, handle);
+  if (inner != 0) records_.at(inner).bundled_in = handle;
+  return handle;
+}
+
+void SaDatabase::check_removable(const std::vector<uint64_t>& handles) const {
+  const std::set<uint64_t> doomed(handles.begin(), handles.end());
+  for (uint64_t h : doomed)
+    if (find(h) == nullptr)
+      fail(ErrorCode::NotFound, "no SA has handle " + handle_to_string(h) + "; nothing was deleted");
+  for (uint64_t h : doomed) {
+    const SaRecord& r = records_.at(h);
+    if (r.bundled_in != 0 && !doomed.count(r.bundled_in))
+      fail(ErrorCode::InvalidArgument,
+           "SA " + handle_to_string(h) + " is the inner SA of the bundle " + handle_to_string(r.bundled_in) +
+               "; delete " + handle_to_string(r.bundled_in) + " first (or both at once); nothing was deleted");
+  }
+}
+
+void SaDatabase::remove(const std::vector<uint64_t>& handles) {
+  check_removable(handles);
+  std::vector<uint64_t> order(handles.begin(), handles.end());
+  std::sort(order.begin(), order.end());
+  order.erase(std::unique(order.begin(), order.end()), order.end());
+  // Tunnel SAs of bundles first: the packet path never sees a bundle whose inner SA is gone.
+  std::stable_partition(order.begin(), order.end(),
+                        [this](uint64_t h) { return records_.at(h).spec.inner_handle != 0; });
+  for (uint64_t h : order) {
+    auto it = records_.find(h);
+    engine_.delete_sa(h);
+    if (it->second.spec.inner_handle != 0) {
+      auto inner = records_.find(it->second.spec.inner_handle);
+      if (inner != records_.end()) inner->second.bundled_in = 0;
+    }
+    by_lookup_key_.erase(lookup_key(it->second.spec));
+    free_slots_.push_back(handle_slot(h));
+    records_.erase(it);  // SecureBytes wipes the keys
+  }
+}
+
+void SaDatabase::update_seq_hi(uint64_t handle, uint32_t seq_hi) {
+  auto it = records_.find(handle);
+  if (it == records_.end())
+    fail(ErrorCode::InvalidArgument, "no SA has handle " + handle_to_string(handle) + " (invalid parameter)");
+  if (!it->second.spec.esn)
+    fail(ErrorCode::InvalidArgument, "SA " + handle_to_string(handle) +
+                                         " was added without --esn; only ESN SAs have a high-order sequence number "
+                                         "(invalid parameter)");
+  engine_.update_sa(handle, seq_hi);
+  it->second.spec.seq_hi = seq_hi;
+}
+
+const SaRecord* SaDatabase::find(uint64_t handle) const {
+  auto it = records_.find(handle);
+  return it == records_.end() ? nullptr : &it->second;
+}
+
+std::vector<const SaRecord*> SaDatabase::list() const {
+  std::vector<const SaRecord*> out;
+  out.reserve(records_.size());
+  for (const auto& [h, r] : records_) out.push_back(&r);
+  return out;
+}
+
+}  // namespace ov2

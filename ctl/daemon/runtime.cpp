@@ -1,0 +1,53 @@
+#include "daemon/runtime.h"
+
+#include "common/error.h"
+#include "control/log.h"
+
+namespace ov2 {
+
+Runtime::Runtime(const DaemonConfig& config) {
+  if (config.engine == "nic")
+    fail(ErrorCode::Unsupported,
+         "--engine nic is not available yet (the XFRM NIC engine comes with a later release); use --engine afxdp");
+  // "auto" picks the NIC engine where the NIC can do ESP; until that engine exists it is the AF_XDP engine.
+  if (config.engine != "afxdp" && config.engine != "auto")
+    fail(ErrorCode::InvalidArgument, "--engine must be afxdp or nic, not '" + config.engine + "'");
+  start_dataplane(config);
+}
+
+Runtime::~Runtime() {
+  engine_.reset();
+  if (dataplane_) dataplane_->stop();  // workers first, then device and programs
+  dataplane_.reset();
+  if (programs_) programs_->detach_all();
+  programs_.reset();
+}
+
+void Runtime::start_dataplane(const DaemonConfig& config) {
+  WarningSink warn = [](const std::string& m) { log(LogLevel::Warn, m); };
+  if (config.wire_interfaces.empty()) {
+    programs_ = std::make_unique<BpfPrograms>(BpfPrograms::Options{0, config.verdict_mark});
+    engine_ = std::make_unique<AfXdpEngine>(*programs_, nullptr, std::move(warn));
+    log(LogLevel::Info, "BPF programs loaded; no wire interface given (--wire): no packet is processed");
+    return;
+  }
+  if (config.wire_interfaces.size() > 1)
+    fail(ErrorCode::Unsupported, "one wire interface is supported for now; give one in --wire or [wire] interfaces");
+  Dataplane::Options o;
+  o.wire_ifname = config.wire_interfaces.front();
+  o.offload_dev = config.offload_dev;
+  o.queues = config.queues;
+  o.cpus = config.worker_cpus;
+  o.mtu = config.offload_mtu;
+  o.umem_frames = config.umem_frames;
+  o.frame_size = config.frame_size;
+  o.ring_size = config.rx_ring;
+  o.verdict_mark = config.verdict_mark;
+  dataplane_ = std::make_unique<Dataplane>(o);
+  dataplane_->start();
+  engine_ = std::make_unique<AfXdpEngine>(dataplane_->programs(), dataplane_.get(), std::move(warn));
+  log(LogLevel::Info, "data plane started: wire " + o.wire_ifname + ", offload device " + o.offload_dev + ", " +
+                          std::to_string(o.queues) + " worker(s)");
+}
+
+}  // namespace ov2

@@ -1,0 +1,111 @@
+#include "engine/afxdp_engine.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "common/error.h"
+#include "model/algorithms.h"
+
+namespace ov2 {
+
+Capabilities afxdp_capabilities() {
+  Capabilities c;
+  c.ipv6 = true;
+  c.ipv4_options = true;  // the worker parses the IPv4 header length
+  c.ipv6_non_ipsec_extension_headers = false;
+  c.ah = false;
+  c.esp = true;
+  c.ah_esp_combined = false;
+  c.transport = true;
+  c.tunnel = true;
+  c.transport_tunnel_combined = true;
+  c.lso_supported = false;
+  c.extended_sequence_numbers = true;
+  c.udp_esp = IPSEC_OFFLOAD_V2_UDP_ESP_ENCAPSULATION_TRANSPORT | IPSEC_OFFLOAD_V2_UDP_ESP_ENCAPSULATION_TUNNEL |
+              IPSEC_OFFLOAD_V2_TRANSPORT_OVER_UDP_ESP_ENCAPSULATION_TUNNEL;
+  c.authentication_algorithms = supported_auth_mask();
+  c.encryption_algorithms = supported_enc_mask();
+  c.sa_offload_capacity = OV2_MAX_SAS;
+  c.chacha20_poly1305 = (c.encryption_algorithms & OV2_ENCRYPTION_CHACHA20_POLY1305) != 0;
+  c.engine = "afxdp";
+  return c;
+}
+
+AfXdpEngine::AfXdpEngine(BpfPrograms& programs, Dataplane* dataplane, WarningSink warn)
+    : programs_(programs),
+      dataplane_(dataplane),
+      warn_(std::move(warn)),
+      inbound_(std::make_shared<const PolicyTable>()),
+      outbound_(std::make_shared<const PolicyTable>()) {}
+
+Capabilities AfXdpEngine::capabilities() const { return afxdp_capabilities(); }
+
+ov2_sa_key AfXdpEngine::inbound_key(const SaSpec& sa) {
+  ov2_sa_key key{};
+  key.spi_be = htonl(sa.spi);
+  key.family = sa.dst.family == Family::V4 ? OV2_AF_INET : OV2_AF_INET6;
+  std::memcpy(key.daddr, sa.dst.bytes.data(), sa.dst.size());
+  return key;
+}
+
+ov2_sa_value AfXdpEngine::inbound_value(uint64_t handle, const SaSpec& sa) {
+  ov2_sa_value value{};
+  value.handle = handle;
+  value.flags = (sa.udp_encap ? OV2_SA_F_UDP_ENCAP : 0u) | (sa.esn ? OV2_SA_F_ESN : 0u) |
+                (sa.mode == Mode::Tunnel ? OV2_SA_F_TUNNEL : 0u);
+  value.encap_dport = sa.udp_encap ? sa.encap_dport : 0;
+  return value;
+}
+
+void AfXdpEngine::add_sa(uint64_t handle, const SaSpec& sa) {
+  if (installed_.count(handle)) fail(ErrorCode::Internal, "the AF_XDP engine already holds this handle");
+  installed_.reserve(installed_.size() + 1);  // so the insert below cannot throw after the install
+  // Outbound SAs live only in the workers' table: ov2_tx puts the handle into
+  // the metadata and the worker finds the SA by it.  Inbound (outer) SAs also
+  // go into ov2_wire's map so their ESP reaches the worker.
+  if (dataplane_ != nullptr)
+    dataplane_->install_sa(handle, sa);  // ESP objects + wire map entry
+  else if (sa.dir == Direction::In)
+    programs_.put_inbound_sa(inbound_key(sa), inbound_value(handle, sa));
+  installed_.emplace(handle, Installed{sa.dir, inbound_key(sa)});
+}
+
+void AfXdpEngine::delete_sa(uint64_t handle) noexcept {
+  auto it = installed_.find(handle);
+  if (it == installed_.end()) return;
+  try {
+    // Map first (inside remove_sa too): from here on no new packet of this SA reaches a worker.
+    if (dataplane_ != nullptr)
+      dataplane_->remove_sa(handle);
+    else if (it->second.dir == Direction::In)
+      programs_.delete_inbound_sa(it->second.key);
+  } catch (const std::exception& e) {
+    if (warn_) warn_("deleting SA " + std::to_string(handle) + " from the AF_XDP engine: " + e.what());
+  }
+  installed_.erase(it);
+}
+
+void AfXdpEngine::update_sa(uint64_t handle, uint32_t seq_hi) {
+  if (!installed_.count(handle)) fail(ErrorCode::InvalidArgument, "the AF_XDP engine holds no SA with this handle");
+  if (dataplane_ != nullptr) dataplane_->update_seq_hi(handle, seq_hi);
+}
+
+void AfXdpEngine::set_outbound_spd(const std::vector<CompiledPolicy>& policies) {
+  CompiledSpd compiled = compile_spd(policies);  // throws before anything changes
+  loaded_outbound_ = load_spd(programs_.spd_trie_fd(), programs_.spd_entries_fd(), compiled,
+                              loaded_outbound_ ? &*loaded_outbound_ : nullptr);
+  auto next = std::make_shared<PolicyTable>();
+  next->ordered = policies;
+  next->generation = outbound_.load()->generation + 1;
+  outbound_.store(std::move(next));
+}
+
+void AfXdpEngine::set_inbound_spd(const std::vector<CompiledPolicy>& policies) {
+  auto next = std::make_shared<PolicyTable>();
+  next->ordered = policies;
+  next->generation = inbound_.load()->generation + 1;
+  inbound_.store(std::move(next));
+}
+
+}  // namespace ov2

@@ -1,0 +1,54 @@
+// The engine interface: where SAs are installed and the per-packet work is
+// done.  The SA database (ctl/control) validates and owns the bookkeeping; an
+// engine only installs what it is given and reports what it can do.
+//
+// Contract (all engines):
+//  - add_sa is all-or-nothing: when it throws ov2::Error, nothing of the SA
+//    remains in the engine.
+//  - delete_sa never throws: the database has already decided; problems are
+//    reported through the engine's warning sink.
+//  - set_*_spd replaces the whole policy list of one direction; when it
+//    throws, the previous list stays in force.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "dataplane/spd_compiler.h"
+#include "engine/capabilities.h"
+#include "model/sa_spec.h"
+
+namespace ov2 {
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // NDIS_IPSEC_OFFLOAD_V2 view of what this engine offloads.
+  virtual Capabilities capabilities() const = 0;
+
+  // ADD_SA for one SA under a handle the database chose.  For a bundle
+  // (sa.inner_handle != 0) the inner SA was added before.  Throws ov2::Error.
+  virtual void add_sa(uint64_t handle, const SaSpec& sa) = 0;
+
+  // DELETE_SA for one handle the engine holds.  Never throws.
+  virtual void delete_sa(uint64_t handle) noexcept = 0;
+
+  // UPDATE_SA: new ESN high-order sequence number.  Throws ov2::Error.
+  virtual void update_sa(uint64_t handle, uint32_t seq_hi) = 0;
+
+  // Replace the outbound SPD (sorted by priority, then id).  Throws
+  // ov2::Error (e.g. ResourceExhausted from the compiler); the old one stays.
+  virtual void set_outbound_spd(const std::vector<CompiledPolicy>& policies) = 0;
+
+  // Replace the inbound SPD the worker checks decrypted packets against
+  // (RFC 4301 §5.2).  Throws ov2::Error; the old one stays.
+  virtual void set_inbound_spd(const std::vector<CompiledPolicy>& policies) = 0;
+};
+
+// Where engines report problems they cannot throw (delete_sa).
+using WarningSink = std::function<void(const std::string&)>;
+
+}  // namespace ov2

@@ -1,0 +1,188 @@
+// SPD rules of the control plane: ids, ordering, PROTECT references, bundles
+// compiled as (OffloadHandle = transport SA, TunnelHandle = tunnel SA),
+// delete-in-use refusal and --force, inbound lookup snapshot.
+#include "control/control_plane.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "engine/policy_table.h"
+#include "fake_engine.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+namespace {
+
+using test::FakeEngine;
+using test::gcm_sa;
+using ::testing::HasSubstr;
+
+PolicySpec policy(Direction dir, const char* src, const char* dst, PolicyAction action, uint64_t sa = 0,
+                  uint32_t priority = 1000) {
+  PolicySpec p;
+  p.dir = dir;
+  p.src = IpPrefix::parse(src);
+  p.dst = IpPrefix::parse(dst);
+  p.action = action;
+  p.sa_handle = sa;
+  p.priority = priority;
+  return p;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ControlPlane, PolicyIdsAreNeverReused) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint32_t a = plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass));
+  plane.delete_policies({a});
+  const uint32_t b = plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass));
+  EXPECT_GT(b, a);
+}
+
+TEST(ControlPlane, OutboundListIsOrderedByPriorityThenId) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint32_t late =
+      plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "0.0.0.0/0", PolicyAction::Bypass, 0, 50));
+  const uint32_t first =
+      plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Discard, 0, 10));
+  const uint32_t tie =
+      plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "0.0.0.0/0", PolicyAction::Bypass, 0, 50));
+  plane.add_policy(policy(Direction::In, "10.0.0.0/8", "0.0.0.0/0", PolicyAction::Bypass));
+  ASSERT_EQ(engine.outbound.size(), 3u);
+  EXPECT_EQ(engine.outbound[0].id, first);
+  EXPECT_EQ(engine.outbound[1].id, late);
+  EXPECT_EQ(engine.outbound[2].id, tie);
+  EXPECT_EQ(engine.inbound.size(), 1u);
+}
+
+TEST(ControlPlane, ProtectNeedsExistingSaOfSameDirection) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  EXPECT_THAT(error_of([&] {
+                plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Protect, 0x5000001));
+              }),
+              HasSubstr("--sa 0x5000001: no SA has this handle"));
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "10.0.0.1", "10.0.0.2", 0x1000));
+  EXPECT_THAT(error_of([&] {
+                plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Protect, in));
+              }),
+              HasSubstr("is an inbound SA; an outbound policy needs an outbound SA"));
+  EXPECT_TRUE(plane.spd().list().empty());
+}
+
+TEST(ControlPlane, BundlePolicyCompilesToTransportOffloadAndTunnelHandles) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t inner = plane.add_sa(gcm_sa(Direction::Out, Mode::Transport, "10.0.0.1", "10.0.0.2", 0x1000));
+  auto outer_spec = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x2000);
+  outer_spec.inner_handle = inner;
+  const uint64_t outer = plane.add_sa(outer_spec);
+  EXPECT_THAT(error_of([&] {
+                plane.add_policy(policy(Direction::Out, "10.0.0.1/32", "10.0.0.2/32", PolicyAction::Protect, inner));
+              }),
+              HasSubstr("name the bundle's tunnel SA"));
+  plane.add_policy(policy(Direction::Out, "10.0.0.1/32", "10.0.0.2/32", PolicyAction::Protect, outer));
+  ASSERT_EQ(engine.outbound.size(), 1u);
+  EXPECT_EQ(engine.outbound[0].offload_handle, inner);
+  EXPECT_EQ(engine.outbound[0].tunnel_handle, outer);
+
+  const uint64_t plain = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x2001));
+  plane.add_policy(policy(Direction::Out, "10.0.0.1/32", "10.0.0.9/32", PolicyAction::Protect, plain));
+  EXPECT_EQ(engine.outbound[1].offload_handle, plain);
+  EXPECT_EQ(engine.outbound[1].tunnel_handle, 0u);
+}
+
+TEST(ControlPlane, AnSaThatAPolicyUsesDirectlyCannotBecomeABundlesInnerSa) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t transport = plane.add_sa(gcm_sa(Direction::Out, Mode::Transport, "10.0.0.1", "10.0.0.2", 0x1000));
+  const uint32_t id =
+      plane.add_policy(policy(Direction::Out, "10.0.0.1/32", "10.0.0.2/32", PolicyAction::Protect, transport));
+  auto outer = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x2000);
+  outer.inner_handle = transport;
+  EXPECT_THAT(error_of([&] { plane.add_sa(outer); }), HasSubstr("is used directly by policy " + std::to_string(id)));
+  EXPECT_EQ(plane.sas().size(), 1u);
+}
+
+TEST(ControlPlane, DeletingAnSaInUseIsRefusedNamingThePolicyUnlessForced) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "10.0.0.1", "10.0.0.2", 0x1000));
+  const uint32_t id = plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Protect, sa));
+  const std::string msg = error_of([&] { plane.delete_sas({sa}, false); });
+  EXPECT_THAT(msg, HasSubstr("is used by policy " + std::to_string(id)));
+  EXPECT_THAT(msg, HasSubstr("--force"));
+  EXPECT_NE(plane.sas().find(sa), nullptr);
+  EXPECT_EQ(engine.outbound.size(), 1u);
+
+  const auto result = plane.delete_sas({sa}, true);
+  EXPECT_EQ(result.deleted_sas, std::vector<uint64_t>{sa});
+  EXPECT_EQ(result.deleted_policies, std::vector<uint32_t>{id});
+  EXPECT_TRUE(engine.outbound.empty());  // SPD replaced before the SA went
+  EXPECT_EQ(plane.sas().find(sa), nullptr);
+  EXPECT_EQ(plane.spd().find(id), nullptr);
+}
+
+TEST(ControlPlane, SpdCompileFailureLeavesThePolicyOut) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  engine.fail_next_spd = true;
+  EXPECT_THAT(
+      error_of([&] { plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass)); }),
+      HasSubstr("injected SPD failure"));
+  EXPECT_TRUE(plane.spd().list().empty());
+}
+
+TEST(ControlPlane, DeletePoliciesIsAllOrNothing) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint32_t a = plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass));
+  EXPECT_THAT(error_of([&] { plane.delete_policies({a, 999}); }), HasSubstr("no policy has id 999"));
+  EXPECT_NE(plane.spd().find(a), nullptr);
+  plane.delete_policies({a});
+  EXPECT_EQ(plane.spd().find(a), nullptr);
+}
+
+TEST(ControlPlane, IdenticalPolicyIsRefused) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass));
+  EXPECT_THAT(
+      error_of([&] { plane.add_policy(policy(Direction::Out, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Bypass)); }),
+      HasSubstr("identical policy exists already (id 1)"));
+}
+
+TEST(PolicyTable, InboundLookupReturnsTheFirstMatchInPriorityOrder) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t sa = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000));
+  auto tcp = policy(Direction::In, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Protect, sa, 10);
+  tcp.proto = 6;
+  tcp.dport = PortRange{443, 443};
+  const uint32_t https = plane.add_policy(tcp);
+  const uint32_t rest =
+      plane.add_policy(policy(Direction::In, "10.0.0.0/8", "10.0.0.0/8", PolicyAction::Discard, 0, 20));
+  PolicyTable table;
+  table.ordered = engine.inbound;
+
+  PacketSelector s{IpAddr::parse("10.1.2.3"), IpAddr::parse("10.2.3.4"), 6, 40000, 443};
+  ASSERT_NE(table.lookup(s), nullptr);
+  EXPECT_EQ(table.lookup(s)->id, https);
+  EXPECT_EQ(table.lookup(s)->offload_handle, sa);
+  s.dport = 80;
+  EXPECT_EQ(table.lookup(s)->id, rest);
+  s.dst = IpAddr::parse("192.168.0.1");
+  EXPECT_EQ(table.lookup(s), nullptr);
+}
+
+}  // namespace
+}  // namespace ov2

@@ -1,0 +1,221 @@
+// The control socket server: framing and limits (garbage, truncated,
+// oversized, slow clients, connection cap), file modes, stale sockets.
+// Runs the real server on a socket in a private temporary directory.
+#include "control/control_server.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "control/control_client.h"
+#include "control/request_handler.h"
+#include "fake_engine.h"
+
+namespace ov2 {
+namespace {
+
+using nlohmann::json;
+using test::FakeEngine;
+using ::testing::HasSubstr;
+
+class ServerFixture : public ::testing::Test {
+ protected:
+  void start(ControlServerOptions opts = {}) {
+    char tmpl[] = "/tmp/ov2ctl-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+    opts.path = base_ + "/run/ctl.sock";  // run/ does not exist: the server creates it
+    path_ = opts.path;
+    server_ = std::make_unique<ControlServer>(opts, [this](std::string_view l) { return handler_.handle_line(l); });
+    stop_fd_ = eventfd(0, EFD_CLOEXEC);
+    thread_ = std::thread([this] { server_->run(stop_fd_); });
+  }
+  void TearDown() override {
+    if (thread_.joinable()) {
+      uint64_t one = 1;
+      (void)!write(stop_fd_, &one, sizeof one);
+      thread_.join();
+    }
+    server_.reset();
+    if (stop_fd_ >= 0) close(stop_fd_);
+    if (!base_.empty()) std::filesystem::remove_all(base_);
+  }
+
+  // A raw connection: send bytes, read what comes back until EOF or timeout.
+  int raw_connect() {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path_.c_str());
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    timeval tv{3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  }
+  static void send_all(int fd, const std::string& s) {
+    size_t off = 0;
+    while (off < s.size()) {
+      const ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may close early (oversized)
+      off += static_cast<size_t>(n);
+    }
+  }
+  static std::string read_line(int fd) {
+    std::string line;
+    char c;
+    while (recv(fd, &c, 1, 0) == 1) {
+      if (c == '\n') return line;
+      line += c;
+    }
+    return line;
+  }
+  static bool closed_by_peer(int fd) {
+    char c;
+    return recv(fd, &c, 1, 0) == 0;
+  }
+
+  FakeEngine engine_;
+  ControlPlane plane_{engine_, 64};
+  RequestHandler handler_{plane_};
+  std::unique_ptr<ControlServer> server_;
+  std::thread thread_;
+  int stop_fd_ = -1;
+  std::string base_, path_;
+};
+
+TEST_F(ServerFixture, SocketIsGroupOnlyInA0750DirectoryAndRemovedOnShutdown) {
+  start();
+  struct stat st {};
+  ASSERT_EQ(stat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  ASSERT_EQ(stat((base_ + "/run").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+  TearDown();
+  EXPECT_NE(access(path_.c_str(), F_OK), 0);
+}
+
+TEST_F(ServerFixture, ClientGetsAnswersForSeveralRequestsOnOneConnection) {
+  start();
+  ControlClient client(path_);
+  json caps = client.call({{"op", "caps"}});
+  EXPECT_TRUE(caps["ok"].get<bool>());
+  json list = client.call({{"op", "sa.list"}});
+  EXPECT_TRUE(list["ok"].get<bool>());
+  EXPECT_TRUE(list["sas"].empty());
+}
+
+TEST_F(ServerFixture, GarbageGetsAnErrorAndTheConnectionKeepsWorking) {
+  start();
+  const int fd = raw_connect();
+  send_all(fd, "\x01\x02 garbage }{\n");
+  json a = json::parse(read_line(fd));
+  EXPECT_FALSE(a["ok"].get<bool>());
+  EXPECT_EQ(a["error"]["code"], "invalid-argument");
+  send_all(fd, "{\"version\":7,\"op\":\"caps\"}\n");
+  EXPECT_EQ(json::parse(read_line(fd))["error"]["code"], "unsupported");
+  send_all(fd, "{\"version\":1,\"op\":\"caps\"}\n");
+  EXPECT_TRUE(json::parse(read_line(fd))["ok"].get<bool>());
+  close(fd);
+  EXPECT_TRUE(engine_.add_calls.empty());
+}
+
+TEST_F(ServerFixture, TruncatedRequestFromAVanishingClientChangesNothing) {
+  start();
+  int fd = raw_connect();
+  send_all(fd, R"({"version":1,"op":"sa.add","sa":{"dir":"in","mode":"tunnel")");
+  close(fd);
+  ControlClient client(path_);
+  EXPECT_TRUE(client.call({{"op", "sa.list"}})["sas"].empty());
+  EXPECT_TRUE(engine_.add_calls.empty());
+}
+
+TEST_F(ServerFixture, OversizedRequestIsRefusedAndTheConnectionClosed) {
+  start();
+  const int fd = raw_connect();
+  send_all(fd, "{\"version\":1,\"op\":\"caps\",\"pad\":\"" + std::string(kMaxRequestBytes + 10, 'a') + "\"}\n");
+  json a = json::parse(read_line(fd));
+  EXPECT_EQ(a["error"]["code"], "too-large");
+  EXPECT_TRUE(closed_by_peer(fd));
+  close(fd);
+  ControlClient client(path_);
+  EXPECT_TRUE(client.call({{"op", "caps"}})["ok"].get<bool>());
+}
+
+TEST_F(ServerFixture, SlowClientIsTimedOutAndOthersAreServed) {
+  ControlServerOptions opts;
+  opts.read_timeout_ms = 200;
+  start(opts);
+  const int slow = raw_connect();
+  send_all(slow, "{\"version\":1,");
+  ControlClient client(path_);
+  EXPECT_TRUE(client.call({{"op", "caps"}})["ok"].get<bool>());
+  json a = json::parse(read_line(slow));  // arrives after ~200 ms
+  EXPECT_EQ(a["error"]["code"], "timeout");
+  EXPECT_TRUE(closed_by_peer(slow));
+  close(slow);
+}
+
+TEST_F(ServerFixture, ConnectionsBeyondTheCapAreTurnedAway) {
+  ControlServerOptions opts;
+  opts.max_connections = 2;
+  start(opts);
+  const int a = raw_connect();
+  const int b = raw_connect();
+  // Make sure the server has accepted both before the third.
+  send_all(a, "{\"version\":1,\"op\":\"caps\"}\n");
+  read_line(a);
+  send_all(b, "{\"version\":1,\"op\":\"caps\"}\n");
+  read_line(b);
+  const int c = raw_connect();
+  json refused = json::parse(read_line(c));
+  EXPECT_EQ(refused["error"]["code"], "busy");
+  close(c);
+  close(a);
+  close(b);
+}
+
+TEST_F(ServerFixture, StaleSocketIsReplacedButALiveDaemonIsNot) {
+  start();
+  ControlServerOptions second;
+  second.path = path_;
+  try {
+    ControlServer dup(second, [](std::string_view) { return std::string(); });
+    FAIL() << "a second server took over a live socket";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("another ipsecov2d is serving"));
+  }
+  // A leftover socket file nobody listens on is removed and rebound.
+  const std::string stale = base_ + "/stale.sock";
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, stale.c_str());
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  close(fd);
+  ControlServerOptions third;
+  third.path = stale;
+  EXPECT_NO_THROW(ControlServer(third, [](std::string_view) { return std::string(); }));
+}
+
+TEST(ControlClient, MissingDaemonGivesAHint) {
+  try {
+    ControlClient client("/tmp/ov2-no-such-dir/ipsecov2.sock");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(
+        e.what(),
+        "cannot connect to /tmp/ov2-no-such-dir/ipsecov2.sock: No such file or directory (is ipsecov2d running?)");
+  }
+}
+
+}  // namespace
+}  // namespace ov2

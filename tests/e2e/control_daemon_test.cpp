@@ -1,0 +1,814 @@
+// End-to-end tests of the control plane: the REAL ipsecov2d, started in a
+// fresh network namespace (veth as the wire), driven by the REAL ipsecov2ctl
+// as a subprocess.  Checks exit codes, messages, that keys never appear in
+// any output or the daemon's log, the peer-credential check, garbage on the
+// socket, clean shutdown, and that `sa add` writes the BPF map ov2_wire reads.
+//
+// Reading the daemon's map: BPF maps are global (not per network namespace),
+// so the test finds the daemon's `sa_map` through the map ids listed in
+// /proc/<daemon pid>/fdinfo/* ("map_id:" lines), opens it with
+// bpf_map_get_fd_by_id() and reads it with libbpf.  This picks the map of
+// exactly this daemon even when several daemons run on the machine, and
+// needs neither bpffs pinning nor a debug request.
+//
+// Needs root (namespaces, BPF).  Namespaces are named ov2t<pid><letter>.
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <grp.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ov2_abi.h"
+
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+const std::string kDaemon = OV2_BINARY_DIR "/ctl/ipsecov2d";
+const std::string kCtl = OV2_BINARY_DIR "/ctl/ipsecov2ctl";
+// Key material used by the tests: searched for in every output.
+const std::string kGcmKey = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e7a1b2";                           // 20 bytes
+const std::string kCbcKey = "cb0cb0cb0cb0cb0cb0cb0cb0cb0cb0cb";                                   // 16 bytes
+const std::string kHmacKey = "aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11";  // 32 bytes
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string read_fd(int fd) {
+  std::string s;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
+  return s;
+}
+
+// Runs argv (no shell), feeding `input` on stdin; `in_child` runs after fork
+// (e.g. to drop privileges).  Bounded by a 20 s timeout.
+Result run(const std::vector<std::string>& argv, const std::string& input = "",
+           const std::function<void()>& in_child = {}) {
+  int in[2], out[2], err[2];
+  if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return {};
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    if (in_child) in_child();
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  (void)!write(in[1], input.data(), input.size());
+  close(in[1]);
+  Result r;
+  std::thread t([&] { r.err = read_fd(err[0]); });
+  r.out = read_fd(out[0]);
+  t.join();
+  close(out[0]);
+  close(err[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+std::string temp_file(const std::string& dir, const std::string& name, const std::string& content) {
+  const std::string path = dir + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+// One daemon in its own network namespace with a veth pair as the wire.
+class DaemonInNamespace {
+ public:
+  explicit DaemonInNamespace(char letter, std::vector<std::string> extra_args = {}) {
+    try {
+      start(letter, std::move(extra_args));
+    } catch (...) {
+      cleanup();  // the destructor does not run for a half-built object
+      throw;
+    }
+  }
+
+  ~DaemonInNamespace() { cleanup(); }
+
+  void cleanup() {
+    stop();
+    if (netns_created_) run({"/usr/sbin/ip", "netns", "del", ns_});
+    netns_created_ = false;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+ private:
+  void start(char letter, std::vector<std::string> extra_args) {
+    ns_ = "ov2t" + std::to_string(getpid()) + letter;
+    dir_ = "/tmp/" + ns_;
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ + "/keys");
+    socket_ = dir_ + "/run/ctl.sock";  // run/ is created by the daemon (0750)
+    log_ = dir_ + "/daemon.log";
+    run({"/usr/sbin/ip", "netns", "del", ns_});  // leftover of a crashed run with the same pid
+    if (run({"/usr/sbin/ip", "netns", "add", ns_}).exit_code != 0) throw std::runtime_error("ip netns add failed");
+    netns_created_ = true;
+    run({"/usr/sbin/ip", "-n", ns_, "link", "add", "wire0", "type", "veth", "peer", "name", "wire1"});
+    run({"/usr/sbin/ip", "-n", ns_, "link", "set", "wire0", "up"});
+    run({"/usr/sbin/ip", "-n", ns_, "link", "set", "wire1", "up"});
+
+    std::vector<std::string> argv = {"/usr/sbin/ip", "netns",    "exec",  ns_,           kDaemon, "--wire",
+                                     "wire0",        "--socket", socket_, "--log-level", "debug"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    pid_ = fork();
+    if (pid_ == 0) {
+      const int logfd = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+      dup2(logfd, 1);
+      dup2(logfd, 2);
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());  // ip execs the daemon: same pid
+      _exit(127);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (connectable()) return;
+      int status;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("ipsecov2d exited at startup: " + log());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    throw std::runtime_error("ipsecov2d did not open its socket within 10 s: " + log());
+  }
+
+ public:
+  // SIGTERM, wait up to 5 s (then SIGKILL).  Returns the exit status.
+  int stop() {
+    if (pid_ <= 0) return exit_status_;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    for (int i = 0; i < 500; ++i) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        exit_status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        return exit_status_;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    exit_status_ = 137;
+    return exit_status_;
+  }
+
+  bool connectable() const {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_.c_str(), sizeof addr.sun_path - 1);
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    close(fd);
+    return ok;
+  }
+
+  // ipsecov2ctl --socket S ARGS...
+  Result ctl(std::vector<std::string> args, const std::string& input = "", const std::function<void()>& in_child = {}) {
+    std::vector<std::string> argv = {kCtl, "--socket", socket_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Result r = run(argv, input, in_child);
+    transcript_ += r.out + r.err;
+    return r;
+  }
+
+  std::string key_file(const std::string& name, const std::string& hex) { return temp_file(dir_ + "/keys", name, hex); }
+  std::string log() const {
+    std::ifstream f(log_);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  }
+  const std::string& socket_path() const { return socket_; }
+  const std::string& netns() const { return ns_; }
+  const std::string& transcript() const { return transcript_; }
+  pid_t pid() const { return pid_; }
+
+  // The fd of this daemon's sa_map (found through its fdinfo), or -1.
+  int sa_map_fd() const { return map_fd("sa_map", sizeof(ov2_sa_key), sizeof(ov2_sa_value)); }
+
+  // The fd of this daemon's map with this name and sizes, or -1.
+  int map_fd(const std::string& name, uint32_t key_size, uint32_t value_size) const {
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fdinfo")) {
+      std::ifstream f(entry.path());
+      std::string line;
+      while (std::getline(f, line)) {
+        if (line.rfind("map_id:", 0) != 0) continue;
+        const uint32_t id = static_cast<uint32_t>(std::stoul(line.substr(7)));
+        const int fd = bpf_map_get_fd_by_id(id);
+        if (fd < 0) continue;
+        bpf_map_info info{};
+        uint32_t len = sizeof info;
+        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::string(info.name) == name &&
+            info.key_size == key_size && info.value_size == value_size)
+          return fd;
+        close(fd);
+      }
+    }
+    return -1;
+  }
+
+  std::vector<uint32_t> map_ids() const {
+    std::vector<uint32_t> ids;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fdinfo")) {
+      std::ifstream f(entry.path());
+      std::string line;
+      while (std::getline(f, line))
+        if (line.rfind("map_id:", 0) == 0) ids.push_back(static_cast<uint32_t>(std::stoul(line.substr(7))));
+    }
+    return ids;
+  }
+
+ private:
+  std::string ns_, dir_, socket_, log_, transcript_;
+  pid_t pid_ = -1;
+  int exit_status_ = -1;
+  bool netns_created_ = false;
+};
+
+ov2_sa_key key_for(uint32_t spi, const char* dst) {
+  ov2_sa_key k{};
+  k.spi_be = htonl(spi);
+  if (std::strchr(dst, ':')) {
+    k.family = OV2_AF_INET6;
+    inet_pton(AF_INET6, dst, k.daddr);
+  } else {
+    k.family = OV2_AF_INET;
+    inet_pton(AF_INET, dst, k.daddr);
+  }
+  return k;
+}
+
+size_t map_entries(int fd) {
+  size_t n = 0;
+  ov2_sa_key key{}, next{};
+  const void* prev = nullptr;
+  while (bpf_map_get_next_key(fd, prev, &next) == 0) {
+    ++n;
+    key = next;
+    prev = &key;
+  }
+  return n;
+}
+
+uint64_t handle_of(const std::string& out) { return std::stoull(out, nullptr, 16); }
+
+class ControlE2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces, BPF)";
+  }
+};
+
+TEST_F(ControlE2e, CapsReportsNdisCapabilitiesAsTableAndJson) {
+  DaemonInNamespace d('a');
+  Result r = d.ctl({"caps"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("SaOffloadCapacity"));
+  EXPECT_THAT(r.out, HasSubstr("262144"));
+  EXPECT_THAT(r.out, HasSubstr("chacha20-poly1305"));
+  r = d.ctl({"--json", "caps"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json caps = json::parse(r.out)["caps"];
+  EXPECT_EQ(caps["Ah"], false);
+  EXPECT_EQ(caps["Esp"], true);
+  EXPECT_EQ(caps["LsoSupported"], false);
+  EXPECT_EQ(caps["SaOffloadCapacity"], OV2_MAX_SAS);
+  EXPECT_EQ(caps["EncryptionAlgorithms"].get<uint32_t>() & IPSEC_OFFLOAD_V2_ENCRYPTION_3_DES_CBC, 0u);
+}
+
+TEST_F(ControlE2e, SaLifecycleAddListShowUpdateDelete) {
+  DaemonInNamespace d('b');
+  const std::string key = d.key_file("gcm", "0x" + kGcmKey + "\n");
+  Result add = d.ctl({"sa", "add", "--dir", "out", "--mode", "tunnel", "--src", "192.0.2.1", "--dst", "192.0.2.2",
+                      "--spi", "0x1000", "--aead", "aes-gcm-128", "--key-file", key, "--esn", "--seq-hi", "4"});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  ASSERT_THAT(add.out, StartsWith("0x"));
+  const std::string handle = add.out.substr(0, add.out.find('\n'));
+
+  Result list = d.ctl({"sa", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_THAT(list.out, HasSubstr("HANDLE"));
+  EXPECT_THAT(list.out, HasSubstr(handle));
+  EXPECT_THAT(list.out, HasSubstr("aes-gcm-128 (20-byte key)"));
+
+  Result show = d.ctl({"sa", "show", handle});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_THAT(show.out, HasSubstr("seq-hi"));
+  EXPECT_THAT(show.out, HasSubstr("20 bytes"));
+
+  Result upd = d.ctl({"sa", "update", handle, "--seq-hi", "77"});
+  ASSERT_EQ(upd.exit_code, 0) << upd.err;
+  Result shown = d.ctl({"--json", "sa", "show", handle});
+  ASSERT_EQ(shown.exit_code, 0) << shown.err;
+  EXPECT_EQ(json::parse(shown.out)["sa"]["seq-hi"], 77);
+
+  Result del = d.ctl({"sa", "del", handle});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  EXPECT_THAT(del.out, HasSubstr("deleted SA " + handle));
+  Result empty = d.ctl({"--json", "sa", "list"});
+  EXPECT_TRUE(json::parse(empty.out)["sas"].empty());
+  Result again = d.ctl({"sa", "show", handle});
+  EXPECT_NE(again.exit_code, 0);
+  EXPECT_THAT(again.err, HasSubstr("no SA has handle " + handle));
+}
+
+TEST_F(ControlE2e, SaAddWritesTheInboundBpfMapAndDeleteRemovesIt) {
+  DaemonInNamespace d('c');
+  const int map = d.sa_map_fd();
+  ASSERT_GE(map, 0) << "the daemon's sa_map was not found";
+  EXPECT_EQ(map_entries(map), 0u);
+
+  const std::string key = d.key_file("gcm", kGcmKey);
+  Result in6 = d.ctl({"--json",        "sa",     "add",           "--dir",       "in",
+                      "--mode",        "tunnel", "--src",         "2001:db8::1", "--dst",
+                      "2001:db8::2",   "--spi",  "305419896",     "--aead",      "aes-gcm-128",
+                      "--key-file",    key,      "--esn",         "--encap",     "udp",
+                      "--encap-sport", "4600",   "--encap-dport", "4501"});
+  ASSERT_EQ(in6.exit_code, 0) << in6.err;
+  const uint64_t h6 = std::stoull(json::parse(in6.out)["handle"].get<std::string>(), nullptr, 16);
+
+  Result in4 = d.ctl({"sa",     "add",         "--dir",           "in",
+                      "--mode", "transport",   "--src",           "10.0.0.1",
+                      "--dst",  "10.0.0.2",    "--spi",           "0x2000",
+                      "--enc",  "aes-cbc-128", "--enc-key-file",  d.key_file("cbc", kCbcKey),
+                      "--auth", "hmac-sha256", "--auth-key-file", d.key_file("hmac", kHmacKey)});
+  ASSERT_EQ(in4.exit_code, 0) << in4.err;
+  const uint64_t h4 = handle_of(in4.out);
+
+  // Outbound SAs are found by handle in the worker, not in ov2_wire's map.
+  Result out = d.ctl({"sa", "add", "--dir", "out", "--mode", "transport", "--src", "10.0.0.2", "--dst", "10.0.0.1",
+                      "--spi", "0x2001", "--aead", "aes-gcm-128", "--key-file", key});
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  EXPECT_EQ(map_entries(map), 2u);
+
+  ov2_sa_value v{};
+  ov2_sa_key k6 = key_for(0x12345678, "2001:db8::2");
+  ASSERT_EQ(bpf_map_lookup_elem(map, &k6, &v), 0);
+  EXPECT_EQ(v.handle, h6);
+  EXPECT_EQ(v.flags, unsigned(OV2_SA_F_UDP_ENCAP | OV2_SA_F_ESN | OV2_SA_F_TUNNEL));
+  EXPECT_EQ(v.encap_dport, 4501);
+
+  ov2_sa_key k4 = key_for(0x2000, "10.0.0.2");
+  ASSERT_EQ(bpf_map_lookup_elem(map, &k4, &v), 0);
+  EXPECT_EQ(v.handle, h4);
+  EXPECT_EQ(v.flags, 0u);
+  EXPECT_EQ(v.encap_dport, 0);
+
+  ASSERT_EQ(d.ctl({"sa", "del", in6.out.substr(in6.out.find("0x"), in6.out.rfind('"') - in6.out.find("0x"))}).exit_code,
+            0);
+  EXPECT_NE(bpf_map_lookup_elem(map, &k6, &v), 0);
+  EXPECT_EQ(map_entries(map), 1u);
+  close(map);
+}
+
+TEST_F(ControlE2e, KeyFromStandardInputAndXfrmNames) {
+  DaemonInNamespace d('d');
+  Result r = d.ctl({"--json", "sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "10.0.0.1", "--dst", "10.0.0.2",
+                    "--spi", "0x3000", "--aead", "rfc4106(gcm(aes))", "--key-file", "-"},
+                   "  " + kGcmKey + kGcmKey.substr(0, 32) + "\n");  // 36 bytes: AES-256
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string handle = json::parse(r.out)["handle"];
+  Result show = d.ctl({"--json", "sa", "show", handle});
+  EXPECT_EQ(json::parse(show.out)["sa"]["aead"], "aes-gcm-256");
+  EXPECT_EQ(json::parse(show.out)["sa"]["key-bytes"], 36);
+}
+
+TEST_F(ControlE2e, PoliciesAddListDeleteAndInUseRefusal) {
+  DaemonInNamespace d('e');
+  const std::string key = d.key_file("gcm", kGcmKey);
+  Result sa = d.ctl({"sa", "add", "--dir", "out", "--mode", "tunnel", "--src", "192.0.2.1", "--dst", "192.0.2.2",
+                     "--spi", "0x1000", "--aead", "aes-gcm-128", "--key-file", key});
+  ASSERT_EQ(sa.exit_code, 0) << sa.err;
+  const std::string handle = sa.out.substr(0, sa.out.find('\n'));
+  Result p = d.ctl({"policy", "add", "--dir", "out", "--src", "10.1.0.0/16", "--dst", "10.2.0.0/16", "--proto", "tcp",
+                    "--dport", "443", "--action", "protect", "--sa", handle, "--priority", "10"});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const std::string id = p.out.substr(0, p.out.find('\n'));
+  Result bypass =
+      d.ctl({"policy", "add", "--dir", "out", "--src", "0.0.0.0/0", "--dst", "0.0.0.0/0", "--action", "bypass"});
+  ASSERT_EQ(bypass.exit_code, 0) << bypass.err;
+  EXPECT_NE(bypass.out, p.out);
+
+  Result list = d.ctl({"policy", "list"});
+  EXPECT_THAT(list.out, HasSubstr("protect"));
+  EXPECT_THAT(list.out, HasSubstr("443"));
+  EXPECT_THAT(list.out, HasSubstr(handle));
+
+  Result refused = d.ctl({"sa", "del", handle});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("is used by policy " + id));
+  Result forced = d.ctl({"sa", "del", "--force", handle});
+  ASSERT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_THAT(forced.out, HasSubstr("deleted policy " + id));
+  Result after = d.ctl({"--json", "policy", "list"});
+  EXPECT_EQ(json::parse(after.out)["policies"].size(), 1u);
+
+  Result pdel = d.ctl({"policy", "del", "999"});
+  EXPECT_NE(pdel.exit_code, 0);
+  EXPECT_THAT(pdel.err, HasSubstr("no policy has id 999"));
+}
+
+TEST_F(ControlE2e, OutboundBundlePolicyIsLoadedIntoTheTxSpdMaps) {
+  DaemonInNamespace d('n');
+  const std::string key = d.key_file("gcm", kGcmKey);
+  Result inner = d.ctl({"sa", "add", "--dir", "out", "--mode", "transport", "--src", "10.1.0.1", "--dst", "10.2.0.1",
+                        "--spi", "0x5000", "--aead", "aes-gcm-128", "--key-file", key});
+  ASSERT_EQ(inner.exit_code, 0) << inner.err;
+  const std::string inner_handle = inner.out.substr(0, inner.out.find('\n'));
+  Result outer = d.ctl({"sa",         "add",   "--dir",     "out",   "--mode",  "tunnel",    "--src",
+                        "192.0.2.1",  "--dst", "192.0.2.2", "--spi", "0x5001",  "--aead",    "aes-gcm-128",
+                        "--key-file", key,     "--encap",   "udp",   "--inner", inner_handle});
+  ASSERT_EQ(outer.exit_code, 0) << outer.err;
+  const std::string outer_handle = outer.out.substr(0, outer.out.find('\n'));
+  Result show = d.ctl({"sa", "show", inner_handle});
+  EXPECT_THAT(show.out, HasSubstr("inside bundle"));
+  EXPECT_THAT(show.out, HasSubstr(outer_handle));
+
+  Result p = d.ctl({"policy", "add", "--dir", "out", "--src", "10.1.0.1/32", "--dst", "10.2.0.0/24", "--proto", "udp",
+                    "--dport", "53", "--action", "protect", "--sa", outer_handle, "--priority", "5"});
+  ASSERT_EQ(p.exit_code, 0) << p.err;
+  const uint32_t id = static_cast<uint32_t>(std::stoul(p.out));
+
+  const int entries = d.map_fd("spd_entries", sizeof(uint32_t), sizeof(ov2_spd_entry));
+  ASSERT_GE(entries, 0) << "the daemon's spd_entries map was not found";
+  bool found = false;
+  for (uint32_t slot = 0; slot < 64 && !found; ++slot) {
+    ov2_spd_entry e{};
+    if (bpf_map_lookup_elem(entries, &slot, &e) != 0 || !e.valid || e.policy_id != id) continue;
+    found = true;
+    EXPECT_EQ(e.action, OV2_SPD_PROTECT);
+    EXPECT_EQ(e.offload_handle, handle_of(inner_handle));  // NDIS OffloadHandle: the transport SA
+    EXPECT_EQ(e.tunnel_handle, handle_of(outer_handle));   // NDIS TunnelHandle: the tunnel SA
+    EXPECT_EQ(e.proto, 17);
+    EXPECT_EQ(e.dport_lo, 53);
+    EXPECT_EQ(e.dport_hi, 53);
+    EXPECT_EQ(e.priority, 5u);
+  }
+  EXPECT_TRUE(found) << "policy " << id << " is not in spd_entries";
+  close(entries);
+
+  // The inner SA cannot go while the bundle exists; both together can, with --force for the policy.
+  Result refused = d.ctl({"sa", "del", inner_handle});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_THAT(refused.err, HasSubstr("is the inner SA of the bundle " + outer_handle));
+  Result both = d.ctl({"sa", "del", "--force", inner_handle, outer_handle});
+  EXPECT_EQ(both.exit_code, 0) << both.err;
+}
+
+struct BadCase {
+  std::vector<std::string> args;
+  std::string expected;
+};
+
+TEST_F(ControlE2e, EveryValidationErrorExitsNonZeroWithOneLineReason) {
+  DaemonInNamespace d('f');
+  const std::string gcm = d.key_file("gcm", kGcmKey);
+  const std::string short_key = d.key_file("short", kGcmKey.substr(0, 30));
+  const std::string not_hex = d.key_file("nothex", "zz" + kGcmKey);
+  const std::string cbc = d.key_file("cbc", kCbcKey);
+  const std::string hmac = d.key_file("hmac", kHmacKey);
+  auto sa = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = {"sa",     "add",   "--dir",    "in",    "--mode",
+                                  "tunnel", "--src", "10.0.0.1", "--dst", "10.0.0.2"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  Result esn = d.ctl(sa({"--spi", "0x500", "--aead", "aes-gcm-128", "--key-file", gcm, "--esn"}));
+  Result plain = d.ctl(sa({"--spi", "0x501", "--aead", "aes-gcm-128", "--key-file", gcm}));
+  Result transport_out = d.ctl({"sa", "add", "--dir", "out", "--mode", "transport", "--src", "10.0.0.2", "--dst",
+                                "10.0.0.1", "--spi", "0x502", "--aead", "aes-gcm-128", "--key-file", gcm});
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  ASSERT_EQ(transport_out.exit_code, 0) << transport_out.err;
+  const std::string plain_handle = plain.out.substr(0, plain.out.find('\n'));
+  const std::string out_handle = transport_out.out.substr(0, transport_out.out.find('\n'));
+  ASSERT_EQ(d.ctl({"policy", "add", "--dir", "in", "--src", "10.9.0.0/16", "--dst", "10.8.0.0/16", "--action",
+                   "protect", "--sa", plain_handle})
+                .exit_code,
+            0);
+
+  const std::vector<BadCase> cases = {
+      {sa({"--spi", "5", "--aead", "aes-gcm-128", "--key-file", gcm}), "SPI 5 is in the range 1-255 reserved"},
+      {sa({"--spi", "0", "--aead", "aes-gcm-128", "--key-file", gcm}), "SPI 0 is reserved"},
+      {sa({"--spi", "banana", "--aead", "aes-gcm-128", "--key-file", gcm}), "'spi' must be a number"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-100", "--key-file", gcm}), "unknown AEAD algorithm 'aes-gcm-100'"},
+      {sa({"--spi", "0x600", "--enc", "des", "--enc-key-file", cbc, "--auth", "hmac-sha256", "--auth-key-file", hmac}),
+       "DES is refused"},
+      {sa({"--spi", "0x600", "--enc", "aes-cbc-128", "--enc-key-file", cbc, "--auth", "hmac-md5", "--auth-key-file",
+           hmac}),
+       "HMAC-MD5 is refused"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", short_key}), "needs 20 bytes of key material"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", not_hex}), "key is not hex"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", "/nonexistent/key"}),
+       "cannot read key file /nonexistent/key: No such file or directory"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128"}), "--aead needs --key-file"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--auth", "hmac-sha256"}),
+       "give either --aead"},
+      {sa({"--spi", "0x600", "--enc", "aes-cbc-128", "--enc-key-file", cbc}), "--enc needs --auth"},
+      {sa({"--spi", "0x600", "--enc", "aes-cbc-128", "--enc-key-file", cbc, "--auth", "aes-gmac-128", "--auth-key-file",
+           d.key_file("gmac", kGcmKey)}),
+       "works only with --enc null"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--seq-hi", "3"}), "it needs --esn"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--encap-dport", "4501"}), "need --encap udp"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--lifetime-packets", "100,50"}),
+       "soft limit (100) must be below the hard limit (50)"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--replay-window", "100000"}),
+       "replay window 100000 is too large"},
+      {{"sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "10.0.0.1", "--dst", "2001:db8::2", "--spi", "0x600",
+        "--aead", "aes-gcm-128", "--key-file", gcm},
+       "different address families"},
+      {sa({"--spi", "0x501", "--aead", "aes-gcm-128", "--key-file", gcm}), "exists already"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--inner", out_handle}), "same direction"},
+      {sa({"--spi", "0x600", "--aead", "aes-gcm-128", "--key-file", gcm, "--inner", plain_handle}),
+       "must be a transport-mode SA"},
+      {{"sa", "update", "0x77000000", "--seq-hi", "1"}, "no SA has handle 0x77000000 (invalid parameter)"},
+      {{"sa", "update", plain_handle, "--seq-hi", "1"}, "was added without --esn"},
+      {{"sa", "del", plain_handle, "0x77000000"}, "no SA has handle 0x77000000; nothing was deleted"},
+      {{"sa", "del", plain_handle}, "is used by policy"},
+      {{"sa", "show", "nonsense"}, "is not an SA handle"},
+      {{"policy", "add", "--dir", "out", "--src", "10.0.0.0/8", "--dst", "10.0.0.0/8", "--action", "protect", "--sa",
+        "0x77000000"},
+       "--sa 0x77000000: no SA has this handle"},
+      {{"policy", "add", "--dir", "out", "--src", "10.0.0.0/8", "--dst", "10.0.0.0/8", "--action", "protect", "--sa",
+        plain_handle},
+       "an outbound policy needs an outbound SA"},
+      {{"policy", "add", "--dir", "out", "--src", "10.0.0.0/8", "--dst", "10.0.0.0/8", "--dport", "80", "--action",
+        "bypass"},
+       "port selectors need --proto tcp, udp or sctp"},
+      {{"policy", "add", "--dir", "out", "--src", "10.0.0.1/8", "--dst", "10.0.0.0/8", "--action", "bypass"},
+       "did you mean 10.0.0.0/8?"},
+      {{"policy", "add", "--dir", "out", "--src", "10.0.0.0/8", "--dst", "10.0.0.0/8", "--action", "protect"},
+       "action protect needs --sa HANDLE"},
+      {{"sa", "add", "--dir", "sideways"}, "--dir"},
+  };
+  ASSERT_EQ(esn.exit_code, 0) << esn.err;
+  const std::string before = d.ctl({"--json", "sa", "list"}).out;
+  for (const auto& c : cases) {
+    Result r = d.ctl(c.args);
+    std::string joined;
+    for (const auto& a : c.args) joined += a + " ";
+    EXPECT_NE(r.exit_code, 0) << joined;
+    EXPECT_THAT(r.err, StartsWith("ipsecov2ctl: error: ")) << joined;
+    EXPECT_THAT(r.err, HasSubstr(c.expected)) << joined;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << joined << r.err;
+    EXPECT_TRUE(r.out.empty()) << joined << r.out;
+  }
+  // None of the failures changed anything.
+  EXPECT_EQ(d.ctl({"--json", "sa", "list"}).out, before);
+}
+
+TEST_F(ControlE2e, KeysNeverAppearInAnyOutputOrTheDaemonLog) {
+  DaemonInNamespace d('g');
+  const std::string gcm = d.key_file("gcm", kGcmKey);
+  const std::string bad = d.key_file("bad", kGcmKey + "0");  // odd length
+  Result a = d.ctl({"sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--spi",
+                    "0x1000", "--aead", "aes-gcm-128", "--key-file", gcm});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  const std::string handle = a.out.substr(0, a.out.find('\n'));
+  d.ctl({"sa",     "add",         "--dir",           "out",
+         "--mode", "tunnel",      "--src",           "10.0.0.1",
+         "--dst",  "10.0.0.2",    "--spi",           "0x1001",
+         "--enc",  "aes-cbc-128", "--enc-key-file",  d.key_file("cbc", kCbcKey),
+         "--auth", "hmac-sha256", "--auth-key-file", d.key_file("hmac", kHmacKey)});
+  d.ctl({"sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--spi", "0x1002",
+         "--aead", "aes-gcm-128", "--key-file", bad});
+  d.ctl({"sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "10.0.0.1", "--dst", "10.0.0.2", "--spi", "0x1000",
+         "--aead", "aes-gcm-128", "--key-file", "-"},
+        kGcmKey);  // duplicate: refused
+  d.ctl({"sa", "list"});
+  d.ctl({"--json", "sa", "list"});
+  d.ctl({"sa", "show", handle});
+  d.ctl({"--json", "sa", "show", handle});
+  d.ctl({"sa", "del", handle});
+  ASSERT_EQ(d.stop(), 0);
+  const std::string everything = d.transcript() + d.log();
+  EXPECT_THAT(everything, HasSubstr("added inbound SA"));  // the log is there and was read
+  for (const std::string& k : {kGcmKey, kCbcKey, kHmacKey}) {
+    for (size_t off = 0; off + 8 <= k.size(); off += 8) {
+      std::string piece = k.substr(off, 8);
+      std::string upper = piece;
+      for (auto& ch : upper) ch = static_cast<char>(std::toupper(ch));
+      EXPECT_THAT(everything, Not(HasSubstr(piece))) << "key bytes leaked";
+      EXPECT_THAT(everything, Not(HasSubstr(upper))) << "key bytes leaked";
+    }
+  }
+}
+
+TEST_F(ControlE2e, NonRootCallerIsRefused) {
+  DaemonInNamespace d('h');
+  auto drop_to_nobody = [] {
+    const gid_t none = 65534;
+    if (setgroups(0, nullptr) != 0 || setgid(none) != 0 || setuid(65534) != 0) _exit(126);
+  };
+  // The socket's mode (0660 root) already stops nobody at connect().
+  Result fs = d.ctl({"caps"}, "", drop_to_nobody);
+  EXPECT_NE(fs.exit_code, 0);
+  EXPECT_THAT(fs.err, HasSubstr("cannot connect to " + d.socket_path() + ": Permission denied"));
+
+  // With the file opened up, the daemon's own SO_PEERCRED check refuses.
+  ASSERT_EQ(chmod(d.socket_path().c_str(), 0666), 0);
+  ASSERT_EQ(chmod((d.socket_path().substr(0, d.socket_path().rfind('/'))).c_str(), 0755), 0);
+  Result cred = d.ctl({"caps"}, "", drop_to_nobody);
+  EXPECT_NE(cred.exit_code, 0);
+  EXPECT_THAT(cred.err, HasSubstr("uid 65534"));
+  EXPECT_THAT(cred.err, HasSubstr("may not use the ipsecov2d control socket"));
+  EXPECT_THAT(d.log(), HasSubstr("refused a connection"));
+  // Root still gets through.
+  EXPECT_EQ(d.ctl({"caps"}).exit_code, 0);
+}
+
+TEST_F(ControlE2e, GroupMembersAreAdmittedWithGroupOptionOthersNot) {
+  // "users" (gid 100): a supplementary group of the caller, not its primary
+  // one, so the daemon must look at SO_PEERGROUPS.
+  const group* users = getgrnam("users");
+  if (users == nullptr) GTEST_SKIP() << "no group 'users' on this machine";
+  const gid_t gid = users->gr_gid;
+  DaemonInNamespace d('i', {"--group", "users"});
+  struct stat st {};
+  ASSERT_EQ(stat(d.socket_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  EXPECT_EQ(st.st_gid, gid);
+  Result member = d.ctl({"caps"}, "", [gid] {
+    if (setgroups(1, &gid) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(126);
+  });
+  EXPECT_EQ(member.exit_code, 0) << member.err;
+
+  // Someone else, even with the file opened up, is refused by the daemon.
+  ASSERT_EQ(chmod(d.socket_path().c_str(), 0666), 0);
+  ASSERT_EQ(chmod((d.socket_path().substr(0, d.socket_path().rfind('/'))).c_str(), 0755), 0);
+  Result stranger = d.ctl({"caps"}, "", [] {
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(126);
+  });
+  EXPECT_NE(stranger.exit_code, 0);
+  EXPECT_THAT(stranger.err, HasSubstr("it accepts root and members of group 'users'"));
+}
+
+TEST_F(ControlE2e, GarbageOnTheSocketIsAnsweredAndTheDaemonKeepsServing) {
+  DaemonInNamespace d('j');
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, d.socket_path().c_str(), sizeof addr.sun_path - 1);
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const std::string garbage = "\x7f\x45\x4c\x46 \xff\xfe garbage {{{\n{\"version\":99,\"op\":\"caps\"}\n";
+  ASSERT_EQ(send(fd, garbage.data(), garbage.size(), MSG_NOSIGNAL), ssize_t(garbage.size()));
+  std::string answers;
+  char buf[4096];
+  while (std::count(answers.begin(), answers.end(), '\n') < 2) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    answers.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  std::istringstream lines(answers);
+  std::string first, second;
+  std::getline(lines, first);
+  std::getline(lines, second);
+  EXPECT_EQ(json::parse(first)["error"]["code"], "invalid-argument");
+  EXPECT_EQ(json::parse(second)["error"]["code"], "unsupported");
+
+  // A client that sends half a request and vanishes.
+  const int half = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(connect(half, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  (void)!send(half, "{\"version\":1,\"op\":\"sa.add\",\"sa\":{", 33, MSG_NOSIGNAL);
+  close(half);
+
+  Result r = d.ctl({"--json", "sa", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(json::parse(r.out)["sas"].empty());
+  EXPECT_EQ(d.ctl({"caps"}).exit_code, 0);
+}
+
+TEST_F(ControlE2e, SigtermRemovesSocketDeviceProgramsAndMapsAndExitsZero) {
+  DaemonInNamespace d('k');
+  const std::vector<uint32_t> maps = d.map_ids();
+  ASSERT_FALSE(maps.empty());
+  const std::string sock = d.socket_path();
+  // Running: the offload device exists and the wire has an XDP program.
+  EXPECT_EQ(run({"/usr/sbin/ip", "-n", d.netns(), "link", "show", "ov2"}).exit_code, 0);
+  EXPECT_THAT(run({"/usr/sbin/ip", "-n", d.netns(), "link", "show", "wire0"}).out, HasSubstr("xdp"));
+  EXPECT_EQ(d.stop(), 0);
+  EXPECT_NE(run({"/usr/sbin/ip", "-n", d.netns(), "link", "show", "ov2"}).exit_code, 0) << "offload device left behind";
+  EXPECT_THAT(run({"/usr/sbin/ip", "-n", d.netns(), "link", "show", "wire0"}).out, Not(HasSubstr("xdp")))
+      << "XDP program left on the wire";
+  EXPECT_NE(access(sock.c_str(), F_OK), 0) << "socket file left behind";
+  EXPECT_NE(access(sock.substr(0, sock.rfind('/')).c_str(), F_OK), 0) << "socket directory left behind";
+  // Maps are freed once the last reference goes (asynchronously): poll.
+  bool all_gone = false;
+  for (int i = 0; i < 200 && !all_gone; ++i) {
+    all_gone = true;
+    for (uint32_t id : maps) {
+      const int fd = bpf_map_get_fd_by_id(id);
+      if (fd >= 0) {
+        all_gone = false;
+        close(fd);
+      }
+    }
+    if (!all_gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(all_gone) << "BPF maps of the daemon still exist after it exited";
+}
+
+TEST_F(ControlE2e, TwoDaemonsInTwoNamespacesDoNotCollide) {
+  DaemonInNamespace one('l');
+  DaemonInNamespace two('m');
+  const std::vector<std::string> add = {"sa",     "add",    "--dir",    "in",          "--mode",
+                                        "tunnel", "--src",  "10.0.0.1", "--dst",       "10.0.0.2",
+                                        "--spi",  "0x4242", "--aead",   "aes-gcm-128", "--key-file"};
+  auto a1 = add, a2 = add;
+  a1.push_back(one.key_file("k", kGcmKey));
+  a2.push_back(two.key_file("k", kGcmKey));
+  Result r1 = one.ctl(a1);
+  Result r2 = two.ctl(a2);
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  const int m1 = one.sa_map_fd();
+  const int m2 = two.sa_map_fd();
+  ASSERT_GE(m1, 0);
+  ASSERT_GE(m2, 0);
+  ov2_sa_key k = key_for(0x4242, "10.0.0.2");
+  ov2_sa_value v{};
+  ASSERT_EQ(bpf_map_lookup_elem(m1, &k, &v), 0);
+  EXPECT_EQ(v.handle, handle_of(r1.out));
+  ASSERT_EQ(bpf_map_lookup_elem(m2, &k, &v), 0);
+  EXPECT_EQ(v.handle, handle_of(r2.out));
+  ASSERT_EQ(one.ctl({"sa", "del", r1.out.substr(0, r1.out.find('\n'))}).exit_code, 0);
+  EXPECT_NE(bpf_map_lookup_elem(m1, &k, &v), 0);
+  EXPECT_EQ(bpf_map_lookup_elem(m2, &k, &v), 0) << "deleting in one daemon touched the other";
+  close(m1);
+  close(m2);
+}
+
+TEST_F(ControlE2e, ConfigFileIsReadAndCommandLineWins) {
+  const std::string cfg = "/tmp/ov2t" + std::to_string(getpid()) + "-cfg.toml";
+  const std::string unused_socket = "/tmp/ov2t" + std::to_string(getpid()) + "-cfg-unused.sock";
+  std::ofstream(cfg) << "[daemon]\nlog_level = \"debug\"\n[control]\nsocket = \"" << unused_socket
+                     << "\"\ngroup = \"nogroup\"\n";
+  {
+    DaemonInNamespace d('o', {"--config", cfg});
+    struct stat st {};
+    ASSERT_EQ(stat(d.socket_path().c_str(), &st), 0);
+    EXPECT_EQ(st.st_gid, 65534u) << "[control] group from the config file was not applied";
+    EXPECT_NE(access(unused_socket.c_str(), F_OK), 0) << "--socket must override the config file";
+  }
+  std::ofstream(cfg) << "[control]\nsocket = 42\n";
+  Result bad = run({kDaemon, "--config", cfg});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("ipsecov2d: error: " + cfg));
+  EXPECT_THAT(bad.err, HasSubstr("socket"));
+  std::filesystem::remove(cfg);
+}
+
+TEST_F(ControlE2e, DaemonNotRunningAndNicEngineGiveClearErrors) {
+  Result r = run({kCtl, "--socket", "/tmp/ov2t-none/ipsecov2.sock", "caps"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.err,
+            "ipsecov2ctl: error: cannot connect to /tmp/ov2t-none/ipsecov2.sock: No such file or directory (is "
+            "ipsecov2d running?)\n");
+  Result nic = run({kDaemon, "--engine", "nic", "--socket", "/tmp/ov2t-none/x.sock"});
+  EXPECT_NE(nic.exit_code, 0);
+  EXPECT_THAT(nic.err, HasSubstr("--engine nic is not available yet"));
+}
+
+}  // namespace
