@@ -15,7 +15,7 @@ if [[ "${OV2_DEMO_NO_BUILD:-}" != 1 ]]; then
 fi
 BIN=${BUILD_DIR:-$ROOT/build}/ctl
 TAG="ov2demo$$"
-A="${TAG}a" B="${TAG}b"
+A="${TAG}a" B="${TAG}b" M="${TAG}m"  # two hosts and the switch between them
 WORK=$(mktemp -d /tmp/ov2demo.XXXXXX)
 chmod 700 "$WORK"
 PIDS=()
@@ -26,35 +26,48 @@ cleanup() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   ip netns del "$A" 2>/dev/null
   ip netns del "$B" 2>/dev/null
+  ip netns del "$M" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
 
 inA() { nsenter --net=/run/netns/"$A" "$@"; }
 inB() { nsenter --net=/run/netns/"$B" "$@"; }
+inM() { nsenter --net=/run/netns/"$M" "$@"; }
 ctlA() { inA "$BIN/ipsecov2ctl" --socket "$WORK/a.sock" "$@"; }
 ctlB() { inB "$BIN/ipsecov2ctl" --socket "$WORK/b.sock" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "topology: host A ($A) and host B ($B), wire 192.0.2.1 <-> 192.0.2.2"
+say "topology: host A ($A) and host B ($B), wire 192.0.2.1 <-> 192.0.2.2 through a switch ($M)"
+# The wire is a bridge in a third namespace, where we capture: on the hosts
+# themselves the ESP is invisible to tcpdump (AF_XDP transmits past the capture
+# point, and XDP takes received ESP before it).
 ip netns add "$A"
 ip netns add "$B"
-ip link add wa netns "$A" type veth peer name wb netns "$B"
+ip netns add "$M"
+ip link add wa netns "$A" type veth peer name pa netns "$M"
+ip link add wb netns "$B" type veth peer name pb netns "$M"
+inM ip link add br0 type bridge
+for p in pa pb; do inM ip link set "$p" master br0; inM ip link set "$p" up; done
+inM ip link set br0 up
+for run in inA inB inM; do
+  $run ip link set lo up
+  # IPv4 only on this wire, so that every packet on it is ours to account for.
+  $run sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
 inA ip addr add 192.0.2.1/24 dev wa
 inB ip addr add 192.0.2.2/24 dev wb
-for h in A B; do
-  if [[ $h == A ]]; then run=inA; else run=inB; fi
-  $run ip link set lo up
-done
 inA ip link set wa up
 inB ip link set wb up
 inA ip addr add 10.1.0.1/32 dev lo
 inB ip addr add 10.2.0.1/32 dev lo
 
 say "start ipsecov2d in each host"
-inA "$BIN/ipsecov2d" --wire wa --socket "$WORK/a.sock" >"$WORK/a.log" 2>&1 &
+# Background jobs run nsenter directly (not through a shell function, whose
+# subshell would inherit the cleanup trap).
+nsenter --net=/run/netns/"$A" "$BIN/ipsecov2d" --wire wa --socket "$WORK/a.sock" >"$WORK/a.log" 2>&1 &
 PIDS+=($!)
-inB "$BIN/ipsecov2d" --wire wb --socket "$WORK/b.sock" >"$WORK/b.log" 2>&1 &
+nsenter --net=/run/netns/"$B" "$BIN/ipsecov2d" --wire wb --socket "$WORK/b.sock" >"$WORK/b.log" 2>&1 &
 PIDS+=($!)
 for s in a b; do
   for _ in $(seq 100); do [[ -S "$WORK/$s.sock" ]] && break; sleep 0.05; done
@@ -75,13 +88,18 @@ ctlA policy add --dir out --src 10.1.0.0/24 --dst 10.2.0.0/24 --action protect -
 ctlA policy add --dir in --src 10.2.0.0/24 --dst 10.1.0.0/24 --action protect --sa "$IN_A" >/dev/null
 ctlB policy add --dir out --src 10.2.0.0/24 --dst 10.1.0.0/24 --action protect --sa "$OUT_B" >/dev/null
 ctlB policy add --dir in --src 10.1.0.0/24 --dst 10.2.0.0/24 --action protect --sa "$IN_B" >/dev/null
-inA ip route add 10.2.0.0/24 dev ov2 src 10.1.0.1
-inB ip route add 10.1.0.0/24 dev ov2 src 10.2.0.1
+# Routes into the offload device carry the wire MTU minus the worst-case ESP
+# overhead (105 bytes), so TCP picks segments that still fit once encrypted.
+WIRE_MTU=$(inA ip -o link show dev wa | sed -n "s/.* mtu \([0-9]*\) .*/\1/p")
+ROUTE_MTU=$((WIRE_MTU - 105))
+inA ip route add 10.2.0.0/24 dev ov2 src 10.1.0.1 mtu "$ROUTE_MTU"
+inB ip route add 10.1.0.0/24 dev ov2 src 10.2.0.1 mtu "$ROUTE_MTU"
 echo "host A: out $OUT_A  in $IN_A"
 echo "host B: out $OUT_B  in $IN_B"
 
-say "capture the wire on host B"
-inB tcpdump -i wb -n -U -w "$WORK/wire.pcap" -c 5000 not arp >"$WORK/tcpdump.log" 2>&1 &
+say "capture the wire (on the switch)"
+nsenter --net=/run/netns/"$M" tcpdump -i br0 -n -U -Z root --immediate-mode -B 16384 -w "$WORK/wire.pcap" -c 20000 not arp \
+  >"$WORK/tcpdump.log" 2>&1 &
 CAP=$!
 PIDS+=($CAP)
 for _ in $(seq 100); do grep -q listening "$WORK/tcpdump.log" 2>/dev/null && break; sleep 0.05; done
@@ -90,7 +108,7 @@ say "ping 10.1.0.1 -> 10.2.0.1 through ESP"
 inA ping -c 5 -i 0.2 -W 2 -I 10.1.0.1 10.2.0.1
 
 say "TCP: 4 MiB with iperf3 through ESP"
-inB iperf3 -s -1 -B 10.2.0.1 >"$WORK/iperf-s.log" 2>&1 &
+nsenter --net=/run/netns/"$B" iperf3 -s -1 -B 10.2.0.1 >"$WORK/iperf-s.log" 2>&1 &
 PIDS+=($!)
 sleep 0.3
 inA iperf3 -c 10.2.0.1 -B 10.1.0.1 -n 4M -f m | grep -E 'sender|receiver'
@@ -108,6 +126,9 @@ good=$(tshark -r "$WORK/wire.pcap" -o esp.enable_encryption_decode:TRUE -o esp.e
   -o "uat:esp_sa:$(sa_row 192.0.2.2 192.0.2.1 0x00002001 "$WORK/k_ba")" \
   -Y 'esp.icv_good == 1' -T fields -e frame.number 2>/dev/null | wc -l)
 echo "packets on the wire: $total   not ESP: $notesp   ESP with a good ICV: $good"
+if ((notesp > 0)); then
+  echo "not ESP:"; tshark -r "$WORK/wire.pcap" -Y '!esp' 2>/dev/null | head -20
+fi
 
 say "SA table (host A)"
 ctlA sa list

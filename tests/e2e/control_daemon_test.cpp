@@ -202,9 +202,21 @@ class DaemonInNamespace {
     return ok;
   }
 
-  // ipsecov2ctl --socket S ARGS...
+  // ipsecov2ctl --socket S ARGS...  With `in_child` (e.g. dropping to nobody)
+  // the client runs from a copy in the test's own world-readable directory:
+  // the build tree may sit below a directory only root can enter.
   Result ctl(std::vector<std::string> args, const std::string& input = "", const std::function<void()>& in_child = {}) {
-    std::vector<std::string> argv = {kCtl, "--socket", socket_};
+    std::string binary = kCtl;
+    if (in_child) {
+      binary = dir_ + "/bin/ipsecov2ctl";
+      if (!std::filesystem::exists(binary)) {
+        std::filesystem::create_directories(dir_ + "/bin");
+        std::filesystem::copy_file(kCtl, binary);
+        chmod((dir_ + "/bin").c_str(), 0755);
+        chmod(binary.c_str(), 0755);
+      }
+    }
+    std::vector<std::string> argv = {binary, "--socket", socket_};
     argv.insert(argv.end(), args.begin(), args.end());
     Result r = run(argv, input, in_child);
     transcript_ += r.out + r.err;
