@@ -6,16 +6,41 @@
 namespace ov2 {
 
 Runtime::Runtime(const DaemonConfig& config) {
-  if (config.engine == "nic")
-    fail(ErrorCode::Unsupported,
-         "--engine nic is not available yet (the XFRM NIC engine comes with a later release); use --engine afxdp");
-  // "auto" picks the NIC engine where the NIC can do ESP; until that engine exists it is the AF_XDP engine.
-  if (config.engine != "afxdp" && config.engine != "auto")
-    fail(ErrorCode::InvalidArgument, "--engine must be afxdp or nic, not '" + config.engine + "'");
+  if (config.engine != "afxdp" && config.engine != "nic" && config.engine != "auto")
+    fail(ErrorCode::InvalidArgument, "--engine must be afxdp, nic or auto, not '" + config.engine + "'");
+  if (config.engine == "nic") {
+    // SAs go to the wire NIC through XFRM device offload; no AF_XDP data plane.
+    if (config.wire_interfaces.size() != 1)
+      fail(ErrorCode::InvalidArgument, "--engine nic needs the offload NIC in --wire");
+    programs_ = std::make_unique<BpfPrograms>(BpfPrograms::Options{0, config.verdict_mark});
+    engine_ = std::make_unique<AfXdpEngine>(*programs_, nullptr, nullptr);
+    selected_ = std::make_unique<NicEngine>(config.wire_interfaces.front(),
+                                            [](const std::string& m) { log(LogLevel::Warn, m); });
+    log(LogLevel::Info, "engine nic: SAs go to " + config.wire_interfaces.front() + " through XFRM device offload");
+    return;
+  }
   start_dataplane(config);
+  if (config.engine == "auto") {
+    WarningSink warn = [](const std::string& m) { log(LogLevel::Info, m); };
+    std::unique_ptr<NicEngine> nic;
+    if (!config.wire_interfaces.empty()) {
+      try {
+        nic = std::make_unique<NicEngine>(config.wire_interfaces.front(), warn);
+        if (!nic->capabilities().esp) {
+          log(LogLevel::Info, "engine auto: " + config.wire_interfaces.front() +
+                                  " has no ESP offload (esp-hw-offload off): every SA goes to the AF_XDP engine");
+          nic.reset();
+        }
+      } catch (const Error& e) {
+        log(LogLevel::Info, std::string("engine auto: no NIC engine (") + e.what() + "): every SA goes to AF_XDP");
+      }
+    }
+    selected_ = std::make_unique<AutoEngine>(std::move(nic), *engine_, warn);
+  }
 }
 
 Runtime::~Runtime() {
+  selected_.reset();
   engine_.reset();
   if (dataplane_) dataplane_->stop();  // workers first, then device and programs
   dataplane_.reset();

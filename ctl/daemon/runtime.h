@@ -14,6 +14,7 @@
 #include "dataplane/bpf_programs.h"
 #include "dataplane/dataplane.h"
 #include "engine/afxdp_engine.h"
+#include "engine/nic_engine.h"
 
 namespace ov2 {
 
@@ -27,7 +28,8 @@ class Runtime {
   Runtime(const Runtime&) = delete;
   Runtime& operator=(const Runtime&) = delete;
 
-  Engine& engine() { return *engine_; }
+  // The engine the control plane talks to: AF_XDP, NIC, or auto (per SA).
+  Engine& engine() { return selected_ ? *selected_ : static_cast<Engine&>(*engine_); }
   AfXdpEngine& afxdp_engine() { return *engine_; }
   BpfPrograms& programs() { return dataplane_ ? dataplane_->programs() : *programs_; }
   Dataplane* dataplane() { return dataplane_.get(); }
@@ -42,6 +44,7 @@ class Runtime {
   std::unique_ptr<Dataplane> dataplane_;   // with a wire: owns the programs
   std::unique_ptr<BpfPrograms> programs_;  // without a wire
   std::unique_ptr<AfXdpEngine> engine_;
+  std::unique_ptr<Engine> selected_;  // NicEngine or AutoEngine; null: engine_ (afxdp)
 };
 
 }  // namespace ov2

@@ -812,7 +812,7 @@ TEST_F(ControlE2e, ConfigFileIsReadAndCommandLineWins) {
   std::filesystem::remove(cfg);
 }
 
-TEST_F(ControlE2e, DaemonNotRunningAndNicEngineGiveClearErrors) {
+TEST_F(ControlE2e, DaemonNotRunningAndNicEngineWithoutNicGiveClearErrors) {
   Result r = run({kCtl, "--socket", "/tmp/ov2t-none/ipsecov2.sock", "caps"});
   EXPECT_NE(r.exit_code, 0);
   EXPECT_EQ(r.err,
@@ -820,7 +820,49 @@ TEST_F(ControlE2e, DaemonNotRunningAndNicEngineGiveClearErrors) {
             "ipsecov2d running?)\n");
   Result nic = run({kDaemon, "--engine", "nic", "--socket", "/tmp/ov2t-none/x.sock"});
   EXPECT_NE(nic.exit_code, 0);
-  EXPECT_THAT(nic.err, HasSubstr("--engine nic is not available yet"));
+  EXPECT_THAT(nic.err, HasSubstr("--engine nic needs the offload NIC in --wire"));
+}
+
+// This kernel has no ESP (CONFIG_INET_ESP off) and the veth no esp-hw-offload:
+// the NIC engine passes the SA to the kernel and reports its refusal in plain
+// words; nothing is installed, neither in XFRM nor in the daemon.
+TEST_F(ControlE2e, NicEngineReportsTheKernelRefusalInPlainWordsAndInstallsNothing) {
+  DaemonInNamespace d('n', {"--engine", "nic"});
+  const std::string key = d.key_file("gcm", kGcmKey);
+  Result add = d.ctl({"sa", "add", "--dir", "out", "--mode", "tunnel", "--src", "192.0.2.1", "--dst", "192.0.2.2",
+                      "--spi", "0x1000", "--aead", "aes-gcm-128", "--key-file", key});
+  EXPECT_NE(add.exit_code, 0);
+  EXPECT_THAT(add.err, StartsWith("ipsecov2ctl: error: "));
+  EXPECT_THAT(add.err, HasSubstr("the kernel refused the SA"));
+  EXPECT_THAT(add.err, Not(HasSubstr(kGcmKey.substr(0, 16))));
+  Result list = d.ctl({"--json", "sa", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_TRUE(json::parse(list.out)["sas"].empty());
+  Result xfrm = run({"/usr/sbin/ip", "-n", d.netns(), "xfrm", "state"});
+  EXPECT_EQ(xfrm.out, "") << "nothing may stay in the kernel's SAD";
+  Result caps = d.ctl({"--json", "caps"});
+  ASSERT_EQ(caps.exit_code, 0) << caps.err;
+  EXPECT_EQ(json::parse(caps.out)["caps"]["Esp"], false) << "a veth has no esp-hw-offload";
+}
+
+TEST_F(ControlE2e, AutoEngineFallsBackToAfXdpOnANicWithoutEspOffload) {
+  DaemonInNamespace d('o', {"--engine", "auto"});
+  const std::string key = d.key_file("gcm", kGcmKey);
+  Result add = d.ctl({"sa", "add", "--dir", "in", "--mode", "tunnel", "--src", "192.0.2.2", "--dst", "192.0.2.1",
+                      "--spi", "0x2000", "--aead", "aes-gcm-128", "--key-file", key});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  const int map = d.sa_map_fd();
+  ASSERT_GE(map, 0);
+  ov2_sa_key k{};
+  k.spi_be = htonl(0x2000);
+  k.family = OV2_AF_INET;
+  const uint8_t dst[4] = {192, 0, 2, 1};
+  std::memcpy(k.daddr, dst, 4);
+  ov2_sa_value v{};
+  EXPECT_EQ(bpf_map_lookup_elem(map, &k, &v), 0) << "the SA went to the AF_XDP engine's wire map";
+  EXPECT_EQ(v.handle, handle_of(add.out));
+  close(map);
+  EXPECT_THAT(d.log(), HasSubstr("every SA goes to the AF_XDP engine"));
 }
 
 }  // namespace

@@ -1,0 +1,75 @@
+// The NIC engine: SAs go to a crypto-capable NIC through the kernel's XFRM
+// device offload (XFRMA_OFFLOAD_DEV), with the same offload handles as the
+// AF_XDP engine.  The kernel side is ctl/xfrm (XfrmNicBackend).
+//
+// AutoEngine puts each SA where it can run: on the NIC when the NIC can
+// offload it (AES-GCM, no UDP encapsulation, esp-hw-offload on), otherwise on
+// the AF_XDP engine, and says which and why in the log.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "engine/afxdp_engine.h"
+#include "engine/engine.h"
+#include "xfrm/xfrm_nic_backend.h"
+
+namespace ov2 {
+
+class NicEngine : public Engine {
+ public:
+  // Opens XFRM for `device` in the current network namespace.  Throws
+  // ov2::Error (NotFound for an unknown device).
+  NicEngine(const std::string& device, WarningSink warn);
+
+  Capabilities capabilities() const override;
+  // Sends the SA to the kernel even when the device reports no ESP offload:
+  // the kernel's answer (or the missing offload, read back) is the error.
+  void add_sa(uint64_t handle, const SaSpec& sa) override;
+  void delete_sa(uint64_t handle) noexcept override;
+  void update_sa(uint64_t handle, uint32_t seq_hi) override;
+  // SAs on a NIC are used by the kernel's own XFRM policies (crypto offload):
+  // ipsecov2 does not translate its SPD into XFRM policies yet, so a policy
+  // naming a NIC-held SA is refused with that reason.
+  void set_outbound_spd(const std::vector<CompiledPolicy>& policies) override;
+  void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;
+
+  // Whether `sa` could be offloaded to this NIC, and if not, why.
+  xfrm::OffloadDecision can_offload(const SaSpec& sa) const { return backend_.can_offload(sa); }
+  bool holds(uint64_t handle) const;
+
+ private:
+  xfrm::XfrmNicBackend backend_;
+  std::string device_;
+  WarningSink warn_;
+};
+
+class AutoEngine : public Engine {
+ public:
+  // `nic` may be null (no wire, or XFRM unavailable): then everything goes to AF_XDP.
+  AutoEngine(std::unique_ptr<NicEngine> nic, AfXdpEngine& afxdp, WarningSink warn);
+
+  Capabilities capabilities() const override;
+  void add_sa(uint64_t handle, const SaSpec& sa) override;
+  void delete_sa(uint64_t handle) noexcept override;
+  void update_sa(uint64_t handle, uint32_t seq_hi) override;
+  // Policies go to the engine that holds their SA (bypass/discard: AF_XDP).
+  void set_outbound_spd(const std::vector<CompiledPolicy>& policies) override;
+  void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;
+
+  // "nic" or "afxdp" for an installed handle, "" if unknown.
+  std::string engine_of(uint64_t handle) const;
+
+ private:
+  Engine& holder(uint64_t handle);
+  void split(const std::vector<CompiledPolicy>& policies, std::vector<CompiledPolicy>& to_nic,
+             std::vector<CompiledPolicy>& to_afxdp) const;
+
+  std::unique_ptr<NicEngine> nic_;
+  AfXdpEngine& afxdp_;
+  WarningSink warn_;
+  std::unordered_map<uint64_t, bool> on_nic_;  // handle -> held by the NIC
+};
+
+}  // namespace ov2
