@@ -1,5 +1,6 @@
 #include "dataplane/dataplane.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -62,7 +63,14 @@ void Dataplane::start() {
       wc.rings.tx_size = opts_.ring_size;
       wc.wire_xsks_map_fd = programs_->wire_xsks_map_fd();
       wc.tx_xsks_map_fd = programs_->tx_xsks_map_fd();
+      wc.workers = opts_.queues;
+      wc.handoff_slots = opts_.handoff_slots ? opts_.handoff_slots : std::min<uint32_t>(2 * opts_.ring_size, 65536);
       workers_.push_back(std::make_unique<Worker>(wc, *sas_, *neighbours_));
+    }
+    if (opts_.queues > 1) {
+      std::vector<Worker*> peers;
+      for (auto& w : workers_) peers.push_back(w.get());
+      for (auto& w : workers_) w->connect(peers);
     }
     for (auto& w : workers_) w->start();
     // The wire last: inbound ESP is redirected only once a worker listens.

@@ -26,10 +26,19 @@
 // (`ip route add 10.2.0.0/24 dev ov2 mtu <route_mtu>`): the device MTU itself
 // is larger so that decrypted packets plus the shim fit (offload_device.h).
 //
-// Several queues: each inbound SA's anti-replay window belongs to the first
-// worker that receives on it; packets of that SA arriving on another queue are
-// dropped and counted (rx-foreign-queue).  Steer an SA to one queue (RFC 9611
-// per-resource SAs).  Outbound SAs are shared (crypto slots = queues).
+// Several queues: each inbound SA's anti-replay window (single-threaded,
+// esp.h) belongs to one worker, fixed deterministically as (handle slot %
+// queues) the first time any worker looks at the SA; a bundle's transport SA
+// belongs to its tunnel SA's owner.  On veth the queue an ESP packet arrives on
+// is the queue the peer sent it from, so one SA's packets do arrive on several
+// queues: a worker that receives ESP for an SA another worker owns copies the
+// frame into that worker's handoff ring (handoff_ring.h: one SPSC ring per
+// ordered pair of workers, allocated at start) and recycles its own frame; the
+// owner drains its rings and processes those frames exactly like its own
+// (counters rx-handed-off / rx-handoff-received; a full ring drops and counts
+// rx-handoff-full).  An owner asleep in poll() is woken through its eventfd,
+// signalled only when it announced that it sleeps.  One queue: no rings, no
+// eventfd, no ownership check.  Outbound SAs are shared (crypto slots = queues).
 #pragma once
 
 #include <atomic>
@@ -77,6 +86,13 @@ class Dataplane {
     uint32_t sa_capacity = OV2_MAX_SAS;  // handle slots (low 24 bits of a handle)
     uint32_t verdict_mark = 0;           // skb->mark on accepted decrypted packets
     uint64_t cookie = 0;                 // shim cookie; 0: random per start
+    // Entries of each handoff ring (queues > 1; power of two); 0: twice
+    // ring_size, so that a handed-off packet finds about as much buffering as
+    // one its owner receives directly (its XSK RX ring plus the veth's queue;
+    // with ring_size alone a 32 MiB TCP stream lost ~32 packets per run to
+    // rx-handoff-full on the 2-core test machine, with twice none).  Memory:
+    // queues * (queues - 1) rings of handoff_slots * (wire MTU + 86) bytes.
+    uint32_t handoff_slots = 0;
   };
 
   explicit Dataplane(const Options& opts);
@@ -101,6 +117,14 @@ class Dataplane {
   void update_seq_hi(uint64_t handle, uint32_t seq_hi);
   // Per-SA counters.  Throws NotFound.
   SaRuntimeCounters sa_counters(uint64_t handle) const { return sas_->counters(handle); }
+  // Restart recovery: outbound SA `handle` sends `seq` next (call before any
+  // policy steers packets to it).  False if it is not an installed outbound SA.
+  bool set_outbound_next_seq(uint64_t handle, uint64_t seq) {
+    esp::OutboundSa* sa = sas_->outbound(handle);
+    if (sa == nullptr) return false;
+    sa->set_next_seq(seq);
+    return true;
+  }
   // Outbound SAs asking to be deleted (sequence space / hard lifetime).
   std::vector<uint64_t> outbound_delete_requests() const { return sas_->outbound_delete_requests(); }
 

@@ -61,10 +61,10 @@ struct SaRuntimeEntry {
   ov2_sa_key key{};           // inbound: (SPI, family, dst) as ov2_wire looks it up
   std::unique_ptr<esp::OutboundSa> outbound;
   std::unique_ptr<esp::InboundSa> inbound;
-  // Inbound: the worker that owns the anti-replay window (the first to receive
-  // on this SA; -1 = none yet).  An InboundSa is single-threaded, and taking a
-  // lock per packet is not allowed, so another worker drops and counts instead
-  // (only possible with several queues; steer each SA to one queue, RFC 9611).
+  // Inbound: the worker that owns the anti-replay window (-1 = not decided
+  // yet; the workers set it on first sight, see Worker::owner_of).  An
+  // InboundSa is single-threaded and taking a lock per packet is not allowed,
+  // so other workers hand its packets to the owner (handoff_ring.h).
   mutable std::atomic<int> rx_owner{-1};
 };
 

@@ -5,7 +5,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -57,6 +59,12 @@ const char* worker_counter_name(WorkerCounter c) {
       return "rx-malformed";
     case WorkerCounter::RxRingFull:
       return "rx-ring-full";
+    case WorkerCounter::RxHandedOff:
+      return "rx-handed-off";
+    case WorkerCounter::RxHandoffFull:
+      return "rx-handoff-full";
+    case WorkerCounter::RxHandoffReceived:
+      return "rx-handoff-received";
     case WorkerCounter::Count:
       break;
   }
@@ -67,6 +75,23 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
     : cfg_(cfg), sas_(sas), neighbours_(neighbours) {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
+  if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
+    fail(ErrorCode::InvalidArgument,
+         "worker id must be below the worker count (1.." + std::to_string(OV2_MAX_QUEUES) + ")");
+  if (cfg.workers > 1) {
+    // One ring per other worker, allocated now, never on the packet path.  A
+    // slot holds the largest frame the wire delivers (MTU + Ethernet + two
+    // VLAN tags), not a whole UMEM frame: the headroom is not copied.
+    const uint32_t slot_bytes = std::min(cfg.umem.frame_size, cfg.wire_mtu + ETH_HLEN + 8);
+    incoming_.resize(cfg.workers);
+    for (uint32_t i = 0; i < cfg.workers; ++i)
+      if (i != cfg.id) incoming_[i] = std::make_unique<HandoffRing>(cfg.handoff_slots, slot_bytes);
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0)
+      fail(ErrorCode::Kernel, std::string("cannot create the worker's wake-up eventfd: ") + strerror(errno));
+    // Frames the fill rings may not take, so that handed-off packets always find one.
+    handoff_reserve_ = std::min(cfg.umem.frames / 4, cfg.batch * 2);
+  }
   umem_ = std::make_unique<Umem>(cfg.umem);
   wire_ = std::make_unique<XskPort>(*umem_, cfg.wire_ifname, cfg.queue, cfg.rings);
   nic_ = std::make_unique<XskPort>(*umem_, cfg.nic_ifname, cfg.queue, cfg.rings);
@@ -83,10 +108,20 @@ Worker::~Worker() {
   nic_.reset();
   wire_.reset();
   umem_.reset();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void Worker::connect(const std::vector<Worker*>& peers) {
+  if (cfg_.workers > 1 && peers.size() != cfg_.workers)
+    fail(ErrorCode::InvalidArgument, "worker " + std::to_string(cfg_.id) + " needs all " +
+                                         std::to_string(cfg_.workers) + " workers as handoff peers");
+  peers_ = peers;
 }
 
 void Worker::start() {
   if (thread_.joinable()) return;
+  if (cfg_.workers > 1 && peers_.size() != cfg_.workers)
+    fail(ErrorCode::InvalidArgument, "worker " + std::to_string(cfg_.id) + " started before connect()");
   stop_.store(false);
   thread_ = std::thread([this] { run(); });
   if (cfg_.cpu >= 0) {
@@ -114,7 +149,8 @@ WorkerCounterArray Worker::counters() const {
 }
 
 void Worker::run() {
-  pollfd fds[2] = {{wire_->fd(), POLLIN, 0}, {nic_->fd(), POLLIN, 0}};
+  pollfd fds[3] = {{wire_->fd(), POLLIN, 0}, {nic_->fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+  const bool handoff = cfg_.workers > 1;  // one worker: no rings, no eventfd, the loop as before
   EpochDomain& epochs = sas_.epochs();
   while (!stop_.load(std::memory_order_relaxed)) {
     epochs.enter(cfg_.id);
@@ -124,13 +160,30 @@ void Worker::run() {
     refill(*nic_);
     work += transmit_path(now);
     work += receive_path(now);
+    if (handoff) work += handoff_path(now);
     if (wire_tx_outstanding_) kick(*wire_);
     if (nic_tx_outstanding_) kick(*nic_);
     if (work == 0) {
       epochs.leave(cfg_.id);
       // Copy mode completes TX during the kick; wait briefly if some is still in flight.
       int timeout = (wire_tx_outstanding_ || nic_tx_outstanding_) ? 1 : 50;
-      poll(fds, 2, timeout);
+      if (!handoff) {
+        poll(fds, 2, timeout);
+        continue;
+      }
+      // Announce the sleep, then look at the rings once more: with the
+      // producers' fence (wake_handoff_targets) either we see their frame here
+      // or they see sleeping_ and signal the eventfd -- no lost wake-up.
+      sleeping_.store(true, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      const bool woken = !incoming_pending() && poll(fds, 3, timeout) > 0 && (fds[2].revents & POLLIN);
+      sleeping_.store(false, std::memory_order_relaxed);
+      if (woken) {
+        uint64_t signals;  // reset the eventfd; the frames themselves are in the rings
+        if (read(wake_fd_, &signals, sizeof(signals)) < 0) {
+          // EAGAIN: nothing left to reset.
+        }
+      }
     }
   }
   epochs.leave(cfg_.id);
@@ -148,7 +201,10 @@ unsigned Worker::recycle(XskPort& port) {
 
 void Worker::refill(XskPort& port) {
   // Keep half the frames for each fill ring at most; TX reuses received frames.
-  uint32_t want = std::min<uint32_t>(xsk_prod_nb_free(&port.fill, cfg_.batch * 4), umem_->free_frames());
+  // With handoff, leave a reserve for the frames other workers hand us.
+  const uint32_t free_frames = umem_->free_frames();
+  if (free_frames <= handoff_reserve_) return;
+  uint32_t want = std::min<uint32_t>(xsk_prod_nb_free(&port.fill, cfg_.batch * 4), free_frames - handoff_reserve_);
   want = std::min(want, cfg_.batch * 4);
   if (want == 0) return;
   uint32_t idx;
@@ -173,11 +229,53 @@ void Worker::kick(XskPort& port) {
   }
 }
 
-bool Worker::owns(const SaRuntimeEntry& sa) {
-  const int me = static_cast<int>(cfg_.id);
+int Worker::owner_of(const SaRuntimeEntry& sa) const {
+  // Deterministic: slot % workers, fixed by the first worker that looks (any
+  // worker computes the same value; the CAS only matters for a bundle's
+  // transport SA, which the tunnel SA's owner may already have claimed).
   int owner = sa.rx_owner.load(std::memory_order_acquire);
-  if (owner == me) return true;
-  return owner == -1 && sa.rx_owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel);
+  if (owner >= 0) return owner;
+  const int preferred = static_cast<int>((sa.handle & SaRuntime::kSlotMask) % cfg_.workers);
+  if (sa.rx_owner.compare_exchange_strong(owner, preferred, std::memory_order_acq_rel)) return preferred;
+  return owner;
+}
+
+bool Worker::hand_off(int owner, const uint8_t* data, uint64_t addr, uint32_t len) {
+  if (static_cast<uint32_t>(owner) >= peers_.size()) {  // cannot happen: owner_of gives slot % workers
+    count(WorkerCounter::RxForeignQueue);
+    return false;
+  }
+  const uint32_t offset = static_cast<uint32_t>(addr & (umem_->frame_size() - 1));
+  if (!peers_[owner]->incoming_[cfg_.id]->push(data, len, offset)) {
+    count(WorkerCounter::RxHandoffFull);
+    return false;
+  }
+  wake_targets_ |= uint64_t{1} << owner;
+  count(WorkerCounter::RxHandedOff);
+  return true;
+}
+
+void Worker::wake_handoff_targets() {
+  // Pairs with the fence in run(): our tail stores before the sleeping_ loads.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint64_t targets = wake_targets_;
+  wake_targets_ = 0;
+  while (targets) {
+    const int i = __builtin_ctzll(targets);
+    targets &= targets - 1;
+    Worker& peer = *peers_[i];
+    if (!peer.sleeping_.load(std::memory_order_relaxed)) continue;  // busy: it drains without a signal
+    const uint64_t one = 1;
+    if (write(peer.wake_fd_, &one, sizeof(one)) < 0) {
+      // EAGAIN only at a counter of 2^64-2: the peer is signalled already.
+    }
+  }
+}
+
+bool Worker::incoming_pending() const {
+  for (const auto& ring : incoming_)
+    if (ring && !ring->empty()) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------
@@ -302,10 +400,10 @@ unsigned Worker::receive_path(uint64_t now_ns) {
     const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + i);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
     xdp_desc desc;
-    if (decapsulate_one(data, d->addr, d->len, now_ns, &desc))
+    if (decapsulate_one(data, d->addr, d->len, now_ns, &desc, false))
       *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc;
     else
-      umem_->release(d->addr);
+      umem_->release(d->addr);  // also a handed-off frame: its bytes are in the owner's ring
   }
   xsk_ring_cons__release(&wire_->rx, n);
   nic_->tx.cached_prod -= (n - out);
@@ -313,10 +411,58 @@ unsigned Worker::receive_path(uint64_t now_ns) {
     xsk_ring_prod__submit(&nic_->tx, out);
     nic_tx_outstanding_ += out;
   }
+  if (wake_targets_) wake_handoff_targets();
   return n;
 }
 
-bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out) {
+unsigned Worker::handoff_path(uint64_t now_ns) {
+  // Frames other workers received for SAs we own: into a frame of our UMEM at
+  // the offset they had, then exactly the wire RX processing.
+  const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
+  if (room == 0) return 0;  // the frames wait in the rings (backpressure)
+  uint32_t idx_tx = 0;
+  xsk_ring_prod__reserve(&nic_->tx, room, &idx_tx);  // cannot fail: room is free
+  uint32_t taken = 0, out = 0;
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t rings = static_cast<uint32_t>(incoming_.size());
+  for (uint32_t k = 0; k < rings && taken < room; ++k) {
+    HandoffRing* ring = incoming_[(next_incoming_ + k) % rings].get();
+    if (!ring) continue;
+    while (taken < room) {
+      const HandoffRing::Slot* s = ring->front();
+      if (!s) break;
+      uint64_t frame;
+      if (!umem_->alloc(&frame)) {
+        k = rings;  // no free frame until TX completes: the rest waits in the ring
+        break;
+      }
+      // A slot never exceeds a frame (push checks len against the frame size);
+      // decapsulate_one checks offset + len against it.
+      const uint32_t offset = s->offset & (fs - 1);
+      const uint32_t len = std::min(s->len, fs - offset);
+      uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + offset));
+      std::memcpy(data, s->data(), len);
+      ring->pop();
+      ++taken;
+      xdp_desc desc;
+      if (decapsulate_one(data, frame + offset, len, now_ns, &desc, true))
+        *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc;
+      else
+        umem_->release(frame);
+    }
+  }
+  next_incoming_ = (next_incoming_ + 1) % rings;
+  nic_->tx.cached_prod -= (room - out);
+  if (out) {
+    xsk_ring_prod__submit(&nic_->tx, out);
+    nic_tx_outstanding_ += out;
+  }
+  if (taken) count(WorkerCounter::RxHandoffReceived, taken);
+  return taken;
+}
+
+bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
+                             bool handed_off) {
   const uint32_t fs = umem_->frame_size();
   const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
   if (len < ETH_HLEN || offset + len > fs) {
@@ -376,9 +522,30 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
       return false;
     }
   }
-  if (!owns(*sa) || (inner && !owns(*inner))) {
-    count(WorkerCounter::RxForeignQueue);
-    return false;
+  if (cfg_.workers > 1) {
+    // The replay window is single-threaded: only its owner opens the packet.
+    const int me = static_cast<int>(cfg_.id);
+    const int owner = owner_of(*sa);
+    if (owner != me) {
+      // A handed-off frame whose SA changed owner (removed and reinstalled) is
+      // not handed on again: no ping-pong between rings.
+      if (handed_off) {
+        count(WorkerCounter::RxForeignQueue);
+        return false;
+      }
+      hand_off(owner, data, addr, len);
+      return false;  // our frame goes back to our UMEM either way
+    }
+    if (inner) {
+      // The tunnel SA's owner opens the transport SA too: it claims it.
+      int inner_owner = inner->rx_owner.load(std::memory_order_acquire);
+      if (inner_owner < 0 && inner->rx_owner.compare_exchange_strong(inner_owner, me, std::memory_order_acq_rel))
+        inner_owner = me;
+      if (inner_owner != me) {
+        count(WorkerCounter::RxForeignQueue);
+        return false;
+      }
+    }
   }
   esp::Packet p{ip, ip_len, offset + l2, fs - offset - len};
   uint32_t rx_info;

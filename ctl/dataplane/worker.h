@@ -7,6 +7,10 @@
 //   receive:  wire RX -> inbound SA by (SPI, dst) -> decapsulation in place ->
 //             Ethernet|ov2_shim|inner IP -> ov2-nic TX -> ov2_deliver/ov2_verdict
 //             on the host end take the verdict.
+//   handoff:  several queues: an inbound SA's anti-replay window belongs to one
+//             worker (owner_of); another worker that receives its ESP copies
+//             the frame into the owner's HandoffRing for it and recycles its
+//             own frame; the owner drains its rings like its wire RX ring.
 //
 // The packet path never allocates, locks, logs or throws; counters are this
 // thread's own relaxed atomics, summed by whoever reads them.
@@ -18,7 +22,9 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "dataplane/handoff_ring.h"
 #include "dataplane/neighbour.h"
 #include "dataplane/sa_runtime.h"
 #include "dataplane/umem.h"
@@ -27,25 +33,29 @@
 namespace ov2 {
 
 enum class WorkerCounter : uint32_t {
-  TxPackets,        // frames received from ov2-nic
-  TxEncapsulated,   // sent on the wire as ESP (counted once handed to the wire TX ring)
-  TxBypassed,       // handle 0: sent on the wire in clear
-  TxUnknownHandle,  // handle not installed (NDIS: the send fails)
-  TxBadMeta,        // no valid ov2_meta in front of the frame
-  TxMalformed,      // too short / not IP
-  TxEncapFailed,    // the ESP engine refused (lifetime, sequence space, room...)
-  TxNoNeighbour,    // next-hop MAC not resolved yet: dropped, resolution asked
-  TxRingFull,       // loops that found the wire TX ring full (backpressure; nothing dropped here)
-  TxTooBig,         // larger than the wire MTU after ESP (route MTU not set?): dropped
-  RxPackets,        // frames received from the wire
-  RxDecapsulated,   // authenticated and opened: delivered with CryptoDone+SUCCESS
-  RxCryptoFailed,   // checked and failed: delivered with CryptoDone+status (host drops)
-  RxDummy,          // next header 59: authenticated, discarded
-  RxNotChecked,     // the engine could not check it (unsupported): dropped
-  RxNoSa,           // (SPI, dst) not in the worker's table (raced a delete)
-  RxForeignQueue,   // the SA's replay window belongs to another worker (multi-queue): dropped
-  RxMalformed,      // too short / not IP / no room for the shim
-  RxRingFull,       // loops that found the ov2-nic TX ring full (backpressure)
+  TxPackets,          // frames received from ov2-nic
+  TxEncapsulated,     // sent on the wire as ESP (counted once handed to the wire TX ring)
+  TxBypassed,         // handle 0: sent on the wire in clear
+  TxUnknownHandle,    // handle not installed (NDIS: the send fails)
+  TxBadMeta,          // no valid ov2_meta in front of the frame
+  TxMalformed,        // too short / not IP
+  TxEncapFailed,      // the ESP engine refused (lifetime, sequence space, room...)
+  TxNoNeighbour,      // next-hop MAC not resolved yet: dropped, resolution asked
+  TxRingFull,         // loops that found the wire TX ring full (backpressure; nothing dropped here)
+  TxTooBig,           // larger than the wire MTU after ESP (route MTU not set?): dropped
+  RxPackets,          // frames received from the wire
+  RxDecapsulated,     // authenticated and opened: delivered with CryptoDone+SUCCESS
+  RxCryptoFailed,     // checked and failed: delivered with CryptoDone+status (host drops)
+  RxDummy,            // next header 59: authenticated, discarded
+  RxNotChecked,       // the engine could not check it (unsupported): dropped
+  RxNoSa,             // (SPI, dst) not in the worker's table (raced a delete)
+  RxForeignQueue,     // the SA belongs to another worker and cannot be handed to it (a bundle whose
+                      // transport SA another worker owns, or a handed-off frame whose SA changed owner): dropped
+  RxMalformed,        // too short / not IP / no room for the shim
+  RxRingFull,         // loops that found the ov2-nic TX ring full (backpressure)
+  RxHandedOff,        // copied into the owning worker's handoff ring (counted on the receiving worker)
+  RxHandoffFull,      // the owner's handoff ring was full (or the frame larger than its slots): dropped
+  RxHandoffReceived,  // taken from this worker's handoff rings and processed like wire RX
   Count
 };
 
@@ -72,6 +82,8 @@ class Worker {
     XskPort::Config rings;
     int wire_xsks_map_fd = -1;
     int tx_xsks_map_fd = -1;
+    uint32_t workers = 1;           // workers in the data plane (ids 0..workers-1); 1: no handoff at all
+    uint32_t handoff_slots = 2048;  // entries of each incoming handoff ring (power of two)
   };
 
   // Creates the UMEM and both sockets and registers them in the xsks maps (no
@@ -80,6 +92,11 @@ class Worker {
   ~Worker();  // stops the thread, closes the sockets
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
+
+  // Several workers: gives this worker every worker (indexed by id, itself
+  // included) so that it can hand frames to their rings.  Call on all workers
+  // before any start(); the peers must outlive this worker's thread.
+  void connect(const std::vector<Worker*>& peers);
 
   void start();
   void stop();
@@ -96,10 +113,14 @@ class Worker {
   void refill(XskPort& port);
   unsigned transmit_path(uint64_t now_ns);
   unsigned receive_path(uint64_t now_ns);
+  unsigned handoff_path(uint64_t now_ns);
   bool encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
-  bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
+  bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
   void kick(XskPort& port);
-  bool owns(const SaRuntimeEntry& sa);
+  int owner_of(const SaRuntimeEntry& sa) const;
+  bool hand_off(int owner, const uint8_t* data, uint64_t addr, uint32_t len);
+  void wake_handoff_targets();
+  bool incoming_pending() const;
   void count(WorkerCounter c, uint64_t n = 1) {
     auto& a = counters_[static_cast<size_t>(c)];
     a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -116,6 +137,17 @@ class Worker {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(WorkerCounter::Count)> counters_{};
   std::atomic<bool> stop_{false};
   std::thread thread_;
+
+  // Handoff (workers > 1 only).  incoming_[i]: the ring worker i pushes into
+  // (nullptr for i == id).  peers_[i]: worker i, whose incoming_[id] we push
+  // into.  wake_fd_: signalled by a producer only if this worker sleeps in poll.
+  std::vector<std::unique_ptr<HandoffRing>> incoming_;
+  std::vector<Worker*> peers_;
+  int wake_fd_ = -1;
+  alignas(64) std::atomic<bool> sleeping_{false};
+  uint64_t wake_targets_ = 0;     // bit i: pushed to worker i in this batch (OV2_MAX_QUEUES <= 64)
+  uint32_t next_incoming_ = 0;    // round robin over incoming rings
+  uint32_t handoff_reserve_ = 0;  // frames refill() leaves for handed-off packets
 };
 
 }  // namespace ov2
