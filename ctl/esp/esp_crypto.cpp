@@ -105,7 +105,7 @@ uint32_t build_aad(const EspHeaderFields& h, uint8_t* aad) {
 }  // namespace
 
 CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots)
-    : encrypt_(encrypt), nslots_(slots == 0 ? 1 : slots), slots_(new Slot[slots == 0 ? 1 : slots]) {
+    : nslots_(slots == 0 ? 1 : slots), slots_(new Slot[slots == 0 ? 1 : slots]) {
   const EncAlgInfo& enc = info(spec.enc);
   const AuthAlgInfo& auth = info(spec.auth);
   EVP_CIPHER* cipher = nullptr;

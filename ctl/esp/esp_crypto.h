@@ -77,7 +77,6 @@ class CryptoState {
                    uint32_t len, uint8_t* out) const;
 
   Suite suite_;
-  bool encrypt_;
   uint32_t iv_len_ = 0, icv_len_ = 0, block_len_ = 4;
   uint8_t salt_[4] = {};
   HmacState hmac_;
