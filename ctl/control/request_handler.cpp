@@ -151,6 +151,10 @@ std::string RequestHandler::handle_line(std::string_view line) {
     // e.what() quotes the text near the error, which may be key hex: report the position only.
     return error_line(error_code_name(ErrorCode::InvalidArgument),
                       "the request is not valid JSON (error at byte " + std::to_string(e.byte) + ")");
+  } catch (const json::exception&) {
+    // e.g. out_of_range for a number like 5e5555 (found by fuzz_control_request).
+    return error_line(error_code_name(ErrorCode::InvalidArgument),
+                      "the request is not valid JSON (a number is out of range)");
   }
   std::string answer;
   try {
