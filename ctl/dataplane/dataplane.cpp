@@ -129,6 +129,13 @@ ov2_sa_value wire_value_for(uint64_t handle, const SaSpec& spec) {
 void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
   if (!running_) fail(ErrorCode::InvalidArgument, "data plane not started: start it before installing SAs");
   sas_->install(handle, spec);
+  if (spec.dir == Direction::Out && !spec.dst.is_any()) {
+    // Resolve the peer's next hop now, so the first packets of the tunnel are
+    // not dropped while the neighbour entry is learned.
+    uint8_t mac[6];
+    const uint8_t family = spec.dst.family == Family::V4 ? 4 : 6;
+    if (!neighbours_->lookup(family, spec.dst.bytes.data(), mac)) neighbours_->request(family, spec.dst.bytes.data());
+  }
   if (spec.dir == Direction::In) {
     try {
       programs_->put_inbound_sa(inbound_key_for(spec), wire_value_for(handle, spec));
