@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cli/key_file.h"
+#include "cli/observe.h"
 #include "cli/table.h"
 #include "common/error.h"
 #include "control/control_client.h"
@@ -306,6 +307,20 @@ int main(int argc, char** argv) {
   policy_del->add_option("ids", policy_del_ids, "policy ids")->required();
   auto* policy_list = policy->add_subcommand("list", "list policies");
 
+  ov2::StatsArgs stats_args;
+  std::string watch_arg;
+  auto* stats = app.add_subcommand("stats", "show counters: data plane, BPF programs, AF_XDP sockets, per SA");
+  stats->add_flag("--json", stats_args.json, "print JSON");
+  stats->add_flag("--prometheus", stats_args.prometheus, "print Prometheus text exposition");
+  auto* watch_opt = stats->add_option("--watch", watch_arg, "repeat every SECONDS (default 1), showing rates")
+                        ->expected(0, 1)
+                        ->type_name("[SECONDS]");
+  bool monitor_json = false;
+  uint64_t monitor_count = 0;
+  auto* monitor = app.add_subcommand("monitor", "print the daemon's events as they happen (until interrupted)");
+  monitor->add_flag("--json", monitor_json, "one JSON object per line");
+  monitor->add_option("--count", monitor_count, "stop after N events");
+
   // Offline commands that need no daemon (ctl/pcap): they run during parsing.
   ov2::register_pcap_commands(app);
 
@@ -327,6 +342,25 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("pcap")) return 0;
 
   try {
+    if (*stats) {
+      stats_args.json = stats_args.json || as_json;
+      if (watch_opt->count() > 0) {
+        double seconds = 1;
+        if (!watch_arg.empty()) {
+          try {
+            size_t pos = 0;
+            seconds = std::stod(watch_arg, &pos);
+            if (pos != watch_arg.size()) throw std::invalid_argument(watch_arg);
+          } catch (const std::exception&) {
+            fail(ErrorCode::InvalidArgument, "--watch takes a number of seconds, not '" + watch_arg + "'");
+          }
+        }
+        stats_args.watch_seconds = seconds;
+      }
+      return ov2::run_stats(socket_path, stats_args);
+    }
+    if (*monitor) return ov2::run_monitor(socket_path, monitor_json || as_json, monitor_count);
+
     json request;
     if (*caps) {
       request = {{"op", "caps"}};

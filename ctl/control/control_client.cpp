@@ -83,4 +83,30 @@ nlohmann::json ControlClient::call(nlohmann::json request) {
   }
 }
 
+std::optional<nlohmann::json> ControlClient::next_line(int timeout_ms) {
+  timeval tv{};
+  if (timeout_ms >= 0) tv = timeval{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  if (timeout_ms == 0) tv.tv_usec = 1;  // 0 would mean "forever"
+  setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (;;) {
+    const size_t nl = pending_.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = pending_.substr(0, nl);
+      pending_.erase(0, nl + 1);
+      try {
+        return nlohmann::json::parse(line);
+      } catch (const nlohmann::json::parse_error&) {
+        fail(ErrorCode::Internal, "ipsecov2d sent a line that is not JSON");
+      }
+    }
+    char buf[65536];
+    const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      fail(ErrorCode::Kernel, "no line from ipsecov2d on " + path_ + " in time");
+    if (n <= 0) return std::nullopt;
+    pending_.append(buf, static_cast<size_t>(n));
+  }
+}
+
 }  // namespace ov2

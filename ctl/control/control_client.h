@@ -3,6 +3,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 
 namespace ov2 {
@@ -21,6 +22,11 @@ class ControlClient {
   // serialized request is wiped after sending (it may carry keys).  Throws
   // ov2::Error on I/O failure or a malformed answer.
   nlohmann::json call(nlohmann::json request);
+
+  // After a streaming request (op "monitor"): waits for the next line and
+  // returns it parsed; std::nullopt when the daemon closed the connection.
+  // `timeout_ms` < 0 waits forever; on timeout throws ov2::Error(Kernel).
+  std::optional<nlohmann::json> next_line(int timeout_ms = -1);
 
  private:
   std::string path_;

@@ -16,7 +16,56 @@ std::string id_list(const std::vector<uint32_t>& ids) {
 }
 }  // namespace
 
+const char* change_kind_name(ChangeKind kind) {
+  switch (kind) {
+    case ChangeKind::SaAdded:
+      return "sa-added";
+    case ChangeKind::SaUpdated:
+      return "sa-updated";
+    case ChangeKind::SaDeleted:
+      return "sa-deleted";
+    case ChangeKind::PolicyAdded:
+      return "policy-added";
+    case ChangeKind::PolicyDeleted:
+      return "policy-deleted";
+  }
+  return "unknown";
+}
+
+const char* change_cause_name(ChangeCause cause) {
+  switch (cause) {
+    case ChangeCause::User:
+      return "user";
+    case ChangeCause::SaDeleteReq:
+      return "sa-delete-req";
+    case ChangeCause::Expired:
+      return "expired";
+  }
+  return "unknown";
+}
+
 ControlPlane::ControlPlane(Engine& engine, uint32_t sa_capacity) : engine_(engine), sas_(engine, sa_capacity) {}
+
+void ControlPlane::add_listener(Listener* listener) {
+  if (listener != nullptr && std::find(listeners_.begin(), listeners_.end(), listener) == listeners_.end())
+    listeners_.push_back(listener);
+}
+
+void ControlPlane::remove_listener(Listener* listener) {
+  listeners_.erase(std::remove(listeners_.begin(), listeners_.end(), listener), listeners_.end());
+}
+
+void ControlPlane::notify(const ChangeEvent& event) {
+  // Copy: a listener may remove itself while being told.
+  const auto listeners = listeners_;
+  for (Listener* l : listeners) {
+    try {
+      l->on_change(event);
+    } catch (...) {
+      // The change has happened; a listener's failure must not make it look failed.
+    }
+  }
+}
 
 uint64_t ControlPlane::add_sa(SaSpec spec) {
   // An SA inside a bundle is used through the bundle's tunnel SA only.
@@ -30,7 +79,9 @@ uint64_t ControlPlane::add_sa(SaSpec spec) {
                                            "; an SA inside a bundle is used through the bundle: delete the "
                                            "policy first");
   }
-  return sas_.add(std::move(spec));
+  const uint64_t handle = sas_.add(std::move(spec));
+  notify({ChangeKind::SaAdded, handle, 0, ChangeCause::User});
+  return handle;
 }
 
 CompiledPolicy ControlPlane::compile_one(uint32_t id, const PolicySpec& spec) const {
@@ -69,7 +120,8 @@ void ControlPlane::push_spd(Direction dir, const std::vector<CompiledPolicy>& li
     engine_.set_inbound_spd(list);
 }
 
-ControlPlane::DeleteResult ControlPlane::delete_sas(const std::vector<uint64_t>& handles, bool force) {
+ControlPlane::DeleteResult ControlPlane::delete_sas(const std::vector<uint64_t>& handles, bool force,
+                                                    ChangeCause cause) {
   if (handles.empty()) fail(ErrorCode::InvalidArgument, "give at least one SA handle to delete");
   sas_.check_removable(handles);
 
@@ -107,10 +159,15 @@ ControlPlane::DeleteResult ControlPlane::delete_sas(const std::vector<uint64_t>&
   result.deleted_sas.assign(handles.begin(), handles.end());
   std::sort(result.deleted_sas.begin(), result.deleted_sas.end());
   result.deleted_sas.erase(std::unique(result.deleted_sas.begin(), result.deleted_sas.end()), result.deleted_sas.end());
+  for (uint32_t id : result.deleted_policies) notify({ChangeKind::PolicyDeleted, 0, id, cause});
+  for (uint64_t h : result.deleted_sas) notify({ChangeKind::SaDeleted, h, 0, cause});
   return result;
 }
 
-void ControlPlane::update_sa(uint64_t handle, uint32_t seq_hi) { sas_.update_seq_hi(handle, seq_hi); }
+void ControlPlane::update_sa(uint64_t handle, uint32_t seq_hi) {
+  sas_.update_seq_hi(handle, seq_hi);
+  notify({ChangeKind::SaUpdated, handle, 0, ChangeCause::User});
+}
 
 uint32_t ControlPlane::add_policy(const PolicySpec& spec) {
   validate_policy(spec);
@@ -134,7 +191,9 @@ uint32_t ControlPlane::add_policy(const PolicySpec& spec) {
     fail(ErrorCode::ResourceExhausted, "the " + std::string(to_string(spec.dir)) + "bound SPD is full (" +
                                            std::to_string(OV2_MAX_POLICIES) + " policies)");
   push_spd(spec.dir, compiled(spec.dir, &spec, {}));
-  return spd_.insert(spec);
+  const uint32_t id = spd_.insert(spec);
+  notify({ChangeKind::PolicyAdded, 0, id, ChangeCause::User});
+  return id;
 }
 
 void ControlPlane::delete_policies(const std::vector<uint32_t>& ids) {
@@ -157,6 +216,52 @@ void ControlPlane::delete_policies(const std::vector<uint32_t>& ids) {
     }
   }
   for (uint32_t id : ids) spd_.erase(id);
+  for (uint32_t id : std::set<uint32_t>(ids.begin(), ids.end()))
+    notify({ChangeKind::PolicyDeleted, 0, id, ChangeCause::User});
+}
+
+void ControlPlane::restore(const std::vector<SaRecord>& sas, const std::vector<PolicyRecord>& policies,
+                           uint64_t next_sa_sequence, uint32_t next_policy_id,
+                           const std::function<void()>& before_policies) {
+  if (sas_.size() != 0 || !spd_.list().empty())
+    fail(ErrorCode::Internal, "restoring saved state needs an empty control plane");
+  std::vector<uint64_t> installed;
+  try {
+    // Inner (transport) SAs before the bundles that name them.
+    for (int pass = 0; pass < 2; ++pass)
+      for (const SaRecord& r : sas)
+        if ((r.spec.inner_handle != 0) == (pass == 1)) {
+          sas_.restore(r.handle, r.spec);
+          installed.push_back(r.handle);
+        }
+    if (before_policies) before_policies();
+    for (const PolicyRecord& p : policies) {
+      validate_policy(p.spec);
+      if (p.spec.action == PolicyAction::Protect) {
+        const SaRecord* sa = sas_.find(p.spec.sa_handle);
+        if (sa == nullptr || sa->spec.dir != p.spec.dir || sa->bundled_in != 0)
+          fail(ErrorCode::InvalidArgument, "saved policy " + std::to_string(p.id) + " protects with SA " +
+                                               handle_to_string(p.spec.sa_handle) +
+                                               ", which is missing, of the other direction or inside a bundle");
+      }
+      if (!spd_.restore(p.id, p.spec))
+        fail(ErrorCode::InvalidArgument, "saved policy id " + std::to_string(p.id) + " is 0 or appears twice");
+    }
+    push_spd(Direction::Out, compiled(Direction::Out, nullptr, {}));
+    push_spd(Direction::In, compiled(Direction::In, nullptr, {}));
+  } catch (...) {
+    try {
+      push_spd(Direction::Out, {});
+      push_spd(Direction::In, {});
+    } catch (...) {
+      // Empty lists compile; nothing sensible to do if the engine still refuses.
+    }
+    for (const PolicyRecord* p : spd_.list()) spd_.erase(p->id);
+    if (!installed.empty()) sas_.remove(installed);
+    throw;
+  }
+  sas_.raise_next_sequence(next_sa_sequence);
+  spd_.raise_next_id(next_policy_id);
 }
 
 }  // namespace ov2

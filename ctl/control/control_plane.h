@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "control/sa_database.h"
@@ -21,10 +22,46 @@
 
 namespace ov2 {
 
+// What changed in the control plane's state.  Carries handles and ids only,
+// never keys or specs: a listener that needs the SA looks it up (for deletes
+// it is gone already).
+enum class ChangeKind { SaAdded, SaUpdated, SaDeleted, PolicyAdded, PolicyDeleted };
+// Why it changed: a user request, a data-plane SaDeleteReq (NDIS
+// NDIS_STATUS_IPSEC_SA_DELETE_REQ equivalent), or an SA's lifetime expiry.
+enum class ChangeCause { User, SaDeleteReq, Expired };
+
+struct ChangeEvent {
+  ChangeKind kind = ChangeKind::SaAdded;
+  uint64_t sa_handle = 0;  // Sa* kinds
+  uint32_t policy_id = 0;  // Policy* kinds
+  ChangeCause cause = ChangeCause::User;
+};
+
+// "sa-added", "sa-updated", "sa-deleted", "policy-added", "policy-deleted".
+const char* change_kind_name(ChangeKind kind);
+// "user", "sa-delete-req", "expired".
+const char* change_cause_name(ChangeCause cause);
+
 class ControlPlane {
  public:
+  // Told about every successful change, after the change is complete (the
+  // database already shows it).  Called synchronously on the daemon thread,
+  // in the order the changes happened; a delete with --force reports the
+  // policy deletions before the SA deletions.  on_change must not throw
+  // (an exception is swallowed: the change itself has succeeded).
+  struct Listener {
+    virtual ~Listener() = default;
+    virtual void on_change(const ChangeEvent& event) = 0;
+  };
+
   // `engine` must outlive the control plane.
   ControlPlane(Engine& engine, uint32_t sa_capacity);
+
+  // Registers `listener` (not owned; must stay valid until removed or the
+  // control plane is destroyed).  Adding the same listener twice is a no-op.
+  void add_listener(Listener* listener);
+  // Unregisters `listener`; unknown listeners are ignored.
+  void remove_listener(Listener* listener);
 
   Capabilities capabilities() const { return engine_.capabilities(); }
 
@@ -36,7 +73,8 @@ class ControlPlane {
     std::vector<uint32_t> deleted_policies;  // only with force
   };
   // DELETE_SA of a list (all-or-nothing).  Throws ov2::Error.
-  DeleteResult delete_sas(const std::vector<uint64_t>& handles, bool force);
+  // `cause` is passed to listeners.
+  DeleteResult delete_sas(const std::vector<uint64_t>& handles, bool force, ChangeCause cause = ChangeCause::User);
 
   // UPDATE_SA.  Throws ov2::Error(InvalidArgument) for unknown or non-ESN SAs.
   void update_sa(uint64_t handle, uint32_t seq_hi);
@@ -45,6 +83,15 @@ class ControlPlane {
   uint32_t add_policy(const PolicySpec& spec);
   // Deletes policies by id (all-or-nothing: an unknown id deletes nothing).
   void delete_policies(const std::vector<uint32_t>& ids);
+
+  // Restart recovery (state_store.h), on an empty control plane only: installs
+  // `sas` under their saved handles, calls `before_policies` (e.g. to set the
+  // outbound sequence numbers before any packet can reach an SA), installs
+  // `policies` under their saved ids and keeps later handles/ids above the
+  // saved sequences.  All-or-nothing: on throw everything restored is
+  // removed again.  Listeners are not told (nothing changed for them).
+  void restore(const std::vector<SaRecord>& sas, const std::vector<PolicyRecord>& policies,
+               uint64_t next_sa_sequence, uint32_t next_policy_id, const std::function<void()>& before_policies);
 
   const SaDatabase& sas() const { return sas_; }
   const Spd& spd() const { return spd_; }
@@ -57,10 +104,12 @@ class ControlPlane {
  private:
   CompiledPolicy compile_one(uint32_t id, const PolicySpec& spec) const;
   void push_spd(Direction dir, const std::vector<CompiledPolicy>& list);
+  void notify(const ChangeEvent& event);
 
   Engine& engine_;
   SaDatabase sas_;
   Spd spd_;
+  std::vector<Listener*> listeners_;
 };
 
 }  // namespace ov2

@@ -135,6 +135,43 @@ void ControlServer::watch(int fd, std::function<void()> on_readable) {
   watched_[fd] = std::move(on_readable);
 }
 
+void ControlServer::unwatch(int fd) {
+  if (watched_.erase(fd) > 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+}
+
+size_t ControlServer::stream_count() const {
+  size_t n = 0;
+  for (const auto& [fd, c] : connections_) n += c->stream ? 1 : 0;
+  return n;
+}
+
+void ControlServer::publish(std::string_view line) {
+  std::vector<int> fds;
+  for (const auto& [fd, c] : connections_)
+    if (c->stream && !c->close_after_write) fds.push_back(fd);
+  for (int fd : fds) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    std::string lost_line;
+    if (c.lost > 0) lost_line = "{\"event\":\"events-lost\",\"count\":" + std::to_string(c.lost) + "}\n";
+    if (c.out.size() + lost_line.size() + line.size() + 1 > options_.max_stream_queue_bytes) {
+      ++c.lost;  // a slow subscriber must never hold the daemon up
+      continue;
+    }
+    c.out += lost_line;
+    c.lost = 0;
+    c.out.append(line.data(), line.size());
+    c.out += '\n';
+    on_writable(c);  // may close c
+  }
+}
+
+void ControlServer::flush_streams() {
+  for (const auto& [fd, c] : connections_)
+    if (c->stream && !c->out.empty()) (void)!send(fd, c->out.data(), c->out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 bool ControlServer::peer_allowed(int fd, std::string* why) const {
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -209,6 +246,8 @@ void ControlServer::queue(Connection& c, const std::string& line, bool then_clos
 void ControlServer::update_interest(Connection& c) {
   epoll_event ev{};
   ev.events = c.out.empty() ? (EPOLLIN | EPOLLRDHUP) : EPOLLOUT;  // stop reading while an answer is pending
+  // A subscriber is always read (to notice it closing) and written while it has lines queued.
+  if (c.stream) ev.events = EPOLLIN | EPOLLRDHUP | (c.out.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT));
   ev.data.fd = c.fd;
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
@@ -236,6 +275,10 @@ void ControlServer::on_readable(Connection& c) {
   // Answer every complete line; stop at the first pending answer's limit.
   size_t start = 0;
   for (;;) {
+    if (c.stream) {  // a subscriber's input after its request means nothing
+      start = c.in.size();
+      break;
+    }
     const size_t nl = c.in.find('\n', start);
     if (nl == std::string::npos) break;
     if (nl - start > options_.max_request_bytes) {
@@ -248,7 +291,11 @@ void ControlServer::on_readable(Connection& c) {
     }
     std::string_view line(c.in.data() + start, nl - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (!line.empty()) queue(c, handler_(line), false);
+    if (!line.empty()) {
+      const std::string answer = handler_(line);
+      queue(c, answer, false);
+      if (stream_detector_ && stream_detector_(answer)) c.stream = true;
+    }
     start = nl + 1;
     c.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.read_timeout_ms);
   }
@@ -313,7 +360,7 @@ void ControlServer::expire_slow_clients() {
   const auto now = std::chrono::steady_clock::now();
   std::vector<int> late;
   for (const auto& [fd, c] : connections_)
-    if (c->out.empty() && !c->close_after_write && now >= c->deadline) late.push_back(fd);
+    if (!c->stream && c->out.empty() && !c->close_after_write && now >= c->deadline) late.push_back(fd);
   for (int fd : late) {
     Connection& c = *connections_.at(fd);
     log(LogLevel::Debug, "closing a control connection that sent no complete request in time");
@@ -329,7 +376,9 @@ void ControlServer::expire_slow_clients() {
 int ControlServer::next_timeout_ms() const {
   if (connections_.empty()) return -1;
   auto earliest = std::chrono::steady_clock::time_point::max();
-  for (const auto& [fd, c] : connections_) earliest = std::min(earliest, c->deadline);
+  for (const auto& [fd, c] : connections_)
+    if (!c->stream) earliest = std::min(earliest, c->deadline);  // subscribers have no deadline
+  if (earliest == std::chrono::steady_clock::time_point::max()) return -1;
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(earliest - std::chrono::steady_clock::now());
   return static_cast<int>(std::clamp<int64_t>(left.count() + 1, 0, 60000));
 }
@@ -355,12 +404,19 @@ void ControlServer::run(int stop_fd) {
         continue;
       }
       if (auto w = watched_.find(fd); w != watched_.end()) {
-        w->second();
+        const auto callback = w->second;  // a copy: the callback may unwatch itself
+        callback();
         continue;
       }
       auto it = connections_.find(fd);
       if (it == connections_.end()) continue;  // closed earlier in this batch
       Connection& c = *it->second;
+      if (c.stream) {
+        if (events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) on_readable(c);
+        if (auto again = connections_.find(fd); again != connections_.end() && (events[i].events & EPOLLOUT))
+          on_writable(*again->second);
+        continue;
+      }
       if (events[i].events & EPOLLOUT)
         on_writable(c);
       else

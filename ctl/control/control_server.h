@@ -26,6 +26,10 @@ struct ControlServerOptions {
   size_t max_request_bytes = kMaxRequestBytes;
   int read_timeout_ms = kReadTimeoutMs;
   size_t max_connections = kMaxConnections;
+  // Per stream subscriber (monitor): bytes queued but not yet sent.  Beyond
+  // it published lines are dropped and counted; the subscriber then gets an
+  // {"event":"events-lost","count":N} line before the next line that fits.
+  size_t max_stream_queue_bytes = 256 * 1024;
 };
 
 // Looks a group name up; throws ov2::Error(InvalidArgument) if there is none.
@@ -47,6 +51,21 @@ class ControlServer {
 
   // Also watch `fd` for input and call `on_readable` (e.g. the BPF event ring).
   void watch(int fd, std::function<void()> on_readable);
+  // Stops watching `fd` (the caller closes it).  Safe from inside its own callback.
+  void unwatch(int fd);
+
+  // Decides from an answer line whether the connection that asked becomes a
+  // stream subscriber (e.g. the "monitor" op): from then on its input is
+  // ignored (only its closing is noticed) and publish() lines go to it.
+  void set_stream_detector(std::function<bool(std::string_view answer_line)> detector) {
+    stream_detector_ = std::move(detector);
+  }
+  // Queues `line` (with its newline) to every stream subscriber without
+  // blocking; a subscriber whose queue is full loses it (counted, reported).
+  void publish(std::string_view line);
+  // Tries once, without blocking, to send what subscribers have queued (before shutdown).
+  void flush_streams();
+  size_t stream_count() const;
 
   // Serves until `stop_fd` becomes readable (a signalfd or eventfd).
   void run(int stop_fd);
@@ -61,6 +80,8 @@ class ControlServer {
     std::string out;
     std::chrono::steady_clock::time_point deadline;
     bool close_after_write = false;
+    bool stream = false;  // a subscriber: gets publish() lines, input ignored
+    uint64_t lost = 0;    // lines dropped since the last events-lost report
   };
 
   void accept_all();
@@ -81,6 +102,7 @@ class ControlServer {
   std::string dir_;
   std::map<int, std::unique_ptr<Connection>> connections_;
   std::map<int, std::function<void()>> watched_;
+  std::function<bool(std::string_view)> stream_detector_;
 };
 
 }  // namespace ov2

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "control/log.h"
 #include "control/protocol.h"
+#include "control/stats_report.h"
 #include "model/sa_json.h"
 
 namespace ov2 {
@@ -37,7 +38,8 @@ json sa_record_json(const SaRecord& r) {
   return j;
 }
 
-const char* op_names = "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.del, policy.list";
+const char* op_names =
+    "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.del, policy.list, stats, monitor";
 
 }  // namespace
 
@@ -137,6 +139,12 @@ json RequestHandler::handle(const json& req) {
       j["id"] = p->id;
       answer["policies"].push_back(std::move(j));
     }
+  } else if (op == "stats") {
+    answer["stats"] = stats_source_ ? stats_source_() : stats_json(plane_, nullptr);
+  } else if (op == "monitor") {
+    // The server turns the connection into an event stream after this answer
+    // (ControlServer::set_stream_detector matches "stream":"monitor").
+    answer["stream"] = "monitor";
   } else {
     fail(ErrorCode::InvalidArgument, "unknown op '" + op + "'; known ops: " + op_names);
   }

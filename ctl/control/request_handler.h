@@ -3,6 +3,7 @@
 // tests call it directly.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
@@ -24,8 +25,14 @@ class RequestHandler {
   // answer object (with "ok":true).
   nlohmann::json handle(const nlohmann::json& request);
 
+  // Where "stats" gets its answer (the daemon: Observability::stats()).
+  // Without one, "stats" shows the SA table with zero counters and says the
+  // data plane is not running.
+  void set_stats_source(std::function<nlohmann::json()> source) { stats_source_ = std::move(source); }
+
  private:
   ControlPlane& plane_;
+  std::function<nlohmann::json()> stats_source_;
 };
 
 // The capabilities as the "caps" answer shows them (NDIS field names).

@@ -45,9 +45,7 @@ uint32_t SaDatabase::take_slot() {
   return next_fresh_slot_++;
 }
 
-uint64_t SaDatabase::add(SaSpec spec) {
-  validate_sa(spec);
-  const auto key = lookup_key(spec);
+void SaDatabase::check_addable(const SaSpec& spec, const LookupKey& key) const {
   if (auto it = by_lookup_key_.find(key); it != by_lookup_key_.end())
     fail(ErrorCode::Exists, std::string("an ") + to_string(spec.dir) + "bound SA with SPI " + spi_text(spec.spi) +
                                 " and destination " + spec.dst.to_string() + " exists already (handle " +
@@ -56,6 +54,19 @@ uint64_t SaDatabase::add(SaSpec spec) {
   if (records_.size() >= capacity_)
     fail(ErrorCode::ResourceExhausted, "the SA database is full (" + std::to_string(capacity_) +
                                            " SAs, the engine's SaOffloadCapacity); delete unused SAs first");
+}
+
+void SaDatabase::record(uint64_t handle, SaSpec spec, const LookupKey& key) {
+  const uint64_t inner = spec.inner_handle;
+  records_.emplace(handle, SaRecord{handle, std::move(spec), 0});
+  by_lookup_key_.emplace(key, handle);
+  if (inner != 0) records_.at(inner).bundled_in = handle;
+}
+
+uint64_t SaDatabase::add(SaSpec spec) {
+  validate_sa(spec);
+  const auto key = lookup_key(spec);
+  check_addable(spec, key);
 
   const uint32_t slot = take_slot();
   const uint64_t handle = (next_sequence_ << kHandleSlotBits) | slot;
@@ -67,11 +78,52 @@ uint64_t SaDatabase::add(SaSpec spec) {
   }
   // Committed: from here on nothing may throw but allocation.
   ++next_sequence_;
-  const uint64_t inner = spec.inner_handle;
-  records_.emplace(handle, SaRecord{handle, std::move(spec), 0});
-  by_lookup_key_.emplace(key, handle);
-  if (inner != 0) records_.at(inner).bundled_in = handle;
+  record(handle, std::move(spec), key);
   return handle;
+}
+
+bool SaDatabase::take_given_slot(uint32_t slot) {
+  if (slot >= next_fresh_slot_) {
+    // The slots skipped over are free.
+    for (uint32_t s = next_fresh_slot_; s < slot; ++s) free_slots_.push_back(s);
+    next_fresh_slot_ = slot + 1;
+    return true;
+  }
+  auto it = std::find(free_slots_.begin(), free_slots_.end(), slot);
+  if (it == free_slots_.end()) return false;
+  free_slots_.erase(it);
+  return true;
+}
+
+void SaDatabase::restore(uint64_t handle, SaSpec spec) {
+  const uint32_t slot = handle_slot(handle);
+  const uint64_t sequence = handle >> kHandleSlotBits;
+  if (sequence == 0 || slot >= capacity_)
+    fail(ErrorCode::InvalidArgument, "saved SA handle " + handle_to_string(handle) +
+                                         " is not a handle this daemon can use (slot beyond the capacity of " +
+                                         std::to_string(capacity_) + " SAs, or sequence 0)");
+  validate_sa(spec);
+  const auto key = lookup_key(spec);
+  check_addable(spec, key);
+  if (records_.count(handle) != 0 || (slot < next_fresh_slot_ &&
+                                      std::find(free_slots_.begin(), free_slots_.end(), slot) == free_slots_.end()))
+    fail(ErrorCode::Exists, "saved SA handle " + handle_to_string(handle) + ": its slot is in use by another SA");
+  const auto saved_free = free_slots_;
+  const uint32_t saved_fresh = next_fresh_slot_;
+  take_given_slot(slot);
+  try {
+    engine_.add_sa(handle, spec);
+  } catch (...) {
+    free_slots_ = saved_free;
+    next_fresh_slot_ = saved_fresh;
+    throw;
+  }
+  raise_next_sequence(sequence + 1);
+  record(handle, std::move(spec), key);
+}
+
+void SaDatabase::raise_next_sequence(uint64_t sequence) {
+  next_sequence_ = std::max(next_sequence_, sequence);
 }
 
 void SaDatabase::check_removable(const std::vector<uint64_t>& handles) const {

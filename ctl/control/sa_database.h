@@ -61,6 +61,17 @@ class SaDatabase {
   // without ESN: ov2::Error(InvalidArgument) (NDIS_STATUS_INVALID_PARAMETER).
   void update_seq_hi(uint64_t handle, uint32_t seq_hi);
 
+  // Restart recovery: installs `spec` under the saved `handle` (same checks
+  // as add(); the handle's slot must be free) and makes sure later handles
+  // use a higher sequence, so no handle is ever reused across restarts.
+  // Throws ov2::Error; on throw nothing changed.
+  void restore(uint64_t handle, SaSpec spec);
+  // Raises the sequence the next add() uses to at least `sequence` (restart
+  // recovery: the saved sequence).  Never lowers it.
+  void raise_next_sequence(uint64_t sequence);
+  // The sequence the next add() uses (saved so handles survive restarts).
+  uint64_t next_sequence() const { return next_sequence_; }
+
   // The record for a handle, or nullptr.  Valid until the next change.
   const SaRecord* find(uint64_t handle) const;
   // All records in handle order.  Pointers valid until the next change.
@@ -72,7 +83,11 @@ class SaDatabase {
   using LookupKey = std::tuple<uint32_t, IpAddr, Direction>;  // (SPI, dst, dir)
   static LookupKey lookup_key(const SaSpec& sa) { return {sa.spi, sa.dst, sa.dir}; }
   void check_bundle(const SaSpec& spec) const;
+  void check_addable(const SaSpec& spec, const LookupKey& key) const;
   uint32_t take_slot();
+  // Takes `slot` specifically (restore); false if it is in use.
+  bool take_given_slot(uint32_t slot);
+  void record(uint64_t handle, SaSpec spec, const LookupKey& key);
 
   Engine& engine_;
   uint32_t capacity_;

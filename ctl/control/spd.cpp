@@ -15,6 +15,12 @@ uint32_t Spd::insert(const PolicySpec& spec) {
   return id;
 }
 
+bool Spd::restore(uint32_t id, const PolicySpec& spec) {
+  if (id == 0 || !policies_.emplace(id, PolicyRecord{id, spec}).second) return false;
+  if (id >= next_id_) next_id_ = id + 1;
+  return true;
+}
+
 bool Spd::erase(uint32_t id) { return policies_.erase(id) != 0; }
 
 const PolicyRecord* Spd::find(uint32_t id) const {

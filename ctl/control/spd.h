@@ -4,6 +4,7 @@
 // the compiled list of each direction (ControlPlane does that).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -23,6 +24,11 @@ class Spd {
   uint32_t next_id() const { return next_id_; }
   // Records `spec` under next_id() and advances it.  Returns the id.
   uint32_t insert(const PolicySpec& spec);
+  // Restart recovery: records `spec` under the saved `id` (false if the id
+  // is taken) and makes sure next_id() stays above it.
+  bool restore(uint32_t id, const PolicySpec& spec);
+  // Raises next_id() to at least `id` (the saved next id).  Never lowers it.
+  void raise_next_id(uint32_t id) { next_id_ = std::max(next_id_, id); }
   // Removes a policy; false if there is none with this id.
   bool erase(uint32_t id);
 

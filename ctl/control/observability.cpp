@@ -1,0 +1,422 @@
+#include "control/observability.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/error.h"
+#include "control/control_server.h"
+#include "control/log.h"
+#include "control/stats_report.h"
+#include "dataplane/dataplane.h"
+#include "dataplane/event_reader.h"
+#include "esp/esp.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr size_t kMaxHttpRequestBytes = 8192;
+constexpr size_t kMaxHttpClients = 8;
+constexpr auto kHttpIdle = std::chrono::seconds(5);
+constexpr auto kFailureEventInterval = std::chrono::seconds(1);
+}  // namespace
+
+Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options)
+    : plane_(plane), dataplane_(dataplane), options_(std::move(options)), bus_(plane) {
+  if (events_fd >= 0)
+    reader_ = std::make_unique<EventReader>(events_fd, [this](const ov2_event& e) { on_ring_event(e); });
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  if (timer_fd_ < 0) fail(ErrorCode::Kernel, std::string("timerfd_create: ") + std::strerror(errno));
+  itimerspec spec{};
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.tick).count();
+  spec.it_interval.tv_sec = spec.it_value.tv_sec = ns / 1000000000;
+  spec.it_interval.tv_nsec = spec.it_value.tv_nsec = ns % 1000000000;
+  timerfd_settime(timer_fd_, 0, &spec, nullptr);
+  try {
+    if (!options_.prometheus_listen.empty()) open_http_listener();
+  } catch (...) {
+    close(timer_fd_);
+    throw;
+  }
+  plane_.add_listener(&bus_);
+}
+
+Observability::~Observability() {
+  detach();
+  plane_.remove_listener(&bus_);
+  for (const auto& [fd, c] : http_clients_) close(fd);
+  if (http_fd_ >= 0) close(http_fd_);
+  if (timer_fd_ >= 0) close(timer_fd_);
+}
+
+void Observability::attach(ControlServer& server) {
+  server_ = &server;
+  bus_.set_sink([this](const json& event) {
+    if (server_ != nullptr) server_->publish(event.dump());
+  });
+  server.set_stream_detector([](std::string_view answer) {
+    // Only the monitor op's answer carries "stream":"monitor".
+    return answer.find("\"stream\":\"monitor\"") != std::string_view::npos && answer.rfind("{\"ok\":true", 0) == 0;
+  });
+  // Observability must never take the daemon down: a failure here is logged and the loop goes on.
+  auto guarded = [](const char* what, auto&& body) {
+    try {
+      body();
+    } catch (const std::exception& e) {
+      log(LogLevel::Warn, std::string(what) + ": " + e.what());
+    }
+  };
+  if (reader_)
+    server.watch(reader_->fd(), [this, guarded] { guarded("BPF event ring", [this] { reader_->poll(0); }); });
+  server.watch(timer_fd_, [this, guarded] {
+    uint64_t expirations = 0;
+    if (read(timer_fd_, &expirations, sizeof expirations) == sizeof expirations)
+      guarded("periodic SA check", [this] { on_tick(); });
+  });
+  if (http_fd_ >= 0)
+    server.watch(http_fd_, [this, guarded] { guarded("Prometheus listener", [this] { on_http_accept(); }); });
+  if (dataplane_ != nullptr && dataplane_->running()) {
+    bus_.emit({{"event", "device-up"}, {"device", options_.offload_device}, {"wire", options_.wire}});
+    const size_t queues = dataplane_->counters().per_worker.size();
+    for (size_t q = 0; q < queues; ++q) bus_.emit({{"event", "worker-up"}, {"queue", q}});
+  } else {
+    bus_.emit({{"event", "device-down"}, {"note", "no data plane (ipsecov2d without --wire)"}});
+  }
+}
+
+void Observability::detach() {
+  if (server_ == nullptr) return;
+  if (dataplane_ != nullptr && dataplane_->running()) {
+    const size_t queues = dataplane_->counters().per_worker.size();
+    for (size_t q = 0; q < queues; ++q) bus_.emit({{"event", "worker-down"}, {"queue", q}});
+    bus_.emit({{"event", "device-down"}, {"device", options_.offload_device}, {"wire", options_.wire}});
+  }
+  server_->flush_streams();
+  if (reader_) server_->unwatch(reader_->fd());
+  server_->unwatch(timer_fd_);
+  if (http_fd_ >= 0) server_->unwatch(http_fd_);
+  for (const auto& [fd, c] : http_clients_) {
+    server_->unwatch(fd);
+    close(fd);
+  }
+  http_clients_.clear();
+  bus_.set_sink(nullptr);
+  server_ = nullptr;
+}
+
+json Observability::stats() const { return stats_json(plane_, dataplane_); }
+
+void Observability::on_ring_event(const ov2_event& event) {
+  if (event.type != OV2_EVENT_SA_DELETE_REQ) return;
+  handle_delete_request(event.sa_handle, ChangeCause::SaDeleteReq, "verdict");
+}
+
+uint64_t Observability::matching_sa(const SaRecord& sa) const {
+  const Direction other = sa.spec.dir == Direction::In ? Direction::Out : Direction::In;
+  uint64_t best = 0;
+  for (const SaRecord* r : plane_.sas().list()) {
+    if (r->spec.dir != other || r->spec.mode != sa.spec.mode || r->bundled_in != 0) continue;
+    if (r->spec.dst.family != sa.spec.dst.family) continue;
+    // Endpoints swapped; an all-zero (any) inbound source matches any address.
+    const SaSpec& in = sa.spec.dir == Direction::In ? sa.spec : r->spec;
+    const SaSpec& out = sa.spec.dir == Direction::In ? r->spec : sa.spec;
+    if (out.src != in.dst) continue;
+    if (!in.src.is_any() && out.dst != in.src) continue;
+    best = std::max(best, r->handle);  // handles grow with every add: the most recent
+  }
+  return best;
+}
+
+void Observability::handle_delete_request(uint64_t handle, ChangeCause cause, const char* source) {
+  if (auto it = requested_.find(handle); it != requested_.end()) {
+    ++it->second;  // coalesced: the same SA asked again before (or after) it went
+    return;
+  }
+  const SaRecord* sa = plane_.sas().find(handle);
+  requested_[handle] = 0;
+  if (sa == nullptr) return;  // deleted meanwhile by the user
+  const uint64_t match = matching_sa(*sa);
+  const bool remove = options_.delete_on_request;
+  json event = {{"event", "sa-delete-req"},
+                {"handle", handle_to_string(handle)},
+                {"dir", to_string(sa->spec.dir)},
+                {"spi", handle_to_string(sa->spec.spi)},
+                {"source", source},
+                {"action", remove ? "delete" : "notify"}};
+  if (match != 0) event["matching"] = handle_to_string(match);
+  std::vector<uint64_t> handles = {handle};
+  if (sa->bundled_in != 0) handles.push_back(sa->bundled_in);
+  if (match != 0) handles.push_back(match);
+  // Lifetime events the timer has not seen yet come before the request.
+  if (dataplane_ != nullptr && dataplane_->running())
+    for (uint64_t h : handles) check_counters(Clock::now(), h);
+  if (remove) {
+    // Which policies go with the SAs (deleted like --force), told before the deletion events.
+    std::set<uint32_t> policies;
+    for (uint64_t h : handles)
+      for (uint32_t id : plane_.spd().using_sa(h)) policies.insert(id);
+    event["policies"] = policies;
+  }
+  bus_.emit(event);
+  log(LogLevel::Info, std::string("SA delete request for ") + handle_to_string(handle) + " (" + source +
+                          "): " + (remove ? "deleting" : "notify only"));
+  if (!remove) return;
+  try {
+    const auto result = plane_.delete_sas(handles, true, cause);
+    for (uint64_t h : result.deleted_sas) requested_.emplace(h, 0);  // the twin's own request is coalesced too
+  } catch (const Error& e) {
+    bus_.emit({{"event", "sa-delete-failed"}, {"handle", handle_to_string(handle)}, {"error", e.what()}});
+    log(LogLevel::Warn, "cannot delete SA " + handle_to_string(handle) + " after its delete request: " + e.what());
+  }
+}
+
+void Observability::on_tick() {
+  if (dataplane_ != nullptr && dataplane_->running()) {
+    for (uint64_t h : dataplane_->outbound_delete_requests())
+      handle_delete_request(h, ChangeCause::Expired, "outbound-exhausted");
+    check_counters(Clock::now());
+  }
+  // Forget what no longer exists (handles are never reused).
+  for (auto it = requested_.begin(); it != requested_.end();)
+    it = plane_.sas().find(it->first) == nullptr ? requested_.erase(it) : std::next(it);
+  for (auto it = watches_.begin(); it != watches_.end();)
+    it = plane_.sas().find(it->first) == nullptr ? watches_.erase(it) : std::next(it);
+  const auto now = Clock::now();
+  std::vector<int> idle;
+  for (const auto& [fd, c] : http_clients_)
+    if (now >= c.deadline) idle.push_back(fd);
+  for (int fd : idle) close_http_client(fd);
+}
+
+void Observability::check_counters(Clock::time_point now, uint64_t only) {
+  for (const SaRecord* r : plane_.sas().list()) {
+    if (only != 0 && r->handle != only) continue;
+    SaRuntimeCounters c{};
+    try {
+      c = dataplane_->sa_counters(r->handle);
+    } catch (...) {
+      continue;
+    }
+    auto [it, fresh] = watches_.try_emplace(r->handle);
+    SaWatch& w = it->second;
+    if (fresh) w.first_seen = now;
+    const SaSpec& s = r->spec;
+    const auto age =
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now - w.first_seen).count());
+    auto reached = [](uint64_t limit, uint64_t value) { return limit != 0 && value >= limit; };
+    auto base = [&](const char* name) {
+      return json{{"event", name},           {"handle", handle_to_string(r->handle)},
+                  {"dir", to_string(s.dir)}, {"spi", handle_to_string(s.spi)},
+                  {"packets", c.packets},    {"bytes", c.bytes}};
+    };
+    auto which = [&](bool soft) {
+      const auto& p = s.life_packets;
+      const auto& b = s.life_bytes;
+      const auto& t = s.life_seconds;
+      if (reached(soft ? p.soft : p.hard, c.packets)) return "packets";
+      if (reached(soft ? b.soft : b.hard, c.bytes)) return "bytes";
+      if (reached(soft ? t.soft : t.hard, age)) return "seconds";
+      return "";
+    };
+    if (!w.soft_reported) {
+      const std::string limit = which(true);
+      if (!limit.empty()) {
+        w.soft_reported = true;
+        json e = base("soft-expired");
+        e["limit"] = limit;
+        bus_.emit(std::move(e));
+      }
+    }
+    if (!w.hard_reported) {
+      const std::string limit = which(false);
+      if (!limit.empty()) {
+        w.hard_reported = true;
+        json e = base("hard-expired");
+        e["limit"] = limit;
+        bus_.emit(std::move(e));
+      }
+    }
+    const uint64_t replayed = c.by_reason[static_cast<size_t>(esp::Reason::Replayed)];
+    const uint64_t auth = c.by_reason[static_cast<size_t>(esp::Reason::AuthFailed)];
+    w.replay_pending += replayed - std::min(replayed, w.replayed);
+    w.auth_pending += auth - std::min(auth, w.auth_failed);
+    w.replayed = replayed;
+    w.auth_failed = auth;
+    if (w.replay_pending > 0 && now - w.replay_last >= kFailureEventInterval) {
+      json e = base("replay-failures");
+      e["count"] = w.replay_pending;
+      e["total"] = replayed;
+      bus_.emit(std::move(e));
+      w.replay_pending = 0;
+      w.replay_last = now;
+    }
+    if (w.auth_pending > 0 && now - w.auth_last >= kFailureEventInterval) {
+      json e = base("auth-failures");
+      e["count"] = w.auth_pending;
+      e["total"] = auth;
+      bus_.emit(std::move(e));
+      w.auth_pending = 0;
+      w.auth_last = now;
+    }
+  }
+}
+
+// ---- Prometheus listener ---------------------------------------------------
+
+void Observability::open_http_listener() {
+  const std::string& spec = options_.prometheus_listen;
+  std::string host, port;
+  if (!spec.empty() && spec.front() == '[') {
+    const auto close_bracket = spec.find(']');
+    if (close_bracket == std::string::npos || spec.size() < close_bracket + 2 || spec[close_bracket + 1] != ':')
+      fail(ErrorCode::InvalidArgument, "stats.prometheus_listen '" + spec + "': write [IPv6]:PORT");
+    host = spec.substr(1, close_bracket - 1);
+    port = spec.substr(close_bracket + 2);
+  } else {
+    const auto colon = spec.rfind(':');
+    if (colon == std::string::npos)
+      fail(ErrorCode::InvalidArgument,
+           "stats.prometheus_listen '" + spec + "': write ADDRESS:PORT, e.g. 127.0.0.1:9781");
+    host = spec.substr(0, colon);
+    port = spec.substr(colon + 1);
+  }
+  int port_number = 0;
+  try {
+    port_number = std::stoi(port);
+  } catch (...) {
+    port_number = -1;
+  }
+  if (port_number <= 0 || port_number > 65535)
+    fail(ErrorCode::InvalidArgument, "stats.prometheus_listen '" + spec + "': the port must be 1..65535");
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&addr);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port_number));
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port_number));
+    len = sizeof *v6;
+  } else {
+    fail(ErrorCode::InvalidArgument,
+         "stats.prometheus_listen '" + spec + "': '" + host + "' is not an IPv4 or IPv6 address");
+  }
+  http_fd_ = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (http_fd_ < 0) fail(ErrorCode::Kernel, std::string("socket: ") + std::strerror(errno));
+  const int one = 1;
+  setsockopt(http_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr.ss_family == AF_INET6) setsockopt(http_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(http_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(http_fd_, 16) != 0) {
+    const int err = errno;
+    close(http_fd_);
+    http_fd_ = -1;
+    fail(ErrorCode::Kernel, "cannot listen on stats.prometheus_listen " + spec + ": " + std::strerror(err));
+  }
+  log(LogLevel::Info, "serving Prometheus metrics on http://" + spec + "/metrics");
+}
+
+void Observability::on_http_accept() {
+  for (;;) {
+    const int fd = accept4(http_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    if (http_clients_.size() >= kMaxHttpClients || server_ == nullptr) {
+      close(fd);
+      continue;
+    }
+    http_clients_[fd] = HttpClient{{}, Clock::now() + kHttpIdle};
+    server_->watch(fd, [this, fd] {
+      try {
+        on_http_readable(fd);
+      } catch (const std::exception& e) {
+        log(LogLevel::Warn, std::string("Prometheus request: ") + e.what());
+        close_http_client(fd);
+      }
+    });
+  }
+}
+
+void Observability::close_http_client(int fd) {
+  if (server_ != nullptr) server_->unwatch(fd);
+  close(fd);
+  http_clients_.erase(fd);
+}
+
+void Observability::on_http_readable(int fd) {
+  auto it = http_clients_.find(fd);
+  if (it == http_clients_.end()) return;
+  HttpClient& c = it->second;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      c.in.append(buf, static_cast<size_t>(n));
+      if (c.in.size() > kMaxHttpRequestBytes) break;
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      close_http_client(fd);
+      return;
+    }
+    break;
+  }
+  std::string status, body, type = "text/plain; charset=utf-8";
+  if (c.in.size() > kMaxHttpRequestBytes) {
+    status = "431 Request Header Fields Too Large";
+    body = "request too large\n";
+  } else if (c.in.find("\r\n\r\n") == std::string::npos && c.in.find("\n\n") == std::string::npos) {
+    return;  // wait for the rest of the headers
+  } else {
+    const std::string line = c.in.substr(0, c.in.find_first_of("\r\n"));
+    if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
+      status = "200 OK";
+      body = prometheus_text(stats());
+      type = "text/plain; version=0.0.4; charset=utf-8";
+    } else {
+      status = "404 Not Found";
+      body = "only GET /metrics is served here\n";
+    }
+  }
+  const std::string response = "HTTP/1.0 " + status + "\r\nContent-Type: " + type +
+                               "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+                               body;
+  // The answer is small (a few KiB per SA); give the socket at most 1 s rather than buffer per client.
+  timeval tv{1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  bool blocking = false;
+  size_t sent = 0;
+  const auto give_up = Clock::now() + std::chrono::seconds(2);  // a slow reader gets a cut answer, not the loop
+  while (sent < response.size() && Clock::now() < give_up) {
+    const ssize_t n = send(fd, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && !blocking) {
+      // Non-blocking socket full: wait for room, bounded by SO_SNDTIMEO.
+      const int fl = fcntl(fd, F_GETFL);
+      fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+      blocking = true;
+      continue;
+    }
+    break;
+  }
+  close_http_client(fd);
+}
+
+}  // namespace ov2

@@ -1,0 +1,121 @@
+// The daemon's observability and SaDeleteReq loop, driven from the control
+// server's event loop (ControlServer::watch), single-threaded:
+//
+//  - the BPF event ring (ov2_verdict's SA_DELETE_REQ events) and, every
+//    `tick` (a timerfd), the data plane's outbound delete requests (sequence
+//    space / hard lifetime used up) and the per-SA counters;
+//  - SaDeleteReq handling (DESIGN.md §1, issue 4.4): for a request on SA H an
+//    "sa-delete-req" event is raised; then, unless delete_on_request is off
+//    (config sa_delete_req.policy = "notify"), H and its matching SA of the
+//    other direction are deleted through ControlPlane::delete_sas with force
+//    (policies using them are deleted too; their policy-deleted events carry
+//    reason sa-delete-req / expired).  Requests for a handle already handled
+//    are coalesced (counted in "duplicates" of the next event).
+//    The matching SA of SA X: the other direction, same mode, same address
+//    family, endpoints swapped (its src == X.dst and its dst == X.src; an
+//    all-zero inbound src matches any); not an SA inside a bundle; if several
+//    match, the most recently added (highest handle); if none, only X goes.
+//    If X is the inner SA of a bundle, its tunnel SA goes with it.
+//  - monitor events via EventBus: SA/policy changes (listener), sa-delete-req,
+//    soft-expired / hard-expired (once per SA and limit, from counters vs
+//    the SA's lifetimes), replay-failures / auth-failures (at most one event
+//    per SA and kind per second, carrying the count since the last event),
+//    device-up/down and worker-up/down at start/stop;
+//  - the optional Prometheus listener (stats.prometheus_listen): GET /metrics
+//    only (anything else 404), requests bounded to 8 KiB, at most 8 clients,
+//    idle clients closed after 5 s.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+
+#include "control/control_plane.h"
+#include "control/event_bus.h"
+
+struct ov2_event;
+
+namespace ov2 {
+
+class ControlServer;
+class Dataplane;
+class EventReader;
+
+struct ObservabilityOptions {
+  bool delete_on_request = true;  // false: sa_delete_req.policy = "notify"
+  std::string prometheus_listen;  // "ADDR:PORT" or "[ADDR6]:PORT"; empty: no listener
+  std::chrono::milliseconds tick{500};
+  std::string wire;            // for device events
+  std::string offload_device;  // for device events
+};
+
+class Observability {
+ public:
+  // `plane` must outlive this object; `dataplane` may be null (no --wire);
+  // `events_fd` is BpfPrograms::events_fd() (not owned; -1: none).  Registers
+  // the event bus as a listener of `plane`.  Throws ov2::Error (e.g. the
+  // Prometheus address cannot be bound).
+  Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options);
+  ~Observability();
+  Observability(const Observability&) = delete;
+  Observability& operator=(const Observability&) = delete;
+
+  // Hooks into `server` (which must stay alive until detach()): watches the
+  // event ring, the timer and the HTTP listener, publishes events to monitor
+  // subscribers, and raises the device-up/worker-up events.
+  void attach(ControlServer& server);
+  // Raises device-down/worker-down, flushes subscribers and unhooks.  Idempotent.
+  void detach();
+
+  // The "stats" answer (stats_report.h).
+  nlohmann::json stats() const;
+  // For reload: switch between delete (true) and notify (false).
+  void set_delete_on_request(bool on) { options_.delete_on_request = on; }
+  EventBus& bus() { return bus_; }
+
+  // Handles one data-plane delete request for `handle` (public for tests).
+  // `cause` is SaDeleteReq (inbound, from the event ring) or Expired (outbound exhaustion).
+  void handle_delete_request(uint64_t handle, ChangeCause cause, const char* source);
+  // One timer tick (public for tests).
+  void on_tick();
+
+ private:
+  struct SaWatch {
+    std::chrono::steady_clock::time_point first_seen;
+    bool soft_reported = false;
+    bool hard_reported = false;
+    uint64_t replayed = 0, auth_failed = 0;         // last counter values
+    uint64_t replay_pending = 0, auth_pending = 0;  // not yet reported
+    std::chrono::steady_clock::time_point replay_last{}, auth_last{};
+  };
+
+  void on_ring_event(const ov2_event& event);
+  uint64_t matching_sa(const SaRecord& sa) const;
+  // Lifetime and failure events from the per-SA counters; `only` != 0: just that SA.
+  void check_counters(std::chrono::steady_clock::time_point now, uint64_t only = 0);
+  void open_http_listener();
+  void on_http_accept();
+  void on_http_readable(int fd);
+  void close_http_client(int fd);
+
+  ControlPlane& plane_;
+  Dataplane* dataplane_;
+  ObservabilityOptions options_;
+  EventBus bus_;
+  std::unique_ptr<EventReader> reader_;
+  int timer_fd_ = -1;
+  int http_fd_ = -1;
+  struct HttpClient {
+    std::string in;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::map<int, HttpClient> http_clients_;
+  ControlServer* server_ = nullptr;
+  std::map<uint64_t, uint64_t> requested_;  // handle -> duplicate requests since it was handled
+  std::map<uint64_t, SaWatch> watches_;
+};
+
+}  // namespace ov2

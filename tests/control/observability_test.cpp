@@ -1,0 +1,317 @@
+// Observability without BPF: the ControlPlane change listener, the monitor
+// event stream of the control server (publish, bounded queues, events-lost),
+// the stats/monitor ops, the Prometheus text, and the SaDeleteReq handling
+// (matching SA, coalescing, notify) over a FakeEngine.
+#include "control/observability.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "control/control_client.h"
+#include "control/control_plane.h"
+#include "control/control_server.h"
+#include "control/event_bus.h"
+#include "control/request_handler.h"
+#include "control/stats_report.h"
+#include "fake_engine.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+namespace {
+
+using nlohmann::json;
+using test::FakeEngine;
+using test::gcm_sa;
+using ::testing::HasSubstr;
+
+struct Recorder : ControlPlane::Listener {
+  std::vector<ChangeEvent> seen;
+  void on_change(const ChangeEvent& e) override { seen.push_back(e); }
+};
+
+PolicySpec protect(Direction dir, uint64_t sa, const char* src, const char* dst) {
+  PolicySpec p;
+  p.dir = dir;
+  p.src = IpPrefix::parse(src);
+  p.dst = IpPrefix::parse(dst);
+  p.action = PolicyAction::Protect;
+  p.sa_handle = sa;
+  return p;
+}
+
+TEST(ControlPlaneListener, ReportsEachSuccessfulChangeInOrderAndNothingForFailures) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  Recorder rec;
+  plane.add_listener(&rec);
+  plane.add_listener(&rec);  // twice: still told once
+  const uint64_t sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000));
+  const uint32_t id = plane.add_policy(protect(Direction::Out, sa, "10.1.0.0/24", "10.2.0.0/24"));
+  EXPECT_THROW(plane.delete_sas({sa}, false), Error);  // used by a policy: refused, no event
+  EXPECT_THROW(plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000)), Error);
+  plane.delete_sas({sa}, true, ChangeCause::SaDeleteReq);
+  ASSERT_EQ(rec.seen.size(), 4u);
+  EXPECT_EQ(rec.seen[0].kind, ChangeKind::SaAdded);
+  EXPECT_EQ(rec.seen[0].sa_handle, sa);
+  EXPECT_EQ(rec.seen[1].kind, ChangeKind::PolicyAdded);
+  EXPECT_EQ(rec.seen[1].policy_id, id);
+  EXPECT_EQ(rec.seen[2].kind, ChangeKind::PolicyDeleted);  // --force: the policy goes first
+  EXPECT_EQ(rec.seen[2].cause, ChangeCause::SaDeleteReq);
+  EXPECT_EQ(rec.seen[3].kind, ChangeKind::SaDeleted);
+  EXPECT_EQ(rec.seen[3].cause, ChangeCause::SaDeleteReq);
+  EXPECT_STREQ(change_kind_name(rec.seen[3].kind), "sa-deleted");
+  EXPECT_STREQ(change_cause_name(rec.seen[3].cause), "sa-delete-req");
+  plane.remove_listener(&rec);
+  plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2000));
+  EXPECT_EQ(rec.seen.size(), 4u);
+}
+
+// Observability over a FakeEngine (no data plane, no BPF), events collected from its bus.
+struct DeleteReqFixture : ::testing::Test {
+  FakeEngine engine;
+  ControlPlane plane{engine, 64};
+  std::unique_ptr<Observability> obs;
+  std::vector<json> events;
+  void make(bool delete_on_request) {
+    ObservabilityOptions o;
+    o.delete_on_request = delete_on_request;
+    obs = std::make_unique<Observability>(plane, nullptr, -1, o);
+    obs->bus().set_sink([this](const json& e) { events.push_back(e); });
+  }
+  std::vector<std::string> kinds() const {
+    std::vector<std::string> out;
+    for (const auto& e : events) out.push_back(e.at("event").get<std::string>());
+    return out;
+  }
+};
+
+TEST_F(DeleteReqFixture, DeletesTheInboundSaAndTheNewestOutboundSaWithSwappedEndpoints) {
+  make(true);
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  const uint64_t old_out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  const uint64_t new_out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1002));
+  const uint64_t other_peer = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x1003));
+  const uint64_t transport = plane.add_sa(gcm_sa(Direction::Out, Mode::Transport, "192.0.2.1", "192.0.2.2", 0x1004));
+  const uint32_t pin = plane.add_policy(protect(Direction::In, in, "10.2.0.0/24", "10.1.0.0/24"));
+  events.clear();
+
+  obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");
+  obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");  // duplicate: coalesced
+
+  EXPECT_EQ(plane.sas().find(in), nullptr);
+  EXPECT_EQ(plane.sas().find(new_out), nullptr);
+  EXPECT_NE(plane.sas().find(old_out), nullptr);
+  EXPECT_NE(plane.sas().find(other_peer), nullptr);
+  EXPECT_NE(plane.sas().find(transport), nullptr);  // other mode
+  EXPECT_EQ(plane.spd().find(pin), nullptr);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("sa-delete-req", "policy-deleted", "sa-deleted", "sa-deleted"));
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(in));
+  EXPECT_EQ(events[0].at("matching"), handle_to_string(new_out));
+  EXPECT_EQ(events[0].at("action"), "delete");
+  EXPECT_EQ(events[0].at("policies"), json::array({pin}));
+  EXPECT_EQ(events[1].at("reason"), "sa-delete-req");
+  EXPECT_EQ(events[2].at("reason"), "sa-delete-req");
+  EXPECT_EQ(events[2].at("dir"), "in");  // described although gone
+}
+
+TEST_F(DeleteReqFixture, OutboundExhaustionDeletesItsInboundTwinWithReasonExpired) {
+  make(true);
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  events.clear();
+  obs->handle_delete_request(out, ChangeCause::Expired, "outbound-exhausted");
+  EXPECT_EQ(plane.sas().size(), 0u);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].at("matching"), handle_to_string(in));
+  EXPECT_EQ(events[1].at("reason"), "expired");
+}
+
+TEST_F(DeleteReqFixture, WithoutAMatchOnlyTheRequestingSaGoes) {
+  make(true);
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  const uint64_t unrelated = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.7", 0x1001));
+  events.clear();
+  obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");
+  EXPECT_EQ(plane.sas().find(in), nullptr);
+  EXPECT_NE(plane.sas().find(unrelated), nullptr);
+  EXPECT_FALSE(events.at(0).contains("matching"));
+}
+
+TEST_F(DeleteReqFixture, NotifyPolicyRaisesTheEventOnceAndDeletesNothing) {
+  make(false);
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  events.clear();
+  for (int i = 0; i < 5; ++i) obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");
+  EXPECT_EQ(plane.sas().size(), 2u);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("action"), "notify");
+  EXPECT_FALSE(events[0].contains("policies"));
+}
+
+TEST(EventBus, HumanLineStartsWithTimeEventAndHandle) {
+  const json e = {
+      {"time", "2026-11-25T16:40:01Z"}, {"event", "sa-deleted"}, {"handle", "0x2000001"}, {"reason", "sa-delete-req"}};
+  EXPECT_EQ(event_human_line(e), "2026-11-25T16:40:01Z sa-deleted 0x2000001 reason=sa-delete-req");
+  EXPECT_THAT(utc_timestamp_now(), ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"));
+}
+
+TEST(StatsReport, WithoutDataPlaneListsSasWithZeroCountersAndSaysSo) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t h = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  RequestHandler handler(plane);
+  const json answer = json::parse(handler.handle_line(R"({"version":1,"op":"stats"})"));
+  ASSERT_TRUE(answer.at("ok").get<bool>()) << answer.dump();
+  EXPECT_THAT(answer.dump(), ::testing::Not(HasSubstr("0c0d0e0f1011")));  // gcm_sa's key
+  const json& stats = answer.at("stats");
+  EXPECT_FALSE(stats.at("dataplane").at("running").get<bool>());
+  EXPECT_THAT(stats.at("dataplane").at("note").get<std::string>(), HasSubstr("not running"));
+  ASSERT_EQ(stats.at("sas").size(), 1u);
+  EXPECT_EQ(stats.at("sas")[0].at("handle"), handle_to_string(h));
+  EXPECT_EQ(stats.at("sas")[0].at("packets"), 0);
+  EXPECT_EQ(stats.at("sas")[0].at("errors").at("auth-failed"), 0);
+  EXPECT_EQ(stats.at("sas")[0].at("errors").size(), 14u);  // every esp::Reason but ok
+
+  const std::string prom = prometheus_text(stats);
+  const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? [0-9]+$)");
+  std::istringstream lines(prom);
+  std::string line;
+  while (std::getline(lines, line))
+    EXPECT_TRUE(line.rfind("# HELP ipsecov2_", 0) == 0 || line.rfind("# TYPE ipsecov2_", 0) == 0 ||
+                std::regex_match(line, sample))
+        << line;
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_dataplane_running 0\n"));
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_sas 1\n"));
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_sa_packets_total{handle=\"" + handle_to_string(h) +
+                              "\",dir=\"in\",spi=\"0x2001\"} 0\n"));
+  EXPECT_THAT(prom, HasSubstr("# TYPE ipsecov2_sa_errors_total counter\n"));
+  EXPECT_EQ(crypto_status_ndis_name(3), "CRYPTO_TRANSPORT_ESP_AUTH_FAILED");
+}
+
+// The control server with a monitor subscriber; events are published from the
+// server's own thread (a watched eventfd), as the daemon does.
+class StreamFixture : public ::testing::Test {
+ protected:
+  void start(size_t max_queue) {
+    char tmpl[] = "/tmp/ov2obs-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    base_ = tmpl;
+    ControlServerOptions opts;
+    opts.path = base_ + "/ctl.sock";
+    opts.max_stream_queue_bytes = max_queue;
+    path_ = opts.path;
+    server_ = std::make_unique<ControlServer>(opts, [this](std::string_view l) { return handler_.handle_line(l); });
+    server_->set_stream_detector([](std::string_view a) { return a.find("\"stream\":\"monitor\"") != a.npos; });
+    publish_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    server_->watch(publish_fd_, [this] {
+      uint64_t n = 0;
+      (void)!read(publish_fd_, &n, sizeof n);
+      for (uint64_t i = 0; i < n; ++i) server_->publish(json{{"event", "test"}, {"seq", next_seq_++}}.dump());
+    });
+    stop_fd_ = eventfd(0, EFD_CLOEXEC);
+    thread_ = std::thread([this] { server_->run(stop_fd_); });
+  }
+  void TearDown() override {
+    if (thread_.joinable()) {
+      uint64_t one = 1;
+      (void)!write(stop_fd_, &one, sizeof one);
+      thread_.join();
+    }
+    server_.reset();
+    for (int fd : {stop_fd_, publish_fd_})
+      if (fd >= 0) close(fd);
+    if (!base_.empty()) std::filesystem::remove_all(base_);
+  }
+  void publish(uint64_t n) { (void)!write(publish_fd_, &n, sizeof n); }
+  int subscribe() {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path_.c_str());
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const int small = 4096;  // a small receive buffer makes a non-reader fill up fast
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    timeval tv{3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const std::string req = "{\"version\":1,\"op\":\"monitor\"}\n";
+    EXPECT_EQ(send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+    EXPECT_THAT(read_line(fd), HasSubstr("\"stream\":\"monitor\""));
+    return fd;
+  }
+  static std::string read_line(int fd) {
+    std::string line;
+    char c;
+    while (recv(fd, &c, 1, 0) == 1) {
+      if (c == '\n') return line;
+      line += c;
+    }
+    return line;
+  }
+
+  FakeEngine engine_;
+  ControlPlane plane_{engine_, 64};
+  RequestHandler handler_{plane_};
+  std::unique_ptr<ControlServer> server_;
+  std::thread thread_;
+  int stop_fd_ = -1, publish_fd_ = -1;
+  uint64_t next_seq_ = 0;
+  std::string base_, path_;
+};
+
+TEST_F(StreamFixture, SubscriberGetsPublishedLinesInOrderAndOtherClientsStillGetAnswers) {
+  start(256 * 1024);
+  const int fd = subscribe();
+  publish(3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(json::parse(read_line(fd)).at("seq"), i);
+  // An ordinary request on another connection is answered meanwhile.
+  ControlClient client(path_);
+  EXPECT_TRUE(client.call({{"op", "caps"}}).at("ok").get<bool>());
+  // Input after the monitor request is ignored, the stream goes on.
+  const std::string junk = "{\"version\":1,\"op\":\"caps\"}\n";
+  (void)!send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+  publish(1);
+  EXPECT_EQ(json::parse(read_line(fd)).at("seq"), 3);
+  close(fd);
+}
+
+TEST_F(StreamFixture, SlowSubscriberLosesEventsAndIsToldHowMany) {
+  start(2048);  // bytes queued in the daemon per subscriber
+  const int fd = subscribe();
+  publish(5000);  // ~30 bytes each: far more than the socket buffers and the queue hold
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // Now read everything; once there is room again the next line says how many were lost.
+  std::vector<json> got;
+  timeval tv{0, 300000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (;;) {
+    const std::string line = read_line(fd);
+    if (line.empty()) break;
+    got.push_back(json::parse(line));
+  }
+  publish(1);
+  tv = {3, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const json lost = json::parse(read_line(fd));
+  const json last = json::parse(read_line(fd));
+  ASSERT_EQ(lost.at("event"), "events-lost") << lost.dump();
+  EXPECT_EQ(last.at("seq"), 5000);
+  // Everything is accounted for: received + lost == published before the last one.
+  EXPECT_EQ(got.size() + lost.at("count").get<size_t>(), 5000u);
+  EXPECT_LT(got.size(), 5000u);
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].at("seq"), i);  // what arrived is in order, a prefix
+  close(fd);
+}
+
+}  // namespace
+}  // namespace ov2

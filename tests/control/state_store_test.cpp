@@ -1,0 +1,295 @@
+// The state file (control/state_store.h) and restoring it into a control plane:
+// round trip with keys, file and directory modes, atomic replacement, every
+// kind of bad file refused with the file name and the problem (never key
+// bytes), and ControlPlane::restore keeping handles/ids, continuing the
+// sequences and rolling back completely when the engine fails midway.
+#include "control/state_store.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "control/control_plane.h"
+#include "fake_engine.h"
+#include "model/sa_json.h"
+
+namespace ov2 {
+namespace {
+
+using test::FakeEngine;
+using test::gcm_sa;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const char* kKeyHex = "000102030405060708090a0b0c0d0e0f10111213";  // gcm_sa's key
+
+PolicySpec protect(Direction dir, const char* src, const char* dst, uint64_t sa) {
+  PolicySpec p;
+  p.dir = dir;
+  p.src = IpPrefix::parse(src);
+  p.dst = IpPrefix::parse(dst);
+  p.action = PolicyAction::Protect;
+  p.sa_handle = sa;
+  return p;
+}
+
+// Two SAs (handles of sequence 3 and 5), a bundle-free tunnel, two policies.
+DaemonState sample_state() {
+  DaemonState s;
+  s.next_sa_sequence = 7;
+  s.next_policy_id = 9;
+  s.sas.push_back({(uint64_t{3} << 24) | 0, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001),
+                   uint64_t{5} << 16});
+  s.sas.push_back({(uint64_t{5} << 24) | 2, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001), 0});
+  s.policies.push_back({4, protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", s.sas[0].handle)});
+  s.policies.push_back({8, protect(Direction::In, "10.2.0.0/24", "10.1.0.0/24", s.sas[1].handle)});
+  return s;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = std::filesystem::temp_directory_path() / ("ov2-state-test-" + std::to_string(getpid()));
+    std::filesystem::remove_all(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+TEST(StateFile, RoundTripKeepsHandlesIdsSequencesMarksAndKeys) {
+  const DaemonState s = sample_state();
+  std::string text = serialize_state(s);
+  EXPECT_THAT(text, HasSubstr(kKeyHex));  // keys in hex, like the kernel SAD keeps them
+  const DaemonState back = parse_state(text, "state.json");
+  EXPECT_EQ(back.next_sa_sequence, 7u);
+  EXPECT_EQ(back.next_policy_id, 9u);
+  ASSERT_EQ(back.sas.size(), 2u);
+  EXPECT_EQ(back.sas[0].handle, s.sas[0].handle);
+  EXPECT_EQ(back.sas[1].handle, s.sas[1].handle);
+  EXPECT_EQ(back.sas[0].seq_mark, uint64_t{5} << 16);
+  EXPECT_EQ(back.sas[0].spec.spi, 0x1001u);
+  EXPECT_EQ(back.sas[0].spec.enc, EncAlg::AesGcm128);
+  ASSERT_EQ(back.sas[0].spec.enc_key.size(), 20u);
+  EXPECT_TRUE(std::equal(back.sas[0].spec.enc_key.span().begin(), back.sas[0].spec.enc_key.span().end(),
+                         s.sas[0].spec.enc_key.span().begin()));
+  ASSERT_EQ(back.policies.size(), 2u);
+  EXPECT_EQ(back.policies[1].id, 8u);
+  EXPECT_EQ(back.policies[1].spec.sa_handle, s.sas[1].handle);
+  wipe_string(text);
+  EXPECT_TRUE(text.empty());
+}
+
+TEST(StateFile, CbcHmacSaRoundTripsBothKeys) {
+  DaemonState s;
+  s.next_sa_sequence = 2;
+  SaSpec sa = gcm_sa(Direction::Out, Mode::Transport, "192.0.2.1", "192.0.2.2", 0x777);
+  sa.enc = EncAlg::AesCbc128;
+  sa.enc_key = SecureBytes::from_hex("cb0cb0cb0cb0cb0cb0cb0cb0cb0cb0cb");
+  sa.auth = AuthAlg::HmacSha256;
+  sa.auth_key = SecureBytes::from_hex("aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11aa11");
+  s.sas.push_back({uint64_t{1} << 24, sa, 0});
+  const DaemonState back = parse_state(serialize_state(s), "x");
+  ASSERT_EQ(back.sas.size(), 1u);
+  EXPECT_EQ(back.sas[0].spec.auth, AuthAlg::HmacSha256);
+  EXPECT_EQ(back.sas[0].spec.auth_key.size(), 32u);
+  EXPECT_EQ(back.sas[0].spec.enc_key.size(), 16u);
+}
+
+TEST(StateFile, SaveWritesMode0600InA0700DirectoryAndReplacesAtomically) {
+  TempDir dir;
+  StateStore store(dir.str() + "/state");
+  struct stat st{};
+  ASSERT_EQ(stat((dir.str() + "/state").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  EXPECT_FALSE(store.load().has_value());
+  store.save(sample_state());
+  ASSERT_EQ(stat(store.path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_FALSE(std::filesystem::exists(store.path() + ".tmp"));
+  DaemonState s = sample_state();
+  s.policies.pop_back();
+  store.save(s);
+  const auto back = store.load();
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->policies.size(), 1u);
+}
+
+TEST(StateFile, AnOpenStateDirectoryIsTightenedTo0750) {
+  TempDir dir;
+  std::filesystem::create_directories(dir.str() + "/open");
+  chmod((dir.str() + "/open").c_str(), 0777);
+  StateStore store(dir.str() + "/open");
+  struct stat st{};
+  ASSERT_EQ(stat((dir.str() + "/open").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0750u);
+}
+
+TEST(StateFile, ASecondStoreOnTheSameDirectoryIsRefusedUntilTheFirstIsGone) {
+  TempDir dir;
+  {
+    StateStore first(dir.str());
+    EXPECT_THAT(error_of([&] { StateStore second(dir.str()); }),
+                HasSubstr("another ipsecov2d uses the state directory " + dir.str()));
+  }
+  StateStore again(dir.str());  // the lock went with the first store
+}
+
+TEST(StateFile, MoveAsideRenamesToBadTimestamp) {
+  TempDir dir;
+  StateStore store(dir.str());
+  std::ofstream(store.path()) << "garbage";
+  const std::string aside = store.move_aside();
+  EXPECT_THAT(aside, HasSubstr(store.path() + ".bad-20"));
+  EXPECT_FALSE(std::filesystem::exists(store.path()));
+  EXPECT_EQ(slurp(aside), "garbage");
+}
+
+// Every kind of bad file: refused with "NAME: problem"; never the key bytes.
+TEST(StateFile, BadFilesAreRefusedNamingTheFileAndTheProblem) {
+  const std::string good = serialize_state(sample_state());
+  auto edit = [&](const std::function<void(nlohmann::json&)>& change) {
+    nlohmann::json j = nlohmann::json::parse(good);
+    change(j);
+    return j.dump();
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {good.substr(0, good.size() / 2), "/s/state.json: is not valid JSON (truncated or corrupt)"},
+      {"", "/s/state.json: is not valid JSON"},
+      {edit([](auto& j) { j["magic"] = "strongswan"; }), "is not an ipsecov2 state file"},
+      {edit([](auto& j) { j["version"] = 2; }), "has state file version 2; this daemon reads version 1"},
+      {edit([](auto& j) { j.erase("next_sa_sequence"); }), "the file has no 'next_sa_sequence'"},
+      {edit([](auto& j) { j["next_sa_sequence"] = 4; }),
+       "SA #2: handle 0x5000002 is not below the saved handle sequence (next_sa_sequence 4): inconsistent file"},
+      {edit([](auto& j) { j["sas"][1]["handle"] = j["sas"][0]["handle"]; }), "SA #2: handle 0x3000000 appears twice"},
+      {edit([](auto& j) { j["sas"][0]["spec"]["key"] = "0011"; }), "SA #1: "},
+      {edit([](auto& j) { j["sas"][0]["spec"]["bogus"] = 1; }), "SA #1: unknown SA field 'bogus'"},
+      {edit([](auto& j) { j["sas"][1]["spec"]["spi"] = 0x1001; j["sas"][1]["spec"]["dir"] = "out";
+                          j["sas"][1]["spec"]["dst"] = "192.0.2.2"; j["sas"][1]["spec"]["src"] = "192.0.2.1"; }),
+       "another SA has the same SPI, destination and direction"},
+      {edit([](auto& j) { j["sas"][1]["spec"]["inner"] = "0x3000000"; }), "its bundle's inner SA 0x3000000"},
+      {edit([](auto& j) { j["policies"][1]["id"] = 4; }), "policy #2: id 4 is 0, appears twice"},
+      {edit([](auto& j) { j["policies"][0]["id"] = 9; }), "policy #1: id 9 is 0, appears twice or is not below"},
+      {edit([](auto& j) { j["policies"].push_back(j["policies"][0]); j["policies"][2]["id"] = 5;
+                          j["policies"][2]["spec"]["sa"] = "0x4000000"; }),
+       "policy #3 (id 5) protects with SA 0x4000000, which is not in the file"},
+      {edit([](auto& j) { j["policies"][0]["spec"]["sa"] = j["sas"][1]["handle"]; }),
+       "policy #1 (id 4) protects with SA 0x5000002, which is not in the file or of the other direction"},
+      {edit([](auto& j) { j["sas"] = 3; }), "'sas' and 'policies' must be lists"},
+  };
+  for (const auto& [text, message] : cases) {
+    SCOPED_TRACE(message);
+    const std::string err = error_of([&] { parse_state(text, "/s/state.json"); });
+    EXPECT_THAT(err, HasSubstr("/s/state.json: "));
+    EXPECT_THAT(err, HasSubstr(message));
+    EXPECT_THAT(err, Not(HasSubstr("0405060708")));
+  }
+}
+
+TEST(StateRestore, RestoresHandlesAndIdsAndContinuesTheSequences) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 64);
+  const DaemonState s = sample_state();
+  std::vector<SaRecord> sas;
+  for (const auto& sa : s.sas) sas.push_back({sa.handle, sa.spec, 0});
+  bool called_between = false;
+  plane.restore(sas, s.policies, s.next_sa_sequence, s.next_policy_id, [&] {
+    called_between = engine.installed.size() == 2 && engine.outbound.empty() && engine.inbound.empty();
+  });
+  EXPECT_TRUE(called_between);  // SAs in, no policy steering to them yet
+  ASSERT_EQ(plane.sas().size(), 2u);
+  EXPECT_NE(plane.sas().find(s.sas[1].handle), nullptr);
+  ASSERT_EQ(engine.outbound.size(), 1u);
+  EXPECT_EQ(engine.outbound[0].id, 4u);
+  EXPECT_EQ(engine.outbound[0].offload_handle, s.sas[0].handle);
+  ASSERT_EQ(engine.inbound.size(), 1u);
+  EXPECT_EQ(engine.inbound[0].id, 8u);
+
+  // New handles: sequence 7 (the saved next), a free slot (0 and 2 are taken: 1).
+  const uint64_t h = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x3001));
+  EXPECT_EQ(h >> 24, 7u);
+  EXPECT_EQ(handle_slot(h), 1u);
+  const uint64_t h2 = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.8", 0x3002));
+  EXPECT_EQ(handle_slot(h2), 3u);
+  EXPECT_EQ(plane.add_policy(protect(Direction::Out, "10.3.0.0/24", "10.4.0.0/24", h)), 9u);
+}
+
+TEST(StateRestore, EngineFailureMidwayRollsEverythingBack) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 64);
+  const DaemonState s = sample_state();
+  std::vector<SaRecord> sas;
+  for (const auto& sa : s.sas) sas.push_back({sa.handle, sa.spec, 0});
+  // The first SA goes in, the second is refused (same SPI/destination/direction as the first).
+  std::vector<SaRecord> clash = sas;
+  clash[1].spec = clash[0].spec;
+  const std::string err = error_of([&] { plane.restore(clash, {}, 7, 9, nullptr); });
+  EXPECT_THAT(err, HasSubstr("exists already"));
+  EXPECT_EQ(engine.add_calls.size(), 1u);
+  EXPECT_EQ(engine.delete_calls, std::vector<uint64_t>{s.sas[0].handle});
+  EXPECT_TRUE(engine.installed.empty());
+  EXPECT_EQ(plane.sas().size(), 0u);
+
+  FakeEngine engine2;
+  ControlPlane plane2(engine2, 64);
+  engine2.fail_next_spd = true;  // policies fail after both SAs are in
+  const std::string err2 = error_of([&] {
+    plane2.restore(sas, s.policies, s.next_sa_sequence, s.next_policy_id, nullptr);
+  });
+  EXPECT_THAT(err2, HasSubstr("injected SPD failure"));
+  EXPECT_EQ(plane2.sas().size(), 0u);
+  EXPECT_TRUE(plane2.spd().list().empty());
+  EXPECT_TRUE(engine2.installed.empty());
+  EXPECT_TRUE(engine2.outbound.empty());
+
+  FakeEngine engine3;
+  ControlPlane plane3(engine3, 64);
+  const std::string err3 = error_of([&] {
+    plane3.restore(sas, s.policies, s.next_sa_sequence, s.next_policy_id,
+                   [&] { engine3.fail_next_add = true; fail(ErrorCode::Internal, "between"); });
+  });
+  EXPECT_EQ(err3, "between");
+  EXPECT_TRUE(engine3.installed.empty());
+  EXPECT_EQ(plane3.sas().size(), 0u);
+}
+
+TEST(StateRestore, ASlotBeyondTheCapacityIsRefusedAndNothingStays) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 4);
+  DaemonState s = sample_state();
+  s.sas[1].handle = (uint64_t{5} << 24) | 9;
+  s.policies[1].spec.sa_handle = s.sas[1].handle;
+  std::vector<SaRecord> sas;
+  for (const auto& sa : s.sas) sas.push_back({sa.handle, sa.spec, 0});
+  const std::string err = error_of([&] { plane.restore(sas, s.policies, 7, 9, nullptr); });
+  EXPECT_THAT(err, HasSubstr("saved SA handle 0x5000009 is not a handle this daemon can use"));
+  EXPECT_TRUE(engine.installed.empty());
+  EXPECT_EQ(plane.sas().size(), 0u);
+}
+
+}  // namespace
+}  // namespace ov2

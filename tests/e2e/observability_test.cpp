@@ -1,0 +1,605 @@
+// End-to-end tests of observability and the SaDeleteReq loop: two REAL
+// ipsecov2d daemons (hosts A and B in their own network namespaces, joined by
+// a bridge in a third namespace M, as scripts/demo.sh does), SAs and policies
+// installed with the REAL ipsecov2ctl, real ICMP traffic through ESP, and
+// then `stats --json`, `stats --prometheus`, `monitor --json`, the
+// Prometheus HTTP listener, and SA deletion on a hard lifetime.
+//
+// Needs root.  Namespaces are named ov2o<pid><letter>; the daemons' files
+// live in /tmp/ov2o<pid>; everything is removed also when a test fails.
+#include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string kDaemon = OV2_BINARY_DIR "/ctl/ipsecov2d";
+const std::string kCtl = OV2_BINARY_DIR "/ctl/ipsecov2ctl";
+// Key material: searched for in every output (AES-GCM-128 key || salt).
+const std::string kKeyAB = "0badc0de0badc0de0badc0de0badc0de11223344";
+const std::string kKeyBA = "feedfacefeedfacefeedfacefeedface55667788";
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+};
+
+// Runs a shell command line, bounded to 30 s; stdout captured, stderr to stdout.
+Result sh(const std::string& command) {
+  Result r;
+  FILE* p = popen(("timeout 30 /bin/bash -c '" + command + "' 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Starts argv with stdout+stderr to `log`; returns the pid.
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+void stop(pid_t& pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 100; ++i) {
+    if (waitpid(pid, nullptr, WNOHANG) == pid) {
+      pid = -1;
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  pid = -1;
+}
+
+// JSON lines of a file (monitor --json output); incomplete last line ignored.
+std::vector<json> json_lines(const std::string& path) {
+  std::vector<json> out;
+  std::istringstream in(slurp(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      out.push_back(json::parse(line));
+    } catch (...) {
+    }
+  }
+  return out;
+}
+
+// Hosts A (10.1.0.1 behind 192.0.2.1) and B (10.2.0.1 behind 192.0.2.2), each
+// with its own ipsecov2d on its wire, the wire a bridge in M.
+class TwoHosts {
+ public:
+  explicit TwoHosts(const std::string& config_text = "") {
+    try {
+      setup(config_text);
+    } catch (...) {
+      cleanup();
+      throw;
+    }
+  }
+  ~TwoHosts() { cleanup(); }
+
+  std::string ns(char h) const { return tag_ + h; }
+  std::string in(char h) const { return "nsenter --net=/run/netns/" + ns(h) + " "; }
+  std::string sock(char h) const { return dir_ + "/" + h + ".sock"; }
+  std::string dir() const { return dir_; }
+  // ipsecov2ctl for host h (a Unix socket path: no namespace needed).
+  Result ctl(char h, const std::string& args) const { return sh(kCtl + " --socket " + sock(h) + " " + args); }
+  std::string daemon_log(char h) const { return slurp(dir_ + "/" + h + ".log"); }
+
+  // Routes into ov2, and a throw-away tunnel that carries pings until they
+  // pass: the workers' first ESP packet to a next hop waits for its MAC and
+  // is dropped, so the tests' counted packets must not be the first ones.
+  void warm_up() {
+    const std::string mtu = std::to_string(1500 - 105);  // wire MTU - worst-case ESP overhead
+    ASSERT_EQ(sh(in('a') + "ip route add 10.2.0.0/24 dev ov2 src 10.1.0.1 mtu " + mtu).exit_code, 0);
+    ASSERT_EQ(sh(in('b') + "ip route add 10.1.0.0/24 dev ov2 src 10.2.0.1 mtu " + mtu).exit_code, 0);
+    ASSERT_NO_FATAL_FAILURE(install_sas_and_policies("0x9001", "0x9002", ""));
+    const Result warm = ping(4);
+    ASSERT_THAT(warm.out, ::testing::ContainsRegex(" [1-4] received")) << warm.out;
+    ASSERT_EQ(ctl('a', "sa del --force " + out_a + " " + in_a).exit_code, 0);
+    ASSERT_EQ(ctl('b', "sa del --force " + out_b + " " + in_b).exit_code, 0);
+  }
+
+  // The tunnel of scripts/demo.sh (after warm_up()); `in_b_extra` is added to
+  // B's inbound SA, `out_a_extra` to A's outbound SA.
+  void install_tunnel(const std::string& in_b_extra = "", const std::string& out_a_extra = "") {
+    install_sas_and_policies("0x1001", "0x2001", in_b_extra, out_a_extra);
+  }
+
+  void install_sas_and_policies(const std::string& spi_ab, const std::string& spi_ba, const std::string& in_b_extra,
+                                const std::string& out_a_extra = "") {
+    out_a = trim(ctl('a', "sa add --dir out --mode tunnel --src 192.0.2.1 --dst 192.0.2.2 --spi " + spi_ab +
+                              " "
+                              "--aead aes-gcm-128 --key-file " +
+                              dir_ + "/k_ab " + out_a_extra)
+                     .out);
+    in_a = trim(ctl('a', "sa add --dir in --mode tunnel --src 192.0.2.2 --dst 192.0.2.1 --spi " + spi_ba +
+                             " "
+                             "--aead aes-gcm-128 --key-file " +
+                             dir_ + "/k_ba")
+                    .out);
+    out_b = trim(ctl('b', "sa add --dir out --mode tunnel --src 192.0.2.2 --dst 192.0.2.1 --spi " + spi_ba +
+                              " "
+                              "--aead aes-gcm-128 --key-file " +
+                              dir_ + "/k_ba")
+                     .out);
+    in_b = trim(ctl('b', "sa add --dir in --mode tunnel --src 192.0.2.1 --dst 192.0.2.2 --spi " + spi_ab +
+                             " "
+                             "--aead aes-gcm-128 --key-file " +
+                             dir_ + "/k_ab " + in_b_extra)
+                    .out);
+    for (const auto* h : {&out_a, &in_a, &out_b, &in_b}) ASSERT_EQ(h->rfind("0x", 0), 0u) << *h;
+    ASSERT_EQ(
+        ctl('a', "policy add --dir out --src 10.1.0.0/24 --dst 10.2.0.0/24 --action protect --sa " + out_a).exit_code,
+        0);
+    ASSERT_EQ(
+        ctl('a', "policy add --dir in --src 10.2.0.0/24 --dst 10.1.0.0/24 --action protect --sa " + in_a).exit_code, 0);
+    ASSERT_EQ(
+        ctl('b', "policy add --dir out --src 10.2.0.0/24 --dst 10.1.0.0/24 --action protect --sa " + out_b).exit_code,
+        0);
+    ASSERT_EQ(
+        ctl('b', "policy add --dir in --src 10.1.0.0/24 --dst 10.2.0.0/24 --action protect --sa " + in_b).exit_code, 0);
+  }
+
+  // `count` pings A -> B, 0.2 s apart; returns ping's output.
+  Result ping(int count) const {
+    return sh(in('a') + "ping -n -c " + std::to_string(count) + " -i 0.2 -W 1 -I 10.1.0.1 10.2.0.1");
+  }
+
+  // Starts `ipsecov2ctl monitor --json` on host h into a file; returns its path.
+  std::string start_monitor(char h) {
+    const std::string path = dir_ + "/monitor-" + h + ".jsonl";
+    monitors_.push_back(spawn({kCtl, "--socket", sock(h), "monitor", "--json"}, path));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // connected and subscribed
+    return path;
+  }
+
+  // SIGTERM to host h's daemon; waits for it to exit.
+  void stop_daemon(char h) { stop(daemons_.at(h == 'a' ? 0 : 1)); }
+
+  std::string out_a, in_a, out_b, in_b;
+
+ private:
+  void setup(const std::string& config_text) {
+    tag_ = "ov2o" + std::to_string(getpid());
+    dir_ = "/tmp/" + tag_;
+    remove_namespaces();  // leftovers of a crashed run with the same pid
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    std::filesystem::permissions(dir_, std::filesystem::perms::owner_all);
+    std::ofstream(dir_ + "/k_ab") << kKeyAB;
+    std::ofstream(dir_ + "/k_ba") << kKeyBA;
+    std::string config_arg;
+    if (!config_text.empty()) {
+      std::ofstream(dir_ + "/d.conf") << config_text;
+      config_arg = dir_ + "/d.conf";
+    }
+    const std::string script = "set -e; A=" + ns('a') + "; B=" + ns('b') + "; M=" + ns('m') +
+                               "; ip netns add $A; ip netns add $B; ip netns add $M;"
+                               " ip link add wa netns $A type veth peer name pa netns $M;"
+                               " ip link add wb netns $B type veth peer name pb netns $M;"
+                               " ip -n $M link add br0 type bridge;"
+                               " for p in pa pb; do ip -n $M link set $p master br0; ip -n $M link set $p up; done;"
+                               " ip -n $M link set br0 up;"
+                               " for n in $A $B $M; do ip -n $n link set lo up;"
+                               "   nsenter --net=/run/netns/$n sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                               "net.ipv6.conf.default.disable_ipv6=1; done;"
+                               " ip -n $A addr add 192.0.2.1/24 dev wa; ip -n $B addr add 192.0.2.2/24 dev wb;"
+                               " ip -n $A link set wa up; ip -n $B link set wb up;"
+                               " ip -n $A addr add 10.1.0.1/32 dev lo; ip -n $B addr add 10.2.0.1/32 dev lo";
+    namespaces_ = true;
+    const Result r = sh(script);
+    if (r.exit_code != 0) throw std::runtime_error("topology: " + r.out);
+    for (char h : {'a', 'b'}) {
+      std::vector<std::string> argv = {"/usr/bin/nsenter",
+                                       "--net=/run/netns/" + ns(h),
+                                       kDaemon,
+                                       "--wire",
+                                       std::string("w") + h,
+                                       "--socket",
+                                       sock(h),
+                                       "--state-dir",
+                                       dir_ + "/state-" + h,
+                                       "--no-restore"};
+      if (!config_arg.empty()) {
+        argv.push_back("--config");
+        argv.push_back(config_arg);
+      }
+      daemons_.push_back(spawn(argv, dir_ + "/" + h + ".log"));
+    }
+    for (char h : {'a', 'b'}) {
+      bool up = false;
+      for (int i = 0; i < 200 && !up; ++i) {
+        up = std::filesystem::exists(sock(h));
+        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (!up) throw std::runtime_error(std::string("ipsecov2d ") + h + " did not start: " + daemon_log(h));
+    }
+  }
+
+  void remove_namespaces() {
+    for (char h : {'a', 'b', 'm'}) sh("ip netns del " + ns(h) + " 2>/dev/null || true");
+  }
+
+  void cleanup() {
+    for (pid_t& p : monitors_) stop(p);
+    for (pid_t& p : daemons_) stop(p);
+    if (namespaces_) remove_namespaces();
+    namespaces_ = false;
+    if (!dir_.empty() && !::testing::Test::HasFailure()) std::filesystem::remove_all(dir_);
+    if (!dir_.empty() && ::testing::Test::HasFailure()) {
+      // Keep the logs for the failure report, but never the keys.
+      std::filesystem::remove(dir_ + "/k_ab");
+      std::filesystem::remove(dir_ + "/k_ba");
+      std::cerr << "logs kept in " << dir_ << "\n";
+    }
+  }
+
+  std::string tag_, dir_;
+  bool namespaces_ = false;
+  std::vector<pid_t> daemons_;
+  std::vector<pid_t> monitors_;
+};
+
+json stats_of(const TwoHosts& t, char h) {
+  const Result r = t.ctl(h, "stats --json");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  return json::parse(r.out);
+}
+
+const json& sa_stats(const json& stats, const std::string& handle) {
+  for (const auto& sa : stats.at("sas"))
+    if (sa.at("handle") == handle) return sa;
+  throw std::runtime_error("no SA " + handle + " in stats");
+}
+
+void expect_no_keys(const std::string& text) {
+  EXPECT_THAT(text, Not(HasSubstr(kKeyAB)));
+  EXPECT_THAT(text, Not(HasSubstr(kKeyBA)));
+  EXPECT_THAT(text, Not(HasSubstr(kKeyAB.substr(0, 32))));
+  EXPECT_THAT(text, Not(HasSubstr(kKeyBA.substr(0, 32))));
+}
+
+// Events of one kind, in order.
+std::vector<json> events(const std::vector<json>& all, const std::string& kind) {
+  std::vector<json> out;
+  for (const auto& e : all)
+    if (e.value("event", "") == kind) out.push_back(e);
+  return out;
+}
+
+size_t index_of(const std::vector<json>& all, const std::string& kind, const std::string& handle) {
+  for (size_t i = 0; i < all.size(); ++i)
+    if (all[i].value("event", "") == kind && all[i].value("handle", "") == handle) return i;
+  return SIZE_MAX;
+}
+
+// Waits until `pred` holds (up to `ms`).
+template <class Pred>
+bool eventually(Pred pred, int ms = 3000) {
+  for (int i = 0; i < ms / 50; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return pred();
+}
+
+TEST(Observability, StatsCountExactlyThePingsOnBothHostsAndPrometheusShowsTheSameNumbers) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const json a0 = stats_of(t, 'a');
+  const json b0 = stats_of(t, 'b');
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel());
+  const Result ping = t.ping(7);
+  ASSERT_EQ(ping.exit_code, 0) << ping.out;
+  ASSERT_THAT(ping.out, HasSubstr("7 received")) << t.ctl('a', "stats").out << t.ctl('b', "stats").out;
+
+  const json a = stats_of(t, 'a');
+  const json b = stats_of(t, 'b');
+  EXPECT_TRUE(a.at("dataplane").at("running").get<bool>());
+  // 7 echo requests A->B, 7 replies B->A; ICMP 84-byte IP packets.
+  EXPECT_EQ(sa_stats(a, t.out_a).at("packets"), 7);
+  EXPECT_EQ(sa_stats(a, t.in_a).at("packets"), 7);
+  EXPECT_EQ(sa_stats(b, t.in_b).at("packets"), 7);
+  EXPECT_EQ(sa_stats(b, t.out_b).at("packets"), 7);
+  EXPECT_EQ(sa_stats(a, t.out_a).at("next_seq"), 8);
+  EXPECT_EQ(sa_stats(b, t.in_b).at("highest_seq"), 7);
+  EXPECT_EQ(sa_stats(a, t.in_a).at("errors").at("auth-failed"), 0);
+  EXPECT_EQ(sa_stats(a, t.out_a).at("bytes"), sa_stats(b, t.in_b).at("bytes"));
+  // The global counters also hold the warm-up: compare what the 7 pings added.
+  for (const auto& [now, before] : {std::pair{&a, &a0}, std::pair{&b, &b0}}) {
+    auto delta = [&](const char* section, const char* group, const char* name) {
+      const json& n = group ? now->at(section).at(group) : now->at(section);
+      const json& o = group ? before->at(section).at(group) : before->at(section);
+      return n.at(name).get<uint64_t>() - o.at(name).get<uint64_t>();
+    };
+    EXPECT_EQ(delta("bpf", "verdict", "accept"), 7u);
+    EXPECT_EQ(delta("bpf", "verdict_status", "CRYPTO_SUCCESS"), 7u);
+    EXPECT_EQ(delta("bpf", "verdict", "drop-status"), 0u);
+    EXPECT_EQ(delta("bpf", "tx", "protect"), 7u);
+    EXPECT_EQ(delta("bpf", "wire", "redirect"), 7u);
+    EXPECT_EQ(delta("worker", nullptr, "tx-encapsulated"), 7u);
+    EXPECT_EQ(delta("worker", nullptr, "rx-decapsulated"), 7u);
+    EXPECT_EQ(delta("worker", nullptr, "tx-no-neighbour"), 0u);
+  }
+
+  const Result prom = t.ctl('a', "stats --prometheus");
+  ASSERT_EQ(prom.exit_code, 0) << prom.out;
+  const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? [0-9]+$)");
+  const std::regex comment(R"(^# (HELP|TYPE) ipsecov2_[a-z0-9_]+ .+$)");
+  std::istringstream lines(prom.out);
+  std::string line;
+  size_t samples = 0;
+  while (std::getline(lines, line)) {
+    const bool ok = std::regex_match(line, sample) || std::regex_match(line, comment);
+    EXPECT_TRUE(ok) << "not Prometheus text: " << line;
+    samples += line[0] != '#';
+  }
+  EXPECT_GT(samples, 50u);
+  const std::string spi_labels = "{handle=\"" + t.out_a + "\",dir=\"out\",spi=\"0x1001\"}";
+  EXPECT_THAT(prom.out, HasSubstr("ipsecov2_sa_packets_total" + spi_labels + " 7\n"));
+  EXPECT_THAT(prom.out, HasSubstr("ipsecov2_sa_highest_seq{handle=\"" + t.in_a + "\",dir=\"in\",spi=\"0x2001\"} 7\n"));
+  // No traffic since `a` was read: the global numbers are the same.
+  EXPECT_THAT(prom.out, HasSubstr("ipsecov2_bpf_total{program=\"verdict\",counter=\"accept\"} " +
+                                  a["bpf"]["verdict"]["accept"].dump() + "\n"));
+  EXPECT_THAT(prom.out, HasSubstr("ipsecov2_verdict_status_total{status=\"CRYPTO_SUCCESS\"} " +
+                                  a["bpf"]["verdict_status"]["CRYPTO_SUCCESS"].dump() + "\n"));
+  EXPECT_THAT(prom.out, HasSubstr("ipsecov2_worker_total{counter=\"tx-encapsulated\"} " +
+                                  a["worker"]["tx-encapsulated"].dump() + "\n"));
+
+  const Result human = t.ctl('a', "stats");
+  EXPECT_EQ(human.exit_code, 0);
+  EXPECT_THAT(human.out, HasSubstr(t.out_a));
+  expect_no_keys(prom.out + human.out + a.dump() + b.dump() + t.daemon_log('a') + t.daemon_log('b'));
+}
+
+TEST(Observability, MonitorShowsSaAddedInOrderAndSaDeletedOnUserDelete) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const std::string mon = t.start_monitor('a');
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel());
+  ASSERT_EQ(t.ctl('a', "sa del --force " + t.out_a).exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return !events(json_lines(mon), "sa-deleted").empty(); })) << slurp(mon);
+  const auto all = json_lines(mon);
+  const auto added = events(all, "sa-added");
+  ASSERT_EQ(added.size(), 2u) << slurp(mon);
+  EXPECT_EQ(added[0].at("handle"), t.out_a);
+  EXPECT_EQ(added[0].at("dir"), "out");
+  EXPECT_EQ(added[1].at("handle"), t.in_a);
+  EXPECT_EQ(added[1].at("spi"), "0x2001");
+  const auto deleted = events(all, "sa-deleted");
+  ASSERT_EQ(deleted.size(), 1u);
+  EXPECT_EQ(deleted[0].at("handle"), t.out_a);
+  EXPECT_EQ(deleted[0].at("reason"), "user");
+  EXPECT_EQ(events(all, "policy-added").size(), 2u);
+  // --force removed the outbound policy first.
+  EXPECT_LT(index_of(all, "policy-deleted", ""), index_of(all, "sa-deleted", t.out_a));
+  for (const auto& e : all) EXPECT_TRUE(e.contains("time")) << e.dump();
+
+  // Human lines.
+  const Result human = sh("timeout 2 " + kCtl + " --socket " + t.sock('a') + " monitor --count 1 & sleep 0.3; " + kCtl +
+                          " --socket " + t.sock('a') + " sa del --force " + t.in_a + " >/dev/null; wait");
+  EXPECT_THAT(human.out, ::testing::MatchesRegex("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}Z (policy|sa)-deleted .*\n"));
+  expect_no_keys(slurp(mon) + human.out);
+}
+
+TEST(Observability, HardPacketLifetimeMakesTheDaemonDeleteTheInboundSaAndItsOutboundTwin) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const std::string mon = t.start_monitor('b');
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel("--lifetime-packets 2,3"));
+  t.ping(5);  // B's inbound SA accepts 3, then asks to be deleted
+  ASSERT_TRUE(eventually([&] { return events(json_lines(mon), "sa-deleted").size() >= 2; })) << slurp(mon);
+  const auto all = json_lines(mon);
+  const auto req = events(all, "sa-delete-req");
+  ASSERT_EQ(req.size(), 1u) << slurp(mon);  // duplicates coalesced
+  EXPECT_EQ(req[0].at("handle"), t.in_b);
+  EXPECT_EQ(req[0].at("matching"), t.out_b);
+  EXPECT_EQ(req[0].at("action"), "delete");
+  EXPECT_EQ(req[0].at("policies").size(), 2u);
+  const size_t req_at = index_of(all, "sa-delete-req", t.in_b);
+  const size_t del_in = index_of(all, "sa-deleted", t.in_b);
+  const size_t del_out = index_of(all, "sa-deleted", t.out_b);
+  ASSERT_NE(del_in, SIZE_MAX);
+  ASSERT_NE(del_out, SIZE_MAX);
+  EXPECT_LT(req_at, del_in);
+  EXPECT_LT(req_at, del_out);
+  EXPECT_EQ(all[del_in].at("reason"), "sa-delete-req");
+  EXPECT_EQ(all[del_out].at("reason"), "sa-delete-req");
+  EXPECT_EQ(events(all, "policy-deleted").size(), 2u);
+  const auto soft = events(all, "soft-expired");
+  ASSERT_GE(soft.size(), 1u);
+  EXPECT_EQ(soft[0].at("handle"), t.in_b);
+  EXPECT_LT(index_of(all, "soft-expired", t.in_b), del_in);
+
+  const Result list = t.ctl('b', "--json sa list");
+  ASSERT_EQ(list.exit_code, 0);
+  EXPECT_TRUE(json::parse(list.out).at("sas").empty()) << list.out;
+  EXPECT_TRUE(json::parse(t.ctl('b', "--json policy list").out).at("policies").empty());
+  // Host A is untouched.
+  EXPECT_EQ(json::parse(t.ctl('a', "--json sa list").out).at("sas").size(), 2u);
+  const json b = stats_of(t, 'b');
+  EXPECT_GE(b.at("bpf").at("verdict").at("sa-delete-req"), 1);
+  expect_no_keys(slurp(mon) + b.dump() + t.daemon_log('b'));
+}
+
+TEST(Observability, NotifyPolicyRaisesSaDeleteReqButDeletesNothing) {
+  TwoHosts t("[sa_delete_req]\npolicy = \"notify\"\n");
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const std::string mon = t.start_monitor('b');
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel("--lifetime-packets 2,3"));
+  const Result ping = t.ping(5);  // all 5 go through: the SA is not deleted and keeps working
+  EXPECT_THAT(ping.out, HasSubstr("5 received"));
+  ASSERT_TRUE(eventually([&] { return !events(json_lines(mon), "sa-delete-req").empty(); })) << slurp(mon);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // a tick later: still nothing deleted
+  const auto all = json_lines(mon);
+  const auto req = events(all, "sa-delete-req");
+  ASSERT_EQ(req.size(), 1u) << slurp(mon);
+  EXPECT_EQ(req[0].at("handle"), t.in_b);
+  EXPECT_EQ(req[0].at("action"), "notify");
+  EXPECT_TRUE(events(all, "sa-deleted").empty()) << slurp(mon);
+  EXPECT_EQ(json::parse(t.ctl('b', "--json sa list").out).at("sas").size(), 2u);
+  const json b = stats_of(t, 'b');
+  EXPECT_EQ(sa_stats(b, t.in_b).at("packets"), 5);
+  // The data plane flags every packet past the hard limit; the daemon raised one event.
+  EXPECT_EQ(b.at("bpf").at("verdict").at("sa-delete-req"), 3);
+  EXPECT_EQ(events(all, "hard-expired").size(), 1u);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Observability, ReplayedAndForgedEspShowAsRateLimitedFailureEventsWithExactCounts) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel());
+  const std::string mon = t.start_monitor('b');
+  // Capture A's ESP to B on the switch, then play it again toward B (3
+  // replays) and send 2 copies whose sequence number was changed to 1000 and
+  // 1001 (the ICV covers it: 2 authentication failures).
+  const std::string pcap = t.dir() + "/esp.pcap";
+  const std::string capture = t.in('m') + "timeout 10 tcpdump -i pa -n -U -c 3 -w " + pcap +
+                              " esp and src 192.0.2.1 >/dev/null 2>&1 & sleep 0.5; " + t.in('a') +
+                              "ping -n -c 3 -i 0.2 -W 1 -I 10.1.0.1 10.2.0.1 >/dev/null; wait";
+  ASSERT_EQ(sh(capture).exit_code, 0);
+  const std::string inject = t.dir() + "/inject.py";
+  std::ofstream(inject) << "import sys\n"
+                           "from scapy.all import rdpcap, sendp, Ether\n"
+                           "pk = rdpcap(sys.argv[1])\n"
+                           "assert len(pk) == 3\n"
+                           "sendp(pk, iface='pb', verbose=0)\n"
+                           "for seq in (1000, 1001):\n"
+                           "    raw = bytearray(bytes(pk[0]))\n"
+                           "    raw[14 + 20 + 4:14 + 20 + 8] = seq.to_bytes(4, 'big')\n"
+                           "    sendp(Ether(bytes(raw)), iface='pb', verbose=0)\n";
+  const Result sent = sh(t.in('m') + "/usr/bin/python3 " + inject + " " + pcap);
+  ASSERT_EQ(sent.exit_code, 0) << sent.out;
+  auto sum = [&](const std::string& kind) {
+    uint64_t n = 0;
+    for (const auto& e : events(json_lines(mon), kind)) n += e.at("count").get<uint64_t>();
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return sum("replay-failures") == 3 && sum("auth-failures") == 2; }, 4000)) << slurp(mon);
+  const auto all = json_lines(mon);
+  for (const auto& e : events(all, "replay-failures")) EXPECT_EQ(e.at("handle"), t.in_b);
+  EXPECT_LE(events(all, "replay-failures").size(), 2u);  // rate-limited: one per second at most
+  const json b = stats_of(t, 'b');
+  EXPECT_EQ(sa_stats(b, t.in_b).at("errors").at("replayed"), 3);
+  EXPECT_EQ(sa_stats(b, t.in_b).at("errors").at("auth-failed"), 2);
+  EXPECT_EQ(sa_stats(b, t.in_b).at("packets"), 3);
+  expect_no_keys(slurp(mon) + b.dump());
+}
+
+TEST(Observability, PrometheusListenerServesMetricsOnTheConfiguredAddressOnly) {
+  TwoHosts t("[stats]\nprometheus_listen = \"127.0.0.1:9781\"\n");
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel());
+  ASSERT_THAT(t.ping(3).out, HasSubstr("3 received"));
+  const std::string curl = t.in('b') + "curl -s -m 3 -w \"\\n%{http_code}\" ";
+  const Result metrics = sh(curl + "http://127.0.0.1:9781/metrics");
+  ASSERT_EQ(metrics.exit_code, 0) << metrics.out;
+  EXPECT_THAT(metrics.out, HasSubstr("\n200"));
+  EXPECT_THAT(metrics.out,
+              HasSubstr("ipsecov2_sa_packets_total{handle=\"" + t.in_b + "\",dir=\"in\",spi=\"0x1001\"} 3\n"));
+  EXPECT_THAT(metrics.out, HasSubstr("# TYPE ipsecov2_bpf_total counter\n"));
+  EXPECT_THAT(sh(curl + "http://127.0.0.1:9781/").out, ::testing::EndsWith("\n404"));
+  EXPECT_THAT(sh(curl + "-X POST http://127.0.0.1:9781/metrics").out, ::testing::EndsWith("\n404"));
+  EXPECT_THAT(sh(curl + "-H \"X-Big: $(head -c 10000 /dev/zero | tr \\\\0 x)\" http://127.0.0.1:9781/metrics").out,
+              ::testing::EndsWith("\n431"));
+  // Bound to 127.0.0.1 only: the wire address refuses (curl exit 7).
+  EXPECT_EQ(sh(curl + "http://192.0.2.2:9781/metrics").exit_code, 7);
+  // The daemon still serves its control socket after all that.
+  EXPECT_EQ(t.ctl('b', "stats --json").exit_code, 0);
+  expect_no_keys(metrics.out);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Observability, ExhaustedOutboundSaIsDeletedWithItsInboundTwinAndShutdownIsAnnounced) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const std::string mon = t.start_monitor('a');
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel("", "--lifetime-packets 2,3"));
+  const Result ping = t.ping(5);  // A's outbound SA sends 3, then refuses
+  EXPECT_THAT(ping.out, HasSubstr("3 received")) << ping.out;
+  ASSERT_TRUE(eventually([&] { return events(json_lines(mon), "sa-deleted").size() >= 2; })) << slurp(mon);
+  auto all = json_lines(mon);
+  const auto req = events(all, "sa-delete-req");
+  ASSERT_EQ(req.size(), 1u) << slurp(mon);
+  EXPECT_EQ(req[0].at("handle"), t.out_a);
+  EXPECT_EQ(req[0].at("source"), "outbound-exhausted");
+  EXPECT_EQ(req[0].at("matching"), t.in_a);
+  EXPECT_EQ(all[index_of(all, "sa-deleted", t.out_a)].at("reason"), "expired");
+  EXPECT_EQ(all[index_of(all, "sa-deleted", t.in_a)].at("reason"), "expired");
+  EXPECT_LT(index_of(all, "hard-expired", t.out_a), index_of(all, "sa-delete-req", t.out_a));
+  EXPECT_TRUE(json::parse(t.ctl('a', "--json sa list").out).at("sas").empty());
+
+  // stats --watch: one JSON line per interval, the later ones with the interval.
+  const Result watch = t.ctl('a', "stats --json --watch 0.5 & sleep 1.3; kill $!");
+  std::istringstream lines(watch.out);
+  std::string line;
+  std::vector<json> samples;
+  while (std::getline(lines, line)) samples.push_back(json::parse(line));
+  ASSERT_GE(samples.size(), 2u) << watch.out;
+  EXPECT_FALSE(samples[0].contains("interval_seconds"));
+  EXPECT_NEAR(samples[1].at("interval_seconds").get<double>(), 0.5, 0.2);
+
+  t.stop_daemon('a');
+  ASSERT_TRUE(eventually([&] { return !events(json_lines(mon), "device-down").empty(); })) << slurp(mon);
+  all = json_lines(mon);
+  EXPECT_EQ(events(all, "worker-down").size(), 1u);
+  EXPECT_EQ(events(all, "device-down")[0].at("device"), "ov2");
+  EXPECT_EQ(events(all, "device-down")[0].at("wire"), "wa");
+}
+
+}  // namespace
