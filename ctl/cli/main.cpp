@@ -183,11 +183,12 @@ std::vector<std::string> sa_row(const json& sa) {
           algorithms_text(sa),
           sa["esn"].get<bool>() ? "esn hi=" + sa["seq-hi"].dump() : "-",
           encap,
-          sa.contains("inner") ? sa["inner"].get<std::string>() : "-"};
+          sa.contains("inner") ? sa["inner"].get<std::string>() : "-",
+          sa.value("engine", std::string("-"))};
 }
 
 void print_sa_list(const json& sas) {
-  ov2::TextTable t({"HANDLE", "DIR", "MODE", "SRC", "DST", "SPI", "ALGORITHMS", "ESN", "ENCAP", "INNER"});
+  ov2::TextTable t({"HANDLE", "DIR", "MODE", "SRC", "DST", "SPI", "ALGORITHMS", "ESN", "ENCAP", "INNER", "ENGINE"});
   for (const auto& sa : sas) t.add_row(sa_row(sa));
   t.print(std::cout);
 }
@@ -209,6 +210,7 @@ void print_sa(const json& sa) {
     t.add_row({"authentication", sa["auth"].get<std::string>()});
     t.add_row({"authentication key length", sa["auth-key-bytes"].dump() + " bytes"});
   }
+  t.add_row({"engine", sa.value("engine", std::string("-"))});
   t.add_row({"esn", bool_text(sa["esn"])});
   if (sa.contains("seq-hi")) t.add_row({"seq-hi", sa["seq-hi"].dump()});
   t.add_row({"encap", sa["encap"].get<std::string>()});

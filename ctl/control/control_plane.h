@@ -64,6 +64,8 @@ class ControlPlane {
   void remove_listener(Listener* listener);
 
   Capabilities capabilities() const { return engine_.capabilities(); }
+  // Which engine holds the SA (`sa show` reports it; --engine auto decides per SA).
+  std::string engine_of(uint64_t handle) const { return engine_.engine_of(handle); }
 
   // ADD_SA; returns the handle.  Throws ov2::Error.
   uint64_t add_sa(SaSpec spec);

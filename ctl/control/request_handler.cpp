@@ -113,12 +113,16 @@ json RequestHandler::handle(const json& req) {
     log(LogLevel::Info, "updated SA " + handle_to_string(handle) + " seq-hi " + std::to_string(seq_hi));
   } else if (op == "sa.list") {
     answer["sas"] = json::array();
-    for (const SaRecord* r : plane_.sas().list()) answer["sas"].push_back(sa_record_json(*r));
+    for (const SaRecord* r : plane_.sas().list()) {
+      answer["sas"].push_back(sa_record_json(*r));
+      answer["sas"].back()["engine"] = plane_.engine_of(r->handle);
+    }
   } else if (op == "sa.show") {
     const uint64_t handle = handle_field(field(req, "handle", op), "handle");
     const SaRecord* r = plane_.sas().find(handle);
     if (r == nullptr) fail(ErrorCode::NotFound, "no SA has handle " + handle_to_string(handle));
     answer["sa"] = sa_record_json(*r);
+    answer["sa"]["engine"] = plane_.engine_of(r->handle);
   } else if (op == "policy.add") {
     const PolicySpec spec = policy_spec_from_json(field(req, "policy", op));
     const uint32_t id = plane_.add_policy(spec);

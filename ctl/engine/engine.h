@@ -46,6 +46,10 @@ class Engine {
   // Replace the inbound SPD the worker checks decrypted packets against
   // (RFC 4301 §5.2).  Throws ov2::Error; the old one stays.
   virtual void set_inbound_spd(const std::vector<CompiledPolicy>& policies) = 0;
+
+  // Which engine holds an installed SA ("afxdp", "nic"); engines that hold
+  // everything themselves answer with their own name.
+  virtual std::string engine_of(uint64_t /*handle*/) const { return capabilities().engine; }
 };
 
 // Where engines report problems they cannot throw (delete_sa).

@@ -59,7 +59,7 @@ class AutoEngine : public Engine {
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;
 
   // "nic" or "afxdp" for an installed handle, "" if unknown.
-  std::string engine_of(uint64_t handle) const;
+  std::string engine_of(uint64_t handle) const override;
 
  private:
   Engine& holder(uint64_t handle);

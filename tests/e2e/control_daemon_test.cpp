@@ -863,6 +863,12 @@ TEST_F(ControlE2e, AutoEngineFallsBackToAfXdpOnANicWithoutEspOffload) {
   EXPECT_EQ(v.handle, handle_of(add.out));
   close(map);
   EXPECT_THAT(d.log(), HasSubstr("every SA goes to the AF_XDP engine"));
+  Result show = d.ctl({"--json", "sa", "show", add.out.substr(0, add.out.find('\n'))});
+  ASSERT_EQ(show.exit_code, 0) << show.err;
+  EXPECT_EQ(json::parse(show.out)["sa"]["engine"], "afxdp") << "sa show says which engine holds the SA";
+  Result list = d.ctl({"sa", "list"});
+  EXPECT_THAT(list.out, HasSubstr("ENGINE"));
+  EXPECT_THAT(list.out, HasSubstr("afxdp"));
 }
 
 }  // namespace
