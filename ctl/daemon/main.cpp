@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
   app.add_option("--wire", cl.wire, "wire interface (ESP comes and goes here)");
   app.add_option("--offload-dev", cl.offload_dev, "offload device name (default ov2)");
   app.add_option("--socket", cl.socket_path, "control socket path (default /run/ipsecov2/ipsecov2.sock)");
-  app.add_option("--engine", cl.engine, "engine: afxdp (nic: not available yet)")
+  app.add_option("--engine", cl.engine, "afxdp: AF_XDP crypto worker (default); nic: the wire NIC through XFRM device offload; auto: the NIC where it can offload the SA, AF_XDP otherwise")
       ->check(CLI::IsMember({"afxdp", "nic", "auto"}));
   app.add_option("--group", cl.group, "group whose members may use the control socket (default: root only)");
   app.add_option("--log-level", cl.log_level, "error, warning, info or debug (default info)");
