@@ -960,6 +960,18 @@ void DataplaneE2E::run_transport(bool v6) {
   install(a_, b_, ab_);
   install(b_, a_, ba_);
   std::vector<CompiledPolicy> pa, pb;
+  // IKE (UDP 500) between the hosts stays in clear: a bypass policy with a
+  // better priority than the protect policy, as an IKE daemon would install.
+  CompiledPolicy ike{};
+  ike.id = 100;
+  ike.spec.dir = Direction::Out;
+  ike.spec.src = IpPrefix::parse(a + len);
+  ike.spec.dst = IpPrefix::parse(b + len);
+  ike.spec.proto = 17;
+  ike.spec.dport = PortRange{500, 500};
+  ike.spec.action = PolicyAction::Bypass;
+  ike.spec.priority = 10;
+  pa.push_back(ike);
   protect(a_, a + len, b + len, ab_.out_handle, &pa);
   protect(b_, b + len, a + len, ba_.out_handle, &pb);
   // More specific than the wire's connected prefix: the host sends these into ov2.
@@ -967,14 +979,30 @@ void DataplaneE2E::run_transport(bool v6) {
   must("ip -n " + a_.ns->name() + " route add " + b + len + " dev ov2 src " + a + mtu);
   must("ip -n " + b_.ns->name() + " route add " + a + len + " dev ov2 src " + b + mtu);
   ASSERT_TRUE(warm_up(a_, b)) << "no ping answer in transport mode";
+  const DataplaneCounters a0 = a_.dp->counters();
   start_capture();
   EXPECT_EQ(sh(a_.ns->exec("ping -c 4 -i 0.2 -W 2 -q " + b + " >/dev/null")), 0);
+  // One IKE-port datagram a -> b (bash's /dev/udp): it must cross in clear.
+  EXPECT_EQ(sh(a_.ns->exec("bash -c 'echo ike-sa-init > /dev/udp/" + b + "/500'")), 0);
   stop_capture();
+  const DataplaneCounters a1 = a_.dp->counters();
+  EXPECT_EQ(a1.worker_count(WorkerCounter::TxBypassed) - a0.worker_count(WorkerCounter::TxBypassed), 1u)
+      << "the IKE datagram took the bypass policy";
   WireSummary w = summarize();
   EXPECT_EQ(w.esp_good[ab_.out.spi], 4u) << tshark_raw_;
-  EXPECT_EQ(w.esp_good[ba_.out.spi], 4u) << tshark_raw_;
+  EXPECT_EQ(w.esp_good[ba_.out.spi], 5u) << "4 echo replies + b's ICMP port unreachable for the IKE datagram: "
+                                         << tshark_raw_;
   EXPECT_EQ(w.esp_bad_or_unchecked, 0u);
-  for (const auto& l : w.not_esp) ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
+  size_t clear_ike = 0;
+  for (const auto& l : w.not_esp) {
+    if (l.rfind(a + " " + b + " 17 ", 0) == 0) {
+      ++clear_ike;
+      continue;
+    }
+    // b answers the datagram with ICMP port unreachable, protected by its policy (ESP); nothing else is clear.
+    ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
+  }
+  EXPECT_EQ(clear_ike, 1u) << "the IKE datagram went in clear: " << tshark_raw_;
 }
 
 TEST_F(DataplaneE2E, TransportModeProtectsTrafficBetweenTheWireAddresses) { run_transport(false); }
