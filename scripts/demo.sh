@@ -11,7 +11,7 @@ ROOT=$PWD
 if [[ $EUID -ne 0 ]]; then echo "ipsecov2 demo: needs root (BPF, AF_XDP, namespaces); run with sudo" >&2; exit 1; fi
 if [[ "${OV2_DEMO_NO_BUILD:-}" != 1 ]]; then
   scripts/deps.sh
-  scripts/build.sh
+  OV2_TARGETS="ipsecov2d ipsecov2ctl" scripts/build.sh
 fi
 BIN=${BUILD_DIR:-$ROOT/build}/ctl
 TAG="ov2demo$$"
