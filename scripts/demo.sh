@@ -47,7 +47,7 @@ ip netns add "$B"
 ip netns add "$M"
 ip link add wa netns "$A" type veth peer name pa netns "$M"
 ip link add wb netns "$B" type veth peer name pb netns "$M"
-inM ip link add br0 type bridge
+inM ip link add br0 type bridge mcast_snooping 0  # no IGMP of its own on the wire
 for p in pa pb; do inM ip link set "$p" master br0; inM ip link set "$p" up; done
 inM ip link set br0 up
 for run in inA inB inM; do
@@ -119,15 +119,21 @@ wait "$CAP" 2>/dev/null || true
 
 say "tshark: every packet on the wire is ESP with a good ICV"
 sa_row() { printf '"IPv4","%s","%s","%s","AES-GCM with 16 octet ICV [RFC4106]","0x%s","NULL",""' "$1" "$2" "$3" "$(cat "$4")"; }
-total=$(tshark -r "$WORK/wire.pcap" -T fields -e frame.number 2>/dev/null | wc -l)
-notesp=$(tshark -r "$WORK/wire.pcap" -Y '!esp' -T fields -e frame.number 2>/dev/null | wc -l)
+# Everything the two hosts sent (source 192.0.2.0/24) must be ESP with a good ICV.
+HOSTS='ip.src==192.0.2.0/24'
+total=$(tshark -r "$WORK/wire.pcap" -Y "$HOSTS" -T fields -e frame.number 2>/dev/null | wc -l)
+notesp=$(tshark -r "$WORK/wire.pcap" -Y "$HOSTS && !esp" -T fields -e frame.number 2>/dev/null | wc -l)
 good=$(tshark -r "$WORK/wire.pcap" -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE \
   -o "uat:esp_sa:$(sa_row 192.0.2.1 192.0.2.2 0x00001001 "$WORK/k_ab")" \
   -o "uat:esp_sa:$(sa_row 192.0.2.2 192.0.2.1 0x00002001 "$WORK/k_ba")" \
-  -Y 'esp.icv_good == 1' -T fields -e frame.number 2>/dev/null | wc -l)
-echo "packets on the wire: $total   not ESP: $notesp   ESP with a good ICV: $good"
+  -Y "$HOSTS && esp.icv_good == 1" -T fields -e frame.number 2>/dev/null | wc -l)
+other=$(tshark -r "$WORK/wire.pcap" -Y "!($HOSTS)" -T fields -e frame.number 2>/dev/null | wc -l)
+echo "packets the hosts sent on the wire: $total (first 20000 captured)   not ESP: $notesp   ESP with a good ICV: $good"
 if ((notesp > 0)); then
-  echo "not ESP:"; tshark -r "$WORK/wire.pcap" -Y '!esp' 2>/dev/null | head -20
+  echo "not ESP:"; tshark -r "$WORK/wire.pcap" -Y "$HOSTS && !esp" 2>/dev/null | head -20
+fi
+if ((other > 0)); then
+  echo "other frames on the wire (not from the hosts): $other"; tshark -r "$WORK/wire.pcap" -Y "!($HOSTS)" 2>/dev/null | head -5
 fi
 
 say "what ipsecov2d on host A logged"
