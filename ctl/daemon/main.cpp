@@ -9,6 +9,7 @@
 // READY=1 around a reload; STOPPING=1 at shutdown; WATCHDOG=1 at half of
 // WATCHDOG_USEC from the event loop, so a stuck loop stops the pings.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -266,6 +267,9 @@ int run(const CommandLine& cl, DaemonConfig config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // The daemon holds keys: no core dumps.  Our own key storage is MADV_DONTDUMP,
+  // but OpenSSL's cipher contexts (key schedules) live on the ordinary heap.
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   CLI::App app{"ipsecov2d - IPsec ESP offload daemon (IPsec Task Offload V2 semantics)"};
   CommandLine cl;
   app.add_option("--config", cl.config_file, "TOML configuration file (command-line options override it)");
