@@ -213,7 +213,7 @@ void ControlServer::accept_all() {
     if (!peer_allowed(fd, &why)) {
       log(LogLevel::Warn, "refused a connection: " + why);
       refusal = error_line("permission-denied", why);
-    } else if (connections_.size() >= options_.max_connections) {
+    } else if (connections_.size() >= options_.max_connections && !evict_idle_connection()) {
       log(LogLevel::Warn, "refused a connection: " + std::to_string(connections_.size()) + " already open");
       refusal = error_line(
           "busy", "too many open control connections (" + std::to_string(options_.max_connections) + "); try again");
@@ -354,6 +354,25 @@ void ControlServer::close_connection(int fd) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
   close(fd);
   connections_.erase(it);
+}
+
+bool ControlServer::evict_idle_connection() {
+  // The oldest connection that has sent nothing and waits for nothing: a
+  // caller holding slots open without speaking must not lock others out.  A
+  // connection in the middle of a request, or a monitor stream, is kept.
+  int victim = -1;
+  auto oldest = std::chrono::steady_clock::time_point::max();
+  for (const auto& [fd, c] : connections_)
+    if (!c->stream && c->in.empty() && c->out.empty() && !c->close_after_write && c->deadline < oldest) {
+      oldest = c->deadline;
+      victim = fd;
+    }
+  if (victim < 0) return false;
+  const std::string line = error_line("busy", "closed to make room for another caller: this connection sent nothing");
+  (void)!send(victim, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  log(LogLevel::Debug, "closed an idle control connection to make room");
+  close_connection(victim);
+  return true;
 }
 
 void ControlServer::expire_slow_clients() {

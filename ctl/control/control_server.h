@@ -85,6 +85,8 @@ class ControlServer {
   };
 
   void accept_all();
+  // When every slot is taken: closes the oldest idle connection; false if none is idle.
+  bool evict_idle_connection();
   bool peer_allowed(int fd, std::string* why) const;
   void on_readable(Connection& c);
   void on_writable(Connection& c);

@@ -164,20 +164,47 @@ TEST_F(ServerFixture, SlowClientIsTimedOutAndOthersAreServed) {
   close(slow);
 }
 
-TEST_F(ServerFixture, ConnectionsBeyondTheCapAreTurnedAway) {
+TEST_F(ServerFixture, ConnectionsBeyondTheCapAreTurnedAwayWhileEveryOneIsMidRequest) {
   ControlServerOptions opts;
   opts.max_connections = 2;
   start(opts);
   const int a = raw_connect();
   const int b = raw_connect();
-  // Make sure the server has accepted both before the third.
+  // Make sure the server has accepted both, then leave each in the middle of a request.
   send_all(a, "{\"version\":1,\"op\":\"caps\"}\n");
   read_line(a);
   send_all(b, "{\"version\":1,\"op\":\"caps\"}\n");
   read_line(b);
+  send_all(a, "{\"version\":1,");
+  send_all(b, "{\"version\":1,");
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const int c = raw_connect();
   json refused = json::parse(read_line(c));
   EXPECT_EQ(refused["error"]["code"], "busy");
+  close(c);
+  close(a);
+  close(b);
+}
+
+TEST_F(ServerFixture, WhenFullTheOldestIdleConnectionMakesRoom) {
+  ControlServerOptions opts;
+  opts.max_connections = 2;
+  start(opts);
+  const int a = raw_connect();
+  const int b = raw_connect();
+  send_all(a, "{\"version\":1,\"op\":\"caps\"}\n");
+  read_line(a);
+  send_all(b, "{\"version\":1,\"op\":\"caps\"}\n");
+  read_line(b);
+  // Both are idle now; a third caller gets served and the oldest idle one goes.
+  const int c = raw_connect();
+  send_all(c, "{\"version\":1,\"op\":\"caps\"}\n");
+  EXPECT_EQ(json::parse(read_line(c))["ok"], true);
+  json evicted = json::parse(read_line(a));
+  EXPECT_EQ(evicted["error"]["code"], "busy");
+  EXPECT_THAT(evicted["error"]["message"].get<std::string>(), HasSubstr("closed to make room"));
+  send_all(b, "{\"version\":1,\"op\":\"caps\"}\n");
+  EXPECT_EQ(json::parse(read_line(b))["ok"], true) << "the newer idle connection stays";
   close(c);
   close(a);
   close(b);

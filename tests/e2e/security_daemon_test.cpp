@@ -379,11 +379,9 @@ int connect_unix(const std::string& path, bool nonblocking) {
 
 // Fails on the code of 2026-11-25: 32 silent connections (kMaxConnections)
 // take every slot for kReadTimeoutMs (5 s) and later callers get "busy".
-// DISABLED: open bug (issue 7).  32 silent connections from a permitted caller
-// fill every slot (kMaxConnections) and lock others out until the 5 s read
-// timeout.  The fix: when full, evict the oldest connection that has sent
-// nothing, or a short first-byte deadline.
-TEST_F(SecurityE2e, DISABLED_FloodOf200SilentConnectionsDoesNotLockOutCapsForMoreThan2s) {
+// Found by this test: 32 silent connections used to fill every slot and lock
+// others out for 5 s; the server now closes the oldest idle one when full.
+TEST_F(SecurityE2e, FloodOf200SilentConnectionsDoesNotLockOutCapsForMoreThan2s) {
   DaemonInNamespace d('w');
   std::vector<int> idle;
   for (int i = 0; i < 200; ++i) {
@@ -398,19 +396,25 @@ TEST_F(SecurityE2e, DISABLED_FloodOf200SilentConnectionsDoesNotLockOutCapsForMor
     if (fd >= 0) idle.push_back(fd);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // How many of the flood the daemon holds open (no answer, no EOF).
+  auto count_held = [&idle] {
+    size_t n = 0;
+    for (int fd : idle) {
+      char c;
+      if (recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK) < 0 && errno == EAGAIN) ++n;
+    }
+    return n;
+  };
+  const size_t held = count_held();
   const auto t0 = std::chrono::steady_clock::now();
   Result caps = d.ctl({"caps"});
   const auto elapsed = std::chrono::steady_clock::now() - t0;
-  // How many of the flood the daemon still holds open (no answer, no EOF).
-  size_t held = 0;
-  for (int fd : idle) {
-    char c;
-    if (recv(fd, &c, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN) ++held;
-  }
+  const size_t held_after = count_held();
   for (int fd : idle) close(fd);
   std::cout << "[ info ] flood: " << idle.size() << " connection attempts, " << held << " held open; caps took "
             << std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count() << " ms\n";
   EXPECT_GE(held, 32u) << "the flood did not fill the daemon's connection slots: the test proves nothing";
+  EXPECT_EQ(held_after, held - 1) << "exactly one idle connection was closed to make room";
   EXPECT_EQ(caps.exit_code, 0) << "with " << idle.size() << " idle connections open: " << caps.err;
   EXPECT_LT(elapsed, std::chrono::seconds(2));
   // And once the flood is gone the daemon serves normally.
