@@ -139,13 +139,17 @@ topo_init() {
 # and the EXIT trap cleans up).  The watchdog is stopped at cleanup.
 topo_watchdog() {
   local seconds=$1 parent=$$
+  # The sleep is killed with the watchdog and nothing holds the caller's
+  # stdout: a reader waiting for EOF (ipsecov2-bench) must not wait for it.
   (
-    trap 'exit 0' TERM
+    sleep_pid=""
+    trap 'kill -TERM $sleep_pid 2>/dev/null; exit 0' TERM
     sleep "$seconds" &
-    wait $!
+    sleep_pid=$!
+    wait $sleep_pid
     printf '%s: ERROR: watchdog: still running after %s s, terminating\n' "${0##*/}" "$seconds" >&2
     kill -TERM "$parent" 2>/dev/null
-  ) &
+  ) >/dev/null &
   TOPO_WATCHDOG_PID=$!
 }
 

@@ -10,6 +10,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ov2::bench {
@@ -78,7 +79,7 @@ class Report {
     for (const auto& r : rows_) w = std::max(w, r.key.size());
     std::fprintf(out, "%-*s  %14s  %-10s  %s\n", static_cast<int>(w), "key", "value", "unit", "note");
     for (const auto& r : rows_) {
-      if (r.unit == "ratio")
+      if (r.unit == "ratio" || r.unit == "Gbit/s")
         std::fprintf(out, "%-*s  %14.3f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
                      r.note.c_str());
       else
@@ -87,9 +88,21 @@ class Report {
     }
   }
 
+  // A measurement that could not be made and why (printed after the table,
+  // in JSON under "notes").
+  void add_note(const std::string& key, const std::string& why) { notes_.push_back({key, why}); }
+
+  void print_notes(FILE* out) const {
+    for (const auto& n : notes_) std::fprintf(out, "not measured: %s: %s\n", n.first.c_str(), n.second.c_str());
+  }
+
   bool write_json(const std::string& path) const {
     nlohmann::json j = nlohmann::json::object();
     for (const auto& r : rows_) j[r.key] = r.value;
+    if (!notes_.empty()) {
+      j["notes"] = nlohmann::json::object();
+      for (const auto& n : notes_) j["notes"][n.first] = n.second;
+    }
     std::ofstream f(path);
     f << j.dump(2) << "\n";
     return static_cast<bool>(f);
@@ -103,6 +116,22 @@ class Report {
     std::string note;
   };
   std::vector<Row> rows_;
+  std::vector<std::pair<std::string, std::string>> notes_;
 };
+
+// The engine group (ipsecov2_bench.cpp).
+void run_engine_benchmarks(Report& report, const Timing& t);
+
+struct ControlOptions {
+  std::string daemon_binary;  // path of ipsecov2d
+  uint32_t sa_count;          // SAs per direction
+  bool with_wire;             // run the daemon in a private netns on a veth wire
+};
+// The control group (control_bench.cpp): needs root.  Throws std::runtime_error.
+void run_control_benchmarks(Report& report, const ControlOptions& options);
+
+// The tcp group (tcp_bench.cpp): runs scripts/bench/tcp_{ov2,plain,strongswan}.sh.
+void run_tcp_benchmarks(Report& report, const std::string& scripts_dir, const std::string& build_dir,
+                        unsigned seconds);
 
 }  // namespace ov2::bench

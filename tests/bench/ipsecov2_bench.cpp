@@ -5,6 +5,8 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -177,24 +179,69 @@ void run_engine_benchmarks(Report& report, const Timing& t) {
 
 }  // namespace ov2::bench
 
+#ifndef OV2_BENCH_SCRIPTS_DIR
+#define OV2_BENCH_SCRIPTS_DIR "scripts/bench"
+#endif
+#ifndef OV2_BENCH_BUILD_DIR
+#define OV2_BENCH_BUILD_DIR "build"
+#endif
+
 int main(int argc, char** argv) {
-  CLI::App app{"ipsecov2-bench: ESP engine and data-plane throughput against baselines measured in the same run"};
-  bool quick = false;
+  CLI::App app{"ipsecov2-bench: ESP engine and data-plane throughput against baselines measured in the same run.\n"
+               "Groups: engine (default), control and tcp (both need root: they start ipsecov2d, create network\n"
+               "namespaces and BPF maps; run the bench with sudo)."};
+  bool quick = false, all = false, tcp = false, control_no_wire = false;
   std::string json_path;
   std::vector<std::string> only;
-  app.add_flag("--quick", quick, "run every measurement briefly (a smoke check, under 3 minutes)");
+  uint32_t sa_count = 0;
+  unsigned tcp_seconds = 10;
+  std::string scripts_dir = OV2_BENCH_SCRIPTS_DIR, build_dir = OV2_BENCH_BUILD_DIR;
+  app.add_flag("--quick", quick, "run every measurement briefly (a smoke check); control: 10000 SAs");
   app.add_option("--json", json_path, "also write the results as JSON to this file");
-  app.add_option("--only", only, "run only these groups: engine")->check(CLI::IsMember({"engine"}));
+  app.add_option("--only", only, "run only these groups: engine, control, tcp")
+      ->check(CLI::IsMember({"engine", "control", "tcp"}));
+  app.add_flag("--all", all, "run every group (engine, control, tcp); control and tcp need root");
+  app.add_flag("--tcp", tcp,
+               "also run the tcp group (needs root): iperf3 through ipsecov2, the plain veth and strongSwan "
+               "(scripts/bench/tcp_*.sh), tcp_ratio_vs_strongswan = ov2/strongswan");
+  app.add_option("--tcp-seconds", tcp_seconds, "iperf3 duration per tcp run (default 10)")->check(CLI::Range(1, 600));
+  app.add_option("--sa-count", sa_count, "control group: SAs per direction (default 100000, --quick 10000)")
+      ->check(CLI::Range(1, 1000000));
+  app.add_flag("--control-no-wire", control_no_wire,
+               "control group: run ipsecov2d without --wire (default: in a private netns on a veth wire, so that "
+               "inbound SAs reach the data plane's BPF map)");
+  app.add_option("--scripts-dir", scripts_dir, "where tcp_*.sh are (default: the source tree's scripts/bench)");
+  app.add_option("--build-dir", build_dir, "build directory with ctl/ipsecov2d and ctl/ipsecov2ctl (default: this build)");
   CLI11_PARSE(app, argc, argv);
 
   const ov2::bench::Timing timing = quick ? ov2::bench::Timing{0.15, 3} : ov2::bench::Timing{1.0, 5};
   ov2::bench::Report report;
-  auto wanted = [&](const char* group) { return only.empty() || std::find(only.begin(), only.end(), group) != only.end(); };
-  if (wanted("engine")) ov2::bench::run_engine_benchmarks(report, timing);
+  auto listed = [&](const char* group) { return std::find(only.begin(), only.end(), group) != only.end(); };
+  const bool run_engine = all || only.empty() || listed("engine");
+  const bool run_control = all || listed("control");
+  const bool run_tcp = all || tcp || listed("tcp");
+  int rc = 0;
+  if (run_engine) ov2::bench::run_engine_benchmarks(report, timing);
+  if ((run_control || run_tcp) && geteuid() != 0) {
+    std::fprintf(stderr, "ipsecov2-bench: the control and tcp groups need root (run with sudo)\n");
+    return 2;
+  }
+  if (run_control) {
+    try {
+      ov2::bench::run_control_benchmarks(
+          report, {build_dir + "/ctl/ipsecov2d", sa_count ? sa_count : (quick ? 10000u : 100000u), !control_no_wire});
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
+      report.add_note("control", e.what());
+      rc = 1;
+    }
+  }
+  if (run_tcp) ov2::bench::run_tcp_benchmarks(report, scripts_dir, build_dir, tcp_seconds);
   report.print_table(stdout);
+  report.print_notes(stdout);
   if (!json_path.empty() && !report.write_json(json_path)) {
     std::fprintf(stderr, "ipsecov2-bench: cannot write %s\n", json_path.c_str());
     return 2;
   }
-  return 0;
+  return rc;
 }

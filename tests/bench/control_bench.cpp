@@ -1,0 +1,288 @@
+// The "control" group: SA installation rate and memory of a real ipsecov2d.
+// One control connection, requests pipelined (newline-delimited JSON, see
+// ctl/control/protocol.h); outbound and inbound SAs are measured separately
+// because an inbound SA also writes an entry into the data plane's BPF map.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_common.h"
+
+namespace ov2::bench {
+namespace {
+
+using nlohmann::json;
+
+// VmRSS of a process in bytes (0 if unreadable).
+uint64_t vm_rss_bytes(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
+  return 0;
+}
+
+// A real ipsecov2d started by the bench and stopped (SIGTERM, then SIGKILL)
+// when this object goes.  With a wire, the daemon runs in a private network
+// namespace (unshare, so it disappears with the daemon) on one end of a
+// fresh veth pair.
+class Daemon {
+ public:
+  Daemon(const std::string& binary, const std::string& socket_path, bool with_wire) {
+    pid_ = fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      // The daemon goes with the bench even if the bench is killed (timeout, ^C).
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() == 1) _exit(122);
+      if (with_wire) {
+        if (unshare(CLONE_NEWNET) != 0) _exit(120);
+        if (std::system("ip link add ov2bw0 type veth peer name ov2bw1 && ip link set lo up && "
+                        "ip link set ov2bw0 up && ip link set ov2bw1 up") != 0)
+          _exit(121);
+      }
+      const int devnull = open("/dev/null", O_RDWR);
+      if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+      std::vector<std::string> args = {binary, "--socket", socket_path, "--no-restore", "--log-level", "warning"};
+      if (with_wire) {
+        args.insert(args.end(), {"--wire", "ov2bw0"});
+      }
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    // Wait for the socket (up to 15 s).
+    for (int i = 0; i < 300; ++i) {
+      struct stat st{};
+      if (stat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return;
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("ipsecov2d exited before creating its socket (status " + std::to_string(status) +
+                                 "); run the bench as root and build ipsecov2d");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    throw std::runtime_error("ipsecov2d did not create " + socket_path + " within 15 s");
+  }
+  ~Daemon() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// One control connection that sends many requests before reading the
+// answers (the daemon answers in order), never blocking on either side.
+class PipelinedClient {
+ public:
+  explicit PipelinedClient(const std::string& socket_path) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", socket_path.c_str());
+    if (fd_ < 0 || connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+      throw std::runtime_error("cannot connect to " + socket_path + ": " + std::strerror(errno));
+  }
+  ~PipelinedClient() {
+    if (fd_ >= 0) close(fd_);
+  }
+  PipelinedClient(const PipelinedClient&) = delete;
+  PipelinedClient& operator=(const PipelinedClient&) = delete;
+
+  // Sends every request line (each ends with '\n') and returns the answers
+  // in order.  Throws on a closed connection or no progress for 30 s.
+  std::vector<json> exchange(const std::vector<std::string>& requests) {
+    std::vector<json> answers;
+    answers.reserve(requests.size());
+    size_t next = 0, offset = 0;
+    std::string in;
+    while (answers.size() < requests.size()) {
+      pollfd p{fd_, static_cast<short>(POLLIN | (next < requests.size() ? POLLOUT : 0)), 0};
+      if (poll(&p, 1, 30000) <= 0) throw std::runtime_error("the daemon stopped answering (30 s)");
+      if (p.revents & POLLOUT) {
+        // Coalesce up to ~64 KiB of requests per send.
+        std::string chunk;
+        size_t n = next, o = offset;
+        while (n < requests.size() && chunk.size() < 65536) {
+          chunk.append(requests[n], o, std::string::npos);
+          o = 0;
+          ++n;
+        }
+        const ssize_t sent = send(fd_, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+        if (sent < 0 && errno != EAGAIN && errno != EINTR) throw std::runtime_error("send failed");
+        size_t left = sent > 0 ? static_cast<size_t>(sent) : 0;
+        while (left > 0) {
+          const size_t rest = requests[next].size() - offset;
+          if (left >= rest) {
+            left -= rest;
+            ++next;
+            offset = 0;
+          } else {
+            offset += left;
+            left = 0;
+          }
+        }
+      }
+      if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+        char buf[65536];
+        const ssize_t got = recv(fd_, buf, sizeof buf, 0);
+        if (got == 0) throw std::runtime_error("the daemon closed the connection");
+        if (got < 0 && errno != EAGAIN && errno != EINTR) throw std::runtime_error("recv failed");
+        if (got > 0) in.append(buf, static_cast<size_t>(got));
+        size_t start = 0, nl;
+        while ((nl = in.find('\n', start)) != std::string::npos) {
+          answers.push_back(json::parse(in.begin() + static_cast<std::ptrdiff_t>(start),
+                                        in.begin() + static_cast<std::ptrdiff_t>(nl)));
+          start = nl + 1;
+        }
+        in.erase(0, start);
+      }
+    }
+    return answers;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+std::string hex_key(uint32_t i) {
+  char buf[41];
+  // Not secret (a benchmark SA that protects nothing); distinct per SA.
+  std::snprintf(buf, sizeof buf, "%08x00112233445566778899aabbccddeeff", i);
+  return std::string(buf, 40);
+}
+
+std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, uint32_t count) {
+  std::vector<std::string> lines;
+  lines.reserve(count);
+  const bool out = std::strcmp(dir, "out") == 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    json sa = {{"dir", dir},
+               {"mode", "tunnel"},
+               {"src", out ? "192.0.2.1" : "192.0.2.2"},
+               {"dst", out ? "192.0.2.2" : "192.0.2.1"},
+               {"spi", first_spi + i},
+               {"aead", "aes-gcm-128"},
+               {"key", hex_key(i)}};
+    lines.push_back(json{{"version", 1}, {"op", "sa.add"}, {"sa", std::move(sa)}}.dump() + "\n");
+  }
+  return lines;
+}
+
+// Adds the SAs, returns their handles and the rate in SAs/s.
+std::vector<std::string> add_sas(PipelinedClient& client, const char* dir, uint32_t first_spi, uint32_t count,
+                                 double& rate) {
+  const auto requests = sa_add_requests(dir, first_spi, count);
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto answers = client.exchange(requests);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<std::string> handles;
+  handles.reserve(count);
+  for (const auto& a : answers) {
+    if (!a.value("ok", false))
+      throw std::runtime_error(std::string("sa.add (") + dir + ") refused: " + a.dump());
+    handles.push_back(a.at("handle").get<std::string>());
+  }
+  rate = count / s;
+  return handles;
+}
+
+double delete_sas(PipelinedClient& client, const std::vector<std::string>& handles) {
+  constexpr size_t kPerRequest = 1000;  // ~20 KB per line, under the 64 KiB request limit
+  std::vector<std::string> requests;
+  for (size_t i = 0; i < handles.size(); i += kPerRequest) {
+    json list = json::array();
+    for (size_t k = i; k < std::min(handles.size(), i + kPerRequest); ++k) list.push_back(handles[k]);
+    requests.push_back(json{{"version", 1}, {"op", "sa.del"}, {"handles", std::move(list)}, {"force", true}}.dump() +
+                       "\n");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto answers = client.exchange(requests);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& a : answers)
+    if (!a.value("ok", false)) throw std::runtime_error("sa.del refused: " + a.dump());
+  return static_cast<double>(handles.size()) / s;
+}
+
+}  // namespace
+
+void run_control_benchmarks(Report& report, const ControlOptions& options) {
+  char dir_template[] = "/tmp/ov2bench.XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp failed");
+  const std::string dir = dir_template;
+  const std::string socket_path = dir + "/ctl.sock";
+  double out_rate = 0, in_rate = 0, del_rate = 0;
+  uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
+  std::string error;
+  {
+    try {
+      Daemon daemon(options.daemon_binary, socket_path, options.with_wire);
+      PipelinedClient client(socket_path);
+      // Warm the connection and the daemon's first allocations.
+      const auto caps = client.exchange({json{{"version", 1}, {"op", "caps"}}.dump() + "\n"});
+      if (!caps.at(0).value("ok", false)) throw std::runtime_error("caps refused: " + caps.at(0).dump());
+      rss0 = vm_rss_bytes(daemon.pid());
+      auto out = add_sas(client, "out", 0x100000, options.sa_count, out_rate);
+      rss_out = vm_rss_bytes(daemon.pid());
+      auto in = add_sas(client, "in", 0x100000, options.sa_count, in_rate);
+      rss_in = vm_rss_bytes(daemon.pid());
+      out.insert(out.end(), in.begin(), in.end());
+      del_rate = delete_sas(client, out);
+      rss_del = vm_rss_bytes(daemon.pid());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  rmdir(dir.c_str());  // the daemon removed its socket on exit; if not, leave the dir (tmp)
+  if (!error.empty()) throw std::runtime_error("control group: " + error);
+  const double n = options.sa_count;
+  const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";
+  report.add("sa_install_per_s_out", out_rate, "SAs/s", "outbound, 1 connection pipelined, " + where);
+  report.add("sa_install_per_s_in", in_rate, "SAs/s",
+             std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
+                 where);
+  report.add("sa_delete_per_s", del_rate, "SAs/s", "sa.del, 1000 handles per request");
+  report.add("daemon_rss_before_bytes", static_cast<double>(rss0), "bytes", "VmRSS before adding");
+  report.add("daemon_rss_bytes_per_sa_out", (static_cast<double>(rss_out) - static_cast<double>(rss0)) / n, "bytes",
+             "VmRSS growth / N outbound");
+  report.add("daemon_rss_bytes_per_sa_in", (static_cast<double>(rss_in) - static_cast<double>(rss_out)) / n, "bytes",
+             "VmRSS growth / N inbound");
+  report.add("daemon_rss_bytes_per_sa", (static_cast<double>(rss_in) - static_cast<double>(rss0)) / (2 * n), "bytes",
+             "VmRSS growth / all " + std::to_string(2 * options.sa_count) + " SAs");
+  report.add("daemon_rss_after_delete_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
+  report.add("control_sa_count", n, "SAs", "N per direction");
+}
+
+}  // namespace ov2::bench
