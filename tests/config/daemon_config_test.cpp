@@ -109,6 +109,16 @@ TEST(DaemonConfig, SyntaxErrorsNameFileAndLine) {
   EXPECT_THAT(error_of("[daemon\n"), HasSubstr("/etc/ipsecov2/ipsecov2d.conf:1: not valid TOML"));
 }
 
+TEST(DaemonConfig, InvalidUtf8IsRefusedWithItsLineBeforeTheTomlParserSeesIt) {
+  // A fuzz_config finding: toml11 read past the end of this literal string.
+  EXPECT_EQ(error_of("'\xcbo'"), "/etc/ipsecov2/ipsecov2d.conf:1: not valid TOML: the file is not UTF-8");
+  EXPECT_EQ(error_of("[daemon]\nlog_level = \"\xc0\xaf\"\n"),
+            "/etc/ipsecov2/ipsecov2d.conf:2: not valid TOML: the file is not UTF-8");  // overlong
+  EXPECT_EQ(error_of("[daemon]\n\n# caf\xc3\xa9 \xed\xa0\x80\n"),
+            "/etc/ipsecov2/ipsecov2d.conf:3: not valid TOML: the file is not UTF-8");  // surrogate
+  EXPECT_EQ(parse_config("# caf\xc3\xa9 \xf0\x9f\x94\x91\n[verdict]\nmark = 3\n", "x").verdict_mark, 3u);
+}
+
 TEST(DaemonConfig, MissingFileIsAClearError) {
   try {
     load_config("/nonexistent/ipsecov2d.conf");
