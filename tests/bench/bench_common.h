@@ -79,7 +79,7 @@ class Report {
     for (const auto& r : rows_) w = std::max(w, r.key.size());
     std::fprintf(out, "%-*s  %14s  %-10s  %s\n", static_cast<int>(w), "key", "value", "unit", "note");
     for (const auto& r : rows_) {
-      if (r.unit == "ratio" || r.unit == "Gbit/s")
+      if (r.unit == "ratio" || r.unit == "Gbit/s" || r.unit == "Mpps")
         std::fprintf(out, "%-*s  %14.3f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
                      r.note.c_str());
       else
@@ -121,6 +121,16 @@ class Report {
 
 // The engine group (ipsecov2_bench.cpp).
 void run_engine_benchmarks(Report& report, const Timing& t);
+// Raw AEAD records/s of `size` bytes on one prepared OpenSSL context (the
+// baseline every ratio divides by); evp_name e.g. "AES-128-GCM".
+double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t);
+// A plaintext IPv4/UDP packet 10.1.0.1 -> 10.2.0.1 of exactly `size` bytes.
+std::vector<uint8_t> plaintext_packet(uint32_t size);
+
+// The pipeline group (pipeline_bench.cpp): needs root.  AF_XDP in -> ESP ->
+// AF_XDP out through the real data plane, driven by the LIVE_FRAMES generator.
+// Adds notes instead of keys for what it could not measure.
+void run_pipeline_benchmarks(Report& report, const Timing& t);
 
 struct ControlOptions {
   std::string daemon_binary;  // path of ipsecov2d

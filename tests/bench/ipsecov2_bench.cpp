@@ -43,11 +43,13 @@ std::vector<uint8_t> random_bytes(size_t n) {
   return v;
 }
 
+}  // namespace
+
 // Raw AEAD: one record of `size` bytes per call on a prepared context (key
 // scheduled once), fresh 12-byte nonce and 8-byte AAD per record, 16-byte tag.
 // This is the most an ESP implementation on OpenSSL can do per core.
-double raw_aead_records_per_s(const CipherCase& c, uint32_t size, const Timing& t) {
-  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, c.evp_name, nullptr);
+double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t) {
+  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, evp_name, nullptr);
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher)));
   EVP_EncryptInit_ex2(ctx, cipher, key.data(), nullptr, nullptr);
@@ -113,6 +115,8 @@ std::vector<uint8_t> plaintext_packet(uint32_t size) {
   return p;
 }
 
+namespace {
+
 constexpr uint32_t kRoom = 256;
 
 // Full ESP tunnel encapsulation of a `size`-byte inner packet per call
@@ -162,7 +166,7 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
 void run_engine_benchmarks(Report& report, const Timing& t) {
   for (const auto& c : kCiphers) {
     for (uint32_t size : kSizes) {
-      const double raw = raw_aead_records_per_s(c, size, t);
+      const double raw = raw_aead_records_per_s(c.evp_name, size, t);
       const double enc = engine_encrypt_pps(c, size, t);
       const double dec = engine_decrypt_pps(c, size, t);
       const std::string sz = std::to_string(size);
@@ -188,8 +192,8 @@ void run_engine_benchmarks(Report& report, const Timing& t) {
 
 int main(int argc, char** argv) {
   CLI::App app{"ipsecov2-bench: ESP engine and data-plane throughput against baselines measured in the same run.\n"
-               "Groups: engine (default), control and tcp (both need root: they start ipsecov2d, create network\n"
-               "namespaces and BPF maps; run the bench with sudo)."};
+               "Groups: engine (default), pipeline, control and tcp (these three need root: they create network\n"
+               "namespaces, BPF programs and AF_XDP sockets, control and tcp start ipsecov2d; run with sudo)."};
   bool quick = false, all = false, tcp = false, control_no_wire = false;
   std::string json_path;
   std::vector<std::string> only;
@@ -198,9 +202,9 @@ int main(int argc, char** argv) {
   std::string scripts_dir = OV2_BENCH_SCRIPTS_DIR, build_dir = OV2_BENCH_BUILD_DIR;
   app.add_flag("--quick", quick, "run every measurement briefly (a smoke check); control: 10000 SAs");
   app.add_option("--json", json_path, "also write the results as JSON to this file");
-  app.add_option("--only", only, "run only these groups: engine, control, tcp")
-      ->check(CLI::IsMember({"engine", "control", "tcp"}));
-  app.add_flag("--all", all, "run every group (engine, control, tcp); control and tcp need root");
+  app.add_option("--only", only, "run only these groups: engine, pipeline, control, tcp")
+      ->check(CLI::IsMember({"engine", "pipeline", "control", "tcp"}));
+  app.add_flag("--all", all, "run every group (engine, pipeline, control, tcp); all but engine need root");
   app.add_flag("--tcp", tcp,
                "also run the tcp group (needs root): iperf3 through ipsecov2, the plain veth and strongSwan "
                "(scripts/bench/tcp_*.sh), tcp_ratio_vs_strongswan = ov2/strongswan");
@@ -218,13 +222,23 @@ int main(int argc, char** argv) {
   ov2::bench::Report report;
   auto listed = [&](const char* group) { return std::find(only.begin(), only.end(), group) != only.end(); };
   const bool run_engine = all || only.empty() || listed("engine");
+  const bool run_pipeline = all || listed("pipeline");
   const bool run_control = all || listed("control");
   const bool run_tcp = all || tcp || listed("tcp");
   int rc = 0;
   if (run_engine) ov2::bench::run_engine_benchmarks(report, timing);
-  if ((run_control || run_tcp) && geteuid() != 0) {
-    std::fprintf(stderr, "ipsecov2-bench: the control and tcp groups need root (run with sudo)\n");
+  if ((run_pipeline || run_control || run_tcp) && geteuid() != 0) {
+    std::fprintf(stderr, "ipsecov2-bench: the pipeline, control and tcp groups need root (run with sudo)\n");
     return 2;
+  }
+  if (run_pipeline) {
+    try {
+      ov2::bench::run_pipeline_benchmarks(report, timing);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
+      report.add_note("pipeline", e.what());
+      rc = 1;
+    }
   }
   if (run_control) {
     try {
