@@ -149,6 +149,8 @@ WorkerCounterArray Worker::counters() const {
 }
 
 void Worker::run() {
+  // Named for top/perf (15 characters at most).
+  pthread_setname_np(pthread_self(), ("ov2-worker" + std::to_string(cfg_.id)).c_str());
   pollfd fds[3] = {{wire_->fd(), POLLIN, 0}, {nic_->fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};
   const bool handoff = cfg_.workers > 1;  // one worker: no rings, no eventfd, the loop as before
   EpochDomain& epochs = sas_.epochs();

@@ -48,7 +48,7 @@ std::vector<uint8_t> random_bytes(size_t n) {
 // Raw AEAD: one record of `size` bytes per call on a prepared context (key
 // scheduled once), fresh 12-byte nonce and 8-byte AAD per record, 16-byte tag.
 // This is the most an ESP implementation on OpenSSL can do per core.
-double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t) {
+double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t, bool cpu_time) {
   EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, evp_name, nullptr);
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher)));
@@ -69,9 +69,12 @@ double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing&
     EVP_EncryptFinal_ex(ctx, out.data() + n, &n);
     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, sizeof tag, tag);
   };
-  const double rate = measure_rate(t, [&](uint64_t iterations) {
-    for (uint64_t i = 0; i < iterations; ++i) one();
-  });
+  const double rate = measure_rate(
+      t,
+      [&](uint64_t iterations) {
+        for (uint64_t i = 0; i < iterations; ++i) one();
+      },
+      cpu_time);
   EVP_CIPHER_CTX_free(ctx);
   EVP_CIPHER_free(cipher);
   return rate;
@@ -196,7 +199,7 @@ int main(int argc, char** argv) {
                "namespaces, BPF programs and AF_XDP sockets, control and tcp start ipsecov2d; run with sudo)."};
   bool quick = false, all = false, tcp = false, control_no_wire = false;
   std::string json_path;
-  std::vector<std::string> only;
+  std::vector<std::string> only, pipeline_cases;
   uint32_t sa_count = 0;
   unsigned tcp_seconds = 10;
   std::string scripts_dir = OV2_BENCH_SCRIPTS_DIR, build_dir = OV2_BENCH_BUILD_DIR;
@@ -208,6 +211,8 @@ int main(int argc, char** argv) {
   app.add_flag("--tcp", tcp,
                "also run the tcp group (needs root): iperf3 through ipsecov2, the plain veth and strongSwan "
                "(scripts/bench/tcp_*.sh), tcp_ratio_vs_strongswan = ov2/strongswan");
+  app.add_option("--pipeline-cases", pipeline_cases, "pipeline group: only these cases (default all)")
+      ->check(CLI::IsMember({"encap64", "decap64", "encap1400", "decap1400", "scaling"}));
   app.add_option("--tcp-seconds", tcp_seconds, "iperf3 duration per tcp run (default 10)")->check(CLI::Range(1, 600));
   app.add_option("--sa-count", sa_count, "control group: SAs per direction (default 100000, --quick 10000)")
       ->check(CLI::Range(1, 1000000));
@@ -233,7 +238,7 @@ int main(int argc, char** argv) {
   }
   if (run_pipeline) {
     try {
-      ov2::bench::run_pipeline_benchmarks(report, timing);
+      ov2::bench::run_pipeline_benchmarks(report, timing, pipeline_cases);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
       report.add_note("pipeline", e.what());
