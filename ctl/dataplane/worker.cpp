@@ -280,22 +280,6 @@ bool Worker::incoming_pending() const {
   return false;
 }
 
-namespace {
-
-// The kernel wrote the received frames on another CPU (the XSK copy runs in
-// the sender's softirq): without a prefetch the first read of every header is
-// a cache miss (`perf`: ~4 % of the worker's time in decapsulate_one alone).
-// Start loading the headers (and the metadata in front) this many frames ahead.
-constexpr uint32_t kPrefetchAhead = 4;
-
-inline void prefetch_rx(const Umem& umem, const xsk_ring_cons* rx, uint32_t idx) {
-  const uint8_t* data = static_cast<const uint8_t*>(xsk_umem__get_data(umem.area(), xsk_ring_cons__rx_desc(rx, idx)->addr));
-  __builtin_prefetch(data - OV2_META_SIZE);
-  __builtin_prefetch(data + 32);
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------------------
 // Transmit: ov2-nic -> ESP -> wire
 
@@ -313,9 +297,7 @@ unsigned Worker::transmit_path(uint64_t now_ns) {
   uint32_t idx_tx = 0;
   xsk_ring_prod__reserve(&wire_->tx, n, &idx_tx);  // cannot fail: n <= room
   uint32_t out = 0;
-  for (uint32_t i = 0; i < std::min(n, kPrefetchAhead); ++i) prefetch_rx(*umem_, &nic_->rx, idx_rx + i);
   for (uint32_t i = 0; i < n; ++i) {
-    if (i + kPrefetchAhead < n) prefetch_rx(*umem_, &nic_->rx, idx_rx + i + kPrefetchAhead);
     const xdp_desc* d = xsk_ring_cons__rx_desc(&nic_->rx, idx_rx + i);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
     xdp_desc desc;
@@ -416,9 +398,7 @@ unsigned Worker::receive_path(uint64_t now_ns) {
   uint32_t idx_tx = 0;
   xsk_ring_prod__reserve(&nic_->tx, n, &idx_tx);  // cannot fail: n <= room
   uint32_t out = 0;
-  for (uint32_t i = 0; i < std::min(n, kPrefetchAhead); ++i) prefetch_rx(*umem_, &wire_->rx, idx_rx + i);
   for (uint32_t i = 0; i < n; ++i) {
-    if (i + kPrefetchAhead < n) prefetch_rx(*umem_, &wire_->rx, idx_rx + i + kPrefetchAhead);
     const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + i);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
     xdp_desc desc;
