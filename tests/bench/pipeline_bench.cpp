@@ -28,8 +28,8 @@
 // workers: one generator per queue (the veth picks the peer queue by the
 // sending CPU), each pinned next to its worker.
 #include <bpf/bpf.h>
-#include <dirent.h>
 #include <bpf/libbpf.h>
+#include <dirent.h>
 #include <linux/if_ether.h>
 #include <linux/if_link.h>
 #include <openssl/rand.h>
@@ -124,8 +124,7 @@ std::vector<uint8_t> esp_frame(esp::OutboundSa& sa, const std::vector<uint8_t>& 
 // until told to stop; pinned to `cpu`, inside `ns`.
 class Generator {
  public:
-  Generator(const Netns& ns, int prog_fd, int ifindex, std::vector<uint8_t> frame, int cpu)
-      : frame_(std::move(frame)) {
+  Generator(const Netns& ns, int prog_fd, int ifindex, std::vector<uint8_t> frame, int cpu) : frame_(std::move(frame)) {
     thread_ = std::thread([this, &ns, prog_fd, ifindex, cpu] {
       if (cpu >= 0) {
         cpu_set_t set;
@@ -211,8 +210,7 @@ class Sink {
     std::vector<std::vector<uint8_t>> out;
     auto s = std::make_unique<Sample>();
     for (uint32_t k = 0; k < kSamples; ++k) {
-      if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.samples), &k, s.get()) == 0 && s->len > 0 &&
-          s->len <= kSampleMax)
+      if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.samples), &k, s.get()) == 0 && s->len > 0 && s->len <= kSampleMax)
         out.emplace_back(s->data, s->data + s->len);
     }
     return out;
@@ -270,8 +268,8 @@ class Bed {
     link::mac_of("gen", gen_mac_);
     link::mac_of("wire", wire_mac_);
     char mac[32];
-    std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", gen_mac_[0], gen_mac_[1], gen_mac_[2],
-                  gen_mac_[3], gen_mac_[4], gen_mac_[5]);
+    std::snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", gen_mac_[0], gen_mac_[1], gen_mac_[2], gen_mac_[3],
+                  gen_mac_[4], gen_mac_[5]);
     // The peer's MAC is known: the worker finds its next hop without ARP.
     must("ip -n " + n + " neigh add 192.0.2.2 lladdr " + mac + " dev wire nud permanent");
     const std::vector<int> cpus = allowed_cpus();
@@ -417,9 +415,8 @@ Result run_decap(Bed& bed, uint32_t size, const Timing& t) {
     SaSpec spec = bed.in_spec(i);  // the peer's outbound view of our inbound SA
     spec.dir = Direction::Out;
     esp::OutboundSa sealer(spec);
-    gens.push_back(std::make_unique<Generator>(bed.ns(), sink.gen_prog_fd(), gen_if,
-                                               esp_frame(sealer, plain, bed.wire_mac(), bed.gen_mac()),
-                                               bed.gen_cpu(i)));
+    gens.push_back(std::make_unique<Generator>(
+        bed.ns(), sink.gen_prog_fd(), gen_if, esp_frame(sealer, plain, bed.wire_mac(), bed.gen_mac()), bed.gen_cpu(i)));
   }
   Result r;
   sink_rate(sink, t, &r);
@@ -505,7 +502,9 @@ void add_result(Report& report, const std::string& dir, const std::string& size,
 }  // namespace
 
 void run_pipeline_benchmarks(Report& report, const Timing& t, const std::vector<std::string>& cases) {
-  auto wanted = [&](const std::string& c) { return cases.empty() || std::find(cases.begin(), cases.end(), c) != cases.end(); };
+  auto wanted = [&](const std::string& c) {
+    return cases.empty() || std::find(cases.begin(), cases.end(), c) != cases.end();
+  };
   const uint32_t sizes[] = {64, 1400};
   Baseline raw[2];
   for (int i = 0; i < 2; ++i) {
