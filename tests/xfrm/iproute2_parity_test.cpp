@@ -429,8 +429,9 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV4OutEqualsIproute2PolicyPlusOf
                                          "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 5 mode tunnel");
   ASSERT_FALSE(captured.empty());
   const int ifindex = ns_->ifindex(ns_->dev());
-  OffloadPolicy p;
-  p.dir = Direction::Out;
+  XfrmPolicy p;
+  p.dir = XfrmPolicyDir::Out;
+  p.has_template = true;
   p.src = IpPrefix::parse("10.1.0.0/24");
   p.dst = IpPrefix::parse("10.2.0.0/24");
   p.priority = 100;
@@ -438,7 +439,7 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV4OutEqualsIproute2PolicyPlusOf
   p.tmpl_dst = IpAddr::parse("192.0.2.2");
   p.reqid = 5;
   p.mode = Mode::Tunnel;
-  p.ifindex = ifindex;
+  p.offload_ifindex = ifindex;
   expect_same_request(with_packet_offload(captured, ifindex), build_new_policy(p).bytes());
 }
 
@@ -449,8 +450,9 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV6InTcpEqualsIproute2PolicyPlus
                        "tmpl src 2001:db8::2 dst 2001:db8::1 proto esp reqid 6 mode transport");
   ASSERT_FALSE(captured.empty());
   const int ifindex = ns_->ifindex(ns_->dev());
-  OffloadPolicy p;
-  p.dir = Direction::In;
+  XfrmPolicy p;
+  p.dir = XfrmPolicyDir::In;
+  p.has_template = true;
   p.src = IpPrefix::parse("2001:db8:1::/64");
   p.dst = IpPrefix::parse("2001:db8:2::/64");
   p.proto = 6;
@@ -459,7 +461,7 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV6InTcpEqualsIproute2PolicyPlus
   p.tmpl_dst = IpAddr::parse("2001:db8::1");
   p.reqid = 6;
   p.mode = Mode::Transport;
-  p.ifindex = ifindex;
+  p.offload_ifindex = ifindex;
   expect_same_request(with_packet_offload(captured, ifindex), build_new_policy(p).bytes());
 }
 
