@@ -19,6 +19,7 @@
 
 #include "common/secure_bytes.h"
 #include "xfrm/netlink_decoder.h"
+#include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
 #include "common/error.h"
 #include "xfrm/xfrm_messages.h"
@@ -540,17 +541,6 @@ XfrmSaEntry nic_sa(Direction dir, Mode mode, const char* src, const char* dst, u
   e.offload = offload;
   e.ifindex = ifindex;
   return e;
-}
-
-PolicySpec spd_entry(Direction dir, const char* src, const char* dst, PolicyAction action, uint32_t priority) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = action;
-  p.priority = priority;
-  if (action == PolicyAction::Protect) p.sa_handle = 0x100000001ull;
-  return p;
 }
 
 struct PolicyParityCase {

@@ -10,22 +10,13 @@
 #include <string>
 
 #include "common/error.h"
+#include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_nic_backend.h"
 #include "xfrm/xfrm_socket.h"
 
 namespace ov2::xfrm::test {
 namespace {
-
-PolicySpec spd_entry(Direction dir, const char* src, const char* dst, PolicyAction action, uint32_t priority) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = action;
-  p.priority = priority;
-  return p;
-}
 
 class KernelSpd : public ::testing::Test {
  protected:
