@@ -17,8 +17,8 @@ Runtime::Runtime(const DaemonConfig& config) {
       fail(ErrorCode::InvalidArgument, "--engine nic needs the offload NIC in --wire");
     programs_ = std::make_unique<BpfPrograms>(BpfPrograms::Options{0, config.verdict_mark});
     engine_ = std::make_unique<AfXdpEngine>(*programs_, nullptr, nullptr);
-    selected_ = std::make_unique<NicEngine>(config.wire_interfaces.front(),
-                                            [](const std::string& m) { log(LogLevel::Warn, m); }, offload);
+    selected_ = std::make_unique<NicEngine>(
+        config.wire_interfaces.front(), [](const std::string& m) { log(LogLevel::Warn, m); }, offload);
     log(LogLevel::Info, "engine nic: SAs go to " + config.wire_interfaces.front() + " through XFRM device offload (" +
                             config.nic_offload + " offload)");
     return;

@@ -349,8 +349,7 @@ NetlinkRequest build_get_policy(const XfrmPolicy& p) { return policy_id_request(
 NetlinkRequest build_delete_policy(const XfrmPolicy& p) { return policy_id_request(p, XFRM_MSG_DELPOLICY); }
 
 NetlinkRequest build_new_policy(const XfrmPolicy& p) {
-  if (p.src.addr.family != p.dst.addr.family ||
-      (p.has_template && (p.tmpl_src.family != p.tmpl_dst.family)))
+  if (p.src.addr.family != p.dst.addr.family || (p.has_template && (p.tmpl_src.family != p.tmpl_dst.family)))
     fail(ErrorCode::InvalidArgument, "policy selectors or template mix address families");
   if (p.offload_ifindex < 0) fail(ErrorCode::InvalidArgument, "policy offload needs a valid interface index");
   NetlinkRequest req(512);

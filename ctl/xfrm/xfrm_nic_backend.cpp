@@ -135,7 +135,8 @@ void XfrmNicBackend::remove_entries(const std::vector<XfrmPolicy>& entries,
     try {
       socket_->delete_policy(e);
     } catch (const Error& err) {
-      if (err.code() != ErrorCode::NotFound && warn) warn(std::string("NIC engine: removing a kernel policy: ") + err.what());
+      if (err.code() != ErrorCode::NotFound && warn)
+        warn(std::string("NIC engine: removing a kernel policy: ") + err.what());
     }
   }
 }

@@ -316,8 +316,10 @@ void XfrmSocket::set_esn_high_bits(const SaId& id, uint32_t reqid, Direction dir
 
 void XfrmSocket::add_policy(const XfrmPolicy& policy, std::string_view device_name) {
   NetlinkRequest req = build_new_policy(policy);
-  transact(req, RequestContext{XfrmOperation::AddPolicy, describe_policy(policy),
-                               policy.offload_ifindex ? std::string(device_name) : std::string(), {}});
+  transact(req, RequestContext{XfrmOperation::AddPolicy,
+                               describe_policy(policy),
+                               policy.offload_ifindex ? std::string(device_name) : std::string(),
+                               {}});
   if (policy.offload_ifindex == 0) return;
   std::optional<PolicyReadback> back;
   try {

@@ -195,13 +195,13 @@ TEST(StatsReport, SasWhoseEngineKeepsCountersShowThoseInStatsAndSaShow) {
       EXPECT_EQ(sa.at("packets"), 0);
     }
   }
-  const json show = json::parse(
-      handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(nic) + "\"}"));
+  const json show =
+      json::parse(handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(nic) + "\"}"));
   ASSERT_TRUE(show.at("ok").get<bool>()) << show.dump();
   EXPECT_EQ(show.at("sa").at("kernel-counters"),
             (json{{"packets", 1000}, {"bytes", 1500000}, {"replayed", 4}, {"auth-failed", 2}, {"highest-seq", 1234}}));
-  const json show_other = json::parse(
-      handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(other) + "\"}"));
+  const json show_other =
+      json::parse(handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(other) + "\"}"));
   EXPECT_FALSE(show_other.at("sa").contains("kernel-counters"));
 }
 

@@ -17,11 +17,11 @@
 #include <optional>
 #include <sstream>
 
+#include "common/error.h"
 #include "common/secure_bytes.h"
 #include "xfrm/netlink_decoder.h"
 #include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
-#include "common/error.h"
 #include "xfrm/xfrm_messages.h"
 #include "xfrm/xfrm_nic_backend.h"
 
@@ -607,7 +607,8 @@ std::vector<PolicyParityCase> policy_parity_cases() {
                     "xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir fwd priority 100 "
                     "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 14 mode tunnel"},
                    [] { return spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100); },
-                   nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 14, OffloadKind::Packet), true});
+                   nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 14, OffloadKind::Packet),
+                   true});
   return cases;
 }
 

@@ -6,8 +6,8 @@
 // turned into the counters `ipsecov2ctl stats` and `sa show` print.
 // This kernel has no ESP, so no real state can be read back here: the
 // messages are built byte for byte in the kernel's layout.
-#include <gtest/gtest.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <linux/xfrm.h>
 #include <netinet/in.h>
 #include <sys/socket.h>

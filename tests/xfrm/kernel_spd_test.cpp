@@ -42,11 +42,10 @@ TEST_F(KernelSpd, BypassAndDiscardPoliciesAppearInTheKernelAndGoOnReplaceAndOnSt
     ike.dport = {500, 500};
     const auto block = spd_entry(Direction::Out, "10.1.0.0/24", "10.9.0.0/16", PolicyAction::Discard, 2000);
     nic.replace_policies(Direction::Out, {{1, ike}, {2, block}});
-    nic.replace_policies(Direction::In, {{3, spd_entry(Direction::In, "10.9.0.0/16", "10.1.0.0/24",
-                                                       PolicyAction::Discard, 2000)}});
+    nic.replace_policies(Direction::In,
+                         {{3, spd_entry(Direction::In, "10.9.0.0/16", "10.1.0.0/24", PolicyAction::Discard, 2000)}});
     const std::string all = policies();
-    EXPECT_NE(all.find("src 0.0.0.0/0 dst 0.0.0.0/0 proto udp dport 500 \n\tdir out priority 10"),
-              std::string::npos)
+    EXPECT_NE(all.find("src 0.0.0.0/0 dst 0.0.0.0/0 proto udp dport 500 \n\tdir out priority 10"), std::string::npos)
         << all;
     EXPECT_NE(all.find("src 10.1.0.0/24 dst 10.9.0.0/16 \n\tdir out action block priority 2000"), std::string::npos)
         << all;
