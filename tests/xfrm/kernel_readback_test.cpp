@@ -80,6 +80,16 @@ void append_common_tail(std::vector<uint8_t>& msg, uint8_t offload_flags, uint8_
   append_attr(msg, kXfrmaSaDir, {&sa_dir, 1});
 }
 
+// XFRMA_REPLAY_ESN_VAL with a bitmap of `words` words; `fill` sets the fields.
+template <typename Fill>
+void append_esn_state(std::vector<uint8_t>& msg, uint32_t words, Fill fill) {
+  std::vector<uint8_t> esn(sizeof(xfrm_replay_state_esn) + words * sizeof(uint32_t), 0);
+  auto* rs = reinterpret_cast<xfrm_replay_state_esn*>(esn.data());
+  rs->bmp_len = words;
+  fill(*rs);
+  append_attr(msg, XFRMA_REPLAY_ESN_VAL, esn);
+}
+
 TEST(KernelReadback, InboundStateWithLegacyReplayGivesPacketsBytesFailuresAndTheTopOfTheWindow) {
   xfrm_usersa_info si = state_body(AF_INET, "192.0.2.2", "192.0.2.1", 0x2001);
   si.replay_window = 32;
@@ -127,13 +137,11 @@ TEST(KernelReadback, OutboundEsnStateGivesTheNext64BitSequenceNumber) {
   si.curlft.packets = 0x1fffffff0ull;
   auto msg = kernel_message(XFRM_MSG_NEWSA, si);
   append_common_tail(msg, 0, kXfrmSaDirOut);
-  std::vector<uint8_t> esn(sizeof(xfrm_replay_state_esn) + 4 * sizeof(uint32_t), 0);
-  auto* rs = reinterpret_cast<xfrm_replay_state_esn*>(esn.data());
-  rs->bmp_len = 4;
-  rs->oseq = 0xfffffff0;
-  rs->oseq_hi = 7;
-  rs->replay_window = 128;
-  append_attr(msg, XFRMA_REPLAY_ESN_VAL, esn);
+  append_esn_state(msg, 4, [](xfrm_replay_state_esn& rs) {
+    rs.oseq = 0xfffffff0;
+    rs.oseq_hi = 7;
+    rs.replay_window = 128;
+  });
 
   const SaReadback r = parse_sa(reinterpret_cast<const nlmsghdr*>(msg.data()));
   EXPECT_EQ(r.dst, IpAddr::parse("2001:db8::2"));
@@ -165,15 +173,13 @@ TEST(KernelReadback, ReplayEventGivesTheEsnStateAndTheLifetimeCounters) {
   ae.reqid = 9;
   ae.flags = XFRM_AE_RVAL;
   auto msg = kernel_message(XFRM_MSG_NEWAE, ae);
-  std::vector<uint8_t> esn(sizeof(xfrm_replay_state_esn) + 2 * sizeof(uint32_t), 0);
-  auto* rs = reinterpret_cast<xfrm_replay_state_esn*>(esn.data());
-  rs->bmp_len = 2;
-  rs->seq = 500;
-  rs->seq_hi = 3;
-  rs->replay_window = 64;
-  rs->bmp[0] = 0xffffffff;
-  rs->bmp[1] = 0x1;
-  append_attr(msg, XFRMA_REPLAY_ESN_VAL, esn);
+  append_esn_state(msg, 2, [](xfrm_replay_state_esn& rs) {
+    rs.seq = 500;
+    rs.seq_hi = 3;
+    rs.replay_window = 64;
+    rs.bmp[0] = 0xffffffff;
+    rs.bmp[1] = 0x1;
+  });
   xfrm_lifetime_cur cur{};
   cur.bytes = 9000;
   cur.packets = 6;
