@@ -152,9 +152,11 @@ TEST(DaemonConfig, ReloadSeparatesLiveKeysFromRestartKeys) {
   b.log_level = LogLevel::Debug;
   b.queues = 2;
   b.wire_interfaces = {"eth9"};
+  b.nic_offload = "packet";
   const auto plan = plan_reload(a, b);
   EXPECT_EQ(plan.applied, (std::vector<std::string>{"daemon.log_level", "verdict.mark"}));
-  EXPECT_EQ(plan.restart_required, (std::vector<std::string>{"wire.interfaces", "worker.queues"}));
+  EXPECT_EQ(plan.restart_required,
+            (std::vector<std::string>{"daemon.nic_offload", "wire.interfaces", "worker.queues"}));
   const auto none = plan_reload(a, a);
   EXPECT_TRUE(none.applied.empty());
   EXPECT_TRUE(none.restart_required.empty());
