@@ -222,6 +222,8 @@ void print_sa(const json& sa) {
   t.add_row({"lifetime seconds", lifetime_text(sa["lifetime-seconds"])});
   if (sa.contains("inner")) t.add_row({"inner (transport) SA", sa["inner"].get<std::string>()});
   if (sa.contains("bundled-in")) t.add_row({"inside bundle", sa["bundled-in"].get<std::string>()});
+  if (sa.contains("kernel-counters"))
+    for (const auto& [name, value] : sa["kernel-counters"].items()) t.add_row({"kernel " + name, value.dump()});
   t.print(std::cout);
 }
 

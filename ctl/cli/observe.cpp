@@ -82,7 +82,8 @@ void print_human(const json& stats, const json* previous, double seconds) {
   std::map<std::string, json> previous_sas;
   if (previous)
     for (const auto& sa : (*previous)["sas"]) previous_sas[sa["handle"].get<std::string>()] = sa;
-  std::vector<std::string> header = {"HANDLE", "DIR", "SPI", "PACKETS", "BYTES", "ERRORS", "NEXT-SEQ", "HIGHEST-SEQ"};
+  std::vector<std::string> header = {"HANDLE", "DIR",      "SPI",         "PACKETS",   "BYTES",
+                                     "ERRORS", "NEXT-SEQ", "HIGHEST-SEQ", "COUNTED-BY"};
   if (previous) header.insert(header.begin() + 5, {"PKT/S", "BYTES/S"});
   TextTable sas(header);
   for (const auto& sa : stats["sas"]) {
@@ -96,7 +97,8 @@ void print_human(const json& stats, const json* previous, double seconds) {
                                     sa["bytes"].dump(),
                                     errors.empty() ? "-" : errors,
                                     sa["dir"] == "out" ? sa["next_seq"].dump() : "-",
-                                    sa["dir"] == "in" ? sa["highest_seq"].dump() : "-"};
+                                    sa["dir"] == "in" ? sa["highest_seq"].dump() : "-",
+                                    sa.value("counted_by", std::string("-"))};
     if (previous) {
       auto it = previous_sas.find(sa["handle"].get<std::string>());
       const uint64_t p0 = it == previous_sas.end() ? 0 : it->second["packets"].get<uint64_t>();

@@ -70,6 +70,12 @@ const std::map<std::string, std::map<std::string, Handler>>& schema() {
            if (c.engine != "afxdp" && c.engine != "nic" && c.engine != "auto")
              bad(f, v, k, "must be afxdp, nic or auto, not '" + c.engine + "'");
          }},
+        {"nic_offload",
+         [](DaemonConfig& c, const std::string& f, const toml::value& v, const std::string& k) {
+           c.nic_offload = get_string(f, v, k);
+           if (c.nic_offload != "crypto" && c.nic_offload != "packet")
+             bad(f, v, k, "must be crypto or packet, not '" + c.nic_offload + "'");
+         }},
         {"state_dir",
          [](DaemonConfig& c, const std::string& f, const toml::value& v, const std::string& k) {
            c.state_dir = get_string(f, v, k);
@@ -286,6 +292,7 @@ ReloadPlan plan_reload(const DaemonConfig& a, const DaemonConfig& b) {
   };
   check(a.log_level != b.log_level, "daemon.log_level", true);
   check(a.engine != b.engine, "daemon.engine", false);
+  check(a.nic_offload != b.nic_offload, "daemon.nic_offload", false);
   check(a.state_dir != b.state_dir, "daemon.state_dir", false);
   check(a.socket_path != b.socket_path, "control.socket", false);
   check(a.socket_group != b.socket_group, "control.group", true);

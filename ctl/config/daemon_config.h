@@ -20,7 +20,8 @@ const char* to_string(SaDeleteReqPolicy p);
 struct DaemonConfig {
   // [daemon]
   LogLevel log_level = LogLevel::Info;
-  std::string engine = "afxdp";  // afxdp | nic | auto
+  std::string engine = "afxdp";        // afxdp | nic | auto
+  std::string nic_offload = "crypto";  // crypto | packet: XFRM offload type of NIC-held SAs
   std::string state_dir = "/run/ipsecov2";
   // [control]
   std::string socket_path = "/run/ipsecov2/ipsecov2.sock";

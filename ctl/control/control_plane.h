@@ -66,6 +66,9 @@ class ControlPlane {
   Capabilities capabilities() const { return engine_.capabilities(); }
   // Which engine holds the SA (`sa show` reports it; --engine auto decides per SA).
   std::string engine_of(uint64_t handle) const { return engine_.engine_of(handle); }
+  // The SA's counters kept by its engine outside the data plane (NIC-held
+  // SAs: the kernel's); nullopt otherwise.  Throws ov2::Error if reading fails.
+  std::optional<SaRuntimeCounters> engine_sa_counters(uint64_t handle) const { return engine_.sa_counters(handle); }
 
   // ADD_SA; returns the handle.  Throws ov2::Error.
   uint64_t add_sa(SaSpec spec);

@@ -123,6 +123,16 @@ json RequestHandler::handle(const json& req) {
     if (r == nullptr) fail(ErrorCode::NotFound, "no SA has handle " + handle_to_string(handle));
     answer["sa"] = sa_record_json(*r);
     answer["sa"]["engine"] = plane_.engine_of(r->handle);
+    if (const auto kernel = plane_.engine_sa_counters(r->handle)) {
+      // NIC-held SA: the kernel's counters (XFRM_MSG_GETSA).
+      answer["sa"]["kernel-counters"] = {
+          {"packets", kernel->packets},
+          {"bytes", kernel->bytes},
+          {"replayed", kernel->by_reason[static_cast<size_t>(esp::Reason::Replayed)]},
+          {"auth-failed", kernel->by_reason[static_cast<size_t>(esp::Reason::AuthFailed)]},
+          {r->spec.dir == Direction::Out ? "next-seq" : "highest-seq",
+           r->spec.dir == Direction::Out ? kernel->next_seq : kernel->highest_seq}};
+    }
   } else if (op == "policy.add") {
     const PolicySpec spec = policy_spec_from_json(field(req, "policy", op));
     const uint32_t id = plane_.add_policy(spec);

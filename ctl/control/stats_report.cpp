@@ -83,14 +83,20 @@ json stats_json(const ControlPlane& plane, const Dataplane* dataplane) {
   out["sas"] = json::array();
   for (const SaRecord* r : plane.sas().list()) {
     SaRuntimeCounters c{};
-    if (running) {
-      try {
+    const char* counted_by = "afxdp";
+    try {
+      if (auto kernel = plane.engine_sa_counters(r->handle)) {
+        c = *kernel;
+        counted_by = "kernel";
+      } else if (running) {
         c = dataplane->sa_counters(r->handle);
-      } catch (...) {
-        // Not installed in the workers' table (cannot happen after a successful add): zeros.
       }
+    } catch (...) {
+      // Not installed in the workers' table (cannot happen after a successful
+      // add), or the kernel lost the NIC-held SA (expired): zeros.
     }
     out["sas"].push_back(sa_json(*r, c));
+    out["sas"].back()["counted_by"] = counted_by;
   }
   if (!running) return out;
 

@@ -40,7 +40,7 @@ using namespace ov2;
 
 // What the command line says; it overrides the configuration file, also at a reload.
 struct CommandLine {
-  std::string config_file, wire, offload_dev, socket_path, engine, group, log_level, state_dir;
+  std::string config_file, wire, offload_dev, socket_path, engine, nic_offload, group, log_level, state_dir;
   bool no_restore = false;
 };
 
@@ -50,6 +50,7 @@ DaemonConfig build_config(const CommandLine& cl) {
   if (!cl.offload_dev.empty()) config.offload_dev = cl.offload_dev;
   if (!cl.socket_path.empty()) config.socket_path = cl.socket_path;
   if (!cl.engine.empty()) config.engine = cl.engine;
+  if (!cl.nic_offload.empty()) config.nic_offload = cl.nic_offload;
   if (!cl.group.empty()) config.socket_group = cl.group;
   if (!cl.log_level.empty()) config.log_level = parse_log_level(cl.log_level);
   if (!cl.state_dir.empty()) config.state_dir = cl.state_dir;
@@ -278,6 +279,10 @@ int main(int argc, char** argv) {
   app.add_option("--socket", cl.socket_path, "control socket path (default /run/ipsecov2/ipsecov2.sock)");
   app.add_option("--engine", cl.engine, "afxdp: AF_XDP crypto worker (default); nic: the wire NIC through XFRM device offload; auto: the NIC where it can offload the SA, AF_XDP otherwise")
       ->check(CLI::IsMember({"afxdp", "nic", "auto"}));
+  app.add_option("--nic-offload", cl.nic_offload,
+                 "with --engine nic|auto: crypto (default; the NIC encrypts, kernel XFRM policies from the SPD steer "
+                 "packets) or packet (XFRM packet offload: the NIC also holds the policies)")
+      ->check(CLI::IsMember({"crypto", "packet"}));
   app.add_option("--group", cl.group, "group whose members may use the control socket (default: root only)");
   app.add_option("--log-level", cl.log_level, "error, warning, info or debug (default info)");
   app.add_option("--state-dir", cl.state_dir,

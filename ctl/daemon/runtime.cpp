@@ -8,15 +8,19 @@ namespace ov2 {
 Runtime::Runtime(const DaemonConfig& config) {
   if (config.engine != "afxdp" && config.engine != "nic" && config.engine != "auto")
     fail(ErrorCode::InvalidArgument, "--engine must be afxdp, nic or auto, not '" + config.engine + "'");
+  if (config.nic_offload != "crypto" && config.nic_offload != "packet")
+    fail(ErrorCode::InvalidArgument, "--nic-offload must be crypto or packet, not '" + config.nic_offload + "'");
+  const auto offload = config.nic_offload == "packet" ? xfrm::OffloadKind::Packet : xfrm::OffloadKind::Crypto;
   if (config.engine == "nic") {
     // SAs go to the wire NIC through XFRM device offload; no AF_XDP data plane.
     if (config.wire_interfaces.size() != 1)
       fail(ErrorCode::InvalidArgument, "--engine nic needs the offload NIC in --wire");
     programs_ = std::make_unique<BpfPrograms>(BpfPrograms::Options{0, config.verdict_mark});
     engine_ = std::make_unique<AfXdpEngine>(*programs_, nullptr, nullptr);
-    selected_ = std::make_unique<NicEngine>(config.wire_interfaces.front(),
-                                            [](const std::string& m) { log(LogLevel::Warn, m); });
-    log(LogLevel::Info, "engine nic: SAs go to " + config.wire_interfaces.front() + " through XFRM device offload");
+    selected_ = std::make_unique<NicEngine>(
+        config.wire_interfaces.front(), [](const std::string& m) { log(LogLevel::Warn, m); }, offload);
+    log(LogLevel::Info, "engine nic: SAs go to " + config.wire_interfaces.front() + " through XFRM device offload (" +
+                            config.nic_offload + " offload)");
     return;
   }
   start_dataplane(config);
@@ -25,7 +29,7 @@ Runtime::Runtime(const DaemonConfig& config) {
     std::unique_ptr<NicEngine> nic;
     if (!config.wire_interfaces.empty()) {
       try {
-        nic = std::make_unique<NicEngine>(config.wire_interfaces.front(), warn);
+        nic = std::make_unique<NicEngine>(config.wire_interfaces.front(), warn, offload);
         if (!nic->capabilities().esp) {
           log(LogLevel::Info, "engine auto: " + config.wire_interfaces.front() +
                                   " has no ESP offload (esp-hw-offload off): every SA goes to the AF_XDP engine");

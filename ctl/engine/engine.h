@@ -13,9 +13,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "dataplane/sa_runtime.h"
 #include "dataplane/spd_compiler.h"
 #include "engine/capabilities.h"
 #include "model/sa_spec.h"
@@ -50,6 +52,11 @@ class Engine {
   // Which engine holds an installed SA ("afxdp", "nic"); engines that hold
   // everything themselves answer with their own name.
   virtual std::string engine_of(uint64_t /*handle*/) const { return capabilities().engine; }
+
+  // The SA's counters when this engine keeps them outside the AF_XDP data
+  // plane (the NIC engine reads the kernel's XFRM state); nullopt when the
+  // data plane's counters are the SA's.  Throws ov2::Error if reading fails.
+  virtual std::optional<SaRuntimeCounters> sa_counters(uint64_t /*handle*/) { return std::nullopt; }
 };
 
 // Where engines report problems they cannot throw (delete_sa).

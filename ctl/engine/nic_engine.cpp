@@ -5,10 +5,29 @@
 
 namespace ov2 {
 
-NicEngine::NicEngine(const std::string& device, WarningSink warn)
-    : backend_(xfrm::NicBackendConfig{device, xfrm::OffloadKind::Crypto, /*skip_capability_check=*/true}),
+SaRuntimeCounters counters_from_kernel(const xfrm::SaReadback& state, Direction dir) {
+  SaRuntimeCounters c;
+  c.packets = state.packets;
+  c.bytes = state.bytes;
+  c.by_reason[static_cast<size_t>(esp::Reason::Replayed)] =
+      uint64_t{state.replay_failures} + state.replay_window_failures;
+  c.by_reason[static_cast<size_t>(esp::Reason::AuthFailed)] = state.integrity_failures;
+  if (state.replay_esn) {
+    const xfrm::ReplayEsn& r = *state.replay_esn;
+    if (dir == Direction::Out)
+      c.next_seq = ((uint64_t{r.oseq_hi} << 32) | r.oseq) + 1;
+    else
+      c.highest_seq = (uint64_t{r.seq_hi} << 32) | r.seq;
+  }
+  return c;
+}
+
+NicEngine::NicEngine(const std::string& device, WarningSink warn, xfrm::OffloadKind offload)
+    : backend_(xfrm::NicBackendConfig{device, offload, /*skip_capability_check=*/true}),
       device_(device),
       warn_(std::move(warn)) {}
+
+NicEngine::~NicEngine() { backend_.remove_all(warn_); }
 
 Capabilities NicEngine::capabilities() const {
   Capabilities c = backend_.capabilities();
@@ -36,20 +55,28 @@ void NicEngine::delete_sa(uint64_t handle) noexcept {
 
 void NicEngine::update_sa(uint64_t handle, uint32_t seq_hi) { backend_.update_sa(handle, seq_hi); }
 
-namespace {
-
-void refuse_policies_on_nic(const std::vector<CompiledPolicy>& policies, const NicEngine& nic) {
-  for (const auto& p : policies)
-    if (p.spec.action == PolicyAction::Protect && (nic.holds(p.offload_handle) || nic.holds(p.tunnel_handle)))
+void NicEngine::set_spd(Direction dir, const std::vector<CompiledPolicy>& policies) {
+  std::vector<std::pair<uint32_t, PolicySpec>> wanted;
+  wanted.reserve(policies.size());
+  for (const auto& p : policies) {
+    if (p.tunnel_handle != 0)
       fail(ErrorCode::Unsupported, "policy " + std::to_string(p.id) +
-                                       " protects with an SA held by the NIC: ipsecov2 does not translate its SPD "
-                                       "into kernel XFRM policies yet; add the policy with 'ip xfrm policy'");
+                                       " protects with a bundle, which a NIC cannot process; use --engine afxdp");
+    PolicySpec spec = p.spec;
+    if (spec.action == PolicyAction::Protect) spec.sa_handle = p.offload_handle;
+    wanted.emplace_back(p.id, spec);
+  }
+  backend_.replace_policies(dir, wanted);
 }
 
-}  // namespace
+void NicEngine::set_outbound_spd(const std::vector<CompiledPolicy>& policies) { set_spd(Direction::Out, policies); }
+void NicEngine::set_inbound_spd(const std::vector<CompiledPolicy>& policies) { set_spd(Direction::In, policies); }
 
-void NicEngine::set_outbound_spd(const std::vector<CompiledPolicy>& policies) { refuse_policies_on_nic(policies, *this); }
-void NicEngine::set_inbound_spd(const std::vector<CompiledPolicy>& policies) { refuse_policies_on_nic(policies, *this); }
+std::optional<SaRuntimeCounters> NicEngine::sa_counters(uint64_t handle) {
+  const xfrm::XfrmSaEntry* e = backend_.table().find(handle);
+  if (!e) return std::nullopt;
+  return counters_from_kernel(backend_.statistics(handle), e->key.dir);
+}
 
 bool NicEngine::holds(uint64_t handle) const { return handle != 0 && backend_.table().find(handle) != nullptr; }
 
@@ -116,6 +143,12 @@ void AutoEngine::set_inbound_spd(const std::vector<CompiledPolicy>& policies) {
   split(policies, nic, afxdp);
   if (nic_) nic_->set_inbound_spd(nic);
   afxdp_.set_inbound_spd(afxdp);
+}
+
+std::optional<SaRuntimeCounters> AutoEngine::sa_counters(uint64_t handle) {
+  const auto it = on_nic_.find(handle);
+  if (it == on_nic_.end() || !it->second) return std::nullopt;
+  return nic_->sa_counters(handle);
 }
 
 std::string AutoEngine::engine_of(uint64_t handle) const {

@@ -17,11 +17,22 @@
 
 namespace ov2 {
 
+// The SA counters of a kernel XFRM state (GETSA), in the AF_XDP engine's
+// form: curlft packets/bytes; stats.replay + stats.replay_window as
+// "replayed", stats.integrity_failed as "auth-failed"; outbound next_seq =
+// (oseq_hi:oseq) + 1, inbound highest_seq = seq_hi:seq (the high halves only
+// with ESN).
+SaRuntimeCounters counters_from_kernel(const xfrm::SaReadback& state, Direction dir);
+
 class NicEngine : public Engine {
  public:
-  // Opens XFRM for `device` in the current network namespace.  Throws
+  // Opens XFRM for `device` in the current network namespace.  `offload`:
+  // Crypto (the kernel's SPD steers packets to NIC-held SAs) or Packet (the
+  // NIC also holds the policies: XFRMA_OFFLOAD_DEV on them too).  Throws
   // ov2::Error (NotFound for an unknown device).
-  NicEngine(const std::string& device, WarningSink warn);
+  NicEngine(const std::string& device, WarningSink warn, xfrm::OffloadKind offload = xfrm::OffloadKind::Crypto);
+  // Removes every kernel policy and SA it installed (nothing left behind).
+  ~NicEngine() override;
 
   Capabilities capabilities() const override;
   // Sends the SA to the kernel even when the device reports no ESP offload:
@@ -29,17 +40,21 @@ class NicEngine : public Engine {
   void add_sa(uint64_t handle, const SaSpec& sa) override;
   void delete_sa(uint64_t handle) noexcept override;
   void update_sa(uint64_t handle, uint32_t seq_hi) override;
-  // SAs on a NIC are used by the kernel's own XFRM policies (crypto offload):
-  // ipsecov2 does not translate its SPD into XFRM policies yet, so a policy
-  // naming a NIC-held SA is refused with that reason.
+  // SAs on a NIC are used through the kernel's own SPD: every policy given
+  // here becomes kernel XFRM policies (xfrm::kernel_policies_of),
+  // replacing this direction's previous ones, all or nothing.
   void set_outbound_spd(const std::vector<CompiledPolicy>& policies) override;
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;
+  // The kernel's counters of a NIC-held SA; nullopt for other handles.
+  std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override;
 
   // Whether `sa` could be offloaded to this NIC, and if not, why.
   xfrm::OffloadDecision can_offload(const SaSpec& sa) const { return backend_.can_offload(sa); }
   bool holds(uint64_t handle) const;
 
  private:
+  void set_spd(Direction dir, const std::vector<CompiledPolicy>& policies);
+
   xfrm::XfrmNicBackend backend_;
   std::string device_;
   WarningSink warn_;
@@ -60,6 +75,7 @@ class AutoEngine : public Engine {
 
   // "nic" or "afxdp" for an installed handle, "" if unknown.
   std::string engine_of(uint64_t handle) const override;
+  std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override;
 
  private:
   Engine& holder(uint64_t handle);

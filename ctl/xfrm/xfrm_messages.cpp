@@ -281,8 +281,33 @@ NetlinkRequest build_new_ae(const SaId& id, uint32_t reqid, const ReplayEsn& sta
   return req;
 }
 
+const char* to_string(XfrmPolicyDir dir) {
+  switch (dir) {
+    case XfrmPolicyDir::In:
+      return "in";
+    case XfrmPolicyDir::Out:
+      return "out";
+    case XfrmPolicyDir::Fwd:
+      return "fwd";
+  }
+  return "?";
+}
+
+std::string describe_policy(const XfrmPolicy& p) {
+  static constexpr const char* kWords[] = {"inbound", "outbound", "forward"};
+  return std::string(kWords[static_cast<int>(p.dir)]) + " policy " + p.src.to_string() + " -> " + p.dst.to_string();
+}
+
+std::optional<PortMask> port_mask_of(uint16_t lo, uint16_t hi) {
+  if (lo > hi) return std::nullopt;
+  const uint32_t size = uint32_t{hi} - lo + 1;
+  if (size == 65536) return PortMask{0, 0};
+  if ((size & (size - 1)) != 0 || lo % size != 0) return std::nullopt;
+  return PortMask{lo, static_cast<uint16_t>(~(size - 1))};
+}
+
 namespace {
-xfrm_selector policy_selector(const OffloadPolicy& p) {
+xfrm_selector policy_selector(const XfrmPolicy& p) {
   xfrm_selector sel;
   std::memset(&sel, 0, sizeof(sel));
   sel.family = static_cast<uint16_t>(af_of(p.dst.addr.family));
@@ -291,12 +316,26 @@ xfrm_selector policy_selector(const OffloadPolicy& p) {
   sel.prefixlen_d = p.dst.len;
   sel.prefixlen_s = p.src.len;
   sel.proto = p.proto;
+  sel.sport = htons(p.sport);
+  sel.sport_mask = htons(p.sport_mask);
+  sel.dport = htons(p.dport);
+  sel.dport_mask = htons(p.dport_mask);
   return sel;
 }
 
-uint8_t policy_dir(const OffloadPolicy& p) { return p.dir == Direction::In ? XFRM_POLICY_IN : XFRM_POLICY_OUT; }
+uint8_t policy_dir(const XfrmPolicy& p) {
+  switch (p.dir) {
+    case XfrmPolicyDir::In:
+      return XFRM_POLICY_IN;
+    case XfrmPolicyDir::Out:
+      return XFRM_POLICY_OUT;
+    case XfrmPolicyDir::Fwd:
+      return XFRM_POLICY_FWD;
+  }
+  return XFRM_POLICY_OUT;
+}
 
-NetlinkRequest policy_id_request(const OffloadPolicy& p, uint16_t type) {
+NetlinkRequest policy_id_request(const XfrmPolicy& p, uint16_t type) {
   NetlinkRequest req(256);
   start(req, type, NLM_F_REQUEST | NLM_F_ACK);
   auto* id = put_body<xfrm_userpolicy_id>(req);
@@ -306,13 +345,13 @@ NetlinkRequest policy_id_request(const OffloadPolicy& p, uint16_t type) {
 }
 }  // namespace
 
-NetlinkRequest build_get_policy(const OffloadPolicy& p) { return policy_id_request(p, XFRM_MSG_GETPOLICY); }
-NetlinkRequest build_delete_policy(const OffloadPolicy& p) { return policy_id_request(p, XFRM_MSG_DELPOLICY); }
+NetlinkRequest build_get_policy(const XfrmPolicy& p) { return policy_id_request(p, XFRM_MSG_GETPOLICY); }
+NetlinkRequest build_delete_policy(const XfrmPolicy& p) { return policy_id_request(p, XFRM_MSG_DELPOLICY); }
 
-NetlinkRequest build_new_policy(const OffloadPolicy& p) {
-  if (p.ifindex <= 0) fail(ErrorCode::InvalidArgument, "packet-offload policy needs the device's interface index");
-  if (p.src.addr.family != p.dst.addr.family || p.tmpl_src.family != p.tmpl_dst.family)
+NetlinkRequest build_new_policy(const XfrmPolicy& p) {
+  if (p.src.addr.family != p.dst.addr.family || (p.has_template && (p.tmpl_src.family != p.tmpl_dst.family)))
     fail(ErrorCode::InvalidArgument, "policy selectors or template mix address families");
+  if (p.offload_ifindex < 0) fail(ErrorCode::InvalidArgument, "policy offload needs a valid interface index");
   NetlinkRequest req(512);
   start(req, XFRM_MSG_NEWPOLICY, NLM_F_REQUEST | NLM_F_ACK);
   auto* pol = put_body<xfrm_userpolicy_info>(req);
@@ -323,24 +362,27 @@ NetlinkRequest build_new_policy(const OffloadPolicy& p) {
   pol->lft.hard_packet_limit = XFRM_INF;
   pol->priority = p.priority;
   pol->dir = policy_dir(p);
-  pol->action = XFRM_POLICY_ALLOW;
+  pol->action = p.block ? XFRM_POLICY_BLOCK : XFRM_POLICY_ALLOW;
 
-  xfrm_user_tmpl tmpl;
-  std::memset(&tmpl, 0, sizeof(tmpl));
-  tmpl.id.daddr = xfrm_addr(p.tmpl_dst);
-  tmpl.id.proto = IPPROTO_ESP;
-  tmpl.family = static_cast<uint16_t>(af_of(p.tmpl_dst.family));
-  tmpl.saddr = xfrm_addr(p.tmpl_src);
-  tmpl.reqid = p.reqid;
-  tmpl.mode = p.mode == Mode::Tunnel ? XFRM_MODE_TUNNEL : XFRM_MODE_TRANSPORT;
-  tmpl.aalgos = tmpl.ealgos = tmpl.calgos = ~0u;  // any algorithm, as iproute2
-  put_struct(req, XFRMA_TMPL, tmpl);
-
-  xfrm_user_offload xuo;
-  std::memset(&xuo, 0, sizeof(xuo));
-  xuo.ifindex = p.ifindex;
-  xuo.flags = XFRM_OFFLOAD_PACKET;
-  put_struct(req, XFRMA_OFFLOAD_DEV, xuo);
+  if (p.has_template) {
+    xfrm_user_tmpl tmpl;
+    std::memset(&tmpl, 0, sizeof(tmpl));
+    tmpl.id.daddr = xfrm_addr(p.tmpl_dst);
+    tmpl.id.proto = IPPROTO_ESP;
+    tmpl.family = static_cast<uint16_t>(af_of(p.tmpl_dst.family));
+    tmpl.saddr = xfrm_addr(p.tmpl_src);
+    tmpl.reqid = p.reqid;
+    tmpl.mode = p.mode == Mode::Tunnel ? XFRM_MODE_TUNNEL : XFRM_MODE_TRANSPORT;
+    tmpl.aalgos = tmpl.ealgos = tmpl.calgos = ~0u;  // any algorithm, as iproute2 and strongSwan
+    put_struct(req, XFRMA_TMPL, tmpl);
+  }
+  if (p.offload_ifindex != 0) {
+    xfrm_user_offload xuo;
+    std::memset(&xuo, 0, sizeof(xuo));
+    xuo.ifindex = p.offload_ifindex;
+    xuo.flags = XFRM_OFFLOAD_PACKET;  // the only flag xfrm_dev_policy_add accepts
+    put_struct(req, XFRMA_OFFLOAD_DEV, xuo);
+  }
   return req;
 }
 
@@ -418,6 +460,17 @@ SaReadback parse_sa(const nlmsghdr* msg) {
   out.replay_failures = si.stats.replay;
   out.integrity_failures = si.stats.integrity_failed;
   out.replay_esn = read_replay_esn(t.at[XFRMA_REPLAY_ESN_VAL]);
+  if (!out.replay_esn) {
+    // Without ESN and with a window of at most 32 the kernel reports the
+    // legacy struct xfrm_replay_state (no high bits, one bitmap word).
+    if (const nlattr* rv = t.at[XFRMA_REPLAY_VAL]) {
+      if (mnl_attr_get_payload_len(rv) < sizeof(xfrm_replay_state))
+        fail(ErrorCode::Kernel, "the kernel's replay state is truncated");
+      xfrm_replay_state legacy;
+      std::memcpy(&legacy, mnl_attr_get_payload(rv), sizeof(legacy));
+      out.replay_esn = ReplayEsn{legacy.oseq, legacy.seq, 0, 0, si.replay_window, {legacy.bitmap}};
+    }
+  }
   read_offload(t.at[XFRMA_OFFLOAD_DEV], out.offload_ifindex, out.offload_flags);
   return out;
 }

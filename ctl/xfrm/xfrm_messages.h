@@ -112,25 +112,54 @@ NetlinkRequest build_get_ae(const SaId& id, uint32_t reqid);
 // write (this); see XfrmSocket::set_esn_high_bits.
 NetlinkRequest build_new_ae(const SaId& id, uint32_t reqid, const ReplayEsn& state);
 
-// A packet-offload policy: `ip xfrm policy add src S dst D [proto P] dir DIR
-// priority N tmpl src A dst B proto esp reqid R mode M offload packet dev DEV`.
-struct OffloadPolicy {
-  Direction dir = Direction::Out;
+// One entry of the kernel's SPD, as `ip xfrm policy add src S dst D [proto P
+// [sport X] [dport Y]] dir in|out|fwd priority N [action block] [tmpl src A
+// dst B proto esp reqid R mode M]` sends it.  With packet offload
+// (offload_ifindex != 0) it also carries XFRMA_OFFLOAD_DEV{ifindex,
+// XFRM_OFFLOAD_PACKET}, as iproute2 >= 6.2 `offload packet dev DEV` sends it
+// (the kernel's xfrm_dev_policy_add accepts exactly that flag).
+enum class XfrmPolicyDir : uint8_t { In, Out, Fwd };
+const char* to_string(XfrmPolicyDir dir);
+
+struct XfrmPolicy {
+  XfrmPolicyDir dir = XfrmPolicyDir::Out;
   IpPrefix src;
   IpPrefix dst;
   uint8_t proto = 0;  // 0 = any
-  uint32_t priority = 0;
-  IpAddr tmpl_src;  // the SA's endpoints
+  // Ports as the kernel's selector keeps them: value and mask (host order);
+  // mask 0 = any port, 0xffff = exactly this port.
+  uint16_t sport = 0;
+  uint16_t sport_mask = 0;
+  uint16_t dport = 0;
+  uint16_t dport_mask = 0;
+  uint32_t priority = 0;      // lower wins, as in ipsecov2
+  bool block = false;         // XFRM_POLICY_BLOCK (discard); else allow
+  bool has_template = false;  // protect: the packets must use the SA below
+  IpAddr tmpl_src;            // the SA's endpoints
   IpAddr tmpl_dst;
   uint32_t reqid = 0;
   Mode mode = Mode::Tunnel;
-  int ifindex = 0;
+  int offload_ifindex = 0;  // packet offload device; 0 = none
+  bool operator==(const XfrmPolicy&) const = default;
 };
-// XFRM_MSG_NEWPOLICY with XFRMA_TMPL and XFRMA_OFFLOAD_DEV{ifindex, PACKET}.
-NetlinkRequest build_new_policy(const OffloadPolicy& policy);
-// XFRM_MSG_GETPOLICY / XFRM_MSG_DELPOLICY by selector and direction.
-NetlinkRequest build_get_policy(const OffloadPolicy& policy);
-NetlinkRequest build_delete_policy(const OffloadPolicy& policy);
+// "outbound policy 10.1.0.0/24 -> 10.2.0.0/24" (for messages).
+std::string describe_policy(const XfrmPolicy& p);
+// XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info, then XFRMA_TMPL (if
+// has_template), then XFRMA_OFFLOAD_DEV (if offload_ifindex).
+NetlinkRequest build_new_policy(const XfrmPolicy& policy);
+// XFRM_MSG_GETPOLICY / XFRM_MSG_DELPOLICY by selector and direction (the
+// kernel's key of a policy; at most one per selector and direction).
+NetlinkRequest build_get_policy(const XfrmPolicy& policy);
+NetlinkRequest build_delete_policy(const XfrmPolicy& policy);
+
+// A port range as the kernel's (port, mask) selector, when it is one: any
+// (0/0), one port (P/0xffff) or an aligned power-of-two block.  nullopt
+// otherwise (e.g. 1000-2000).
+struct PortMask {
+  uint16_t port = 0;
+  uint16_t mask = 0;
+};
+std::optional<PortMask> port_mask_of(uint16_t lo, uint16_t hi);
 
 struct PolicyReadback {
   std::optional<int> offload_ifindex;  // present iff the kernel kept the offload
@@ -154,6 +183,8 @@ struct SaReadback {
   uint32_t replay_window_failures = 0;  // stats.replay_window
   uint32_t replay_failures = 0;         // stats.replay
   uint32_t integrity_failures = 0;      // stats.integrity_failed
+  // From XFRMA_REPLAY_ESN_VAL, or from the legacy XFRMA_REPLAY_VAL (no ESN,
+  // window <= 32: high bits 0, one bitmap word).
   std::optional<ReplayEsn> replay_esn;
   std::optional<int> offload_ifindex;  // present iff the kernel kept the offload
   uint8_t offload_flags = 0;

@@ -11,15 +11,21 @@
 //   nic.update_sa(handle, seq_hi);   // UPDATE_SA
 //   nic.delete_sa(handle);           // DELETE_SA
 //   nic.capabilities();              // NDIS_IPSEC_OFFLOAD_V2 form
+//   nic.replace_policies(Direction::Out, {{id, spec}, ...});  // the kernel's SPD
 //
 // Not thread-safe: call from the control thread.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/capabilities.h"
+#include "model/policy_spec.h"
 #include "model/sa_spec.h"
 #include "xfrm/offload_caps.h"
 #include "xfrm/xfrm_messages.h"
@@ -36,12 +42,27 @@ struct NicBackendConfig {
   bool skip_capability_check = false;
 };
 
+// The kernel SPD entries of ipsecov2 policy `id`: protect -> allow with the
+// template of its SA `sa` (endpoints, reqid, mode), bypass -> allow without
+// template, discard -> block.  An inbound tunnel-mode protect policy also
+// gets its fwd twin, as strongSwan installs.  A packet-offloaded SA puts
+// XFRMA_OFFLOAD_DEV on its protect entries.  `sa` is needed for protect only.
+// Throws ov2::Error (NotFound: protect without an SA on the NIC; Unsupported:
+// a port range the kernel's port/mask selector cannot say).  Pure.
+std::vector<XfrmPolicy> kernel_policies_of(uint32_t id, const PolicySpec& spec, const XfrmSaEntry* sa);
+
 class XfrmNicBackend {
  public:
   // Opens the XFRM socket and reads the device's ESP features, in the
   // calling thread's network namespace.  Throws ov2::Error (NotFound for an
   // unknown device).
   explicit XfrmNicBackend(NicBackendConfig config);
+  // Removes what is still installed (remove_all).
+  ~XfrmNicBackend();
+  XfrmNicBackend(const XfrmNicBackend&) = delete;
+  XfrmNicBackend& operator=(const XfrmNicBackend&) = delete;
+
+  OffloadKind offload() const { return config_.offload; }
 
   // NDIS_IPSEC_OFFLOAD_V2 capabilities of the device (esp = false without
   // esp-hw-offload).
@@ -67,13 +88,29 @@ class XfrmNicBackend {
   // The handle table (for listings and tests).
   const XfrmSaTable& table() const { return table_; }
 
+  // Makes the kernel's SPD hold exactly `wanted` for ipsecov2 direction `dir`
+  // (policy id -> spec; a policy keeps its entries while its id stays;
+  // translated with kernel_policies_of and this backend's SA table).  All
+  // or nothing: when an add fails, what this call added is removed again and
+  // the error (naming the policy) is thrown.
+  void replace_policies(Direction dir, const std::vector<std::pair<uint32_t, PolicySpec>>& wanted);
+  // The kernel entries installed for policy `id` (empty if none).
+  std::vector<XfrmPolicy> installed_policies(Direction dir, uint32_t id) const;
+  // Removes every policy, then every SA this backend installed (daemon
+  // stop: nothing is left in the kernel).  Never throws; problems go to `warn`.
+  void remove_all(const std::function<void(const std::string&)>& warn) noexcept;
+
  private:
   const XfrmSaEntry& entry_of(uint64_t handle) const;
+  void remove_entries(const std::vector<XfrmPolicy>& entries,
+                      const std::function<void(const std::string&)>& warn) noexcept;
 
   NicBackendConfig config_;
   EspFeatures features_;
   std::unique_ptr<XfrmSocket> socket_;
   XfrmSaTable table_;
+  // ipsecov2 policy id -> its kernel entries, per ipsecov2 direction (0 in, 1 out).
+  std::map<uint32_t, std::vector<XfrmPolicy>> policies_[2];
 };
 
 }  // namespace ov2::xfrm

@@ -36,6 +36,13 @@ std::optional<uint64_t> XfrmSaTable::find(const XfrmSaKey& key) const {
   return it->second;
 }
 
+std::vector<uint64_t> XfrmSaTable::handles() const {
+  std::vector<uint64_t> out;
+  out.reserve(by_handle_.size());
+  for (const auto& [h, e] : by_handle_) out.push_back(h);
+  return out;
+}
+
 bool XfrmSaTable::erase(uint64_t handle) {
   auto it = by_handle_.find(handle);
   if (it == by_handle_.end()) return false;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <vector>
 
 #include "common/ip_addr.h"
 #include "model/sa_spec.h"
@@ -29,6 +30,7 @@ struct XfrmSaEntry {
   int ifindex = 0;
   OffloadKind offload = OffloadKind::Crypto;
   bool esn = false;
+  Mode mode = Mode::Tunnel;
   SaId id() const { return SaId{key.dst, src, key.spi, key.proto}; }
 };
 
@@ -45,6 +47,8 @@ class XfrmSaTable {
   // Removes a handle; false if unknown.
   bool erase(uint64_t handle);
   size_t size() const { return by_handle_.size(); }
+  // Every handle, ascending.
+  std::vector<uint64_t> handles() const;
 
  private:
   std::map<uint64_t, XfrmSaEntry> by_handle_;

@@ -273,7 +273,7 @@ void XfrmSocket::delete_quietly(const SaId& id) noexcept {
   }
 }
 
-void XfrmSocket::delete_policy_quietly(const OffloadPolicy& policy) noexcept {
+void XfrmSocket::delete_policy_quietly(const XfrmPolicy& policy) noexcept {
   try {
     delete_policy(policy);
   } catch (const Error&) {
@@ -314,16 +314,13 @@ void XfrmSocket::set_esn_high_bits(const SaId& id, uint32_t reqid, Direction dir
   transact(req, RequestContext{XfrmOperation::UpdateReplayState, describe_sa(id), {}, {}});
 }
 
-namespace {
-std::string describe_policy(const OffloadPolicy& p) {
-  return std::string(p.dir == Direction::In ? "inbound" : "outbound") + " policy " + p.src.to_string() + " -> " +
-         p.dst.to_string();
-}
-}  // namespace
-
-void XfrmSocket::add_policy(const OffloadPolicy& policy, std::string_view device_name) {
+void XfrmSocket::add_policy(const XfrmPolicy& policy, std::string_view device_name) {
   NetlinkRequest req = build_new_policy(policy);
-  transact(req, RequestContext{XfrmOperation::AddPolicy, describe_policy(policy), std::string(device_name), {}});
+  transact(req, RequestContext{XfrmOperation::AddPolicy,
+                               describe_policy(policy),
+                               policy.offload_ifindex ? std::string(device_name) : std::string(),
+                               {}});
+  if (policy.offload_ifindex == 0) return;
   std::optional<PolicyReadback> back;
   try {
     NetlinkRequest get = build_get_policy(policy);
@@ -333,15 +330,15 @@ void XfrmSocket::add_policy(const OffloadPolicy& policy, std::string_view device
     delete_policy_quietly(policy);
     throw;
   }
-  if (back && back->offload_ifindex && *back->offload_ifindex == policy.ifindex) return;
+  if (back && back->offload_ifindex && *back->offload_ifindex == policy.offload_ifindex) return;
   delete_policy_quietly(policy);
   fail(ErrorCode::Unsupported,
        "device " + std::string(device_name) + " cannot offload this policy (" + describe_policy(policy) +
            "): the kernel installed it without offload (CONFIG_XFRM_OFFLOAD off, or no packet-offload driver), "
-           "so it was removed again — use --engine afxdp");
+           "so it was removed again — use --nic-offload crypto or --engine afxdp");
 }
 
-void XfrmSocket::delete_policy(const OffloadPolicy& policy) {
+void XfrmSocket::delete_policy(const XfrmPolicy& policy) {
   NetlinkRequest req = build_delete_policy(policy);
   transact(req, RequestContext{XfrmOperation::DeletePolicy, describe_policy(policy), {}, {}});
 }

@@ -73,18 +73,19 @@ class XfrmSocket {
   // UPDATE_SA: sets the ESN high-order bits (seq_hi for inbound, oseq_hi for
   // outbound) by reading the replay state and writing it back changed.
   void set_esn_high_bits(const SaId& id, uint32_t reqid, Direction dir, uint32_t high_bits);
-  // Installs a packet-offload policy (XFRM_MSG_NEWPOLICY) and reads it back;
-  // if the kernel dropped the offload (it does so silently without
-  // CONFIG_XFRM_OFFLOAD) the policy is deleted again and this throws
-  // ov2::Error(Unsupported) "device D cannot offload this policy: ...".
-  void add_policy(const OffloadPolicy& policy, std::string_view device_name);
+  // Installs a policy (XFRM_MSG_NEWPOLICY).  With packet offload
+  // (offload_ifindex != 0) reads it back; if the kernel dropped the offload
+  // (it does so silently without CONFIG_XFRM_OFFLOAD) the policy is deleted
+  // again and this throws ov2::Error(Unsupported) "device D cannot offload
+  // this policy: ...".  `device_name` is only for messages.
+  void add_policy(const XfrmPolicy& policy, std::string_view device_name);
   // Deletes a policy (XFRM_MSG_DELPOLICY by selector and direction).
-  void delete_policy(const OffloadPolicy& policy);
+  void delete_policy(const XfrmPolicy& policy);
 
  private:
   // Rollback after a failed add; errors here would hide the real one.
   void delete_quietly(const SaId& id) noexcept;
-  void delete_policy_quietly(const OffloadPolicy& policy) noexcept;
+  void delete_policy_quietly(const XfrmPolicy& policy) noexcept;
 
   mnl_socket* nl_ = nullptr;
   uint32_t port_id_ = 0;

@@ -34,6 +34,7 @@ TEST(DaemonConfig, EveryKeyIsRead) {
 [daemon]
 log_level = "debug"
 engine = "auto"
+nic_offload = "packet"
 state_dir = "/run/x"
 [control]
 socket = "/run/x/s.sock"
@@ -63,6 +64,7 @@ prometheus_listen = "127.0.0.1:9781"
                               "t");
   EXPECT_EQ(c.log_level, LogLevel::Debug);
   EXPECT_EQ(c.engine, "auto");
+  EXPECT_EQ(c.nic_offload, "packet");
   EXPECT_EQ(c.state_dir, "/run/x");
   EXPECT_EQ(c.socket_path, "/run/x/s.sock");
   EXPECT_EQ(c.socket_group, "ipsec");
@@ -102,6 +104,12 @@ TEST(DaemonConfig, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(error_of("[sa_delete_req]\npolicy = \"ignore\"\n"),
             "/etc/ipsecov2/ipsecov2d.conf:2: key 'sa_delete_req.policy': must be delete or notify, not 'ignore'");
   EXPECT_THAT(error_of("[worker]\nqueues = 2\ncpus = [1]\n"), HasSubstr("key 'worker.cpus': lists 1 CPUs for 2 queues"));
+}
+
+TEST(DaemonConfig, NicOffloadIsCryptoByDefaultAndABadValueNamesFileLineAndKey) {
+  EXPECT_EQ(DaemonConfig{}.nic_offload, "crypto");
+  EXPECT_EQ(error_of("[daemon]\nengine = \"nic\"\nnic_offload = \"full\"\n"),
+            "/etc/ipsecov2/ipsecov2d.conf:3: key 'daemon.nic_offload': must be crypto or packet, not 'full'");
 }
 
 TEST(DaemonConfig, SyntaxErrorsNameFileAndLine) {
@@ -144,9 +152,11 @@ TEST(DaemonConfig, ReloadSeparatesLiveKeysFromRestartKeys) {
   b.log_level = LogLevel::Debug;
   b.queues = 2;
   b.wire_interfaces = {"eth9"};
+  b.nic_offload = "packet";
   const auto plan = plan_reload(a, b);
   EXPECT_EQ(plan.applied, (std::vector<std::string>{"daemon.log_level", "verdict.mark"}));
-  EXPECT_EQ(plan.restart_required, (std::vector<std::string>{"wire.interfaces", "worker.queues"}));
+  EXPECT_EQ(plan.restart_required,
+            (std::vector<std::string>{"daemon.nic_offload", "wire.interfaces", "worker.queues"}));
   const auto none = plan_reload(a, a);
   EXPECT_TRUE(none.applied.empty());
   EXPECT_TRUE(none.restart_required.empty());

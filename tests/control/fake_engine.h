@@ -36,6 +36,12 @@ class FakeEngine : public Engine {
     outbound = policies;
   }
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override { inbound = policies; }
+  // Counters an engine keeps itself (as the NIC engine reads the kernel's).
+  std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override {
+    const auto it = own_counters.find(handle);
+    if (it == own_counters.end()) return std::nullopt;
+    return it->second;
+  }
 
   bool fail_next_add = false;
   bool fail_next_spd = false;
@@ -44,6 +50,7 @@ class FakeEngine : public Engine {
   std::vector<uint64_t> delete_calls;
   std::vector<CompiledPolicy> outbound;
   std::vector<CompiledPolicy> inbound;
+  std::map<uint64_t, SaRuntimeCounters> own_counters;
 };
 
 // A valid AES-GCM-128 SA (20 bytes of key material).

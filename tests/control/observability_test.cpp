@@ -166,6 +166,45 @@ TEST(EventBus, HumanLineStartsWithTimeEventAndHandle) {
   EXPECT_THAT(utc_timestamp_now(), ::testing::MatchesRegex("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z"));
 }
 
+TEST(StatsReport, SasWhoseEngineKeepsCountersShowThoseInStatsAndSaShow) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t nic = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  const uint64_t other = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x2002));
+  SaRuntimeCounters k;
+  k.packets = 1000;
+  k.bytes = 1500000;
+  k.by_reason[static_cast<size_t>(esp::Reason::Replayed)] = 4;
+  k.by_reason[static_cast<size_t>(esp::Reason::AuthFailed)] = 2;
+  k.highest_seq = 1234;
+  engine.own_counters[nic] = k;
+  RequestHandler handler(plane);
+  const json stats = json::parse(handler.handle_line(R"({"version":1,"op":"stats"})")).at("stats");
+  ASSERT_EQ(stats.at("sas").size(), 2u);
+  for (const json& sa : stats.at("sas")) {
+    if (sa.at("handle") == handle_to_string(nic)) {
+      EXPECT_EQ(sa.at("counted_by"), "kernel");
+      EXPECT_EQ(sa.at("packets"), 1000);
+      EXPECT_EQ(sa.at("bytes"), 1500000);
+      EXPECT_EQ(sa.at("errors").at("replayed"), 4);
+      EXPECT_EQ(sa.at("errors").at("auth-failed"), 2);
+      EXPECT_EQ(sa.at("highest_seq"), 1234);
+    } else {
+      EXPECT_EQ(sa.at("handle"), handle_to_string(other));
+      EXPECT_EQ(sa.at("counted_by"), "afxdp");
+      EXPECT_EQ(sa.at("packets"), 0);
+    }
+  }
+  const json show =
+      json::parse(handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(nic) + "\"}"));
+  ASSERT_TRUE(show.at("ok").get<bool>()) << show.dump();
+  EXPECT_EQ(show.at("sa").at("kernel-counters"),
+            (json{{"packets", 1000}, {"bytes", 1500000}, {"replayed", 4}, {"auth-failed", 2}, {"highest-seq", 1234}}));
+  const json show_other =
+      json::parse(handler.handle_line(R"({"version":1,"op":"sa.show","handle":")" + handle_to_string(other) + "\"}"));
+  EXPECT_FALSE(show_other.at("sa").contains("kernel-counters"));
+}
+
 TEST(StatsReport, WithoutDataPlaneListsSasWithZeroCountersAndSaysSo) {
   FakeEngine engine;
   ControlPlane plane(engine, 16);

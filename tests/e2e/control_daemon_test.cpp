@@ -647,4 +647,50 @@ TEST_F(ControlE2e, AutoEngineFallsBackToAfXdpOnANicWithoutEspOffload) {
   EXPECT_THAT(list.out, HasSubstr("afxdp"));
 }
 
+// The SPD of --engine nic becomes the kernel's own XFRM policies (crypto
+// offload needs the kernel's SPD to steer packets to NIC-held SAs).  This
+// kernel takes policies (only SAs are refused), so they are checked live in
+// the daemon's namespace: they appear, go on `policy del`, an untranslatable
+// one changes nothing, and nothing is left when the daemon stops.
+TEST_F(ControlE2e, NicEngineInstallsTheSpdAsKernelXfrmPoliciesAndLeavesNothingBehind) {
+  DaemonInNamespace d('x', {"--engine", "nic"});
+  auto kernel_policies = [&] { return run({"/usr/sbin/ip", "-n", d.netns(), "xfrm", "policy"}).out; };
+  Result ike = d.ctl({"policy", "add", "--dir", "out", "--src", "0.0.0.0/0", "--dst", "0.0.0.0/0", "--proto", "udp",
+                      "--dport", "500", "--action", "bypass", "--priority", "10"});
+  ASSERT_EQ(ike.exit_code, 0) << ike.err;
+  Result block = d.ctl({"policy", "add", "--dir", "in", "--src", "10.9.0.0/16", "--dst", "10.1.0.0/24", "--action",
+                        "discard", "--priority", "2000"});
+  ASSERT_EQ(block.exit_code, 0) << block.err;
+  std::string now = kernel_policies();
+  EXPECT_THAT(now, HasSubstr("src 0.0.0.0/0 dst 0.0.0.0/0 proto udp dport 500 \n\tdir out priority 10"));
+  EXPECT_THAT(now, HasSubstr("src 10.9.0.0/16 dst 10.1.0.0/24 \n\tdir in action block priority 2000"));
+
+  Result ranged = d.ctl({"policy", "add", "--dir", "out", "--src", "10.1.0.0/24", "--dst", "10.2.0.0/24", "--proto",
+                         "tcp", "--dport", "1000-2000", "--action", "discard"});
+  EXPECT_NE(ranged.exit_code, 0);
+  EXPECT_THAT(ranged.err, HasSubstr("destination port range 1000-2000 cannot be said in the kernel's SPD"));
+  EXPECT_EQ(kernel_policies(), now) << "a refused policy changes nothing in the kernel";
+  Result list = d.ctl({"--json", "policy", "list"});
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out)["policies"].size(), 2u) << "nor in the daemon";
+
+  Result del = d.ctl({"policy", "del", ike.out.substr(0, ike.out.find('\n'))});
+  ASSERT_EQ(del.exit_code, 0) << del.err;
+  now = kernel_policies();
+  EXPECT_THAT(now, Not(HasSubstr("dport 500")));
+  EXPECT_THAT(now, HasSubstr("action block"));
+
+  EXPECT_EQ(d.stop(), 0) << d.log();
+  EXPECT_EQ(kernel_policies(), "") << "the daemon left policies in the kernel";
+}
+
+TEST_F(ControlE2e, NicOffloadTypeIsChosenOnTheCommandLineAndBadValuesAreRefused) {
+  DaemonInNamespace d('y', {"--engine", "nic", "--nic-offload", "packet"});
+  EXPECT_THAT(d.log(), HasSubstr("through XFRM device offload (packet offload)"));
+  Result bad = run({kDaemon, "--engine", "nic", "--nic-offload", "full", "--socket", "/tmp/ov2t-none/x.sock"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_THAT(bad.err, HasSubstr("--nic-offload"));
+  EXPECT_THAT(bad.err, HasSubstr("full"));
+}
+
 }  // namespace

@@ -397,6 +397,8 @@ TEST(Observability, StatsCountExactlyThePingsOnBothHostsAndPrometheusShowsTheSam
   const Result human = t.ctl('a', "stats");
   EXPECT_EQ(human.exit_code, 0);
   EXPECT_THAT(human.out, HasSubstr(t.out_a));
+  EXPECT_THAT(human.out, HasSubstr("COUNTED-BY"));
+  for (const auto& sa : a["sas"]) EXPECT_EQ(sa["counted_by"], "afxdp") << "AF_XDP-held SAs are counted by the workers";
   expect_no_keys(prom.out + human.out + a.dump() + b.dump() + t.daemon_log('a') + t.daemon_log('b'));
 }
 

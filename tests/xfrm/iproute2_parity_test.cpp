@@ -14,12 +14,16 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
+#include "common/error.h"
 #include "common/secure_bytes.h"
 #include "xfrm/netlink_decoder.h"
+#include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_messages.h"
+#include "xfrm/xfrm_nic_backend.h"
 
 namespace ov2::xfrm::test {
 namespace {
@@ -429,8 +433,9 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV4OutEqualsIproute2PolicyPlusOf
                                          "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 5 mode tunnel");
   ASSERT_FALSE(captured.empty());
   const int ifindex = ns_->ifindex(ns_->dev());
-  OffloadPolicy p;
-  p.dir = Direction::Out;
+  XfrmPolicy p;
+  p.dir = XfrmPolicyDir::Out;
+  p.has_template = true;
   p.src = IpPrefix::parse("10.1.0.0/24");
   p.dst = IpPrefix::parse("10.2.0.0/24");
   p.priority = 100;
@@ -438,7 +443,7 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV4OutEqualsIproute2PolicyPlusOf
   p.tmpl_dst = IpAddr::parse("192.0.2.2");
   p.reqid = 5;
   p.mode = Mode::Tunnel;
-  p.ifindex = ifindex;
+  p.offload_ifindex = ifindex;
   expect_same_request(with_packet_offload(captured, ifindex), build_new_policy(p).bytes());
 }
 
@@ -449,8 +454,9 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV6InTcpEqualsIproute2PolicyPlus
                        "tmpl src 2001:db8::2 dst 2001:db8::1 proto esp reqid 6 mode transport");
   ASSERT_FALSE(captured.empty());
   const int ifindex = ns_->ifindex(ns_->dev());
-  OffloadPolicy p;
-  p.dir = Direction::In;
+  XfrmPolicy p;
+  p.dir = XfrmPolicyDir::In;
+  p.has_template = true;
   p.src = IpPrefix::parse("2001:db8:1::/64");
   p.dst = IpPrefix::parse("2001:db8:2::/64");
   p.proto = 6;
@@ -459,7 +465,7 @@ TEST_F(Iproute2OtherRequests, PacketOffloadPolicyV6InTcpEqualsIproute2PolicyPlus
   p.tmpl_dst = IpAddr::parse("2001:db8::1");
   p.reqid = 6;
   p.mode = Mode::Transport;
-  p.ifindex = ifindex;
+  p.offload_ifindex = ifindex;
   expect_same_request(with_packet_offload(captured, ifindex), build_new_policy(p).bytes());
 }
 
@@ -510,6 +516,178 @@ TEST_F(Iproute2OtherRequests, ParityCheckCatchesAKeyByteAndAnEsnHighBitsDifferen
   const auto [n_hi, text_hi] = failures_of(other_hi);
   EXPECT_GT(n_hi, 0);
   EXPECT_NE(text_hi.find("seq_hi=6"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ov2::xfrm::test
+
+namespace ov2::xfrm::test {
+namespace {
+
+// ---------------------------------------------------------------------------
+// The SPD translation: each `ipsecov2ctl policy add` becomes the kernel
+// policies kernel_policies_of() builds; every request equals what
+// `ip xfrm policy add` sends for the same policy (strongSwan's layout: the
+// SA's endpoints, reqid and mode in the template; fwd twin for inbound
+// tunnel mode).
+
+XfrmSaEntry nic_sa(Direction dir, Mode mode, const char* src, const char* dst, uint32_t reqid,
+                   OffloadKind offload = OffloadKind::Crypto, int ifindex = 0) {
+  XfrmSaEntry e;
+  e.key = XfrmSaKey{0x1000 + reqid, IpAddr::parse(dst), 50, dir};
+  e.src = IpAddr::parse(src);
+  e.reqid = reqid;
+  e.mode = mode;
+  e.offload = offload;
+  e.ifindex = ifindex;
+  return e;
+}
+
+struct PolicyParityCase {
+  std::string name;
+  std::vector<std::string> ip_lines;  // one `xfrm policy add ...` per kernel entry, in order
+  std::function<PolicySpec()> make_policy;
+  std::optional<XfrmSaEntry> sa;
+  bool packet_offload = false;  // expectation: the capture plus XFRMA_OFFLOAD_DEV (iproute2 6.1 cannot say it)
+};
+
+std::vector<PolicyParityCase> policy_parity_cases() {
+  std::vector<PolicyParityCase> cases;
+  cases.push_back({"ProtectOutTunnelV4TcpDport",
+                   {"xfrm policy add src 10.1.0.0/24 dst 10.2.0.0/24 proto tcp dport 443 dir out priority 100 "
+                    "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 11 mode tunnel"},
+                   [] {
+                     auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 100);
+                     p.proto = 6;
+                     p.dport = {443, 443};
+                     return p;
+                   },
+                   nic_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 11)});
+  cases.push_back({"ProtectInTunnelV4GetsInAndFwd",
+                   {"xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir in priority 100 "
+                    "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 12 mode tunnel",
+                    "xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir fwd priority 100 "
+                    "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 12 mode tunnel"},
+                   [] { return spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100); },
+                   nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 12)});
+  cases.push_back({"ProtectInTransportV6UdpSportHasNoFwd",
+                   {"xfrm policy add src 2001:db8::2/128 dst 2001:db8::1/128 proto udp sport 4500 dir in priority 7 "
+                    "tmpl src 2001:db8::2 dst 2001:db8::1 proto esp reqid 13 mode transport"},
+                   [] {
+                     auto p = spd_entry(Direction::In, "2001:db8::2/128", "2001:db8::1/128", PolicyAction::Protect, 7);
+                     p.proto = 17;
+                     p.sport = {4500, 4500};
+                     return p;
+                   },
+                   nic_sa(Direction::In, Mode::Transport, "2001:db8::2", "2001:db8::1", 13)});
+  cases.push_back({"BypassOutV6Udp500",
+                   {"xfrm policy add src ::/0 dst ::/0 proto udp dport 500 dir out priority 10"},
+                   [] {
+                     auto p = spd_entry(Direction::Out, "::/0", "::/0", PolicyAction::Bypass, 10);
+                     p.proto = 17;
+                     p.dport = {500, 500};
+                     return p;
+                   },
+                   std::nullopt});
+  cases.push_back({"DiscardInV4IsBlock",
+                   {"xfrm policy add src 0.0.0.0/0 dst 10.9.0.0/16 dir in priority 2000 action block"},
+                   [] { return spd_entry(Direction::In, "0.0.0.0/0", "10.9.0.0/16", PolicyAction::Discard, 2000); },
+                   std::nullopt});
+  cases.push_back({"DiscardOutV4IcmpIsBlock",
+                   {"xfrm policy add src 10.1.0.0/16 dst 0.0.0.0/0 proto icmp dir out priority 5 action block"},
+                   [] {
+                     auto p = spd_entry(Direction::Out, "10.1.0.0/16", "0.0.0.0/0", PolicyAction::Discard, 5);
+                     p.proto = 1;
+                     return p;
+                   },
+                   std::nullopt});
+  cases.push_back({"PacketOffloadProtectInTunnelV4InAndFwdCarryOffloadDev",
+                   {"xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir in priority 100 "
+                    "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 14 mode tunnel",
+                    "xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir fwd priority 100 "
+                    "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 14 mode tunnel"},
+                   [] { return spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100); },
+                   nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 14, OffloadKind::Packet),
+                   true});
+  return cases;
+}
+
+class Iproute2PolicyParity : public ::testing::TestWithParam<PolicyParityCase> {
+ protected:
+  static void SetUpTestSuite() { ns_ = std::make_unique<TestNetns>("s"); }
+  static void TearDownTestSuite() { ns_.reset(); }
+  static std::unique_ptr<TestNetns> ns_;
+};
+std::unique_ptr<TestNetns> Iproute2PolicyParity::ns_;
+
+TEST_P(Iproute2PolicyParity, TranslatedPolicyRequestsEqualIproute2PolicyAdd) {
+  const PolicyParityCase& c = GetParam();
+  std::optional<XfrmSaEntry> sa = c.sa;
+  const int ifindex = ns_->ifindex(ns_->dev());
+  if (sa && sa->offload == OffloadKind::Packet) sa->ifindex = ifindex;
+  const auto ours = kernel_policies_of(7, c.make_policy(), sa ? &*sa : nullptr);
+  ASSERT_EQ(ours.size(), c.ip_lines.size());
+  for (size_t i = 0; i < ours.size(); ++i) {
+    SCOPED_TRACE(c.ip_lines[i]);
+    auto expected = capture_iproute2(*ns_, c.ip_lines[i]);
+    ASSERT_FALSE(expected.empty());
+    if (c.packet_offload) expected = with_packet_offload(expected, ifindex);
+    expect_same_request(expected, build_new_policy(ours[i]).bytes());
+    // The kernel took iproute2's request: it is there now; remove it for the next case.
+    run_command("ip -n " + ns_->name() + " xfrm policy flush");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(SpdTable, Iproute2PolicyParity, ::testing::ValuesIn(policy_parity_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST_F(Iproute2OtherRequests, DeletePolicyRequestEqualsIproute2PolicyDelete) {
+  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 100);
+  p.proto = 6;
+  p.dport = {443, 443};
+  const auto entries = kernel_policies_of(1, p, nullptr);
+  ASSERT_EQ(entries.size(), 1u);
+  const auto expected =
+      capture_iproute2(*ns_, "xfrm policy delete src 10.1.0.0/24 dst 10.2.0.0/24 proto tcp dport 443 dir out");
+  expect_same_request(expected, build_delete_policy(entries[0]).bytes());
+}
+
+TEST(PolicyTranslation, PortRangesBecomePortMaskSelectorsOrAreRefusedInPlainWords) {
+  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 1);
+  p.proto = 6;
+  p.dport = {1024, 2047};  // an aligned block of 1024
+  auto e = kernel_policies_of(3, p, nullptr);
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].dport, 1024);
+  EXPECT_EQ(e[0].dport_mask, 0xfc00);
+  EXPECT_EQ(e[0].sport_mask, 0);  // any
+  p.dport = {1000, 2000};
+  try {
+    kernel_policies_of(3, p, nullptr);
+    FAIL() << "1000-2000 cannot be a port/mask selector";
+  } catch (const Error& err) {
+    EXPECT_EQ(err.code(), ErrorCode::Unsupported);
+    EXPECT_NE(std::string(err.what()).find("policy 3: destination port range 1000-2000"), std::string::npos)
+        << err.what();
+  }
+  EXPECT_FALSE(port_mask_of(1, 2));  // size 2 but not aligned
+  EXPECT_TRUE(port_mask_of(2, 3));
+}
+
+TEST(PolicyTranslation, ProtectNeedsItsSaOnTheNicInTheSameDirection) {
+  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 1);
+  EXPECT_THROW(
+      {
+        try {
+          kernel_policies_of(4, p, nullptr);
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::NotFound);
+          throw;
+        }
+      },
+      Error);
+  const auto in_sa = nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 1);
+  EXPECT_THROW(kernel_policies_of(4, p, &in_sa), Error);
 }
 
 }  // namespace

@@ -145,14 +145,15 @@ TEST_F(KernelRefusal, PacketOffloadPolicyOnVethIsReportedAsNotOffloadableAndRemo
   std::optional<Error> error;
   ns_->run_inside([&] {
     XfrmSocket sock;
-    OffloadPolicy p;
-    p.dir = Direction::Out;
+    XfrmPolicy p;
+    p.dir = XfrmPolicyDir::Out;
+    p.has_template = true;
     p.src = IpPrefix::parse("10.1.0.0/24");
     p.dst = IpPrefix::parse("10.2.0.0/24");
     p.tmpl_src = IpAddr::parse("192.0.2.1");
     p.tmpl_dst = IpAddr::parse("192.0.2.2");
     p.reqid = 1;
-    p.ifindex = ns_->ifindex(ns_->dev());
+    p.offload_ifindex = ns_->ifindex(ns_->dev());
     try {
       sock.add_policy(p, ns_->dev());
     } catch (const Error& e) {
@@ -163,7 +164,7 @@ TEST_F(KernelRefusal, PacketOffloadPolicyOnVethIsReportedAsNotOffloadableAndRemo
   const std::string msg = error->what();
   EXPECT_EQ(error->code(), ErrorCode::Unsupported) << msg;
   EXPECT_NE(msg.find("device " + ns_->dev() + " cannot offload this policy"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("use --engine afxdp"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("use --nic-offload crypto or --engine afxdp"), std::string::npos) << msg;
   EXPECT_EQ(run_command("ip -n " + ns_->name() + " xfrm policy").out, "");
 }
 
