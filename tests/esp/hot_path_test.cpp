@@ -28,13 +28,15 @@ extern "C" void* malloc(size_t size) {
 namespace ov2::esp::test {
 namespace {
 
-TEST(EspHotPath, SteadyTrafficRoundTripsAndCountsEveryPacketForEverySuite) {
+TEST(EspHotPath, SteadyTrafficRoundTripsAndCountsEveryPacketForEverySuiteOnEveryBackend) {
   const char* env = std::getenv("OV2_ESP_HOT_PATH_PACKETS");
   const int packets = env ? std::atoi(env) : 300;
   const char* only = std::getenv("OV2_ESP_HOT_PATH_SUITE");  // e.g. aes_gcm_128, for measuring one suite
+  for (const CryptoBackend backend : kAllBackends)
   for (const Suite& suite : all_suites()) {
     if (only && std::string(only) != suite.name) continue;
-    SCOPED_TRACE(suite.name);
+    SCOPED_TRACE(std::string(backend_name(backend)) + " " + suite.name);
+    ScopedCryptoBackend use(backend);
     SaSpec s = make_spec(suite, Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x900, true);
     OutboundSa out(s, 0);
     InboundSa in(mirror(s), 0);
@@ -58,10 +60,12 @@ TEST(EspHotPath, SteadyTrafficRoundTripsAndCountsEveryPacketForEverySuite) {
 }
 
 #ifdef OV2_COUNTING_MALLOC
-TEST(EspHotPath, EncapsulateAndDecapsulateAllocateNothingPerPacket) {
+TEST(EspHotPath, EncapsulateAndDecapsulateAllocateNothingPerPacketOnEveryBackend) {
+  for (const CryptoBackend backend : kAllBackends)
   for (const Suite& suite : all_suites()) {
     for (Mode mode : {Mode::Tunnel, Mode::Transport}) {
-      SCOPED_TRACE(std::string(suite.name) + (mode == Mode::Tunnel ? " tunnel" : " transport"));
+      SCOPED_TRACE(std::string(backend_name(backend)) + " " + suite.name + (mode == Mode::Tunnel ? " tunnel" : " transport"));
+      ScopedCryptoBackend use(backend);
       SaSpec s = make_spec(suite, Direction::Out, mode, "192.0.2.1", "192.0.2.2", 0x901, true, true);
       OutboundSa out(s, 0);
       InboundSa in(mirror(s), 0);

@@ -70,11 +70,13 @@ SaSpec inbound(Mode mode, EncAlg enc, AuthAlg auth, const Bytes& enc_key, const 
   return s;
 }
 
-TEST(EspKnownAnswer, AesGcmEspVectorsOfDraftMcgrewGcmTest01OpenByteExact) {
+TEST(EspKnownAnswer, AesGcmEspVectorsOfDraftMcgrewGcmTest01OpenByteExactOnEveryBackend) {
   const auto cases = read_vectors(kData + "gcm_mcgrew_esp.txt");
   ASSERT_EQ(cases.size(), 14u);
+  for (const CryptoBackend backend : kAllBackends)
   for (const auto& c : cases) {
-    SCOPED_TRACE(c.at("case"));
+    SCOPED_TRACE(std::string(backend_name(backend)) + " " + c.at("case"));
+    ScopedCryptoBackend use(backend);
     const Bytes key = from_hex(c.at("key_salt"));
     const EncAlg alg = key.size() == 20 ? EncAlg::AesGcm128 : key.size() == 28 ? EncAlg::AesGcm192 : EncAlg::AesGcm256;
     const bool esn = c.at("esn") == "1";
@@ -109,10 +111,13 @@ TEST(EspKnownAnswer, AesGcmEspVectorsOfDraftMcgrewGcmTest01OpenByteExact) {
   }
 }
 
-TEST(EspKnownAnswer, ChaCha20Poly1305EspExampleOfRfc7634AppendixAOpensToTheSourceDatagram) {
+TEST(EspKnownAnswer, ChaCha20Poly1305EspExampleOfRfc7634AppendixAOpensToTheSourceDatagramOnEveryBackend) {
   const auto cases = read_vectors(kData + "chacha_rfc7634_esp.txt");
   ASSERT_EQ(cases.size(), 1u);
   const auto& c = cases[0];
+  for (const CryptoBackend backend : kAllBackends) {
+  SCOPED_TRACE(backend_name(backend));
+  ScopedCryptoBackend use(backend);
   InboundSa in(inbound(Mode::Tunnel, EncAlg::ChaCha20Poly1305, AuthAlg::None, from_hex(c.at("key_salt")), {},
                        uint32_t(parse_seq(c.at("spi"))), false),
                0);
@@ -122,6 +127,7 @@ TEST(EspKnownAnswer, ChaCha20Poly1305EspExampleOfRfc7634AppendixAOpensToTheSourc
   EXPECT_EQ(r.seq, 5u);
   EXPECT_EQ(r.next_header, 4);
   EXPECT_EQ(to_hex(buf.bytes()), c.at("source"));
+  }
 }
 
 TEST(EspKnownAnswer, AesCbcEspPacketsOfRfc3602OpenToTheirPayloadsWithAnHmacSha256Icv) {
