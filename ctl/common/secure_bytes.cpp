@@ -61,7 +61,8 @@ class KeyArena {
 };
 
 KeyArena& arena() {
-  static KeyArena* a = new KeyArena(SecureBytes::kMaxSize);  // never destroyed: keys may outlive static destruction order
+  static KeyArena* a =
+      new KeyArena(SecureBytes::kMaxSize);  // never destroyed: keys may outlive static destruction order
   return *a;
 }
 
@@ -165,8 +166,8 @@ KeyArenaStats key_arena_stats() { return arena().stats(); }
 
 SecureBlock::SecureBlock(size_t size) {
   if (size > kMaxSize || size == 0)
-    fail(ErrorCode::Internal, "secure key block of " + std::to_string(size) + " bytes; 1 to " +
-                                  std::to_string(kMaxSize) + " are supported");
+    fail(ErrorCode::Internal,
+         "secure key block of " + std::to_string(size) + " bytes; 1 to " + std::to_string(kMaxSize) + " are supported");
   data_ = block_arena().allocate();
 }
 

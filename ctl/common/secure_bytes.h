@@ -60,7 +60,7 @@ struct KeyArenaStats {
   size_t slots_in_use;
   size_t pages;
 };
-KeyArenaStats key_arena_stats();        // SecureBytes
-KeyArenaStats key_block_stats();        // SecureBlock
+KeyArenaStats key_arena_stats();  // SecureBytes
+KeyArenaStats key_block_stats();  // SecureBlock
 
 }  // namespace ov2

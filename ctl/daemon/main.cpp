@@ -181,8 +181,8 @@ int run(const CommandLine& cl, DaemonConfig config) {
 
   // Before any SA exists (restored ones included): an SA keeps the backend it was made with.
   std::string crypto_fallback;
-  const esp::CryptoBackend crypto =
-      esp::select_crypto_backend(esp::parse_backend(config.crypto).value_or(esp::CryptoBackend::OpenSsl), &crypto_fallback);
+  const esp::CryptoBackend crypto = esp::select_crypto_backend(
+      esp::parse_backend(config.crypto).value_or(esp::CryptoBackend::OpenSsl), &crypto_fallback);
   if (!crypto_fallback.empty()) log(LogLevel::Warn, "crypto: " + crypto_fallback);
   log(LogLevel::Info, "crypto: " + esp::crypto_backend_description(crypto));
   Runtime runtime(config);

@@ -26,12 +26,18 @@ struct Manager {
 
 const char* arch_name(IMB_ARCH a) {
   switch (a) {
-    case IMB_ARCH_NOAESNI: return "no-aesni";
-    case IMB_ARCH_SSE: return "sse";
-    case IMB_ARCH_AVX: return "avx";
-    case IMB_ARCH_AVX2: return "avx2";
-    case IMB_ARCH_AVX512: return "avx512";
-    default: return "none";
+    case IMB_ARCH_NOAESNI:
+      return "no-aesni";
+    case IMB_ARCH_SSE:
+      return "sse";
+    case IMB_ARCH_AVX:
+      return "avx";
+    case IMB_ARCH_AVX2:
+      return "avx2";
+    case IMB_ARCH_AVX512:
+      return "avx512";
+    default:
+      return "none";
   }
 }
 
@@ -63,7 +69,6 @@ const Manager& manager() {
       free_mb_mgr(mgr);
       return r;
     }
-    if ((mgr->features & IMB_FEATURE_VAES) != 0) r.info.arch += "+vaes";
     r.mgr = mgr;  // never freed: SAs may be deleted during static destruction
     r.info.usable = true;
     return r;
@@ -92,8 +97,8 @@ const IpsecMbInfo& ipsecmb_info() { return manager().info; }
 CryptoBackend select_crypto_backend(CryptoBackend wanted, std::string* why_not) {
   if (wanted == CryptoBackend::IpsecMb && !ipsecmb_info().usable) {
     if (why_not)
-      *why_not = "intel-ipsec-mb " + ipsecmb_info().version + " cannot run here (" + ipsecmb_info().error +
-                 "); using OpenSSL";
+      *why_not =
+          "intel-ipsec-mb " + ipsecmb_info().version + " cannot run here (" + ipsecmb_info().error + "); using OpenSSL";
     wanted = CryptoBackend::OpenSsl;
   }
   g_backend.store(wanted, std::memory_order_relaxed);
@@ -114,10 +119,12 @@ bool ImbAead::covers(EncAlg enc, AuthAlg auth) {
     case EncAlg::AesGcm128:
     case EncAlg::AesGcm192:
     case EncAlg::AesGcm256:
-    case EncAlg::ChaCha20Poly1305: return auth == AuthAlg::None;
+    case EncAlg::ChaCha20Poly1305:
+      return auth == AuthAlg::None;
     case EncAlg::Null:
       return auth == AuthAlg::AesGmac128 || auth == AuthAlg::AesGmac192 || auth == AuthAlg::AesGmac256;
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -137,9 +144,15 @@ ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key)
   // The AES key schedule and the GHASH key powers, computed once per SA,
   // live in DONTDUMP key storage and are wiped when the SA goes.
   switch (aes_key_len_) {
-    case 16: IMB_AES128_GCM_PRE(mgr_, key, kd); break;
-    case 24: IMB_AES192_GCM_PRE(mgr_, key, kd); break;
-    default: IMB_AES256_GCM_PRE(mgr_, key, kd); break;
+    case 16:
+      IMB_AES128_GCM_PRE(mgr_, key, kd);
+      break;
+    case 24:
+      IMB_AES192_GCM_PRE(mgr_, key, kd);
+      break;
+    default:
+      IMB_AES256_GCM_PRE(mgr_, key, kd);
+      break;
   }
 }
 
@@ -165,9 +178,12 @@ void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, co
     case Kind::Gcm: {
       gcm_context_data ctx;
       aes_gcm_enc_dec_t fn = nullptr;
-      if (aes_key_len_ == 16) fn = encrypt ? m->gcm128_enc : m->gcm128_dec;
-      else if (aes_key_len_ == 24) fn = encrypt ? m->gcm192_enc : m->gcm192_dec;
-      else fn = encrypt ? m->gcm256_enc : m->gcm256_dec;
+      if (aes_key_len_ == 16)
+        fn = encrypt ? m->gcm128_enc : m->gcm128_dec;
+      else if (aes_key_len_ == 24)
+        fn = encrypt ? m->gcm192_enc : m->gcm192_dec;
+      else
+        fn = encrypt ? m->gcm256_enc : m->gcm256_dec;
       fn(kd, &ctx, payload, payload, len, nonce, aad, aad_len, out, out_len);
       OPENSSL_cleanse(&ctx, sizeof ctx);  // holds keystream of the last partial block
       break;
@@ -194,8 +210,10 @@ void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, co
     case Kind::ChaCha: {
       chacha20_poly1305_context_data ctx;
       m->chacha20_poly1305_init(key_.data(), &ctx, nonce, aad, aad_len);
-      if (encrypt) m->chacha20_poly1305_enc_update(key_.data(), &ctx, payload, payload, len);
-      else m->chacha20_poly1305_dec_update(key_.data(), &ctx, payload, payload, len);
+      if (encrypt)
+        m->chacha20_poly1305_enc_update(key_.data(), &ctx, payload, payload, len);
+      else
+        m->chacha20_poly1305_dec_update(key_.data(), &ctx, payload, payload, len);
       m->chacha20_poly1305_finalize(&ctx, out, out_len);
       OPENSSL_cleanse(&ctx, sizeof ctx);  // holds the one-time Poly1305 key and keystream
       break;

@@ -98,9 +98,9 @@ int run(const std::string& command, const CLI::App& sub, const PcapArgs& a, std:
     nlohmann::json j = pcap::summary_json(summary);
     j["crypto"] = esp::backend_name(crypto);
     out << j.dump(2) << "\n";
-  }
-  else
+  } else {
     out << pcap::summary_text(summary);
+  }
   return summary.exit_code();
 }
 

@@ -6,7 +6,6 @@
 #include <intel-ipsec-mb.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
-
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -46,6 +45,22 @@ std::vector<uint8_t> random_bytes(size_t n) {
   return v;
 }
 
+// One raw AEAD record's inputs: `size` random bytes, a fresh 12-byte nonce
+// and 8-byte AAD per record (what ESP feeds the cipher), 16-byte tag.
+struct Record {
+  explicit Record(uint32_t size) : in(random_bytes(size)), out(size + 32) {}
+  void next() {
+    ++seq;
+    std::memcpy(nonce + 4, &seq, 8);
+    std::memcpy(aad + 4, &seq, 4);
+  }
+  std::vector<uint8_t> in, out;
+  uint8_t nonce[12] = {1, 2, 3, 4};
+  uint8_t aad[8] = {0, 0, 0x10, 0x01};
+  uint8_t tag[16] = {};
+  uint64_t seq = 0;
+};
+
 // Raw AEAD: one record of `size` bytes per call on a prepared context (key
 // scheduled once), fresh 12-byte nonce and 8-byte AAD per record, 16-byte tag.
 // This is the most an ESP implementation on OpenSSL can do per core.
@@ -54,21 +69,15 @@ double raw_aead_records_per_s(const CipherCase& c, uint32_t size, const Timing& 
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher)));
   EVP_EncryptInit_ex2(ctx, cipher, key.data(), nullptr, nullptr);
-  std::vector<uint8_t> in = random_bytes(size), out(size + 32);
-  uint8_t nonce[12] = {1, 2, 3, 4};
-  uint8_t aad[8] = {0, 0, 0x10, 0x01};
-  uint8_t tag[16];
-  uint64_t seq = 0;
+  Record r(size);
   auto one = [&] {
-    ++seq;
-    std::memcpy(nonce + 4, &seq, 8);
-    std::memcpy(aad + 4, &seq, 4);
+    r.next();
     int n = 0;
-    EVP_EncryptInit_ex2(ctx, nullptr, nullptr, nonce, nullptr);
-    EVP_EncryptUpdate(ctx, nullptr, &n, aad, sizeof aad);
-    EVP_EncryptUpdate(ctx, out.data(), &n, in.data(), static_cast<int>(size));
-    EVP_EncryptFinal_ex(ctx, out.data() + n, &n);
-    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, sizeof tag, tag);
+    EVP_EncryptInit_ex2(ctx, nullptr, nullptr, r.nonce, nullptr);
+    EVP_EncryptUpdate(ctx, nullptr, &n, r.aad, sizeof r.aad);
+    EVP_EncryptUpdate(ctx, r.out.data(), &n, r.in.data(), static_cast<int>(size));
+    EVP_EncryptFinal_ex(ctx, r.out.data() + n, &n);
+    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, sizeof r.tag, r.tag);
   };
   const double rate = measure_rate(t, [&](uint64_t iterations) {
     for (uint64_t i = 0; i < iterations; ++i) one();
@@ -86,28 +95,26 @@ double raw_ipsecmb_records_per_s(const CipherCase& c, uint32_t size, const Timin
   init_mb_mgr_auto(mgr, &arch);
   alignas(64) static gcm_key_data gcm_key;
   const auto key = random_bytes(32);
-  if (c.alg == EncAlg::AesGcm128) IMB_AES128_GCM_PRE(mgr, key.data(), &gcm_key);
-  else if (c.alg == EncAlg::AesGcm256) IMB_AES256_GCM_PRE(mgr, key.data(), &gcm_key);
-  std::vector<uint8_t> in = random_bytes(size), out(size + 32);
-  uint8_t nonce[12] = {1, 2, 3, 4};
-  uint8_t aad[8] = {0, 0, 0x10, 0x01};
-  uint8_t tag[16];
-  uint64_t seq = 0;
+  if (c.alg == EncAlg::AesGcm128)
+    IMB_AES128_GCM_PRE(mgr, key.data(), &gcm_key);
+  else if (c.alg == EncAlg::AesGcm256)
+    IMB_AES256_GCM_PRE(mgr, key.data(), &gcm_key);
+  Record r(size);
   auto one = [&] {
-    ++seq;
-    std::memcpy(nonce + 4, &seq, 8);
-    std::memcpy(aad + 4, &seq, 4);
+    r.next();
     if (c.alg == EncAlg::ChaCha20Poly1305) {
       chacha20_poly1305_context_data ctx;
-      IMB_CHACHA20_POLY1305_INIT(mgr, key.data(), &ctx, nonce, aad, sizeof aad);
-      IMB_CHACHA20_POLY1305_ENC_UPDATE(mgr, key.data(), &ctx, out.data(), in.data(), size);
-      IMB_CHACHA20_POLY1305_ENC_FINALIZE(mgr, &ctx, tag, sizeof tag);
+      IMB_CHACHA20_POLY1305_INIT(mgr, key.data(), &ctx, r.nonce, r.aad, sizeof r.aad);
+      IMB_CHACHA20_POLY1305_ENC_UPDATE(mgr, key.data(), &ctx, r.out.data(), r.in.data(), size);
+      IMB_CHACHA20_POLY1305_ENC_FINALIZE(mgr, &ctx, r.tag, sizeof r.tag);
     } else {
       gcm_context_data ctx;
       if (c.alg == EncAlg::AesGcm128)
-        IMB_AES128_GCM_ENC(mgr, &gcm_key, &ctx, out.data(), in.data(), size, nonce, aad, sizeof aad, tag, sizeof tag);
+        IMB_AES128_GCM_ENC(mgr, &gcm_key, &ctx, r.out.data(), r.in.data(), size, r.nonce, r.aad, sizeof r.aad, r.tag,
+                           sizeof r.tag);
       else
-        IMB_AES256_GCM_ENC(mgr, &gcm_key, &ctx, out.data(), in.data(), size, nonce, aad, sizeof aad, tag, sizeof tag);
+        IMB_AES256_GCM_ENC(mgr, &gcm_key, &ctx, r.out.data(), r.in.data(), size, r.nonce, r.aad, sizeof r.aad, r.tag,
+                           sizeof r.tag);
     }
   };
   const double rate = measure_rate(t, [&](uint64_t iterations) {

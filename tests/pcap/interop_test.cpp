@@ -72,8 +72,8 @@ RunResult expect_tshark_verifies_encrypt(const TsharkAlg& talg, bool tunnel, boo
     frames.push_back(ethernet_frame(ipv6_packet(kHostA6, kHostB6, 6, len, ++seed)));
   }
   write_capture(dir.path("plain.pcap"), DLT_EN10MB, frames);
-  std::vector<std::string> args = {"pcap", "encrypt", "--sa-file", dir.path("sa.json"), dir.path("plain.pcap"),
-                                   dir.path("esp.pcap")};
+  std::vector<std::string> args = {
+      "pcap", "encrypt", "--sa-file", dir.path("sa.json"), dir.path("plain.pcap"), dir.path("esp.pcap")};
   args.insert(args.end(), extra.begin(), extra.end());
   const RunResult enc = run_cli(args);
   EXPECT_EQ(enc.exit_code, 0) << enc.out << enc.err;
@@ -113,8 +113,8 @@ TEST(TsharkChecksOurEspOnIpsecMb, AesGcmEncryptedWithCryptoIpsecMbHasGoodIcvsInT
   for (const size_t gcm : {size_t(0), size_t(1)})
     for (const bool tunnel : {true, false}) {
       SCOPED_TRACE(all_algorithms()[kTsharkAlgs[gcm].alg_index].name + (tunnel ? " tunnel" : " transport"));
-      const RunResult enc = expect_tshark_verifies_encrypt(kTsharkAlgs[gcm], tunnel, !tunnel,
-                                                           {"--crypto", "ipsec-mb", "--json"});
+      const RunResult enc =
+          expect_tshark_verifies_encrypt(kTsharkAlgs[gcm], tunnel, !tunnel, {"--crypto", "ipsec-mb", "--json"});
       const auto j = nlohmann::json::parse(enc.out, nullptr, false);
       ASSERT_FALSE(j.is_discarded()) << enc.out;
       EXPECT_EQ(j.value("crypto", ""), "ipsec-mb") << enc.out << enc.err;
@@ -123,9 +123,9 @@ TEST(TsharkChecksOurEspOnIpsecMb, AesGcmEncryptedWithCryptoIpsecMbHasGoodIcvsInT
 }
 
 TEST(TsharkChecksOurEspOnIpsecMb, WhereIntelIpsecMbCannotRunEncryptSaysSoAndUsesOpenSsl) {
-  const RunResult enc =
-      run_command("OV2_TEST_IPSECMB_UNAVAILABLE=1 " OV2_BINARY_DIR "/ctl/ipsecov2ctl pcap encrypt --crypto ipsec-mb "
-                  "--json --sa-file /nonexistent/sa.json a.pcap b.pcap");
+  const RunResult enc = run_command("OV2_TEST_IPSECMB_UNAVAILABLE=1 " OV2_BINARY_DIR
+                                    "/ctl/ipsecov2ctl pcap encrypt --crypto ipsec-mb "
+                                    "--json --sa-file /nonexistent/sa.json a.pcap b.pcap");
   // The fallback is announced before the (here missing) SA file is read.
   EXPECT_NE(enc.out.find("crypto: intel-ipsec-mb"), std::string::npos) << enc.out;
   EXPECT_NE(enc.out.find("disabled by OV2_TEST_IPSECMB_UNAVAILABLE); using OpenSSL"), std::string::npos) << enc.out;
