@@ -182,7 +182,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
   // Before any SA exists (restored ones included): an SA keeps the backend it was made with.
   std::string crypto_fallback;
   const esp::CryptoBackend crypto = esp::select_crypto_backend(
-      esp::parse_backend(config.crypto).value_or(esp::CryptoBackend::OpenSsl), &crypto_fallback);
+      esp::parse_backend(config.crypto).value_or(esp::CryptoBackend::IpsecMb), &crypto_fallback);
   if (!crypto_fallback.empty()) log(LogLevel::Warn, "crypto: " + crypto_fallback);
   log(LogLevel::Info, "crypto: " + esp::crypto_backend_description(crypto));
   Runtime runtime(config);
@@ -287,7 +287,7 @@ int main(int argc, char** argv) {
   app.add_option("--engine", cl.engine, "afxdp: AF_XDP crypto worker (default); nic: the wire NIC through XFRM device offload; auto: the NIC where it can offload the SA, AF_XDP otherwise")
       ->check(CLI::IsMember({"afxdp", "nic", "auto"}));
   app.add_option("--crypto", cl.crypto,
-                 "openssl (default) or ipsec-mb: the library the AF_XDP worker runs AES-GCM, AES-GMAC and "
+                 "ipsec-mb (default; OpenSSL where intel-ipsec-mb cannot run) or openssl: the library the AF_XDP worker runs AES-GCM, AES-GMAC and "
                  "ChaCha20-Poly1305 on (AES-CBC/HMAC stay on OpenSSL)")
       ->check(CLI::IsMember({"openssl", "ipsec-mb"}));
   app.add_option("--group", cl.group, "group whose members may use the control socket (default: root only)");

@@ -24,7 +24,7 @@ struct PcapArgs {
   bool keep_failed = false;
   bool no_replay = false;
   bool json = false;
-  std::string crypto = "openssl";
+  std::string crypto = "ipsec-mb";
 };
 
 const char* const kExitCodes =
@@ -120,7 +120,7 @@ void add_subcommand(CLI::App& pcap, const std::string& name, const std::string& 
     sub->add_flag("--no-replay", args->no_replay, "do not run the anti-replay window (duplicates open again)");
   sub->add_flag("--json", args->json, "print the summary as JSON");
   sub->add_option("--crypto", args->crypto,
-                  "openssl (default) or ipsec-mb: the library for AES-GCM, AES-GMAC and ChaCha20-Poly1305 "
+                  "ipsec-mb (default) or openssl: the library for AES-GCM, AES-GMAC and ChaCha20-Poly1305 "
                   "(falls back to openssl, with a message, where intel-ipsec-mb cannot run)");
   sub->callback([sub, name, args, &out, &err, done]() { done(run(name, *sub, *args, out, err)); });
 }

@@ -53,7 +53,7 @@ tx_ring = 512
 fill_ring = 4096
 completion_ring = 256
 busy_poll = true
-crypto = "ipsec-mb"
+crypto = "openssl"
 [verdict]
 mark = 0x2a
 [sa_delete_req]
@@ -79,7 +79,7 @@ prometheus_listen = "127.0.0.1:9781"
   EXPECT_EQ(c.fill_ring, 4096u);
   EXPECT_EQ(c.completion_ring, 256u);
   EXPECT_TRUE(c.busy_poll);
-  EXPECT_EQ(c.crypto, "ipsec-mb");
+  EXPECT_EQ(c.crypto, "openssl");  // the default is ipsec-mb
   EXPECT_EQ(c.verdict_mark, 42u);
   EXPECT_EQ(c.sa_delete_req, SaDeleteReqPolicy::Notify);
   EXPECT_EQ(c.prometheus_listen, "127.0.0.1:9781");
@@ -152,7 +152,7 @@ TEST(DaemonConfig, ReloadSeparatesLiveKeysFromRestartKeys) {
   EXPECT_EQ(plan.applied, (std::vector<std::string>{"daemon.log_level", "verdict.mark"}));
   EXPECT_EQ(plan.restart_required, (std::vector<std::string>{"wire.interfaces", "worker.queues"}));
   DaemonConfig c = a;
-  c.crypto = "ipsec-mb";  // SAs keep the backend they were made with
+  c.crypto = "openssl";  // SAs keep the backend they were made with
   EXPECT_EQ(plan_reload(a, c).restart_required, (std::vector<std::string>{"worker.crypto"}));
   EXPECT_TRUE(plan_reload(a, c).applied.empty());
   const auto none = plan_reload(a, a);

@@ -40,13 +40,31 @@ TEST_F(CryptoBackendE2e, WithCryptoIpsecMbTheDaemonLogsCapsAndStatsNameIntelIpse
   EXPECT_THAT(d.log(), HasSubstr("crypto: ipsec-mb (intel-ipsec-mb"));
 }
 
-TEST_F(CryptoBackendE2e, WithoutTheOptionTheDaemonRunsOpenSsl) {
-  DaemonInNamespace d('n');
+TEST_F(CryptoBackendE2e, WithCryptoOpensslTheDaemonRunsOpenSsl) {
+  DaemonInNamespace d('n', {"--crypto", "openssl"});
   Result r = d.ctl({"--json", "caps"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(json::parse(r.out)["caps"]["Crypto"].get<std::string>(), StartsWith("openssl (OpenSSL 3"));
   r = d.ctl({"--json", "stats"});
   EXPECT_EQ(json::parse(r.out)["dataplane"]["crypto"], "openssl");
+}
+
+TEST_F(CryptoBackendE2e, WithoutTheOptionTheDaemonRunsIpsecMb) {
+  DaemonInNamespace d('o');
+  Result r = d.ctl({"--json", "stats"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["dataplane"]["crypto"], "ipsec-mb");
+}
+
+TEST_F(CryptoBackendE2e, WhereIntelIpsecMbCannotRunTheDaemonSaysSoAndRunsOpenSsl) {
+  setenv("OV2_TEST_IPSECMB_UNAVAILABLE", "1", 1);  // inherited by the daemon
+  DaemonInNamespace d('p');
+  unsetenv("OV2_TEST_IPSECMB_UNAVAILABLE");
+  Result r = d.ctl({"--json", "stats"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["dataplane"]["crypto"], "openssl");
+  EXPECT_THAT(d.log(), HasSubstr("crypto: intel-ipsec-mb 1."));
+  EXPECT_THAT(d.log(), HasSubstr("cannot run here (disabled by OV2_TEST_IPSECMB_UNAVAILABLE); using OpenSSL"));
 }
 
 TEST_F(CryptoBackendE2e, AnUnknownBackendNameStopsTheDaemonWithTheChoices) {
