@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang llvm
   libbpf-dev libxdp-dev bpftool linux-libc-dev
-  libssl-dev nlohmann-json3-dev libcli11-dev libsystemd-dev libpcap-dev libtoml11-dev libmnl-dev
+  libssl-dev libipsec-mb-dev nlohmann-json3-dev libcli11-dev libsystemd-dev libpcap-dev libtoml11-dev libmnl-dev
   libgtest-dev libgmock-dev
   iproute2 ethtool iputils-ping tcpdump tshark iperf3 python3 python3-scapy python3-cryptography
   procps psmisc util-linux strace

@@ -168,6 +168,8 @@ void print_caps(const json& c) {
   t.add_row({"EncryptionAlgorithms", hex(enc) + " " + mask_names(enc, true)});
   t.add_row({"SaOffloadCapacity", c.at("SaOffloadCapacity").dump()});
   t.add_row({"Engine", c.at("Engine").get<std::string>()});
+  if (c.contains("Crypto") && !c.at("Crypto").get<std::string>().empty())
+    t.add_row({"Crypto", c.at("Crypto").get<std::string>()});
   t.print(std::cout);
 }
 

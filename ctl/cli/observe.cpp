@@ -55,7 +55,8 @@ std::string rate_text(uint64_t now, uint64_t before, double seconds) {
 void print_human(const json& stats, const json* previous, double seconds) {
   const json& dp = stats["dataplane"];
   if (dp.value("running", false))
-    std::cout << "data plane: running, " << dp.value("queues", 0) << " queue(s)\n";
+    std::cout << "data plane: running, " << dp.value("queues", 0) << " queue(s), crypto "
+              << dp.value("crypto", std::string("openssl")) << "\n";
   else
     std::cout << "data plane: " << dp.value("note", std::string("not running")) << "\n";
   const auto now = flatten(stats);

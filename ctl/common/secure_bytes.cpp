@@ -17,7 +17,8 @@ namespace {
 // mutex is fine here.
 class KeyArena {
  public:
-  static constexpr size_t kSlot = SecureBytes::kMaxSize;
+  explicit KeyArena(size_t slot) : slot_(slot) {}
+  const size_t slot_;  // bytes per slot; divides the page size, so slots keep 64-byte alignment
 
   uint8_t* allocate() {
     std::lock_guard lock(mu_);
@@ -29,7 +30,7 @@ class KeyArena {
   }
 
   void release(uint8_t* p) {
-    OPENSSL_cleanse(p, kSlot);
+    OPENSSL_cleanse(p, slot_);
     std::lock_guard lock(mu_);
     free_.push_back(p);
     --in_use_;
@@ -49,7 +50,7 @@ class KeyArena {
     madvise(mem, bytes, MADV_DONTDUMP);
     mlock(mem, bytes);  // best effort: keys should not reach swap
     auto* base = static_cast<uint8_t*>(mem);
-    for (size_t off = 0; off + kSlot <= bytes; off += kSlot) free_.push_back(base + off);
+    for (size_t off = 0; off + slot_ <= bytes; off += slot_) free_.push_back(base + off);
     pages_ += bytes / page;
   }
 
@@ -60,7 +61,14 @@ class KeyArena {
 };
 
 KeyArena& arena() {
-  static KeyArena* a = new KeyArena();  // never destroyed: keys may outlive static destruction order
+  static KeyArena* a =
+      new KeyArena(SecureBytes::kMaxSize);  // never destroyed: keys may outlive static destruction order
+  return *a;
+}
+
+// Expanded key schedules (SecureBlock): 64-byte aligned slots of one size.
+KeyArena& block_arena() {
+  static KeyArena* a = new KeyArena(SecureBlock::kMaxSize);
   return *a;
 }
 
@@ -155,5 +163,16 @@ SecureBytes SecureBytes::from_hex(std::string_view text) {
 }
 
 KeyArenaStats key_arena_stats() { return arena().stats(); }
+
+SecureBlock::SecureBlock(size_t size) {
+  if (size > kMaxSize || size == 0)
+    fail(ErrorCode::Internal,
+         "secure key block of " + std::to_string(size) + " bytes; 1 to " + std::to_string(kMaxSize) + " are supported");
+  data_ = block_arena().allocate();
+}
+
+SecureBlock::~SecureBlock() { block_arena().release(data_); }
+
+KeyArenaStats key_block_stats() { return block_arena().stats(); }
 
 }  // namespace ov2

@@ -38,11 +38,29 @@ class SecureBytes {
   size_t size_ = 0;
 };
 
+// A fixed-size block of the same protected storage for derived key material
+// that is bigger than a key (an expanded AES-GCM key schedule with its GHASH
+// tables).  64-byte aligned, zeroed, wiped when destroyed.  Not copyable.
+class SecureBlock {
+ public:
+  static constexpr size_t kMaxSize = 1024;
+  // Throws ov2::Error(Internal) if `size` is 0 or larger than kMaxSize.
+  explicit SecureBlock(size_t size);
+  ~SecureBlock();
+  SecureBlock(const SecureBlock&) = delete;
+  SecureBlock& operator=(const SecureBlock&) = delete;
+  uint8_t* data() const { return data_; }
+
+ private:
+  uint8_t* data_;
+};
+
 // Arena statistics, for tests that prove wiping and for RSS accounting.
 struct KeyArenaStats {
   size_t slots_in_use;
   size_t pages;
 };
-KeyArenaStats key_arena_stats();
+KeyArenaStats key_arena_stats();  // SecureBytes
+KeyArenaStats key_block_stats();  // SecureBlock
 
 }  // namespace ov2

@@ -163,6 +163,12 @@ const std::map<std::string, std::map<std::string, Handler>>& schema() {
         {"busy_poll",
          [](DaemonConfig& c, const std::string& f, const toml::value& v, const std::string& k) {
            c.busy_poll = get_bool(f, v, k);
+         }},
+        {"crypto",
+         [](DaemonConfig& c, const std::string& f, const toml::value& v, const std::string& k) {
+           c.crypto = get_string(f, v, k);
+           if (c.crypto != "openssl" && c.crypto != "ipsec-mb")
+             bad(f, v, k, "must be openssl or ipsec-mb, not '" + c.crypto + "'");
          }}}},
       {"verdict",
        {{"mark",
@@ -305,6 +311,7 @@ ReloadPlan plan_reload(const DaemonConfig& a, const DaemonConfig& b) {
             a.tx_ring != b.tx_ring || a.fill_ring != b.fill_ring || a.completion_ring != b.completion_ring,
         "worker.umem/rings", false);
   check(a.busy_poll != b.busy_poll, "worker.busy_poll", false);
+  check(a.crypto != b.crypto, "worker.crypto", false);
   check(a.verdict_mark != b.verdict_mark, "verdict.mark", true);
   check(a.sa_delete_req != b.sa_delete_req, "sa_delete_req.policy", true);
   check(a.prometheus_listen != b.prometheus_listen, "stats.prometheus_listen", true);

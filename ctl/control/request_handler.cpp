@@ -63,6 +63,7 @@ json capabilities_json(const Capabilities& c) {
       {"SaOffloadCapacity", c.sa_offload_capacity},
       {"ChaCha20Poly1305", c.chacha20_poly1305},
       {"Engine", c.engine},
+      {"Crypto", c.crypto},
   };
 }
 

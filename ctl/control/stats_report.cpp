@@ -4,6 +4,7 @@
 #include <map>
 
 #include "dataplane/dataplane.h"
+#include "esp/crypto_backend.h"
 #include "esp/esp.h"
 #include "model/sa_json.h"
 
@@ -78,7 +79,7 @@ std::string crypto_status_ndis_name(uint32_t status) {
 json stats_json(const ControlPlane& plane, const Dataplane* dataplane) {
   json out;
   const bool running = dataplane != nullptr && dataplane->running();
-  out["dataplane"] = {{"running", running}};
+  out["dataplane"] = {{"running", running}, {"crypto", esp::backend_name(esp::crypto_backend())}};
   if (!running) out["dataplane"]["note"] = "the data plane is not running (ipsecov2d has no --wire): counters are zero";
   out["sas"] = json::array();
   for (const SaRecord* r : plane.sas().list()) {

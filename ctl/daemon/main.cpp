@@ -33,6 +33,7 @@
 #include "control/request_handler.h"
 #include "daemon/runtime.h"
 #include "daemon/service_state.h"
+#include "esp/crypto_backend.h"
 
 namespace {
 
@@ -40,7 +41,7 @@ using namespace ov2;
 
 // What the command line says; it overrides the configuration file, also at a reload.
 struct CommandLine {
-  std::string config_file, wire, offload_dev, socket_path, engine, nic_offload, group, log_level, state_dir;
+  std::string config_file, wire, offload_dev, socket_path, engine, nic_offload, group, log_level, state_dir, crypto;
   bool no_restore = false;
 };
 
@@ -51,6 +52,7 @@ DaemonConfig build_config(const CommandLine& cl) {
   if (!cl.socket_path.empty()) config.socket_path = cl.socket_path;
   if (!cl.engine.empty()) config.engine = cl.engine;
   if (!cl.nic_offload.empty()) config.nic_offload = cl.nic_offload;
+  if (!cl.crypto.empty()) config.crypto = cl.crypto;
   if (!cl.group.empty()) config.socket_group = cl.group;
   if (!cl.log_level.empty()) config.log_level = parse_log_level(cl.log_level);
   if (!cl.state_dir.empty()) config.state_dir = cl.state_dir;
@@ -178,6 +180,12 @@ int run(const CommandLine& cl, DaemonConfig config) {
     log(LogLevel::Info, "SAs and policies are not kept across restarts: --socket " + config.socket_path +
                             " is not the default one and no state directory was given (--state-dir)");
 
+  // Before any SA exists (restored ones included): an SA keeps the backend it was made with.
+  std::string crypto_fallback;
+  const esp::CryptoBackend crypto = esp::select_crypto_backend(
+      esp::parse_backend(config.crypto).value_or(esp::CryptoBackend::IpsecMb), &crypto_fallback);
+  if (!crypto_fallback.empty()) log(LogLevel::Warn, "crypto: " + crypto_fallback);
+  log(LogLevel::Info, "crypto: " + esp::crypto_backend_description(crypto));
   Runtime runtime(config);
   ControlPlane plane(runtime.engine(), runtime.engine().capabilities().sa_offload_capacity);
   RequestHandler handler(plane);
@@ -283,6 +291,10 @@ int main(int argc, char** argv) {
                  "with --engine nic|auto: crypto (default; the NIC encrypts, kernel XFRM policies from the SPD steer "
                  "packets) or packet (XFRM packet offload: the NIC also holds the policies)")
       ->check(CLI::IsMember({"crypto", "packet"}));
+  app.add_option("--crypto", cl.crypto,
+                 "ipsec-mb (default; OpenSSL where intel-ipsec-mb cannot run) or openssl: the library the AF_XDP worker runs AES-GCM, AES-GMAC and "
+                 "ChaCha20-Poly1305 on (AES-CBC/HMAC stay on OpenSSL)")
+      ->check(CLI::IsMember({"openssl", "ipsec-mb"}));
   app.add_option("--group", cl.group, "group whose members may use the control socket (default: root only)");
   app.add_option("--log-level", cl.log_level, "error, warning, info or debug (default info)");
   app.add_option("--state-dir", cl.state_dir,

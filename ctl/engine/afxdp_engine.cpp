@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "esp/crypto_backend.h"
 #include "model/algorithms.h"
 
 namespace ov2 {
@@ -29,6 +30,7 @@ Capabilities afxdp_capabilities() {
   c.sa_offload_capacity = OV2_MAX_SAS;
   c.chacha20_poly1305 = (c.encryption_algorithms & OV2_ENCRYPTION_CHACHA20_POLY1305) != 0;
   c.engine = "afxdp";
+  c.crypto = esp::crypto_backend_description(esp::crypto_backend());
   return c;
 }
 

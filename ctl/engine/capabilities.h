@@ -32,6 +32,7 @@ struct Capabilities {
   // Beyond NDIS.
   bool chacha20_poly1305 = false;  // OV2_ENCRYPTION_CHACHA20_POLY1305 in encryption_algorithms
   std::string engine;              // "afxdp", "nic", ...
+  std::string crypto;              // the AF_XDP worker's crypto backend (esp/crypto_backend.h), with its version
 };
 
 }  // namespace ov2

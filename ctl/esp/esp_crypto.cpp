@@ -14,6 +14,8 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "esp/crypto_backend.h"
+#include "esp/esp_crypto_ipsecmb.h"
 
 namespace ov2::esp {
 
@@ -155,6 +157,10 @@ CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots)
   }
   if (salt) std::memcpy(salt_, salt, 4);
 
+  if (crypto_backend() == CryptoBackend::IpsecMb && ImbAead::covers(spec.enc, spec.auth)) {
+    imb_ = std::make_unique<ImbAead>(spec.enc, spec.auth, key);
+    return;
+  }
   for (unsigned i = 0; i < nslots_; ++i) {
     Slot& s = slots_[i];
     if (suite_ != Suite::NullHmac) {
@@ -177,6 +183,12 @@ CryptoState::~CryptoState() {
   }
   OPENSSL_cleanse(salt_, sizeof salt_);
   OPENSSL_cleanse(&hmac_, sizeof hmac_);
+}
+
+uint32_t CryptoState::aead_inputs(const EspHeaderFields& h, const uint8_t* iv, uint8_t* nonce, uint8_t* aad) const {
+  std::memcpy(nonce, salt_, 4);
+  std::memcpy(nonce + 4, iv, 8);
+  return build_aad(h, aad);
 }
 
 CryptoState::Slot& CryptoState::acquire() {
@@ -251,6 +263,13 @@ void CryptoState::compute_icv(const EspHeaderFields& h, const uint8_t* esp_heade
 
 bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload,
                        uint32_t len, uint8_t* icv) {
+  if (imb_) {  // no slot: the intel-ipsec-mb direct API keeps its state on this stack
+    put_be64(iv, h.seq);
+    uint8_t nonce[12], aad[12];
+    const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
+    imb_->seal(nonce, aad, aad_len, iv, payload, len, icv, icv_len_);
+    return true;
+  }
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;
@@ -261,11 +280,8 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
       // RFC 4106 §3.1: the 64-bit sequence number is the explicit IV: unique
       // under one key because the sequence number never repeats.
       put_be64(iv, h.seq);
-      uint8_t nonce[12];
-      std::memcpy(nonce, salt_, 4);
-      std::memcpy(nonce + 4, iv, 8);
-      uint8_t aad[12];
-      const uint32_t aad_len = build_aad(h, aad);
+      uint8_t nonce[12], aad[12];
+      const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
       ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, nonce, 1, nullptr) &&
            EVP_CipherUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
       if (suite_ == Suite::Aead) {
@@ -300,6 +316,11 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
 
 bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload,
                        uint32_t len, const uint8_t* icv) {
+  if (imb_) {
+    uint8_t nonce[12], aad[12];
+    const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
+    return imb_->open(nonce, aad, aad_len, iv, payload, len, icv, icv_len_);
+  }
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;
@@ -307,11 +328,8 @@ bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, cons
   switch (suite_) {
     case Suite::Aead:
     case Suite::Gmac: {
-      uint8_t nonce[12];
-      std::memcpy(nonce, salt_, 4);
-      std::memcpy(nonce + 4, iv, 8);
-      uint8_t aad[12];
-      const uint32_t aad_len = build_aad(h, aad);
+      uint8_t nonce[12], aad[12];
+      const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
       std::memcpy(scratch, icv, icv_len_);
       ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, nonce, 0, nullptr) &&
            EVP_CIPHER_CTX_ctrl(s.cipher, EVP_CTRL_AEAD_SET_TAG, int(icv_len_), scratch) > 0 &&

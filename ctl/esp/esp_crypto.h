@@ -15,6 +15,8 @@ typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 
 namespace ov2::esp {
 
+class ImbAead;  // the intel-ipsec-mb backend (esp_crypto_ipsecmb.h)
+
 // How the SA protects a payload.
 enum class Suite : uint8_t {
   Aead,     // AES-GCM (RFC 4106) or ChaCha20-Poly1305 (RFC 7634)
@@ -42,7 +44,10 @@ struct HmacState {
 class CryptoState {
  public:
   // Fetches nothing (algorithms are fetched once per process) and prepares
-  // `slots` independent context sets with the SA's keys.  Throws ov2::Error.
+  // `slots` independent context sets with the SA's keys.  AEAD and GMAC SAs
+  // use the process's crypto_backend() (crypto_backend.h) at creation: with
+  // intel-ipsec-mb one expanded key serves every thread and `slots` is unused.
+  // Throws ov2::Error.
   CryptoState(const SaSpec& spec, bool encrypt, unsigned slots);
   ~CryptoState();
   CryptoState(const CryptoState&) = delete;
@@ -71,6 +76,8 @@ class CryptoState {
     EVP_CIPHER_CTX* cipher = nullptr;
   };
   Slot& acquire();
+  // RFC 4106 §5 / RFC 4543 §3 / RFC 7634 §2: nonce = salt || IV, AAD = SPI || [seq_hi ||] seq_lo.
+  uint32_t aead_inputs(const EspHeaderFields& h, const uint8_t* iv, uint8_t* nonce, uint8_t* aad) const;
   static void release(Slot& s) { s.busy.clear(std::memory_order_release); }
   // HMAC over ESP header || IV || payload [|| seq_hi]; `out` gets the full digest.
   void compute_icv(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, const uint8_t* payload,
@@ -82,6 +89,7 @@ class CryptoState {
   HmacState hmac_;
   unsigned nslots_;
   std::unique_ptr<Slot[]> slots_;
+  std::unique_ptr<ImbAead> imb_;  // set: AEAD/GMAC runs on intel-ipsec-mb, not on the slots
 };
 
 }  // namespace ov2::esp

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "esp/crypto_backend.h"
 #include "pcap/capture_crypt.h"
 #include "pcap/sa_file.h"
 
@@ -23,6 +24,7 @@ struct PcapArgs {
   bool keep_failed = false;
   bool no_replay = false;
   bool json = false;
+  std::string crypto = "ipsec-mb";
 };
 
 const char* const kExitCodes =
@@ -69,6 +71,14 @@ int run(const std::string& command, const CLI::App& sub, const PcapArgs& a, std:
     err << who << "usage: ipsecov2ctl pcap " << command << " --sa-file SA.json IN.pcap OUT.pcap\n";
     return kExitUsage;
   }
+  const auto wanted = esp::parse_backend(a.crypto);
+  if (!wanted) {
+    err << who << "--crypto must be openssl or ipsec-mb, not '" << a.crypto << "'\n";
+    return kExitUsage;
+  }
+  std::string fallback;
+  const esp::CryptoBackend crypto = esp::select_crypto_backend(*wanted, &fallback);
+  if (!fallback.empty()) err << who << "crypto: " << fallback << "\n";
   pcap::CryptSummary summary;
   try {
     pcap::CryptOptions opt;
@@ -84,10 +94,13 @@ int run(const std::string& command, const CLI::App& sub, const PcapArgs& a, std:
     err << who << e.what() << "\n";
     return kExitUsage;
   }
-  if (a.json || global_json_flag(sub))
-    out << pcap::summary_json(summary).dump(2) << "\n";
-  else
+  if (a.json || global_json_flag(sub)) {
+    nlohmann::json j = pcap::summary_json(summary);
+    j["crypto"] = esp::backend_name(crypto);
+    out << j.dump(2) << "\n";
+  } else {
     out << pcap::summary_text(summary);
+  }
   return summary.exit_code();
 }
 
@@ -106,6 +119,9 @@ void add_subcommand(CLI::App& pcap, const std::string& name, const std::string& 
   if (name == "decrypt")
     sub->add_flag("--no-replay", args->no_replay, "do not run the anti-replay window (duplicates open again)");
   sub->add_flag("--json", args->json, "print the summary as JSON");
+  sub->add_option("--crypto", args->crypto,
+                  "ipsec-mb (default) or openssl: the library for AES-GCM, AES-GMAC and ChaCha20-Poly1305 "
+                  "(falls back to openssl, with a message, where intel-ipsec-mb cannot run)");
   sub->callback([sub, name, args, &out, &err, done]() { done(run(name, *sub, *args, out, err)); });
 }
 

@@ -54,6 +54,7 @@ tx_ring = 512
 fill_ring = 4096
 completion_ring = 256
 busy_poll = true
+crypto = "openssl"
 [verdict]
 mark = 0x2a
 [sa_delete_req]
@@ -80,6 +81,7 @@ prometheus_listen = "127.0.0.1:9781"
   EXPECT_EQ(c.fill_ring, 4096u);
   EXPECT_EQ(c.completion_ring, 256u);
   EXPECT_TRUE(c.busy_poll);
+  EXPECT_EQ(c.crypto, "openssl");  // the default is ipsec-mb
   EXPECT_EQ(c.verdict_mark, 42u);
   EXPECT_EQ(c.sa_delete_req, SaDeleteReqPolicy::Notify);
   EXPECT_EQ(c.prometheus_listen, "127.0.0.1:9781");
@@ -95,6 +97,8 @@ TEST(DaemonConfig, ErrorsNameFileLineAndKey) {
   EXPECT_THAT(error_of("[wrkr]\nqueues = 2\n"), HasSubstr(":1: key 'wrkr': unknown section"));
   EXPECT_EQ(error_of("[worker]\nbusy_poll = 1\n"),
             "/etc/ipsecov2/ipsecov2d.conf:2: key 'worker.busy_poll': must be true or false");
+  EXPECT_EQ(error_of("[worker]\ncrypto = \"aesni\"\n"),
+            "/etc/ipsecov2/ipsecov2d.conf:2: key 'worker.crypto': must be openssl or ipsec-mb, not 'aesni'");
   EXPECT_EQ(error_of("[worker]\numem_frames = 3000\n"),
             "/etc/ipsecov2/ipsecov2d.conf:2: key 'worker.umem_frames': must be a power of two");
   EXPECT_EQ(error_of("[control]\nsocket = \"relative.sock\"\n"),
@@ -157,6 +161,10 @@ TEST(DaemonConfig, ReloadSeparatesLiveKeysFromRestartKeys) {
   EXPECT_EQ(plan.applied, (std::vector<std::string>{"daemon.log_level", "verdict.mark"}));
   EXPECT_EQ(plan.restart_required,
             (std::vector<std::string>{"daemon.nic_offload", "wire.interfaces", "worker.queues"}));
+  DaemonConfig c = a;
+  c.crypto = "openssl";  // SAs keep the backend they were made with
+  EXPECT_EQ(plan_reload(a, c).restart_required, (std::vector<std::string>{"worker.crypto"}));
+  EXPECT_TRUE(plan_reload(a, c).applied.empty());
   const auto none = plan_reload(a, a);
   EXPECT_TRUE(none.applied.empty());
   EXPECT_TRUE(none.restart_required.empty());

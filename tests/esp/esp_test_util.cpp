@@ -71,6 +71,13 @@ const std::vector<Suite>& all_suites() {
   return suites;
 }
 
+ScopedCryptoBackend::ScopedCryptoBackend(CryptoBackend b) : previous_(crypto_backend()) {
+  std::string why_not;
+  if (select_crypto_backend(b, &why_not) != b) throw std::runtime_error(why_not);
+}
+
+ScopedCryptoBackend::~ScopedCryptoBackend() { select_crypto_backend(previous_); }
+
 SaSpec make_spec(const Suite& suite, Direction dir, Mode mode, const std::string& src, const std::string& dst,
                  uint32_t spi, bool esn, bool udp_encap) {
   SaSpec s;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "esp/crypto_backend.h"
 #include "esp/esp.h"
 
 namespace ov2::esp::test {
@@ -27,6 +28,21 @@ struct Suite {
   AuthAlg auth;
 };
 const std::vector<Suite>& all_suites();
+
+// Makes `b` the backend of SAs created while this object lives.  Throws if the
+// backend cannot be selected (intel-ipsec-mb not usable), so a test meant for
+// one backend never silently runs on the other.
+class ScopedCryptoBackend {
+ public:
+  explicit ScopedCryptoBackend(CryptoBackend b);
+  ~ScopedCryptoBackend();
+  ScopedCryptoBackend(const ScopedCryptoBackend&) = delete;
+  ScopedCryptoBackend& operator=(const ScopedCryptoBackend&) = delete;
+
+ private:
+  CryptoBackend previous_;
+};
+inline constexpr CryptoBackend kAllBackends[] = {CryptoBackend::OpenSsl, CryptoBackend::IpsecMb};
 
 // An SA spec with deterministic keys for `suite`.  src/dst are the tunnel
 // endpoints (or the hosts, for transport).

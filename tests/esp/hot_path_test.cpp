@@ -28,61 +28,66 @@ extern "C" void* malloc(size_t size) {
 namespace ov2::esp::test {
 namespace {
 
-TEST(EspHotPath, SteadyTrafficRoundTripsAndCountsEveryPacketForEverySuite) {
+TEST(EspHotPath, SteadyTrafficRoundTripsAndCountsEveryPacketForEverySuiteOnEveryBackend) {
   const char* env = std::getenv("OV2_ESP_HOT_PATH_PACKETS");
   const int packets = env ? std::atoi(env) : 300;
   const char* only = std::getenv("OV2_ESP_HOT_PATH_SUITE");  // e.g. aes_gcm_128, for measuring one suite
-  for (const Suite& suite : all_suites()) {
-    if (only && std::string(only) != suite.name) continue;
-    SCOPED_TRACE(suite.name);
-    SaSpec s = make_spec(suite, Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x900, true);
-    OutboundSa out(s, 0);
-    InboundSa in(mirror(s), 0);
-    const Bytes plain = make_udp_packet("10.0.0.1", "10.0.0.2", 1372);  // 1400-byte inner packet
-    PacketBuffer buf(plain);
-    for (int i = 0; i < packets; ++i) {
-      Packet& p = buf.packet();
-      // Reset the buffer to the plaintext without allocating.
-      uint8_t* const base = p.data - p.headroom;
-      p = Packet{base + 256, uint32_t(plain.size()), 256, 256};
-      std::copy(plain.begin(), plain.end(), p.data);
-      ASSERT_EQ(out.encapsulate(p, 0), Reason::Ok);
-      ASSERT_EQ(in.decapsulate(p, 0).reason, Reason::Ok);
-    }
-    ASSERT_EQ(buf.bytes(), plain);
-    EXPECT_EQ(out.counters().packets.load(), uint64_t(packets));
-    EXPECT_EQ(in.counters().packets.load(), uint64_t(packets));
-    EXPECT_EQ(in.counters().bytes.load(), uint64_t(packets) * plain.size());
-    EXPECT_EQ(in.highest_seq(), uint64_t(packets));
-  }
-}
-
-#ifdef OV2_COUNTING_MALLOC
-TEST(EspHotPath, EncapsulateAndDecapsulateAllocateNothingPerPacket) {
-  for (const Suite& suite : all_suites()) {
-    for (Mode mode : {Mode::Tunnel, Mode::Transport}) {
-      SCOPED_TRACE(std::string(suite.name) + (mode == Mode::Tunnel ? " tunnel" : " transport"));
-      SaSpec s = make_spec(suite, Direction::Out, mode, "192.0.2.1", "192.0.2.2", 0x901, true, true);
+  for (const CryptoBackend backend : kAllBackends)
+    for (const Suite& suite : all_suites()) {
+      if (only && std::string(only) != suite.name) continue;
+      SCOPED_TRACE(std::string(backend_name(backend)) + " " + suite.name);
+      ScopedCryptoBackend use(backend);
+      SaSpec s = make_spec(suite, Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x900, true);
       OutboundSa out(s, 0);
       InboundSa in(mirror(s), 0);
-      const Bytes plain = make_udp_packet("192.0.2.1", "192.0.2.2", 1372);
+      const Bytes plain = make_udp_packet("10.0.0.1", "10.0.0.2", 1372);  // 1400-byte inner packet
       PacketBuffer buf(plain);
-      uint64_t counted = 0;
-      for (int i = 0; i < 110; ++i) {
+      for (int i = 0; i < packets; ++i) {
         Packet& p = buf.packet();
+        // Reset the buffer to the plaintext without allocating.
         uint8_t* const base = p.data - p.headroom;
         p = Packet{base + 256, uint32_t(plain.size()), 256, 256};
         std::copy(plain.begin(), plain.end(), p.data);
-        const uint64_t before = g_mallocs;
-        const Reason e = out.encapsulate(p, 0);
-        const Reason d = in.decapsulate(p, 0).reason;
-        if (i >= 10) counted += g_mallocs - before;  // after warm-up (OpenSSL's per-thread DRBG etc.)
-        ASSERT_EQ(e, Reason::Ok);
-        ASSERT_EQ(d, Reason::Ok);
+        ASSERT_EQ(out.encapsulate(p, 0), Reason::Ok);
+        ASSERT_EQ(in.decapsulate(p, 0).reason, Reason::Ok);
       }
-      EXPECT_EQ(counted, 0u) << "heap allocations in 100 encapsulate+decapsulate pairs";
+      ASSERT_EQ(buf.bytes(), plain);
+      EXPECT_EQ(out.counters().packets.load(), uint64_t(packets));
+      EXPECT_EQ(in.counters().packets.load(), uint64_t(packets));
+      EXPECT_EQ(in.counters().bytes.load(), uint64_t(packets) * plain.size());
+      EXPECT_EQ(in.highest_seq(), uint64_t(packets));
     }
-  }
+}
+
+#ifdef OV2_COUNTING_MALLOC
+TEST(EspHotPath, EncapsulateAndDecapsulateAllocateNothingPerPacketOnEveryBackend) {
+  for (const CryptoBackend backend : kAllBackends)
+    for (const Suite& suite : all_suites()) {
+      for (Mode mode : {Mode::Tunnel, Mode::Transport}) {
+        SCOPED_TRACE(std::string(backend_name(backend)) + " " + suite.name +
+                     (mode == Mode::Tunnel ? " tunnel" : " transport"));
+        ScopedCryptoBackend use(backend);
+        SaSpec s = make_spec(suite, Direction::Out, mode, "192.0.2.1", "192.0.2.2", 0x901, true, true);
+        OutboundSa out(s, 0);
+        InboundSa in(mirror(s), 0);
+        const Bytes plain = make_udp_packet("192.0.2.1", "192.0.2.2", 1372);
+        PacketBuffer buf(plain);
+        uint64_t counted = 0;
+        for (int i = 0; i < 110; ++i) {
+          Packet& p = buf.packet();
+          uint8_t* const base = p.data - p.headroom;
+          p = Packet{base + 256, uint32_t(plain.size()), 256, 256};
+          std::copy(plain.begin(), plain.end(), p.data);
+          const uint64_t before = g_mallocs;
+          const Reason e = out.encapsulate(p, 0);
+          const Reason d = in.decapsulate(p, 0).reason;
+          if (i >= 10) counted += g_mallocs - before;  // after warm-up (OpenSSL's per-thread DRBG etc.)
+          ASSERT_EQ(e, Reason::Ok);
+          ASSERT_EQ(d, Reason::Ok);
+        }
+        EXPECT_EQ(counted, 0u) << "heap allocations in 100 encapsulate+decapsulate pairs";
+      }
+    }
 }
 
 TEST(EspHotPath, TheMallocCounterCountsOpenSslAllocations) {

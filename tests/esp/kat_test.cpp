@@ -70,58 +70,66 @@ SaSpec inbound(Mode mode, EncAlg enc, AuthAlg auth, const Bytes& enc_key, const 
   return s;
 }
 
-TEST(EspKnownAnswer, AesGcmEspVectorsOfDraftMcgrewGcmTest01OpenByteExact) {
+TEST(EspKnownAnswer, AesGcmEspVectorsOfDraftMcgrewGcmTest01OpenByteExactOnEveryBackend) {
   const auto cases = read_vectors(kData + "gcm_mcgrew_esp.txt");
   ASSERT_EQ(cases.size(), 14u);
-  for (const auto& c : cases) {
-    SCOPED_TRACE(c.at("case"));
-    const Bytes key = from_hex(c.at("key_salt"));
-    const EncAlg alg = key.size() == 20 ? EncAlg::AesGcm128 : key.size() == 28 ? EncAlg::AesGcm192 : EncAlg::AesGcm256;
-    const bool esn = c.at("esn") == "1";
-    const uint64_t seq = parse_seq(c.at("seq"));
-    const uint32_t spi = uint32_t(parse_seq(c.at("spi")));
-    const Bytes plaintext = from_hex(c.at("plaintext"));
-    const uint8_t pad = plaintext[plaintext.size() - 2], nh = plaintext.back();
-    const Bytes payload(plaintext.begin(), plaintext.end() - 2 - pad);
-    // The draft's next headers are 1 (ICMP): a transport-mode SA accepts them.
-    InboundSa in(inbound(Mode::Transport, alg, AuthAlg::None, key, {}, spi, esn), 0);
-    in.set_highest_seq(seq - 1);  // the window sits just below the vector's sequence number
-    const Bytes wire = wrap_ipv4(from_hex(c.at("esp")));
+  for (const CryptoBackend backend : kAllBackends)
+    for (const auto& c : cases) {
+      SCOPED_TRACE(std::string(backend_name(backend)) + " " + c.at("case"));
+      ScopedCryptoBackend use(backend);
+      const Bytes key = from_hex(c.at("key_salt"));
+      const EncAlg alg = key.size() == 20   ? EncAlg::AesGcm128
+                         : key.size() == 28 ? EncAlg::AesGcm192
+                                            : EncAlg::AesGcm256;
+      const bool esn = c.at("esn") == "1";
+      const uint64_t seq = parse_seq(c.at("seq"));
+      const uint32_t spi = uint32_t(parse_seq(c.at("spi")));
+      const Bytes plaintext = from_hex(c.at("plaintext"));
+      const uint8_t pad = plaintext[plaintext.size() - 2], nh = plaintext.back();
+      const Bytes payload(plaintext.begin(), plaintext.end() - 2 - pad);
+      // The draft's next headers are 1 (ICMP): a transport-mode SA accepts them.
+      InboundSa in(inbound(Mode::Transport, alg, AuthAlg::None, key, {}, spi, esn), 0);
+      in.set_highest_seq(seq - 1);  // the window sits just below the vector's sequence number
+      const Bytes wire = wrap_ipv4(from_hex(c.at("esp")));
 
-    PacketBuffer buf(wire);
-    const auto r = in.decapsulate(buf.packet(), 0);
-    ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
-    EXPECT_EQ(r.seq, seq);
-    EXPECT_EQ(r.next_header, nh);
-    EXPECT_EQ(to_hex(buf.bytes()), to_hex(transport_expectation(wire, nh, payload)));
+      PacketBuffer buf(wire);
+      const auto r = in.decapsulate(buf.packet(), 0);
+      ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
+      EXPECT_EQ(r.seq, seq);
+      EXPECT_EQ(r.next_header, nh);
+      EXPECT_EQ(to_hex(buf.bytes()), to_hex(transport_expectation(wire, nh, payload)));
 
-    PacketBuffer again(wire);  // the same packet again is a replay
-    EXPECT_EQ(in.decapsulate(again.packet(), 0).reason, Reason::Replayed);
+      PacketBuffer again(wire);  // the same packet again is a replay
+      EXPECT_EQ(in.decapsulate(again.packet(), 0).reason, Reason::Replayed);
 
-    InboundSa fresh(inbound(Mode::Transport, alg, AuthAlg::None, key, {}, spi, esn), 0);
-    fresh.set_highest_seq(seq - 1);
-    Bytes bad = wire;
-    bad.back() ^= 0x01;  // one bit of the ICV
-    PacketBuffer tampered(bad);
-    const auto rb = fresh.decapsulate(tampered.packet(), 0);
-    EXPECT_EQ(rb.reason, Reason::AuthFailed);
-    EXPECT_EQ(rb.crypto_status, uint32_t(CRYPTO_TRANSPORT_ESP_AUTH_FAILED));
-  }
+      InboundSa fresh(inbound(Mode::Transport, alg, AuthAlg::None, key, {}, spi, esn), 0);
+      fresh.set_highest_seq(seq - 1);
+      Bytes bad = wire;
+      bad.back() ^= 0x01;  // one bit of the ICV
+      PacketBuffer tampered(bad);
+      const auto rb = fresh.decapsulate(tampered.packet(), 0);
+      EXPECT_EQ(rb.reason, Reason::AuthFailed);
+      EXPECT_EQ(rb.crypto_status, uint32_t(CRYPTO_TRANSPORT_ESP_AUTH_FAILED));
+    }
 }
 
-TEST(EspKnownAnswer, ChaCha20Poly1305EspExampleOfRfc7634AppendixAOpensToTheSourceDatagram) {
+TEST(EspKnownAnswer, ChaCha20Poly1305EspExampleOfRfc7634AppendixAOpensToTheSourceDatagramOnEveryBackend) {
   const auto cases = read_vectors(kData + "chacha_rfc7634_esp.txt");
   ASSERT_EQ(cases.size(), 1u);
   const auto& c = cases[0];
-  InboundSa in(inbound(Mode::Tunnel, EncAlg::ChaCha20Poly1305, AuthAlg::None, from_hex(c.at("key_salt")), {},
-                       uint32_t(parse_seq(c.at("spi"))), false),
-               0);
-  PacketBuffer buf(wrap_ipv4(from_hex(c.at("esp"))));
-  const auto r = in.decapsulate(buf.packet(), 0);
-  ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
-  EXPECT_EQ(r.seq, 5u);
-  EXPECT_EQ(r.next_header, 4);
-  EXPECT_EQ(to_hex(buf.bytes()), c.at("source"));
+  for (const CryptoBackend backend : kAllBackends) {
+    SCOPED_TRACE(backend_name(backend));
+    ScopedCryptoBackend use(backend);
+    InboundSa in(inbound(Mode::Tunnel, EncAlg::ChaCha20Poly1305, AuthAlg::None, from_hex(c.at("key_salt")), {},
+                         uint32_t(parse_seq(c.at("spi"))), false),
+                 0);
+    PacketBuffer buf(wrap_ipv4(from_hex(c.at("esp"))));
+    const auto r = in.decapsulate(buf.packet(), 0);
+    ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
+    EXPECT_EQ(r.seq, 5u);
+    EXPECT_EQ(r.next_header, 4);
+    EXPECT_EQ(to_hex(buf.bytes()), c.at("source"));
+  }
 }
 
 TEST(EspKnownAnswer, AesCbcEspPacketsOfRfc3602OpenToTheirPayloadsWithAnHmacSha256Icv) {

@@ -1,0 +1,48 @@
+// The intel-ipsec-mb side of CryptoState (esp_crypto.h): one SA's AEAD key,
+// expanded once into protected key storage, and the seal/open of one ESP
+// payload through the library's direct (synchronous, single-buffer) API.
+// Internal to the ESP engine.
+#pragma once
+
+#include <cstdint>
+
+#include "common/secure_bytes.h"
+#include "model/sa_spec.h"
+
+struct IMB_MGR;
+
+namespace ov2::esp {
+
+class ImbAead {
+ public:
+  // AES-GCM or ChaCha20-Poly1305 (`enc`, auth None) or AES-GMAC (enc Null,
+  // `auth`).  `key` is the cipher key without its 4-byte salt.  Throws
+  // ov2::Error if intel-ipsec-mb cannot run here or does not cover the pair.
+  ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key);
+
+  // True if intel-ipsec-mb implements `enc` with `auth` (see the constructor).
+  static bool covers(EncAlg enc, AuthAlg auth);
+
+  // `nonce` = salt || IV (12 bytes); `aad` = SPI || [seq_hi ||] seq_lo.
+  // AEAD: encrypts `payload` in place and writes the ICV.  GMAC: the ICV over
+  // aad || iv || payload, nothing encrypted.  No allocation, no lock:
+  // callable from any number of threads at once.
+  void seal(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
+            uint32_t len, uint8_t* icv, uint32_t icv_len) const;
+  // Verifies the ICV (constant time) and decrypts in place.  False if the
+  // ICV does not verify (AEAD: the payload is then altered).
+  bool open(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
+            uint32_t len, const uint8_t* icv, uint32_t icv_len) const;
+
+ private:
+  enum class Kind : uint8_t { Gcm, Gmac, ChaCha };
+  void tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
+           uint32_t len, uint8_t* out, uint32_t out_len, bool encrypt) const;
+
+  const IMB_MGR* mgr_;
+  Kind kind_;
+  uint8_t aes_key_len_ = 0;  // 16, 24, 32 for GCM/GMAC
+  SecureBlock key_;          // struct gcm_key_data (AES + GHASH tables) or the raw ChaCha20 key
+};
+
+}  // namespace ov2::esp

@@ -1,0 +1,175 @@
+// The intel-ipsec-mb backend against the OpenSSL one: both produce the same
+// ESP bytes for the same SA and sequence number (the IV is the sequence
+// number, so AEAD output is deterministic), each opens what the other sealed,
+// tampering is refused, and the expanded key lives in wiped key storage.
+// The known-answer vectors and the zero-allocation check run on both backends
+// in kat_test.cpp and hot_path_test.cpp.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "common/error.h"
+#include "common/secure_bytes.h"
+#include "esp/esp_crypto_ipsecmb.h"
+#include "esp/esp_test_util.h"
+
+namespace ov2::esp::test {
+namespace {
+
+// Every pair intel-ipsec-mb covers: those of all_suites() plus GMAC-192.
+const std::vector<Suite>& covered_suites() {
+  static const std::vector<Suite> s = [] {
+    std::vector<Suite> v;
+    for (const Suite& suite : all_suites())
+      if (ImbAead::covers(suite.enc, suite.auth)) v.push_back(suite);
+    v.push_back({"null_gmac_192", EncAlg::Null, AuthAlg::AesGmac192});
+    return v;
+  }();
+  return s;
+}
+
+TEST(CryptoBackend, TheCoveredSuitesAreAllGcmSizesChaChaAndAllGmacSizes) { EXPECT_EQ(covered_suites().size(), 7u); }
+
+TEST(CryptoBackend, IntelIpsecMbInitialisesOnThisCpuWithAnAesNiCodePath) {
+  const IpsecMbInfo& i = ipsecmb_info();
+  ASSERT_TRUE(i.usable) << i.error;
+  EXPECT_EQ(i.version.rfind("1.", 0), 0u) << i.version;
+  EXPECT_NE(i.arch, "no-aesni");
+  EXPECT_NE(i.arch, "none");
+  std::string why;
+  EXPECT_EQ(select_crypto_backend(CryptoBackend::IpsecMb, &why), CryptoBackend::IpsecMb);
+  EXPECT_EQ(crypto_backend(), CryptoBackend::IpsecMb);
+  EXPECT_EQ(select_crypto_backend(CryptoBackend::OpenSsl), CryptoBackend::OpenSsl);
+  EXPECT_EQ(crypto_backend_description(CryptoBackend::IpsecMb).rfind("ipsec-mb (intel-ipsec-mb 1.", 0), 0u);
+}
+
+TEST(CryptoBackend, NamesParseBothWaysAndAnythingElseIsRefused) {
+  for (const CryptoBackend b : kAllBackends) EXPECT_EQ(parse_backend(backend_name(b)), b);
+  EXPECT_FALSE(parse_backend("ipsecmb").has_value());
+  EXPECT_FALSE(parse_backend("OpenSSL").has_value());
+  EXPECT_FALSE(parse_backend("").has_value());
+}
+
+TEST(CryptoBackend, IntelIpsecMbCoversAeadAndGmacButLeavesCbcAndHmacToOpenSsl) {
+  for (const Suite& s : covered_suites()) EXPECT_TRUE(ImbAead::covers(s.enc, s.auth)) << s.name;
+  EXPECT_FALSE(ImbAead::covers(EncAlg::AesCbc128, AuthAlg::HmacSha256));
+  EXPECT_FALSE(ImbAead::covers(EncAlg::Null, AuthAlg::HmacSha1));
+  EXPECT_FALSE(ImbAead::covers(EncAlg::AesGcm128, AuthAlg::HmacSha256));
+}
+
+// Encapsulates `plain` with a fresh SA of `backend` at sequence number `seq`.
+Bytes seal_with(CryptoBackend backend, const SaSpec& out_spec, const Bytes& plain, uint64_t seq) {
+  ScopedCryptoBackend use(backend);
+  OutboundSa out(out_spec, 0);
+  out.set_next_seq(seq);
+  PacketBuffer buf(plain);
+  EXPECT_EQ(out.encapsulate(buf.packet(), 0), Reason::Ok);
+  EXPECT_TRUE(buf.guards_intact());
+  return buf.bytes();
+}
+
+InboundSa::Result open_with(CryptoBackend backend, const SaSpec& in_spec, const Bytes& wire, uint64_t seq,
+                            Bytes* inner) {
+  ScopedCryptoBackend use(backend);
+  InboundSa in(in_spec, 0);
+  in.set_highest_seq(seq - 1);
+  PacketBuffer buf(wire);
+  const auto r = in.decapsulate(buf.packet(), 0);
+  EXPECT_TRUE(buf.guards_intact());
+  if (inner) *inner = buf.bytes();
+  return r;
+}
+
+TEST(CryptoBackend, BothBackendsSealToIdenticalBytesAndOpenEachOthersPacketsForEveryModeSizeAndEsn) {
+  int checked = 0;
+  for (const Suite& suite : covered_suites())
+    for (const Mode mode : {Mode::Tunnel, Mode::Transport})
+      for (const bool esn : {false, true})
+        for (const size_t payload : {size_t(0), size_t(1), size_t(15), size_t(36), size_t(484), size_t(1372)})
+          for (const bool v6 : {false, true}) {
+            SCOPED_TRACE(std::string(suite.name) + (mode == Mode::Tunnel ? " tunnel" : " transport") +
+                         (esn ? " esn" : "") + " payload " + std::to_string(payload) + (v6 ? " v6" : " v4"));
+            const std::string a = v6 ? "2001:db8::1" : "192.0.2.1", b = v6 ? "2001:db8::2" : "192.0.2.2";
+            const SaSpec s = make_spec(suite, Direction::Out, mode, a, b, 0x4321, esn);
+            const Bytes plain = make_udp_packet(a, b, payload);
+            // A high sequence number, so the ESN high half is not zero.
+            const uint64_t seq = esn ? 0x00000003fffffff0ull + payload : 1000 + payload;
+            const Bytes by_openssl = seal_with(CryptoBackend::OpenSsl, s, plain, seq);
+            const Bytes by_ipsecmb = seal_with(CryptoBackend::IpsecMb, s, plain, seq);
+            ASSERT_EQ(to_hex(by_openssl), to_hex(by_ipsecmb));
+            ASSERT_NE(by_openssl, plain);
+            Bytes inner;
+            auto r = open_with(CryptoBackend::OpenSsl, mirror(s), by_ipsecmb, seq, &inner);
+            ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
+            EXPECT_EQ(r.seq, seq);
+            EXPECT_EQ(inner, plain);
+            r = open_with(CryptoBackend::IpsecMb, mirror(s), by_openssl, seq, &inner);
+            ASSERT_EQ(r.reason, Reason::Ok) << reason_name(r.reason);
+            EXPECT_EQ(r.seq, seq);
+            EXPECT_EQ(inner, plain);
+            ++checked;
+          }
+  EXPECT_EQ(checked, 7 * 2 * 2 * 6 * 2);
+}
+
+TEST(CryptoBackend, IntelIpsecMbRefusesATamperedIcvPayloadIvOrSequenceNumberAndKeepsTheWindow) {
+  for (const Suite& suite : covered_suites())
+    for (const bool esn : {false, true}) {
+      SCOPED_TRACE(std::string(suite.name) + (esn ? " esn" : ""));
+      const SaSpec s = make_spec(suite, Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x77, esn);
+      const Bytes plain = make_udp_packet("10.0.0.1", "10.0.0.2", 200);
+      const Bytes wire = seal_with(CryptoBackend::IpsecMb, s, plain, 5);
+      ScopedCryptoBackend use(CryptoBackend::IpsecMb);
+      InboundSa in(mirror(s), 0);
+      // Offsets in the outer IPv4 packet: ESP header at 20 (SPI 20..23, seq
+      // 24..27), IV 28..35, payload from 36, ICV in the last bytes.
+      for (const size_t at : {wire.size() - 1, wire.size() - 16, size_t(40), size_t(30), size_t(27)}) {
+        Bytes bad = wire;
+        bad[at] ^= 0x04;
+        PacketBuffer buf(bad);
+        const auto r = in.decapsulate(buf.packet(), 0);
+        // A flipped sequence number lands elsewhere in the window: still not authentic.
+        EXPECT_EQ(r.reason, Reason::AuthFailed) << "byte " << at << ": " << reason_name(r.reason);
+      }
+      EXPECT_EQ(in.counters().count(Reason::AuthFailed), 5u);
+      EXPECT_EQ(in.highest_seq(), 0u);  // nothing forged moved the window
+      PacketBuffer good(wire);
+      EXPECT_EQ(in.decapsulate(good.packet(), 0).reason, Reason::Ok);
+      EXPECT_EQ(good.bytes(), plain);
+    }
+}
+
+TEST(CryptoBackend, AnIntelIpsecMbSaKeepsItsExpandedKeyInOneKeyStorageBlockReleasedOnDelete) {
+  const size_t before = key_block_stats().slots_in_use;
+  const SaSpec s = make_spec(covered_suites()[0], Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2");
+  {
+    ScopedCryptoBackend use(CryptoBackend::IpsecMb);
+    OutboundSa out(s, 0);
+    InboundSa in(mirror(s), 0);
+    EXPECT_EQ(key_block_stats().slots_in_use, before + 2);
+  }
+  EXPECT_EQ(key_block_stats().slots_in_use, before);
+  {
+    ScopedCryptoBackend use(CryptoBackend::OpenSsl);
+    OutboundSa out(s, 0);
+    EXPECT_EQ(key_block_stats().slots_in_use, before);  // OpenSSL keeps its schedule in its own context
+  }
+}
+
+TEST(CryptoBackend, AReleasedKeyStorageBlockIsWipedAndTheNextOneComesZeroedAndAligned) {
+  uint8_t* where = nullptr;
+  {
+    SecureBlock b(1000);
+    where = b.data();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(where) % 64, 0u);
+    std::memset(where, 0xA5, 1000);
+  }
+  // The arena never unmaps its pages: reading the released slot is defined.
+  for (size_t i = 0; i < SecureBlock::kMaxSize; ++i) ASSERT_EQ(where[i], 0) << "byte " << i;
+  SecureBlock again(16);
+  for (size_t i = 0; i < SecureBlock::kMaxSize; ++i) ASSERT_EQ(again.data()[i], 0);
+  EXPECT_THROW(SecureBlock too_big(SecureBlock::kMaxSize + 1), ov2::Error);
+}
+
+}  // namespace
+}  // namespace ov2::esp::test
