@@ -45,12 +45,6 @@ bool exited(pid_t pid) {
   return close_paren != std::string::npos && close_paren + 2 < stat.size() && stat[close_paren + 2] == 'Z';
 }
 
-std::string describe(const StreamResult& r) {
-  return "sent " + std::to_string(r.sent) + ", received " + std::to_string(r.received) + ", lost " +
-         std::to_string(r.lost()) + (r.missing.empty() ? "" : " (" + r.missing + ")") + ", duplicated " +
-         std::to_string(r.duplicates) + ", reordered " + std::to_string(r.reordered);
-}
-
 // The highest sequence number among the missing ranges "a-b,c-d" (0 if none).
 uint64_t last_missing(const std::string& missing) {
   const size_t dash = missing.rfind('-');
@@ -88,7 +82,7 @@ TEST(Faults, WireLinkDownAndUpUnderTrafficLosesOnlyTheDownTimeAndLeaksNothing) {
   const StreamResult r = ab.result();
   TunnelEnd b(net.dir() + "/b.sock", "192.0.2.2", "192.0.2.1");  // (an idle control connection times out after 5 s)
   const uint64_t b_in = b.sa_stats(b.in_sa)["packets"].get<uint64_t>();
-  std::cout << "wire down 1 s under " << kPps << " datagrams/s: " << describe(r) << "; down at #" << sent_at_down
+  std::cout << "wire down 1 s under " << kPps << " datagrams/s: " << r.text() << "; down at #" << sent_at_down
             << ", up at #" << sent_at_up << "\n";
 
   // What was lost lies in the down time (and the neighbour re-resolution right after it); after that, nothing.

@@ -70,6 +70,14 @@ struct StreamResult {
   uint64_t send_errors = 0;   // sendto() refused (e.g. no route): the sender's own count
   uint64_t socket_drops = 0;  // the receiving socket's overflow count (SO_RXQ_OVFL)
   uint64_t lost() const { return sent - unique; }
+  // "sent N, received N, lost N (a-b,...), duplicated N, reordered N (max distance N), ...", for test output.
+  std::string text() const {
+    return "sent " + std::to_string(sent) + ", received " + std::to_string(received) + ", lost " +
+           std::to_string(lost()) + (missing.empty() ? "" : " (" + missing + ")") + ", duplicated " +
+           std::to_string(duplicates) + ", reordered " + std::to_string(reordered) + " (max distance " +
+           std::to_string(max_reorder) + "), send errors " + std::to_string(send_errors) + ", socket drops " +
+           std::to_string(socket_drops);
+  }
   // Sequence numbers that never arrived, as ranges "a-b" (at most 20).
   std::string missing;
 };

@@ -32,14 +32,6 @@ uint64_t counter(const json& stats, const char* group, const char* sub, const ch
   return stats.at(group).at(sub).at(name).get<uint64_t>();
 }
 
-std::string describe(const char* name, const StreamResult& r) {
-  return std::string(name) + ": sent " + std::to_string(r.sent) + ", received " + std::to_string(r.received) +
-         ", lost " + std::to_string(r.lost()) + (r.missing.empty() ? "" : " (" + r.missing + ")") + ", duplicated " +
-         std::to_string(r.duplicates) + ", reordered " + std::to_string(r.reordered) + " (max distance " +
-         std::to_string(r.max_reorder) + "), send errors " + std::to_string(r.send_errors) + ", socket drops " +
-         std::to_string(r.socket_drops);
-}
-
 TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
   const int rekeys = env_int("OV2_REKEY_SECONDS", 5);
   const auto pps = static_cast<uint32_t>(env_int("OV2_REKEY_PPS", 3000));
@@ -99,8 +91,8 @@ TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
   generations[0].b_in -= ping_b_in;
 
   std::cout << "rekey: " << rekeys << " rekeys in " << seconds << " s, " << pps << " datagrams/s each way\n"
-            << describe("A->B", rab) << "\n"
-            << describe("B->A", rba) << "\n";
+            << "A->B: " << rab.text() << "\n"
+            << "B->A: " << rba.text() << "\n";
   uint64_t sum_a_out = 0, sum_b_in = 0, sum_b_out = 0, sum_a_in = 0;
   for (size_t g = 0; g < generations.size(); ++g) {
     const Generation& x = generations[g];
