@@ -260,6 +260,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
       links->watch(dp->device().host_ifindex(), config.offload_dev);
       links->watch(dp->device().nic_ifindex(), dp->device().nic_name());
       links->set_callback([&](const std::string& name, LinkWatch::Change change) {
+        if (!fatal.empty()) return;  // stopping already (deleting ov2 takes ov2-nic with it: one report)
         const bool wire = name == config.wire_interfaces.front();
         observability.bus().emit({{"event", wire ? "wire-" + std::string(link_change_name(change))
                                                   : "device-" + std::string(link_change_name(change))},
