@@ -176,9 +176,9 @@ void ControlPlane::check_protect_sa(const PolicySpec& spec) const {
   if (sa == nullptr)
     fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + ": no SA has this handle");
   if (sa->spec.dir != spec.dir)
-    fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is an " +
-                                         to_string(sa->spec.dir) + "bound SA; an " + to_string(spec.dir) +
-                                         "bound policy needs an " + to_string(spec.dir) + "bound SA");
+    fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is an " + to_string(sa->spec.dir) +
+                                         "bound SA; an " + to_string(spec.dir) + "bound policy needs an " +
+                                         to_string(spec.dir) + "bound SA");
   if (sa->bundled_in != 0)
     fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is the inner SA of the bundle " +
                                          handle_to_string(sa->bundled_in) + "; name the bundle's tunnel SA " +

@@ -12,8 +12,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -263,13 +263,14 @@ int run(const CommandLine& cl, DaemonConfig config) {
         if (!fatal.empty()) return;  // stopping already (deleting ov2 takes ov2-nic with it: one report)
         const bool wire = name == config.wire_interfaces.front();
         observability.bus().emit({{"event", wire ? "wire-" + std::string(link_change_name(change))
-                                                  : "device-" + std::string(link_change_name(change))},
+                                                 : "device-" + std::string(link_change_name(change))},
                                   {"device", name},
                                   {"reason", "changed from outside ipsecov2d"}});
         if (change != LinkWatch::Change::Deleted) {
           log(change == LinkWatch::Change::Down ? LogLevel::Warn : LogLevel::Info,
               (wire ? "the wire " : "the offload device ") + name + " is " + link_change_name(change) +
-                  (change == LinkWatch::Change::Down ? ": no traffic passes until it is up again" : ": traffic resumes"));
+                  (change == LinkWatch::Change::Down ? ": no traffic passes until it is up again"
+                                                     : ": traffic resumes"));
           return;
         }
         fatal = (wire ? "the wire interface " : "the offload device ") + name +

@@ -59,8 +59,7 @@ Umem::Umem(const Config& cfg) : cfg_(cfg) {
 std::string Umem::size_text() const {
   const std::string amount =
       area_size_ >= (1u << 20) ? std::to_string(area_size_ >> 20) + " MiB" : std::to_string(area_size_ >> 10) + " KiB";
-  return amount + " (" + std::to_string(cfg_.frames) + " frames of " +
-         std::to_string(cfg_.frame_size) + " bytes)";
+  return amount + " (" + std::to_string(cfg_.frames) + " frames of " + std::to_string(cfg_.frame_size) + " bytes)";
 }
 
 Umem::~Umem() {

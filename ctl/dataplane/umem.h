@@ -6,8 +6,8 @@
 #include <xdp/xsk.h>
 
 #include <cstdint>
-#include <string>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace ov2 {

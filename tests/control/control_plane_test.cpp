@@ -191,7 +191,8 @@ TEST(ControlPlane, PolicyUpdateSwitchesTheSaInOneSpdReplacementKeepingIdAndPlace
   const uint64_t new_sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
   const uint32_t first =
       plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Protect, old_sa, 10));
-  const uint32_t second = plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Bypass, 0, 10));
+  const uint32_t second =
+      plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Bypass, 0, 10));
   struct Recorder : ControlPlane::Listener {
     std::vector<ChangeEvent> seen;
     void on_change(const ChangeEvent& e) override { seen.push_back(e); }
@@ -199,7 +200,7 @@ TEST(ControlPlane, PolicyUpdateSwitchesTheSaInOneSpdReplacementKeepingIdAndPlace
   plane.add_listener(&rec);
 
   plane.update_policy_sa(first, new_sa);
-  ASSERT_EQ(engine.outbound.size(), 2u);  // one replacement: both policies still there
+  ASSERT_EQ(engine.outbound.size(), 2u);    // one replacement: both policies still there
   EXPECT_EQ(engine.outbound[0].id, first);  // same id, still ahead of the equal-priority bypass
   EXPECT_EQ(engine.outbound[0].offload_handle, new_sa);
   EXPECT_EQ(engine.outbound[1].id, second);

@@ -62,8 +62,8 @@ inline int udp_socket_in(const std::string& netns, const char* addr, uint16_t po
 // What the receiver saw of one stream.
 struct StreamResult {
   uint64_t sent = 0;
-  uint64_t received = 0;      // datagrams, duplicates included
-  uint64_t unique = 0;        // distinct sequence numbers
+  uint64_t received = 0;  // datagrams, duplicates included
+  uint64_t unique = 0;    // distinct sequence numbers
   uint64_t duplicates = 0;
   uint64_t reordered = 0;     // arrived after a higher sequence number
   uint64_t max_reorder = 0;   // the largest such distance

@@ -43,8 +43,8 @@ TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
   ASSERT_TRUE(net.ping(3, "0.1")) << net.daemon_a.log();  // neighbours resolved before the stream starts
   const std::string m = net.ns_a().substr(0, net.ns_a().size() - 1) + "m";
   const std::string pcap = net.dir() + "/wire.pcap";
-  Result tcpdump_started = sh("nsenter --net=/run/netns/" + m + " tcpdump -i br0 -nn -s 96 -U -w " + pcap +
-                              " >" + net.dir() + "/tcpdump.log 2>&1 & echo $! > " + net.dir() + "/tcpdump.pid");
+  Result tcpdump_started = sh("nsenter --net=/run/netns/" + m + " tcpdump -i br0 -nn -s 96 -U -w " + pcap + " >" +
+                              net.dir() + "/tcpdump.log 2>&1 & echo $! > " + net.dir() + "/tcpdump.pid");
   ASSERT_EQ(tcpdump_started.exit_code, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
 
@@ -65,8 +65,8 @@ TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 1; i <= rekeys; ++i) {
     std::this_thread::sleep_until(t0 + std::chrono::seconds(i) - std::chrono::milliseconds(kDrainMs));
-    generations.push_back(rekey(a, b, 0x10000u + static_cast<uint32_t>(i), 0x20000u + static_cast<uint32_t>(i),
-                                kDrainMs));
+    generations.push_back(
+        rekey(a, b, 0x10000u + static_cast<uint32_t>(i), 0x20000u + static_cast<uint32_t>(i), kDrainMs));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(800));  // the last generation carries traffic too
   ab.stop_sending();
