@@ -48,6 +48,7 @@ TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
   ASSERT_EQ(tcpdump_started.exit_code, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
 
+  MonitorTap monitor_a(net.dir() + "/a.sock");
   TunnelEnd a(net.dir() + "/a.sock", "192.0.2.1", "192.0.2.2");
   TunnelEnd b(net.dir() + "/b.sock", "192.0.2.2", "192.0.2.1");
   const json a_before = a.stats(), b_before = b.stats();
@@ -133,6 +134,11 @@ TEST(Rekey, MakeBeforeBreakEverySecondLosesDuplicatesAndReordersNothing) {
     EXPECT_EQ(s->at("worker").at("rx-no-sa").get<uint64_t>(), before.at("worker").at("rx-no-sa").get<uint64_t>());
     EXPECT_EQ(counter(*s, "bpf", "wire", "pass-no-sa"), counter(before, "bpf", "wire", "pass-no-sa"));
   }
+  // Each switch is one policy-updated event (out and in policy per rekey), no policy ever deleted.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(monitor_a.events("policy-updated").size(), 2u * static_cast<size_t>(rekeys));
+  EXPECT_EQ(monitor_a.events("policy-deleted").size(), 0u);
+  EXPECT_EQ(monitor_a.events("sa-deleted").size(), 2u * static_cast<size_t>(rekeys));
   // The wire, seen from the bridge: ESP, and no datagram of the streams in clear.
   const Result clear = sh("tcpdump -nn -r " + pcap + " 'udp port 7001 or udp port 7002' 2>/dev/null | wc -l");
   const Result esp = sh("tcpdump -nn -r " + pcap + " esp 2>/dev/null | wc -l");
