@@ -28,6 +28,7 @@ if [[ "${OV2_SKIP_FUZZ:-}" != 1 ]]; then
     case $name in
       esp_inbound) runs=2000000 ;;
       control_request) runs=100000 ;;
+      pcap_reader) runs=5000 ;;  # each run opens a capture file through libpcap
       *) runs=20000 ;;
     esac
     if "$t" -seed=1 -runs="$runs" -max_total_time=60 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$corpus/" \

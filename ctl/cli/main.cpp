@@ -308,6 +308,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"protect", "bypass", "discard"}));
   policy_add->add_option("--sa", padd.sa, "SA handle (protect)");
   policy_add->add_option("--priority", padd.priority, "lower wins (default 1000)");
+  std::string policy_update_id, policy_update_sa;
+  auto* policy_update =
+      policy->add_subcommand("update", "switch a protect policy to another SA in one step (rekey: make-before-break)");
+  policy_update->add_option("id", policy_update_id, "policy id")->required();
+  policy_update->add_option("--sa", policy_update_sa, "the new SA handle")->required();
   std::vector<std::string> policy_del_ids;
   auto* policy_del = policy->add_subcommand("del", "delete policies (all or none)");
   policy_del->add_option("ids", policy_del_ids, "policy ids")->required();
@@ -384,6 +389,8 @@ int main(int argc, char** argv) {
       request = {{"op", "sa.show"}, {"handle", show_handle}};
     } else if (*policy_add) {
       request = {{"op", "policy.add"}, {"policy", build_policy(padd)}};
+    } else if (*policy_update) {
+      request = {{"op", "policy.update"}, {"id", number("policy id", policy_update_id)}, {"sa", policy_update_sa}};
     } else if (*policy_del) {
       json ids = json::array();
       for (const auto& id : policy_del_ids) ids.push_back(number("policy id", id));
@@ -421,6 +428,8 @@ int main(int argc, char** argv) {
       print_sa(answer["sa"]);
     else if (*policy_add)
       std::cout << answer["id"].dump() << '\n';
+    else if (*policy_update)
+      std::cout << "updated policy " << policy_update_id << '\n';
     else if (*policy_del) {
       for (const auto& id : answer["deleted"]) std::cout << "deleted policy " << id.dump() << '\n';
     } else if (*policy_list)

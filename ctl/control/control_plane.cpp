@@ -28,6 +28,8 @@ const char* change_kind_name(ChangeKind kind) {
       return "policy-added";
     case ChangeKind::PolicyDeleted:
       return "policy-deleted";
+    case ChangeKind::PolicyUpdated:
+      return "policy-updated";
   }
   return "unknown";
 }
@@ -169,21 +171,23 @@ void ControlPlane::update_sa(uint64_t handle, uint32_t seq_hi) {
   notify({ChangeKind::SaUpdated, handle, 0, ChangeCause::User});
 }
 
+void ControlPlane::check_protect_sa(const PolicySpec& spec) const {
+  const SaRecord* sa = sas_.find(spec.sa_handle);
+  if (sa == nullptr)
+    fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + ": no SA has this handle");
+  if (sa->spec.dir != spec.dir)
+    fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is an " + to_string(sa->spec.dir) +
+                                         "bound SA; an " + to_string(spec.dir) + "bound policy needs an " +
+                                         to_string(spec.dir) + "bound SA");
+  if (sa->bundled_in != 0)
+    fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is the inner SA of the bundle " +
+                                         handle_to_string(sa->bundled_in) + "; name the bundle's tunnel SA " +
+                                         handle_to_string(sa->bundled_in));
+}
+
 uint32_t ControlPlane::add_policy(const PolicySpec& spec) {
   validate_policy(spec);
-  if (spec.action == PolicyAction::Protect) {
-    const SaRecord* sa = sas_.find(spec.sa_handle);
-    if (sa == nullptr)
-      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + ": no SA has this handle");
-    if (sa->spec.dir != spec.dir)
-      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is an " +
-                                           to_string(sa->spec.dir) + "bound SA; an " + to_string(spec.dir) +
-                                           "bound policy needs an " + to_string(spec.dir) + "bound SA");
-    if (sa->bundled_in != 0)
-      fail(ErrorCode::InvalidArgument, "--sa " + handle_to_string(spec.sa_handle) + " is the inner SA of the bundle " +
-                                           handle_to_string(sa->bundled_in) + "; name the bundle's tunnel SA " +
-                                           handle_to_string(sa->bundled_in));
-  }
+  if (spec.action == PolicyAction::Protect) check_protect_sa(spec);
   if (const PolicyRecord* same = spd_.find_identical(spec))
     fail(ErrorCode::Exists, "an identical policy exists already (id " + std::to_string(same->id) + ")");
   if (spd_.next_id() == UINT32_MAX) fail(ErrorCode::ResourceExhausted, "policy ids are exhausted; restart the daemon");
@@ -218,6 +222,28 @@ void ControlPlane::delete_policies(const std::vector<uint32_t>& ids) {
   for (uint32_t id : ids) spd_.erase(id);
   for (uint32_t id : std::set<uint32_t>(ids.begin(), ids.end()))
     notify({ChangeKind::PolicyDeleted, 0, id, ChangeCause::User});
+}
+
+void ControlPlane::update_policy_sa(uint32_t id, uint64_t sa_handle) {
+  const PolicyRecord* p = spd_.find(id);
+  if (p == nullptr) fail(ErrorCode::NotFound, "no policy has id " + std::to_string(id) + "; nothing was changed");
+  if (p->spec.action != PolicyAction::Protect)
+    fail(ErrorCode::InvalidArgument, "policy " + std::to_string(id) + " is a " + to_string(p->spec.action) +
+                                         " policy; only a protect policy names an SA");
+  PolicySpec next = p->spec;
+  next.sa_handle = sa_handle;
+  check_protect_sa(next);
+  if (const PolicyRecord* same = spd_.find_identical(next); same != nullptr && same->id != id)
+    fail(ErrorCode::Exists, "an identical policy exists already (id " + std::to_string(same->id) + ")");
+  const PolicySpec previous = p->spec;
+  spd_.replace(id, next);
+  try {
+    push_spd(next.dir, compiled(next.dir, nullptr, {}));
+  } catch (...) {
+    spd_.replace(id, previous);  // the engine threw before changing anything (compile_spd first)
+    throw;
+  }
+  notify({ChangeKind::PolicyUpdated, 0, id, ChangeCause::User});
 }
 
 void ControlPlane::restore(const std::vector<SaRecord>& sas, const std::vector<PolicyRecord>& policies,

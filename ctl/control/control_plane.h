@@ -25,7 +25,7 @@ namespace ov2 {
 // What changed in the control plane's state.  Carries handles and ids only,
 // never keys or specs: a listener that needs the SA looks it up (for deletes
 // it is gone already).
-enum class ChangeKind { SaAdded, SaUpdated, SaDeleted, PolicyAdded, PolicyDeleted };
+enum class ChangeKind { SaAdded, SaUpdated, SaDeleted, PolicyAdded, PolicyDeleted, PolicyUpdated };
 // Why it changed: a user request, a data-plane SaDeleteReq (NDIS
 // NDIS_STATUS_IPSEC_SA_DELETE_REQ equivalent), or an SA's lifetime expiry.
 enum class ChangeCause { User, SaDeleteReq, Expired };
@@ -37,7 +37,7 @@ struct ChangeEvent {
   ChangeCause cause = ChangeCause::User;
 };
 
-// "sa-added", "sa-updated", "sa-deleted", "policy-added", "policy-deleted".
+// "sa-added", "sa-updated", "sa-deleted", "policy-added", "policy-deleted", "policy-updated".
 const char* change_kind_name(ChangeKind kind);
 // "user", "sa-delete-req", "expired".
 const char* change_cause_name(ChangeCause cause);
@@ -88,6 +88,13 @@ class ControlPlane {
   uint32_t add_policy(const PolicySpec& spec);
   // Deletes policies by id (all-or-nothing: an unknown id deletes nothing).
   void delete_policies(const std::vector<uint32_t>& ids);
+  // Switches the PROTECT policy `id` to the SA `sa_handle` in one step (the
+  // rekey's make-before-break): the engine's SPD is replaced as a whole, so
+  // every packet matches the policy with either the old or the new SA, never
+  // none.  The policy keeps its id, selectors and priority.  Throws
+  // ov2::Error (unknown id, not PROTECT, SA unknown/of the other
+  // direction/inside a bundle); nothing changes then.
+  void update_policy_sa(uint32_t id, uint64_t sa_handle);
 
   // Restart recovery (state_store.h), on an empty control plane only: installs
   // `sas` under their saved handles, calls `before_policies` (e.g. to set the
@@ -108,6 +115,8 @@ class ControlPlane {
 
  private:
   CompiledPolicy compile_one(uint32_t id, const PolicySpec& spec) const;
+  // Throws unless the PROTECT spec's SA exists, has its direction and is not inside a bundle.
+  void check_protect_sa(const PolicySpec& spec) const;
   void push_spd(Direction dir, const std::vector<CompiledPolicy>& list);
   void notify(const ChangeEvent& event);
 

@@ -326,6 +326,7 @@ void ControlServer::on_readable(Connection& c) {
 }
 
 void ControlServer::on_writable(Connection& c) {
+  const bool had_output = !c.out.empty();
   while (!c.out.empty()) {
     const ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
@@ -341,8 +342,10 @@ void ControlServer::on_writable(Connection& c) {
     close_connection(c.fd);
     return;
   }
-  // The next request has its own time from now.
-  if (c.out.empty())
+  // The next request has its own time from the moment its answer is out.
+  // Only then: bytes of a request trickling in do not buy more time (a client
+  // sending a byte a second would otherwise hold its slot for ever).
+  if (had_output && c.out.empty())
     c.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.read_timeout_ms);
   update_interest(c);
 }
@@ -442,6 +445,11 @@ void ControlServer::run(int stop_fd) {
         on_readable(c);
     }
     expire_slow_clients();
+    if (stop_requested_) {
+      stop_requested_ = false;
+      epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, stop_fd, nullptr);
+      return;
+    }
   }
 }
 

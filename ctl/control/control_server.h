@@ -67,8 +67,11 @@ class ControlServer {
   void flush_streams();
   size_t stream_count() const;
 
-  // Serves until `stop_fd` becomes readable (a signalfd or eventfd).
+  // Serves until `stop_fd` becomes readable (a signalfd or eventfd), or
+  // until stop() is called (from a callback).
   void run(int stop_fd);
+  // Makes run() return after the current batch of events.
+  void stop() { stop_requested_ = true; }
 
   size_t connection_count() const { return connections_.size(); }
   const std::string& path() const { return options_.path; }
@@ -105,6 +108,7 @@ class ControlServer {
   std::map<int, std::unique_ptr<Connection>> connections_;
   std::map<int, std::function<void()>> watched_;
   std::function<bool(std::string_view)> stream_detector_;
+  bool stop_requested_ = false;
 };
 
 }  // namespace ov2

@@ -41,6 +41,7 @@ void EventBus::on_change(const ChangeEvent& change) {
       break;
     case ChangeKind::PolicyAdded:
     case ChangeKind::PolicyDeleted:
+    case ChangeKind::PolicyUpdated:
       e["id"] = change.policy_id;
       break;
   }

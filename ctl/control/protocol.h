@@ -18,6 +18,7 @@
 //   sa.list                                  -> {"sas":[{"handle":"0x..", public SA JSON}]}
 //   sa.show    {"handle":"0x.."}             -> {"sa":{...}}
 //   policy.add {"policy":{policy JSON}}      -> {"id":N}
+//   policy.update {"id":N,"sa":"0x.."}       -> {}   (a protect policy's SA, switched in one step)
 //   policy.del {"ids":[N,...]}               -> {"deleted":[N,...]}
 //   policy.list                              -> {"policies":[{"id":N, policy JSON}]}
 // (room for "stats" and "monitor" later.)

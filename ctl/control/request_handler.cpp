@@ -39,7 +39,8 @@ json sa_record_json(const SaRecord& r) {
 }
 
 const char* op_names =
-    "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.del, policy.list, stats, monitor";
+    "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.update, policy.del, policy.list, stats, "
+    "monitor";
 
 }  // namespace
 
@@ -139,6 +140,11 @@ json RequestHandler::handle(const json& req) {
     const uint32_t id = plane_.add_policy(spec);
     answer["id"] = id;
     log(LogLevel::Info, "added policy " + std::to_string(id) + " " + policy_spec_json(spec).dump());
+  } else if (op == "policy.update") {
+    const uint32_t id = uint32_field(field(req, "id", op), "id");
+    const uint64_t handle = handle_field(field(req, "sa", op), "sa");
+    plane_.update_policy_sa(id, handle);
+    log(LogLevel::Info, "policy " + std::to_string(id) + " now protects with SA " + handle_to_string(handle));
   } else if (op == "policy.del") {
     const json& list = field(req, "ids", op);
     if (!list.is_array()) fail(ErrorCode::InvalidArgument, "'ids' must be a list of policy ids");

@@ -23,6 +23,13 @@ bool Spd::restore(uint32_t id, const PolicySpec& spec) {
 
 bool Spd::erase(uint32_t id) { return policies_.erase(id) != 0; }
 
+bool Spd::replace(uint32_t id, const PolicySpec& spec) {
+  auto it = policies_.find(id);
+  if (it == policies_.end()) return false;
+  it->second.spec = spec;
+  return true;
+}
+
 const PolicyRecord* Spd::find(uint32_t id) const {
   auto it = policies_.find(id);
   return it == policies_.end() ? nullptr : &it->second;

@@ -31,6 +31,9 @@ class Spd {
   void raise_next_id(uint32_t id) { next_id_ = std::max(next_id_, id); }
   // Removes a policy; false if there is none with this id.
   bool erase(uint32_t id);
+  // Gives policy `id` a new spec, keeping its id (and so its place among
+  // equal priorities); false if there is none with this id.
+  bool replace(uint32_t id, const PolicySpec& spec);
 
   const PolicyRecord* find(uint32_t id) const;
   // The policies of one direction, best first (priority, then id).

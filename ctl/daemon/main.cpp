@@ -12,8 +12,8 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +33,7 @@
 #include "control/request_handler.h"
 #include "daemon/runtime.h"
 #include "daemon/service_state.h"
+#include "dataplane/link_watch.h"
 #include "esp/crypto_backend.h"
 
 namespace {
@@ -218,6 +219,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
     notify(std::string(ready ? "READY=1\n" : "") + "STATUS=" + s);
   };
 
+  std::string fatal;  // why the daemon stops by itself (then it exits with status 1)
   auto control_server = std::make_unique<ControlServer>(
       server_opts, [&handler](std::string_view line) { return handler.handle_line(line); });
   {
@@ -253,14 +255,53 @@ int run(const CommandLine& cl, DaemonConfig config) {
       log(LogLevel::Info, "systemd watchdog: pinging every " + std::to_string(watchdog_usec / 2) + " us");
     }
 
+    // Interfaces changed from outside.  The wire going down and up is
+    // reported (the data plane stays attached and resumes by itself); the
+    // offload device or the wire deleted cannot be repaired in place (the
+    // routes into ov2, its programs and the workers' sockets went with it):
+    // the daemon says so and stops with status 1, so that its supervisor
+    // (systemd: Restart=on-failure) starts it again, which recreates the
+    // device and restores the SAs and policies from the state directory.
+    std::optional<LinkWatch> links;
+    if (Dataplane* dp = runtime.dataplane(); dp != nullptr && dp->running()) {
+      links.emplace();
+      links->watch(dp->wire_ifindex(), config.wire_interfaces.front());
+      links->watch(dp->device().host_ifindex(), config.offload_dev);
+      links->watch(dp->device().nic_ifindex(), dp->device().nic_name());
+      links->set_callback([&](const std::string& name, LinkWatch::Change change) {
+        if (!fatal.empty()) return;  // stopping already (deleting ov2 takes ov2-nic with it: one report)
+        const bool wire = name == config.wire_interfaces.front();
+        observability.bus().emit({{"event", wire ? "wire-" + std::string(link_change_name(change))
+                                                 : "device-" + std::string(link_change_name(change))},
+                                  {"device", name},
+                                  {"reason", "changed from outside ipsecov2d"}});
+        if (change != LinkWatch::Change::Deleted) {
+          log(change == LinkWatch::Change::Down ? LogLevel::Warn : LogLevel::Info,
+              (wire ? "the wire " : "the offload device ") + name + " is " + link_change_name(change) +
+                  (change == LinkWatch::Change::Down ? ": no traffic passes until it is up again"
+                                                     : ": traffic resumes"));
+          return;
+        }
+        fatal = (wire ? "the wire interface " : "the offload device ") + name +
+                " was deleted from outside ipsecov2d (ip link del?); the data plane cannot run without it: stopping "
+                "(restart ipsecov2d -- systemd does so by itself -- to recreate the offload device and restore the "
+                "SAs and policies; routes into " +
+                config.offload_dev + " must be added again)";
+        log(LogLevel::Error, fatal);
+        server.stop();
+      });
+      server.watch(links->fd(), [&] { links->poll(); });
+    }
+
     log(LogLevel::Info,
         "serving " + config.socket_path + " (engine " + config.engine + ", pid " + std::to_string(getpid()) + ")");
     publish_status(true);
     server.run(stop_fd);
+    if (links) server.unwatch(links->fd());
     observability.detach();
-    notify("STOPPING=1\nSTATUS=stopping");
+    notify("STOPPING=1\nSTATUS=" + (fatal.empty() ? std::string("stopping") : "failed: " + fatal));
     signalfd_siginfo info{};
-    if (read(stop_fd, &info, sizeof info) == sizeof info)
+    if (fatal.empty() && read(stop_fd, &info, sizeof info) == sizeof info)
       log(LogLevel::Info, std::string("received ") + strsignal(static_cast<int>(info.ssi_signo)) + ", shutting down");
     close(tick_fd);
     if (watchdog_fd >= 0) close(watchdog_fd);
@@ -270,7 +311,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
   state.save();  // the last sequence-number marks; the next start restores from here
   close(stop_fd);
   close(hup_fd);
-  return 0;  // then plane (SA keys wiped) and runtime (programs detached and unloaded)
+  return fatal.empty() ? 0 : 1;  // then plane (SA keys wiped) and runtime (programs detached and unloaded)
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "dataplane/umem.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <xdp/xsk.h>
 
 #include <cerrno>
@@ -17,7 +18,9 @@ Umem::Umem(const Config& cfg) : cfg_(cfg) {
   if (cfg.frames < 64) fail(ErrorCode::InvalidArgument, "UMEM needs at least 64 frames");
   area_size_ = static_cast<size_t>(cfg.frames) * cfg.frame_size;
   void* p = mmap(nullptr, area_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) fail(ErrorCode::Kernel, std::string("cannot map the UMEM area: ") + strerror(errno));
+  if (p == MAP_FAILED)
+    fail(ErrorCode::ResourceExhausted, "cannot map the AF_XDP UMEM of " + size_text() + ": " + strerror(errno) +
+                                           "; lower [worker] umem_frames in the configuration");
   area_ = static_cast<uint8_t*>(p);
   // Keys never land here, but packets do: keep them out of core dumps too.
   madvise(area_, area_size_, MADV_DONTDUMP);
@@ -32,11 +35,31 @@ Umem::Umem(const Config& cfg) : cfg_(cfg) {
   int err = xsk_umem__create(&umem_, area_, area_size_, &fill_save_, &comp_save_, &ucfg);
   if (err) {
     munmap(area_, area_size_);
-    fail(ErrorCode::Kernel, std::string("cannot register the AF_XDP UMEM: ") + strerror(-err));
+    area_ = nullptr;
+    if (err == -ENOBUFS || err == -ENOMEM || err == -EPERM) {
+      // The kernel pins the UMEM and charges it to RLIMIT_MEMLOCK unless the
+      // process has CAP_IPC_LOCK (net/xdp/xdp_umem.c xdp_umem_account_pages).
+      rlimit lim{};
+      getrlimit(RLIMIT_MEMLOCK, &lim);
+      const std::string limit =
+          lim.rlim_cur == RLIM_INFINITY ? "unlimited" : std::to_string(lim.rlim_cur / 1024) + " KiB";
+      fail(ErrorCode::ResourceExhausted,
+           "cannot register the AF_XDP UMEM of " + size_text() + " (" + strerror(-err) +
+               "): the kernel locks it in memory and it does not fit the locked-memory limit (RLIMIT_MEMLOCK " + limit +
+               ") of ipsecov2d; raise the limit (LimitMEMLOCK=infinity in the systemd unit, `ulimit -l unlimited`, "
+               "or give ipsecov2d CAP_IPC_LOCK) or lower [worker] umem_frames");
+    }
+    fail(ErrorCode::Kernel, "cannot register the AF_XDP UMEM of " + size_text() + ": " + strerror(-err));
   }
   free_.reset(new uint64_t[cfg.frames]);
   for (uint32_t i = 0; i < cfg.frames; ++i)
     free_[free_count_++] = static_cast<uint64_t>(cfg.frames - 1 - i) * cfg.frame_size;
+}
+
+std::string Umem::size_text() const {
+  const std::string amount =
+      area_size_ >= (1u << 20) ? std::to_string(area_size_ >> 20) + " MiB" : std::to_string(area_size_ >> 10) + " KiB";
+  return amount + " (" + std::to_string(cfg_.frames) + " frames of " + std::to_string(cfg_.frame_size) + " bytes)";
 }
 
 Umem::~Umem() {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace ov2 {
@@ -42,6 +43,8 @@ class Umem {
   uint32_t free_frames() const { return free_count_; }
 
  private:
+  // "8 MiB (4096 frames of 2048 bytes)", for messages.
+  std::string size_text() const;
   Config cfg_;
   uint8_t* area_ = nullptr;
   size_t area_size_ = 0;

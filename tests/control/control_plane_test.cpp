@@ -184,5 +184,53 @@ TEST(PolicyTable, InboundLookupReturnsTheFirstMatchInPriorityOrder) {
   EXPECT_EQ(table.lookup(s), nullptr);
 }
 
+TEST(ControlPlane, PolicyUpdateSwitchesTheSaInOneSpdReplacementKeepingIdAndPlace) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t old_sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000));
+  const uint64_t new_sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  const uint32_t first =
+      plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Protect, old_sa, 10));
+  const uint32_t second =
+      plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Bypass, 0, 10));
+  struct Recorder : ControlPlane::Listener {
+    std::vector<ChangeEvent> seen;
+    void on_change(const ChangeEvent& e) override { seen.push_back(e); }
+  } rec;
+  plane.add_listener(&rec);
+
+  plane.update_policy_sa(first, new_sa);
+  ASSERT_EQ(engine.outbound.size(), 2u);    // one replacement: both policies still there
+  EXPECT_EQ(engine.outbound[0].id, first);  // same id, still ahead of the equal-priority bypass
+  EXPECT_EQ(engine.outbound[0].offload_handle, new_sa);
+  EXPECT_EQ(engine.outbound[1].id, second);
+  EXPECT_EQ(plane.spd().find(first)->spec.sa_handle, new_sa);
+  ASSERT_EQ(rec.seen.size(), 1u);
+  EXPECT_EQ(rec.seen[0].kind, ChangeKind::PolicyUpdated);
+  EXPECT_EQ(rec.seen[0].policy_id, first);
+  // The old SA is free now: it deletes without --force and takes no policy with it.
+  EXPECT_TRUE(plane.delete_sas({old_sa}, false).deleted_policies.empty());
+}
+
+TEST(ControlPlane, PolicyUpdateRefusalsChangeNothing) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000));
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2000));
+  const uint64_t other = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  const uint32_t id = plane.add_policy(policy(Direction::Out, "10.1.0.0/16", "10.2.0.0/16", PolicyAction::Protect, sa));
+  const uint32_t bypass = plane.add_policy(policy(Direction::Out, "10.9.0.0/16", "10.2.0.0/16", PolicyAction::Bypass));
+  const auto before = engine.outbound;
+  EXPECT_THAT(error_of([&] { plane.update_policy_sa(99, other); }), HasSubstr("no policy has id 99"));
+  EXPECT_THAT(error_of([&] { plane.update_policy_sa(bypass, other); }), HasSubstr("only a protect policy names an SA"));
+  EXPECT_THAT(error_of([&] { plane.update_policy_sa(id, 0x7000001); }), HasSubstr("no SA has this handle"));
+  EXPECT_THAT(error_of([&] { plane.update_policy_sa(id, in); }), HasSubstr("is an inbound SA"));
+  engine.fail_next_spd = true;
+  EXPECT_FALSE(error_of([&] { plane.update_policy_sa(id, other); }).empty());
+  EXPECT_EQ(plane.spd().find(id)->spec.sa_handle, sa);  // the engine refused: the record is unchanged
+  ASSERT_EQ(engine.outbound.size(), before.size());
+  EXPECT_EQ(engine.outbound[0].offload_handle, sa);
+}
+
 }  // namespace
 }  // namespace ov2

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -161,6 +162,41 @@ TEST_F(ServerFixture, SlowClientIsTimedOutAndOthersAreServed) {
   json a = json::parse(read_line(slow));  // arrives after ~200 ms
   EXPECT_EQ(a["error"]["code"], "timeout");
   EXPECT_TRUE(closed_by_peer(slow));
+  close(slow);
+}
+
+// A client trickling a request a byte at a time does not buy more time with
+// each byte (slowloris): it is cut off kReadTimeoutMs after it connected,
+// and real requests are answered meanwhile.  Before the fix every byte read
+// restarted the timeout and such a client held its slot for ever.
+TEST_F(ServerFixture, TricklingClientIsCutOffAtTheReadTimeoutWhileOthersAreServed) {
+  ControlServerOptions opts;
+  opts.read_timeout_ms = 300;
+  start(opts);
+  const int slow = raw_connect();
+  const std::string request = "{\"version\":1,\"op\":\"caps\",\"pad\":\"" + std::string(200, 'x') + "\"}\n";
+  std::atomic<bool> cut{false};
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread trickle([&] {
+    for (char ch : request) {  // one byte every 20 ms: 4+ s for the whole request
+      if (cut || send(slow, &ch, 1, MSG_NOSIGNAL) != 1) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ControlClient client(path_);
+  const auto c0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(client.call({{"op", "caps"}})["ok"].get<bool>());
+  EXPECT_LT(std::chrono::steady_clock::now() - c0, std::chrono::milliseconds(200)) << "the trickler held the server";
+  const std::string answer = read_line(slow);  // the timeout answer, then EOF
+  const auto took = std::chrono::steady_clock::now() - t0;
+  cut = true;
+  trickle.join();
+  ASSERT_FALSE(answer.empty());
+  EXPECT_EQ(json::parse(answer)["error"]["code"], "timeout");
+  EXPECT_TRUE(closed_by_peer(slow));
+  EXPECT_GE(took, std::chrono::milliseconds(250));
+  EXPECT_LT(took, std::chrono::milliseconds(1500)) << "each byte restarted the read timeout";
   close(slow);
 }
 

@@ -143,6 +143,13 @@ TEST_F(HandlerTest, PolicyAddListDelete) {
   EXPECT_EQ(list["policies"][0]["dport"], "80-90");
   EXPECT_EQ(list["policies"][0]["proto"], "tcp");
   EXPECT_EQ(list["policies"][0]["id"], p["id"]);
+  json other = call(add_request("0x1001"));
+  json upd = call(json{{"version", 1}, {"op", "policy.update"}, {"id", p["id"]}, {"sa", other["handle"]}}.dump());
+  ASSERT_TRUE(upd["ok"].get<bool>()) << upd.dump();
+  EXPECT_EQ(call(R"({"version":1,"op":"policy.list"})")["policies"][0]["sa"], other["handle"]);
+  EXPECT_EQ(error_code(json{{"version", 1}, {"op", "policy.update"}, {"id", 999}, {"sa", other["handle"]}}.dump()),
+            "not-found");
+  EXPECT_EQ(error_code(json{{"version", 1}, {"op", "policy.update"}, {"id", p["id"]}}.dump()), "invalid-argument");
   json del = call(json{{"version", 1}, {"op", "policy.del"}, {"ids", {p["id"]}}}.dump());
   EXPECT_TRUE(del["ok"].get<bool>()) << del.dump();
   EXPECT_EQ(error_code(json{{"version", 1}, {"op", "policy.del"}, {"ids", {p["id"]}}}.dump()), "not-found");

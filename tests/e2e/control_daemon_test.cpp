@@ -222,10 +222,39 @@ TEST_F(ControlE2e, PoliciesAddListDeleteAndInUseRefusal) {
   EXPECT_THAT(list.out, HasSubstr("443"));
   EXPECT_THAT(list.out, HasSubstr(handle));
 
-  Result refused = d.ctl({"sa", "del", handle});
+  // policy update: the policy keeps its id and moves to another SA (the rekey switch),
+  // in the daemon's record and in ov2_tx's SPD entries; refusals change nothing.
+  Result sa2 = d.ctl({"sa", "add", "--dir", "out", "--mode", "tunnel", "--src", "192.0.2.1", "--dst", "192.0.2.2",
+                      "--spi", "0x1001", "--aead", "aes-gcm-128", "--key-file", key});
+  ASSERT_EQ(sa2.exit_code, 0) << sa2.err;
+  const std::string handle2 = sa2.out.substr(0, sa2.out.find('\n'));
+  Result moved = d.ctl({"policy", "update", id, "--sa", handle2});
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_EQ(moved.out, "updated policy " + id + "\n");
+  const int entries = d.map_fd("spd_entries", sizeof(uint32_t), sizeof(ov2_spd_entry));
+  ASSERT_GE(entries, 0);
+  int live_slots = 0;
+  for (uint32_t slot = 0; slot < 64; ++slot) {
+    ov2_spd_entry e{};
+    if (bpf_map_lookup_elem(entries, &slot, &e) != 0 || !e.valid || e.policy_id != std::stoul(id)) continue;
+    if (e.offload_handle == handle_of(handle2)) ++live_slots;
+  }
+  close(entries);
+  EXPECT_GE(live_slots, 1) << "ov2_tx does not see the new SA for policy " << id;
+  Result bad_id = d.ctl({"policy", "update", "999", "--sa", handle});
+  EXPECT_EQ(bad_id.exit_code, 1);
+  EXPECT_THAT(bad_id.err, HasSubstr("no policy has id 999"));
+  Result bad_sa = d.ctl({"policy", "update", id, "--sa", "0x7777777"});
+  EXPECT_EQ(bad_sa.exit_code, 1);
+  EXPECT_THAT(bad_sa.err, HasSubstr("no SA has this handle"));
+  EXPECT_THAT(d.ctl({"policy", "list"}).out, HasSubstr(handle2));
+  Result old_free = d.ctl({"sa", "del", handle});  // no policy names the old SA any more
+  EXPECT_EQ(old_free.exit_code, 0) << old_free.err;
+
+  Result refused = d.ctl({"sa", "del", handle2});
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_THAT(refused.err, HasSubstr("is used by policy " + id));
-  Result forced = d.ctl({"sa", "del", "--force", handle});
+  Result forced = d.ctl({"sa", "del", "--force", handle2});
   ASSERT_EQ(forced.exit_code, 0) << forced.err;
   EXPECT_THAT(forced.out, HasSubstr("deleted policy " + id));
   Result after = d.ctl({"--json", "policy", "list"});

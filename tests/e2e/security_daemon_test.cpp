@@ -421,6 +421,62 @@ TEST_F(SecurityE2e, FloodOf200SilentConnectionsDoesNotLockOutCapsForMoreThan2s) 
   EXPECT_EQ(d.ctl({"caps"}).exit_code, 0);
 }
 
+// Slow requests: clients trickling requests a byte every 100 ms never hold
+// the socket from real requests, and each is cut off at the read timeout
+// (5 s from connecting) however steadily it keeps sending.  Before the fix
+// each byte restarted the timeout: a trickler kept its slot for ever.
+TEST_F(SecurityE2e, TricklingClientsDoNotHoldTheSocketAndAreCutOffAtTheReadTimeout) {
+  DaemonInNamespace d('t');
+  constexpr int kTricklers = 8;
+  const std::string request = "{\"version\":1,\"op\":\"caps\",\"pad\":\"" + std::string(200, 'x') + "\"}\n";
+  std::vector<int> fds;
+  for (int i = 0; i < kTricklers; ++i) {
+    const int fd = connect_unix(d.socket_path(), false);
+    ASSERT_GE(fd, 0);
+    fds.push_back(fd);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::chrono::steady_clock::duration> cut_after(kTricklers, std::chrono::seconds(0));
+  std::vector<std::string> answers(kTricklers);
+  std::thread trickle([&] {
+    std::vector<bool> open(kTricklers, true);
+    for (size_t pos = 0; pos < request.size(); ++pos) {
+      for (int i = 0; i < kTricklers; ++i) {
+        if (!open[i]) continue;
+        char buf[512];
+        const ssize_t n = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) answers[i].append(buf, static_cast<size_t>(n));
+        if (n == 0 || (n > 0 && answers[i].find('\n') != std::string::npos) ||
+            send(fds[i], &request[pos], 1, MSG_NOSIGNAL) != 1) {
+          open[i] = false;
+          cut_after[i] = std::chrono::steady_clock::now() - t0;
+        }
+      }
+      if (std::none_of(open.begin(), open.end(), [](bool o) { return o; })) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  // Real requests while the tricklers are at it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (int k = 0; k < 3; ++k) {
+    const auto c0 = std::chrono::steady_clock::now();
+    Result caps = d.ctl({"caps"});
+    EXPECT_EQ(caps.exit_code, 0) << caps.err;
+    EXPECT_LT(std::chrono::steady_clock::now() - c0, std::chrono::seconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  trickle.join();
+  for (int i = 0; i < kTricklers; ++i) {
+    close(fds[i]);
+    EXPECT_THAT(answers[i], HasSubstr("\"timeout\"")) << "trickler " << i;
+    EXPECT_GE(cut_after[i], std::chrono::milliseconds(4500)) << "trickler " << i;
+    EXPECT_LT(cut_after[i], std::chrono::milliseconds(7000)) << "trickler " << i << " was not cut off in time";
+  }
+  std::cout << "[ info ] " << kTricklers << " tricklers (1 byte / 100 ms): cut off after "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(cut_after[0]).count()
+            << " ms; caps answered meanwhile\n";
+}
+
 TEST_F(SecurityE2e, OversizedRequestIsAnsweredTooLargeConnectionClosedDaemonKeepsServing) {
   DaemonInNamespace d('x');
   const int fd = connect_unix(d.socket_path(), false);
