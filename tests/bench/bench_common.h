@@ -122,6 +122,9 @@ class Report {
 // The engine group (ipsecov2_bench.cpp).
 void run_engine_benchmarks(Report& report, const Timing& t);
 
+// Inbound lookup + decapsulation with 1 vs `sa_count` SAs installed (ipsecov2_bench.cpp).
+void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count);
+
 struct ControlOptions {
   std::string daemon_binary;  // path of ipsecov2d
   uint32_t sa_count;          // SAs per direction

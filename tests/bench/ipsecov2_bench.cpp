@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "bench_common.h"
+#include "dataplane/sa_runtime.h"
 #include "esp/esp.h"
 
 namespace ov2::bench {
@@ -159,6 +160,61 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
 
 }  // namespace
 
+// The inbound path of the worker in one thread, in this process: per packet,
+// the (SPI, family, dst) key is read from the outer header, looked up with
+// SaRuntime::find_inbound (the workers' lock-free index) and the SA found
+// decapsulates it.  Traffic is on one SA; the rate is measured with only that
+// SA installed and again with `sa_count` - 1 other inbound SAs installed
+// (same destination, other SPIs).  Only lookup + decapsulation are timed.
+void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count) {
+  const auto key = random_bytes(info(EncAlg::AesGcm128).key_len + info(EncAlg::AesGcm128).salt_len);
+  esp::OutboundSa out(bench_sa(EncAlg::AesGcm128, Direction::Out, key));
+  SaRuntime table(OV2_MAX_SAS);
+  constexpr uint64_t kSeq = uint64_t{1} << 24;
+  table.install(kSeq | 0, bench_sa(EncAlg::AesGcm128, Direction::In, key));
+  constexpr uint32_t kSize = 64;
+  const auto plain = plaintext_packet(kSize);
+  constexpr size_t kBatch = 1024;
+  const size_t stride = kRoom + kSize + kRoom;
+  std::vector<uint8_t> frames(stride * kBatch);
+  std::vector<esp::Packet> sealed(kBatch);
+  auto seal_batch = [&] {
+    for (size_t i = 0; i < kBatch; ++i) {
+      uint8_t* f = frames.data() + i * stride;
+      std::memcpy(f + kRoom, plain.data(), kSize);
+      sealed[i] = esp::Packet{f + kRoom, kSize, kRoom, kRoom};
+      if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
+    }
+  };
+  auto lookup_and_decap = [&] {
+    for (size_t i = 0; i < kBatch; ++i) {
+      const uint8_t* ip = sealed[i].data;  // outer IPv4 (IHL 5), then ESP
+      ov2_sa_key k{};
+      k.family = OV2_AF_INET;
+      std::memcpy(k.daddr, ip + 16, 4);
+      std::memcpy(&k.spi_be, ip + 20, 4);
+      const SaRuntimeEntry* e = table.find_inbound(k);
+      if (e == nullptr || e->inbound->decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
+    }
+  };
+  const double one = measure_rate_batched(t, kBatch, seal_batch, lookup_and_decap);
+  SaSpec other = bench_sa(EncAlg::AesGcm128, Direction::In, key);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 1; i < sa_count; ++i) {
+    other.spi = 0x100000 + i;
+    table.install(kSeq | i, other);
+  }
+  const double install_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double many = measure_rate_batched(t, kBatch, seal_batch, lookup_and_decap);
+  const std::string n = std::to_string(sa_count);
+  report.add("inbound_lookup_decap_pps_1_sa", one, "packets/s", "find_inbound + decap, 64 B, 1 SA installed, 1 thread");
+  report.add("inbound_lookup_decap_pps_100k_sa", many, "packets/s",
+             "same traffic, " + n + " inbound SAs installed");
+  report.add("sa_runtime_install_per_s_in", (sa_count - 1) / install_s, "SAs/s",
+             "SaRuntime::install alone (ESP object + index), in-process, up to " + n + " inbound SAs");
+  report.add("pps_ratio_100k_sa_vs_1_sa", many / one, "ratio", n + " SAs vs 1 SA, in-process worker lookup + decap");
+}
+
 void run_engine_benchmarks(Report& report, const Timing& t) {
   for (const auto& c : kCiphers) {
     for (uint32_t size : kSizes) {
@@ -227,6 +283,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (run_control) {
+    ov2::bench::run_sa_scale_benchmarks(report, timing, sa_count ? sa_count : (quick ? 10000u : 100000u));
     try {
       ov2::bench::run_control_benchmarks(
           report, {build_dir + "/ctl/ipsecov2d", sa_count ? sa_count : (quick ? 10000u : 100000u), !control_no_wire});
