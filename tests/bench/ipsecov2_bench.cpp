@@ -133,6 +133,20 @@ double engine_encrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   });
 }
 
+// Encapsulates `plain` into each of the sealed.size() frames (kRoom of head-
+// and tailroom each) and points `sealed` at the ESP packets.
+void seal(esp::OutboundSa& out, const std::vector<uint8_t>& plain, std::vector<uint8_t>& frames,
+          std::vector<esp::Packet>& sealed) {
+  const auto size = static_cast<uint32_t>(plain.size());
+  const size_t stride = kRoom + size + kRoom;
+  for (size_t i = 0; i < sealed.size(); ++i) {
+    uint8_t* f = frames.data() + i * stride;
+    std::memcpy(f + kRoom, plain.data(), size);
+    sealed[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
+    if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
+  }
+}
+
 // Full ESP decapsulation (parse, replay check, authenticate+decrypt, padding,
 // inner packet, window update) of packets sealed beforehand by the engine.
 // Only the decapsulation calls are timed.
@@ -145,14 +159,7 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   const size_t stride = kRoom + size + kRoom;
   std::vector<uint8_t> frames(stride * kBatch);
   std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] {
-    for (size_t i = 0; i < kBatch; ++i) {
-      uint8_t* f = frames.data() + i * stride;
-      std::memcpy(f + kRoom, plain.data(), size);
-      sealed[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
-      if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
-    }
-  };
+  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
   return measure_rate_batched(t, kBatch, seal_batch, [&] {
     for (size_t i = 0; i < kBatch; ++i)
       if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
@@ -218,14 +225,7 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
   const size_t stride = kRoom + kSize + kRoom;
   std::vector<uint8_t> frames(stride * kBatch);
   std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] {
-    for (size_t i = 0; i < kBatch; ++i) {
-      uint8_t* f = frames.data() + i * stride;
-      std::memcpy(f + kRoom, plain.data(), kSize);
-      sealed[i] = esp::Packet{f + kRoom, kSize, kRoom, kRoom};
-      if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
-    }
-  };
+  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
   auto lookup_and_decap = [&](const SaRuntime& table) {
     for (size_t i = 0; i < kBatch; ++i) {
       const uint8_t* ip = sealed[i].data;  // outer IPv4 (IHL 5), then ESP

@@ -17,6 +17,7 @@
 #include "dataplane/epoch_domain.h"
 #include "dataplane/inbound_index.h"
 #include "dataplane/sa_runtime.h"
+#include "dataplane_test_sa.h"
 
 namespace ov2 {
 namespace {
@@ -150,19 +151,7 @@ TEST(DataplaneInboundIndex, GrowsToTheFullSaCapacityAndShrinksAfterBulkDeletes) 
   EXPECT_EQ(find(idx, slots, slots.keys[0]), 0u);
 }
 
-SaSpec inbound_spec(uint32_t spi) {
-  SaSpec s;
-  s.dir = Direction::In;
-  s.mode = Mode::Tunnel;
-  s.src = IpAddr::parse("192.0.2.1");
-  s.dst = IpAddr::parse("192.0.2.2");
-  s.spi = spi;
-  s.enc = EncAlg::AesGcm128;
-  s.auth = AuthAlg::None;
-  std::vector<uint8_t> k(20, 0x42);
-  s.enc_key = SecureBytes(k);
-  return s;
-}
+SaSpec inbound_spec(uint32_t spi) { return test::tunnel_sa_spec(Direction::In, "192.0.2.2", spi); }
 
 TEST(DataplaneInboundIndex, SaRuntimeFullTableRefusesTheNextSaAndKeepsTheOthers) {
   constexpr uint32_t kCap = 64;
