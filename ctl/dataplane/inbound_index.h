@@ -43,9 +43,7 @@ inline uint32_t inbound_key_hash(const ov2_sa_key& k) {
   return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
-inline bool same_inbound_key(const ov2_sa_key& a, const ov2_sa_key& b) {
-  return std::memcmp(&a, &b, sizeof a) == 0;
-}
+inline bool same_inbound_key(const ov2_sa_key& a, const ov2_sa_key& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
 class InboundIndex {
  public:

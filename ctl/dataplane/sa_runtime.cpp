@@ -92,7 +92,8 @@ void SaRuntime::remove(uint64_t handle) {
   installed_.erase(it);
   const uint32_t slot = static_cast<uint32_t>(handle & kSlotMask);
   if (e->dir == Direction::In)
-    index_.erase(e->key, slot, [this](uint32_t s) -> const ov2_sa_key& { return key_of_slot_locked(s); }, epochs_);
+    index_.erase(
+        e->key, slot, [this](uint32_t s) -> const ov2_sa_key& { return key_of_slot_locked(s); }, epochs_);
   slots_[slot].store(nullptr, std::memory_order_seq_cst);
   retired_.push_back(Retired{epochs_.advance(), std::move(e)});
 }

@@ -20,8 +20,8 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>

@@ -5,7 +5,6 @@
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
 #include <openssl/rand.h>
-
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>

@@ -100,8 +100,8 @@ inline int bpf_map_fd_of(pid_t pid, const std::string& name, uint32_t key_size, 
       if (fd < 0) continue;
       bpf_map_info info{};
       uint32_t len = sizeof info;
-      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::string(info.name) == name &&
-          info.key_size == key_size && info.value_size == value_size)
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::string(info.name) == name && info.key_size == key_size &&
+          info.value_size == value_size)
         return fd;
       close(fd);
     }

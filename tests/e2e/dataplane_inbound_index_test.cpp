@@ -2,9 +2,8 @@
 // its own against a reference map, and inside SaRuntime with reader threads
 // looking up while the control side installs and removes (run this binary
 // under the ASan build, -DOV2_SANITIZE=ON, to catch a use after free).
-#include <gtest/gtest.h>
-
 #include <endian.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstring>

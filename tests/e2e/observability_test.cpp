@@ -244,14 +244,9 @@ class TwoHosts {
     const Result r = sh(script);
     if (r.exit_code != 0) throw std::runtime_error("topology: " + r.out);
     for (char h : {'a', 'b'}) {
-      std::vector<std::string> argv = {"/usr/bin/nsenter",
-                                       "--net=/run/netns/" + ns(h),
-                                       kDaemon,
-                                       "--wire",
-                                       std::string("w") + h,
-                                       "--socket",
-                                       sock(h),
-                                       "--no-restore"};
+      std::vector<std::string> argv = {
+          "/usr/bin/nsenter", "--net=/run/netns/" + ns(h), kDaemon, "--wire", std::string("w") + h, "--socket", sock(h),
+          "--no-restore"};
       if (keep_state_) argv.insert(argv.end(), {"--state-dir", dir_ + "/state-" + h});
       if (!config_arg.empty()) {
         argv.push_back("--config");
@@ -748,9 +743,8 @@ TEST(Observability, SaChurnLosesNoPacketOfOtherSasAndRssAndBpfMapsReturnToBaseli
   const int64_t grow_b = static_cast<int64_t>(vm_rss_bytes(t.daemon_pid('b'))) - static_cast<int64_t>(rss_b0);
   EXPECT_LE(grow_a, kRssTolerance) << "A's RSS did not come back after " << rounds << " rounds";
   EXPECT_LE(grow_b, kRssTolerance) << "B's RSS did not come back; peak " << peak_rss_b << ", baseline " << rss_b0;
-  std::cerr << "churn: " << rounds << " rounds of " << sas_per_round << " SAs per daemon, " << pings
-            << " pings; RSS A " << rss_a0 << " -> +" << grow_a << ", B " << rss_b0 << " -> +" << grow_b
-            << " (peak " << peak_rss_b << ")\n";
+  std::cerr << "churn: " << rounds << " rounds of " << sas_per_round << " SAs per daemon, " << pings << " pings; RSS A "
+            << rss_a0 << " -> +" << grow_a << ", B " << rss_b0 << " -> +" << grow_b << " (peak " << peak_rss_b << ")\n";
 }
 
 }  // namespace
