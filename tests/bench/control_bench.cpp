@@ -27,21 +27,14 @@
 #include <thread>
 #include <vector>
 
+#include "../proc_status.h"
 #include "bench_common.h"
 
 namespace ov2::bench {
 namespace {
 
 using nlohmann::json;
-
-// VmRSS of a process in bytes (0 if unreadable).
-uint64_t vm_rss_bytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  return 0;
-}
+using test::vm_rss_bytes;
 
 // CPU time (user + system, all threads) a process has used, in seconds.
 double cpu_seconds(pid_t pid) {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "../proc_status.h"
 #include "bench_common.h"
 #include "dataplane/sa_runtime.h"
 #include "esp/esp.h"
@@ -165,27 +166,18 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   });
 }
 
-// VmRSS of this process in bytes.
-uint64_t self_rss_bytes() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  return 0;
-}
-
 // What one keyed AES-128-GCM EVP_CIPHER_CTX costs in RSS (the floor of an
 // SA's memory on OpenSSL: the ESP engine keeps at least one per SA).
 double openssl_gcm_ctx_rss_bytes(uint32_t count) {
   EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr);
   const auto key = random_bytes(16);
   std::vector<EVP_CIPHER_CTX*> ctxs(count);
-  const uint64_t before = self_rss_bytes();
+  const uint64_t before = test::vm_rss_bytes(0);
   for (auto& c : ctxs) {
     c = EVP_CIPHER_CTX_new();
     EVP_DecryptInit_ex2(c, cipher, key.data(), nullptr, nullptr);
   }
-  const uint64_t after = self_rss_bytes();
+  const uint64_t after = test::vm_rss_bytes(0);
   for (auto* c : ctxs) EVP_CIPHER_CTX_free(c);
   EVP_CIPHER_free(cipher);
   return (static_cast<double>(after) - static_cast<double>(before)) / count;
@@ -210,14 +202,14 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
   one.install(kSeq | 0, bench_sa(EncAlg::AesGcm128, Direction::In, key));
   many.install(kSeq | 0, bench_sa(EncAlg::AesGcm128, Direction::In, key));
   SaSpec other = bench_sa(EncAlg::AesGcm128, Direction::In, key);
-  const uint64_t rss0 = self_rss_bytes();
+  const uint64_t rss0 = test::vm_rss_bytes(0);
   const auto t0 = std::chrono::steady_clock::now();
   for (uint32_t i = 1; i < sa_count; ++i) {
     other.spi = 0x100000 + i;
     many.install(kSeq | i, other);
   }
   const double install_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double rss_per_sa = (static_cast<double>(self_rss_bytes()) - static_cast<double>(rss0)) / (sa_count - 1);
+  const double rss_per_sa = (static_cast<double>(test::vm_rss_bytes(0)) - static_cast<double>(rss0)) / (sa_count - 1);
   constexpr uint32_t kSize = 64;
   const auto plain = plaintext_packet(kSize);
   constexpr size_t kBatch = 1024;

@@ -26,6 +26,7 @@
 
 #include "control/control_client.h"
 #include "daemon_harness.h"
+#include "proc_status.h"
 
 namespace {
 
@@ -605,13 +606,7 @@ TEST(Observability, ExhaustedOutboundSaIsDeletedWithItsInboundTwinAndShutdownIsA
 
 // --- SA churn soak (issue #7 item 6) ---------------------------------------
 
-uint64_t vm_rss_bytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  return 0;
-}
+using ov2::test::vm_rss_bytes;
 
 // Entries in the daemon's inbound SA map (ov2_wire's sa_map), or -1.
 long sa_map_entries(pid_t daemon) {
