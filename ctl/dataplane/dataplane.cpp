@@ -13,6 +13,7 @@ Dataplane::Dataplane(const Options& opts) : opts_(opts) {
   if (opts.queues == 0 || opts.queues > OV2_MAX_QUEUES)
     fail(ErrorCode::InvalidArgument, "data plane: queues must be 1.." + std::to_string(OV2_MAX_QUEUES));
   sas_ = std::make_unique<SaRuntime>(opts.sa_capacity, opts.queues);
+  inbound_policies_ = std::make_unique<InboundPolicies>(sas_->epochs());
 }
 
 Dataplane::~Dataplane() { stop(); }
@@ -65,6 +66,7 @@ void Dataplane::start() {
       wc.tx_xsks_map_fd = programs_->tx_xsks_map_fd();
       wc.workers = opts_.queues;
       wc.handoff_slots = opts_.handoff_slots ? opts_.handoff_slots : std::min<uint32_t>(2 * opts_.ring_size, 65536);
+      wc.inbound_policies = inbound_policies_.get();
       workers_.push_back(std::make_unique<Worker>(wc, *sas_, *neighbours_));
     }
     if (opts_.queues > 1) {
@@ -103,6 +105,7 @@ void Dataplane::stop() {
   programs_.reset();
   neighbours_.reset();
   sas_->reclaim();  // no worker left: everything retired is freed (keys wiped)
+  inbound_policies_->reclaim();
   running_ = false;
 }
 
@@ -110,6 +113,7 @@ void Dataplane::housekeeping() {
   while (!stop_housekeeping_.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     sas_->reclaim();
+    inbound_policies_->reclaim();
   }
 }
 
