@@ -100,16 +100,8 @@ void InboundPolicies::publish(const std::vector<CompiledPolicy>& ordered_policie
 }
 
 size_t InboundPolicies::reclaim() {
-  std::vector<Retired> to_free;
   std::lock_guard lock(mu_);
-  auto keep = retired_.begin();
-  for (auto it = retired_.begin(); it != retired_.end(); ++it) {
-    if (epochs_.quiescent_since(it->epoch))
-      to_free.push_back(std::move(*it));
-    else
-      *keep++ = std::move(*it);
-  }
-  retired_.erase(keep, retired_.end());
+  std::erase_if(retired_, [&](const Retired& r) { return epochs_.quiescent_since(r.epoch); });
   return retired_.size();
 }
 
