@@ -9,6 +9,8 @@ PKGS=(
   libgtest-dev libgmock-dev
   iproute2 ethtool iputils-ping tcpdump tshark iperf3 python3 python3-scapy python3-cryptography
   procps psmisc util-linux strace
+  man-db debootstrap
+  clang-tidy-14 cppcheck
 )
 missing=()
 for p in "${PKGS[@]}"; do

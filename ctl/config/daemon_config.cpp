@@ -53,7 +53,7 @@ bool is_power_of_two(uint32_t n) { return n != 0 && (n & (n - 1)) == 0; }
 using Handler = void (*)(DaemonConfig&, const std::string&, const toml::value&, const std::string&);
 
 const std::map<std::string, std::map<std::string, Handler>>& schema() {
-  static const std::map<std::string, std::map<std::string, Handler>> s = {
+  static const std::map<std::string, std::map<std::string, Handler>> table = {
       {"daemon",
        {{"log_level",
          [](DaemonConfig& c, const std::string& f, const toml::value& v, const std::string& k) {
@@ -191,7 +191,7 @@ const std::map<std::string, std::map<std::string, Handler>>& schema() {
              bad(f, v, k, "must be ADDRESS:PORT, e.g. 127.0.0.1:9781");
          }}}},
   };
-  return s;
+  return table;
 }
 
 DaemonConfig from_toml(const toml::value& root, const std::string& file) {
@@ -274,8 +274,7 @@ DaemonConfig parse_config(const std::string& text, const std::string& name) {
                                          [&] {
                                            // toml11's message is multi-line with ANSI art; keep its first line.
                                            std::string w = e.what();
-                                           auto nl = w.find('\n');
-                                           w = w.substr(0, nl);
+                                           if (auto nl = w.find('\n'); nl != std::string::npos) w.resize(nl);
                                            if (w.rfind("[error] ", 0) == 0) w = w.substr(8);
                                            return w;
                                          }());

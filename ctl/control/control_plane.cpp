@@ -110,7 +110,7 @@ std::vector<CompiledPolicy> ControlPlane::compiled(Direction dir, const PolicySp
     CompiledPolicy c = compile_one(spd_.next_id(), *extra);
     auto pos = std::find_if(out.begin(), out.end(),
                             [&](const CompiledPolicy& q) { return q.spec.priority > extra->priority; });
-    out.insert(pos, std::move(c));
+    out.insert(pos, c);
   }
   return out;
 }

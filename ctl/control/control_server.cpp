@@ -263,12 +263,8 @@ void ControlServer::on_readable(Connection& c) {
       if (c.in.size() > options_.max_request_bytes + 1) break;  // enough to know it is too big
       continue;
     }
-    if (n == 0)
-      peer_closed = true;
-    else if (errno == EINTR)
-      continue;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK)
-      peer_closed = true;
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) peer_closed = true;  // EOF or a real error
     break;
   }
 

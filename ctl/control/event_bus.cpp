@@ -30,12 +30,12 @@ void EventBus::on_change(const ChangeEvent& change) {
     case ChangeKind::SaUpdated:
     case ChangeKind::SaDeleted:
       e["handle"] = handle_to_string(change.sa_handle);
-      if (const SaRecord* r = plane_.sas().find(change.sa_handle)) {
-        described_[change.sa_handle] = {
-            {"dir", to_string(r->spec.dir)}, {"spi", handle_to_string(r->spec.spi)}, {"mode", to_string(r->spec.mode)}};
-      }
+      if (const SaRecord* r = plane_.sas().find(change.sa_handle))
+        described_[change.sa_handle] = Described{r->spec.spi, r->spec.dir, r->spec.mode};
       if (auto d = described_.find(change.sa_handle); d != described_.end()) {
-        e.update(d->second);
+        e["dir"] = to_string(d->second.dir);
+        e["spi"] = handle_to_string(d->second.spi);
+        e["mode"] = to_string(d->second.mode);
         if (change.kind == ChangeKind::SaDeleted) described_.erase(d);
       }
       break;

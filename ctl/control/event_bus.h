@@ -35,8 +35,14 @@ class EventBus : public ControlPlane::Listener {
   const ControlPlane& plane_;
   Sink sink_;
   uint64_t emitted_ = 0;
-  // dir/spi/mode of each SA seen added, so its deleted event can name them too.
-  std::map<uint64_t, nlohmann::json> described_;
+  // dir/spi/mode of each SA seen added, so its deleted event can name them too
+  // (a few bytes per SA, not a JSON object: the daemon holds 100 000s of SAs).
+  struct Described {
+    uint32_t spi;
+    Direction dir;
+    Mode mode;
+  };
+  std::map<uint64_t, Described> described_;
 };
 
 // "2026-11-25T16:40:01Z" for now.

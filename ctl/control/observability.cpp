@@ -198,8 +198,9 @@ void Observability::on_tick() {
   // Forget what no longer exists (handles are never reused).
   for (auto it = requested_.begin(); it != requested_.end();)
     it = plane_.sas().find(it->first) == nullptr ? requested_.erase(it) : std::next(it);
-  for (auto it = watches_.begin(); it != watches_.end();)
-    it = plane_.sas().find(it->first) == nullptr ? watches_.erase(it) : std::next(it);
+  if (dataplane_ == nullptr || !dataplane_->running())  // else check_counters() did it
+    for (auto it = watches_.begin(); it != watches_.end();)
+      it = plane_.sas().find(it->first) == nullptr ? watches_.erase(it) : std::next(it);
   const auto now = Clock::now();
   std::vector<int> idle;
   for (const auto& [fd, c] : http_clients_)
@@ -208,6 +209,9 @@ void Observability::on_tick() {
 }
 
 void Observability::check_counters(Clock::time_point now, uint64_t only) {
+  // list() and watches_ are both ordered by handle: one merged pass keeps a
+  // watch per SA and drops those of deleted SAs, O(N) per tick with 100 000s of SAs.
+  auto next_watch = watches_.begin();
   for (const SaRecord* r : plane_.sas().list()) {
     if (only != 0 && r->handle != only) continue;
     SaRuntimeCounters c{};
@@ -216,8 +220,13 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
     } catch (...) {
       continue;
     }
-    auto [it, fresh] = watches_.try_emplace(r->handle);
-    SaWatch& w = it->second;
+    if (only != 0) next_watch = watches_.lower_bound(r->handle);
+    while (only == 0 && next_watch != watches_.end() && next_watch->first < r->handle)
+      next_watch = watches_.erase(next_watch);  // its SA is gone
+    const bool fresh = next_watch == watches_.end() || next_watch->first != r->handle;
+    if (fresh) next_watch = watches_.emplace_hint(next_watch, r->handle, SaWatch{});
+    SaWatch& w = next_watch->second;
+    ++next_watch;
     if (fresh) w.first_seen = now;
     const SaSpec& s = r->spec;
     const auto age =
@@ -270,6 +279,7 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
       }
     }
   }
+  if (only == 0) watches_.erase(next_watch, watches_.end());
 }
 
 // ---- Prometheus listener ---------------------------------------------------

@@ -195,7 +195,7 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
         bad_state(name, where + " (id " + std::to_string(p.id) + ") protects with SA " +
                             handle_to_string(p.spec.sa_handle) + ", which is not in the file or of the other direction");
     }
-    s.policies.push_back(std::move(p));
+    s.policies.push_back(p);
   }
   return s;
 }
@@ -299,7 +299,7 @@ std::optional<DaemonState> StateStore::load() const {
 }
 
 std::string StateStore::move_aside() const {
-  const std::string aside = path_ + ".bad-" + utc_timestamp();
+  std::string aside = path_ + ".bad-" + utc_timestamp();
   if (rename(path_.c_str(), aside.c_str()) != 0) sys_fail("cannot move " + path_ + " aside to " + aside);
   return aside;
 }

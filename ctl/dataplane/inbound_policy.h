@@ -24,7 +24,7 @@
 #include <mutex>
 #include <vector>
 
-#include "dataplane/sa_runtime.h"
+#include "dataplane/epoch_domain.h"
 #include "engine/policy_table.h"
 
 namespace ov2 {

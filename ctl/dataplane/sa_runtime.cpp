@@ -9,13 +9,6 @@
 
 namespace ov2 {
 
-bool EpochDomain::quiescent_since(uint64_t epoch) const {
-  for (const Reader& r : readers_) {
-    if (r.epoch.load(std::memory_order_seq_cst) < epoch) return false;
-  }
-  return true;
-}
-
 ov2_sa_key inbound_key_for(const SaSpec& spec) {
   ov2_sa_key key{};
   key.spi_be = htobe32(spec.spi);
@@ -24,34 +17,9 @@ ov2_sa_key inbound_key_for(const SaSpec& spec) {
   return key;
 }
 
-namespace {
-
-uint64_t hash_key(const ov2_sa_key& k) {
-  // FNV-1a over the 24 key bytes: cheap, and SPIs are random anyway.
-  uint64_t h = 1469598103934665603ull;
-  const auto* p = reinterpret_cast<const uint8_t*>(&k);
-  for (size_t i = 0; i < sizeof(k); ++i) h = (h ^ p[i]) * 1099511628211ull;
-  return h;
-}
-
-bool same_key(const ov2_sa_key& a, const ov2_sa_key& b) { return std::memcmp(&a, &b, sizeof(a)) == 0; }
-
-}  // namespace
-
-// Open addressing, load factor <= 1/2, immutable once published.
-struct SaRuntime::InboundIndex {
-  struct Bucket {
-    ov2_sa_key key;
-    uint64_t handle;  // 0 = empty
-  };
-  std::vector<Bucket> buckets;
-  uint64_t mask = 0;
-};
-
 struct SaRuntime::Retired {
   uint64_t epoch;
   std::unique_ptr<SaRuntimeEntry> entry;
-  std::unique_ptr<InboundIndex> index;
 };
 
 SaRuntime::SaRuntime(uint32_t capacity, unsigned crypto_slots)
@@ -60,47 +28,23 @@ SaRuntime::SaRuntime(uint32_t capacity, unsigned crypto_slots)
       slots_(new std::atomic<SaRuntimeEntry*>[capacity]) {
   if (capacity == 0 || capacity > kSlotMask + 1) fail(ErrorCode::InvalidArgument, "SA table capacity must be 1..2^24");
   for (uint32_t i = 0; i < capacity; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
-  std::lock_guard lock(mu_);
-  publish_index_locked();
 }
 
-SaRuntime::~SaRuntime() {
-  // Workers are stopped before the table goes away (Dataplane owns the order).
-  delete index_.load();
-}
+// Workers are stopped before the table goes away (Dataplane owns the order).
+SaRuntime::~SaRuntime() = default;
 
-void SaRuntime::publish_index_locked() {
-  auto idx = std::make_unique<InboundIndex>();
-  size_t n = 8;
-  while (n < installed_.size() * 2 + 2) n <<= 1;
-  idx->buckets.assign(n, InboundIndex::Bucket{{}, 0});
-  idx->mask = n - 1;
-  for (const auto& [handle, e] : installed_) {
-    if (e->dir != Direction::In) continue;
-    uint64_t i = hash_key(e->key) & idx->mask;
-    while (idx->buckets[i].handle != 0) i = (i + 1) & idx->mask;
-    idx->buckets[i] = {e->key, handle};
-  }
-  InboundIndex* old = index_.exchange(idx.release(), std::memory_order_acq_rel);
-  if (old) retire_locked(nullptr, std::unique_ptr<InboundIndex>(old));
-}
-
-void SaRuntime::retire_locked(std::unique_ptr<SaRuntimeEntry> e, std::unique_ptr<InboundIndex> idx) {
-  retired_.push_back(Retired{epochs_.advance(), std::move(e), std::move(idx)});
+const ov2_sa_key& SaRuntime::key_of_slot_locked(uint32_t slot) const {
+  return slots_[slot].load(std::memory_order_relaxed)->key;
 }
 
 const SaRuntimeEntry* SaRuntime::find_inbound(const ov2_sa_key& key) const {
-  const InboundIndex* idx = index_.load(std::memory_order_acquire);
-  uint64_t i = hash_key(key) & idx->mask;
-  for (;;) {
-    const InboundIndex::Bucket& b = idx->buckets[i];
-    if (b.handle == 0) return nullptr;
-    if (same_key(b.key, key)) {
-      const SaRuntimeEntry* e = entry(b.handle);
-      return (e && e->dir == Direction::In) ? e : nullptr;
-    }
-    i = (i + 1) & idx->mask;
-  }
+  return index_.find(
+      key,
+      [this](uint32_t slot) -> const SaRuntimeEntry* {
+        const SaRuntimeEntry* e = slots_[slot].load(std::memory_order_acquire);
+        return (e && e->dir == Direction::In) ? e : nullptr;
+      },
+      [](const SaRuntimeEntry* e) -> const ov2_sa_key& { return e->key; });
 }
 
 void SaRuntime::install(uint64_t handle, const SaSpec& spec) {
@@ -123,17 +67,20 @@ void SaRuntime::install(uint64_t handle, const SaSpec& spec) {
   std::lock_guard lock(mu_);
   if (slots_[slot].load(std::memory_order_relaxed) != nullptr)
     fail(ErrorCode::Exists, "SA slot " + std::to_string(slot) + " is in use; remove that SA first");
-  if (spec.dir == Direction::In) {
-    for (const auto& [h, other] : installed_)
-      if (other->dir == Direction::In && same_key(other->key, e->key))
-        fail(ErrorCode::Exists,
-             "an inbound SA with this SPI and destination is installed (handle " + std::to_string(h) + ")");
-  }
   SaRuntimeEntry* raw = e.get();
-  bool inbound = spec.dir == Direction::In;
-  installed_.emplace(handle, std::move(e));
+  const auto it = installed_.emplace(handle, std::move(e)).first;
+  if (raw->dir == Direction::In) {
+    const uint32_t taken = index_.insert(
+        raw->key, static_cast<uint32_t>(slot),
+        [this](uint32_t s) -> const ov2_sa_key& { return key_of_slot_locked(s); }, epochs_);
+    if (taken != InboundIndex::kNoSlot) {
+      installed_.erase(it);
+      fail(ErrorCode::Exists, "an inbound SA with this SPI and destination is installed (handle " +
+                                  std::to_string(slots_[taken].load(std::memory_order_relaxed)->handle) + ")");
+    }
+  }
+  // Readers that find the index bucket before this store see no entry yet: a miss, as before the install.
   slots_[slot].store(raw, std::memory_order_release);
-  if (inbound) publish_index_locked();
 }
 
 void SaRuntime::remove(uint64_t handle) {
@@ -143,9 +90,12 @@ void SaRuntime::remove(uint64_t handle) {
     fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
   std::unique_ptr<SaRuntimeEntry> e = std::move(it->second);
   installed_.erase(it);
-  slots_[handle & kSlotMask].store(nullptr, std::memory_order_seq_cst);
-  if (e->dir == Direction::In) publish_index_locked();
-  retire_locked(std::move(e), nullptr);
+  const uint32_t slot = static_cast<uint32_t>(handle & kSlotMask);
+  if (e->dir == Direction::In)
+    index_.erase(
+        e->key, slot, [this](uint32_t s) -> const ov2_sa_key& { return key_of_slot_locked(s); }, epochs_);
+  slots_[slot].store(nullptr, std::memory_order_seq_cst);
+  retired_.push_back(Retired{epochs_.advance(), std::move(e)});
 }
 
 void SaRuntime::update_seq_hi(uint64_t handle, uint32_t seq_hi) {
@@ -185,7 +135,7 @@ std::vector<uint64_t> SaRuntime::outbound_delete_requests() const {
   return out;
 }
 
-size_t SaRuntime::reclaim() {
+size_t SaRuntime::reclaim(size_t* freed) {
   std::vector<Retired> to_free;
   {
     std::lock_guard lock(mu_);
@@ -197,12 +147,14 @@ size_t SaRuntime::reclaim() {
         *keep++ = std::move(*it);
     }
     retired_.erase(keep, retired_.end());
+    index_.reclaim(epochs_);
   }
   size_t left;
   {
     std::lock_guard lock(mu_);
-    left = retired_.size();
+    left = retired_.size() + index_.retired_tables();
   }
+  if (freed != nullptr) *freed = to_free.size();
   return left;  // to_free's destructors wipe the keys here, outside the lock
 }
 

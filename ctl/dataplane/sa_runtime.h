@@ -4,8 +4,8 @@
 //
 // Concurrency: the control thread (the daemon, under its own lock) installs and
 // removes; workers read without locks.  Slots are atomic pointers; the inbound
-// index is an immutable hash rebuilt on every change and published by one
-// atomic pointer.  Removed objects are retired and freed only once every worker
+// index (inbound_index.h) is a hash of atomic words changed in place, O(1)
+// amortized per install/remove.  Removed objects are retired and freed only once every worker
 // has passed a quiescent point (EpochDomain) -- then the ESP objects' destructors
 // wipe the keys.
 #pragma once
@@ -18,40 +18,13 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dataplane/epoch_domain.h"
+#include "dataplane/inbound_index.h"
 #include "esp/esp.h"
 #include "model/sa_spec.h"
 #include "ov2_abi.h"
 
 namespace ov2 {
-
-// Quiescent-state based reclamation.  Each reader (worker thread) announces the
-// global epoch it has seen at the start of every batch, and "idle" before it
-// blocks; an object retired at epoch E may be freed once no reader is still
-// working in an epoch < E.
-class EpochDomain {
- public:
-  static constexpr unsigned kMaxReaders = OV2_MAX_QUEUES;
-
-  // Reader `id`: call before touching any published pointer (start of a batch).
-  void enter(unsigned id) {
-    readers_[id].epoch.store(global_.load(std::memory_order_seq_cst), std::memory_order_seq_cst);
-  }
-  // Reader `id`: call when holding no published pointer (before blocking, on exit).
-  void leave(unsigned id) { readers_[id].epoch.store(kIdle, std::memory_order_seq_cst); }
-
-  // Writer: call after unpublishing; returns the epoch the retired object waits for.
-  uint64_t advance() { return global_.fetch_add(1, std::memory_order_seq_cst) + 1; }
-  // Writer: true when no reader can still hold a pointer retired at `epoch`.
-  bool quiescent_since(uint64_t epoch) const;
-
- private:
-  static constexpr uint64_t kIdle = UINT64_MAX;
-  struct alignas(64) Reader {
-    std::atomic<uint64_t> epoch{kIdle};
-  };
-  std::atomic<uint64_t> global_{1};
-  Reader readers_[kMaxReaders];
-};
 
 // One installed SA: exactly one of `outbound` / `inbound` is set.
 struct SaRuntimeEntry {
@@ -107,8 +80,9 @@ class SaRuntime {
   std::vector<uint64_t> outbound_delete_requests() const;
   // The (SPI, family, dst) key of inbound SA `handle`; false if it is not an installed inbound SA.
   bool inbound_key_of(uint64_t handle, ov2_sa_key* key) const;
-  // Frees retired objects no worker can still see; returns how many remain.
-  size_t reclaim();
+  // Frees retired objects no worker can still see; returns how many remain
+  // (and, with `freed`, how many SAs were freed by this call).
+  size_t reclaim(size_t* freed = nullptr);
   size_t size() const;
 
   // --- packet path (workers; call only between epochs().enter/leave) --------
@@ -131,15 +105,13 @@ class SaRuntime {
   static constexpr uint64_t kSlotMask = 0xffffff;  // handles are (sequence << 24) | slot
 
  private:
-  struct InboundIndex;
   struct Retired;
-  void publish_index_locked();
-  void retire_locked(std::unique_ptr<SaRuntimeEntry> e, std::unique_ptr<InboundIndex> idx);
+  const ov2_sa_key& key_of_slot_locked(uint32_t slot) const;
 
   const uint32_t capacity_;
   const unsigned crypto_slots_;
   std::unique_ptr<std::atomic<SaRuntimeEntry*>[]> slots_;
-  std::atomic<InboundIndex*> index_{nullptr};
+  InboundIndex index_;  // written under mu_
   EpochDomain epochs_;
 
   mutable std::mutex mu_;                                                    // control side only

@@ -146,6 +146,9 @@ std::vector<uint8_t> plaintext_packet(uint32_t size);
 // of encap64 decap64 encap1400 decap1400 scaling (empty: all).
 void run_pipeline_benchmarks(Report& report, const Timing& t, const std::vector<std::string>& cases);
 
+// Inbound lookup + decapsulation with 1 vs `sa_count` SAs installed (ipsecov2_bench.cpp).
+void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count);
+
 struct ControlOptions {
   std::string daemon_binary;  // path of ipsecov2d
   uint32_t sa_count;          // SAs per direction

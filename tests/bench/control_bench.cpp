@@ -13,31 +13,43 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "../proc_status.h"
 #include "bench_common.h"
 
 namespace ov2::bench {
 namespace {
 
 using nlohmann::json;
+using test::vm_rss_bytes;
 
-// VmRSS of a process in bytes (0 if unreadable).
-uint64_t vm_rss_bytes(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
-  return 0;
+// CPU time (user + system, all threads) a process has used, in seconds.
+double cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream rest(stat.substr(paren + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime (clock ticks)
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // A real ipsecov2d started by the bench and stopped (SIGTERM, then SIGKILL)
@@ -243,7 +255,7 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   if (mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp failed");
   const std::string dir = dir_template;
   const std::string socket_path = dir + "/ctl.sock";
-  double out_rate = 0, in_rate = 0, del_rate = 0;
+  double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0;
   uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
   std::string error;
   {
@@ -254,12 +266,19 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       const auto caps = client.exchange({json{{"version", 1}, {"op", "caps"}}.dump() + "\n"});
       if (!caps.at(0).value("ok", false)) throw std::runtime_error("caps refused: " + caps.at(0).dump());
       rss0 = vm_rss_bytes(daemon.pid());
+      const double cpu0 = cpu_seconds(daemon.pid());
       auto out = add_sas(client, "out", 0x100000, options.sa_count, out_rate);
       rss_out = vm_rss_bytes(daemon.pid());
+      const double cpu1 = cpu_seconds(daemon.pid());
       auto in = add_sas(client, "in", 0x100000, options.sa_count, in_rate);
       rss_in = vm_rss_bytes(daemon.pid());
+      out_cpu = cpu1 - cpu0;
+      in_cpu = cpu_seconds(daemon.pid()) - cpu1;
       out.insert(out.end(), in.begin(), in.end());
       del_rate = delete_sas(client, out);
+      // The data plane frees deleted SAs after the workers' next quiescent
+      // point and then trims the heap (50 ms housekeeping ticks).
+      std::this_thread::sleep_for(std::chrono::seconds(1));
       rss_del = vm_rss_bytes(daemon.pid());
     } catch (const std::exception& e) {
       error = e.what();
@@ -269,10 +288,17 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   if (!error.empty()) throw std::runtime_error("control group: " + error);
   const double n = options.sa_count;
   const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";
+  report.add("sa_install_per_s", std::min(out_rate, in_rate), "SAs/s",
+             "the slower of outbound/inbound, " + std::to_string(options.sa_count) + " each, " + where +
+                 ", no state file (non-default --socket)");
   report.add("sa_install_per_s_out", out_rate, "SAs/s", "outbound, 1 connection pipelined, " + where);
   report.add("sa_install_per_s_in", in_rate, "SAs/s",
              std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
                  where);
+  report.add("sa_install_per_daemon_cpu_s_out", out_cpu > 0 ? n / out_cpu : 0, "SAs/s",
+             "outbound SAs per second of daemon CPU time (all threads; independent of other load)");
+  report.add("sa_install_per_daemon_cpu_s_in", in_cpu > 0 ? n / in_cpu : 0, "SAs/s",
+             "inbound SAs per second of daemon CPU time (all threads, incl. workers and ticks)");
   report.add("sa_delete_per_s", del_rate, "SAs/s", "sa.del, 1000 handles per request");
   report.add("daemon_rss_before_bytes", static_cast<double>(rss0), "bytes", "VmRSS before adding");
   report.add("daemon_rss_bytes_per_sa_out", (static_cast<double>(rss_out) - static_cast<double>(rss0)) / n, "bytes",

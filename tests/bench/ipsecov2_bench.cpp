@@ -5,6 +5,7 @@
 // writes every key.  Speed targets are judged on the ratios, never in tests.
 #include <intel-ipsec-mb.h>
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
@@ -19,7 +20,9 @@
 #include <string>
 #include <vector>
 
+#include "../proc_status.h"
 #include "bench_common.h"
+#include "dataplane/sa_runtime.h"
 #include "esp/crypto_backend.h"
 #include "esp/esp.h"
 
@@ -192,6 +195,20 @@ double engine_encrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   });
 }
 
+// Encapsulates `plain` into each of the sealed.size() frames (kRoom of head-
+// and tailroom each) and points `sealed` at the ESP packets.
+void seal(esp::OutboundSa& out, const std::vector<uint8_t>& plain, std::vector<uint8_t>& frames,
+          std::vector<esp::Packet>& sealed) {
+  const auto size = static_cast<uint32_t>(plain.size());
+  const size_t stride = kRoom + size + kRoom;
+  for (size_t i = 0; i < sealed.size(); ++i) {
+    uint8_t* f = frames.data() + i * stride;
+    std::memcpy(f + kRoom, plain.data(), size);
+    sealed[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
+    if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
+  }
+}
+
 // Full ESP decapsulation (parse, replay check, authenticate+decrypt, padding,
 // inner packet, window update) of packets sealed beforehand by the engine.
 // Only the decapsulation calls are timed.
@@ -204,21 +221,98 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   const size_t stride = kRoom + size + kRoom;
   std::vector<uint8_t> frames(stride * kBatch);
   std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] {
-    for (size_t i = 0; i < kBatch; ++i) {
-      uint8_t* f = frames.data() + i * stride;
-      std::memcpy(f + kRoom, plain.data(), size);
-      sealed[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
-      if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
-    }
-  };
+  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
   return measure_rate_batched(t, kBatch, seal_batch, [&] {
     for (size_t i = 0; i < kBatch; ++i)
       if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
   });
 }
 
+// What one keyed AES-128-GCM EVP_CIPHER_CTX costs in RSS (the floor of an
+// SA's memory on OpenSSL: the ESP engine keeps at least one per SA).
+double openssl_gcm_ctx_rss_bytes(uint32_t count) {
+  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr);
+  const auto key = random_bytes(16);
+  std::vector<EVP_CIPHER_CTX*> ctxs(count);
+  const uint64_t before = test::vm_rss_bytes(0);
+  for (auto& c : ctxs) {
+    c = EVP_CIPHER_CTX_new();
+    EVP_DecryptInit_ex2(c, cipher, key.data(), nullptr, nullptr);
+  }
+  const uint64_t after = test::vm_rss_bytes(0);
+  for (auto* c : ctxs) EVP_CIPHER_CTX_free(c);
+  EVP_CIPHER_free(cipher);
+  return (static_cast<double>(after) - static_cast<double>(before)) / count;
+}
+
 }  // namespace
+
+// The inbound path of the worker in one thread, in this process: per packet,
+// the (SPI, family, dst) key is read from the outer header, looked up with
+// SaRuntime::find_inbound (the workers' lock-free index) and the SA found
+// decapsulates it.  Traffic is on one SA; the rate is measured with only that
+// SA installed and again with `sa_count` - 1 other inbound SAs installed
+// (same destination, other SPIs).  Only lookup + decapsulation are timed.
+void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count) {
+  const auto key = random_bytes(info(EncAlg::AesGcm128).key_len + info(EncAlg::AesGcm128).salt_len);
+  esp::OutboundSa out(bench_sa(EncAlg::AesGcm128, Direction::Out, key));
+  // Two tables, each with the measured flow's inbound SA; `many` also holds
+  // sa_count - 1 others.  Their runs alternate, so a change of machine load
+  // during the bench hits both alike.
+  SaRuntime one(OV2_MAX_SAS), many(OV2_MAX_SAS);
+  constexpr uint64_t kSeq = uint64_t{1} << 24;
+  one.install(kSeq | 0, bench_sa(EncAlg::AesGcm128, Direction::In, key));
+  many.install(kSeq | 0, bench_sa(EncAlg::AesGcm128, Direction::In, key));
+  SaSpec other = bench_sa(EncAlg::AesGcm128, Direction::In, key);
+  const uint64_t rss0 = test::vm_rss_bytes(0);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 1; i < sa_count; ++i) {
+    other.spi = 0x100000 + i;
+    many.install(kSeq | i, other);
+  }
+  const double install_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double rss_per_sa = (static_cast<double>(test::vm_rss_bytes(0)) - static_cast<double>(rss0)) / (sa_count - 1);
+  constexpr uint32_t kSize = 64;
+  const auto plain = plaintext_packet(kSize);
+  constexpr size_t kBatch = 1024;
+  const size_t stride = kRoom + kSize + kRoom;
+  std::vector<uint8_t> frames(stride * kBatch);
+  std::vector<esp::Packet> sealed(kBatch);
+  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
+  auto lookup_and_decap = [&](const SaRuntime& table) {
+    for (size_t i = 0; i < kBatch; ++i) {
+      const uint8_t* ip = sealed[i].data;  // outer IPv4 (IHL 5), then ESP
+      ov2_sa_key k{};
+      k.family = OV2_AF_INET;
+      std::memcpy(k.daddr, ip + 16, 4);
+      std::memcpy(&k.spi_be, ip + 20, 4);
+      const SaRuntimeEntry* e = table.find_inbound(k);
+      if (e == nullptr || e->inbound->decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
+    }
+  };
+  std::vector<double> rates_one, rates_many;
+  const Timing single{t.seconds_per_run, 1};
+  for (int r = 0; r < t.runs; ++r) {
+    rates_one.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { lookup_and_decap(one); }));
+    rates_many.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { lookup_and_decap(many); }));
+  }
+  std::sort(rates_one.begin(), rates_one.end());
+  std::sort(rates_many.begin(), rates_many.end());
+  const double pps_one = rates_one[rates_one.size() / 2], pps_many = rates_many[rates_many.size() / 2];
+  const std::string n = std::to_string(sa_count);
+  report.add("inbound_lookup_decap_pps_1_sa", pps_one, "packets/s",
+             "find_inbound + decap, 64 B, 1 SA installed, 1 thread");
+  report.add("inbound_lookup_decap_pps_100k_sa", pps_many, "packets/s",
+             "same traffic, " + n + " inbound SAs installed");
+  report.add("sa_runtime_install_per_s_in", (sa_count - 1) / install_s, "SAs/s",
+             "SaRuntime::install alone (ESP object + index), in-process, up to " + n + " inbound SAs");
+  report.add("sa_runtime_rss_bytes_per_sa_in", rss_per_sa, "bytes",
+             "RSS growth / inbound SA in SaRuntime alone (InboundSa + its OpenSSL context + entry + index)");
+  report.add("openssl_gcm_ctx_rss_bytes", openssl_gcm_ctx_rss_bytes(sa_count), "bytes",
+             "RSS of one keyed AES-128-GCM EVP_CIPHER_CTX (OpenSSL " OPENSSL_VERSION_TEXT ")");
+  report.add("pps_ratio_100k_sa_vs_1_sa", pps_many / pps_one, "ratio",
+             n + " SAs vs 1 SA, in-process worker lookup + decap, runs alternated");
+}
 
 // The engine on each crypto backend (crypto_backend.h), each against the raw
 // records/s of its own library; `*_ipsecmb_vs_openssl` compares the engine on
@@ -326,6 +420,7 @@ int main(int argc, char** argv) {
     }
   }
   if (run_control) {
+    ov2::bench::run_sa_scale_benchmarks(report, timing, sa_count ? sa_count : (quick ? 10000u : 100000u));
     try {
       ov2::bench::run_control_benchmarks(
           report, {build_dir + "/ctl/ipsecov2d", sa_count ? sa_count : (quick ? 10000u : 100000u), !control_no_wire});

@@ -203,7 +203,7 @@ TEST(StateFile, BadFilesAreRefusedNamingTheFileAndTheProblem) {
   };
   for (const auto& [text, message] : cases) {
     SCOPED_TRACE(message);
-    const std::string err = error_of([&] { parse_state(text, "/s/state.json"); });
+    const std::string err = error_of([&t = text] { parse_state(t, "/s/state.json"); });
     EXPECT_THAT(err, HasSubstr("/s/state.json: "));
     EXPECT_THAT(err, HasSubstr(message));
     EXPECT_THAT(err, Not(HasSubstr("0405060708")));

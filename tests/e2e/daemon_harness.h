@@ -88,6 +88,27 @@ inline std::string temp_file(const std::string& dir, const std::string& name, co
   return path;
 }
 
+// An fd of the BPF map with this name and sizes that process `pid` holds, or -1.
+inline int bpf_map_fd_of(pid_t pid, const std::string& name, uint32_t key_size, uint32_t value_size) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fdinfo")) {
+    std::ifstream f(entry.path());
+    std::string line;
+    while (std::getline(f, line)) {
+      if (line.rfind("map_id:", 0) != 0) continue;
+      const uint32_t id = static_cast<uint32_t>(std::stoul(line.substr(7)));
+      const int fd = bpf_map_get_fd_by_id(id);
+      if (fd < 0) continue;
+      bpf_map_info info{};
+      uint32_t len = sizeof info;
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::string(info.name) == name && info.key_size == key_size &&
+          info.value_size == value_size)
+        return fd;
+      close(fd);
+    }
+  }
+  return -1;
+}
+
 // One daemon in its own network namespace with a veth pair as the wire.
 class DaemonInNamespace {
  public:
@@ -220,23 +241,7 @@ class DaemonInNamespace {
 
   // The fd of this daemon's map with this name and sizes, or -1.
   int map_fd(const std::string& name, uint32_t key_size, uint32_t value_size) const {
-    for (const auto& entry : std::filesystem::directory_iterator("/proc/" + std::to_string(pid_) + "/fdinfo")) {
-      std::ifstream f(entry.path());
-      std::string line;
-      while (std::getline(f, line)) {
-        if (line.rfind("map_id:", 0) != 0) continue;
-        const uint32_t id = static_cast<uint32_t>(std::stoul(line.substr(7)));
-        const int fd = bpf_map_get_fd_by_id(id);
-        if (fd < 0) continue;
-        bpf_map_info info{};
-        uint32_t len = sizeof info;
-        if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::string(info.name) == name &&
-            info.key_size == key_size && info.value_size == value_size)
-          return fd;
-        close(fd);
-      }
-    }
-    return -1;
+    return bpf_map_fd_of(pid_, name, key_size, value_size);
   }
 
   std::vector<uint32_t> map_ids() const {

@@ -7,23 +7,12 @@
 
 #include "common/error.h"
 #include "dataplane/sa_runtime.h"
+#include "dataplane_test_sa.h"
 
 namespace ov2 {
 namespace {
 
-SaSpec spec(Direction dir, const char* dst, uint32_t spi) {
-  SaSpec s;
-  s.dir = dir;
-  s.mode = Mode::Tunnel;
-  s.src = IpAddr::parse("192.0.2.1");
-  s.dst = IpAddr::parse(dst);
-  s.spi = spi;
-  s.enc = EncAlg::AesGcm128;
-  s.auth = AuthAlg::None;
-  std::vector<uint8_t> k(20, 0x42);
-  s.enc_key = SecureBytes(k);
-  return s;
-}
+SaSpec spec(Direction dir, const char* dst, uint32_t spi) { return test::tunnel_sa_spec(dir, dst, spi); }
 
 constexpr uint64_t kOut = (3ull << 24) | 5;
 constexpr uint64_t kIn = (3ull << 24) | 6;

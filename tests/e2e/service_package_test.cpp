@@ -79,6 +79,8 @@ TEST(ServicePackage, DebHoldsDaemonCliUnitAndConfigAsConffile) {
               contents.out.find(" ./usr/lib/systemd/system/ipsecov2d.service\n") != std::string::npos)
       << contents.out;
   EXPECT_THAT(contents.out, HasSubstr(" ./etc/ipsecov2/ipsecov2d.conf\n"));
+  for (const char* page : {"man8/ipsecov2d.8", "man8/ipsecov2ctl.8", "man5/ipsecov2d.conf.5"})
+    EXPECT_THAT(contents.out, HasSubstr(std::string(" ./usr/share/man/") + page)) << contents.out;
   const Result conffiles = run({"dpkg-deb", "-I", deb, "conffiles"});
   EXPECT_EQ(conffiles.exit_code, 0) << conffiles.err;
   EXPECT_THAT(conffiles.out, HasSubstr("/etc/ipsecov2/ipsecov2d.conf"));
