@@ -611,8 +611,8 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
   out->len = p.len + kShimFrame;
   out->options = 0;
   count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
-                        : success ? WorkerCounter::RxDecapsulated
-                                  : WorkerCounter::RxCryptoFailed);
+        : success       ? WorkerCounter::RxDecapsulated
+                        : WorkerCounter::RxCryptoFailed);
   return true;
 }
 

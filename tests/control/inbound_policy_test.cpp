@@ -5,9 +5,8 @@
 // through EpochDomain (an old table lives until every reader moved on).
 #include "dataplane/inbound_policy.h"
 
-#include <netinet/in.h>
-
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 
 #include <string>
 #include <vector>
@@ -18,8 +17,8 @@ namespace {
 constexpr uint64_t kSa = 0x1000001;
 constexpr uint64_t kOtherSa = 0x2000002;
 
-CompiledPolicy policy(uint32_t id, const std::string& src, const std::string& dst, PolicyAction action,
-                      uint64_t sa = 0, uint32_t priority = 1000, uint16_t proto = kAnyProto, PortRange sport = {},
+CompiledPolicy policy(uint32_t id, const std::string& src, const std::string& dst, PolicyAction action, uint64_t sa = 0,
+                      uint32_t priority = 1000, uint16_t proto = kAnyProto, PortRange sport = {},
                       PortRange dport = {}) {
   PolicySpec s;
   s.dir = Direction::In;
@@ -134,8 +133,8 @@ TEST(InboundPolicyTable, PrefixesDecideForIpv4AndIpv6) {
 }
 
 TEST(InboundPolicyTable, ProtocolAndPortsAreSelectors) {
-  InboundPolicyTable t(ordered({policy(1, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, kSa, 1000,
-                                       IPPROTO_TCP, {}, {443, 443})}));
+  InboundPolicyTable t(ordered(
+      {policy(1, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, kSa, 1000, IPPROTO_TCP, {}, {443, 443})}));
   EXPECT_EQ(verdict(t, kSa, ipv4("10.2.0.1", "10.1.0.1", IPPROTO_TCP, 5000, 443)), InboundVerdict::Accept);
   EXPECT_EQ(verdict(t, kSa, ipv4("10.2.0.1", "10.1.0.1", IPPROTO_TCP, 5000, 444)), InboundVerdict::Mismatch);
   EXPECT_EQ(verdict(t, kSa, ipv4("10.2.0.1", "10.1.0.1", IPPROTO_UDP, 5000, 443)), InboundVerdict::Mismatch);
