@@ -30,6 +30,14 @@ constexpr size_t kMaxHttpRequestBytes = 8192;
 constexpr size_t kMaxHttpClients = 8;
 constexpr auto kHttpIdle = std::chrono::seconds(5);
 constexpr auto kFailureEventInterval = std::chrono::seconds(1);
+// Per-SA failure counters reported as rate-limited monitor events (SaWatch::failures).
+struct FailureKind {
+  esp::Reason reason;
+  const char* event;
+};
+constexpr FailureKind kFailureKinds[] = {{esp::Reason::Replayed, "replay-failures"},
+                                         {esp::Reason::AuthFailed, "auth-failures"},
+                                         {esp::Reason::PolicyMismatch, "policy-failures"}};
 }  // namespace
 
 Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options)
@@ -256,27 +264,19 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
         bus_.emit(std::move(e));
       }
     }
-    const uint64_t replayed = c.by_reason[static_cast<size_t>(esp::Reason::Replayed)];
-    const uint64_t auth = c.by_reason[static_cast<size_t>(esp::Reason::AuthFailed)];
-    w.replay_pending += replayed - std::min(replayed, w.replayed);
-    w.auth_pending += auth - std::min(auth, w.auth_failed);
-    w.replayed = replayed;
-    w.auth_failed = auth;
-    if (w.replay_pending > 0 && now - w.replay_last >= kFailureEventInterval) {
-      json e = base("replay-failures");
-      e["count"] = w.replay_pending;
-      e["total"] = replayed;
-      bus_.emit(std::move(e));
-      w.replay_pending = 0;
-      w.replay_last = now;
-    }
-    if (w.auth_pending > 0 && now - w.auth_last >= kFailureEventInterval) {
-      json e = base("auth-failures");
-      e["count"] = w.auth_pending;
-      e["total"] = auth;
-      bus_.emit(std::move(e));
-      w.auth_pending = 0;
-      w.auth_last = now;
+    for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
+      SaWatch::Failures& f = w.failures[k];
+      const uint64_t total = c.by_reason[static_cast<size_t>(kFailureKinds[k].reason)];
+      f.pending += total - std::min(total, f.seen);
+      f.seen = total;
+      if (f.pending > 0 && now - f.last >= kFailureEventInterval) {
+        json e = base(kFailureKinds[k].event);
+        e["count"] = f.pending;
+        e["total"] = total;
+        bus_.emit(std::move(e));
+        f.pending = 0;
+        f.last = now;
+      }
     }
   }
   if (only == 0) watches_.erase(next_watch, watches_.end());

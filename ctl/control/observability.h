@@ -18,14 +18,16 @@
 //    If X is the inner SA of a bundle, its tunnel SA goes with it.
 //  - monitor events via EventBus: SA/policy changes (listener), sa-delete-req,
 //    soft-expired / hard-expired (once per SA and limit, from counters vs
-//    the SA's lifetimes), replay-failures / auth-failures (at most one event
-//    per SA and kind per second, carrying the count since the last event),
+//    the SA's lifetimes), replay-failures / auth-failures / policy-failures
+//    (decrypted packets the inbound SPD refused; at most one event per SA
+//    and kind per second, carrying the count since the last event),
 //    device-up/down and worker-up/down at start/stop;
 //  - the optional Prometheus listener (stats.prometheus_listen): GET /metrics
 //    only (anything else 404), requests bounded to 8 KiB, at most 8 clients,
 //    idle clients closed after 5 s.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -87,9 +89,12 @@ class Observability {
     std::chrono::steady_clock::time_point first_seen;
     bool soft_reported = false;
     bool hard_reported = false;
-    uint64_t replayed = 0, auth_failed = 0;         // last counter values
-    uint64_t replay_pending = 0, auth_pending = 0;  // not yet reported
-    std::chrono::steady_clock::time_point replay_last{}, auth_last{};
+    struct Failures {
+      uint64_t seen = 0;     // last counter value
+      uint64_t pending = 0;  // not yet reported
+      std::chrono::steady_clock::time_point last{};
+    };
+    std::array<Failures, 3> failures;  // by kind (observability.cpp kFailureKinds)
   };
 
   void on_ring_event(const ov2_event& event);

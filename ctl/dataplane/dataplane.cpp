@@ -15,6 +15,7 @@ Dataplane::Dataplane(const Options& opts) : opts_(opts) {
   if (opts.queues == 0 || opts.queues > OV2_MAX_QUEUES)
     fail(ErrorCode::InvalidArgument, "data plane: queues must be 1.." + std::to_string(OV2_MAX_QUEUES));
   sas_ = std::make_unique<SaRuntime>(opts.sa_capacity, opts.queues);
+  inbound_policies_ = std::make_unique<InboundPolicies>(sas_->epochs());
 }
 
 Dataplane::~Dataplane() { stop(); }
@@ -67,6 +68,7 @@ void Dataplane::start() {
       wc.tx_xsks_map_fd = programs_->tx_xsks_map_fd();
       wc.workers = opts_.queues;
       wc.handoff_slots = opts_.handoff_slots ? opts_.handoff_slots : std::min<uint32_t>(2 * opts_.ring_size, 65536);
+      wc.inbound_policies = inbound_policies_.get();
       workers_.push_back(std::make_unique<Worker>(wc, *sas_, *neighbours_));
     }
     if (opts_.queues > 1) {
@@ -105,6 +107,7 @@ void Dataplane::stop() {
   programs_.reset();
   neighbours_.reset();
   sas_->reclaim();  // no worker left: everything retired is freed (keys wiped)
+  inbound_policies_->reclaim();
   running_ = false;
 }
 
@@ -118,6 +121,7 @@ void Dataplane::housekeeping() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     size_t freed = 0;
     sas_->reclaim(&freed);
+    inbound_policies_->reclaim();
     freed_since_trim += freed;
     if (freed_since_trim >= kTrimAfterFreed) {
       malloc_trim(0);

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "dataplane/bpf_programs.h"
+#include "dataplane/inbound_policy.h"
 #include "dataplane/offload_device.h"
 #include "dataplane/sa_runtime.h"
 #include "dataplane/worker.h"
@@ -128,6 +129,11 @@ class Dataplane {
   // Outbound SAs asking to be deleted (sequence space / hard lifetime).
   std::vector<uint64_t> outbound_delete_requests() const { return sas_->outbound_delete_requests(); }
 
+  // Replaces the inbound SPD the workers check decrypted packets against
+  // (inbound_policy.h; best first, as the control plane orders it).  Any time,
+  // before or after start().  Throws std::bad_alloc only.
+  void set_inbound_policies(const std::vector<CompiledPolicy>& ordered) { inbound_policies_->publish(ordered); }
+
   // Everything counted, summed (workers' own and the BPF programs').
   DataplaneCounters counters() const;
 
@@ -144,6 +150,7 @@ class Dataplane {
   bool running_ = false;
   int wire_ifindex_ = 0;
   std::unique_ptr<SaRuntime> sas_;
+  std::unique_ptr<InboundPolicies> inbound_policies_;  // read by the workers under sas_'s epochs
   std::unique_ptr<NeighbourCache> neighbours_;
   std::unique_ptr<BpfPrograms> programs_;
   std::unique_ptr<OffloadDevice> device_;

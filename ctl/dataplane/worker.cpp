@@ -65,6 +65,8 @@ const char* worker_counter_name(WorkerCounter c) {
       return "rx-handoff-full";
     case WorkerCounter::RxHandoffReceived:
       return "rx-handoff-received";
+    case WorkerCounter::RxPolicyMismatch:
+      return "rx-policy-mismatch";
     case WorkerCounter::Count:
       break;
   }
@@ -578,6 +580,17 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     rx_info = esp::rx_info_for(r);
     success = r.reason == esp::Reason::Ok;
   }
+  bool policy_mismatch = false;
+  if (success && !inbound_policy_allows(sa->handle, p)) {
+    // RFC 4301 §5.2: the SA opened it, but the inbound SPD does not allow it
+    // on this SA.  Counted on the SA the policies name (a bundle's tunnel SA)
+    // and delivered like any other failure after decryption: with CryptoDone
+    // and a status, so that ov2_verdict drops it and reports the failure.
+    policy_mismatch = true;
+    sa->inbound->reclassify(esp::Reason::PolicyMismatch, p.len);
+    rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
+                          esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->spec().mode));
+  }
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if (p.headroom < kShimFrame || p.len == 0) {
     count(WorkerCounter::RxMalformed);
@@ -597,8 +610,18 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
   out->addr = static_cast<uint64_t>(eth - umem_->area());
   out->len = p.len + kShimFrame;
   out->options = 0;
-  count(success ? WorkerCounter::RxDecapsulated : WorkerCounter::RxCryptoFailed);
+  count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
+        : success       ? WorkerCounter::RxDecapsulated
+                        : WorkerCounter::RxCryptoFailed);
   return true;
+}
+
+bool Worker::inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const {
+  if (cfg_.inbound_policies == nullptr) return true;
+  const InboundPolicyTable* t = cfg_.inbound_policies->current();
+  if (t == nullptr || !t->names(sa_handle)) return true;  // no inbound policy names the SA: unchecked
+  PacketSelector sel;
+  return packet_selector_of(p.data, p.len, &sel) && t->check(sa_handle, sel) == InboundVerdict::Accept;
 }
 
 }  // namespace ov2

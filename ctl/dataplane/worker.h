@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "dataplane/handoff_ring.h"
+#include "dataplane/inbound_policy.h"
 #include "dataplane/neighbour.h"
 #include "dataplane/sa_runtime.h"
 #include "dataplane/umem.h"
@@ -56,6 +57,8 @@ enum class WorkerCounter : uint32_t {
   RxHandedOff,        // copied into the owning worker's handoff ring (counted on the receiving worker)
   RxHandoffFull,      // the owner's handoff ring was full (or the frame larger than its slots): dropped
   RxHandoffReceived,  // taken from this worker's handoff rings and processed like wire RX
+  RxPolicyMismatch,   // opened fine, but the inbound SPD does not allow the inner packet on its SA
+                      // (inbound_policy.h): delivered with CryptoDone+GENERIC_ERROR (host drops)
   Count
 };
 
@@ -84,6 +87,9 @@ class Worker {
     int tx_xsks_map_fd = -1;
     uint32_t workers = 1;           // workers in the data plane (ids 0..workers-1); 1: no handoff at all
     uint32_t handoff_slots = 2048;  // entries of each incoming handoff ring (power of two)
+    // The inbound SPD decrypted packets are checked against (RFC 4301 §5.2);
+    // nullptr: no check.  Read under the SaRuntime's epochs; must outlive the worker.
+    const InboundPolicies* inbound_policies = nullptr;
   };
 
   // Creates the UMEM and both sockets and registers them in the xsks maps (no
@@ -116,6 +122,7 @@ class Worker {
   unsigned handoff_path(uint64_t now_ns);
   bool encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
   bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
+  bool inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const;
   void kick(XskPort& port);
   int owner_of(const SaRuntimeEntry& sa) const;
   bool hand_off(int owner, const uint8_t* data, uint64_t addr, uint32_t len);

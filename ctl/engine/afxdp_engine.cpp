@@ -104,6 +104,8 @@ void AfXdpEngine::set_outbound_spd(const std::vector<CompiledPolicy>& policies) 
 }
 
 void AfXdpEngine::set_inbound_spd(const std::vector<CompiledPolicy>& policies) {
+  // The workers' copy (a raw-pointer snapshot they read per packet without a lock).
+  if (dataplane_ != nullptr) dataplane_->set_inbound_policies(policies);
   auto next = std::make_shared<PolicyTable>();
   next->ordered = policies;
   next->generation = inbound_.load()->generation + 1;

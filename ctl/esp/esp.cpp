@@ -195,6 +195,7 @@ const char* reason_name(Reason r) {
     case Reason::WrongSpi: return "wrong-spi";
     case Reason::DummyPacket: return "dummy-packet";
     case Reason::EcnDrop: return "ecn-drop";
+    case Reason::PolicyMismatch: return "policy-mismatch";
     case Reason::Count: break;
   }
   return "unknown";
@@ -520,6 +521,13 @@ void InboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) 
     soft_fired_ = true;
     if (ev) ev->soft_expired_now = true;
   }
+}
+
+void InboundSa::reclassify(Reason r, uint32_t plain_len) {
+  bump(counters_.packets, uint64_t(0) - 1, false);
+  bump(counters_.bytes, uint64_t(0) - plain_len, false);
+  bump(counters_.by_reason[size_t(Reason::Ok)], uint64_t(0) - 1, false);
+  bump(counters_.by_reason[size_t(r)], uint64_t(1), false);
 }
 
 InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {

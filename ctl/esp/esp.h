@@ -78,6 +78,8 @@ enum class Reason : uint8_t {
   WrongSpi,         // inbound: the packet's SPI is not this SA's (a lookup bug upstream)
   DummyPacket,      // inbound: next header 59 (RFC 4303 §2.6): authenticated, to be discarded silently
   EcnDrop,          // inbound tunnel: outer CE over a Not-ECT inner packet (RFC 6040 §4.2: drop)
+  PolicyMismatch,   // inbound: opened fine, but the inbound SPD does not allow the inner packet on this SA
+                    // (RFC 4301 §5.2; set by the worker's check, InboundSa::reclassify)
   Count
 };
 
@@ -92,7 +94,8 @@ const char* reason_name(Reason r);
 //   Truncated, BadLength, BadPadding        -> CRYPTO_INVALID_PACKET_SYNTAX
 //   BadNextHeader, InnerMismatch            -> CRYPTO_INVALID_PROTOCOL
 //   Replayed, LifetimeExpired, SeqExhausted,
-//   NoSpace, Unsupported, WrongSpi, EcnDrop -> CRYPTO_GENERIC_ERROR
+//   NoSpace, Unsupported, WrongSpi, EcnDrop,
+//   PolicyMismatch                          -> CRYPTO_GENERIC_ERROR
 // Unsupported and WrongSpi are "not checked" (crypto_done_for() is false): per
 // NDIS such a packet goes up untouched without offload information.
 uint32_t crypto_status_for(Reason r, Mode m);
@@ -225,6 +228,12 @@ class InboundSa {
 
   const SaCounters& counters() const { return counters_; }
   const SaSpec& spec() const { return spec_; }
+
+  // A packet decapsulate() returned Ok for (plaintext `plain_len` bytes) was
+  // refused afterwards for `r` (PolicyMismatch): moves it from the Ok
+  // counters to `r`.  The replay window and lifetimes keep it (the ESP
+  // processing did happen).  Same single-thread rule as decapsulate().
+  void reclassify(Reason r, uint32_t plain_len);
 
  private:
   Reason decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res);

@@ -220,7 +220,8 @@ TEST(StatsReport, WithoutDataPlaneListsSasWithZeroCountersAndSaysSo) {
   EXPECT_EQ(stats.at("sas")[0].at("handle"), handle_to_string(h));
   EXPECT_EQ(stats.at("sas")[0].at("packets"), 0);
   EXPECT_EQ(stats.at("sas")[0].at("errors").at("auth-failed"), 0);
-  EXPECT_EQ(stats.at("sas")[0].at("errors").size(), 14u);  // every esp::Reason but ok
+  EXPECT_EQ(stats.at("sas")[0].at("errors").size(), 15u);  // every esp::Reason but ok
+  EXPECT_EQ(stats.at("sas")[0].at("errors").at("policy-mismatch"), 0);
 
   const std::string prom = prometheus_text(stats);
   const std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"\\]*",?)*\})? [0-9]+$)");

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include "common/error.h"
 #include "dataplane/event_reader.h"
@@ -611,6 +612,86 @@ TEST_F(DataplaneE2E, ForgedShimFrameFromTheWireIsNeverAccepted) {
   EXPECT_EQ(b1.deliver[OV2_DELIVER_RX], b0.deliver[OV2_DELIVER_RX]);
   EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT], b0.verdict[OV2_VERDICT_ACCEPT]);
   EXPECT_EQ(b1.worker_count(WorkerCounter::RxPackets), b0.worker_count(WorkerCounter::RxPackets));
+}
+
+// RFC 4301 §5.2: a packet the right SA opened must still be allowed by the
+// inbound SPD.  Host a seals, with the genuine a->b SA, pings from 10.1.0.1
+// (inside b's inbound policy) and from 10.9.0.1 (outside it): b delivers the
+// first, drops the second as policy-mismatch (worker and SA counters, CryptoDone
+// + GENERIC_ERROR so ov2_verdict drops it), and before any inbound policy
+// names the SA, both are accepted unchecked.
+TEST_F(DataplaneE2E, DecryptedPacketOutsideTheInboundPolicyIsDroppedAsPolicyMismatch) {
+  setup_tunnel(false);
+  must("ip -n " + a_.ns->name() + " addr add 10.9.0.1/32 dev lo");
+  // a's outbound SPD: the tunnel's own policies plus 10.9.0.0/24 -> b on the same SA.
+  std::vector<CompiledPolicy> pa;
+  protect(a_, a_.inner_net, b_.inner_net, ab_.out_handle, &pa);
+  protect(a_, a_.inner_net6, b_.inner_net6, ab_.out_handle, &pa);
+  protect(a_, "10.9.0.0/24", b_.inner_net, ab_.out_handle, &pa);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const auto mismatches = [&] {
+    return b_.dp->sa_counters(ab_.in_handle).by_reason[static_cast<size_t>(esp::Reason::PolicyMismatch)];
+  };
+  const auto ping_from_outside = [&] {
+    return sh(a_.ns->exec("ping -c 3 -i 0.2 -W 1 -q -I 10.9.0.1 " + b_.inner_ip + " >/dev/null 2>&1"));
+  };
+
+  // No inbound policy names the SA yet: unchecked, the outside source is delivered.
+  DataplaneCounters b0 = b_.dp->counters();
+  ping_from_outside();  // no answer either way: b has no route back to 10.9.0.1
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wc(*b_.dp, WorkerCounter::RxDecapsulated) >= b0.worker_count(WorkerCounter::RxDecapsulated) + 3; },
+      3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(mismatches(), 0u);
+
+  // b's inbound SPD: PROTECT 10.1.0.0/24 -> 10.2.0.0/24 with this SA, and a
+  // better-priority BYPASS of 10.9.0.0/24 (which must arrive in clear, not in the SA).
+  std::vector<CompiledPolicy> in;
+  for (auto [src, action, prio] : {std::tuple{"10.9.0.0/24", PolicyAction::Bypass, 10u},
+                                   std::tuple{"10.1.0.0/24", PolicyAction::Protect, 1000u}}) {
+    CompiledPolicy cp{};
+    cp.id = static_cast<uint32_t>(in.size() + 1);
+    cp.spec.dir = Direction::In;
+    cp.spec.src = IpPrefix::parse(src);
+    cp.spec.dst = IpPrefix::parse(b_.inner_net);
+    cp.spec.action = action;
+    cp.spec.priority = prio;
+    cp.spec.sa_handle = action == PolicyAction::Protect ? ab_.in_handle : 0;
+    cp.offload_handle = cp.spec.sa_handle;
+    in.push_back(cp);
+  }
+  b_.dp->set_inbound_policies(in);
+
+  b0 = b_.dp->counters();
+  const uint64_t sa_ok0 = b_.dp->sa_counters(ab_.in_handle).packets;
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q " + b_.inner_ip + " >/dev/null")), 0)
+      << "inside the policy: delivered and answered";
+  EXPECT_NE(ping_from_outside(), 0);
+  ASSERT_TRUE(e2e::wait_for([&] { return mismatches() >= 3; }, 3000)) << dump(*b_.dp);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b1 = b_.dp->counters();
+  auto d = [&](WorkerCounter c) { return b1.worker_count(c) - b0.worker_count(c); };
+  EXPECT_EQ(mismatches(), 3u);
+  EXPECT_EQ(d(WorkerCounter::RxPolicyMismatch), 3u);
+  EXPECT_EQ(d(WorkerCounter::RxDecapsulated), 2u) << "the two pings from inside the policy";
+  EXPECT_EQ(d(WorkerCounter::RxCryptoFailed), 0u);
+  EXPECT_EQ(b_.dp->sa_counters(ab_.in_handle).packets - sa_ok0, 2u) << "a refused packet is not counted as ok";
+  EXPECT_EQ(b1.verdict_status[CRYPTO_GENERIC_ERROR] - b0.verdict_status[CRYPTO_GENERIC_ERROR], 3u);
+  EXPECT_EQ(b1.verdict[OV2_VERDICT_DROP_STATUS] - b0.verdict[OV2_VERDICT_DROP_STATUS], 3u);
+  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 2u);
+
+  // The policy replaced by one that covers 10.9.0.0/24 too: accepted again.
+  in.erase(in.begin());
+  in[0].spec.src = IpPrefix::parse("10.0.0.0/8");
+  b_.dp->set_inbound_policies(in);
+  const DataplaneCounters b2 = b_.dp->counters();
+  ping_from_outside();
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wc(*b_.dp, WorkerCounter::RxDecapsulated) >= b2.worker_count(WorkerCounter::RxDecapsulated) + 3; },
+      3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(mismatches(), 3u);
 }
 
 TEST_F(DataplaneE2E, InboundHardLifetimeRaisesSaDeleteReqEventsForThatHandle) {

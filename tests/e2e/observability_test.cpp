@@ -542,6 +542,35 @@ TEST(Observability, ReplayedAndForgedEspShowAsRateLimitedFailureEventsWithExactC
   expect_no_keys(slurp(mon) + b.dump());
 }
 
+// RFC 4301 §5.2 through the daemon: A seals pings from 10.9.0.1 with the
+// genuine A->B SA, but B's inbound policy for that SA covers 10.1.0.0/24 only.
+// B drops them: `stats` counts policy-mismatch on the SA and the worker,
+// `monitor` reports policy-failures; pings from inside the policy still pass.
+TEST(Observability, DecryptedPacketsOutsideTheInboundPolicyShowAsPolicyFailures) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel());
+  ASSERT_EQ(sh(t.in('a') + "ip addr add 10.9.0.1/32 dev lo").exit_code, 0);
+  ASSERT_EQ(
+      t.ctl('a', "policy add --dir out --src 10.9.0.0/24 --dst 10.2.0.0/24 --action protect --sa " + t.out_a).exit_code,
+      0);
+  const std::string mon = t.start_monitor('b');
+  const Result outside = sh(t.in('a') + "ping -n -c 3 -i 0.2 -W 1 -I 10.9.0.1 10.2.0.1");
+  EXPECT_THAT(outside.out, HasSubstr(" 0 received")) << outside.out;
+  EXPECT_THAT(t.ping(2).out, HasSubstr("2 received"));
+  auto sum = [&] {
+    uint64_t n = 0;
+    for (const auto& e : events(json_lines(mon), "policy-failures")) n += e.at("count").get<uint64_t>();
+    return n;
+  };
+  ASSERT_TRUE(eventually([&] { return sum() == 3; }, 4000)) << slurp(mon);
+  for (const auto& e : events(json_lines(mon), "policy-failures")) EXPECT_EQ(e.at("handle"), t.in_b);
+  const json b = stats_of(t, 'b');
+  EXPECT_EQ(sa_stats(b, t.in_b).at("errors").at("policy-mismatch"), 3);
+  EXPECT_EQ(sa_stats(b, t.in_b).at("packets"), 2);
+  EXPECT_EQ(b.at("worker").at("rx-policy-mismatch"), 3);
+}
+
 TEST(Observability, PrometheusListenerServesMetricsOnTheConfiguredAddressOnly) {
   TwoHosts t("[stats]\nprometheus_listen = \"127.0.0.1:9781\"\n");
   ASSERT_NO_FATAL_FAILURE(t.warm_up());
