@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite;
-# meanwhile the static checks (scripts/static-checks.sh: clang-tidy and
-# cppcheck on ctl/) run at low priority next to them.  Then one clang build
+# meanwhile the static checks (scripts/static-checks.sh: cppcheck on ctl/,
+# and clang-tidy too with OV2_TIDY=1) run at low priority next to them.  Then one clang build
 # with ASan/UBSan (build-fuzz) runs the unit-level suites (labels unit
 # control config pcap; esp: see below) and each libFuzzer target briefly on its seed
 # corpus.
@@ -16,7 +16,7 @@ scripts/build.sh
 build=${BUILD_DIR:-build}
 static_pid=
 if [[ "${OV2_SKIP_STATIC:-}" != 1 ]]; then
-  BUILD_DIR=$build nice -n 10 scripts/static-checks.sh >"$build/static-checks.log" 2>&1 &
+  BUILD_DIR=$build OV2_STATIC_TIDY=${OV2_TIDY:-0} nice -n 10 scripts/static-checks.sh >"$build/static-checks.log" 2>&1 &
   static_pid=$!
   trap '[[ -n $static_pid ]] && kill "$static_pid" 2>/dev/null; true' EXIT
 fi

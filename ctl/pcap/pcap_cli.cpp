@@ -127,7 +127,7 @@ void add_subcommand(CLI::App& pcap, const std::string& name, const std::string& 
 
 }  // namespace
 
-void register_pcap_commands(CLI::App& app, std::ostream& out, std::ostream& err, PcapCommandDone done) {
+void register_pcap_commands(CLI::App& app, std::ostream& out, std::ostream& err, const PcapCommandDone& done) {
   CLI::App* pcap = app.add_subcommand("pcap", "encrypt or decrypt capture files offline with SAs from a JSON file");
   // Not require_subcommand(1): its error would exit with CLI11's code, not 2.
   pcap->require_subcommand(0, 1);

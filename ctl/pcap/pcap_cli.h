@@ -18,7 +18,7 @@ using PcapCommandDone = std::function<void(int exit_code)>;
 // errors to `err` (both must outlive `app`), and `done` receives the exit code:
 // 0 every ESP packet opened / every packet an SA took was encrypted, 1 some
 // failed, 2 usage or file error.
-void register_pcap_commands(CLI::App& app, std::ostream& out, std::ostream& err, PcapCommandDone done);
+void register_pcap_commands(CLI::App& app, std::ostream& out, std::ostream& err, const PcapCommandDone& done);
 
 // The same for ipsecov2ctl's main: std::cout/std::cerr; a non-zero exit code
 // leaves app.parse() as CLI::RuntimeError(code) (messages already printed:
