@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds, runs every test suite;
-# meanwhile the static checks (scripts/static-checks.sh: cppcheck on ctl/,
-# and clang-tidy too with OV2_TIDY=1) run at low priority next to them.  Then one clang build
-# with ASan/UBSan (build-fuzz) runs the unit-level suites (labels unit
-# control config pcap; esp: see below) and each libFuzzer target briefly on its seed
-# corpus.
+# The test command: installs what is missing, builds, runs every test suite.
+# Next to the suites, at low priority: the static checks
+# (scripts/static-checks.sh: cppcheck on ctl/, and clang-tidy too with
+# OV2_TIDY=1), the benchmark program (not run, only built, so it keeps
+# compiling) and one clang build with ASan/UBSan (build-fuzz).  After the
+# suites, that build runs the unit-level suites (labels unit control config
+# pcap; esp: see below) and each libFuzzer target briefly on its seed corpus.
 # OV2_SKIP_STATIC=1, OV2_SKIP_SANITIZE=1, OV2_SKIP_FUZZ=1 skip those stages.
 # Root is needed (BPF, AF_XDP, network namespaces).  Extra arguments go to the
 # first ctest.
@@ -15,12 +16,12 @@ scripts/deps.sh
 scripts/build.sh
 build=${BUILD_DIR:-build}
 static_pid=
+san_pid=
+trap '[[ -n $static_pid ]] && kill "$static_pid" 2>/dev/null; [[ -n $san_pid ]] && kill -- -"$san_pid" 2>/dev/null; true' EXIT
 if [[ "${OV2_SKIP_STATIC:-}" != 1 ]]; then
   BUILD_DIR=$build OV2_STATIC_TIDY=${OV2_TIDY:-0} nice -n 10 scripts/static-checks.sh >"$build/static-checks.log" 2>&1 &
   static_pid=$!
-  trap '[[ -n $static_pid ]] && kill "$static_pid" 2>/dev/null; true' EXIT
 fi
-(cd "$build" && ctest --output-on-failure --timeout 600 -j1 "$@")
 targets=()
 # Not ov2_esp_tests: clang 14's ASan runtime aborts while it starts on this
 # glibc (CHECK tsd_key_inited in its dlsym error path, before main); the ESP
@@ -31,10 +32,31 @@ if [[ "${OV2_SKIP_FUZZ:-}" != 1 ]]; then
   for src in tests/fuzz/fuzz_*.cpp; do fuzz_targets+=("$(basename "$src" .cpp)"); done
 fi
 targets+=("${fuzz_targets[@]}")
-if ((${#targets[@]})); then
-  # One clang build with ASan/UBSan for the sanitizer suites and the fuzz targets.
-  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DOV2_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >/dev/null
+# In the background at the lowest priority while the suites below run (most
+# of their time is spent waiting on namespaces, daemons and traffic, so the
+# builds take the idle CPU): the benchmark program (built, not run, so that it
+# keeps compiling), then one clang build with ASan/UBSan (-O1, the usual
+# level for ASan) for the sanitizer suites and the fuzz targets.  A session of
+# its own (setsid), so that a failure can stop all of it.
+bg_log=$build/background-build.log
+OV2_BG_BUILD=$build OV2_BG_TARGETS="${targets[*]}" setsid nice -n 19 bash -c '
+  set -e
+  cmake --build "$OV2_BG_BUILD" -j"$(nproc)" --target ipsecov2-bench
+  [[ -n $OV2_BG_TARGETS ]] || exit 0
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DOV2_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1 -DNDEBUG"
+  # shellcheck disable=SC2086
+  cmake --build build-fuzz -j"$(nproc)" --target $OV2_BG_TARGETS' >"$bg_log" 2>&1 &
+san_pid=$!
+(cd "$build" && ctest --output-on-failure --timeout 600 -j1 "$@")
+if [[ -n $san_pid ]]; then
+  # Now the build is what everything waits for: back to normal priority
+  # (also for the compilers it starts from now on).
+  renice -n 0 -g "$san_pid" >/dev/null 2>&1 || true
+  san_rc=0
+  wait "$san_pid" || san_rc=$?
+  san_pid=
+  if ((san_rc)); then tail -50 "$bg_log"; echo "ipsecov2: the background build (bench, sanitizer tree) failed: $bg_log"; exit 1; fi
 fi
 if [[ "${OV2_SKIP_SANITIZE:-}" != 1 ]]; then
   echo "ipsecov2: the unit-level suites under ASan/UBSan (build-fuzz)"
@@ -60,7 +82,7 @@ if ((${#fuzz_targets[@]})); then
       pcap_reader) runs=5000 ;;  # each run opens a capture file through libpcap
       *) runs=20000 ;;
     esac
-    if "$t" -seed=1 -runs="$runs" -max_total_time=60 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$corpus/" \
+    if "$t" -seed=1 -runs="$runs" -max_total_time=30 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$corpus/" \
          "${dirs[@]}" >"$corpus/log" 2>&1; then
       echo "fuzz $name: $(grep -o 'Done [0-9]* runs' "$corpus/log" | tail -1), no crash"
     else
