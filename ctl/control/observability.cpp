@@ -308,7 +308,7 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
 
 void Observability::open_http_listener() { http_fd_ = prometheus_listener(options_.prometheus_listen); }
 
-int Observability::prometheus_listener(const std::string& spec) {
+int Observability::prometheus_listener(const std::string& spec, int* bind_error) {
   std::string host, port;
   if (!spec.empty() && spec.front() == '[') {
     const auto close_bracket = spec.find(']');
@@ -356,6 +356,7 @@ int Observability::prometheus_listener(const std::string& spec) {
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 16) != 0) {
     const int err = errno;
     close(fd);
+    if (bind_error != nullptr) *bind_error = err;
     fail(ErrorCode::Kernel, "cannot listen on stats.prometheus_listen " + spec + ": " + std::strerror(err));
   }
   log(LogLevel::Info, "serving Prometheus metrics on http://" + spec + "/metrics");
@@ -377,6 +378,32 @@ void Observability::replace_prometheus_listener(int fd, const std::string& spec)
   http_fd_ = fd;
   options_.prometheus_listen = spec;
   if (http_fd_ >= 0 && server_ != nullptr) watch_http_listener();
+}
+
+namespace {
+std::string port_of(const std::string& spec) { return spec.substr(spec.rfind(':') + 1); }
+}  // namespace
+
+int Observability::prepare_prometheus_listener(const std::string& spec) {
+  int error = 0;
+  try {
+    return prometheus_listener(spec, &error);
+  } catch (const Error&) {
+    // The old listener holds the port (e.g. 127.0.0.1:9781 -> 0.0.0.0:9781): free it and try again.
+    const std::string old = options_.prometheus_listen;
+    if (error != EADDRINUSE || http_fd_ < 0 || port_of(old) != port_of(spec)) throw;
+    replace_prometheus_listener(-1, "");
+    try {
+      return prometheus_listener(spec);
+    } catch (const Error&) {
+      try {
+        replace_prometheus_listener(prometheus_listener(old), old);
+      } catch (const Error& again) {
+        log(LogLevel::Warn, std::string("cannot listen on the old Prometheus address again: ") + again.what());
+      }
+      throw;
+    }
+  }
 }
 
 void Observability::watch_http_listener() {

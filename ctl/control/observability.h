@@ -81,8 +81,14 @@ class Observability {
   // `spec` ("ADDR:PORT" / "[ADDR6]:PORT"; throws ov2::Error in plain words),
   // then replace_prometheus_listener() closes the old listener and its
   // clients and serves `fd` (-1: no listener) from then on.
-  static int prometheus_listener(const std::string& spec);
+  // `bind_error`: the errno of a failed bind/listen.
+  static int prometheus_listener(const std::string& spec, int* bind_error = nullptr);
   void replace_prometheus_listener(int fd, const std::string& spec);
+  // prometheus_listener(spec), except when the running listener holds the
+  // same port (another address on it, e.g. 127.0.0.1:9781 -> 0.0.0.0:9781):
+  // then the running listener is closed first, and opened again if the new
+  // one cannot be.  Throws like prometheus_listener.
+  int prepare_prometheus_listener(const std::string& spec);
   const std::string& prometheus_listen() const { return options_.prometheus_listen; }
   EventBus& bus() { return bus_; }
 

@@ -130,25 +130,30 @@ void reload(const CommandLine& cl, DaemonConfig& running, Runtime& runtime, Obse
   // First everything that can fail, each step undone if a later one fails.
   Dataplane* dp = runtime.dataplane() != nullptr && runtime.dataplane()->running() ? runtime.dataplane() : nullptr;
   int new_listener = -1;
-  bool mtu_set = false;
+  bool mtu_set = false, group_set = false;
   try {
     std::optional<gid_t> gid;
     if (changes("control.group") && !wanted.socket_group.empty()) gid = lookup_group(wanted.socket_group);
-    if (changes("stats.prometheus_listen") && !wanted.prometheus_listen.empty())
-      new_listener = Observability::prometheus_listener(wanted.prometheus_listen);
     if (changes("offload_device.mtu") && dp != nullptr) {
       dp->set_route_mtu(wanted.offload_mtu);
       mtu_set = true;
     }
-    if (changes("control.group")) server.set_group(gid, wanted.socket_group);
+    if (changes("control.group")) {
+      server.set_group(gid, wanted.socket_group);
+      group_set = true;
+    }
+    // Last: on the same port it may have to close the running listener first.
+    if (changes("stats.prometheus_listen") && !wanted.prometheus_listen.empty())
+      new_listener = observability.prepare_prometheus_listener(wanted.prometheus_listen);
   } catch (const Error& e) {
-    if (new_listener >= 0) close(new_listener);
-    if (mtu_set) {
-      try {
-        dp->set_route_mtu(running.offload_mtu);
-      } catch (const Error& undo) {
-        log(LogLevel::Warn, std::string("reload: cannot set the offload device's MTU back: ") + undo.what());
-      }
+    try {
+      if (group_set)
+        server.set_group(running.socket_group.empty() ? std::nullopt
+                                                      : std::optional<gid_t>(lookup_group(running.socket_group)),
+                         running.socket_group);
+      if (mtu_set) dp->set_route_mtu(running.offload_mtu);
+    } catch (const Error& undo) {
+      log(LogLevel::Warn, std::string("reload: cannot undo a step: ") + undo.what());
     }
     log(LogLevel::Error, std::string("reload refused, the running configuration stays: ") + e.what());
     return;

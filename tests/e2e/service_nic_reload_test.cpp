@@ -229,6 +229,11 @@ TEST(ServiceReload, PrometheusListenerMovesToTheNewAddressAndABadAddressKeepsThe
   EXPECT_THAT(host.metrics(19782), HasSubstr("ipsecov2_"));
   EXPECT_EQ(host.metrics(19781), "") << "the old listener is closed";
 
+  // Another address on the same port: the running listener holds the port and must make room.
+  host.write_config("[stats]\nprometheus_listen = \"0.0.0.0:19782\"\n");
+  EXPECT_THAT(host.reload(), HasSubstr("applied: stats.prometheus_listen")) << host.daemon.log();
+  EXPECT_THAT(host.metrics(19782), HasSubstr("200 OK"));
+
   // 192.0.2.77 is no address of this host: cannot be bound.
   host.write_config("[stats]\nprometheus_listen = \"192.0.2.77:19783\"\n");
   const std::string refused = host.reload();
