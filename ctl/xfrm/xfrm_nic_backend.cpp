@@ -12,8 +12,8 @@ XfrmNicBackend::XfrmNicBackend(NicBackendConfig config)
       socket_(std::make_unique<XfrmSocket>()) {
   if (config_.offload == OffloadKind::None)
     fail(ErrorCode::InvalidArgument, "the NIC engine needs an offload mode (crypto or packet)");
-  for (XfrmPolicy& p : socket_->dump_policies())
-    if (is_ov2_policy_index(p.index)) leftovers_.push_back(std::move(p));
+  for (const XfrmPolicy& p : socket_->dump_policies())
+    if (is_ov2_policy_index(p.index)) leftovers_.push_back(p);
 }
 
 std::optional<uint64_t> handle_of(const XfrmSaTable& table, const SaId& id) {

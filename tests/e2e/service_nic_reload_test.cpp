@@ -152,6 +152,11 @@ TEST(ServiceNicRestart, AfterSigkillTheRestartTakesItsKernelPoliciesOverRemovesS
   EXPECT_EQ(host.policies(), expected) << "exactly the restored policies and the foreign one";
   const Result caps = host.ctl({"caps"});
   EXPECT_EQ(caps.exit_code, 0) << caps.err;
+  // It listens for the kernel's SA events: a NETLINK_XFRM (6) socket in this namespace
+  // joined to XFRMNLGRP_EXPIRE (2) and XFRMNLGRP_SA (3), i.e. group bits 0x2 | 0x4.
+  const std::string netlink = host.sh("cat /proc/net/netlink").out;
+  EXPECT_TRUE(std::regex_search(netlink, std::regex("\\n[0-9a-f]+ +6 +-?[0-9]+ +00000006 ")))
+      << netlink;
 
   // The restored policies are the daemon's again: `policy del` removes the kernel entry.
   const std::string block_id = block.out.substr(0, block.out.find('\n'));

@@ -21,6 +21,9 @@
 #include <sys/socket.h>
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
+#include <regex>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -159,6 +162,11 @@ TEST(KernelSaEvents, TheExpireAndSaGroupsCanBeJoinedInANamespaceAndNothingArrive
   ns.run_inside([] {
     XfrmEventSocket events;
     ASSERT_GE(events.fd(), 0);
+    // The kernel's view: a NETLINK_XFRM (6) socket in this namespace in groups
+    // XFRMNLGRP_EXPIRE (2) and XFRMNLGRP_SA (3): group bits 0x2 | 0x4.
+    std::ifstream f("/proc/thread-self/net/netlink");
+    const std::string table((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    EXPECT_TRUE(std::regex_search(table, std::regex("\\n[0-9a-f]+ +6 +-?[0-9]+ +00000006 "))) << table;
     // A policy change is not an SA event (the policy group is not joined).
     ASSERT_EQ(run_command("ip xfrm policy add src 10.1.0.0/24 dst 10.2.0.0/24 dir out").status, 0);
     pollfd p{events.fd(), POLLIN, 0};
