@@ -33,6 +33,7 @@
 #include "engine/nic_engine.h"
 #include "xfrm/kernel_shaped.h"
 #include "xfrm/netlink_decoder.h"
+#include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_messages.h"
 #include "xfrm/xfrm_nic_backend.h"
@@ -181,13 +182,7 @@ TEST(KernelSaEvents, TheExpireAndSaGroupsCanBeJoinedInANamespaceAndNothingArrive
 // Restart recovery.
 
 PolicySpec bypass(Direction dir, const char* src, const char* dst, uint32_t priority) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = PolicyAction::Bypass;
-  p.priority = priority;
-  return p;
+  return spd_entry(dir, src, dst, PolicyAction::Bypass, priority);
 }
 
 TEST(PolicyIndex, CarriesTheTagTheIdAndTheKernelsDirection) {
