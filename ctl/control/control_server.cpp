@@ -135,6 +135,24 @@ void ControlServer::watch(int fd, std::function<void()> on_readable) {
   watched_[fd] = std::move(on_readable);
 }
 
+void ControlServer::set_group(std::optional<gid_t> group, const std::string& group_name) {
+  const gid_t gid = group ? *group : getegid();
+  struct stat before {};
+  if (stat(options_.path.c_str(), &before) != 0)
+    fail(ErrorCode::Kernel, "cannot read " + options_.path + ": " + errno_text(errno));
+  if (chown(options_.path.c_str(), geteuid(), gid) != 0)
+    fail(ErrorCode::Kernel, "cannot give " + options_.path + " to group " +
+                                (group ? "'" + group_name + "'" : std::to_string(gid)) + ": " + errno_text(errno));
+  if (created_dir_ && chown(dir_.c_str(), geteuid(), gid) != 0) {
+    const int err = errno;
+    (void)!chown(options_.path.c_str(), before.st_uid, before.st_gid);
+    fail(ErrorCode::Kernel, "cannot give " + dir_ + " to group " +
+                                (group ? "'" + group_name + "'" : std::to_string(gid)) + ": " + errno_text(err));
+  }
+  options_.group = group;
+  options_.group_name = group ? group_name : std::string();
+}
+
 void ControlServer::unwatch(int fd) {
   if (watched_.erase(fd) > 0) epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
 }

@@ -73,6 +73,13 @@ class ControlServer {
   // Makes run() return after the current batch of events.
   void stop() { stop_requested_ = true; }
 
+  // For reload of control.group: gives the socket file (and the socket
+  // directory, if this server created it) to `group` (nullopt: the daemon's
+  // own group, so only root may connect) and admits that group's members
+  // from the next connection on.  Throws ov2::Error(Kernel) if chown fails;
+  // then nothing changed.
+  void set_group(std::optional<gid_t> group, const std::string& group_name);
+
   size_t connection_count() const { return connections_.size(); }
   const std::string& path() const { return options_.path; }
 

@@ -92,8 +92,7 @@ void Observability::attach(ControlServer& server) {
     if (read(timer_fd_, &expirations, sizeof expirations) == sizeof expirations)
       guarded("periodic SA check", [this] { on_tick(); });
   });
-  if (http_fd_ >= 0)
-    server.watch(http_fd_, [this, guarded] { guarded("Prometheus listener", [this] { on_http_accept(); }); });
+  if (http_fd_ >= 0) watch_http_listener();
   if (dataplane_ != nullptr && dataplane_->running()) {
     bus_.emit({{"event", "device-up"}, {"device", options_.offload_device}, {"wire", options_.wire}});
     const size_t queues = dataplane_->counters().per_worker.size();
@@ -187,6 +186,29 @@ void Observability::handle_delete_request(uint64_t handle, ChangeCause cause, co
     bus_.emit({{"event", "sa-delete-failed"}, {"handle", handle_to_string(handle)}, {"error", e.what()}});
     log(LogLevel::Warn, "cannot delete SA " + handle_to_string(handle) + " after its delete request: " + e.what());
   }
+}
+
+void Observability::on_kernel_sa_event(const KernelSaEvent& event) {
+  const SaRecord* sa = plane_.sas().find(event.handle);
+  if (sa == nullptr) return;  // gone already (the user deleted it meanwhile)
+  if (event.kind != KernelSaEvent::Kind::Deleted) {
+    const bool hard = event.kind == KernelSaEvent::Kind::HardExpire;
+    bus_.emit({{"event", hard ? "hard-expired" : "soft-expired"},
+               {"handle", handle_to_string(event.handle)},
+               {"dir", to_string(sa->spec.dir)},
+               {"spi", handle_to_string(sa->spec.spi)},
+               {"packets", event.packets},
+               {"bytes", event.bytes},
+               {"limit", event.limit},
+               {"source", "kernel"}});
+    if (!hard) return;
+  }
+  log(LogLevel::Info, "the kernel " +
+                          std::string(event.kind == KernelSaEvent::Kind::Deleted ? "no longer has"
+                                                                                 : "hard-expired") +
+                          " NIC-held SA " + handle_to_string(event.handle));
+  handle_delete_request(event.handle, ChangeCause::Expired,
+                        event.kind == KernelSaEvent::Kind::Deleted ? "kernel-deleted" : "kernel-expired");
 }
 
 void Observability::on_tick() {
@@ -284,8 +306,9 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
 
 // ---- Prometheus listener ---------------------------------------------------
 
-void Observability::open_http_listener() {
-  const std::string& spec = options_.prometheus_listen;
+void Observability::open_http_listener() { http_fd_ = prometheus_listener(options_.prometheus_listen); }
+
+int Observability::prometheus_listener(const std::string& spec, int* bind_error) {
   std::string host, port;
   if (!spec.empty() && spec.front() == '[') {
     const auto close_bracket = spec.find(']');
@@ -325,18 +348,72 @@ void Observability::open_http_listener() {
     fail(ErrorCode::InvalidArgument,
          "stats.prometheus_listen '" + spec + "': '" + host + "' is not an IPv4 or IPv6 address");
   }
-  http_fd_ = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (http_fd_ < 0) fail(ErrorCode::Kernel, std::string("socket: ") + std::strerror(errno));
+  const int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) fail(ErrorCode::Kernel, std::string("socket: ") + std::strerror(errno));
   const int one = 1;
-  setsockopt(http_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (addr.ss_family == AF_INET6) setsockopt(http_fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-  if (bind(http_fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(http_fd_, 16) != 0) {
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr.ss_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 16) != 0) {
     const int err = errno;
-    close(http_fd_);
-    http_fd_ = -1;
+    close(fd);
+    if (bind_error != nullptr) *bind_error = err;
     fail(ErrorCode::Kernel, "cannot listen on stats.prometheus_listen " + spec + ": " + std::strerror(err));
   }
   log(LogLevel::Info, "serving Prometheus metrics on http://" + spec + "/metrics");
+  return fd;
+}
+
+void Observability::replace_prometheus_listener(int fd, const std::string& spec) {
+  for (auto it = http_clients_.begin(); it != http_clients_.end();) {
+    if (server_ != nullptr) server_->unwatch(it->first);
+    close(it->first);
+    it = http_clients_.erase(it);
+  }
+  if (http_fd_ >= 0) {
+    if (server_ != nullptr) server_->unwatch(http_fd_);
+    close(http_fd_);
+    log(LogLevel::Info, "stopped serving Prometheus metrics on " +
+                            (options_.prometheus_listen.empty() ? std::string("?") : options_.prometheus_listen));
+  }
+  http_fd_ = fd;
+  options_.prometheus_listen = spec;
+  if (http_fd_ >= 0 && server_ != nullptr) watch_http_listener();
+}
+
+namespace {
+std::string port_of(const std::string& spec) { return spec.substr(spec.rfind(':') + 1); }
+}  // namespace
+
+int Observability::prepare_prometheus_listener(const std::string& spec) {
+  int error = 0;
+  try {
+    return prometheus_listener(spec, &error);
+  } catch (const Error&) {
+    // The old listener holds the port (e.g. 127.0.0.1:9781 -> 0.0.0.0:9781): free it and try again.
+    const std::string old = options_.prometheus_listen;
+    if (error != EADDRINUSE || http_fd_ < 0 || port_of(old) != port_of(spec)) throw;
+    replace_prometheus_listener(-1, "");
+    try {
+      return prometheus_listener(spec);
+    } catch (const Error&) {
+      try {
+        replace_prometheus_listener(prometheus_listener(old), old);
+      } catch (const Error& again) {
+        log(LogLevel::Warn, std::string("cannot listen on the old Prometheus address again: ") + again.what());
+      }
+      throw;
+    }
+  }
+}
+
+void Observability::watch_http_listener() {
+  server_->watch(http_fd_, [this] {
+    try {
+      on_http_accept();
+    } catch (const std::exception& e) {  // observability never takes the daemon down
+      log(LogLevel::Warn, std::string("Prometheus listener: ") + e.what());
+    }
+  });
 }
 
 void Observability::on_http_accept() {

@@ -76,6 +76,20 @@ class Observability {
   nlohmann::json stats() const;
   // For reload: switch between delete (true) and notify (false).
   void set_delete_on_request(bool on) { options_.delete_on_request = on; }
+  // For reload of stats.prometheus_listen, in two steps so that a bad
+  // address changes nothing: prometheus_listener() binds and listens on
+  // `spec` ("ADDR:PORT" / "[ADDR6]:PORT"; throws ov2::Error in plain words),
+  // then replace_prometheus_listener() closes the old listener and its
+  // clients and serves `fd` (-1: no listener) from then on.
+  // `bind_error`: the errno of a failed bind/listen.
+  static int prometheus_listener(const std::string& spec, int* bind_error = nullptr);
+  void replace_prometheus_listener(int fd, const std::string& spec);
+  // prometheus_listener(spec), except when the running listener holds the
+  // same port (another address on it, e.g. 127.0.0.1:9781 -> 0.0.0.0:9781):
+  // then the running listener is closed first, and opened again if the new
+  // one cannot be.  Throws like prometheus_listener.
+  int prepare_prometheus_listener(const std::string& spec);
+  const std::string& prometheus_listen() const { return options_.prometheus_listen; }
   EventBus& bus() { return bus_; }
 
   // Handles one data-plane delete request for `handle` (public for tests).
@@ -83,6 +97,15 @@ class Observability {
   void handle_delete_request(uint64_t handle, ChangeCause cause, const char* source);
   // One timer tick (public for tests).
   void on_tick();
+  // What the kernel said about an SA the NIC engine holds (Engine::
+  // read_kernel_events): soft expire -> a "soft-expired" event (source
+  // "kernel") so that the key manager rekeys; hard expire -> "hard-expired",
+  // then the SA goes like an outbound SA whose hard lifetime the worker used
+  // up (handle_delete_request, cause Expired, source "kernel-expired": with
+  // its matching SA and its policies, or notify only under
+  // sa_delete_req.policy = "notify"); deleted by someone else -> the same
+  // with source "kernel-deleted".  Events about unknown handles are ignored.
+  void on_kernel_sa_event(const KernelSaEvent& event);
 
  private:
   struct SaWatch {
@@ -102,6 +125,7 @@ class Observability {
   // Lifetime and failure events from the per-SA counters; `only` != 0: just that SA.
   void check_counters(std::chrono::steady_clock::time_point now, uint64_t only = 0);
   void open_http_listener();
+  void watch_http_listener();
   void on_http_accept();
   void on_http_readable(int fd);
   void close_http_client(int fd);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -106,8 +107,11 @@ std::string join(const std::vector<std::string>& keys) {
 }
 
 // SIGHUP: re-reads the configuration file, applies what can change while
-// traffic flows and says what needs a restart.  A bad file changes nothing.
-void reload(const CommandLine& cl, DaemonConfig& running, Runtime& runtime, Observability& observability) {
+// traffic flows and says what needs a restart.  A bad file, or a new value
+// the system refuses (an unknown group, an address the Prometheus listener
+// cannot bind, an MTU the offload device does not take), changes nothing.
+void reload(const CommandLine& cl, DaemonConfig& running, Runtime& runtime, Observability& observability,
+            ControlServer& server) {
   if (cl.config_file.empty()) {
     log(LogLevel::Info, "reload: no --config file was given; nothing to reload");
     return;
@@ -120,6 +124,40 @@ void reload(const CommandLine& cl, DaemonConfig& running, Runtime& runtime, Obse
     return;
   }
   const ReloadPlan plan = plan_reload(running, wanted);
+  auto changes = [&](const std::string& key) {
+    return std::find(plan.applied.begin(), plan.applied.end(), key) != plan.applied.end();
+  };
+  // First everything that can fail, each step undone if a later one fails.
+  Dataplane* dp = runtime.dataplane() != nullptr && runtime.dataplane()->running() ? runtime.dataplane() : nullptr;
+  int new_listener = -1;
+  bool mtu_set = false, group_set = false;
+  try {
+    std::optional<gid_t> gid;
+    if (changes("control.group") && !wanted.socket_group.empty()) gid = lookup_group(wanted.socket_group);
+    if (changes("offload_device.mtu") && dp != nullptr) {
+      dp->set_route_mtu(wanted.offload_mtu);
+      mtu_set = true;
+    }
+    if (changes("control.group")) {
+      server.set_group(gid, wanted.socket_group);
+      group_set = true;
+    }
+    // Last: on the same port it may have to close the running listener first.
+    if (changes("stats.prometheus_listen") && !wanted.prometheus_listen.empty())
+      new_listener = observability.prepare_prometheus_listener(wanted.prometheus_listen);
+  } catch (const Error& e) {
+    try {
+      if (group_set)
+        server.set_group(running.socket_group.empty() ? std::nullopt
+                                                      : std::optional<gid_t>(lookup_group(running.socket_group)),
+                         running.socket_group);
+      if (mtu_set) dp->set_route_mtu(running.offload_mtu);
+    } catch (const Error& undo) {
+      log(LogLevel::Warn, std::string("reload: cannot undo a step: ") + undo.what());
+    }
+    log(LogLevel::Error, std::string("reload refused, the running configuration stays: ") + e.what());
+    return;
+  }
   std::vector<std::string> applied, restart = plan.restart_required;
   for (const std::string& key : plan.applied) {
     if (key == "daemon.log_level") {
@@ -131,6 +169,23 @@ void reload(const CommandLine& cl, DaemonConfig& running, Runtime& runtime, Obse
     } else if (key == "sa_delete_req.policy") {
       observability.set_delete_on_request(wanted.sa_delete_req == SaDeleteReqPolicy::Delete);
       running.sa_delete_req = wanted.sa_delete_req;
+    } else if (key == "control.group") {
+      running.socket_group = wanted.socket_group;
+      log(LogLevel::Info, "control socket " + running.socket_path + ": " +
+                              (wanted.socket_group.empty() ? std::string("root only now")
+                                                           : "group " + wanted.socket_group + " admitted now"));
+    } else if (key == "stats.prometheus_listen") {
+      observability.replace_prometheus_listener(new_listener, wanted.prometheus_listen);
+      new_listener = -1;
+      running.prometheus_listen = wanted.prometheus_listen;
+      if (wanted.prometheus_listen.empty()) log(LogLevel::Info, "Prometheus metrics are no longer served");
+    } else if (key == "offload_device.mtu") {
+      running.offload_mtu = wanted.offload_mtu;
+      if (dp != nullptr)
+        log(LogLevel::Info, "offload device " + dp->device().host_name() + ": route MTU " +
+                                std::to_string(dp->device().route_mtu()) + ", device MTU " +
+                                std::to_string(dp->device().mtu()) + " (routes into it need mtu " +
+                                std::to_string(dp->device().route_mtu()) + ")");
     } else {
       restart.push_back(key);  // live in principle, not wired up in this daemon yet
       continue;
@@ -195,6 +250,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
     log(LogLevel::Info, "--no-restore: starting empty; " + store->path() + " is overwritten");
   else
     state.restore();
+  runtime.engine().finish_restore();  // a killed run's kernel entries the restore did not take over
   state.save();
   plane.add_listener(&state);
   ObservabilityOptions observability_opts;  // SaDeleteReq loop, monitor events, stats, /metrics
@@ -233,10 +289,16 @@ int run(const CommandLine& cl, DaemonConfig config) {
         const uint64_t usec = static_cast<uint64_t>(now.tv_sec) * 1000000 + static_cast<uint64_t>(now.tv_nsec) / 1000;
         notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(usec) + "\nSTATUS=reloading the configuration");
         log(LogLevel::Info, "received SIGHUP, reloading the configuration");
-        reload(cl, config, runtime, observability);
+        reload(cl, config, runtime, observability, server);
         publish_status(true);
       }
     });
+    // The NIC engine's kernel SA events (XFRM expire / delete notifications).
+    const int kernel_events_fd = runtime.engine().kernel_event_fd();
+    if (kernel_events_fd >= 0)
+      server.watch(kernel_events_fd, [&] {
+        for (const KernelSaEvent& e : runtime.engine().read_kernel_events()) observability.on_kernel_sa_event(e);
+      });
     // Once a second: save outbound sequence-number marks that traffic passed, refresh STATUS.
     const int tick_fd = make_timer(1000000);
     server.watch(tick_fd, [&] {
@@ -298,6 +360,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
     publish_status(true);
     server.run(stop_fd);
     if (links) server.unwatch(links->fd());
+    if (kernel_events_fd >= 0) server.unwatch(kernel_events_fd);
     observability.detach();
     notify("STOPPING=1\nSTATUS=" + (fatal.empty() ? std::string("stopping") : "failed: " + fatal));
     signalfd_siginfo info{};

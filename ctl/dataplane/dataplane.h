@@ -141,6 +141,11 @@ class Dataplane {
   // between start() and stop().
   BpfPrograms& programs() { return *programs_; }
   const OffloadDevice& device() const { return *device_; }
+  // Reload of offload_device.mtu (OffloadDevice::set_route_mtu).  Throws ov2::Error; then nothing changed.
+  void set_route_mtu(uint32_t route_mtu) {
+    device_->set_route_mtu(route_mtu);
+    opts_.mtu = route_mtu;
+  }
   int wire_ifindex() const { return wire_ifindex_; }
 
  private:

@@ -232,6 +232,36 @@ OffloadDevice::OffloadDevice(const Options& opts, BpfPrograms& programs) : opts_
   }
 }
 
+void OffloadDevice::set_route_mtu(uint32_t route_mtu) {
+  const uint32_t new_route = route_mtu ? route_mtu : wire_mtu_ - kWorstCaseEspOverhead;
+  const uint32_t new_mtu = std::max(wire_mtu_, new_route + OV2_SHIM_SIZE);
+  auto set_mtu = [&](int idx, uint32_t mtu) {
+    char buf[MNL_SOCKET_BUFFER_SIZE];
+    nlmsghdr* nlh = mnl_nlmsg_put_header(buf);
+    nlh->nlmsg_type = RTM_NEWLINK;
+    auto* ifm = static_cast<ifinfomsg*>(mnl_nlmsg_put_extra_header(nlh, sizeof(ifinfomsg)));
+    ifm->ifi_index = idx;
+    mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+    return nl_->request(nlh);
+  };
+  auto refused = [&](int err, const std::string& name) {
+    check(err, "cannot set the MTU of " + name + " to " + std::to_string(new_mtu) +
+                   (err == -EINVAL ? " (above what the device takes: a veth with an XDP program takes about one page "
+                                     "per frame)"
+                                   : ""));
+  };
+  if (new_mtu != mtu_) {
+    // Both ends, the worker end first; if the host end refuses, the worker end goes back.
+    if (const int err = set_mtu(nic_ifindex_, new_mtu); err < 0) refused(err, opts_.nic_name);
+    if (const int err = set_mtu(host_ifindex_, new_mtu); err < 0) {
+      set_mtu(nic_ifindex_, mtu_);
+      refused(err, opts_.host_name);
+    }
+  }
+  route_mtu_ = new_route;
+  mtu_ = new_mtu;
+}
+
 OffloadDevice::~OffloadDevice() {
   // Through the socket opened at creation: the pair is deleted in the namespace
   // it was created in, whatever namespace the destroying thread is in.

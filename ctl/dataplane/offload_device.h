@@ -57,6 +57,13 @@ class OffloadDevice {
   uint32_t mtu() const { return mtu_; }              // device MTU (see above)
   uint32_t route_mtu() const { return route_mtu_; }  // for routes into ov2 (see above)
   uint32_t wire_mtu() const { return wire_mtu_; }
+  // For reload of offload_device.mtu: a new route MTU (0: wire MTU -
+  // kWorstCaseEspOverhead) and with it the device MTU of both ends, as the
+  // constructor computes them.  The worker's own limit (tx-too-big: the wire
+  // MTU after ESP) does not depend on it.  Throws ov2::Error with the
+  // kernel's reason (e.g. above what XDP on a veth allows); then nothing
+  // changed.
+  void set_route_mtu(uint32_t route_mtu);
   const uint8_t* host_mac() const { return host_mac_; }
   const uint8_t* nic_mac() const { return nic_mac_; }
 

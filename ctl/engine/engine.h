@@ -24,6 +24,21 @@
 
 namespace ov2 {
 
+// What the kernel said about an SA an engine holds outside the AF_XDP data
+// plane (the NIC engine: XFRM expire and delete notifications).
+struct KernelSaEvent {
+  enum class Kind : uint8_t {
+    SoftExpire,  // a soft lifetime ran out: time to rekey
+    HardExpire,  // a hard lifetime ran out: the kernel deleted the SA
+    Deleted,     // someone else deleted the SA from the kernel
+  };
+  uint64_t handle = 0;
+  Kind kind = Kind::SoftExpire;
+  std::string limit;  // "packets", "bytes" or "seconds" (expire only)
+  uint64_t packets = 0;
+  uint64_t bytes = 0;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -57,6 +72,16 @@ class Engine {
   // plane (the NIC engine reads the kernel's XFRM state); nullopt when the
   // data plane's counters are the SA's.  Throws ov2::Error if reading fails.
   virtual std::optional<SaRuntimeCounters> sa_counters(uint64_t /*handle*/) { return std::nullopt; }
+
+  // Called once the saved state is restored (or skipped) and before any
+  // request is served: an engine that found a crashed run's kernel entries
+  // removes those the restore did not take over.  Never throws.
+  virtual void finish_restore() noexcept {}
+
+  // Kernel SA events: an fd to poll for readability (-1: this engine has
+  // none) and the reader of what arrived (events about SAs it holds only).
+  virtual int kernel_event_fd() const { return -1; }
+  virtual std::vector<KernelSaEvent> read_kernel_events() { return {}; }
 };
 
 // Where engines report problems they cannot throw (delete_sa).

@@ -22,10 +22,56 @@ SaRuntimeCounters counters_from_kernel(const xfrm::SaReadback& state, Direction 
   return c;
 }
 
+std::optional<KernelSaEvent> kernel_sa_event(const xfrm::XfrmSaTable& table, const xfrm::KernelSaMessage& msg) {
+  const auto handle = xfrm::handle_of(table, msg.id);
+  if (!handle) return std::nullopt;
+  KernelSaEvent e;
+  e.handle = *handle;
+  switch (msg.kind) {
+    case xfrm::KernelSaEventKind::SoftExpire:
+      e.kind = KernelSaEvent::Kind::SoftExpire;
+      break;
+    case xfrm::KernelSaEventKind::HardExpire:
+      e.kind = KernelSaEvent::Kind::HardExpire;
+      break;
+    case xfrm::KernelSaEventKind::Deleted:
+      e.kind = KernelSaEvent::Kind::Deleted;
+      break;
+  }
+  e.limit = msg.limit;
+  e.packets = msg.packets;
+  e.bytes = msg.bytes;
+  return e;
+}
+
 NicEngine::NicEngine(const std::string& device, WarningSink warn, xfrm::OffloadKind offload)
     : backend_(xfrm::NicBackendConfig{device, offload, /*skip_capability_check=*/true}),
+      events_(std::make_unique<xfrm::XfrmEventSocket>()),
       device_(device),
       warn_(std::move(warn)) {}
+
+void NicEngine::finish_restore() noexcept {
+  const size_t n = backend_.finish_restore(warn_);
+  if (n != 0 && warn_)
+    warn_("NIC engine: removed " + std::to_string(n) +
+          " kernel XFRM policies that a previous ipsecov2d left behind (it was killed) and the saved state no "
+          "longer has");
+}
+
+std::optional<KernelSaEvent> NicEngine::on_kernel_message(const xfrm::KernelSaMessage& msg) const {
+  return kernel_sa_event(backend_.table(), msg);
+}
+
+std::vector<KernelSaEvent> NicEngine::read_kernel_events() {
+  std::vector<KernelSaEvent> out;
+  bool lost = false;
+  for (const auto& m : events_->read(&lost))
+    if (auto e = on_kernel_message(m)) out.push_back(std::move(*e));
+  if (lost && warn_)
+    warn_("NIC engine: the kernel dropped XFRM expire/SA notifications (socket buffer full); soft or hard expiry "
+          "of a NIC-held SA may have been missed");
+  return out;
+}
 
 NicEngine::~NicEngine() { backend_.remove_all(warn_); }
 
@@ -149,6 +195,21 @@ std::optional<SaRuntimeCounters> AutoEngine::sa_counters(uint64_t handle) {
   const auto it = on_nic_.find(handle);
   if (it == on_nic_.end() || !it->second) return std::nullopt;
   return nic_->sa_counters(handle);
+}
+
+void AutoEngine::finish_restore() noexcept {
+  if (nic_) nic_->finish_restore();
+}
+
+std::vector<KernelSaEvent> AutoEngine::read_kernel_events() {
+  if (!nic_) return {};
+  std::vector<KernelSaEvent> out = nic_->read_kernel_events();
+  // Only SAs still on the NIC (the handle's twin on AF_XDP has its own lifetimes).
+  std::erase_if(out, [&](const KernelSaEvent& e) {
+    const auto it = on_nic_.find(e.handle);
+    return it == on_nic_.end() || !it->second;
+  });
+  return out;
 }
 
 std::string AutoEngine::engine_of(uint64_t handle) const {

@@ -24,6 +24,9 @@ namespace ov2 {
 // with ESN).
 SaRuntimeCounters counters_from_kernel(const xfrm::SaReadback& state, Direction dir);
 
+// The engine's event for a decoded kernel SA message, if `table` holds the SA.
+std::optional<KernelSaEvent> kernel_sa_event(const xfrm::XfrmSaTable& table, const xfrm::KernelSaMessage& msg);
+
 class NicEngine : public Engine {
  public:
   // Opens XFRM for `device` in the current network namespace.  `offload`:
@@ -48,6 +51,17 @@ class NicEngine : public Engine {
   // The kernel's counters of a NIC-held SA; nullopt for other handles.
   std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override;
 
+  // Removes the policies a crashed run left that the restore did not take
+  // over (XfrmNicBackend::finish_restore) and logs how many.
+  void finish_restore() noexcept override;
+  // XFRMNLGRP_EXPIRE / XFRMNLGRP_SA of this namespace (XfrmEventSocket).
+  int kernel_event_fd() const override { return events_ ? events_->fd() : -1; }
+  std::vector<KernelSaEvent> read_kernel_events() override;
+  // The event for one kernel message about an SA this engine holds, or
+  // nullopt (another SA, another message type).  What read_kernel_events
+  // does with each message the socket decoded.
+  std::optional<KernelSaEvent> on_kernel_message(const xfrm::KernelSaMessage& msg) const;
+
   // Whether `sa` could be offloaded to this NIC, and if not, why.
   xfrm::OffloadDecision can_offload(const SaSpec& sa) const { return backend_.can_offload(sa); }
   bool holds(uint64_t handle) const;
@@ -56,6 +70,7 @@ class NicEngine : public Engine {
   void set_spd(Direction dir, const std::vector<CompiledPolicy>& policies);
 
   xfrm::XfrmNicBackend backend_;
+  std::unique_ptr<xfrm::XfrmEventSocket> events_;
   std::string device_;
   WarningSink warn_;
 };
@@ -76,6 +91,9 @@ class AutoEngine : public Engine {
   // "nic" or "afxdp" for an installed handle, "" if unknown.
   std::string engine_of(uint64_t handle) const override;
   std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override;
+  void finish_restore() noexcept override;
+  int kernel_event_fd() const override { return nic_ ? nic_->kernel_event_fd() : -1; }
+  std::vector<KernelSaEvent> read_kernel_events() override;
 
  private:
   Engine& holder(uint64_t handle);

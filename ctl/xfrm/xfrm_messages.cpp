@@ -348,13 +348,45 @@ NetlinkRequest policy_id_request(const XfrmPolicy& p, uint16_t type) {
 NetlinkRequest build_get_policy(const XfrmPolicy& p) { return policy_id_request(p, XFRM_MSG_GETPOLICY); }
 NetlinkRequest build_delete_policy(const XfrmPolicy& p) { return policy_id_request(p, XFRM_MSG_DELPOLICY); }
 
-NetlinkRequest build_new_policy(const XfrmPolicy& p) {
+NetlinkRequest build_dump_policies() {
+  NetlinkRequest req(256);
+  start(req, XFRM_MSG_GETPOLICY, NLM_F_REQUEST | NLM_F_DUMP);
+  put_body<xfrm_userpolicy_info>(req);  // as iproute2 sends it (zeroed)
+  return req;
+}
+
+NetlinkRequest build_delete_policy_by_index(uint32_t index, XfrmPolicyDir dir) {
+  XfrmPolicy p;
+  p.dir = dir;
+  NetlinkRequest req(256);
+  start(req, XFRM_MSG_DELPOLICY, NLM_F_REQUEST | NLM_F_ACK);
+  auto* id = put_body<xfrm_userpolicy_id>(req);
+  id->index = index;
+  id->dir = policy_dir(p);
+  return req;
+}
+
+uint32_t ov2_policy_index(uint32_t id, XfrmPolicyDir dir) {
+  XfrmPolicy p;
+  p.dir = dir;
+  return kOv2PolicyIndexTag | ((id & 0x01FFFFFFu) << 3) | policy_dir(p);
+}
+
+bool is_ov2_policy_index(uint32_t index) { return (index & 0xF0000000u) == kOv2PolicyIndexTag; }
+
+bool same_kernel_key(const XfrmPolicy& a, const XfrmPolicy& b) {
+  return a.dir == b.dir && a.src == b.src && a.dst == b.dst && a.proto == b.proto && a.sport == b.sport &&
+         a.sport_mask == b.sport_mask && a.dport == b.dport && a.dport_mask == b.dport_mask;
+}
+
+NetlinkRequest build_new_policy(const XfrmPolicy& p, bool replace) {
   if (p.src.addr.family != p.dst.addr.family || (p.has_template && (p.tmpl_src.family != p.tmpl_dst.family)))
     fail(ErrorCode::InvalidArgument, "policy selectors or template mix address families");
   if (p.offload_ifindex < 0) fail(ErrorCode::InvalidArgument, "policy offload needs a valid interface index");
   NetlinkRequest req(512);
-  start(req, XFRM_MSG_NEWPOLICY, NLM_F_REQUEST | NLM_F_ACK);
+  start(req, replace ? XFRM_MSG_UPDPOLICY : XFRM_MSG_NEWPOLICY, NLM_F_REQUEST | NLM_F_ACK);
   auto* pol = put_body<xfrm_userpolicy_info>(req);
+  pol->index = p.index;
   pol->sel = policy_selector(p);
   pol->lft.soft_byte_limit = XFRM_INF;
   pol->lft.hard_byte_limit = XFRM_INF;
@@ -482,6 +514,49 @@ PolicyReadback parse_policy(const nlmsghdr* msg) {
   const AttrTable t = parse_attrs(msg, sizeof(xfrm_userpolicy_info), "policy");
   PolicyReadback out;
   read_offload(t.at[XFRMA_OFFLOAD_DEV], out.offload_ifindex, out.offload_flags);
+  xfrm_userpolicy_info pi;
+  std::memcpy(&pi, mnl_nlmsg_get_payload(msg), sizeof(pi));
+  XfrmPolicy& p = out.policy;
+  switch (pi.dir) {
+    case XFRM_POLICY_IN:
+      p.dir = XfrmPolicyDir::In;
+      break;
+    case XFRM_POLICY_FWD:
+      p.dir = XfrmPolicyDir::Fwd;
+      break;
+    case XFRM_POLICY_OUT:
+      p.dir = XfrmPolicyDir::Out;
+      break;
+    default:  // socket policies (dir 3..5) are never dumped; keep them apart anyway
+      p.dir = XfrmPolicyDir::Out;
+      out.main_type = false;
+      break;
+  }
+  const uint16_t af = pi.sel.family == AF_INET6 ? AF_INET6 : AF_INET;
+  p.src = IpPrefix{ip_addr(pi.sel.saddr, af), pi.sel.prefixlen_s};
+  p.dst = IpPrefix{ip_addr(pi.sel.daddr, af), pi.sel.prefixlen_d};
+  p.proto = pi.sel.proto;
+  p.sport = ntohs(pi.sel.sport);
+  p.sport_mask = ntohs(pi.sel.sport_mask);
+  p.dport = ntohs(pi.sel.dport);
+  p.dport_mask = ntohs(pi.sel.dport_mask);
+  p.priority = pi.priority;
+  p.block = pi.action == XFRM_POLICY_BLOCK;
+  p.index = pi.index;
+  if (const nlattr* tm = t.at[XFRMA_TMPL]; tm && mnl_attr_get_payload_len(tm) >= sizeof(xfrm_user_tmpl)) {
+    xfrm_user_tmpl tmpl;
+    std::memcpy(&tmpl, mnl_attr_get_payload(tm), sizeof(tmpl));
+    p.has_template = true;
+    p.tmpl_src = ip_addr(tmpl.saddr, tmpl.family);
+    p.tmpl_dst = ip_addr(tmpl.id.daddr, tmpl.family);
+    p.reqid = tmpl.reqid;
+    p.mode = tmpl.mode == XFRM_MODE_TRANSPORT ? Mode::Transport : Mode::Tunnel;
+  }
+  if (const nlattr* ty = t.at[XFRMA_POLICY_TYPE]; ty && mnl_attr_get_payload_len(ty) >= sizeof(xfrm_userpolicy_type)) {
+    xfrm_userpolicy_type type;
+    std::memcpy(&type, mnl_attr_get_payload(ty), sizeof(type));
+    if (type.type != XFRM_POLICY_TYPE_MAIN) out.main_type = false;
+  }
   return out;
 }
 
@@ -499,6 +574,56 @@ AeReadback parse_ae(const nlmsghdr* msg) {
     out.packets = cur.packets;
   }
   return out;
+}
+
+namespace {
+// Which lifetime ran out, from the SA's counters and limits (the kernel does not say).
+std::string expired_limit(const xfrm_usersa_info& si, bool hard) {
+  const uint64_t packets = hard ? si.lft.hard_packet_limit : si.lft.soft_packet_limit;
+  const uint64_t bytes = hard ? si.lft.hard_byte_limit : si.lft.soft_byte_limit;
+  if (packets != XFRM_INF && si.curlft.packets >= packets) return "packets";
+  if (bytes != XFRM_INF && si.curlft.bytes >= bytes) return "bytes";
+  return "seconds";
+}
+}  // namespace
+
+std::optional<KernelSaMessage> parse_kernel_sa_event(const nlmsghdr* msg) {
+  KernelSaMessage out;
+  if (msg->nlmsg_type == XFRM_MSG_EXPIRE) {
+    parse_attrs(msg, sizeof(xfrm_user_expire), "SA expire");
+    xfrm_user_expire ue;
+    std::memcpy(&ue, mnl_nlmsg_get_payload(msg), sizeof(ue));
+    const xfrm_usersa_info& si = ue.state;
+    out.kind = ue.hard ? KernelSaEventKind::HardExpire : KernelSaEventKind::SoftExpire;
+    out.id = SaId{ip_addr(si.id.daddr, si.family), ip_addr(si.saddr, si.family), ntohl(si.id.spi), si.id.proto};
+    out.reqid = si.reqid;
+    out.packets = si.curlft.packets;
+    out.bytes = si.curlft.bytes;
+    out.limit = expired_limit(si, ue.hard != 0);
+    return out;
+  }
+  if (msg->nlmsg_type == XFRM_MSG_DELSA) {
+    const AttrTable t = parse_attrs(msg, sizeof(xfrm_usersa_id), "SA delete");
+    xfrm_usersa_id id;
+    std::memcpy(&id, mnl_nlmsg_get_payload(msg), sizeof(id));
+    out.kind = KernelSaEventKind::Deleted;
+    out.id = SaId{ip_addr(id.daddr, id.family), IpAddr{}, ntohl(id.spi), id.proto};
+    out.id.src.family = out.id.dst.family;
+    if (const nlattr* sa = t.at[XFRMA_SA]; sa && mnl_attr_get_payload_len(sa) >= sizeof(xfrm_usersa_info)) {
+      xfrm_usersa_info si;
+      std::memcpy(&si, mnl_attr_get_payload(sa), sizeof(si));
+      out.id.src = ip_addr(si.saddr, si.family);
+      out.reqid = si.reqid;
+      out.packets = si.curlft.packets;
+      out.bytes = si.curlft.bytes;
+    } else if (const nlattr* src = t.at[XFRMA_SRCADDR]; src && mnl_attr_get_payload_len(src) >= sizeof(xfrm_address_t)) {
+      xfrm_address_t a;
+      std::memcpy(&a, mnl_attr_get_payload(src), sizeof(a));
+      out.id.src = ip_addr(a, id.family);
+    }
+    return out;
+  }
+  return std::nullopt;
 }
 
 }  // namespace ov2::xfrm

@@ -140,13 +140,39 @@ struct XfrmPolicy {
   uint32_t reqid = 0;
   Mode mode = Mode::Tunnel;
   int offload_ifindex = 0;  // packet offload device; 0 = none
+  // The kernel's policy index (`ip -s xfrm policy` shows it; 0: the kernel
+  // picks one).  ipsecov2 asks for ov2_policy_index(): that is how its
+  // entries are told apart from everybody else's after a crash.
+  uint32_t index = 0;
   bool operator==(const XfrmPolicy&) const = default;
 };
+
+// The index ipsecov2 gives the kernel entry of its policy `id` in direction
+// `dir`: kOv2PolicyIndexTag in the top four bits, the id's low 25 bits, the
+// kernel's direction in the low three (the kernel looks an index up in the
+// direction index & 7).  The kernel takes a requested index when it is free
+// and keeps it on XFRM_MSG_UPDPOLICY; the indexes it generates itself count
+// up from 8 in steps of 8, so they reach the tag only after ~370 million
+// policy insertions in one network namespace.
+inline constexpr uint32_t kOv2PolicyIndexTag = 0xB0000000u;
+uint32_t ov2_policy_index(uint32_t id, XfrmPolicyDir dir);
+// Whether a kernel policy index carries ipsecov2's tag.
+bool is_ov2_policy_index(uint32_t index);
+// Same kernel key: direction and selector (the kernel keeps at most one
+// policy per key; mark and if_id are always 0 here).
+bool same_kernel_key(const XfrmPolicy& a, const XfrmPolicy& b);
 // "outbound policy 10.1.0.0/24 -> 10.2.0.0/24" (for messages).
 std::string describe_policy(const XfrmPolicy& p);
 // XFRM_MSG_NEWPOLICY: xfrm_userpolicy_info, then XFRMA_TMPL (if
-// has_template), then XFRMA_OFFLOAD_DEV (if offload_ifindex).
-NetlinkRequest build_new_policy(const XfrmPolicy& policy);
+// has_template), then XFRMA_OFFLOAD_DEV (if offload_ifindex).  `replace`:
+// XFRM_MSG_UPDPOLICY instead (replaces the entry with the same key in place,
+// keeping its index; adds it when there is none).
+NetlinkRequest build_new_policy(const XfrmPolicy& policy, bool replace = false);
+// XFRM_MSG_GETPOLICY with NLM_F_DUMP: every policy of the namespace (the
+// replies are XFRM_MSG_NEWPOLICY, parse_policy).
+NetlinkRequest build_dump_policies();
+// XFRM_MSG_DELPOLICY by index and direction (`ip xfrm policy delete index N dir D`).
+NetlinkRequest build_delete_policy_by_index(uint32_t index, XfrmPolicyDir dir);
 // XFRM_MSG_GETPOLICY / XFRM_MSG_DELPOLICY by selector and direction (the
 // kernel's key of a policy; at most one per selector and direction).
 NetlinkRequest build_get_policy(const XfrmPolicy& policy);
@@ -164,6 +190,10 @@ std::optional<PortMask> port_mask_of(uint16_t lo, uint16_t hi);
 struct PolicyReadback {
   std::optional<int> offload_ifindex;  // present iff the kernel kept the offload
   uint8_t offload_flags = 0;
+  // The entry as the kernel holds it: direction, selector, priority, action,
+  // index and the first template (offload_ifindex is left 0).
+  XfrmPolicy policy;
+  bool main_type = true;  // XFRM_POLICY_TYPE_MAIN (not a sub policy)
 };
 // Parses an XFRM_MSG_NEWPOLICY (GETPOLICY reply).  Throws ov2::Error(Kernel) if malformed.
 PolicyReadback parse_policy(const nlmsghdr* msg);
@@ -200,5 +230,28 @@ struct AeReadback {
 };
 // Parses an XFRM_MSG_NEWAE (GETAE reply).  Throws ov2::Error(Kernel) if malformed.
 AeReadback parse_ae(const nlmsghdr* msg);
+
+// What the kernel tells XFRMNLGRP_EXPIRE / XFRMNLGRP_SA listeners about an SA.
+enum class KernelSaEventKind : uint8_t {
+  SoftExpire,  // XFRM_MSG_EXPIRE hard=0: a soft lifetime ran out (rekey now)
+  HardExpire,  // XFRM_MSG_EXPIRE hard=1: the kernel deleted the SA
+  Deleted,     // XFRM_MSG_DELSA: someone deleted the SA (ip xfrm state del/flush)
+};
+struct KernelSaMessage {
+  KernelSaEventKind kind = KernelSaEventKind::SoftExpire;
+  SaId id;
+  uint32_t reqid = 0;
+  uint64_t packets = 0;  // curlft at the event (EXPIRE, or DELSA with XFRMA_SA)
+  uint64_t bytes = 0;
+  // Expire: which limit ran out, "packets", "bytes" or "seconds" (the kernel
+  // does not say; packets/bytes when the counter reached that limit, else
+  // the time).  Empty for Deleted.
+  std::string limit;
+};
+// Decodes an XFRM_MSG_EXPIRE (struct xfrm_user_expire) or an XFRM_MSG_DELSA
+// notification (struct xfrm_usersa_id, the source address from XFRMA_SA or
+// XFRMA_SRCADDR).  nullopt for every other message type (the SA group also
+// carries NEWSA/UPDSA/FLUSHSA).  Throws ov2::Error(Kernel) if truncated.
+std::optional<KernelSaMessage> parse_kernel_sa_event(const nlmsghdr* msg);
 
 }  // namespace ov2::xfrm

@@ -1,5 +1,7 @@
 #include "xfrm/xfrm_nic_backend.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 
 namespace ov2::xfrm {
@@ -10,6 +12,29 @@ XfrmNicBackend::XfrmNicBackend(NicBackendConfig config)
       socket_(std::make_unique<XfrmSocket>()) {
   if (config_.offload == OffloadKind::None)
     fail(ErrorCode::InvalidArgument, "the NIC engine needs an offload mode (crypto or packet)");
+  for (const XfrmPolicy& p : socket_->dump_policies())
+    if (is_ov2_policy_index(p.index)) leftovers_.push_back(p);
+}
+
+std::optional<uint64_t> handle_of(const XfrmSaTable& table, const SaId& id) {
+  for (Direction dir : {Direction::Out, Direction::In})
+    if (auto h = table.find(XfrmSaKey{id.spi, id.dst, id.proto, dir})) return h;
+  return std::nullopt;
+}
+
+size_t XfrmNicBackend::finish_restore(const std::function<void(const std::string&)>& warn) noexcept {
+  restoring_ = false;
+  const size_t n = leftovers_.size();
+  for (const XfrmPolicy& p : leftovers_) {
+    try {
+      socket_->delete_policy_by_index(p.index, p.dir);
+    } catch (const Error& err) {
+      if (err.code() != ErrorCode::NotFound && warn)
+        warn(std::string("NIC engine: removing a policy a previous run left: ") + err.what());
+    }
+  }
+  leftovers_.clear();
+  return n;
 }
 
 XfrmNicBackend::~XfrmNicBackend() { remove_all(nullptr); }
@@ -46,7 +71,15 @@ void XfrmNicBackend::add_sa(uint64_t handle, const SaSpec& sa, uint32_t reqid) {
   options.reqid = entry.reqid;
   options.offload = config_.offload;
   options.ifindex = features_.ifindex;
-  socket_->add_sa(sa, options, config_.device);  // throws; removes a half-installed SA itself
+  try {
+    socket_->add_sa(sa, options, config_.device);  // throws; removes a half-installed SA itself
+  } catch (const Error& e) {
+    // Restoring after a crash: the saved state says this SA was ours, and
+    // the kernel still has it.  Its keys cannot change in place: replace it.
+    if (!restoring_ || e.code() != ErrorCode::Exists) throw;
+    socket_->delete_sa(entry.id());
+    socket_->add_sa(sa, options, config_.device);
+  }
   table_.insert(handle, entry);
 }
 
@@ -100,6 +133,7 @@ std::vector<XfrmPolicy> kernel_policies_of(uint32_t id, const PolicySpec& spec, 
   p.dport_mask = dport.mask;
   p.priority = spec.priority;
   p.block = spec.action == PolicyAction::Discard;
+  p.index = ov2_policy_index(id, p.dir);
   if (spec.action != PolicyAction::Protect) return {p};
 
   if (!sa)
@@ -118,6 +152,7 @@ std::vector<XfrmPolicy> kernel_policies_of(uint32_t id, const PolicySpec& spec, 
   if (spec.dir == Direction::In && sa->mode == Mode::Tunnel) {
     XfrmPolicy fwd = p;
     fwd.dir = XfrmPolicyDir::Fwd;
+    fwd.index = ov2_policy_index(id, fwd.dir);
     out.push_back(fwd);
   }
   return out;
@@ -158,7 +193,11 @@ void XfrmNicBackend::replace_policies(Direction dir, const std::vector<std::pair
     std::vector<XfrmPolicy> done;
     try {
       for (const auto& e : entries) {
-        socket_->add_policy(e, config_.device);
+        // A crashed run's entry with the same key is replaced in place.
+        const auto left = std::find_if(leftovers_.begin(), leftovers_.end(),
+                                       [&](const XfrmPolicy& l) { return same_kernel_key(l, e); });
+        socket_->add_policy(e, config_.device, /*replace=*/left != leftovers_.end());
+        if (left != leftovers_.end()) leftovers_.erase(left);
         done.push_back(e);
       }
     } catch (const Error& err) {

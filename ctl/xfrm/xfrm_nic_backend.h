@@ -20,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,15 +48,30 @@ struct NicBackendConfig {
 // template, discard -> block.  An inbound tunnel-mode protect policy also
 // gets its fwd twin, as strongSwan installs.  A packet-offloaded SA puts
 // XFRMA_OFFLOAD_DEV on its protect entries.  `sa` is needed for protect only.
+// Every entry asks for the index ov2_policy_index(id, its direction).
 // Throws ov2::Error (NotFound: protect without an SA on the NIC; Unsupported:
 // a port range the kernel's port/mask selector cannot say).  Pure.
 std::vector<XfrmPolicy> kernel_policies_of(uint32_t id, const PolicySpec& spec, const XfrmSaEntry* sa);
+
+// The handle of the SA a kernel event is about (by SPI, destination and
+// protocol, either direction), if `table` holds it.
+std::optional<uint64_t> handle_of(const XfrmSaTable& table, const SaId& id);
 
 class XfrmNicBackend {
  public:
   // Opens the XFRM socket and reads the device's ESP features, in the
   // calling thread's network namespace.  Throws ov2::Error (NotFound for an
   // unknown device).
+  //
+  // Restart after a crash (SIGKILL: remove_all never ran): the kernel
+  // policies carrying ipsecov2's index tag (ov2_policy_index) are read here
+  // and kept as leftovers.  Until finish_restore(), replace_policies
+  // replaces a leftover with the same kernel key in place
+  // (XFRM_MSG_UPDPOLICY: no moment without the policy) instead of failing
+  // with "exists", and add_sa replaces an SA the kernel already has under the
+  // same SPI and destination (delete, then add: the kernel cannot change an
+  // SA's keys in place).  finish_restore() then removes the leftovers the
+  // restored state did not name.  Policies without the tag are never touched.
   explicit XfrmNicBackend(NicBackendConfig config);
   // Removes what is still installed (remove_all).
   ~XfrmNicBackend();
@@ -88,6 +104,13 @@ class XfrmNicBackend {
   // The handle table (for listings and tests).
   const XfrmSaTable& table() const { return table_; }
 
+  // Ends the restart recovery (see the constructor): removes the leftover
+  // policies no restored policy replaced and returns how many there were.
+  // Never throws; problems go to `warn`.
+  size_t finish_restore(const std::function<void(const std::string&)>& warn) noexcept;
+  // The tagged kernel policies found at start and not (yet) replaced.
+  const std::vector<XfrmPolicy>& leftovers() const { return leftovers_; }
+
   // Makes the kernel's SPD hold exactly `wanted` for ipsecov2 direction `dir`
   // (policy id -> spec; a policy keeps its entries while its id stays;
   // translated with kernel_policies_of and this backend's SA table).  All
@@ -111,6 +134,8 @@ class XfrmNicBackend {
   XfrmSaTable table_;
   // ipsecov2 policy id -> its kernel entries, per ipsecov2 direction (0 in, 1 out).
   std::map<uint32_t, std::vector<XfrmPolicy>> policies_[2];
+  std::vector<XfrmPolicy> leftovers_;  // a crashed run's tagged policies (until finish_restore)
+  bool restoring_ = true;
 };
 
 }  // namespace ov2::xfrm

@@ -38,6 +38,8 @@ const char* op_object(XfrmOperation op) {
       return "updating the SA's ESN high-order bits";
     case XfrmOperation::AddPolicy:
       return "the offload policy";
+    case XfrmOperation::GetPolicy:
+      return "reading the policies";
     case XfrmOperation::DeletePolicy:
       return "deleting the policy";
   }
@@ -314,8 +316,8 @@ void XfrmSocket::set_esn_high_bits(const SaId& id, uint32_t reqid, Direction dir
   transact(req, RequestContext{XfrmOperation::UpdateReplayState, describe_sa(id), {}, {}});
 }
 
-void XfrmSocket::add_policy(const XfrmPolicy& policy, std::string_view device_name) {
-  NetlinkRequest req = build_new_policy(policy);
+void XfrmSocket::add_policy(const XfrmPolicy& policy, std::string_view device_name, bool replace) {
+  NetlinkRequest req = build_new_policy(policy, replace);
   transact(req, RequestContext{XfrmOperation::AddPolicy,
                                describe_policy(policy),
                                policy.offload_ifindex ? std::string(device_name) : std::string(),
@@ -341,6 +343,75 @@ void XfrmSocket::add_policy(const XfrmPolicy& policy, std::string_view device_na
 void XfrmSocket::delete_policy(const XfrmPolicy& policy) {
   NetlinkRequest req = build_delete_policy(policy);
   transact(req, RequestContext{XfrmOperation::DeletePolicy, describe_policy(policy), {}, {}});
+}
+
+void XfrmSocket::delete_policy_by_index(uint32_t index, XfrmPolicyDir dir) {
+  NetlinkRequest req = build_delete_policy_by_index(index, dir);
+  transact(req, RequestContext{XfrmOperation::DeletePolicy,
+                               std::string(to_string(dir)) + " policy with index " + std::to_string(index), {}, {}});
+}
+
+std::vector<XfrmPolicy> XfrmSocket::dump_policies() {
+  NetlinkRequest req = build_dump_policies();
+  const auto replies = transact(req, RequestContext{XfrmOperation::GetPolicy, "the kernel's policies", {}, {}});
+  std::vector<XfrmPolicy> out;
+  for (const auto& r : replies) {
+    const auto* m = reinterpret_cast<const nlmsghdr*>(r.data());
+    if (m->nlmsg_type != XFRM_MSG_NEWPOLICY) continue;
+    PolicyReadback back = parse_policy(m);
+    if (back.main_type) out.push_back(back.policy);
+  }
+  return out;
+}
+
+XfrmEventSocket::XfrmEventSocket() {
+  nl_ = mnl_socket_open2(NETLINK_XFRM, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (!nl_)
+    fail(ErrorCode::Kernel, std::string("cannot open an XFRM netlink socket for expire events: ") + std::strerror(errno));
+  const int fail_errno = [&] {
+    if (mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0) return errno;
+    for (int group : {XFRMNLGRP_EXPIRE, XFRMNLGRP_SA})
+      if (mnl_socket_setsockopt(nl_, NETLINK_ADD_MEMBERSHIP, &group, sizeof(group)) < 0) return errno;
+    return 0;
+  }();
+  if (fail_errno != 0) {
+    mnl_socket_close(nl_);
+    nl_ = nullptr;
+    fail(ErrorCode::Kernel, std::string("cannot subscribe to the kernel's XFRM expire and SA events: ") +
+                                std::strerror(fail_errno) +
+                                (fail_errno == EPERM ? " (needs CAP_NET_ADMIN in this network namespace)" : ""));
+  }
+}
+
+XfrmEventSocket::~XfrmEventSocket() {
+  if (nl_) mnl_socket_close(nl_);
+}
+
+int XfrmEventSocket::fd() const { return mnl_socket_get_fd(nl_); }
+
+std::vector<KernelSaMessage> XfrmEventSocket::read(bool* lost) {
+  std::vector<KernelSaMessage> out;
+  struct WipedBuffer {  // NEWSA notifications of other processes carry keys
+    std::vector<uint8_t> bytes = std::vector<uint8_t>(MNL_SOCKET_BUFFER_SIZE * 4);
+    ~WipedBuffer() { OPENSSL_cleanse(bytes.data(), bytes.size()); }
+  } wiped;
+  for (;;) {
+    const ssize_t n = mnl_socket_recvfrom(nl_, wiped.bytes.data(), wiped.bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == ENOBUFS && lost) *lost = true;
+      if (errno == ENOBUFS) continue;
+      return out;  // EAGAIN: all read
+    }
+    int len = static_cast<int>(n);
+    for (auto* m = reinterpret_cast<const nlmsghdr*>(wiped.bytes.data()); mnl_nlmsg_ok(m, len);
+         m = mnl_nlmsg_next(m, &len)) {
+      try {
+        if (auto e = parse_kernel_sa_event(m)) out.push_back(std::move(*e));
+      } catch (const Error&) {  // truncated: not ours to repair
+      }
+    }
+  }
 }
 
 }  // namespace ov2::xfrm

@@ -22,7 +22,8 @@ enum class XfrmOperation : uint8_t {
   GetReplayState,
   UpdateReplayState,
   AddPolicy,
-  DeletePolicy
+  DeletePolicy,
+  GetPolicy
 };
 
 // What a request was about, for the error message (no keys here).
@@ -77,10 +78,15 @@ class XfrmSocket {
   // (offload_ifindex != 0) reads it back; if the kernel dropped the offload
   // (it does so silently without CONFIG_XFRM_OFFLOAD) the policy is deleted
   // again and this throws ov2::Error(Unsupported) "device D cannot offload
-  // this policy: ...".  `device_name` is only for messages.
-  void add_policy(const XfrmPolicy& policy, std::string_view device_name);
+  // this policy: ...".  `device_name` is only for messages.  `replace`:
+  // XFRM_MSG_UPDPOLICY (replaces the entry with the same key in place).
+  void add_policy(const XfrmPolicy& policy, std::string_view device_name, bool replace = false);
   // Deletes a policy (XFRM_MSG_DELPOLICY by selector and direction).
   void delete_policy(const XfrmPolicy& policy);
+  // Deletes a policy by its index and direction.
+  void delete_policy_by_index(uint32_t index, XfrmPolicyDir dir);
+  // Every main-type policy of the namespace, as the kernel holds it.
+  std::vector<XfrmPolicy> dump_policies();
 
  private:
   // Rollback after a failed add; errors here would hide the real one.
@@ -90,6 +96,31 @@ class XfrmSocket {
   mnl_socket* nl_ = nullptr;
   uint32_t port_id_ = 0;
   uint32_t seq_ = 0;
+};
+
+// A NETLINK_XFRM socket subscribed to XFRMNLGRP_EXPIRE (soft and hard SA
+// expiry) and XFRMNLGRP_SA (SA changes, for SAs deleted by someone else), in
+// the caller's network namespace.  Non-blocking: poll fd(), then read().
+// The SA group also carries other processes' NEWSA notifications with their
+// keys: the receive buffer is wiped after each read and nothing but what
+// parse_kernel_sa_event keeps leaves it.
+class XfrmEventSocket {
+ public:
+  // Throws ov2::Error(Kernel) in plain words (no XFRM, no CAP_NET_ADMIN).
+  XfrmEventSocket();
+  ~XfrmEventSocket();
+  XfrmEventSocket(const XfrmEventSocket&) = delete;
+  XfrmEventSocket& operator=(const XfrmEventSocket&) = delete;
+
+  int fd() const;
+  // Reads every queued message and returns the SA events among them
+  // (parse_kernel_sa_event).  Malformed messages are skipped.  When the
+  // kernel dropped messages (ENOBUFS: the socket buffer overflowed),
+  // `*lost` is set.
+  std::vector<KernelSaMessage> read(bool* lost = nullptr);
+
+ private:
+  mnl_socket* nl_ = nullptr;
 };
 
 }  // namespace ov2::xfrm

@@ -5,7 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "common/error.h"
 
@@ -168,6 +170,49 @@ TEST(DaemonConfig, ReloadSeparatesLiveKeysFromRestartKeys) {
   const auto none = plan_reload(a, a);
   EXPECT_TRUE(none.applied.empty());
   EXPECT_TRUE(none.restart_required.empty());
+}
+
+TEST(DaemonConfig, GroupMtuAndPrometheusListenerAreAppliedOnReload) {
+  DaemonConfig a, b;
+  b.socket_group = "adm";
+  b.offload_mtu = 1400;
+  b.prometheus_listen = "127.0.0.1:9781";
+  const auto plan = plan_reload(a, b);
+  EXPECT_EQ(plan.applied,
+            (std::vector<std::string>{"control.group", "offload_device.mtu", "stats.prometheus_listen"}));
+  EXPECT_TRUE(plan.restart_required.empty());
+}
+
+// The shipped file says "(reload" in the comment above exactly the keys a
+// reload applies (plan_reload's live keys), and nowhere else.
+TEST(DaemonConfig, ShippedCommentsMarkExactlyTheKeysAReloadApplies) {
+  DaemonConfig a, b;
+  b.log_level = LogLevel::Debug;
+  b.socket_group = "adm";
+  b.offload_mtu = 1400;
+  b.verdict_mark = 1;
+  b.sa_delete_req = SaDeleteReqPolicy::Notify;
+  b.prometheus_listen = "127.0.0.1:9781";
+  const auto live = plan_reload(a, b).applied;
+  ASSERT_EQ(live.size(), 6u);
+  std::istringstream in(default_config_text());
+  std::string section, comment;
+  std::vector<std::string> marked;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("[", 0) == 0) {
+      section = line.substr(1, line.find(']') - 1);
+      comment.clear();
+    } else if (line.rfind("#", 0) == 0) {
+      comment += line;
+    } else if (const auto eq = line.find(" = "); eq != std::string::npos) {
+      if (comment.find("(reload") != std::string::npos) marked.push_back(section + "." + line.substr(0, eq));
+      comment.clear();
+    }
+  }
+  std::sort(marked.begin(), marked.end());
+  std::vector<std::string> expected = live;
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(marked, expected);
 }
 
 }  // namespace

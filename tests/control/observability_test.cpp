@@ -159,6 +159,65 @@ TEST_F(DeleteReqFixture, NotifyPolicyRaisesTheEventOnceAndDeletesNothing) {
   EXPECT_FALSE(events[0].contains("policies"));
 }
 
+// The NIC engine's kernel SA events (decoded from XFRM expire/delete
+// notifications, tests/xfrm/kernel_events_test.cpp) as the daemon hands them over.
+TEST_F(DeleteReqFixture, KernelSoftExpireRaisesSoftExpiredAndDeletesNothing) {
+  make(true);
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  events.clear();
+  obs->on_kernel_sa_event({out, KernelSaEvent::Kind::SoftExpire, "packets", 1000, 150000});
+  EXPECT_EQ(plane.sas().size(), 1u);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(out));
+  EXPECT_EQ(events[0].at("dir"), "out");
+  EXPECT_EQ(events[0].at("spi"), handle_to_string(0x1001));
+  EXPECT_EQ(events[0].at("limit"), "packets");
+  EXPECT_EQ(events[0].at("packets"), 1000);
+  EXPECT_EQ(events[0].at("bytes"), 150000);
+  EXPECT_EQ(events[0].at("source"), "kernel");
+}
+
+TEST_F(DeleteReqFixture, KernelHardExpireDeletesTheSaItsTwinAndPoliciesLikeTheWorkersHardExpiry) {
+  make(true);
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  const uint32_t pol = plane.add_policy(protect(Direction::Out, out, "10.1.0.0/24", "10.2.0.0/24"));
+  events.clear();
+  obs->on_kernel_sa_event({out, KernelSaEvent::Kind::HardExpire, "seconds", 5, 500});
+  obs->on_kernel_sa_event({out, KernelSaEvent::Kind::HardExpire, "seconds", 5, 500});  // again: nothing more
+  EXPECT_EQ(plane.sas().size(), 0u);
+  EXPECT_EQ(plane.spd().find(pol), nullptr);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("hard-expired", "sa-delete-req", "policy-deleted", "sa-deleted",
+                                              "sa-deleted"));
+  EXPECT_EQ(events[0].at("limit"), "seconds");
+  EXPECT_EQ(events[1].at("source"), "kernel-expired");
+  EXPECT_EQ(events[1].at("matching"), handle_to_string(in));
+  EXPECT_EQ(events[3].at("reason"), "expired");
+}
+
+TEST_F(DeleteReqFixture, AnSaDeletedFromTheKernelByOthersGoesAndUnknownHandlesAreIgnored) {
+  make(true);
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
+  events.clear();
+  obs->on_kernel_sa_event({in + 1000, KernelSaEvent::Kind::HardExpire, "packets", 0, 0});
+  EXPECT_TRUE(events.empty());
+  obs->on_kernel_sa_event({in, KernelSaEvent::Kind::Deleted, "", 3, 300});
+  EXPECT_EQ(plane.sas().size(), 0u);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("sa-delete-req", "sa-deleted"));
+  EXPECT_EQ(events[0].at("source"), "kernel-deleted");
+}
+
+TEST_F(DeleteReqFixture, UnderTheNotifyPolicyAKernelHardExpireIsReportedNotActedOn) {
+  make(false);
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
+  events.clear();
+  obs->on_kernel_sa_event({out, KernelSaEvent::Kind::HardExpire, "bytes", 1, 1 << 20});
+  EXPECT_EQ(plane.sas().size(), 1u);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("hard-expired", "sa-delete-req"));
+  EXPECT_EQ(events[1].at("action"), "notify");
+}
+
 TEST(EventBus, HumanLineStartsWithTimeEventAndHandle) {
   const json e = {
       {"time", "2026-11-25T16:40:01Z"}, {"event", "sa-deleted"}, {"handle", "0x2000001"}, {"reason", "sa-delete-req"}};

@@ -628,8 +628,11 @@ TEST_P(Iproute2PolicyParity, TranslatedPolicyRequestsEqualIproute2PolicyAdd) {
   const auto ours = kernel_policies_of(7, c.make_policy(), sa ? &*sa : nullptr);
   ASSERT_EQ(ours.size(), c.ip_lines.size());
   for (size_t i = 0; i < ours.size(); ++i) {
-    SCOPED_TRACE(c.ip_lines[i]);
-    auto expected = capture_iproute2(*ns_, c.ip_lines[i]);
+    // Every entry asks for ipsecov2's tagged index (how a restart after a crash knows its own entries).
+    EXPECT_EQ(ours[i].index, ov2_policy_index(7, ours[i].dir));
+    const std::string line = c.ip_lines[i] + " index " + std::to_string(ours[i].index);
+    SCOPED_TRACE(line);
+    auto expected = capture_iproute2(*ns_, line);
     ASSERT_FALSE(expected.empty());
     if (c.packet_offload) expected = with_packet_offload(expected, ifindex);
     expect_same_request(expected, build_new_policy(ours[i]).bytes());

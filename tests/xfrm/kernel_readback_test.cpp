@@ -17,46 +17,12 @@
 
 #include "common/error.h"
 #include "engine/nic_engine.h"
+#include "xfrm/kernel_shaped.h"
 #include "xfrm/netlink_decoder.h"
 #include "xfrm/xfrm_messages.h"
 
 namespace ov2::xfrm::test {
 namespace {
-
-template <typename T>
-std::span<const uint8_t> bytes_of(const T& v) {
-  return {reinterpret_cast<const uint8_t*>(&v), sizeof(T)};
-}
-
-// nlmsghdr + body, as the kernel starts a reply (nlmsg_put with the body size).
-template <typename Body>
-std::vector<uint8_t> kernel_message(uint16_t type, const Body& body) {
-  std::vector<uint8_t> msg(NLMSG_LENGTH(sizeof(Body)), 0);
-  auto* h = reinterpret_cast<nlmsghdr*>(msg.data());
-  h->nlmsg_len = static_cast<uint32_t>(msg.size());
-  h->nlmsg_type = type;
-  h->nlmsg_seq = 77;
-  h->nlmsg_pid = 4242;
-  std::memcpy(NLMSG_DATA(h), &body, sizeof(Body));
-  return msg;
-}
-
-xfrm_usersa_info state_body(uint8_t af, const char* src, const char* dst, uint32_t spi) {
-  xfrm_usersa_info si{};
-  const IpAddr s = IpAddr::parse(src), d = IpAddr::parse(dst);
-  std::memcpy(&si.id.daddr, d.bytes.data(), d.size());
-  std::memcpy(&si.saddr, s.bytes.data(), s.size());
-  si.id.spi = htonl(spi);
-  si.id.proto = IPPROTO_ESP;
-  si.family = af;
-  si.mode = XFRM_MODE_TUNNEL;
-  si.reqid = 9;
-  si.lft.soft_byte_limit = si.lft.hard_byte_limit = XFRM_INF;
-  si.lft.soft_packet_limit = si.lft.hard_packet_limit = XFRM_INF;
-  si.curlft.add_time = 1764730000;
-  si.curlft.use_time = 1764730005;
-  return si;
-}
 
 // The AEAD attribute the kernel echoes (with the key: the parser must ignore it).
 std::vector<uint8_t> aead_attr() {
