@@ -142,8 +142,9 @@ class DataplaneE2E : public ::testing::Test {
       o.cpus = cpus();
       ep->dp = std::make_unique<Dataplane>(o);
       ep->dp->start();
-      // Routes into ov2 carry the route MTU (offload_device.h).
-      const std::string mtu = " mtu " + std::to_string(ep->dp->device().route_mtu());
+      // Routes into ov2 carry the route MTU (offload_device.h), unless the
+      // test leaves it to path MTU discovery through the tunnel.
+      const std::string mtu = route_mtu_ ? " mtu " + std::to_string(ep->dp->device().route_mtu()) : "";
       must("ip -n " + ep->ns->name() + " route add " + ep->peer_inner_net + " dev ov2 src " + ep->inner_ip + mtu);
       must("ip -n " + ep->ns->name() + " route add " + ep->peer_inner_net6 + " dev ov2 src " + ep->inner_ip6 + mtu);
     }
@@ -339,6 +340,7 @@ class DataplaneE2E : public ::testing::Test {
   std::unique_ptr<Child> capture_;
   std::string pcap_;
   std::string tshark_raw_;  // for failure messages
+  bool route_mtu_ = true;   // false: routes into ov2 without `mtu` (path MTU discovery)
 };
 
 // Every non-zero counter, for failure messages.
@@ -1152,6 +1154,150 @@ TEST_F(DataplaneE2E, RemovedSaStopsTrafficAndUnknownHandleIsCounted) {
   EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q " + b_.inner_ip + " >/dev/null")), 0);
   // The old handle's slot now belongs to the new SA: the stale handle stays unknown.
   EXPECT_THROW(a_.dp->sa_counters(ab_.out_handle), Error);
+}
+
+}  // namespace
+}  // namespace ov2
+
+namespace ov2 {
+namespace {
+
+// Path MTU through the tunnel (esp/path_mtu.h): routes into ov2 carry no
+// `mtu`; ov2 takes 1500-byte packets; the worker answers what would not fit
+// the wire after ESP.  AES-GCM-128 tunnel over IPv4, wire MTU 1500:
+// 1500 - outer IPv4 20 - ESP header 8 - IV 8 - ICV 16 = 1448 bytes for
+// payload + padding + 2, a multiple of 4: the largest inner packet is 1446.
+constexpr int kTunnelPmtu = 1446;
+
+class DataplanePmtuE2E : public DataplaneE2E {
+ protected:
+  void SetUp() override {
+    route_mtu_ = false;
+    DataplaneE2E::SetUp();
+  }
+  uint64_t worker(Endpoint& ep, WorkerCounter c) { return ep.dp->counters().worker_count(c); }
+  // The capture holds ESP only, every ICV good, nothing above the wire MTU.
+  void expect_wire_only_esp_within_mtu(uint64_t at_least) {
+    WireSummary w = summarize();
+    EXPECT_GE(w.esp_good[ab_.out.spi], at_least) << tshark_raw_;
+    EXPECT_EQ(w.esp_bad_or_unchecked, 0u) << tshark_raw_;
+    EXPECT_LE(w.max_frame, 14u + 1500u) << "no ESP packet above the wire MTU";
+    for (const auto& l : w.not_esp) ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
+  }
+};
+
+TEST_F(DataplanePmtuE2E, Ipv4DfPacketTooBigForTheTunnelGetsFragNeededAndTheRouteLearnsTheMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  start_capture();
+  const uint64_t icmp0 = worker(a_, WorkerCounter::TxIcmpTooBig);
+  const uint64_t plain0 = a_.dp->counters().verdict[OV2_VERDICT_ACCEPT_PLAIN];
+  // 1472 + 28 = 1500 bytes with DF: fits ov2, not the wire after ESP.
+  const std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s 1472 " + b_.inner_ip + " 2>&1"));
+  EXPECT_NE(out.find("Frag needed and DF set (mtu = " + std::to_string(kTunnelPmtu) + ")"), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 1u) << dump(*a_.dp);
+  EXPECT_EQ(a_.dp->counters().verdict[OV2_VERDICT_ACCEPT_PLAIN] - plain0, 1u)
+      << "the error reached the host through ov2_verdict as a plain packet";
+  // The host stack took it: a route exception with the tunnel's MTU.
+  const std::string route = sh_out(a_.ns->exec("ip route get " + b_.inner_ip));
+  EXPECT_NE(route.find("mtu " + std::to_string(kTunnelPmtu)), std::string::npos) << route;
+  EXPECT_NE(route.find("cache expires"), std::string::npos) << route;
+  // Now the largest packet that fits goes through, and one byte more is refused locally.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(kTunnelPmtu - 28) + " " +
+                           b_.inner_ip + " >/dev/null")),
+            0)
+      << dump(*a_.dp);
+  EXPECT_NE(sh(a_.ns->exec("ping -c 1 -W 1 -q -M do -s " + std::to_string(kTunnelPmtu - 27) + " " + b_.inner_ip +
+                           " >/dev/null 2>&1")),
+            0);
+  // TCP from the default MSS (1460) converges on the learned MTU.
+  must(a_.ns->exec("ip route flush cache"));
+  EXPECT_TRUE(tcp_transfer(a_.inner_ip, b_.inner_ip, 512 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  EXPECT_GE(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 2u) << "the transfer learned the MTU again";
+  stop_capture();
+  expect_wire_only_esp_within_mtu(5);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+}
+
+TEST_F(DataplanePmtuE2E, Ipv4WithoutDfIsFragmentedBeforeEspAndEveryFragmentIsItsOwnEspPacket) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  start_capture();
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  // 3028 bytes: the host fragments it for ov2 (1500), the worker each of those for the tunnel (1446).
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 3 -i 0.2 -W 2 -q -M dont -s 3000 " + b_.inner_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  stop_capture();
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  auto d = [](const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
+    return y.worker_count(c) - x.worker_count(c);
+  };
+  // Each 3028-byte echo: host fragments 1500 + 1500 + 68; the first two
+  // exceed 1446 and become 2 each: 5 ESP packets per echo, in both directions.
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxFragmented), 6u) << dump(*a_.dp);
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxEncapsulated), 15u) << dump(*a_.dp);
+  EXPECT_EQ(d(b0, b1, WorkerCounter::TxFragmented), 6u) << "the replies too: " << dump(*b_.dp);
+  EXPECT_EQ(d(b0, b1, WorkerCounter::RxDecapsulated), 15u) << "every fragment opened on its own";
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxIcmpTooBig), 0u);
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxTooBig), 0u);
+  expect_wire_only_esp_within_mtu(15);
+}
+
+TEST_F(DataplanePmtuE2E, Ipv6PacketTooBigForTheTunnelGetsPacketTooBigAndTheRouteLearnsTheMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip6));
+  start_capture();
+  const uint64_t icmp0 = worker(a_, WorkerCounter::TxIcmpTooBig);
+  // 1452 + 48 = 1500 bytes.
+  const std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -s 1452 " + b_.inner_ip6 + " 2>&1"));
+  EXPECT_NE(out.find("Packet too big: mtu=" + std::to_string(kTunnelPmtu)), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 1u) << dump(*a_.dp);
+  const std::string route = sh_out(a_.ns->exec("ip -6 route get " + b_.inner_ip6));
+  EXPECT_NE(route.find("mtu " + std::to_string(kTunnelPmtu)), std::string::npos) << route;
+  // The host now fragments (IPv6, at the source) to fit: a big ping is answered.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -s 3000 " + b_.inner_ip6 + " >/dev/null")), 0) << dump(*a_.dp);
+  EXPECT_TRUE(tcp_transfer(a_.inner_ip6, b_.inner_ip6, 256 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  stop_capture();
+  expect_wire_only_esp_within_mtu(5);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+}
+
+// A burst of too-big DF packets (raw socket: the host's own PMTU does not stop
+// them): the worker answers the bucket's burst (50) and one a millisecond more,
+// and counts the rest as tx-too-big.
+TEST_F(DataplanePmtuE2E, IcmpErrorsAreRateLimitedAndTheRestCountedAsTooBig) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const DataplaneCounters a0 = a_.dp->counters();
+  const std::string script =
+      "import socket,struct,time\n"
+      "s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n"
+      "h=struct.pack('!BBHHHBBH4s4s',0x45,0,1500,0,0x4000,64,17,0,socket.inet_aton('" +
+      a_.inner_ip + "'),socket.inet_aton('" + b_.inner_ip +
+      "'))\n"
+      "p=h+struct.pack('!HHHH',9,9,1480,0)+bytes(1472)\n"
+      "t=time.monotonic()\n"
+      "for i in range(200): s.sendto(p,('" +
+      b_.inner_ip + "',0))\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(sh(a_.ns->exec("python3 -c \"" + script + "\"")), 0);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] {
+        const DataplaneCounters c = a_.dp->counters();
+        return c.worker_count(WorkerCounter::TxPackets) - a0.worker_count(WorkerCounter::TxPackets) >= 200;
+      },
+      5000))
+      << dump(*a_.dp);
+  const DataplaneCounters a1 = a_.dp->counters();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  const uint64_t icmp = a1.worker_count(WorkerCounter::TxIcmpTooBig) - a0.worker_count(WorkerCounter::TxIcmpTooBig);
+  const uint64_t too_big = a1.worker_count(WorkerCounter::TxTooBig) - a0.worker_count(WorkerCounter::TxTooBig);
+  EXPECT_EQ(icmp + too_big, 200u) << dump(*a_.dp);
+  EXPECT_GE(icmp, 50u) << "the burst";
+  EXPECT_LE(icmp, 50u + static_cast<uint64_t>(ms) + 1) << "the burst plus one a millisecond (" << ms << " ms)";
+  EXPECT_GT(too_big, 0u);
 }
 
 }  // namespace
