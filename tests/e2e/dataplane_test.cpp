@@ -1077,7 +1077,7 @@ void DataplaneE2E::run_transport(bool v6) {
   protect(a_, a + len, b + len, ab_.out_handle, &pa);
   protect(b_, b + len, a + len, ba_.out_handle, &pb);
   // More specific than the wire's connected prefix: the host sends these into ov2.
-  const std::string mtu = " mtu " + std::to_string(a_.dp->device().route_mtu());
+  const std::string mtu = route_mtu_ ? " mtu " + std::to_string(a_.dp->device().route_mtu()) : "";
   must("ip -n " + a_.ns->name() + " route add " + b + len + " dev ov2 src " + a + mtu);
   must("ip -n " + b_.ns->name() + " route add " + a + len + " dev ov2 src " + b + mtu);
   ASSERT_TRUE(warm_up(a_, b)) << "no ping answer in transport mode";
@@ -1105,6 +1105,20 @@ void DataplaneE2E::run_transport(bool v6) {
     ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
   }
   EXPECT_EQ(clear_ike, 1u) << "the IKE datagram went in clear: " << tshark_raw_;
+  if (route_mtu_) return;
+  // Path MTU discovery: a full-size DF packet gets the transport SA's MTU
+  // (AES-GCM-128: 1500 - ESP header 8 - IV 8 - ICV 16 - worst padding 3 - 2 = 1463),
+  // from b's address, which the host accepts on ov2.
+  const std::string out =
+      sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s " + std::string(v6 ? "1452 " : "1472 ") + b + " 2>&1"));
+  EXPECT_NE(out.find(v6 ? "Packet too big: mtu=1463" : "Frag needed and DF set (mtu = 1463)"), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  const std::string route = sh_out(a_.ns->exec("ip route get " + b));
+  EXPECT_NE(route.find("mtu 1463"), std::string::npos) << route;
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(1463 - (v6 ? 48 : 28)) + " " + b +
+                           " >/dev/null")),
+            0)
+      << "the largest packet that fits goes through: " << dump(*a_.dp);
 }
 
 TEST_F(DataplaneE2E, TransportModeProtectsTrafficBetweenTheWireAddresses) { run_transport(false); }
@@ -1267,6 +1281,10 @@ TEST_F(DataplanePmtuE2E, Ipv6PacketTooBigForTheTunnelGetsPacketTooBigAndTheRoute
 // A burst of too-big DF packets (raw socket: the host's own PMTU does not stop
 // them): the worker answers the bucket's burst (50) and one a millisecond more,
 // and counts the rest as tx-too-big.
+TEST_F(DataplanePmtuE2E, TransportModeFullSizePacketLearnsTheTransportSaMtu) { run_transport(false); }
+
+TEST_F(DataplanePmtuE2E, TransportModeOverIpv6FullSizePacketLearnsTheTransportSaMtu) { run_transport(true); }
+
 TEST_F(DataplanePmtuE2E, IcmpErrorsAreRateLimitedAndTheRestCountedAsTooBig) {
   setup_tunnel(false);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));

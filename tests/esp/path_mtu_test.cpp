@@ -104,6 +104,19 @@ TEST(PathMtu, TransportMaxPlaintextFitsWhateverTheHeaderLength) {
   }
 }
 
+TEST(PathMtu, BundleMaxPlaintextIsTheTransportSaInsideWhatTheTunnelSaCarries) {
+  for (const Suite& suite : all_suites()) {
+    SCOPED_TRACE(suite.name);
+    OutboundSa transport(make_spec(suite, Direction::Out, Mode::Transport, "10.1.0.1", "10.2.0.1"));
+    OutboundSa tunnel(make_spec(suite, Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x2000));
+    const uint32_t fits = transport.max_plaintext(tunnel.max_plaintext(1500));
+    PacketBuffer buf(make_udp_packet("10.1.0.1", "10.2.0.1", fits - 28));
+    ASSERT_EQ(encapsulate_bundle(transport, tunnel, buf.packet(), 1), Reason::Ok);
+    EXPECT_LE(buf.packet().len, 1500u);
+    EXPECT_GT(buf.packet().len + 2 * 16, 1500u) << "not far below: at most a block of slack per layer";
+  }
+}
+
 TEST(PathMtu, MaxPlaintextIsZeroWhenNothingFits) {
   OutboundSa sa(make_spec(all_suites()[0], Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2"));
   EXPECT_EQ(sa.max_plaintext(40), 0u);
