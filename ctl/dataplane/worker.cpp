@@ -326,8 +326,7 @@ unsigned Worker::transmit_path(uint64_t now_ns) {
   return taken;
 }
 
-Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns,
-                                         TxSlots& slots) {
+Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, TxSlots& slots) {
   const uint32_t fs = umem_->frame_size();
   const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
   if (offset < OV2_META_SIZE) {
@@ -434,8 +433,7 @@ Worker::TxResult Worker::too_big(esp::Packet& p, esp::OutboundSa& sa, esp::Outbo
   return TxResult::Sent;
 }
 
-Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns,
-                                  TxSlots& slots) {
+Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots) {
   const uint32_t k = esp::ipv4_fragment_count(p.data, p.len, fits);
   if (k == 0 || k > cfg_.batch || umem_->free_frames() < k - 1) {
     count(WorkerCounter::TxTooBig);

@@ -152,8 +152,7 @@ class Worker {
   TxResult encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, TxSlots& slots);
   // Encapsulates `p` (IP header at p.data, frame offset headroom + Ethernet),
   // adds the Ethernet header and writes the next wire TX descriptor.
-  bool send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* tunnel, uint64_t now_ns,
-                    TxSlots& slots);
+  bool send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* tunnel, uint64_t now_ns, TxSlots& slots);
   TxResult too_big(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint32_t fits, uint64_t now_ns,
                    TxSlots& slots);
   TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);

@@ -37,7 +37,7 @@ IcmpError icmp4_frag_needed(uint8_t* ip, uint32_t len, uint16_t mtu) {
   uint8_t* const icmp = out + 20;
   const uint32_t total = kIcmp4ErrorPrefix + quote;
   uint8_t addrs[8];
-  std::memcpy(addrs, ip + 16, 4);     // error source: the packet's destination
+  std::memcpy(addrs, ip + 16, 4);      // error source: the packet's destination
   std::memcpy(addrs + 4, ip + 12, 4);  // error destination: the packet's source
   out[0] = 0x45;
   out[1] = 0xc0;  // precedence internetwork control, like Linux icmp_send
@@ -68,7 +68,7 @@ IcmpError icmp6_packet_too_big(uint8_t* ip, uint32_t len, uint32_t mtu) {
   uint8_t* const icmp = out + 40;
   const uint32_t icmp_len = 8 + quote;
   uint8_t addrs[32];
-  std::memcpy(addrs, ip + 24, 16);       // error source: the packet's destination
+  std::memcpy(addrs, ip + 24, 16);      // error source: the packet's destination
   std::memcpy(addrs + 16, ip + 8, 16);  // error destination: the packet's source
   out[0] = 0x60;
   out[1] = out[2] = out[3] = 0;

@@ -252,7 +252,7 @@ TEST_F(VerdictTest, NoSaWithAnyReceiveBitButCryptoDoneIsStillDroppedAsNotDone) {
   CounterDelta counters(&BpfPrograms::verdict_counters);
   pair.send_shim(rx(0, 0, CRYPTO_GENERIC_ERROR), programs().cookie(), 0);
   pair.send_shim(ov2_rx_make(0, 0, 1, 0), programs().cookie(), 0);  // NextCryptoDone alone
-  pair.send_shim(0, programs().cookie(), 1);                         // an SA, nothing checked
+  pair.send_shim(0, programs().cookie(), 1);                        // an SA, nothing checked
   EXPECT_EQ(wait_verdicts(counters, 3),
             CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 3}, {OV2_VERDICT_DROP_NOT_DONE, 3}}));
   EXPECT_TRUE(pair.nothing_received());

@@ -67,8 +67,8 @@ TEST(PathMtu, TunnelMaxPlaintextIsExactForEverySuiteFamilyAndNatT) {
         for (uint32_t mtu : {1500u, 1400u, 1333u, 1280u}) {
           const bool v6 = std::strchr(outer, ':') != nullptr;
           SCOPED_TRACE(std::string(suite.name) + " " + outer + (natt ? " natt" : "") + " mtu " + std::to_string(mtu));
-          SaSpec spec = make_spec(suite, Direction::Out, Mode::Tunnel, outer, v6 ? "2001:db8::2" : "192.0.2.2",
-                                  0x1000, false, natt);
+          SaSpec spec = make_spec(suite, Direction::Out, Mode::Tunnel, outer, v6 ? "2001:db8::2" : "192.0.2.2", 0x1000,
+                                  false, natt);
           OutboundSa sa(spec);
           const uint32_t fits = sa.max_plaintext(mtu);
           ASSERT_GT(fits, 1000u);
