@@ -109,6 +109,10 @@ class DataplaneE2E : public ::testing::Test {
       must("ip -n " + n + " addr add " + ep->wire_ip6 + "/64 dev wire nodad");
       must("ip -n " + n + " addr add " + ep->inner_ip + "/32 dev lo");
       must("ip -n " + n + " addr add " + ep->inner_ip6 + "/128 dev lo");
+      if (wire_mtu_ != 1500) {
+        must("ip -n " + n + " link set wire mtu " + std::to_string(wire_mtu_));
+        must("ip -n " + m + " link set " + port + " mtu " + std::to_string(wire_mtu_));
+      }
       must("ip -n " + n + " link set wire up");
     }
   }
@@ -341,6 +345,7 @@ class DataplaneE2E : public ::testing::Test {
   std::string pcap_;
   std::string tshark_raw_;  // for failure messages
   bool route_mtu_ = true;   // false: routes into ov2 without `mtu` (path MTU discovery)
+  uint32_t wire_mtu_ = 1500;  // MTU of the wire veths (set before SetUp)
 };
 
 // Every non-zero counter, for failure messages.
@@ -1281,6 +1286,34 @@ TEST_F(DataplanePmtuE2E, Ipv6PacketTooBigForTheTunnelGetsPacketTooBigAndTheRoute
 // A burst of too-big DF packets (raw socket: the host's own PMTU does not stop
 // them): the worker answers the bucket's burst (50) and one a millisecond more,
 // and counts the rest as tx-too-big.
+// A wire of 1330 bytes: the GCM tunnel carries 1330 - 52 = 1278 -> 1274-byte
+// inner packets, less than IPv6's 1280.  RFC 8201 senders ignore a Packet Too
+// Big below 1280, so bigger IPv6 packets learn 1280 and packets of at most
+// 1280 that do not fit are dropped (tx-too-big); IPv4 learns 1274.
+class DataplaneSmallWirePmtuE2E : public DataplanePmtuE2E {
+ protected:
+  void SetUp() override {
+    wire_mtu_ = 1330;
+    DataplanePmtuE2E::SetUp();
+  }
+};
+
+TEST_F(DataplaneSmallWirePmtuE2E, TunnelBelow1280GivesIpv6APacketTooBigOf1280AndIpv4ItsExactMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip6));
+  // 1270 + 48 = 1318 bytes: fits ov2 (1330), above 1280.
+  std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -s 1270 " + b_.inner_ip6 + " 2>&1"));
+  EXPECT_NE(out.find("Packet too big: mtu=1280"), std::string::npos) << out << "\na: " << dump(*a_.dp);
+  const uint64_t too_big0 = worker(a_, WorkerCounter::TxTooBig);
+  // 1232 + 48 = 1280 bytes: the host may send it, the tunnel cannot carry it.
+  EXPECT_NE(sh(a_.ns->exec("ping -c 1 -W 1 -q -s 1232 " + b_.inner_ip6 + " >/dev/null 2>&1")), 0);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig) - too_big0, 1u) << dump(*a_.dp);
+  // 1226 + 48 = 1274: the largest that fits.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 1 -W 2 -q -s 1226 " + b_.inner_ip6 + " >/dev/null")), 0) << dump(*a_.dp);
+  out = sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s 1300 " + b_.inner_ip + " 2>&1"));
+  EXPECT_NE(out.find("Frag needed and DF set (mtu = 1274)"), std::string::npos) << out << "\na: " << dump(*a_.dp);
+}
+
 TEST_F(DataplanePmtuE2E, TransportModeFullSizePacketLearnsTheTransportSaMtu) { run_transport(false); }
 
 TEST_F(DataplanePmtuE2E, TransportModeOverIpv6FullSizePacketLearnsTheTransportSaMtu) { run_transport(true); }
