@@ -2,7 +2,9 @@
 /* ov2_verdict: TC ingress on ov2.  The host-side verdict of IPsecOV2 receive:
  * a packet is accepted as decrypted only with valid RX metadata (written by
  * ov2_deliver), CryptoDone and CRYPTO_SUCCESS.  Every other status is counted
- * per status and dropped; SaDeleteReq raises an event to the daemon. */
+ * per status and dropped; SaDeleteReq raises an event to the daemon.  The one
+ * plain packet accepted: metadata with SA handle 0 and receive word 0, which
+ * the worker sends for its own ICMP errors (accept-plain). */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
@@ -68,8 +70,16 @@ int ov2_verdict(struct __sk_buff *skb)
 		}
 	}
 
-	if (!ov2_rx_crypto_done(info))
+	if (!ov2_rx_crypto_done(info)) {
+		/* The worker's own packets (ICMP errors about packets too big for
+		 * the tunnel) come with no SA and an all-zero receive word: plain
+		 * traffic, no mark.  Only the worker has the shim cookie. */
+		if (sa_handle == 0 && info == 0) {
+			ov2_count(&verdict_counters, OV2_VERDICT_ACCEPT_PLAIN);
+			return TC_ACT_OK;
+		}
 		return drop(OV2_VERDICT_DROP_NOT_DONE);
+	}
 	status = ov2_rx_crypto_status(info);
 	if (status != CRYPTO_SUCCESS) {
 		if (status < OV2_CRYPTO_STATUS_COUNT)

@@ -286,6 +286,8 @@ enum ov2_verdict_counter {
 	OV2_VERDICT_DROP_STATUS,     /* CryptoDone with a failure status (also per status) */
 	OV2_VERDICT_SA_DELETE_REQ,   /* event raised */
 	OV2_VERDICT_EVENT_LOST,      /* ring buffer full */
+	OV2_VERDICT_ACCEPT_PLAIN,    /* the device's own plain packet (SA handle 0, receive word 0:
+	                                the worker's ICMP too-big errors): accepted, not marked */
 	OV2_VERDICT_COUNTER_MAX,
 };
 

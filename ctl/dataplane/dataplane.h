@@ -22,9 +22,11 @@
 // namespace; call stop() (or destroy) from a thread in that same namespace,
 // because the BPF detach goes by ifindex through the caller's netlink.
 //
-// Routes into the offload device must carry device().route_mtu()
-// (`ip route add 10.2.0.0/24 dev ov2 mtu <route_mtu>`): the device MTU itself
-// is larger so that decrypted packets plus the shim fit (offload_device.h).
+// Routes into the offload device may carry device().route_mtu()
+// (`ip route add 10.2.0.0/24 dev ov2 mtu <route_mtu>`); without it the host
+// sends up to the device MTU and learns the path MTU from the worker's ICMP
+// errors (worker.h, esp/path_mtu.h).  The device MTU is larger so that
+// decrypted packets plus the shim fit (offload_device.h).
 //
 // Several queues: each inbound SA's anti-replay window (single-threaded,
 // esp.h) belongs to one worker, fixed deterministically as (handle slot %

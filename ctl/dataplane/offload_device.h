@@ -9,8 +9,11 @@
 //    rather than per SA so it never changes under traffic:
 //      outer IPv6 40 + UDP (NAT-T) 8 + ESP header 8 + IV 16 (AES-CBC) +
 //      padding 15 + pad length/next header 2 + ICV 16  = 105 bytes.
-//    Routes into ov2 must carry it (`ip route add ... dev ov2 mtu <route_mtu>`);
-//    the worker drops (and counts) what would not fit the wire after ESP.
+//    Routes into ov2 may carry it (`ip route add ... dev ov2 mtu <route_mtu>`)
+//    to avoid the first round trip of path MTU discovery; without it the
+//    worker answers what would not fit the wire after ESP with an ICMP
+//    "too big" error carrying the exact MTU of the SA, or fragments IPv4
+//    without DF before ESP (esp/path_mtu.h).
 //  - the device MTU: what ov2 accepts from the worker.  A decrypted packet
 //    arrives as Ethernet | 24-byte shim | inner IP and veth drops frames above
 //    MTU + 18 before any XDP program runs; a peer may send inner packets up to

@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "esp/esp.h"
+#include "esp/path_mtu.h"
 #include "ov2_abi.h"
 
 namespace ov2 {
@@ -41,6 +42,10 @@ const char* worker_counter_name(WorkerCounter c) {
       return "tx-ring-full";
     case WorkerCounter::TxTooBig:
       return "tx-too-big";
+    case WorkerCounter::TxIcmpTooBig:
+      return "tx-icmp-too-big";
+    case WorkerCounter::TxFragmented:
+      return "tx-fragmented";
     case WorkerCounter::RxPackets:
       return "rx-packets";
     case WorkerCounter::RxDecapsulated:
@@ -74,7 +79,7 @@ const char* worker_counter_name(WorkerCounter c) {
 }
 
 Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
-    : cfg_(cfg), sas_(sas), neighbours_(neighbours) {
+    : cfg_(cfg), sas_(sas), neighbours_(neighbours), icmp_limit_(cfg.icmp_per_second, cfg.icmp_burst) {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
   if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
@@ -287,7 +292,9 @@ bool Worker::incoming_pending() const {
 
 unsigned Worker::transmit_path(uint64_t now_ns) {
   // Take only as many as the wire TX ring has room for: the rest waits in the
-  // RX ring (backpressure) instead of being dropped here.
+  // RX ring (backpressure) instead of being dropped here.  Fragments take
+  // more than one slot each: a packet whose fragments do not fit what is
+  // left waits for the next round.
   const uint32_t room = xsk_prod_nb_free(&wire_->tx, cfg_.batch);
   uint32_t idx_rx;
   uint32_t n = xsk_ring_cons__peek(&nic_->rx, std::min(cfg_.batch, room), &idx_rx);
@@ -295,64 +302,76 @@ unsigned Worker::transmit_path(uint64_t now_ns) {
     if (room == 0) count(WorkerCounter::TxRingFull);
     return 0;
   }
-  count(WorkerCounter::TxPackets, n);
-  uint32_t idx_tx = 0;
-  xsk_ring_prod__reserve(&wire_->tx, n, &idx_tx);  // cannot fail: n <= room
-  uint32_t out = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    const xdp_desc* d = xsk_ring_cons__rx_desc(&nic_->rx, idx_rx + i);
+  TxSlots slots;
+  slots.cap = std::min(room, cfg_.batch);
+  xsk_ring_prod__reserve(&wire_->tx, slots.cap, &slots.idx);  // cannot fail: cap <= room
+  uint32_t taken = 0;
+  for (; taken < n && slots.used < slots.cap; ++taken) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&nic_->rx, idx_rx + taken);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
-    xdp_desc desc;
-    if (encapsulate_one(data, d->addr, d->len, now_ns, &desc))
-      *xsk_ring_prod__tx_desc(&wire_->tx, idx_tx + out++) = desc;
-    else
-      umem_->release(d->addr);
+    const TxResult r = encapsulate_one(data, d->addr, d->len, now_ns, slots);
+    if (r == TxResult::Later) break;
+    if (r == TxResult::Dropped) umem_->release(d->addr);
   }
-  xsk_ring_cons__release(&nic_->rx, n);
+  // Frames not taken stay in the RX ring (their descriptors are not released).
+  xsk_ring_cons__cancel(&nic_->rx, n - taken);
+  xsk_ring_cons__release(&nic_->rx, taken);
+  if (taken) count(WorkerCounter::TxPackets, taken);
   // Give back the TX slots we reserved but did not fill (descriptors are dense).
-  wire_->tx.cached_prod -= (n - out);
-  if (out) {
-    xsk_ring_prod__submit(&wire_->tx, out);
-    wire_tx_outstanding_ += out;
+  wire_->tx.cached_prod -= (slots.cap - slots.used);
+  if (slots.used) {
+    xsk_ring_prod__submit(&wire_->tx, slots.used);
+    wire_tx_outstanding_ += slots.used;
   }
-  return n;
+  return taken;
 }
 
-bool Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out) {
+Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, TxSlots& slots) {
   const uint32_t fs = umem_->frame_size();
   const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
   if (offset < OV2_META_SIZE) {
     count(WorkerCounter::TxBadMeta);
-    return false;
+    return TxResult::Dropped;
   }
   ov2_meta meta;
   std::memcpy(&meta, data - OV2_META_SIZE, sizeof(meta));
   if (meta.magic != OV2_META_MAGIC || meta.version != OV2_META_VERSION || meta.dir != OV2_META_DIR_TX) {
     count(WorkerCounter::TxBadMeta);
-    return false;
+    return TxResult::Dropped;
   }
   if (len < ETH_HLEN + 20 || offset + len > fs) {
     count(WorkerCounter::TxMalformed);
-    return false;
+    return TxResult::Dropped;
   }
   esp::Packet p{data + ETH_HLEN, len - ETH_HLEN, offset + ETH_HLEN, fs - offset - len};
   // The Ethernet header we prepend again must fit in front of the result.
   p.headroom -= ETH_HLEN;
   const uint64_t handle = meta.nbl.tx.offload_handle;
-  if (handle != 0) {
-    esp::OutboundSa* sa = sas_.outbound(handle);
-    esp::OutboundSa* tunnel = meta.tunnel_handle ? sas_.outbound(meta.tunnel_handle) : nullptr;
-    if (!sa || (meta.tunnel_handle && !tunnel)) {
-      count(WorkerCounter::TxUnknownHandle);
-      return false;
-    }
+  if (handle == 0) return send_on_wire(p, nullptr, nullptr, now_ns, slots) ? TxResult::Sent : TxResult::Dropped;
+  esp::OutboundSa* sa = sas_.outbound(handle);
+  esp::OutboundSa* tunnel = meta.tunnel_handle ? sas_.outbound(meta.tunnel_handle) : nullptr;
+  if (!sa || (meta.tunnel_handle && !tunnel)) {
+    count(WorkerCounter::TxUnknownHandle);
+    return TxResult::Dropped;
+  }
+  // The largest plaintext packet whose ESP fits the wire (a bundle: the
+  // transport SA's packet must fit what the tunnel SA can carry).
+  const uint32_t fits =
+      tunnel ? sa->max_plaintext(tunnel->max_plaintext(cfg_.wire_mtu)) : sa->max_plaintext(cfg_.wire_mtu);
+  if (p.len > fits) return too_big(p, *sa, tunnel, fits, now_ns, slots);
+  return send_on_wire(p, sa, tunnel, now_ns, slots) ? TxResult::Sent : TxResult::Dropped;
+}
+
+bool Worker::send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* tunnel, uint64_t now_ns,
+                          TxSlots& slots) {
+  if (sa) {
     esp::Reason r = tunnel ? esp::encapsulate_bundle(*sa, *tunnel, p, now_ns) : sa->encapsulate(p, now_ns);
     if (r != esp::Reason::Ok) {
       count(WorkerCounter::TxEncapFailed);
       return false;
     }
   }
-  if (p.len > cfg_.wire_mtu) {
+  if (p.len > cfg_.wire_mtu) {  // bypass traffic larger than the wire
     count(WorkerCounter::TxTooBig);
     return false;
   }
@@ -378,11 +397,102 @@ bool Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
   std::memcpy(eth + 6, cfg_.wire_mac, 6);
   const uint16_t type = htons(family == 4 ? ETH_P_IP : ETH_P_IPV6);
   std::memcpy(eth + 12, &type, 2);
+  xdp_desc* out = xsk_ring_prod__tx_desc(&wire_->tx, slots.idx + slots.used++);
   out->addr = static_cast<uint64_t>(eth - umem_->area());
   out->len = p.len + ETH_HLEN;
   out->options = 0;
-  count(handle ? WorkerCounter::TxEncapsulated : WorkerCounter::TxBypassed);
+  count(sa ? WorkerCounter::TxEncapsulated : WorkerCounter::TxBypassed);
   return true;
+}
+
+Worker::TxResult Worker::too_big(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint32_t fits,
+                                 uint64_t now_ns, TxSlots& slots) {
+  const uint8_t version = p.data[0] >> 4;
+  if (version == 4 && p.len >= 20 && !(p.data[6] & 0x40)) {
+    // No DF: fragment, when each fragment can be its own ESP packet (a
+    // tunnel SA; transport-mode ESP carries whole datagrams only).
+    if (!tunnel && sa.spec().mode == Mode::Tunnel) return fragment(p, sa, fits, now_ns, slots);
+    count(WorkerCounter::TxTooBig);
+    return TxResult::Dropped;
+  }
+  uint32_t mtu = fits;
+  if (version == 6 && fits < esp::kIpv6MinMtu) {
+    // RFC 8201 §4: a Packet Too Big below 1280 is discarded by the sender;
+    // the tunnel cannot carry 1280-byte packets here (it would need outer
+    // fragmentation): packets up to 1280 are dropped, bigger ones learn 1280.
+    if (p.len <= esp::kIpv6MinMtu) {
+      count(WorkerCounter::TxTooBig);
+      return TxResult::Dropped;
+    }
+    mtu = esp::kIpv6MinMtu;
+  }
+  if (!send_icmp_error(p.data, p.len, std::min<uint32_t>(mtu, 0xffff), now_ns)) {
+    count(WorkerCounter::TxTooBig);
+    return TxResult::Dropped;
+  }
+  return TxResult::Sent;
+}
+
+Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots) {
+  const uint32_t k = esp::ipv4_fragment_count(p.data, p.len, fits);
+  if (k == 0 || k > cfg_.batch || umem_->free_frames() < k - 1) {
+    count(WorkerCounter::TxTooBig);
+    return TxResult::Dropped;
+  }
+  if (slots.cap - slots.used < k) return TxResult::Later;
+  // Fragments 1..k-1 in frames of their own, at the offset the packet has;
+  // fragment 0 last, in place (it overwrites the header the others copy).
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t ip_offset = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
+  for (uint32_t i = 1; i < k; ++i) {
+    uint64_t frame = 0;
+    umem_->alloc(&frame);  // cannot fail: checked free_frames() above
+    uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + ip_offset));
+    const uint32_t len = esp::ipv4_fragment(p.data, fits, i, ip);
+    esp::Packet f{ip, len, ip_offset - ETH_HLEN, fs - ip_offset - len};
+    if (!send_on_wire(f, &sa, nullptr, now_ns, slots)) umem_->release(frame);
+  }
+  const uint32_t len = esp::ipv4_fragment(p.data, fits, 0, p.data);
+  p.tailroom += p.len - len;
+  p.len = len;
+  count(WorkerCounter::TxFragmented);
+  return send_on_wire(p, &sa, nullptr, now_ns, slots) ? TxResult::Sent : TxResult::Dropped;
+}
+
+bool Worker::send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns) {
+  const bool v6 = (ip[0] >> 4) == 6;
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t ip_offset = static_cast<uint32_t>(ip - umem_->area()) & (fs - 1);
+  const uint32_t prefix = v6 ? esp::kIcmp6ErrorPrefix : esp::kIcmp4ErrorPrefix;
+  if (ip_offset < prefix + OV2_SHIM_SIZE + ETH_HLEN) return false;
+  const esp::IcmpError e =
+      v6 ? esp::icmp6_packet_too_big(ip, len, mtu) : esp::icmp4_frag_needed(ip, len, static_cast<uint16_t>(mtu));
+  if (!e || !icmp_limit_.take(now_ns) || xsk_prod_nb_free(&nic_->tx, 1) == 0) return false;
+  uint32_t idx = 0;
+  xsk_ring_prod__reserve(&nic_->tx, 1, &idx);  // cannot fail: one is free
+  // A plain packet from the device itself: SA handle 0, no CryptoDone.
+  frame_for_host(e.data, e.len, 0, 0, xsk_ring_prod__tx_desc(&nic_->tx, idx));
+  xsk_ring_prod__submit(&nic_->tx, 1);
+  ++nic_tx_outstanding_;
+  count(WorkerCounter::TxIcmpTooBig);
+  return true;
+}
+
+void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) const {
+  ov2_shim shim{};
+  shim.cookie = cfg_.cookie;
+  shim.sa_handle = sa_handle;
+  shim.rx_info = rx_info;
+  shim.inner_proto_be = htons((ip[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
+  std::memcpy(ip - OV2_SHIM_SIZE, &shim, sizeof(shim));
+  uint8_t* eth = ip - OV2_SHIM_SIZE - ETH_HLEN;
+  std::memcpy(eth, cfg_.host_mac, 6);
+  std::memcpy(eth + 6, cfg_.nic_mac, 6);
+  const uint16_t shim_type = htons(OV2_SHIM_ETHERTYPE);
+  std::memcpy(eth + 12, &shim_type, 2);
+  out->addr = static_cast<uint64_t>(eth - umem_->area());
+  out->len = len + OV2_SHIM_SIZE + ETH_HLEN;
+  out->options = 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -596,20 +706,7 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     count(WorkerCounter::RxMalformed);
     return false;
   }
-  ov2_shim shim{};
-  shim.cookie = cfg_.cookie;
-  shim.sa_handle = sa->handle;
-  shim.rx_info = rx_info;
-  shim.inner_proto_be = htons((p.data[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
-  std::memcpy(p.data - OV2_SHIM_SIZE, &shim, sizeof(shim));
-  uint8_t* eth = p.data - kShimFrame;
-  std::memcpy(eth, cfg_.host_mac, 6);
-  std::memcpy(eth + 6, cfg_.nic_mac, 6);
-  const uint16_t shim_type = htons(OV2_SHIM_ETHERTYPE);
-  std::memcpy(eth + 12, &shim_type, 2);
-  out->addr = static_cast<uint64_t>(eth - umem_->area());
-  out->len = p.len + kShimFrame;
-  out->options = 0;
+  frame_for_host(p.data, p.len, sa->handle, rx_info, out);
   count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
         : success       ? WorkerCounter::RxDecapsulated
                         : WorkerCounter::RxCryptoFailed);

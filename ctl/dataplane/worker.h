@@ -4,6 +4,13 @@
 //   transmit: ov2-nic RX -> struct ov2_meta before the frame -> outbound SA by
 //             handle -> ESP encapsulation in place -> Ethernet to the next hop
 //             -> wire TX (same frame, no copy).  Handle 0 (BYPASS): in clear.
+//             Too big for the wire after ESP (esp/path_mtu.h): IPv4 without
+//             DF through a tunnel SA is fragmented first (more frames from
+//             the UMEM, each fragment its own ESP packet); anything else is
+//             answered with an ICMP/ICMPv6 "too big" error, built in the
+//             frame and sent back up through ov2-nic TX as a plain packet
+//             (shim with SA handle 0 and no CryptoDone: ov2_verdict lets it
+//             in as the device's own), rate limited by a token bucket.
 //   receive:  wire RX -> inbound SA by (SPI, dst) -> decapsulation in place ->
 //             Ethernet|ov2_shim|inner IP -> ov2-nic TX -> ov2_deliver/ov2_verdict
 //             on the host end take the verdict.
@@ -28,6 +35,7 @@
 #include "dataplane/inbound_policy.h"
 #include "dataplane/neighbour.h"
 #include "dataplane/sa_runtime.h"
+#include "dataplane/token_bucket.h"
 #include "dataplane/umem.h"
 #include "dataplane/xsk_port.h"
 
@@ -43,7 +51,12 @@ enum class WorkerCounter : uint32_t {
   TxEncapFailed,      // the ESP engine refused (lifetime, sequence space, room...)
   TxNoNeighbour,      // next-hop MAC not resolved yet: dropped, resolution asked
   TxRingFull,         // loops that found the wire TX ring full (backpressure; nothing dropped here)
-  TxTooBig,           // larger than the wire MTU after ESP (route MTU not set?): dropped
+  TxTooBig,           // larger than the wire MTU after ESP and neither fragmented nor answered with an
+                      // ICMP error (rate limit, no room, transport mode without DF, ...): dropped
+  TxIcmpTooBig,       // ICMP fragmentation needed / ICMPv6 Packet Too Big sent to the host for a
+                      // packet that would not fit the wire after ESP (esp/path_mtu.h)
+  TxFragmented,       // IPv4 packets without DF fragmented before ESP (each fragment counted
+                      // again in tx-encapsulated)
   RxPackets,          // frames received from the wire
   RxDecapsulated,     // authenticated and opened: delivered with CryptoDone+SUCCESS
   RxCryptoFailed,     // checked and failed: delivered with CryptoDone+status (host drops)
@@ -90,6 +103,11 @@ class Worker {
     // The inbound SPD decrypted packets are checked against (RFC 4301 §5.2);
     // nullptr: no check.  Read under the SaRuntime's epochs; must outlive the worker.
     const InboundPolicies* inbound_policies = nullptr;
+    // ICMP too-big errors this worker sends at most: a token bucket of
+    // icmp_per_second with icmp_burst saved up (Linux's global ICMP limit
+    // defaults, net.ipv4.icmp_msgs_per_sec/icmp_msgs_burst: 1000 and 50).
+    uint32_t icmp_per_second = 1000;
+    uint32_t icmp_burst = 50;
   };
 
   // Creates the UMEM and both sockets and registers them in the xsks maps (no
@@ -120,7 +138,28 @@ class Worker {
   unsigned transmit_path(uint64_t now_ns);
   unsigned receive_path(uint64_t now_ns);
   unsigned handoff_path(uint64_t now_ns);
-  bool encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out);
+  // Wire TX descriptors reserved for one transmit batch.
+  struct TxSlots {
+    uint32_t idx = 0;   // first reserved slot
+    uint32_t used = 0;  // descriptors written
+    uint32_t cap = 0;   // slots reserved
+  };
+  enum class TxResult {
+    Sent,     // the frame belongs to a TX ring now (wire, or ov2-nic for an ICMP error)
+    Dropped,  // counted; the caller releases the frame
+    Later,    // not enough wire TX slots for its fragments: leave it in the RX ring
+  };
+  TxResult encapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, TxSlots& slots);
+  // Encapsulates `p` (IP header at p.data, frame offset headroom + Ethernet),
+  // adds the Ethernet header and writes the next wire TX descriptor.
+  bool send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* tunnel, uint64_t now_ns, TxSlots& slots);
+  TxResult too_big(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint32_t fits, uint64_t now_ns,
+                   TxSlots& slots);
+  TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);
+  bool send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns);
+  // Ethernet | ov2_shim in front of the IP packet at `ip` (the caller checked
+  // the room): the frame ov2_deliver expects on the host end.
+  void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) const;
   bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
   bool inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const;
   void kick(XskPort& port);
@@ -144,6 +183,7 @@ class Worker {
   std::array<std::atomic<uint64_t>, static_cast<size_t>(WorkerCounter::Count)> counters_{};
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  TokenBucket icmp_limit_;
 
   // Handoff (workers > 1 only).  incoming_[i]: the ring worker i pushes into
   // (nullptr for i == id).  peers_[i]: worker i, whose incoming_[id] we push

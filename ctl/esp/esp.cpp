@@ -6,11 +6,14 @@
 
 #include "common/error.h"
 #include "esp/esp_crypto.h"
+#include "esp/ip_checksum.h"
 #include "ov2_abi.h"
 
 namespace ov2::esp {
 
 namespace {
+
+using namespace wire;  // NOLINT(google-build-using-namespace): field access and checksums
 
 constexpr uint8_t kProtoIpv4 = 4;
 constexpr uint8_t kProtoIpv6 = 41;
@@ -21,42 +24,11 @@ constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kDestOpts = 60;
 constexpr uint8_t kEcnMask = 0x03, kEct0 = 0x02, kEct1 = 0x01, kCe = 0x03;
 constexpr uint8_t kTunnelTtl = 64;
 
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
-void put16(uint8_t* p, uint16_t v) {
-  p[0] = uint8_t(v >> 8);
-  p[1] = uint8_t(v);
-}
-void put32(uint8_t* p, uint32_t v) {
-  put16(p, uint16_t(v >> 16));
-  put16(p + 2, uint16_t(v));
-}
-
-uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
-  for (; n >= 2; p += 2, n -= 2) acc += be16(p);
-  if (n) acc += uint32_t(p[0]) << 8;
-  return acc;
-}
-uint16_t fold(uint32_t acc) {
-  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
-  return uint16_t(~acc);
-}
-
-void set_ipv4_checksum(uint8_t* ip) {
-  const size_t ihl = size_t(ip[0] & 0x0f) * 4;
-  put16(ip + 10, 0);
-  put16(ip + 10, fold(sum16(ip, ihl)));
-}
-
 // RFC 8200 §8.1: the UDP checksum over IPv6 is mandatory (RFC 6935/6936
 // allow zero only for tunnel protocols that opt in; ESP-in-UDP does not).
 void set_udp6_checksum(const uint8_t* ip6, uint8_t* udp, uint32_t udp_len) {
   put16(udp + 6, 0);
-  uint32_t acc = sum16(ip6 + 8, 32);  // source and destination addresses
-  acc += udp_len >> 16;
-  acc += udp_len & 0xffff;
-  acc += kProtoUdp;
-  acc = sum16(udp, udp_len, acc);
+  const uint32_t acc = sum16(udp, udp_len, ipv6_pseudo_sum(ip6, udp_len, kProtoUdp));
   uint16_t c = fold(acc);
   put16(udp + 6, c == 0 ? 0xffff : c);
 }
@@ -308,6 +280,17 @@ Reason OutboundSa::encapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
   const Reason r = encapsulate_impl(p, now_ns, ev);
   counters_.by_reason[size_t(r)].fetch_add(1, std::memory_order_relaxed);
   return r;
+}
+
+uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
+  const uint32_t block = crypto_->block_len();
+  const uint32_t outer = spec_.mode == Mode::Tunnel ? (spec_.dst.family == Family::V6 ? 40 : 20) : 0;
+  const uint32_t fixed = outer + (spec_.udp_encap ? 8 : 0) + 8 + crypto_->iv_len() + crypto_->icv_len();
+  if (mtu < fixed + block) return 0;
+  const uint32_t room = mtu - fixed;  // for payload + padding + 2, a block multiple
+  if (spec_.mode == Mode::Tunnel) return room / block * block - 2;
+  // Transport: hdr + align_up(len - hdr + 2, block) <= len + block - 1 + 2.
+  return room - (block - 1) - 2;
 }
 
 Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {

@@ -155,6 +155,14 @@ class OutboundSa {
   // encapsulation if the SA has it).  Returns Ok or why it did not; counts.
   Reason encapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev = nullptr);
 
+  // Path MTU (RFC 4301 §8): the largest plaintext IP packet whose ESP --
+  // outer header (tunnel), UDP (NAT-T), ESP header, IV, padding to this SA's
+  // alignment, pad length/next header, ICV -- is at most `mtu` bytes; 0 if
+  // none is.  Tunnel mode: exact (one byte more does not fit).  Transport
+  // mode: the packet's own header length shifts the padding, so this assumes
+  // the worst alignment (at most block-1 bytes below the exact value).
+  uint32_t max_plaintext(uint32_t mtu) const;
+
   // The SA asks to be deleted (hard lifetime reached or sequence space
   // exhausted): the worker raises SaDeleteReq for it.
   bool delete_requested() const { return delete_requested_.load(std::memory_order_relaxed); }

@@ -128,10 +128,10 @@ class OffloadPair {
     if (::send(sender_, frame.data(), frame.size(), 0) != static_cast<ssize_t>(frame.size()))
       throw std::runtime_error(std::string("send on ov2-nic: ") + std::strerror(errno));
   }
-  void send_shim(uint32_t rx_info, uint64_t cookie = programs().cookie()) const {
+  void send_shim(uint32_t rx_info, uint64_t cookie = programs().cookie(), uint64_t sa_handle = kSaHandle) const {
     send(FrameBuilder()
              .ethernet(OV2_SHIM_ETHERTYPE, kHostMac)
-             .shim(cookie, kSaHandle, rx_info, kEthIpv4)
+             .shim(cookie, sa_handle, rx_info, kEthIpv4)
              .payload(inner_udp_to_host())
              .build());
   }
@@ -231,6 +231,30 @@ TEST_F(VerdictTest, CryptoDoneClearIsDroppedAsNotDone) {
   pair.send_shim(rx(0, 0, CRYPTO_SUCCESS));
   EXPECT_EQ(wait_verdicts(counters, 1),
             CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1}, {OV2_VERDICT_DROP_NOT_DONE, 1}}));
+  EXPECT_TRUE(pair.nothing_received());
+}
+
+// The worker's own ICMP errors (packet too big for the tunnel): SA handle 0
+// and receive word 0 are the one plain packet ov2_verdict lets in, unmarked.
+TEST_F(VerdictTest, DevicePlainPacketWithNoSaAndZeroReceiveWordIsAcceptedUnmarked) {
+  OffloadPair pair;
+  programs().set_verdict_mark(0x77);
+  CounterDelta counters(&BpfPrograms::verdict_counters);
+  pair.send_shim(0, programs().cookie(), 0);
+  EXPECT_EQ(wait_verdicts(counters, 1),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1}, {OV2_VERDICT_ACCEPT_PLAIN, 1}}));
+  EXPECT_EQ(pair.receive_mark(), 0) << "plain: not marked as decrypted";
+  programs().set_verdict_mark(0);
+}
+
+TEST_F(VerdictTest, NoSaWithAnyReceiveBitButCryptoDoneIsStillDroppedAsNotDone) {
+  OffloadPair pair;
+  CounterDelta counters(&BpfPrograms::verdict_counters);
+  pair.send_shim(rx(0, 0, CRYPTO_GENERIC_ERROR), programs().cookie(), 0);
+  pair.send_shim(ov2_rx_make(0, 0, 1, 0), programs().cookie(), 0);  // NextCryptoDone alone
+  pair.send_shim(0, programs().cookie(), 1);                        // an SA, nothing checked
+  EXPECT_EQ(wait_verdicts(counters, 3),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 3}, {OV2_VERDICT_DROP_NOT_DONE, 3}}));
   EXPECT_TRUE(pair.nothing_received());
 }
 

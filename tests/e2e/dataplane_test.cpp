@@ -109,6 +109,10 @@ class DataplaneE2E : public ::testing::Test {
       must("ip -n " + n + " addr add " + ep->wire_ip6 + "/64 dev wire nodad");
       must("ip -n " + n + " addr add " + ep->inner_ip + "/32 dev lo");
       must("ip -n " + n + " addr add " + ep->inner_ip6 + "/128 dev lo");
+      if (wire_mtu_ != 1500) {
+        must("ip -n " + n + " link set wire mtu " + std::to_string(wire_mtu_));
+        must("ip -n " + m + " link set " + port + " mtu " + std::to_string(wire_mtu_));
+      }
       must("ip -n " + n + " link set wire up");
     }
   }
@@ -142,8 +146,9 @@ class DataplaneE2E : public ::testing::Test {
       o.cpus = cpus();
       ep->dp = std::make_unique<Dataplane>(o);
       ep->dp->start();
-      // Routes into ov2 carry the route MTU (offload_device.h).
-      const std::string mtu = " mtu " + std::to_string(ep->dp->device().route_mtu());
+      // Routes into ov2 carry the route MTU (offload_device.h), unless the
+      // test leaves it to path MTU discovery through the tunnel.
+      const std::string mtu = route_mtu_ ? " mtu " + std::to_string(ep->dp->device().route_mtu()) : "";
       must("ip -n " + ep->ns->name() + " route add " + ep->peer_inner_net + " dev ov2 src " + ep->inner_ip + mtu);
       must("ip -n " + ep->ns->name() + " route add " + ep->peer_inner_net6 + " dev ov2 src " + ep->inner_ip6 + mtu);
     }
@@ -339,6 +344,8 @@ class DataplaneE2E : public ::testing::Test {
   std::unique_ptr<Child> capture_;
   std::string pcap_;
   std::string tshark_raw_;  // for failure messages
+  bool route_mtu_ = true;   // false: routes into ov2 without `mtu` (path MTU discovery)
+  uint32_t wire_mtu_ = 1500;  // MTU of the wire veths (set before SetUp)
 };
 
 // Every non-zero counter, for failure messages.
@@ -1075,7 +1082,7 @@ void DataplaneE2E::run_transport(bool v6) {
   protect(a_, a + len, b + len, ab_.out_handle, &pa);
   protect(b_, b + len, a + len, ba_.out_handle, &pb);
   // More specific than the wire's connected prefix: the host sends these into ov2.
-  const std::string mtu = " mtu " + std::to_string(a_.dp->device().route_mtu());
+  const std::string mtu = route_mtu_ ? " mtu " + std::to_string(a_.dp->device().route_mtu()) : "";
   must("ip -n " + a_.ns->name() + " route add " + b + len + " dev ov2 src " + a + mtu);
   must("ip -n " + b_.ns->name() + " route add " + a + len + " dev ov2 src " + b + mtu);
   ASSERT_TRUE(warm_up(a_, b)) << "no ping answer in transport mode";
@@ -1103,6 +1110,20 @@ void DataplaneE2E::run_transport(bool v6) {
     ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
   }
   EXPECT_EQ(clear_ike, 1u) << "the IKE datagram went in clear: " << tshark_raw_;
+  if (route_mtu_) return;
+  // Path MTU discovery: a full-size DF packet gets the transport SA's MTU
+  // (AES-GCM-128: 1500 - ESP header 8 - IV 8 - ICV 16 - worst padding 3 - 2 = 1463),
+  // from b's address, which the host accepts on ov2.
+  const std::string out =
+      sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s " + std::string(v6 ? "1452 " : "1472 ") + b + " 2>&1"));
+  EXPECT_NE(out.find(v6 ? "Packet too big: mtu=1463" : "Frag needed and DF set (mtu = 1463)"), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  const std::string route = sh_out(a_.ns->exec("ip route get " + b));
+  EXPECT_NE(route.find("mtu 1463"), std::string::npos) << route;
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(1463 - (v6 ? 48 : 28)) + " " + b +
+                           " >/dev/null")),
+            0)
+      << "the largest packet that fits goes through: " << dump(*a_.dp);
 }
 
 TEST_F(DataplaneE2E, TransportModeProtectsTrafficBetweenTheWireAddresses) { run_transport(false); }
@@ -1152,6 +1173,182 @@ TEST_F(DataplaneE2E, RemovedSaStopsTrafficAndUnknownHandleIsCounted) {
   EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q " + b_.inner_ip + " >/dev/null")), 0);
   // The old handle's slot now belongs to the new SA: the stale handle stays unknown.
   EXPECT_THROW(a_.dp->sa_counters(ab_.out_handle), Error);
+}
+
+}  // namespace
+}  // namespace ov2
+
+namespace ov2 {
+namespace {
+
+// Path MTU through the tunnel (esp/path_mtu.h): routes into ov2 carry no
+// `mtu`; ov2 takes 1500-byte packets; the worker answers what would not fit
+// the wire after ESP.  AES-GCM-128 tunnel over IPv4, wire MTU 1500:
+// 1500 - outer IPv4 20 - ESP header 8 - IV 8 - ICV 16 = 1448 bytes for
+// payload + padding + 2, a multiple of 4: the largest inner packet is 1446.
+constexpr int kTunnelPmtu = 1446;
+
+class DataplanePmtuE2E : public DataplaneE2E {
+ protected:
+  void SetUp() override {
+    route_mtu_ = false;
+    DataplaneE2E::SetUp();
+  }
+  uint64_t worker(Endpoint& ep, WorkerCounter c) { return ep.dp->counters().worker_count(c); }
+  // The capture holds ESP only, every ICV good, nothing above the wire MTU.
+  void expect_wire_only_esp_within_mtu(uint64_t at_least) {
+    WireSummary w = summarize();
+    EXPECT_GE(w.esp_good[ab_.out.spi], at_least) << tshark_raw_;
+    EXPECT_EQ(w.esp_bad_or_unchecked, 0u) << tshark_raw_;
+    EXPECT_LE(w.max_frame, 14u + 1500u) << "no ESP packet above the wire MTU";
+    for (const auto& l : w.not_esp) ADD_FAILURE() << "IP packet on the wire that is not ESP: " << l;
+  }
+};
+
+TEST_F(DataplanePmtuE2E, Ipv4DfPacketTooBigForTheTunnelGetsFragNeededAndTheRouteLearnsTheMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  start_capture();
+  const uint64_t icmp0 = worker(a_, WorkerCounter::TxIcmpTooBig);
+  const uint64_t plain0 = a_.dp->counters().verdict[OV2_VERDICT_ACCEPT_PLAIN];
+  // 1472 + 28 = 1500 bytes with DF: fits ov2, not the wire after ESP.
+  const std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s 1472 " + b_.inner_ip + " 2>&1"));
+  EXPECT_NE(out.find("Frag needed and DF set (mtu = " + std::to_string(kTunnelPmtu) + ")"), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 1u) << dump(*a_.dp);
+  EXPECT_EQ(a_.dp->counters().verdict[OV2_VERDICT_ACCEPT_PLAIN] - plain0, 1u)
+      << "the error reached the host through ov2_verdict as a plain packet";
+  // The host stack took it: a route exception with the tunnel's MTU.
+  const std::string route = sh_out(a_.ns->exec("ip route get " + b_.inner_ip));
+  EXPECT_NE(route.find("mtu " + std::to_string(kTunnelPmtu)), std::string::npos) << route;
+  EXPECT_NE(route.find("cache expires"), std::string::npos) << route;
+  // Now the largest packet that fits goes through, and one byte more is refused locally.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(kTunnelPmtu - 28) + " " +
+                           b_.inner_ip + " >/dev/null")),
+            0)
+      << dump(*a_.dp);
+  EXPECT_NE(sh(a_.ns->exec("ping -c 1 -W 1 -q -M do -s " + std::to_string(kTunnelPmtu - 27) + " " + b_.inner_ip +
+                           " >/dev/null 2>&1")),
+            0);
+  // TCP from the default MSS (1460) converges on the learned MTU.
+  must(a_.ns->exec("ip route flush cache"));
+  EXPECT_TRUE(tcp_transfer(a_.inner_ip, b_.inner_ip, 512 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  EXPECT_GE(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 2u) << "the transfer learned the MTU again";
+  stop_capture();
+  expect_wire_only_esp_within_mtu(5);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+}
+
+TEST_F(DataplanePmtuE2E, Ipv4WithoutDfIsFragmentedBeforeEspAndEveryFragmentIsItsOwnEspPacket) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  start_capture();
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  // 3028 bytes: the host fragments it for ov2 (1500), the worker each of those for the tunnel (1446).
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 3 -i 0.2 -W 2 -q -M dont -s 3000 " + b_.inner_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  stop_capture();
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  auto d = [](const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
+    return y.worker_count(c) - x.worker_count(c);
+  };
+  // Each 3028-byte echo: host fragments 1500 + 1500 + 68; the first two
+  // exceed 1446 and become 2 each: 5 ESP packets per echo, in both directions.
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxFragmented), 6u) << dump(*a_.dp);
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxEncapsulated), 15u) << dump(*a_.dp);
+  EXPECT_EQ(d(b0, b1, WorkerCounter::TxFragmented), 6u) << "the replies too: " << dump(*b_.dp);
+  EXPECT_EQ(d(b0, b1, WorkerCounter::RxDecapsulated), 15u) << "every fragment opened on its own";
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxIcmpTooBig), 0u);
+  EXPECT_EQ(d(a0, a1, WorkerCounter::TxTooBig), 0u);
+  expect_wire_only_esp_within_mtu(15);
+}
+
+TEST_F(DataplanePmtuE2E, Ipv6PacketTooBigForTheTunnelGetsPacketTooBigAndTheRouteLearnsTheMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip6));
+  start_capture();
+  const uint64_t icmp0 = worker(a_, WorkerCounter::TxIcmpTooBig);
+  // 1452 + 48 = 1500 bytes.
+  const std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -s 1452 " + b_.inner_ip6 + " 2>&1"));
+  EXPECT_NE(out.find("Packet too big: mtu=" + std::to_string(kTunnelPmtu)), std::string::npos)
+      << out << "\na: " << dump(*a_.dp);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxIcmpTooBig) - icmp0, 1u) << dump(*a_.dp);
+  const std::string route = sh_out(a_.ns->exec("ip -6 route get " + b_.inner_ip6));
+  EXPECT_NE(route.find("mtu " + std::to_string(kTunnelPmtu)), std::string::npos) << route;
+  // The host now fragments (IPv6, at the source) to fit: a big ping is answered.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -s 3000 " + b_.inner_ip6 + " >/dev/null")), 0) << dump(*a_.dp);
+  EXPECT_TRUE(tcp_transfer(a_.inner_ip6, b_.inner_ip6, 256 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  stop_capture();
+  expect_wire_only_esp_within_mtu(5);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+}
+
+// A burst of too-big DF packets (raw socket: the host's own PMTU does not stop
+// them): the worker answers the bucket's burst (50) and one a millisecond more,
+// and counts the rest as tx-too-big.
+// A wire of 1330 bytes: the GCM tunnel carries 1330 - 52 = 1278 -> 1274-byte
+// inner packets, less than IPv6's 1280.  RFC 8201 senders ignore a Packet Too
+// Big below 1280, so bigger IPv6 packets learn 1280 and packets of at most
+// 1280 that do not fit are dropped (tx-too-big); IPv4 learns 1274.
+class DataplaneSmallWirePmtuE2E : public DataplanePmtuE2E {
+ protected:
+  void SetUp() override {
+    wire_mtu_ = 1330;
+    DataplanePmtuE2E::SetUp();
+  }
+};
+
+TEST_F(DataplaneSmallWirePmtuE2E, TunnelBelow1280GivesIpv6APacketTooBigOf1280AndIpv4ItsExactMtu) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip6));
+  // 1270 + 48 = 1318 bytes: fits ov2 (1330), above 1280.
+  std::string out = sh_out(a_.ns->exec("ping -c 1 -W 2 -s 1270 " + b_.inner_ip6 + " 2>&1"));
+  EXPECT_NE(out.find("Packet too big: mtu=1280"), std::string::npos) << out << "\na: " << dump(*a_.dp);
+  const uint64_t too_big0 = worker(a_, WorkerCounter::TxTooBig);
+  // 1232 + 48 = 1280 bytes: the host may send it, the tunnel cannot carry it.
+  EXPECT_NE(sh(a_.ns->exec("ping -c 1 -W 1 -q -s 1232 " + b_.inner_ip6 + " >/dev/null 2>&1")), 0);
+  EXPECT_EQ(worker(a_, WorkerCounter::TxTooBig) - too_big0, 1u) << dump(*a_.dp);
+  // 1226 + 48 = 1274: the largest that fits.
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 1 -W 2 -q -s 1226 " + b_.inner_ip6 + " >/dev/null")), 0) << dump(*a_.dp);
+  out = sh_out(a_.ns->exec("ping -c 1 -W 2 -M do -s 1300 " + b_.inner_ip + " 2>&1"));
+  EXPECT_NE(out.find("Frag needed and DF set (mtu = 1274)"), std::string::npos) << out << "\na: " << dump(*a_.dp);
+}
+
+TEST_F(DataplanePmtuE2E, TransportModeFullSizePacketLearnsTheTransportSaMtu) { run_transport(false); }
+
+TEST_F(DataplanePmtuE2E, TransportModeOverIpv6FullSizePacketLearnsTheTransportSaMtu) { run_transport(true); }
+
+TEST_F(DataplanePmtuE2E, IcmpErrorsAreRateLimitedAndTheRestCountedAsTooBig) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const DataplaneCounters a0 = a_.dp->counters();
+  const std::string script =
+      "import socket,struct,time\n"
+      "s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW)\n"
+      "h=struct.pack('!BBHHHBBH4s4s',0x45,0,1500,0,0x4000,64,17,0,socket.inet_aton('" +
+      a_.inner_ip + "'),socket.inet_aton('" + b_.inner_ip +
+      "'))\n"
+      "p=h+struct.pack('!HHHH',9,9,1480,0)+bytes(1472)\n"
+      "t=time.monotonic()\n"
+      "for i in range(200): s.sendto(p,('" +
+      b_.inner_ip + "',0))\n";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(sh(a_.ns->exec("python3 -c \"" + script + "\"")), 0);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] {
+        const DataplaneCounters c = a_.dp->counters();
+        return c.worker_count(WorkerCounter::TxPackets) - a0.worker_count(WorkerCounter::TxPackets) >= 200;
+      },
+      5000))
+      << dump(*a_.dp);
+  const DataplaneCounters a1 = a_.dp->counters();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  const uint64_t icmp = a1.worker_count(WorkerCounter::TxIcmpTooBig) - a0.worker_count(WorkerCounter::TxIcmpTooBig);
+  const uint64_t too_big = a1.worker_count(WorkerCounter::TxTooBig) - a0.worker_count(WorkerCounter::TxTooBig);
+  EXPECT_EQ(icmp + too_big, 200u) << dump(*a_.dp);
+  EXPECT_GE(icmp, 50u) << "the burst";
+  EXPECT_LE(icmp, 50u + static_cast<uint64_t>(ms) + 1) << "the burst plus one a millisecond (" << ms << " ms)";
+  EXPECT_GT(too_big, 0u);
 }
 
 }  // namespace
