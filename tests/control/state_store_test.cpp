@@ -18,26 +18,18 @@
 #include "control/control_plane.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
+#include "policy_builder.h"
 
 namespace ov2 {
 namespace {
 
 using test::FakeEngine;
 using test::gcm_sa;
+using test::protect;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 const char* kKeyHex = "000102030405060708090a0b0c0d0e0f10111213";  // gcm_sa's key
-
-PolicySpec protect(Direction dir, const char* src, const char* dst, uint64_t sa) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = PolicyAction::Protect;
-  p.sa_handle = sa;
-  return p;
-}
 
 // Two SAs (handles of sequence 3 and 5), a bundle-free tunnel, two policies.
 DaemonState sample_state() {
