@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/policy_table.h"
+#include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
 #include "policy_builder.h"
@@ -14,19 +15,11 @@
 namespace ov2 {
 namespace {
 
+using test::error_of;
 using test::FakeEngine;
 using test::gcm_sa;
 using test::policy;
 using ::testing::HasSubstr;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(ControlPlane, PolicyIdsAreNeverReused) {
   FakeEngine engine;

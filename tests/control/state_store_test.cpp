@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "control/control_plane.h"
+#include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
 #include "policy_builder.h"
@@ -23,6 +24,7 @@
 namespace ov2 {
 namespace {
 
+using test::error_of;
 using test::FakeEngine;
 using test::gcm_sa;
 using test::protect;
@@ -42,15 +44,6 @@ DaemonState sample_state() {
   s.policies.push_back({4, protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", s.sas[0].handle)});
   s.policies.push_back({8, protect(Direction::In, "10.2.0.0/24", "10.1.0.0/24", s.sas[1].handle)});
   return s;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class TempDir {

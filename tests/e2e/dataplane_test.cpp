@@ -275,8 +275,8 @@ class DataplaneE2E : public ::testing::Test {
     Child server(b_.ns->exec(tool + " server " + dst + " 5201"), tmp_.file("tcp-server.log"));
     if (!e2e::wait_for([&] { return sh(b_.ns->exec("ss -ltn | grep -q ':5201 '")) == 0; }, 5000)) return false;
     const std::string pin = cpu >= 0 ? "taskset -c " + std::to_string(cpu) + " " : "";
-    return sh(a_.ns->exec("timeout 60 " + pin + tool + " client " + src + " " + dst + " 5201 " +
-                          std::to_string(bytes) + " >" + tmp_.file("tcp-client.log") + " 2>&1")) == 0;
+    return sh(a_.ns->exec("timeout 60 " + pin + tool + " client " + src + " " + dst + " 5201 " + std::to_string(bytes) +
+                          " >" + tmp_.file("tcp-client.log") + " 2>&1")) == 0;
   }
 
   // Pings until one answer comes back: next hops resolve on the first packets.

@@ -19,8 +19,8 @@
 
 #include "common/error.h"
 #include "common/secure_bytes.h"
-#include "xfrm/netlink_decoder.h"
 #include "policy_builder.h"
+#include "xfrm/netlink_decoder.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_messages.h"
 #include "xfrm/xfrm_nic_backend.h"
