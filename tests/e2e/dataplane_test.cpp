@@ -905,6 +905,32 @@ uint64_t delta(const DataplaneCounters& x, const DataplaneCounters& y, size_t q,
   return per_worker(y, q, c) - per_worker(x, q, c);
 }
 
+// From (a0, b0) to (a1, b1), for an a->b SA that b's worker 0 owns: a sent on
+// both queues, b's queue q received what a's worker q sent, worker 1 handed
+// every frame it received to worker 0, and worker 0 opened all `*sent` ESP
+// packets a sent; nothing was dropped, and the host accepted every one.
+void expect_worker0_opened_all(const DataplaneCounters& a0, const DataplaneCounters& a1, const DataplaneCounters& b0,
+                               const DataplaneCounters& b1, const std::string& why, uint64_t* sent) {
+  for (size_t q : {0, 1}) {
+    ASSERT_GT(delta(a0, a1, q, WorkerCounter::TxEncapsulated), 0u) << "a sent on queue " << q << "; " << why;
+    EXPECT_EQ(delta(b0, b1, q, WorkerCounter::RxPackets), delta(a0, a1, q, WorkerCounter::TxEncapsulated))
+        << "b's queue " << q << " received what a's worker " << q << " sent; " << why;
+  }
+  *sent = delta(a0, a1, WorkerCounter::TxEncapsulated);
+  EXPECT_GT(delta(b0, b1, 1, WorkerCounter::RxHandedOff), 0u) << why;
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandedOff), delta(b0, b1, 1, WorkerCounter::RxPackets)) << why;
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandedOff), 0u) << why;
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandoffReceived), delta(b0, b1, 1, WorkerCounter::RxHandedOff)) << why;
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandoffReceived), 0u) << why;
+  EXPECT_EQ(delta(b0, b1, WorkerCounter::RxPackets), *sent) << "every ESP packet a sent reached b's workers; " << why;
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxDecapsulated), *sent) << "the owner opened every one; " << why;
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxDecapsulated), 0u) << why;
+  for (WorkerCounter c : {WorkerCounter::RxForeignQueue, WorkerCounter::RxHandoffFull, WorkerCounter::RxCryptoFailed,
+                          WorkerCounter::RxNoSa, WorkerCounter::RxMalformed})
+    EXPECT_EQ(delta(b0, b1, c), 0u) << worker_counter_name(c) << "; " << why;
+  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], *sent) << "the host took every one";
+}
+
 // One SA's packets arrive on both of b's queues (a client pinned to each of
 // a's queue CPUs; b's queue q receives what a's worker q sent): the worker
 // that does not own the SA hands every one of them to the owner, and the
@@ -918,24 +944,9 @@ TEST_F(DataplaneE2ETwoQueues, OneSaArrivingOnBothQueuesIsEntirelyDecapsulatedByI
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
   const std::string why = "a: " + dump(*a_.dp) + "\nb: " + dump(*b_.dp);
-  for (size_t q : {0, 1}) {
-    ASSERT_GT(delta(a0, a1, q, WorkerCounter::TxEncapsulated), 0u) << "a sent on queue " << q << "; " << why;
-    EXPECT_EQ(delta(b0, b1, q, WorkerCounter::RxPackets), delta(a0, a1, q, WorkerCounter::TxEncapsulated))
-        << "b's queue " << q << " received what a's worker " << q << " sent; " << why;
-  }
   // The a->b SA is in slot 2: worker 0 owns it, worker 1 hands off all it receives.
-  const uint64_t sent = delta(a0, a1, WorkerCounter::TxEncapsulated);
-  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandedOff), delta(b0, b1, 1, WorkerCounter::RxPackets)) << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandedOff), 0u) << why;
-  EXPECT_GT(delta(b0, b1, WorkerCounter::RxHandedOff), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandoffReceived), delta(b0, b1, WorkerCounter::RxHandedOff)) << why;
-  EXPECT_EQ(delta(b0, b1, WorkerCounter::RxHandoffFull), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, WorkerCounter::RxForeignQueue), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, WorkerCounter::RxPackets), sent) << "every ESP packet a sent reached b's workers; " << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxDecapsulated), sent) << "the owner opened every one; " << why;
-  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxDecapsulated), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, WorkerCounter::RxCryptoFailed), 0u) << "no replay/auth failure from the handoff; " << why;
-  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], sent) << why;
+  uint64_t sent = 0;
+  ASSERT_NO_FATAL_FAILURE(expect_worker0_opened_all(a0, a1, b0, b1, why, &sent));
   EXPECT_EQ(b_.dp->sa_counters(ab_.in_handle).packets - sa0, sent);
   // The way back (b->a, slot 4: a's worker 0) has no drops either.
   EXPECT_EQ(delta(a0, a1, WorkerCounter::RxDecapsulated), delta(b0, b1, WorkerCounter::TxEncapsulated)) << why;
@@ -977,22 +988,8 @@ TEST_F(DataplaneE2ETwoQueues, BundleArrivingOnBothQueuesIsOpenedByTheTunnelSaOwn
   const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
   const SaRuntimeCounters tr1 = b_.dp->sa_counters(ab_tr.in_handle), tun1 = b_.dp->sa_counters(ab_.in_handle);
   const std::string why = "a: " + dump(*a_.dp) + "\nb: " + dump(*b_.dp);
-  for (size_t q : {0, 1}) {
-    ASSERT_GT(delta(a0, a1, q, WorkerCounter::TxEncapsulated), 0u) << "a sent on queue " << q << "; " << why;
-    EXPECT_EQ(delta(b0, b1, q, WorkerCounter::RxPackets), delta(a0, a1, q, WorkerCounter::TxEncapsulated))
-        << "b's queue " << q << " received what a's worker " << q << " sent; " << why;
-  }
-  const uint64_t sent = delta(a0, a1, WorkerCounter::TxEncapsulated);
-  // Worker 1 hands off every frame it receives; worker 0 takes them all and opens everything.
-  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandedOff), delta(b0, b1, 1, WorkerCounter::RxPackets)) << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandedOff), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandoffReceived), delta(b0, b1, 1, WorkerCounter::RxHandedOff)) << why;
-  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandoffReceived), 0u) << why;
-  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxDecapsulated), sent) << "the tunnel SA's owner opened every one; " << why;
-  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxDecapsulated), 0u) << why;
-  for (WorkerCounter c : {WorkerCounter::RxForeignQueue, WorkerCounter::RxHandoffFull, WorkerCounter::RxCryptoFailed,
-                          WorkerCounter::RxNoSa, WorkerCounter::RxMalformed})
-    EXPECT_EQ(delta(b0, b1, c), 0u) << worker_counter_name(c) << "; " << why;
+  uint64_t sent = 0;
+  ASSERT_NO_FATAL_FAILURE(expect_worker0_opened_all(a0, a1, b0, b1, why, &sent));
   EXPECT_EQ(tr1.packets - tr0.packets, sent) << "the transport SA opened each packet";
   EXPECT_EQ(tun1.packets - tun0.packets, sent) << "the tunnel SA opened each packet";
   // Plaintext bytes: the tunnel SA's are the transport SA's ESP packets, so
@@ -1000,7 +997,6 @@ TEST_F(DataplaneE2ETwoQueues, BundleArrivingOnBothQueuesIsOpenedByTheTunnelSaOwn
   // transfers' bytes (TCP payload plus headers).
   EXPECT_GT(tr1.bytes - tr0.bytes, 2u * (32u << 10));
   EXPECT_GT(tun1.bytes - tun0.bytes, tr1.bytes - tr0.bytes);
-  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], sent) << "the host took every one";
   std::cout << "a sent " << delta(a0, a1, 0, WorkerCounter::TxEncapsulated) << " / "
             << delta(a0, a1, 1, WorkerCounter::TxEncapsulated) << " bundle packets on its queues; b handed off "
             << delta(b0, b1, WorkerCounter::RxHandedOff) << " of " << sent << "\n";
