@@ -22,16 +22,6 @@ Bytes shim_frame(uint64_t cookie, uint32_t rx_info, uint16_t inner_type, const B
       .payload(inner)
       .build();
 }
-Bytes rx_meta_bytes(uint32_t rx_info, uint64_t sa_handle) {
-  ov2_meta m{};
-  m.nbl.rx.info = rx_info;
-  m.sa_handle = sa_handle;
-  m.magic = OV2_META_MAGIC;
-  m.version = OV2_META_VERSION;
-  m.dir = OV2_META_DIR_RX;
-  const auto* p = reinterpret_cast<const uint8_t*>(&m);
-  return Bytes(p, p + sizeof(m));
-}
 
 void expect_drop(const Bytes& frame, ov2_deliver_counter counter) {
   CounterDelta counters(&BpfPrograms::deliver_counters);

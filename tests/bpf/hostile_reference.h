@@ -281,17 +281,6 @@ inline bool prefix_equal(const std::array<uint8_t, 16>& a, const std::array<uint
   return true;
 }
 
-inline Bytes tx_metadata(uint64_t offload_handle, uint64_t tunnel_handle) {
-  ov2_meta m{};
-  m.nbl.tx.offload_handle = offload_handle;
-  m.tunnel_handle = tunnel_handle;
-  m.magic = OV2_META_MAGIC;
-  m.version = OV2_META_VERSION;
-  m.dir = OV2_META_DIR_TX;
-  const auto* p = reinterpret_cast<const uint8_t*>(&m);
-  return Bytes(p, p + sizeof(m));
-}
-
 inline Expected tx_drop(uint32_t counter) { return Expected{false, XDP_DROP, counter, {}, {}}; }
 
 inline Expected expect_tx(const Bytes& f, const TxWorld& world) {
@@ -326,8 +315,8 @@ inline Expected expect_tx(const Bytes& f, const TxWorld& world) {
   if (best->action == OV2_SPD_DISCARD) return tx_drop(OV2_TX_DISCARD);
   if (!world.worker_xsk) return tx_drop(OV2_TX_NO_WORKER);
   if (best->action == OV2_SPD_PROTECT)
-    return Expected{false, XDP_REDIRECT, OV2_TX_PROTECT, f, tx_metadata(best->offload_handle, best->tunnel_handle)};
-  return Expected{false, XDP_REDIRECT, OV2_TX_BYPASS, f, tx_metadata(0, 0)};
+    return Expected{false, XDP_REDIRECT, OV2_TX_PROTECT, f, tx_meta_bytes(best->offload_handle, best->tunnel_handle)};
+  return Expected{false, XDP_REDIRECT, OV2_TX_BYPASS, f, tx_meta_bytes(0, 0)};
 }
 
 // ---------------------------------------------------------------------------
@@ -355,14 +344,7 @@ inline Expected expect_deliver(const Bytes& f, uint64_t loaded_cookie) {
   out.push_back(static_cast<uint8_t>(inner >> 8));
   out.push_back(static_cast<uint8_t>(inner));
   out.insert(out.end(), f.begin() + static_cast<long>(shim + OV2_SHIM_SIZE), f.end());
-  ov2_meta m{};
-  m.nbl.rx.info = rx_word;
-  m.sa_handle = sa_handle;
-  m.magic = OV2_META_MAGIC;
-  m.version = OV2_META_VERSION;
-  m.dir = OV2_META_DIR_RX;
-  const auto* p = reinterpret_cast<const uint8_t*>(&m);
-  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, Bytes(p, p + sizeof(m))};
+  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, rx_meta_bytes(rx_word, sa_handle)};
 }
 
 }  // namespace ov2::test::hostile

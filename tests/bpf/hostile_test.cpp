@@ -527,7 +527,7 @@ TEST_F(HostileTxTest, NeighbourDiscoveryIsDecidedByTheIpPacketNotByEthernetPaddi
     ASSERT_EQ(t.expect(f).counter, OV2_TX_BYPASS);  // policy 10: ICMPv6 to 2001:db8:1::5 bypasses
     const XdpRun r = run_xdp(t.prog_fd, f);
     EXPECT_EQ(r.action, XDP_REDIRECT) << hex(f);
-    EXPECT_EQ(r.meta, tx_metadata(0, 0)) << hex(f);
+    EXPECT_EQ(r.meta, tx_meta_bytes(0, 0)) << hex(f);
   }
   s.upper = {kProtoIcmpv6, concat({Bytes{135, 0}, Bytes(22, 0)}), false};  // a whole neighbour solicitation
   Bytes solicitation = build_ip(s).frame;

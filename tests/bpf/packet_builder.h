@@ -258,4 +258,29 @@ inline Bytes esp_v6_frame(uint32_t spi, const std::string& dst = "2001:db8::2", 
   return FrameBuilder().ethernet(kEthIpv6).ipv6("2001:db8::1", dst, kProtoEsp).esp(spi, 1, payload).build();
 }
 
+// The XDP metadata (ov2_meta) a program leaves in front of a frame, as bytes:
+// ov2_tx's for an outbound frame, ov2_deliver's for a decrypted one.
+inline Bytes meta_bytes(const ov2_meta& m) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&m);
+  return Bytes(p, p + sizeof(m));
+}
+inline Bytes tx_meta_bytes(uint64_t offload_handle, uint64_t tunnel_handle) {
+  ov2_meta m{};
+  m.nbl.tx.offload_handle = offload_handle;
+  m.tunnel_handle = tunnel_handle;
+  m.magic = OV2_META_MAGIC;
+  m.version = OV2_META_VERSION;
+  m.dir = OV2_META_DIR_TX;
+  return meta_bytes(m);
+}
+inline Bytes rx_meta_bytes(uint32_t rx_info, uint64_t sa_handle) {
+  ov2_meta m{};
+  m.nbl.rx.info = rx_info;
+  m.sa_handle = sa_handle;
+  m.magic = OV2_META_MAGIC;
+  m.version = OV2_META_VERSION;
+  m.dir = OV2_META_DIR_RX;
+  return meta_bytes(m);
+}
+
 }  // namespace ov2::test

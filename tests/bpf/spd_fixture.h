@@ -48,15 +48,4 @@ inline void load_outbound_spd(const std::vector<CompiledPolicy>& policies) {
   have_loaded = true;
 }
 
-inline Bytes tx_meta_bytes(uint64_t offload_handle, uint64_t tunnel_handle) {
-  ov2_meta m{};
-  m.nbl.tx.offload_handle = offload_handle;
-  m.tunnel_handle = tunnel_handle;
-  m.magic = OV2_META_MAGIC;
-  m.version = OV2_META_VERSION;
-  m.dir = OV2_META_DIR_TX;
-  const auto* p = reinterpret_cast<const uint8_t*>(&m);
-  return Bytes(p, p + sizeof(m));
-}
-
 }  // namespace ov2::test

@@ -7,36 +7,19 @@
 #include <gtest/gtest.h>
 
 #include "engine/policy_table.h"
+#include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
+#include "policy_builder.h"
 
 namespace ov2 {
 namespace {
 
+using test::error_of;
 using test::FakeEngine;
 using test::gcm_sa;
+using test::policy;
 using ::testing::HasSubstr;
-
-PolicySpec policy(Direction dir, const char* src, const char* dst, PolicyAction action, uint64_t sa = 0,
-                  uint32_t priority = 1000) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = action;
-  p.sa_handle = sa;
-  p.priority = priority;
-  return p;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(ControlPlane, PolicyIdsAreNeverReused) {
   FakeEngine engine;

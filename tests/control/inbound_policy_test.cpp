@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "policy_builder.h"
+
 namespace ov2 {
 namespace {
 
@@ -20,16 +22,10 @@ constexpr uint64_t kOtherSa = 0x2000002;
 CompiledPolicy policy(uint32_t id, const std::string& src, const std::string& dst, PolicyAction action, uint64_t sa = 0,
                       uint32_t priority = 1000, uint16_t proto = kAnyProto, PortRange sport = {},
                       PortRange dport = {}) {
-  PolicySpec s;
-  s.dir = Direction::In;
-  s.src = IpPrefix::parse(src);
-  s.dst = IpPrefix::parse(dst);
+  PolicySpec s = test::policy(Direction::In, src, dst, action, sa, priority);
   s.proto = proto;
   s.sport = sport;
   s.dport = dport;
-  s.action = action;
-  s.sa_handle = sa;
-  s.priority = priority;
   return CompiledPolicy{id, s, action == PolicyAction::Protect ? sa : 0, 0};
 }
 

@@ -25,6 +25,7 @@
 #include "control/stats_report.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
+#include "policy_builder.h"
 
 namespace ov2 {
 namespace {
@@ -32,22 +33,13 @@ namespace {
 using nlohmann::json;
 using test::FakeEngine;
 using test::gcm_sa;
+using test::protect;
 using ::testing::HasSubstr;
 
 struct Recorder : ControlPlane::Listener {
   std::vector<ChangeEvent> seen;
   void on_change(const ChangeEvent& e) override { seen.push_back(e); }
 };
-
-PolicySpec protect(Direction dir, uint64_t sa, const char* src, const char* dst) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = PolicyAction::Protect;
-  p.sa_handle = sa;
-  return p;
-}
 
 TEST(ControlPlaneListener, ReportsEachSuccessfulChangeInOrderAndNothingForFailures) {
   FakeEngine engine;
@@ -56,7 +48,7 @@ TEST(ControlPlaneListener, ReportsEachSuccessfulChangeInOrderAndNothingForFailur
   plane.add_listener(&rec);
   plane.add_listener(&rec);  // twice: still told once
   const uint64_t sa = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000));
-  const uint32_t id = plane.add_policy(protect(Direction::Out, sa, "10.1.0.0/24", "10.2.0.0/24"));
+  const uint32_t id = plane.add_policy(protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", sa));
   EXPECT_THROW(plane.delete_sas({sa}, false), Error);  // used by a policy: refused, no event
   EXPECT_THROW(plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1000)), Error);
   plane.delete_sas({sa}, true, ChangeCause::SaDeleteReq);
@@ -102,7 +94,7 @@ TEST_F(DeleteReqFixture, DeletesTheInboundSaAndTheNewestOutboundSaWithSwappedEnd
   const uint64_t new_out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1002));
   const uint64_t other_peer = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x1003));
   const uint64_t transport = plane.add_sa(gcm_sa(Direction::Out, Mode::Transport, "192.0.2.1", "192.0.2.2", 0x1004));
-  const uint32_t pin = plane.add_policy(protect(Direction::In, in, "10.2.0.0/24", "10.1.0.0/24"));
+  const uint32_t pin = plane.add_policy(protect(Direction::In, "10.2.0.0/24", "10.1.0.0/24", in));
   events.clear();
 
   obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");

@@ -7,25 +7,17 @@
 
 #include <set>
 
+#include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
 
 namespace ov2 {
 namespace {
 
+using test::error_of;
 using test::FakeEngine;
 using test::gcm_sa;
 using ::testing::HasSubstr;
-
-std::string error_of(const std::function<void()>& f, ErrorCode* code = nullptr) {
-  try {
-    f();
-  } catch (const Error& e) {
-    if (code) *code = e.code();
-    return e.what();
-  }
-  return "";
-}
 
 TEST(SaDatabase, AddReturnsNonZeroHandleAndInstallsInEngine) {
   FakeEngine engine;

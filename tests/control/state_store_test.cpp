@@ -16,28 +16,22 @@
 #include <sstream>
 
 #include "control/control_plane.h"
+#include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
+#include "policy_builder.h"
 
 namespace ov2 {
 namespace {
 
+using test::error_of;
 using test::FakeEngine;
 using test::gcm_sa;
+using test::protect;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 const char* kKeyHex = "000102030405060708090a0b0c0d0e0f10111213";  // gcm_sa's key
-
-PolicySpec protect(Direction dir, const char* src, const char* dst, uint64_t sa) {
-  PolicySpec p;
-  p.dir = dir;
-  p.src = IpPrefix::parse(src);
-  p.dst = IpPrefix::parse(dst);
-  p.action = PolicyAction::Protect;
-  p.sa_handle = sa;
-  return p;
-}
 
 // Two SAs (handles of sequence 3 and 5), a bundle-free tunnel, two policies.
 DaemonState sample_state() {
@@ -50,15 +44,6 @@ DaemonState sample_state() {
   s.policies.push_back({4, protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", s.sas[0].handle)});
   s.policies.push_back({8, protect(Direction::In, "10.2.0.0/24", "10.1.0.0/24", s.sas[1].handle)});
   return s;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 class TempDir {

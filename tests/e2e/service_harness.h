@@ -27,54 +27,20 @@
 #include <thread>
 #include <vector>
 
+#include "e2e/process_run.h"
+
 namespace ov2svc {
 
-inline const std::string kDaemon = OV2_BINARY_DIR "/ctl/ipsecov2d";
-inline const std::string kCtl = OV2_BINARY_DIR "/ctl/ipsecov2ctl";
+using ov2::e2e::kCtl;
+using ov2::e2e::kDaemon;
+using ov2::e2e::Result;
+using ov2::e2e::run;
 
-struct Result {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-inline std::string read_all_fd(int fd) {
-  std::string s;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
-  return s;
-}
-
-// Runs argv (no shell) and waits; stdout and stderr captured.
-inline Result run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env = {}) {
-  int out[2], err[2];
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) return {};
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int devnull = open("/dev/null", O_RDONLY);
-    dup2(devnull, 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
+// Runs argv (no shell) with these environment variables set; stdout and stderr captured.
+inline Result run(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env) {
+  return run(argv, "", [&] {
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  close(out[1]);
-  close(err[1]);
-  Result r;
-  std::thread t([&] { r.err = read_all_fd(err[0]); });
-  r.out = read_all_fd(out[0]);
-  t.join();
-  close(out[0]);
-  close(err[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  });
 }
 
 inline Result sh(const std::string& command) { return run({"/bin/sh", "-c", command}); }

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/ip_addr.h"
 #include "common/secure_bytes.h"
+#include "error_of.h"
 #include "model/algorithms.h"
 #include "model/policy_spec.h"
 
@@ -16,15 +17,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(IpPrefix, ParsesV4AndV6AndBareAddresses) {
   const IpPrefix p = IpPrefix::parse("10.1.0.0/16");

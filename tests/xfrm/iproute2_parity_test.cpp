@@ -19,8 +19,8 @@
 
 #include "common/error.h"
 #include "common/secure_bytes.h"
+#include "policy_builder.h"
 #include "xfrm/netlink_decoder.h"
-#include "xfrm/policy_fixtures.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_messages.h"
 #include "xfrm/xfrm_nic_backend.h"
@@ -524,6 +524,8 @@ TEST_F(Iproute2OtherRequests, ParityCheckCatchesAKeyByteAndAnEsnHighBitsDifferen
 namespace ov2::xfrm::test {
 namespace {
 
+using ov2::test::policy;  // PROTECT entries name no SA (0): the tests hand kernel_policies_of the NIC SA
+
 // ---------------------------------------------------------------------------
 // The SPD translation: each `ipsecov2ctl policy add` becomes the kernel
 // policies kernel_policies_of() builds; every request equals what
@@ -557,7 +559,7 @@ std::vector<PolicyParityCase> policy_parity_cases() {
                    {"xfrm policy add src 10.1.0.0/24 dst 10.2.0.0/24 proto tcp dport 443 dir out priority 100 "
                     "tmpl src 192.0.2.1 dst 192.0.2.2 proto esp reqid 11 mode tunnel"},
                    [] {
-                     auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 100);
+                     auto p = policy(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 0, 100);
                      p.proto = 6;
                      p.dport = {443, 443};
                      return p;
@@ -568,13 +570,13 @@ std::vector<PolicyParityCase> policy_parity_cases() {
                     "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 12 mode tunnel",
                     "xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir fwd priority 100 "
                     "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 12 mode tunnel"},
-                   [] { return spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100); },
+                   [] { return policy(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 0, 100); },
                    nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 12)});
   cases.push_back({"ProtectInTransportV6UdpSportHasNoFwd",
                    {"xfrm policy add src 2001:db8::2/128 dst 2001:db8::1/128 proto udp sport 4500 dir in priority 7 "
                     "tmpl src 2001:db8::2 dst 2001:db8::1 proto esp reqid 13 mode transport"},
                    [] {
-                     auto p = spd_entry(Direction::In, "2001:db8::2/128", "2001:db8::1/128", PolicyAction::Protect, 7);
+                     auto p = policy(Direction::In, "2001:db8::2/128", "2001:db8::1/128", PolicyAction::Protect, 0, 7);
                      p.proto = 17;
                      p.sport = {4500, 4500};
                      return p;
@@ -583,7 +585,7 @@ std::vector<PolicyParityCase> policy_parity_cases() {
   cases.push_back({"BypassOutV6Udp500",
                    {"xfrm policy add src ::/0 dst ::/0 proto udp dport 500 dir out priority 10"},
                    [] {
-                     auto p = spd_entry(Direction::Out, "::/0", "::/0", PolicyAction::Bypass, 10);
+                     auto p = policy(Direction::Out, "::/0", "::/0", PolicyAction::Bypass, 0, 10);
                      p.proto = 17;
                      p.dport = {500, 500};
                      return p;
@@ -591,12 +593,12 @@ std::vector<PolicyParityCase> policy_parity_cases() {
                    std::nullopt});
   cases.push_back({"DiscardInV4IsBlock",
                    {"xfrm policy add src 0.0.0.0/0 dst 10.9.0.0/16 dir in priority 2000 action block"},
-                   [] { return spd_entry(Direction::In, "0.0.0.0/0", "10.9.0.0/16", PolicyAction::Discard, 2000); },
+                   [] { return policy(Direction::In, "0.0.0.0/0", "10.9.0.0/16", PolicyAction::Discard, 0, 2000); },
                    std::nullopt});
   cases.push_back({"DiscardOutV4IcmpIsBlock",
                    {"xfrm policy add src 10.1.0.0/16 dst 0.0.0.0/0 proto icmp dir out priority 5 action block"},
                    [] {
-                     auto p = spd_entry(Direction::Out, "10.1.0.0/16", "0.0.0.0/0", PolicyAction::Discard, 5);
+                     auto p = policy(Direction::Out, "10.1.0.0/16", "0.0.0.0/0", PolicyAction::Discard, 0, 5);
                      p.proto = 1;
                      return p;
                    },
@@ -606,7 +608,7 @@ std::vector<PolicyParityCase> policy_parity_cases() {
                     "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 14 mode tunnel",
                     "xfrm policy add src 10.2.0.0/24 dst 10.1.0.0/24 dir fwd priority 100 "
                     "tmpl src 192.0.2.2 dst 192.0.2.1 proto esp reqid 14 mode tunnel"},
-                   [] { return spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100); },
+                   [] { return policy(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 0, 100); },
                    nic_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 14, OffloadKind::Packet),
                    true});
   return cases;
@@ -645,7 +647,7 @@ INSTANTIATE_TEST_SUITE_P(SpdTable, Iproute2PolicyParity, ::testing::ValuesIn(pol
                          [](const auto& info) { return info.param.name; });
 
 TEST_F(Iproute2OtherRequests, DeletePolicyRequestEqualsIproute2PolicyDelete) {
-  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 100);
+  auto p = policy(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 0, 100);
   p.proto = 6;
   p.dport = {443, 443};
   const auto entries = kernel_policies_of(1, p, nullptr);
@@ -656,7 +658,7 @@ TEST_F(Iproute2OtherRequests, DeletePolicyRequestEqualsIproute2PolicyDelete) {
 }
 
 TEST(PolicyTranslation, PortRangesBecomePortMaskSelectorsOrAreRefusedInPlainWords) {
-  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 1);
+  auto p = policy(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 0, 1);
   p.proto = 6;
   p.dport = {1024, 2047};  // an aligned block of 1024
   auto e = kernel_policies_of(3, p, nullptr);
@@ -678,7 +680,7 @@ TEST(PolicyTranslation, PortRangesBecomePortMaskSelectorsOrAreRefusedInPlainWord
 }
 
 TEST(PolicyTranslation, ProtectNeedsItsSaOnTheNicInTheSameDirection) {
-  auto p = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 1);
+  auto p = policy(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Protect, 0, 1);
   EXPECT_THROW(
       {
         try {

@@ -10,13 +10,15 @@
 #include <string>
 
 #include "common/error.h"
-#include "xfrm/policy_fixtures.h"
+#include "policy_builder.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_nic_backend.h"
 #include "xfrm/xfrm_socket.h"
 
 namespace ov2::xfrm::test {
 namespace {
+
+using ov2::test::policy;  // PROTECT entries name no SA (0): the tests hand kernel_policies_of the NIC SA
 
 class KernelSpd : public ::testing::Test {
  protected:
@@ -37,13 +39,13 @@ class KernelSpd : public ::testing::Test {
 TEST_F(KernelSpd, BypassAndDiscardPoliciesAppearInTheKernelAndGoOnReplaceAndOnStop) {
   ns_->run_inside([&] {
     XfrmNicBackend nic({ns_->dev(), OffloadKind::Crypto, true});
-    auto ike = spd_entry(Direction::Out, "0.0.0.0/0", "0.0.0.0/0", PolicyAction::Bypass, 10);
+    auto ike = policy(Direction::Out, "0.0.0.0/0", "0.0.0.0/0", PolicyAction::Bypass, 0, 10);
     ike.proto = 17;
     ike.dport = {500, 500};
-    const auto block = spd_entry(Direction::Out, "10.1.0.0/24", "10.9.0.0/16", PolicyAction::Discard, 2000);
+    const auto block = policy(Direction::Out, "10.1.0.0/24", "10.9.0.0/16", PolicyAction::Discard, 0, 2000);
     nic.replace_policies(Direction::Out, {{1, ike}, {2, block}});
     nic.replace_policies(Direction::In,
-                         {{3, spd_entry(Direction::In, "10.9.0.0/16", "10.1.0.0/24", PolicyAction::Discard, 2000)}});
+                         {{3, policy(Direction::In, "10.9.0.0/16", "10.1.0.0/24", PolicyAction::Discard, 0, 2000)}});
     const std::string all = policies();
     EXPECT_NE(all.find("src 0.0.0.0/0 dst 0.0.0.0/0 proto udp dport 500 \n\tdir out priority 10"), std::string::npos)
         << all;
@@ -63,12 +65,12 @@ TEST_F(KernelSpd, BypassAndDiscardPoliciesAppearInTheKernelAndGoOnReplaceAndOnSt
 TEST_F(KernelSpd, AFailingReplaceLeavesTheKernelAsItWasAndSaysWhichPolicy) {
   ns_->run_inside([&] {
     XfrmNicBackend nic({ns_->dev(), OffloadKind::Crypto, true});
-    const auto keep = spd_entry(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 50);
+    const auto keep = policy(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass, 0, 50);
     nic.replace_policies(Direction::Out, {{1, keep}});
     const std::string before = policies();
     // 2 is new and fine; 3 has 2's selectors: the kernel keeps one policy per selector and direction.
-    const auto fresh = spd_entry(Direction::Out, "10.3.0.0/24", "10.4.0.0/24", PolicyAction::Discard, 60);
-    const auto twin = spd_entry(Direction::Out, "10.3.0.0/24", "10.4.0.0/24", PolicyAction::Bypass, 70);
+    const auto fresh = policy(Direction::Out, "10.3.0.0/24", "10.4.0.0/24", PolicyAction::Discard, 0, 60);
+    const auto twin = policy(Direction::Out, "10.3.0.0/24", "10.4.0.0/24", PolicyAction::Bypass, 0, 70);
     try {
       nic.replace_policies(Direction::Out, {{1, keep}, {2, fresh}, {3, twin}});
       ADD_FAILURE() << "two kernel policies with the same selectors were accepted";
@@ -102,7 +104,7 @@ TEST_F(KernelSpd, TranslatedProtectPoliciesAreAcceptedWithTheSaTemplateInAndFwd)
   sa.reqid = 21;
   sa.mode = Mode::Tunnel;
   const auto entries =
-      kernel_policies_of(1, spd_entry(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 100), &sa);
+      kernel_policies_of(1, policy(Direction::In, "10.2.0.0/24", "10.1.0.0/24", PolicyAction::Protect, 0, 100), &sa);
   ASSERT_EQ(entries.size(), 2u);
   ns_->run_inside([&] {
     XfrmSocket sock;
