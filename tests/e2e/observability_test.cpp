@@ -625,7 +625,10 @@ TEST(Observability, ExhaustedOutboundSaIsDeletedWithItsInboundTwinAndShutdownIsA
   while (std::getline(lines, line)) samples.push_back(json::parse(line));
   ASSERT_GE(samples.size(), 2u) << watch.out;
   EXPECT_FALSE(samples[0].contains("interval_seconds"));
-  EXPECT_NEAR(samples[1].at("interval_seconds").get<double>(), 0.5, 0.2);
+  // The measured interval: never shorter than asked, and within the 1.3 s the
+  // command ran (a loaded machine only makes it longer).
+  EXPECT_GE(samples[1].at("interval_seconds").get<double>(), 0.45);
+  EXPECT_LT(samples[1].at("interval_seconds").get<double>(), 1.3);
 
   t.stop_daemon('a');
   ASSERT_TRUE(eventually([&] { return !events(json_lines(mon), "device-down").empty(); })) << slurp(mon);
