@@ -22,6 +22,7 @@
 
 #include "../proc_status.h"
 #include "bench_common.h"
+#include "dataplane/inbound_policy.h"
 #include "dataplane/sa_runtime.h"
 #include "esp/crypto_backend.h"
 #include "esp/esp.h"
@@ -415,6 +416,67 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
              n + " SAs vs 1 SA, in-process worker lookup + decap, runs alternated");
 }
 
+// The worker's RFC 4301 §5.2 inbound check (dataplane/inbound_policy.h) on
+// top of decapsulation, per packet as Worker::inbound_policy_allows does it:
+// selector extraction + InboundPolicyTable::check, which must Accept.  64 B
+// AES-128-GCM tunnel packets on one SA whose policy (dst 10.2.0.0/24) is the
+// last of `count`: the others protect other SAs (dst 10.3.x.y/32, better
+// priority), as with one policy per tunnel.  Tables of 1 and of `count`
+// policies, runs alternated.
+void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t count) {
+  const auto key = random_bytes(info(EncAlg::AesGcm128).key_len + info(EncAlg::AesGcm128).salt_len);
+  esp::OutboundSa out(bench_sa(EncAlg::AesGcm128, Direction::Out, key));
+  esp::InboundSa in(bench_sa(EncAlg::AesGcm128, Direction::In, key));
+  constexpr uint64_t kHandle = (uint64_t{1} << 24) | 7;
+  auto policy = [](uint32_t id, const std::string& dst, uint64_t sa, uint32_t priority) {
+    PolicySpec s;
+    s.dir = Direction::In;
+    s.src = IpPrefix::parse("10.1.0.0/16");
+    s.dst = IpPrefix::parse(dst);
+    s.action = PolicyAction::Protect;
+    s.sa_handle = sa;
+    s.priority = priority;
+    return CompiledPolicy{id, s, sa, 0};
+  };
+  std::vector<CompiledPolicy> many;
+  for (uint32_t i = 0; i + 1 < count; ++i)
+    many.push_back(policy(i + 2, "10.3." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "/32",
+                          (uint64_t{2} << 24) | (i + 8), 100));
+  many.push_back(policy(1, "10.2.0.0/24", kHandle, 1000));
+  const InboundPolicyTable one_table({policy(1, "10.2.0.0/24", kHandle, 1000)}), many_table(many);
+  constexpr uint32_t kSize = 64;
+  const auto plain = plaintext_packet(kSize);  // 10.1.0.1 -> 10.2.0.1, UDP
+  constexpr size_t kBatch = 1024;
+  std::vector<uint8_t> frames((kRoom + kSize + kRoom) * kBatch);
+  std::vector<esp::Packet> sealed(kBatch);
+  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
+  auto decap_and_check = [&](const InboundPolicyTable& table) {
+    for (size_t i = 0; i < kBatch; ++i) {
+      if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
+      PacketSelector sel;
+      if (!packet_selector_of(sealed[i].data, sealed[i].len, &sel) ||
+          table.check(kHandle, sel) != InboundVerdict::Accept)
+        std::abort();
+    }
+  };
+  std::vector<double> r1, rn;
+  const Timing single{t.seconds_per_run, 1};
+  for (int r = 0; r < t.runs; ++r) {
+    r1.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { decap_and_check(one_table); }));
+    rn.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { decap_and_check(many_table); }));
+  }
+  std::sort(r1.begin(), r1.end());
+  std::sort(rn.begin(), rn.end());
+  const double p1 = r1[r1.size() / 2], pn = rn[rn.size() / 2];
+  const std::string n = std::to_string(count);
+  report.add("engine_decrypt_pps_64_with_1_inbound_policy", p1, "packets/s",
+             "decap + inbound policy check (selector + InboundPolicyTable::check), 1 policy");
+  report.add("engine_decrypt_pps_64_with_" + n + "_inbound_policies", pn, "packets/s",
+             "the same, the SA's policy last of " + n + " (the others: other SAs, better priority)");
+  report.add("engine_decrypt_" + n + "_vs_1_inbound_policies_ratio", pn / p1, "ratio",
+             n + " inbound policies vs 1, runs alternated");
+}
+
 // The engine on each crypto backend (crypto_backend.h), each against the raw
 // records/s of its own library; `*_ipsecmb_vs_openssl` compares the engine on
 // intel-ipsec-mb with the engine on OpenSSL (> 1: ipsec-mb is faster).
@@ -492,8 +554,8 @@ int main(int argc, char** argv) {
   std::string scripts_dir = OV2_BENCH_SCRIPTS_DIR, build_dir = OV2_BENCH_BUILD_DIR;
   app.add_flag("--quick", quick, "run every measurement briefly (a smoke check); control: 10000 SAs");
   app.add_option("--json", json_path, "also write the results as JSON to this file");
-  app.add_option("--only", only, "run only these groups: engine, pipeline, control, tcp")
-      ->check(CLI::IsMember({"engine", "pipeline", "control", "tcp"}));
+  app.add_option("--only", only, "run only these groups: engine, pipeline, control, tcp, policy (engine's inbound policy keys)")
+      ->check(CLI::IsMember({"engine", "pipeline", "control", "tcp", "policy"}));
   app.add_flag("--all", all, "run every group (engine, pipeline, control, tcp); all but engine need root");
   app.add_flag("--tcp", tcp,
                "also run the tcp group (needs root): iperf3 through ipsecov2, the plain veth and strongSwan "
@@ -519,6 +581,7 @@ int main(int argc, char** argv) {
   const bool run_tcp = all || tcp || listed("tcp");
   int rc = 0;
   if (run_engine) ov2::bench::run_engine_benchmarks(report, timing);
+  if (run_engine || listed("policy")) ov2::bench::run_inbound_policy_benchmarks(report, timing, 1000);
   if ((run_pipeline || run_control || run_tcp) && geteuid() != 0) {
     std::fprintf(stderr, "ipsecov2-bench: the pipeline, control and tcp groups need root (run with sudo)\n");
     return 2;
