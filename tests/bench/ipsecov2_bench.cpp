@@ -330,6 +330,21 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   });
 }
 
+// Two batched measurements in alternating runs (a change of machine load
+// during the bench hits both alike); the median rate of each.
+std::pair<double, double> alternated_medians(const Timing& t, size_t batch, const std::function<void()>& prepare,
+                                             const std::function<void()>& a, const std::function<void()>& b) {
+  std::vector<double> ra, rb;
+  const Timing single{t.seconds_per_run, 1};
+  for (int r = 0; r < t.runs; ++r) {
+    ra.push_back(measure_rate_batched(single, batch, prepare, a));
+    rb.push_back(measure_rate_batched(single, batch, prepare, b));
+  }
+  std::sort(ra.begin(), ra.end());
+  std::sort(rb.begin(), rb.end());
+  return {ra[ra.size() / 2], rb[rb.size() / 2]};
+}
+
 // What one keyed AES-128-GCM EVP_CIPHER_CTX costs in RSS (the floor of an
 // SA's memory on OpenSSL: the ESP engine keeps at least one per SA).
 double openssl_gcm_ctx_rss_bytes(uint32_t count) {
@@ -392,15 +407,8 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
       if (e == nullptr || e->inbound->decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
     }
   };
-  std::vector<double> rates_one, rates_many;
-  const Timing single{t.seconds_per_run, 1};
-  for (int r = 0; r < t.runs; ++r) {
-    rates_one.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { lookup_and_decap(one); }));
-    rates_many.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { lookup_and_decap(many); }));
-  }
-  std::sort(rates_one.begin(), rates_one.end());
-  std::sort(rates_many.begin(), rates_many.end());
-  const double pps_one = rates_one[rates_one.size() / 2], pps_many = rates_many[rates_many.size() / 2];
+  const auto [pps_one, pps_many] = alternated_medians(
+      t, kBatch, seal_batch, [&] { lookup_and_decap(one); }, [&] { lookup_and_decap(many); });
   const std::string n = std::to_string(sa_count);
   report.add("inbound_lookup_decap_pps_1_sa", pps_one, "packets/s",
              "find_inbound + decap, 64 B, 1 SA installed, 1 thread");
@@ -459,15 +467,8 @@ void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t cou
         std::abort();
     }
   };
-  std::vector<double> r1, rn;
-  const Timing single{t.seconds_per_run, 1};
-  for (int r = 0; r < t.runs; ++r) {
-    r1.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { decap_and_check(one_table); }));
-    rn.push_back(measure_rate_batched(single, kBatch, seal_batch, [&] { decap_and_check(many_table); }));
-  }
-  std::sort(r1.begin(), r1.end());
-  std::sort(rn.begin(), rn.end());
-  const double p1 = r1[r1.size() / 2], pn = rn[rn.size() / 2];
+  const auto [p1, pn] = alternated_medians(
+      t, kBatch, seal_batch, [&] { decap_and_check(one_table); }, [&] { decap_and_check(many_table); });
   const std::string n = std::to_string(count);
   report.add("engine_decrypt_pps_64_with_1_inbound_policy", p1, "packets/s",
              "decap + inbound policy check (selector + InboundPolicyTable::check), 1 policy");
