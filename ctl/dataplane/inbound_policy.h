@@ -69,10 +69,10 @@ class InboundPolicyTable {
 
  private:
   PolicyTable table_;
-  std::vector<uint64_t> named_;      // sorted handles that PROTECT policies name
+  std::vector<uint64_t> named_;  // sorted handles that PROTECT policies name
   bool indexed_ = false;
-  std::vector<uint32_t> first_;      // indexed: named_[i]'s candidates are candidates_[first_[i], first_[i + 1])
-  std::vector<uint32_t> candidates_; // positions in table_.ordered, ascending within each SA's run
+  std::vector<uint32_t> first_;       // indexed: named_[i]'s candidates are candidates_[first_[i], first_[i + 1])
+  std::vector<uint32_t> candidates_;  // positions in table_.ordered, ascending within each SA's run
 };
 
 // True if some packet could match both policies (the selectors intersect).

@@ -224,9 +224,17 @@ BurstVsDirect ipsecmb_gcm_burst_vs_direct(uint32_t size, const Timing& t) {
   const Timing single{t.seconds_per_run, 1};
   for (int run = 0; run < t.runs; ++run) {  // alternated: machine load hits both alike
     d.push_back(kJobs * measure_rate(
-                            single, [&](uint64_t n) { for (uint64_t i = 0; i < n; ++i) direct_batch(); }, true));
+                            single,
+                            [&](uint64_t n) {
+                              for (uint64_t i = 0; i < n; ++i) direct_batch();
+                            },
+                            true));
     b.push_back(kJobs * measure_rate(
-                            single, [&](uint64_t n) { for (uint64_t i = 0; i < n; ++i) burst_batch(); }, true));
+                            single,
+                            [&](uint64_t n) {
+                              for (uint64_t i = 0; i < n; ++i) burst_batch();
+                            },
+                            true));
   }
   std::sort(d.begin(), d.end());
   std::sort(b.begin(), b.end());
@@ -555,7 +563,8 @@ int main(int argc, char** argv) {
   std::string scripts_dir = OV2_BENCH_SCRIPTS_DIR, build_dir = OV2_BENCH_BUILD_DIR;
   app.add_flag("--quick", quick, "run every measurement briefly (a smoke check); control: 10000 SAs");
   app.add_option("--json", json_path, "also write the results as JSON to this file");
-  app.add_option("--only", only, "run only these groups: engine, pipeline, control, tcp, policy (engine's inbound policy keys)")
+  app.add_option("--only", only,
+                 "run only these groups: engine, pipeline, control, tcp, policy (engine's inbound policy keys)")
       ->check(CLI::IsMember({"engine", "pipeline", "control", "tcp", "policy"}));
   app.add_flag("--all", all, "run every group (engine, pipeline, control, tcp); all but engine need root");
   app.add_flag("--tcp", tcp,

@@ -188,7 +188,7 @@ InboundVerdict reference_verdict(const std::vector<CompiledPolicy>& ps, uint64_t
   for (const auto& p : ps)
     if (policy_matches(p.spec, s))
       return p.spec.action == PolicyAction::Protect && p.spec.sa_handle == sa ? InboundVerdict::Accept
-                                                                                : InboundVerdict::Mismatch;
+                                                                              : InboundVerdict::Mismatch;
   return InboundVerdict::Mismatch;
 }
 

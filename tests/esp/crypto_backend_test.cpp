@@ -230,14 +230,17 @@ TEST(CryptoBackend, TheTrimmedGcmScheduleIsAllTheLibraryReadsForEveryKeySizeAndL
   for (uint32_t n : {512u, 1024u, 1400u, 1500u, 4096u, 9000u}) lengths.push_back(n);
   for (const int key_len : {16, 24, 32}) {
     auto pre = [&](gcm_key_data* kd) {
-      if (key_len == 16) IMB_AES128_GCM_PRE(mgr, key, kd);
-      else if (key_len == 24) IMB_AES192_GCM_PRE(mgr, key, kd);
-      else IMB_AES256_GCM_PRE(mgr, key, kd);
+      if (key_len == 16)
+        IMB_AES128_GCM_PRE(mgr, key, kd);
+      else if (key_len == 24)
+        IMB_AES192_GCM_PRE(mgr, key, kd);
+      else
+        IMB_AES256_GCM_PRE(mgr, key, kd);
     };
     auto crypt = [&](const gcm_key_data* kd, bool enc, const uint8_t* src, uint8_t* dst, uint32_t n, uint32_t aad_len,
                      uint8_t* tag) {
       gcm_context_data ctx;
-      aes_gcm_enc_dec_t fn = key_len == 16 ? (enc ? mgr->gcm128_enc : mgr->gcm128_dec)
+      aes_gcm_enc_dec_t fn = key_len == 16   ? (enc ? mgr->gcm128_enc : mgr->gcm128_dec)
                              : key_len == 24 ? (enc ? mgr->gcm192_enc : mgr->gcm192_dec)
                                              : (enc ? mgr->gcm256_enc : mgr->gcm256_dec);
       fn(kd, &ctx, dst, src, n, iv, aad, aad_len, tag, 16);
@@ -245,10 +248,12 @@ TEST(CryptoBackend, TheTrimmedGcmScheduleIsAllTheLibraryReadsForEveryKeySizeAndL
     auto gmac = [&](const gcm_key_data* kd, uint32_t n, uint8_t* tag) {
       gcm_context_data ctx;
       aes_gmac_init_t init = key_len == 16 ? mgr->gmac128_init : key_len == 24 ? mgr->gmac192_init : mgr->gmac256_init;
-      aes_gmac_update_t update =
-          key_len == 16 ? mgr->gmac128_update : key_len == 24 ? mgr->gmac192_update : mgr->gmac256_update;
-      aes_gmac_finalize_t final =
-          key_len == 16 ? mgr->gmac128_finalize : key_len == 24 ? mgr->gmac192_finalize : mgr->gmac256_finalize;
+      aes_gmac_update_t update = key_len == 16   ? mgr->gmac128_update
+                                 : key_len == 24 ? mgr->gmac192_update
+                                                 : mgr->gmac256_update;
+      aes_gmac_finalize_t final = key_len == 16   ? mgr->gmac128_finalize
+                                  : key_len == 24 ? mgr->gmac192_finalize
+                                                  : mgr->gmac256_finalize;
       init(kd, &ctx, iv, 12);
       update(kd, &ctx, aad, 8);
       update(kd, &ctx, in.data(), n);
