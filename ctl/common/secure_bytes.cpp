@@ -18,7 +18,7 @@ namespace {
 class KeyArena {
  public:
   explicit KeyArena(size_t slot) : slot_(slot) {}
-  const size_t slot_;  // bytes per slot; divides the page size, so slots keep 64-byte alignment
+  const size_t slot_;  // bytes per slot; a multiple of 64 and chunks are page-aligned, so slots keep 64-byte alignment
 
   uint8_t* allocate() {
     std::lock_guard lock(mu_);
@@ -66,10 +66,22 @@ KeyArena& arena() {
   return *a;
 }
 
-// Expanded key schedules (SecureBlock): 64-byte aligned slots of one size.
-KeyArena& block_arena() {
-  static KeyArena* a = new KeyArena(SecureBlock::kMaxSize);
-  return *a;
+// Expanded key schedules (SecureBlock): one arena per 64-byte size class, so
+// a block costs its size rounded up to 64 bytes (an AES-GCM schedule for the
+// AVX2 code path is 368 bytes, not the 1008 of the largest layout).
+constexpr size_t kBlockGranule = 64;
+constexpr size_t kBlockClasses = SecureBlock::kMaxSize / kBlockGranule;
+static_assert(SecureBlock::kMaxSize % kBlockGranule == 0);
+
+size_t block_class(size_t size) { return (size + kBlockGranule - 1) / kBlockGranule - 1; }
+
+KeyArena& block_arena(size_t klass) {
+  static KeyArena** arenas = [] {  // never destroyed, like arena()
+    auto** a = new KeyArena*[kBlockClasses];
+    for (size_t i = 0; i < kBlockClasses; ++i) a[i] = new KeyArena((i + 1) * kBlockGranule);
+    return a;
+  }();
+  return *arenas[klass];
 }
 
 int hex_value(char c) {
@@ -168,11 +180,20 @@ SecureBlock::SecureBlock(size_t size) {
   if (size > kMaxSize || size == 0)
     fail(ErrorCode::Internal,
          "secure key block of " + std::to_string(size) + " bytes; 1 to " + std::to_string(kMaxSize) + " are supported");
-  data_ = block_arena().allocate();
+  size_ = static_cast<uint32_t>(block_class(size) + 1) * kBlockGranule;
+  data_ = block_arena(block_class(size)).allocate();
 }
 
-SecureBlock::~SecureBlock() { block_arena().release(data_); }
+SecureBlock::~SecureBlock() { block_arena(block_class(size_)).release(data_); }
 
-KeyArenaStats key_block_stats() { return block_arena().stats(); }
+KeyArenaStats key_block_stats() {
+  KeyArenaStats total{0, 0};
+  for (size_t i = 0; i < kBlockClasses; ++i) {
+    const KeyArenaStats s = block_arena(i).stats();
+    total.slots_in_use += s.slots_in_use;
+    total.pages += s.pages;
+  }
+  return total;
+}
 
 }  // namespace ov2

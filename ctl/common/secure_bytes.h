@@ -41,6 +41,8 @@ class SecureBytes {
 // A fixed-size block of the same protected storage for derived key material
 // that is bigger than a key (an expanded AES-GCM key schedule with its GHASH
 // tables).  64-byte aligned, zeroed, wiped when destroyed.  Not copyable.
+// Blocks come from one arena per 64-byte size class: a block occupies its
+// size rounded up to 64 bytes, nothing more.
 class SecureBlock {
  public:
   static constexpr size_t kMaxSize = 1024;
@@ -50,9 +52,11 @@ class SecureBlock {
   SecureBlock(const SecureBlock&) = delete;
   SecureBlock& operator=(const SecureBlock&) = delete;
   uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }  // usable bytes: the size asked for, rounded up to 64
 
  private:
   uint8_t* data_;
+  uint32_t size_;
 };
 
 // Arena statistics, for tests that prove wiping and for RSS accounting.

@@ -66,12 +66,60 @@ bool packet_selector_of(const uint8_t* ip, uint32_t len, PacketSelector* out) {
   return true;
 }
 
-InboundPolicyTable::InboundPolicyTable(const std::vector<CompiledPolicy>& ordered_policies) {
+namespace {
+
+bool prefixes_overlap(const IpPrefix& a, const IpPrefix& b) {
+  // Prefixes that share an address are nested (and of one family).
+  return a.addr.family == b.addr.family && (a.contains(b) || b.contains(a));
+}
+
+bool ranges_overlap(const PortRange& a, const PortRange& b) { return a.lo <= b.hi && b.lo <= a.hi; }
+
+}  // namespace
+
+bool policies_overlap(const PolicySpec& a, const PolicySpec& b) {
+  return prefixes_overlap(a.src, b.src) && prefixes_overlap(a.dst, b.dst) &&
+         (a.proto == kAnyProto || b.proto == kAnyProto || a.proto == b.proto) && ranges_overlap(a.sport, b.sport) &&
+         ranges_overlap(a.dport, b.dport);
+}
+
+InboundPolicyTable::InboundPolicyTable(const std::vector<CompiledPolicy>& ordered_policies, size_t index_budget) {
   table_.ordered = ordered_policies;
-  for (const CompiledPolicy& p : ordered_policies)
-    if (p.spec.action == PolicyAction::Protect) named_.push_back(p.spec.sa_handle);
-  std::sort(named_.begin(), named_.end());
-  named_.erase(std::unique(named_.begin(), named_.end()), named_.end());
+  const auto& ps = table_.ordered;
+  // (handle, position) of every PROTECT policy, grouped by handle.
+  std::vector<std::pair<uint64_t, uint32_t>> protect;
+  for (uint32_t i = 0; i < ps.size(); ++i)
+    if (ps[i].spec.action == PolicyAction::Protect) protect.emplace_back(ps[i].spec.sa_handle, i);
+  std::sort(protect.begin(), protect.end());
+  for (const auto& [h, i] : protect)
+    if (named_.empty() || named_.back() != h) named_.push_back(h);
+
+  size_t pairs = 0;
+  for (const auto& pr : protect) pairs += pr.second;
+  if (pairs > index_budget || ps.size() >= UINT32_MAX) return;  // linear scan
+
+  std::vector<uint32_t> mark(ps.size(), UINT32_MAX);  // mark[r] == group: r is in the current SA's list
+  first_.reserve(named_.size() + 1);
+  size_t k = 0;
+  for (uint32_t group = 0; group < named_.size(); ++group) {
+    first_.push_back(static_cast<uint32_t>(candidates_.size()));
+    const size_t begin = candidates_.size();
+    for (; k < protect.size() && protect[k].first == named_[group]; ++k) {
+      const uint32_t q = protect[k].second;
+      if (mark[q] != group) {
+        mark[q] = group;
+        candidates_.push_back(q);
+      }
+      for (uint32_t r = 0; r < q; ++r)
+        if (mark[r] != group && policies_overlap(ps[r].spec, ps[q].spec)) {
+          mark[r] = group;
+          candidates_.push_back(r);
+        }
+    }
+    std::sort(candidates_.begin() + static_cast<std::ptrdiff_t>(begin), candidates_.end());
+  }
+  first_.push_back(static_cast<uint32_t>(candidates_.size()));
+  indexed_ = true;
 }
 
 bool InboundPolicyTable::names(uint64_t sa_handle) const {
@@ -79,8 +127,19 @@ bool InboundPolicyTable::names(uint64_t sa_handle) const {
 }
 
 InboundVerdict InboundPolicyTable::check(uint64_t sa_handle, const PacketSelector& s) const {
-  if (!names(sa_handle)) return InboundVerdict::Unchecked;
-  const CompiledPolicy* p = table_.lookup(s);
+  const auto it = std::lower_bound(named_.begin(), named_.end(), sa_handle);
+  if (it == named_.end() || *it != sa_handle) return InboundVerdict::Unchecked;
+  const CompiledPolicy* p = nullptr;
+  if (indexed_) {
+    const auto group = static_cast<size_t>(it - named_.begin());
+    for (uint32_t c = first_[group]; c < first_[group + 1]; ++c)
+      if (policy_matches(table_.ordered[candidates_[c]].spec, s)) {
+        p = &table_.ordered[candidates_[c]];
+        break;
+      }
+  } else {
+    p = table_.lookup(s);
+  }
   if (p != nullptr && p->spec.action == PolicyAction::Protect && p->spec.sa_handle == sa_handle)
     return InboundVerdict::Accept;
   return InboundVerdict::Mismatch;

@@ -43,20 +43,40 @@ enum class InboundVerdict : uint8_t {
 bool packet_selector_of(const uint8_t* ip, uint32_t len, PacketSelector* out);
 
 // One immutable snapshot of the inbound SPD.
+//
+// Per-SA candidate lists (built here, at policy change time) keep the packet
+// path from scanning every policy: for SA h the list holds, in SPD order,
+// every PROTECT policy naming h and every policy before one of them whose
+// selectors overlap it (could match a packet it matches).  The first match in
+// that list is PROTECT-h exactly when the first match in the whole SPD is:
+// a policy that matches the packet before a matching PROTECT-h policy
+// overlaps it, so it is in the list.  Building costs one overlap test per
+// pair (earlier policy, PROTECT policy); above `index_budget` pair tests
+// (default: about 2 900 policies) the table keeps the linear scan.
 class InboundPolicyTable {
  public:
-  explicit InboundPolicyTable(const std::vector<CompiledPolicy>& ordered_policies);
+  static constexpr size_t kDefaultIndexBudget = size_t{1} << 22;
+  explicit InboundPolicyTable(const std::vector<CompiledPolicy>& ordered_policies,
+                              size_t index_budget = kDefaultIndexBudget);
 
   // The check for a packet decapsulated by inbound SA `sa_handle` (for a
   // bundle: the tunnel SA's handle).  No allocation, no lock.
   InboundVerdict check(uint64_t sa_handle, const PacketSelector& s) const;
   // True if some inbound PROTECT policy names `sa_handle`.
   bool names(uint64_t sa_handle) const;
+  // False when the policy count was over the index budget (linear scan).
+  bool indexed() const { return indexed_; }
 
  private:
   PolicyTable table_;
   std::vector<uint64_t> named_;  // sorted handles that PROTECT policies name
+  bool indexed_ = false;
+  std::vector<uint32_t> first_;       // indexed: named_[i]'s candidates are candidates_[first_[i], first_[i + 1])
+  std::vector<uint32_t> candidates_;  // positions in table_.ordered, ascending within each SA's run
 };
+
+// True if some packet could match both policies (the selectors intersect).
+bool policies_overlap(const PolicySpec& a, const PolicySpec& b);
 
 // The published table (control side: publish/reclaim; workers: current()).
 class InboundPolicies {

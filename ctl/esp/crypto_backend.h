@@ -8,6 +8,7 @@
 // OpenSSL with either backend.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -36,6 +37,7 @@ struct IpsecMbInfo {
   std::string version;  // library version, e.g. "1.3.0"
   std::string arch;     // code path chosen for this CPU: "sse", "avx", "avx2", "avx512"
   std::string error;    // why it is not usable
+  size_t gcm_key_bytes = 0;  // bytes of an expanded AES-GCM key on that code path (RSS per SA)
 };
 const IpsecMbInfo& ipsecmb_info();
 

@@ -106,8 +106,7 @@ uint32_t build_aad(const EspHeaderFields& h, uint8_t* aad) {
 
 }  // namespace
 
-CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots)
-    : nslots_(slots == 0 ? 1 : slots), slots_(new Slot[slots == 0 ? 1 : slots]) {
+CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots) {
   const EncAlgInfo& enc = info(spec.enc);
   const AuthAlgInfo& auth = info(spec.auth);
   EVP_CIPHER* cipher = nullptr;
@@ -159,8 +158,10 @@ CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots)
 
   if (crypto_backend() == CryptoBackend::IpsecMb && ImbAead::covers(spec.enc, spec.auth)) {
     imb_ = std::make_unique<ImbAead>(spec.enc, spec.auth, key);
-    return;
+    return;  // no OpenSSL slots: nslots_ stays 0
   }
+  slots_.reset(new Slot[slots == 0 ? 1 : slots]);
+  nslots_ = slots == 0 ? 1 : slots;
   for (unsigned i = 0; i < nslots_; ++i) {
     Slot& s = slots_[i];
     if (suite_ != Suite::NullHmac) {
@@ -174,7 +175,10 @@ CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots)
       if (suite_ == Suite::CbcHmac) EVP_CIPHER_CTX_set_padding(s.cipher, 0);  // ESP pads itself (RFC 4303 §2.4)
     }
   }
-  if (suite_ == Suite::CbcHmac || suite_ == Suite::NullHmac) hmac_.prepare(spec.auth == AuthAlg::HmacSha256, spec.auth_key.data(), spec.auth_key.size());
+  if (suite_ == Suite::CbcHmac || suite_ == Suite::NullHmac) {
+    hmac_ = std::make_unique<HmacState>();
+    hmac_->prepare(spec.auth == AuthAlg::HmacSha256, spec.auth_key.data(), spec.auth_key.size());
+  }
 }
 
 CryptoState::~CryptoState() {
@@ -182,7 +186,7 @@ CryptoState::~CryptoState() {
     EVP_CIPHER_CTX_free(slots_[i].cipher);  // cleanses the key schedule
   }
   OPENSSL_cleanse(salt_, sizeof salt_);
-  OPENSSL_cleanse(&hmac_, sizeof hmac_);
+  if (hmac_) OPENSSL_cleanse(hmac_.get(), sizeof *hmac_);
 }
 
 uint32_t CryptoState::aead_inputs(const EspHeaderFields& h, const uint8_t* iv, uint8_t* nonce, uint8_t* aad) const {
@@ -234,27 +238,28 @@ void CryptoState::compute_icv(const EspHeaderFields& h, const uint8_t* esp_heade
                               const uint8_t* payload, uint32_t len, uint8_t* out) const {
   uint8_t hi[4];
   put_be32(hi, uint32_t(h.seq >> 32));
-  if (hmac_.sha256) {
-    SHA256_CTX c = hmac_.inner256;  // a struct copy: no allocation
+  const HmacState& hmac = *hmac_;
+  if (hmac.sha256) {
+    SHA256_CTX c = hmac.inner256;  // a struct copy: no allocation
     SHA256_Update(&c, esp_header, 8);
     SHA256_Update(&c, iv, iv_len_);
     SHA256_Update(&c, payload, len);
     if (h.esn) SHA256_Update(&c, hi, 4);  // RFC 4303 §2.2.1: seq_hi follows the payload in the ICV
     uint8_t inner[SHA256_DIGEST_LENGTH];
     SHA256_Final(inner, &c);
-    c = hmac_.outer256;
+    c = hmac.outer256;
     SHA256_Update(&c, inner, sizeof inner);
     SHA256_Final(out, &c);
     OPENSSL_cleanse(&c, sizeof c);
   } else {
-    SHA_CTX c = hmac_.inner1;
+    SHA_CTX c = hmac.inner1;
     SHA1_Update(&c, esp_header, 8);
     SHA1_Update(&c, iv, iv_len_);
     SHA1_Update(&c, payload, len);
     if (h.esn) SHA1_Update(&c, hi, 4);
     uint8_t inner[SHA_DIGEST_LENGTH];
     SHA1_Final(inner, &c);
-    c = hmac_.outer1;
+    c = hmac.outer1;
     SHA1_Update(&c, inner, sizeof inner);
     SHA1_Final(out, &c);
     OPENSSL_cleanse(&c, sizeof c);

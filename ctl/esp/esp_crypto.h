@@ -86,8 +86,11 @@ class CryptoState {
   Suite suite_;
   uint32_t iv_len_ = 0, icv_len_ = 0, block_len_ = 4;
   uint8_t salt_[4] = {};
-  HmacState hmac_;
-  unsigned nslots_;
+  // Only what the SA's suite uses is allocated (RSS per SA, issue #6): the
+  // HMAC states (416 bytes) for CBC/NULL + HMAC, the OpenSSL slots unless
+  // intel-ipsec-mb does the AEAD.
+  std::unique_ptr<HmacState> hmac_;
+  unsigned nslots_ = 0;
   std::unique_ptr<Slot[]> slots_;
   std::unique_ptr<ImbAead> imb_;  // set: AEAD/GMAC runs on intel-ipsec-mb, not on the slots
 };

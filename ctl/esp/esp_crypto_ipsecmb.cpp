@@ -22,7 +22,45 @@ static_assert(sizeof(gcm_key_data) <= SecureBlock::kMaxSize, "an expanded GCM ke
 struct Manager {
   IMB_MGR* mgr = nullptr;
   IpsecMbInfo info;
+  size_t gcm_key_bytes = sizeof(gcm_key_data);  // what this code path's schedule occupies (gcm_schedule_bytes)
 };
+
+// How many leading bytes of struct gcm_key_data the chosen code path's
+// precompute fills: the AES round keys, then the GHASH key powers in the
+// layout of that path (intel-ipsec-mb's gcm_keys_*.asm: SSE/AVX 16 powers,
+// AVX2/AVX512 8, VAES-AVX512 48).  The struct is the union of all layouts
+// (1008 bytes); the AVX2 path uses 368.  Measured, not assumed: the key is
+// expanded into two copies pre-filled with 0x00 and 0xff, and a byte the
+// library wrote is equal in both.  The encrypt/decrypt/GMAC code reads only
+// what its own precompute wrote (tests/esp/crypto_backend_test.cpp runs every
+// operation on a schedule that ends at a PROT_NONE page to prove it here).
+size_t gcm_schedule_bytes(IMB_MGR* mgr) {
+  alignas(64) static gcm_key_data probe[2];
+  uint8_t key[32];
+  for (size_t i = 0; i < sizeof key; ++i) key[i] = uint8_t(0x5a + 37 * i);
+  size_t used = 0;
+  for (const int key_len : {16, 24, 32}) {
+    std::memset(&probe[0], 0x00, sizeof probe[0]);
+    std::memset(&probe[1], 0xff, sizeof probe[1]);
+    for (auto& p : probe) {
+      if (key_len == 16)
+        IMB_AES128_GCM_PRE(mgr, key, &p);
+      else if (key_len == 24)
+        IMB_AES192_GCM_PRE(mgr, key, &p);
+      else
+        IMB_AES256_GCM_PRE(mgr, key, &p);
+    }
+    const auto* a = reinterpret_cast<const uint8_t*>(&probe[0]);
+    const auto* b = reinterpret_cast<const uint8_t*>(&probe[1]);
+    for (size_t i = sizeof(gcm_key_data); i > used; --i)
+      if (a[i - 1] == b[i - 1]) {
+        used = i;
+        break;
+      }
+  }
+  OPENSSL_cleanse(probe, sizeof probe);
+  return used;
+}
 
 const char* arch_name(IMB_ARCH a) {
   switch (a) {
@@ -70,6 +108,8 @@ const Manager& manager() {
       return r;
     }
     r.mgr = mgr;  // never freed: SAs may be deleted during static destruction
+    r.gcm_key_bytes = gcm_schedule_bytes(mgr);
+    r.info.gcm_key_bytes = r.gcm_key_bytes;
     r.info.usable = true;
     return r;
   }();
@@ -128,8 +168,12 @@ bool ImbAead::covers(EncAlg enc, AuthAlg auth) {
   }
 }
 
+size_t ImbAead::key_block_bytes(EncAlg enc) {
+  return enc == EncAlg::ChaCha20Poly1305 ? size_t{32} : manager().gcm_key_bytes;
+}
+
 ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key)
-    : mgr_(manager().mgr), kind_(Kind::Gcm), key_(sizeof(gcm_key_data)) {
+    : mgr_(manager().mgr), kind_(Kind::Gcm), key_(key_block_bytes(enc)) {
   if (mgr_ == nullptr)
     fail(ErrorCode::Unsupported, "intel-ipsec-mb cannot run here (" + ipsecmb_info().error + "); use --crypto openssl");
   if (!covers(enc, auth)) fail(ErrorCode::Unsupported, "intel-ipsec-mb backend: algorithm pair not covered");

@@ -4,6 +4,7 @@
 // Internal to the ESP engine.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "common/secure_bytes.h"
@@ -22,6 +23,9 @@ class ImbAead {
 
   // True if intel-ipsec-mb implements `enc` with `auth` (see the constructor).
   static bool covers(EncAlg enc, AuthAlg auth);
+  // Bytes of protected key storage an SA of `enc` keeps (ChaCha20: its key;
+  // AES-GCM/GMAC: the schedule of the code path chosen for this CPU).
+  static size_t key_block_bytes(EncAlg enc);
 
   // `nonce` = salt || IV (12 bytes); `aad` = SPI || [seq_hi ||] seq_lo.
   // AEAD: encrypts `payload` in place and writes the ICV.  GMAC: the ICV over

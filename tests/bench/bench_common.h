@@ -133,6 +133,8 @@ class Report {
 
 // The engine group (ipsecov2_bench.cpp).
 void run_engine_benchmarks(Report& report, const Timing& t);
+// Decapsulation + the worker's inbound policy check with 1 and `count` inbound policies.
+void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t count);
 // Raw AEAD records/s of `size` bytes on one prepared OpenSSL context (the
 // baseline every ratio divides by); evp_name e.g. "AES-128-GCM".
 // cpu_time: records per CPU-second of the measuring thread.

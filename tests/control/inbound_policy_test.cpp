@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -172,6 +173,153 @@ TEST(InboundPolicyTable, AnSaNoInboundPolicyNamesIsUnchecked) {
   EXPECT_EQ(verdict(t, kOtherSa, ipv4("10.9.0.1", "10.1.0.1", IPPROTO_ICMP)), InboundVerdict::Unchecked);
   InboundPolicyTable empty({});
   EXPECT_EQ(verdict(empty, kSa, ipv4("10.2.0.1", "10.1.0.1", IPPROTO_ICMP)), InboundVerdict::Unchecked);
+}
+
+// The RFC 4301 rule spelled out on the whole ordered list: the first policy
+// whose selectors match decides.  The per-SA candidate lists must agree.
+InboundVerdict reference_verdict(const std::vector<CompiledPolicy>& ps, uint64_t sa, const PacketSelector& s) {
+  bool named = false;
+  for (const auto& p : ps) named = named || (p.spec.action == PolicyAction::Protect && p.spec.sa_handle == sa);
+  if (!named) return InboundVerdict::Unchecked;
+  for (const auto& p : ps)
+    if (policy_matches(p.spec, s))
+      return p.spec.action == PolicyAction::Protect && p.spec.sa_handle == sa ? InboundVerdict::Accept
+                                                                              : InboundVerdict::Mismatch;
+  return InboundVerdict::Mismatch;
+}
+
+// Addresses and prefixes from a small space, so that policies nest, overlap
+// and shadow each other often; both families.
+struct RandomSpd {
+  std::mt19937 rng;
+  explicit RandomSpd(uint32_t seed) : rng(seed) {}
+  uint32_t below(uint32_t n) { return std::uniform_int_distribution<uint32_t>(0, n - 1)(rng); }
+  IpAddr address(Family f) {
+    IpAddr a = IpAddr::any(f);
+    a.bytes[0] = 10;
+    a.bytes[1] = static_cast<uint8_t>(below(2));
+    a.bytes[2] = static_cast<uint8_t>(below(4));
+    a.bytes[f == Family::V4 ? 3 : 15] = static_cast<uint8_t>(below(4));
+    return a;
+  }
+  IpPrefix prefix(Family f) {
+    static const uint8_t v4[] = {0, 8, 15, 16, 23, 24, 30, 31, 32};
+    static const uint8_t v6[] = {0, 8, 16, 24, 64, 126, 127, 128};
+    const uint8_t len = f == Family::V4 ? v4[below(sizeof v4)] : v6[below(sizeof v6)];
+    IpPrefix p{address(f), len};
+    for (unsigned bit = len; bit < p.addr.size() * 8; ++bit)
+      p.addr.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80 >> (bit % 8)));
+    return p;
+  }
+  PortRange ports() {
+    if (below(2) == 0) return {};
+    const auto lo = static_cast<uint16_t>(below(4));
+    return {lo, static_cast<uint16_t>(lo + below(3))};
+  }
+  uint16_t proto() {
+    static const uint16_t protos[] = {kAnyProto, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP};
+    return protos[below(4)];
+  }
+  std::vector<CompiledPolicy> spd(uint32_t n) {
+    std::vector<CompiledPolicy> v;
+    for (uint32_t id = 1; id <= n; ++id) {
+      const Family f = below(4) == 0 ? Family::V6 : Family::V4;
+      PolicySpec s;
+      s.dir = Direction::In;
+      s.src = prefix(f);
+      s.dst = prefix(f);
+      s.proto = proto();
+      if (s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) {
+        s.sport = ports();
+        s.dport = ports();
+      }
+      const uint32_t a = below(5);
+      s.action = a < 3 ? PolicyAction::Protect : a == 3 ? PolicyAction::Bypass : PolicyAction::Discard;
+      s.sa_handle = s.action == PolicyAction::Protect ? 1 + below(6) : 0;
+      s.priority = below(4) * 100;
+      v.push_back(CompiledPolicy{id, s, s.sa_handle, 0});
+    }
+    return ordered(v);
+  }
+  PacketSelector packet() {
+    const Family f = below(4) == 0 ? Family::V6 : Family::V4;
+    PacketSelector s;
+    s.src = address(f);
+    s.dst = address(f);
+    static const uint8_t protos[] = {IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP, IPPROTO_GRE};
+    s.proto = protos[below(4)];
+    if (s.proto == IPPROTO_TCP || s.proto == IPPROTO_UDP) {
+      s.sport = static_cast<uint16_t>(below(7));
+      s.dport = static_cast<uint16_t>(below(7));
+    }
+    return s;
+  }
+};
+
+TEST(InboundPolicyTable, PerSaCandidateListsGiveTheVerdictsOfTheLinearScanOnRandomSpds) {
+  size_t verdicts[3] = {};
+  size_t linear_tables = 0;
+  for (uint32_t seed = 1; seed <= 300; ++seed) {
+    RandomSpd r(seed);
+    const auto ps = r.spd(1 + r.below(40));
+    const InboundPolicyTable indexed(ps);
+    const InboundPolicyTable linear(ps, /*index_budget*/ 0);
+    ASSERT_TRUE(indexed.indexed());
+    if (!linear.indexed()) ++linear_tables;
+    for (int k = 0; k < 400; ++k) {
+      const PacketSelector s = r.packet();
+      const uint64_t sa = r.below(8);  // 0 and 7 are named by no policy
+      const InboundVerdict want = reference_verdict(ps, sa, s);
+      ASSERT_EQ(indexed.check(sa, s), want) << "seed " << seed << " packet " << k;
+      ASSERT_EQ(linear.check(sa, s), want) << "seed " << seed << " packet " << k;
+      ++verdicts[static_cast<int>(want)];
+    }
+  }
+  // The random SPDs exercise every outcome, many times.
+  EXPECT_GT(verdicts[static_cast<int>(InboundVerdict::Accept)], 1000u);
+  EXPECT_GT(verdicts[static_cast<int>(InboundVerdict::Unchecked)], 1000u);
+  EXPECT_GT(verdicts[static_cast<int>(InboundVerdict::Mismatch)], 1000u);
+  EXPECT_GT(linear_tables, 250u);  // budget 0 really ran the linear scan
+}
+
+TEST(InboundPolicyTable, OverlapIsTrueForEveryPairThatMatchesOnePacket) {
+  // policies_overlap() may only over-approximate: two policies matching one
+  // packet must overlap (else the candidate lists could miss a shadowing policy).
+  RandomSpd r(77);
+  const auto ps = r.spd(60);
+  size_t both = 0;
+  for (int k = 0; k < 3000; ++k) {
+    const PacketSelector s = r.packet();
+    for (const auto& a : ps)
+      for (const auto& b : ps)
+        if (policy_matches(a.spec, s) && policy_matches(b.spec, s)) {
+          ++both;
+          ASSERT_TRUE(policies_overlap(a.spec, b.spec)) << a.id << " " << b.id;
+        }
+  }
+  EXPECT_GT(both, 1000u);
+  EXPECT_FALSE(policies_overlap(policy(1, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass).spec,
+                                policy(2, "10.1.0.0/24", "10.3.0.0/24", PolicyAction::Bypass).spec));
+  EXPECT_FALSE(policies_overlap(policy(1, "10.1.0.0/24", "10.2.0.0/24", PolicyAction::Bypass).spec,
+                                policy(2, "fd00::/8", "fd01::/16", PolicyAction::Bypass).spec));
+}
+
+TEST(InboundPolicyTable, AnSpdOverTheIndexBudgetKeepsTheLinearScan) {
+  std::vector<CompiledPolicy> ps;
+  for (uint32_t i = 0; i < 100; ++i)
+    ps.push_back(policy(i + 1, "10.1.0.0/16", "10.2.0." + std::to_string(i) + "/32", PolicyAction::Protect, i + 1));
+  ps = ordered(ps);
+  const InboundPolicyTable small(ps, /*index_budget*/ 100), big(ps);
+  EXPECT_FALSE(small.indexed());
+  EXPECT_TRUE(big.indexed());
+  PacketSelector s;
+  s.src = IpAddr::parse("10.1.0.1");
+  s.dst = IpAddr::parse("10.2.0.99");
+  s.proto = IPPROTO_UDP;
+  EXPECT_EQ(small.check(100, s), InboundVerdict::Accept);
+  EXPECT_EQ(big.check(100, s), InboundVerdict::Accept);
+  EXPECT_EQ(small.check(99, s), InboundVerdict::Mismatch);
+  EXPECT_EQ(big.check(99, s), InboundVerdict::Mismatch);
 }
 
 TEST(InboundPolicies, AReplacedTableIsFreedOnlyOnceNoReaderCanSeeIt) {

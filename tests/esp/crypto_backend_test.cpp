@@ -5,7 +5,11 @@
 // The known-answer vectors and the zero-allocation check run on both backends
 // in kat_test.cpp and hot_path_test.cpp.
 #include <gtest/gtest.h>
+#include <intel-ipsec-mb.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "common/error.h"
@@ -161,14 +165,123 @@ TEST(CryptoBackend, AReleasedKeyStorageBlockIsWipedAndTheNextOneComesZeroedAndAl
   {
     SecureBlock b(1000);
     where = b.data();
+    EXPECT_EQ(b.size(), 1024u);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(where) % 64, 0u);
     std::memset(where, 0xA5, 1000);
   }
   // The arena never unmaps its pages: reading the released slot is defined.
   for (size_t i = 0; i < SecureBlock::kMaxSize; ++i) ASSERT_EQ(where[i], 0) << "byte " << i;
-  SecureBlock again(16);
-  for (size_t i = 0; i < SecureBlock::kMaxSize; ++i) ASSERT_EQ(again.data()[i], 0);
+  SecureBlock again(1000);
+  for (size_t i = 0; i < again.size(); ++i) ASSERT_EQ(again.data()[i], 0);
   EXPECT_THROW(SecureBlock too_big(SecureBlock::kMaxSize + 1), ov2::Error);
+  EXPECT_THROW(SecureBlock empty(0), ov2::Error);
+}
+
+TEST(CryptoBackend, KeyStorageBlocksTakeTheirSizeRoundedTo64BytesAndSizesDoNotShareSlots) {
+  const size_t before = key_block_stats().slots_in_use;
+  {
+    SecureBlock a(368), b(368), c(32), d(1);
+    EXPECT_EQ(a.size(), 384u);
+    EXPECT_EQ(c.size(), 64u);
+    EXPECT_EQ(d.size(), 64u);
+    for (const SecureBlock* blk : {&a, &b, &c, &d}) EXPECT_EQ(reinterpret_cast<uintptr_t>(blk->data()) % 64, 0u);
+    // Neighbours in one size class are one rounded size apart or more: no overlap.
+    const auto gap = std::abs(reinterpret_cast<intptr_t>(a.data()) - reinterpret_cast<intptr_t>(b.data()));
+    EXPECT_GE(gap, 384);
+    std::memset(a.data(), 0xA5, a.size());
+    std::memset(b.data(), 0x5A, b.size());
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a.data()[i], 0xA5) << "byte " << i;
+    EXPECT_EQ(key_block_stats().slots_in_use, before + 4);
+  }
+  EXPECT_EQ(key_block_stats().slots_in_use, before);
+}
+
+// The SA keeps only the leading ImbAead::key_block_bytes() of struct
+// gcm_key_data (the layout of the code path this CPU runs).  Proof that the
+// library reads nothing beyond: the schedule is placed so that the rounded
+// block ends at a PROT_NONE page, and GCM seal/open and GMAC over many lengths
+// must give the same bytes as with a whole struct (a read past it faults).
+TEST(CryptoBackend, TheTrimmedGcmScheduleIsAllTheLibraryReadsForEveryKeySizeAndLength) {
+  ASSERT_TRUE(ipsecmb_info().usable) << ipsecmb_info().error;
+  const size_t used = ImbAead::key_block_bytes(EncAlg::AesGcm128);
+  EXPECT_EQ(used, ipsecmb_info().gcm_key_bytes);
+  EXPECT_LE(used, sizeof(gcm_key_data));
+  EXPECT_GE(used, 240u + 16u);  // 15 round keys and at least one GHASH key
+  EXPECT_EQ(ImbAead::key_block_bytes(EncAlg::ChaCha20Poly1305), 32u);
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* mem = mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  ASSERT_EQ(mprotect(static_cast<uint8_t*>(mem) + page, page, PROT_NONE), 0);
+  const size_t rounded = (used + 63) / 64 * 64;
+  auto* trimmed = reinterpret_cast<gcm_key_data*>(static_cast<uint8_t*>(mem) + page - rounded);
+  IMB_MGR* mgr = alloc_mb_mgr(0);
+  ASSERT_NE(mgr, nullptr);
+  IMB_ARCH arch = IMB_ARCH_NONE;
+  init_mb_mgr_auto(mgr, &arch);
+  alignas(64) static gcm_key_data whole;
+  uint8_t key[32], iv[12], aad[12];
+  for (size_t i = 0; i < sizeof key; ++i) key[i] = uint8_t(3 * i + 1);
+  for (size_t i = 0; i < sizeof iv; ++i) iv[i] = uint8_t(7 * i);
+  for (size_t i = 0; i < sizeof aad; ++i) aad[i] = uint8_t(11 * i);
+  std::vector<uint8_t> in(9000), a(9000), b(9000);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = uint8_t(i * 13 + 5);
+  std::vector<uint32_t> lengths;
+  for (uint32_t n = 0; n <= 300; ++n) lengths.push_back(n);
+  for (uint32_t n : {512u, 1024u, 1400u, 1500u, 4096u, 9000u}) lengths.push_back(n);
+  for (const int key_len : {16, 24, 32}) {
+    auto pre = [&](gcm_key_data* kd) {
+      if (key_len == 16)
+        IMB_AES128_GCM_PRE(mgr, key, kd);
+      else if (key_len == 24)
+        IMB_AES192_GCM_PRE(mgr, key, kd);
+      else
+        IMB_AES256_GCM_PRE(mgr, key, kd);
+    };
+    auto crypt = [&](const gcm_key_data* kd, bool enc, const uint8_t* src, uint8_t* dst, uint32_t n, uint32_t aad_len,
+                     uint8_t* tag) {
+      gcm_context_data ctx;
+      aes_gcm_enc_dec_t fn = key_len == 16   ? (enc ? mgr->gcm128_enc : mgr->gcm128_dec)
+                             : key_len == 24 ? (enc ? mgr->gcm192_enc : mgr->gcm192_dec)
+                                             : (enc ? mgr->gcm256_enc : mgr->gcm256_dec);
+      fn(kd, &ctx, dst, src, n, iv, aad, aad_len, tag, 16);
+    };
+    auto gmac = [&](const gcm_key_data* kd, uint32_t n, uint8_t* tag) {
+      gcm_context_data ctx;
+      aes_gmac_init_t init = key_len == 16 ? mgr->gmac128_init : key_len == 24 ? mgr->gmac192_init : mgr->gmac256_init;
+      aes_gmac_update_t update = key_len == 16   ? mgr->gmac128_update
+                                 : key_len == 24 ? mgr->gmac192_update
+                                                 : mgr->gmac256_update;
+      aes_gmac_finalize_t final = key_len == 16   ? mgr->gmac128_finalize
+                                  : key_len == 24 ? mgr->gmac192_finalize
+                                                  : mgr->gmac256_finalize;
+      init(kd, &ctx, iv, 12);
+      update(kd, &ctx, aad, 8);
+      update(kd, &ctx, in.data(), n);
+      final(kd, &ctx, tag, 16);
+    };
+    std::memset(&whole, 0, sizeof whole);
+    pre(&whole);
+    pre(trimmed);
+    ASSERT_EQ(std::memcmp(&whole, trimmed, used), 0) << key_len;
+    for (const uint32_t n : lengths) {
+      for (const uint32_t aad_len : {8u, 12u}) {
+        uint8_t tag_a[16], tag_b[16];
+        crypt(&whole, true, in.data(), a.data(), n, aad_len, tag_a);
+        crypt(trimmed, true, in.data(), b.data(), n, aad_len, tag_b);
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), n), 0) << key_len << " seal " << n;
+        ASSERT_EQ(std::memcmp(tag_a, tag_b, 16), 0) << key_len << " seal tag " << n;
+        crypt(trimmed, false, a.data(), b.data(), n, aad_len, tag_b);
+        ASSERT_EQ(std::memcmp(in.data(), b.data(), n), 0) << key_len << " open " << n;
+        ASSERT_EQ(std::memcmp(tag_a, tag_b, 16), 0) << key_len << " open tag " << n;
+      }
+      uint8_t tag_a[16], tag_b[16];
+      gmac(&whole, n, tag_a);
+      gmac(trimmed, n, tag_b);
+      ASSERT_EQ(std::memcmp(tag_a, tag_b, 16), 0) << key_len << " gmac " << n;
+    }
+  }
+  free_mb_mgr(mgr);
+  munmap(mem, 2 * page);
 }
 
 }  // namespace
