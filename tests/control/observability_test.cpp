@@ -174,7 +174,7 @@ TEST_F(DeleteReqFixture, KernelHardExpireDeletesTheSaItsTwinAndPoliciesLikeTheWo
   make(true);
   const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001));
   const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2001));
-  const uint32_t pol = plane.add_policy(protect(Direction::Out, out, "10.1.0.0/24", "10.2.0.0/24"));
+  const uint32_t pol = plane.add_policy(protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/24", out));
   events.clear();
   obs->on_kernel_sa_event({out, KernelSaEvent::Kind::HardExpire, "seconds", 5, 500});
   obs->on_kernel_sa_event({out, KernelSaEvent::Kind::HardExpire, "seconds", 5, 500});  // again: nothing more

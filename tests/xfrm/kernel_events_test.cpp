@@ -33,7 +33,7 @@
 #include "engine/nic_engine.h"
 #include "xfrm/kernel_shaped.h"
 #include "xfrm/netlink_decoder.h"
-#include "xfrm/policy_fixtures.h"
+#include "policy_builder.h"
 #include "xfrm/test_netns.h"
 #include "xfrm/xfrm_messages.h"
 #include "xfrm/xfrm_nic_backend.h"
@@ -182,7 +182,7 @@ TEST(KernelSaEvents, TheExpireAndSaGroupsCanBeJoinedInANamespaceAndNothingArrive
 // Restart recovery.
 
 PolicySpec bypass(Direction dir, const char* src, const char* dst, uint32_t priority) {
-  return spd_entry(dir, src, dst, PolicyAction::Bypass, priority);
+  return ov2::test::policy(dir, src, dst, PolicyAction::Bypass, 0, priority);
 }
 
 TEST(PolicyIndex, CarriesTheTagTheIdAndTheKernelsDirection) {
