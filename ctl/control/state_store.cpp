@@ -566,7 +566,10 @@ void StateStore::commit() {
   const bool ok = write_all(journal_fd_, pending_) && fdatasync(journal_fd_) == 0;
   const int err = errno;
   const uint64_t size = pending_.size();
-  wipe_string(pending_);
+  // Wiped, but the buffer is kept for the next batch (no regrowing, no page faults) unless it is huge.
+  OPENSSL_cleanse(pending_.data(), pending_.size());
+  pending_.clear();
+  if (pending_.capacity() > (size_t{16} << 20)) pending_.shrink_to_fit();
   if (!ok) {
     // Never leave half a record in front of later ones (that would read as damage).
     (void)!ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_));
@@ -578,7 +581,8 @@ void StateStore::commit() {
 }
 
 bool StateStore::needs_compaction() const {
-  return journal_records_ > kMaxJournalRecords || journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes);
+  return journal_records_ > kMaxJournalRecords ||
+         journal_bytes_ > std::max(kCompactFactor * snapshot_bytes_, kMinCompactBytes);
 }
 
 std::optional<DaemonState> StateStore::load(LoadReport* report) const {

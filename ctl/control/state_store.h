@@ -6,7 +6,8 @@
 //
 // Snapshot: written atomically (temp file 0600, fsync, rename, fsync of the
 // directory) at start, at clean shutdown and when the journal has grown past
-// the snapshot's size (or kMaxJournalRecords records): compaction.  It names
+// kCompactFactor times the snapshot's size (or kMaxJournalRecords records):
+// compaction.  It names
 // the journal that continues it ("journal_id", random per snapshot).
 //
 // Journal: one record per change (an SA added/updated/deleted, a policy
@@ -74,10 +75,14 @@ namespace ov2 {
 inline constexpr uint64_t kSeqMarkStep = uint64_t{1} << 16;
 inline constexpr uint64_t kSeqRestoreMargin = uint64_t{1} << 20;
 inline constexpr uint64_t kSequenceReserve = 4096;
-// Compaction: when the journal is larger than the snapshot (and at least
-// kMinCompactBytes), or holds more records than this.
+// Compaction: when the journal is larger than kCompactFactor times the
+// snapshot (and at least kMinCompactBytes), or holds more records than
+// kMaxJournalRecords.  A compaction costs about what journaling the whole
+// state costs, so the factor makes it a quarter of the journaling work while
+// the SA count grows; a restore replays at most that much journal.
 inline constexpr size_t kMaxJournalRecords = size_t{1} << 20;
-inline constexpr uint64_t kMinCompactBytes = uint64_t{1} << 20;
+inline constexpr uint64_t kMinCompactBytes = uint64_t{4} << 20;
+inline constexpr uint64_t kCompactFactor = 4;
 // A record's payload is at most this big (a bigger length is damage).
 inline constexpr uint32_t kMaxJournalPayload = uint32_t{1} << 24;
 
