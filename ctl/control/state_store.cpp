@@ -598,23 +598,22 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     if (journal_exists) rep.warning = journal_path_ + " has no snapshot " + path_ + " to continue; it was ignored";
     return std::nullopt;
   }
+  // What was read holds keys: wiped however this ends.
+  struct WipeOnExit {
+    std::string& s;
+    ~WipeOnExit() { wipe_string(s); }
+  };
   DaemonState s;
-  try {
+  {
+    WipeOnExit wipe_text{text};
     s = parse_state(text, path_);
-    wipe_string(text);
-  } catch (...) {
-    wipe_string(text);
-    throw;
   }
   std::string bytes = read_whole(journal_path_, &journal_exists);
   if (!journal_exists) return s;
   JournalScan scan;
-  try {
+  {
+    WipeOnExit wipe_bytes{bytes};
     scan = scan_journal(bytes, journal_path_);
-    wipe_string(bytes);
-  } catch (...) {
-    wipe_string(bytes);
-    throw;
   }
   struct Wiper {
     std::vector<std::string>& v;
