@@ -387,10 +387,9 @@ int main(int argc, char** argv) {
     } else if (*sa_add) {
       request = {{"op", "sa.add"}, {"sa", build_sa(add)}};
     } else if (*sa_add_batch) {
-      std::string text = ov2::read_secret_file(batch_file, ov2::kMaxRequestBytes - 64, "batch file",
-                                               "split it (at most " + std::to_string(ov2::kMaxBatchSas) +
-                                                   " SAs per request)",
-                                               "a JSON list of SAs");
+      std::string text = ov2::read_secret_file(
+          batch_file, ov2::kMaxRequestBytes - 64, "batch file",
+          "split it (at most " + std::to_string(ov2::kMaxBatchSas) + " SAs per request)", "a JSON list of SAs");
       json list = json::parse(text, nullptr, false);
       wipe_string(text);
       if (!list.is_array()) {

@@ -39,7 +39,8 @@ json sa_record_json(const SaRecord& r) {
 }
 
 const char* op_names =
-    "caps, sa.add (one SA, or a batch), sa.del, sa.update, sa.list, sa.show, policy.add, policy.update, policy.del, policy.list, stats, "
+    "caps, sa.add (one SA, or a batch), sa.del, sa.update, sa.list, sa.show, policy.add, policy.update, policy.del, "
+    "policy.list, stats, "
     "monitor";
 
 }  // namespace

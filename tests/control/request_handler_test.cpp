@@ -157,7 +157,7 @@ TEST_F(HandlerTest, PolicyAddListDelete) {
 }
 
 json batch_sa(uint32_t spi, const char* key = kKeyHex) {
-  return {{"dir", "in"}, {"mode", "tunnel"}, {"src", "10.0.0.1"}, {"dst", "10.0.0.2"},
+  return {{"dir", "in"}, {"mode", "tunnel"},      {"src", "10.0.0.1"}, {"dst", "10.0.0.2"},
           {"spi", spi},  {"aead", "aes-gcm-128"}, {"key", key}};
 }
 

@@ -108,7 +108,7 @@ class Connection {
 json out_sa(uint32_t spi, const std::string& dst = "192.0.2.2") {
   char key[41];
   std::snprintf(key, sizeof key, "%08x00112233445566778899aabbccddeeff", spi);
-  return {{"dir", "out"}, {"mode", "tunnel"}, {"src", "192.0.2.1"}, {"dst", dst},
+  return {{"dir", "out"}, {"mode", "tunnel"},      {"src", "192.0.2.1"}, {"dst", dst},
           {"spi", spi},   {"aead", "aes-gcm-128"}, {"key", key}};
 }
 
@@ -121,11 +121,11 @@ json policy_list(const std::string& socket_path) {
 TEST(StateJournalDaemon, SigkillInTheMiddleOfChurnOnThreeConnectionsRestoresEveryAcknowledgedChange) {
   StateDir dir;
   std::mutex mu;
-  std::map<std::string, uint32_t> acked_sas;     // handle -> spi, added and not deleted
-  std::set<std::string> acked_deleted;           // handles whose deletion was acknowledged
+  std::map<std::string, uint32_t> acked_sas;       // handle -> spi, added and not deleted
+  std::set<std::string> acked_deleted;             // handles whose deletion was acknowledged
   std::map<uint32_t, std::string> acked_policies;  // id -> SA handle
-  std::set<uint32_t> maybe_spis;                 // adds in flight at the kill (answer never came)
-  std::set<std::string> maybe_deleted;           // deletions in flight
+  std::set<uint32_t> maybe_spis;                   // adds in flight at the kill (answer never came)
+  std::set<std::string> maybe_deleted;             // deletions in flight
   bool maybe_policy = false;
   size_t acked_count = 0;
   {
@@ -151,7 +151,8 @@ TEST(StateJournalDaemon, SigkillInTheMiddleOfChurnOnThreeConnectionsRestoresEver
           if (i % 3 == 2) {  // a policy for the newest SA
             const std::string dst =
                 "10." + std::to_string(t) + "." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) + "/32";
-            const json p = {{"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", dst}, {"action", "protect"}, {"sa", mine.back()}};
+            const json p = {
+                {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", dst}, {"action", "protect"}, {"sa", mine.back()}};
             mu.unlock();
             a = c.call({{"op", "policy.add"}, {"policy", p}});
             mu.lock();
@@ -197,7 +198,8 @@ TEST(StateJournalDaemon, SigkillInTheMiddleOfChurnOnThreeConnectionsRestoresEver
     ASSERT_TRUE(restored.count(handle)) << "acknowledged SA " << handle << " is missing after the restart\n" << log;
     EXPECT_EQ(restored[handle], spi);
   }
-  for (const auto& handle : acked_deleted) EXPECT_FALSE(restored.count(handle)) << "deleted SA " << handle << " is back";
+  for (const auto& handle : acked_deleted)
+    EXPECT_FALSE(restored.count(handle)) << "deleted SA " << handle << " is back";
   for (const auto& [handle, spi] : restored) {
     EXPECT_TRUE(acked_sas.count(handle) || maybe_spis.count(spi) || maybe_deleted.count(handle))
         << "SA " << handle << " spi " << spi << " was never acknowledged nor in flight";
@@ -327,8 +329,7 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
   auto check = [&](DaemonInNamespace& d) {
     const json list = sa_list(d.socket_path());
     ASSERT_EQ(list.size(), added.size());
-    for (const auto& sa : list)
-      EXPECT_EQ(sa["spi"].get<uint32_t>(), added.at(sa["handle"].get<std::string>()));
+    for (const auto& sa : list) EXPECT_EQ(sa["spi"].get<uint32_t>(), added.at(sa["handle"].get<std::string>()));
   };
   DaemonInNamespace d('g', dir.args());
   check(d);
