@@ -277,6 +277,15 @@ int main(int argc, char** argv) {
   sa_add->add_option("--lifetime-seconds", add.life_seconds, "SOFT,HARD (0: no limit)");
   sa_add->add_option("--inner", add.inner, "handle of the transport SA carried inside this tunnel SA");
 
+  std::string batch_file;
+  auto* sa_add_batch = sa->add_subcommand(
+      "add-batch", "add many SAs in one request (all or none); prints their handles in order, one per line");
+  sa_add_batch
+      ->add_option("file", batch_file,
+                   "JSON list of SAs as the protocol's sa.add takes them, keys in hex inside ('-': standard input); "
+                   "keep it 0600 and remove it after use")
+      ->required();
+
   std::vector<std::string> del_handles;
   bool del_force = false;
   auto* sa_del = sa->add_subcommand("del", "delete SAs (all or none)");
@@ -377,6 +386,17 @@ int main(int argc, char** argv) {
       request = {{"op", "caps"}};
     } else if (*sa_add) {
       request = {{"op", "sa.add"}, {"sa", build_sa(add)}};
+    } else if (*sa_add_batch) {
+      std::string text = ov2::read_secret_file(
+          batch_file, ov2::kMaxRequestBytes - 64, "batch file",
+          "split it (at most " + std::to_string(ov2::kMaxBatchSas) + " SAs per request)", "a JSON list of SAs");
+      json list = json::parse(text, nullptr, false);
+      wipe_string(text);
+      if (!list.is_array()) {
+        ov2::wipe_secrets(list);
+        fail(ErrorCode::InvalidArgument, "batch file " + batch_file + " is not a JSON list of SAs");
+      }
+      request = {{"op", "sa.add"}, {"sas", std::move(list)}};
     } else if (*sa_del) {
       json handles = json::array();
       for (const auto& h : del_handles) handles.push_back(h);
@@ -417,6 +437,8 @@ int main(int argc, char** argv) {
       print_caps(answer["caps"]);
     else if (*sa_add)
       std::cout << answer["handle"].get<std::string>() << '\n';
+    else if (*sa_add_batch)
+      for (const auto& h : answer["handles"]) std::cout << h.get<std::string>() << '\n';
     else if (*sa_del) {
       for (const auto& h : answer["deleted"]) std::cout << "deleted SA " << h.get<std::string>() << '\n';
       for (const auto& id : answer["deleted_policies"]) std::cout << "deleted policy " << id.dump() << '\n';

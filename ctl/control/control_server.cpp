@@ -336,7 +336,19 @@ void ControlServer::on_readable(Connection& c) {
     close_connection(c.fd);
     return;
   }
+  if (before_answers_ && !c.out.empty() && !c.stream) {
+    held_answers_.push_back(c.fd);  // sent by send_held_answers(), once the iteration's changes are durable
+    return;
+  }
   on_writable(c);
+}
+
+void ControlServer::send_held_answers() {
+  if (before_answers_) before_answers_();
+  std::vector<int> fds;
+  fds.swap(held_answers_);
+  for (int fd : fds)
+    if (auto it = connections_.find(fd); it != connections_.end()) on_writable(*it->second);
 }
 
 void ControlServer::on_writable(Connection& c) {
@@ -432,6 +444,7 @@ void ControlServer::run(int stop_fd) {
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == stop_fd) {
+        send_held_answers();
         epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, stop_fd, nullptr);
         return;
       }
@@ -458,6 +471,7 @@ void ControlServer::run(int stop_fd) {
       else
         on_readable(c);
     }
+    send_held_answers();
     expire_slow_clients();
     if (stop_requested_) {
       stop_requested_ = false;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "control/protocol.h"
 
@@ -63,6 +64,11 @@ class ControlServer {
   // Queues `line` (with its newline) to every stream subscriber without
   // blocking; a subscriber whose queue is full loses it (counted, reported).
   void publish(std::string_view line);
+  // Called once per event-loop iteration, after every request that arrived
+  // in it was handled and before any of their answers is sent (the daemon:
+  // make the state journal durable -- group commit, control/state_store.h).
+  // Without it, answers are sent as soon as they are made.
+  void set_before_answers(std::function<void()> hook) { before_answers_ = std::move(hook); }
   // Tries once, without blocking, to send what subscribers have queued (before shutdown).
   void flush_streams();
   size_t stream_count() const;
@@ -105,6 +111,8 @@ class ControlServer {
   void close_connection(int fd);
   void expire_slow_clients();
   int next_timeout_ms() const;
+  // Runs before_answers_ and sends the answers held back for it.
+  void send_held_answers();
 
   ControlServerOptions options_;
   Handler handler_;
@@ -115,6 +123,8 @@ class ControlServer {
   std::map<int, std::unique_ptr<Connection>> connections_;
   std::map<int, std::function<void()>> watched_;
   std::function<bool(std::string_view)> stream_detector_;
+  std::function<void()> before_answers_;
+  std::vector<int> held_answers_;  // connections whose answers wait for before_answers_
   bool stop_requested_ = false;
 };
 

@@ -12,6 +12,10 @@
 // Ops and their fields:
 //   caps                                     -> {"caps":{NDIS_IPSEC_OFFLOAD_V2 fields + extras}}
 //   sa.add     {"sa":{SA JSON, sa_json.h}}   -> {"handle":"0x..."}
+//   sa.add     {"sas":[{SA JSON},...]}       -> {"handles":["0x...",...]}  (a batch: 1 to
+//              kMaxBatchSas SAs, all installed or none; an error names the entry as
+//              "sas[I]: ..." (0-based); the handles come in the order of the list.
+//              With the state file on, the batch costs one journal write + fdatasync.)
 //   sa.del     {"handles":["0x..",...], "force":bool}
 //                                            -> {"deleted":[...], "deleted_policies":[ids]}
 //   sa.update  {"handle":"0x..","seq-hi":N}  -> {}
@@ -23,7 +27,8 @@
 //   policy.list                              -> {"policies":[{"id":N, policy JSON}]}
 // (room for "stats" and "monitor" later.)
 //
-// Limits: a request line is at most kMaxRequestBytes (bigger: an error answer,
+// Limits: a request line is at most kMaxRequestBytes, 4 MiB: room for a batch of
+// kMaxBatchSas SAs with keys (~250 bytes each) (bigger: an error answer,
 // then the connection is closed); a request must be complete within
 // kReadTimeoutMs of the connection opening or of the previous answer; at most
 // kMaxConnections connections at once.  Errors that are not the client's
@@ -38,7 +43,8 @@
 namespace ov2 {
 
 inline constexpr int kProtocolVersion = 1;
-inline constexpr size_t kMaxRequestBytes = 64 * 1024;
+inline constexpr size_t kMaxRequestBytes = 4 * 1024 * 1024;
+inline constexpr size_t kMaxBatchSas = 10000;
 inline constexpr int kReadTimeoutMs = 5000;
 inline constexpr size_t kMaxConnections = 32;
 inline constexpr const char* kDefaultSocketPath = "/run/ipsecov2/ipsecov2.sock";

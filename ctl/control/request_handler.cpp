@@ -39,7 +39,8 @@ json sa_record_json(const SaRecord& r) {
 }
 
 const char* op_names =
-    "caps, sa.add, sa.del, sa.update, sa.list, sa.show, policy.add, policy.update, policy.del, policy.list, stats, "
+    "caps, sa.add (one SA, or a batch), sa.del, sa.update, sa.list, sa.show, policy.add, policy.update, policy.del, "
+    "policy.list, stats, "
     "monitor";
 
 }  // namespace
@@ -84,6 +85,8 @@ json RequestHandler::handle(const json& req) {
   json answer = {{"ok", true}};
   if (op == "caps") {
     answer["caps"] = capabilities_json(plane_.capabilities());
+  } else if (op == "sa.add" && req.contains("sas")) {
+    answer["handles"] = add_sa_batch(field(req, "sas", op));
   } else if (op == "sa.add") {
     SaSpec spec = sa_spec_from_json(field(req, "sa", op));
     const uint64_t handle = plane_.add_sa(std::move(spec));
@@ -170,6 +173,40 @@ json RequestHandler::handle(const json& req) {
     fail(ErrorCode::InvalidArgument, "unknown op '" + op + "'; known ops: " + op_names);
   }
   return answer;
+}
+
+json RequestHandler::add_sa_batch(const json& list) {
+  if (!list.is_array() || list.empty() || list.size() > kMaxBatchSas)
+    fail(ErrorCode::InvalidArgument, "'sas' must be a list of 1 to " + std::to_string(kMaxBatchSas) + " SAs");
+  // Every entry is checked before anything is installed.
+  std::vector<SaSpec> specs;
+  specs.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    try {
+      specs.push_back(sa_spec_from_json(list[i]));
+    } catch (const Error& e) {
+      fail(e.code(), "sas[" + std::to_string(i) + "]: " + e.what() + "; no SA of the batch was installed");
+    } catch (const json::exception&) {
+      fail(ErrorCode::InvalidArgument,
+           "sas[" + std::to_string(i) + "]: a field has the wrong type; no SA of the batch was installed");
+    }
+  }
+  std::vector<uint64_t> added;
+  added.reserve(specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    try {
+      added.push_back(plane_.add_sa(std::move(specs[i])));
+    } catch (const Error& e) {
+      // What the engine or the tables refuse (a duplicate SPI, capacity): take the batch back.
+      if (!added.empty()) plane_.delete_sas(added, false);
+      fail(e.code(), "sas[" + std::to_string(i) + "]: " + e.what() + "; no SA of the batch was installed");
+    }
+  }
+  json handles = json::array();
+  for (uint64_t h : added) handles.push_back(handle_to_string(h));
+  log(LogLevel::Info, "added " + std::to_string(added.size()) + " SAs in one batch, handles " +
+                          handle_to_string(added.front()) + " to " + handle_to_string(added.back()));
+  return handles;
 }
 
 std::string RequestHandler::handle_line(std::string_view line) {

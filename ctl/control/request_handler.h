@@ -31,6 +31,10 @@ class RequestHandler {
   void set_stats_source(std::function<nlohmann::json()> source) { stats_source_ = std::move(source); }
 
  private:
+  // sa.add with "sas": checks every entry, then installs them all or none;
+  // returns the handles in order.
+  nlohmann::json add_sa_batch(const nlohmann::json& list);
+
   ControlPlane& plane_;
   std::function<nlohmann::json()> stats_source_;
 };

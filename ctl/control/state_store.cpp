@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -99,6 +102,7 @@ std::string serialize_state(const DaemonState& state) {
   j["version"] = kStateVersion;
   j["next_sa_sequence"] = state.next_sa_sequence;
   j["next_policy_id"] = state.next_policy_id;
+  if (!state.journal_id.empty()) j["journal_id"] = state.journal_id;
   j["sas"] = json::array();
   for (const SavedSa& sa : state.sas) {
     json e;
@@ -133,7 +137,11 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
   const json& policies = field(j, "policies", "the file", name);
   if (!sas.is_array() || !policies.is_array()) bad_state(name, "'sas' and 'policies' must be lists");
 
-  std::map<uint64_t, const SavedSa*> by_handle;
+  if (auto id = j.find("journal_id"); id != j.end()) {
+    if (!id->is_string()) bad_state(name, "'journal_id' must be a string");
+    s.journal_id = id->get<std::string>();
+  }
+
   for (size_t i = 0; i < sas.size(); ++i) {
     const std::string where = "SA #" + std::to_string(i + 1);
     const json& e = sas[i];
@@ -148,15 +156,38 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
       bad_state(name, where + ": 'handle' must be a string such as \"0x1000000\"");
     }
     sa.seq_mark = number(e, "seq_mark", where, name, UINT64_MAX);
+    s.sas.push_back(std::move(sa));
+  }
+  for (size_t i = 0; i < policies.size(); ++i) {
+    const std::string where = "policy #" + std::to_string(i + 1);
+    const json& e = policies[i];
+    if (!e.is_object()) bad_state(name, where + " is not an object");
+    PolicyRecord p;
+    p.id = static_cast<uint32_t>(number(e, "id", where, name, UINT32_MAX));
+    try {
+      p.spec = policy_spec_from_json(field(e, "spec", where, name));
+      validate_policy(p.spec);
+    } catch (const Error& err) {
+      bad_state(name, where + ": " + err.what());
+    }
+    s.policies.push_back(p);
+  }
+  validate_state(s, name);
+  return s;
+}
+
+void validate_state(const DaemonState& s, const std::string& name) {
+  std::map<uint64_t, const SavedSa*> by_handle;
+  for (size_t i = 0; i < s.sas.size(); ++i) {
+    const std::string where = "SA #" + std::to_string(i + 1);
+    const SavedSa& sa = s.sas[i];
     if ((sa.handle >> kHandleSlotBits) >= s.next_sa_sequence)
       bad_state(name, where + ": handle " + handle_to_string(sa.handle) +
                           " is not below the saved handle sequence (next_sa_sequence " +
                           std::to_string(s.next_sa_sequence) + "): inconsistent file");
     if (by_handle.count(sa.handle)) bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
-    s.sas.push_back(std::move(sa));
-    by_handle[s.sas.back().handle] = nullptr;
+    by_handle[sa.handle] = &sa;
   }
-  for (const SavedSa& sa : s.sas) by_handle[sa.handle] = &sa;
   std::set<std::tuple<uint32_t, std::string, Direction>> lookup_keys;
   std::set<uint64_t> slots, inner_used;
   for (const SavedSa& sa : s.sas) {
@@ -174,18 +205,9 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
   }
 
   std::set<uint32_t> ids;
-  for (size_t i = 0; i < policies.size(); ++i) {
+  for (size_t i = 0; i < s.policies.size(); ++i) {
     const std::string where = "policy #" + std::to_string(i + 1);
-    const json& e = policies[i];
-    if (!e.is_object()) bad_state(name, where + " is not an object");
-    PolicyRecord p;
-    p.id = static_cast<uint32_t>(number(e, "id", where, name, UINT32_MAX));
-    try {
-      p.spec = policy_spec_from_json(field(e, "spec", where, name));
-      validate_policy(p.spec);
-    } catch (const Error& err) {
-      bad_state(name, where + ": " + err.what());
-    }
+    const PolicyRecord& p = s.policies[i];
     if (p.id == 0 || p.id >= s.next_policy_id || !ids.insert(p.id).second)
       bad_state(name, where + ": id " + std::to_string(p.id) +
                           " is 0, appears twice or is not below next_policy_id: inconsistent file");
@@ -195,12 +217,159 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
         bad_state(name, where + " (id " + std::to_string(p.id) + ") protects with SA " +
                             handle_to_string(p.spec.sa_handle) + ", which is not in the file or of the other direction");
     }
-    s.policies.push_back(p);
   }
-  return s;
 }
 
-StateStore::StateStore(std::string dir) : dir_(std::move(dir)), path_(dir_ + "/state.json") {
+uint32_t crc32c(std::string_view data, uint32_t crc) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc ^= 0xFFFFFFFFu;
+  for (unsigned char b : data) crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8);
+  return crc ^ 0xFFFFFFFFu;
+}
+
+namespace {
+
+void put_u32(std::string& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+uint32_t get_u32(std::string_view in, size_t at) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<unsigned char>(in[at + static_cast<size_t>(i)])} << (8 * i);
+  return v;
+}
+
+bool all_zero(std::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+constexpr const char* kJournalMagic = "ipsecov2-journal";
+
+}  // namespace
+
+std::string encode_journal_record(std::string_view payload) {
+  std::string out;
+  out.reserve(payload.size() + 8);
+  put_u32(out, static_cast<uint32_t>(payload.size()));
+  out.append(4, '\0');
+  out.append(payload);
+  const uint32_t sum = crc32c(payload, crc32c(std::string_view(out.data(), 4)));
+  for (int i = 0; i < 4; ++i) out[4 + static_cast<size_t>(i)] = static_cast<char>((sum >> (8 * i)) & 0xFF);
+  return out;
+}
+
+JournalScan scan_journal(std::string_view bytes, const std::string& name) {
+  JournalScan scan;
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const std::string at = name + ": offset " + std::to_string(off) + ": ";
+    const size_t left = bytes.size() - off;
+    if (left < 8) {
+      scan.torn_warning = at + "an incomplete record header (" + std::to_string(left) + " bytes) at the end";
+      break;
+    }
+    const uint32_t len = get_u32(bytes, off);
+    if (len > left - 8) {
+      // A record cut by a crash; an impossible length followed by data is damage, not a cut.
+      if (len > kMaxJournalPayload && !all_zero(bytes.substr(off)))
+        bad_state(name, "offset " + std::to_string(off) + ": a record length of " + std::to_string(len) +
+                            " bytes is impossible: the journal is damaged; nothing was applied");
+      scan.torn_warning = at + "the last record (length " + std::to_string(len) + ") runs past the end of the file (" +
+                          std::to_string(left) + " bytes left)";
+      break;
+    }
+    const std::string_view payload = bytes.substr(off + 8, len);
+    const uint32_t sum = crc32c(payload, crc32c(bytes.substr(off, 4)));
+    if (sum != get_u32(bytes, off + 4)) {
+      const size_t end = off + 8 + len;
+      if (end == bytes.size() || all_zero(bytes.substr(off))) {
+        scan.torn_warning = at + "the last record (length " + std::to_string(len) + ") has a bad checksum";
+        break;
+      }
+      bad_state(name, "offset " + std::to_string(off) + ": a record with a bad checksum, followed by " +
+                          std::to_string(bytes.size() - end) +
+                          " more bytes: the journal is damaged before its end; nothing was applied");
+    }
+    scan.payloads.emplace_back(payload);
+    off += 8 + len;
+  }
+  return scan;
+}
+
+DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
+                           const std::string& name) {
+  std::map<uint64_t, SavedSa> sas;
+  std::map<uint32_t, PolicyRecord> policies;
+  for (SavedSa& sa : state.sas) sas[sa.handle] = std::move(sa);
+  for (PolicyRecord& p : state.policies) policies[p.id] = std::move(p);
+  for (size_t i = first; i < payloads.size(); ++i) {
+    const std::string where = "record #" + std::to_string(i + 1);
+    json r = json::parse(payloads[i], nullptr, false);
+    struct Wiper {
+      json& j;
+      ~Wiper() { wipe_json(j); }
+    } wiper{r};
+    if (!r.is_object() || !r.contains("op") || !r["op"].is_string()) bad_state(name, where + " is not a journal record");
+    const std::string op = r["op"].get<std::string>();
+    try {
+      if (op == "sa") {
+        SavedSa sa;
+        sa.handle = parse_handle(field(r, "handle", where, name).get<std::string>());
+        sa.spec = sa_spec_from_json(field(r, "spec", where, name));
+        sa.seq_mark = number(r, "seq_mark", where, name, UINT64_MAX);
+        sas[sa.handle] = std::move(sa);
+      } else if (op == "sa-del") {
+        const uint64_t h = parse_handle(field(r, "handle", where, name).get<std::string>());
+        if (sas.erase(h) == 0) bad_state(name, where + " deletes SA " + handle_to_string(h) + ", which is not there");
+      } else if (op == "mark") {
+        const uint64_t h = parse_handle(field(r, "handle", where, name).get<std::string>());
+        auto it = sas.find(h);
+        if (it == sas.end()) bad_state(name, where + " marks SA " + handle_to_string(h) + ", which is not there");
+        it->second.seq_mark = std::max(it->second.seq_mark, number(r, "seq_mark", where, name, UINT64_MAX));
+      } else if (op == "policy") {
+        PolicyRecord p;
+        p.id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
+        p.spec = policy_spec_from_json(field(r, "spec", where, name));
+        validate_policy(p.spec);
+        policies[p.id] = p;
+      } else if (op == "policy-del") {
+        const auto id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
+        if (policies.erase(id) == 0)
+          bad_state(name, where + " deletes policy " + std::to_string(id) + ", which is not there");
+      } else if (op == "sequences") {
+        state.next_sa_sequence =
+            std::max(state.next_sa_sequence, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1));
+        state.next_policy_id = std::max(
+            state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
+      } else {
+        bad_state(name, where + " has the unknown op '" + op + "'");
+      }
+    } catch (const json::exception&) {
+      bad_state(name, where + ": a field has the wrong type");
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.rfind(name + ": ", 0) == 0) throw;
+      bad_state(name, where + ": " + what);
+    }
+  }
+  state.sas.clear();
+  state.policies.clear();
+  for (auto& [h, sa] : sas) state.sas.push_back(std::move(sa));
+  for (auto& [id, p] : policies) state.policies.push_back(std::move(p));
+  validate_state(state, name);
+  return state;
+}
+
+StateStore::StateStore(std::string dir)
+    : dir_(std::move(dir)), path_(dir_ + "/state.json"), journal_path_(dir_ + "/state.journal") {
   // Missing parents are created like `mkdir -p` would; the state directory itself is 0700.
   std::error_code ec;
   const auto parent = std::filesystem::path(dir_).parent_path();
@@ -228,58 +397,81 @@ StateStore::StateStore(std::string dir) : dir_(std::move(dir)), path_(dir_ + "/s
 }
 
 StateStore::~StateStore() {
+  wipe_string(pending_);
+  if (journal_fd_ >= 0) close(journal_fd_);
   if (lock_fd_ >= 0) close(lock_fd_);
 }
 
-void StateStore::save(const DaemonState& state) const {
-  std::string text = serialize_state(state);
-  const std::string tmp = path_ + ".tmp";
+namespace {
+
+// Writes all of `text` to `fd`; false (errno set) on failure.
+bool write_all(int fd, std::string_view text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Writes `text` to `tmp` (0600) and fsyncs it; returns the open fd.  Wipes `text`.
+int write_temp(const std::string& tmp, std::string& text) {
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     wipe_string(text);
     sys_fail("cannot write the state file " + tmp);
   }
   fchmod(fd, 0600);  // an old temp file could have had another mode
-  size_t done = 0;
-  bool ok = true;
-  while (done < text.size()) {
-    const ssize_t n = write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ok = false;
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
-  wipe_string(text);
+  const bool ok = write_all(fd, text) && fsync(fd) == 0;
   const int saved_errno = errno;
-  if (!ok || fsync(fd) != 0) {
+  wipe_string(text);
+  if (!ok) {
     close(fd);
     unlink(tmp.c_str());
-    errno = ok ? errno : saved_errno;
+    errno = saved_errno;
     sys_fail("cannot write the state file " + tmp);
   }
-  close(fd);
-  if (rename(tmp.c_str(), path_.c_str()) != 0) {
+  return fd;
+}
+
+void rename_into_place(const std::string& tmp, const std::string& path) {
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
     unlink(tmp.c_str());
-    sys_fail("cannot rename " + tmp + " to " + path_);
-  }
-  // The rename itself must reach the disk (no-op on tmpfs, matters elsewhere).
-  const int dfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
+    errno = err;
+    sys_fail("cannot rename " + tmp + " to " + path);
   }
 }
 
-std::optional<DaemonState> StateStore::load() const {
-  const int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    sys_fail("cannot read the state file " + path_);
+std::string random_id() {
+  unsigned char bytes[8];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) fail(ErrorCode::Internal, "RAND_bytes failed");
+  static const char digits[] = "0123456789abcdef";
+  std::string id;
+  for (unsigned char b : bytes) {
+    id.push_back(digits[b >> 4]);
+    id.push_back(digits[b & 15]);
   }
+  return id;
+}
+
+std::string read_whole(const std::string& path, bool* exists) {
+  *exists = false;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    if (errno == ENOENT) return {};
+    sys_fail("cannot read the state file " + path);
+  }
+  *exists = true;
+  struct stat st{};
   std::string text;
-  char buf[4096];
+  if (fstat(fd, &st) == 0 && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
+  char buf[65536];
   for (;;) {
     const ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
@@ -288,22 +480,175 @@ std::optional<DaemonState> StateStore::load() const {
   }
   OPENSSL_cleanse(buf, sizeof buf);
   close(fd);
-  try {
-    DaemonState s = parse_state(text, path_);
-    wipe_string(text);
-    return s;
-  } catch (...) {
-    wipe_string(text);
-    throw;
+  return text;
+}
+
+}  // namespace
+
+void StateStore::fsync_dir() const {
+  // A rename must reach the disk itself (no-op on tmpfs, matters elsewhere).
+  const int dfd = open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
   }
 }
 
+void StateStore::save(DaemonState state) {
+  const std::string id = random_id();
+  state.journal_id = id;
+  std::string text = serialize_state(state);
+  const uint64_t size = text.size();
+  const std::string tmp = path_ + ".tmp";
+  close(write_temp(tmp, text));
+  rename_into_place(tmp, path_);
+  fsync_dir();
+  snapshot_bytes_ = size;
+  wipe_string(pending_);
+  open_journal(id);
+}
+
+void StateStore::open_journal(const std::string& snapshot_id) {
+  std::string header =
+      encode_journal_record(json{{"journal", kJournalMagic}, {"version", 1}, {"snapshot", snapshot_id}}.dump());
+  const uint64_t size = header.size();
+  const std::string tmp = journal_path_ + ".tmp";
+  const int fd = write_temp(tmp, header);
+  rename_into_place(tmp, journal_path_);
+  fsync_dir();
+  if (journal_fd_ >= 0) close(journal_fd_);
+  journal_fd_ = fd;
+  if (lseek(journal_fd_, 0, SEEK_END) < 0) sys_fail("cannot seek in " + journal_path_);
+  journal_bytes_ = size;
+  journal_records_ = 0;
+}
+
+void StateStore::append(std::string payload) {
+  std::string record = encode_journal_record(payload);
+  wipe_string(payload);
+  pending_ += record;
+  wipe_string(record);
+  ++journal_records_;
+}
+
+void StateStore::append_sa(const SavedSa& sa) {
+  json j = {{"op", "sa"}, {"handle", handle_to_string(sa.handle)}, {"seq_mark", sa.seq_mark},
+            {"spec", sa_json_with_keys(sa.spec)}};
+  std::string text = j.dump();
+  wipe_json(j);
+  append(std::move(text));
+}
+
+void StateStore::append_sa_deleted(uint64_t handle) {
+  append(json{{"op", "sa-del"}, {"handle", handle_to_string(handle)}}.dump());
+}
+
+void StateStore::append_policy(const PolicyRecord& policy) {
+  append(json{{"op", "policy"}, {"id", policy.id}, {"spec", policy_spec_json(policy.spec)}}.dump());
+}
+
+void StateStore::append_policy_deleted(uint32_t id) { append(json{{"op", "policy-del"}, {"id", id}}.dump()); }
+
+void StateStore::append_seq_mark(uint64_t handle, uint64_t seq_mark) {
+  append(json{{"op", "mark"}, {"handle", handle_to_string(handle)}, {"seq_mark", seq_mark}}.dump());
+}
+
+void StateStore::append_sequences(uint64_t next_sa_sequence, uint32_t next_policy_id) {
+  append(json{{"op", "sequences"}, {"next_sa_sequence", next_sa_sequence}, {"next_policy_id", next_policy_id}}.dump());
+}
+
+void StateStore::commit() {
+  if (pending_.empty()) return;
+  if (journal_fd_ < 0) {
+    wipe_string(pending_);
+    fail(ErrorCode::Kernel, "the journal " + journal_path_ + " is not open (no snapshot written yet)");
+  }
+  const bool ok = write_all(journal_fd_, pending_) && fdatasync(journal_fd_) == 0;
+  const int err = errno;
+  const uint64_t size = pending_.size();
+  // Wiped, but the buffer is kept for the next batch (no regrowing, no page faults) unless it is huge.
+  OPENSSL_cleanse(pending_.data(), pending_.size());
+  pending_.clear();
+  if (pending_.capacity() > (size_t{16} << 20)) pending_.shrink_to_fit();
+  if (!ok) {
+    // Never leave half a record in front of later ones (that would read as damage).
+    (void)!ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_));
+    lseek(journal_fd_, 0, SEEK_END);
+    errno = err;
+    sys_fail("cannot append to the journal " + journal_path_);
+  }
+  journal_bytes_ += size;
+}
+
+bool StateStore::needs_compaction() const {
+  return journal_records_ > kMaxJournalRecords ||
+         journal_bytes_ > std::max(kCompactFactor * snapshot_bytes_, kMinCompactBytes);
+}
+
+std::optional<DaemonState> StateStore::load(LoadReport* report) const {
+  LoadReport local;
+  LoadReport& rep = report != nullptr ? *report : local;
+  rep = {};
+  bool exists = false;
+  std::string text = read_whole(path_, &exists);
+  bool journal_exists = false;
+  if (!exists) {
+    std::string orphan = read_whole(journal_path_, &journal_exists);  // only to say so
+    wipe_string(orphan);
+    if (journal_exists) rep.warning = journal_path_ + " has no snapshot " + path_ + " to continue; it was ignored";
+    return std::nullopt;
+  }
+  // What was read holds keys: wiped however this ends.
+  struct WipeOnExit {
+    std::string& s;
+    ~WipeOnExit() { wipe_string(s); }
+  };
+  DaemonState s;
+  {
+    WipeOnExit wipe_text{text};
+    s = parse_state(text, path_);
+  }
+  std::string bytes = read_whole(journal_path_, &journal_exists);
+  if (!journal_exists) return s;
+  JournalScan scan;
+  {
+    WipeOnExit wipe_bytes{bytes};
+    scan = scan_journal(bytes, journal_path_);
+  }
+  struct Wiper {
+    std::vector<std::string>& v;
+    ~Wiper() {
+      for (auto& p : v) wipe_string(p);
+    }
+  } wiper{scan.payloads};
+  rep.warning = scan.torn_warning.empty() ? "" : scan.torn_warning + "; that record was discarded (never acknowledged)";
+  if (scan.payloads.empty()) return s;
+  const json header = json::parse(scan.payloads[0], nullptr, false);
+  if (!header.is_object() || header.value("journal", "") != kJournalMagic || header.value("version", 0) != 1 ||
+      !header.contains("snapshot") || !header["snapshot"].is_string())
+    bad_state(journal_path_, "offset 0: the first record is not an ipsecov2 journal header (version 1)");
+  if (header["snapshot"].get<std::string>() != s.journal_id) {
+    // A crash after the snapshot was written, before the journal was replaced: the snapshot holds it all.
+    rep.warning = journal_path_ + " continues another snapshot than " + path_ + " (left from a compaction); ignored";
+    return s;
+  }
+  rep.journal_records = scan.payloads.size() - 1;
+  return replay_journal(std::move(s), scan.payloads, 1, journal_path_);
+}
+
 std::string StateStore::move_aside() const {
-  std::string aside = path_ + ".bad-" + utc_timestamp();
-  if (rename(path_.c_str(), aside.c_str()) != 0) sys_fail("cannot move " + path_ + " aside to " + aside);
+  const std::string stamp = ".bad-" + utc_timestamp();
+  std::string aside = path_ + stamp;
+  if (rename(path_.c_str(), aside.c_str()) != 0 && errno != ENOENT)
+    sys_fail("cannot move " + path_ + " aside to " + aside);
+  const std::string journal_aside = journal_path_ + stamp;
+  if (rename(journal_path_.c_str(), journal_aside.c_str()) == 0) aside += " and " + journal_aside;
   return aside;
 }
 
-void StateStore::remove() const { unlink(path_.c_str()); }
+void StateStore::remove() const {
+  unlink(path_.c_str());
+  unlink(journal_path_.c_str());
+}
 
 }  // namespace ov2

@@ -1,13 +1,50 @@
 // The daemon's state across restarts (issue 5.3): every SA (with its keys,
 // like the kernel's SAD: root-only state on tmpfs), every policy, the handle
 // and policy-id sequences and each outbound SA's sequence-number high-water
-// mark, in <state_dir>/state.json.
+// mark, in <state_dir>/state.json (the snapshot) plus <state_dir>/state.journal
+// (the changes since that snapshot).
 //
-// The file is written atomically (temp file 0600, fsync, rename, fsync of the
-// directory) after every change; the JSON text holding the keys is wiped with
-// OPENSSL_cleanse once written.  Loading validates everything before anything
-// is applied; a bad file is refused with a message naming the file and the
-// problem.
+// Snapshot: written atomically (temp file 0600, fsync, rename, fsync of the
+// directory) at start, at clean shutdown and when the journal has grown past
+// kCompactFactor times the snapshot's size (or kMaxJournalRecords records):
+// compaction.  It names
+// the journal that continues it ("journal_id", random per snapshot).
+//
+// Journal: one record per change (an SA added/updated/deleted, a policy
+// added/updated/deleted, an outbound sequence mark raised, the handle and
+// policy-id sequences reserved), appended to state.journal (0600).  A record
+// is self-delimiting and checksummed: u32 LE payload length, u32 LE CRC32C of
+// (length bytes + payload), payload (compact JSON).  The first record names
+// the snapshot it continues; a journal naming another snapshot is stale (a
+// crash between writing a snapshot and replacing the journal) and is ignored.
+// Compaction writes the new snapshot first, then a fresh journal
+// (state.journal.tmp, fsync, rename, fsync of the directory), so a crash at
+// any point leaves a consistent pair.
+//
+// Durability contract (group commit): records are appended to a buffer as
+// changes happen (append_*); commit() writes the buffer with one write() and
+// makes it durable with one fdatasync().  The daemon's control server calls
+// commit() once per event-loop iteration, after handling every request that
+// arrived in it and BEFORE sending any of their answers: an {"ok":true}
+// answer to a mutating request is only sent once its record is durable, and
+// all requests of one iteration (several connections, pipelined lines, a
+// batch sa.add) share one fdatasync.  (On tmpfs, the default /run/ipsecov2,
+// fdatasync costs nothing and "durable" means "survives a daemon crash",
+// not a reboot -- like the kernel's SAD.)  If the journal cannot be written,
+// the daemon logs it and writes a full snapshot instead.
+//
+// Loading: snapshot, then the journal replayed over it, then every check of
+// parse_state on the result, before anything is applied.  A torn or corrupt
+// LAST record (a crash in the middle of a write: the record runs past the end
+// of the file, or its checksum fails and only it -- or only zero bytes --
+// follows) is discarded with a warning naming the file and the offset; it
+// was never acknowledged.  A bad record before the tail, a record that does
+// not apply (deleting an SA that is not there) or a bad snapshot refuses the
+// whole state with a message naming the file, the offset and the problem.
+//
+// Keys: the JSON text holding them (snapshot text, record payloads, the
+// unwritten buffer, what was read back) is wiped with OPENSSL_cleanse once
+// used; keys are never logged.
 //
 // Outbound sequence numbers: the ESP objects are recreated on restart, so an
 // outbound SA would start again at 1 -- reusing (key, IV) pairs for AES-GCM /
@@ -16,6 +53,12 @@
 // above the next sequence number (rounded up to kSeqMarkStep, re-saved when
 // traffic passes it, checked every second), and a restore continues at
 // mark + kSeqRestoreMargin, which covers what can be sent between two checks.
+//
+// Handle and policy-id sequences: not journaled per SA.  The journal holds a
+// reservation (kSequenceReserve above the current value), re-journaled when
+// the sequence passes it, so a restore after a crash starts above every
+// handle or id ever given out (at most kSequenceReserve numbers are skipped;
+// a clean shutdown's snapshot holds the exact values).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +74,17 @@ namespace ov2 {
 
 inline constexpr uint64_t kSeqMarkStep = uint64_t{1} << 16;
 inline constexpr uint64_t kSeqRestoreMargin = uint64_t{1} << 20;
+inline constexpr uint64_t kSequenceReserve = 4096;
+// Compaction: when the journal is larger than kCompactFactor times the
+// snapshot (and at least kMinCompactBytes), or holds more records than
+// kMaxJournalRecords.  A compaction costs about what journaling the whole
+// state costs, so the factor makes it a quarter of the journaling work while
+// the SA count grows; a restore replays at most that much journal.
+inline constexpr size_t kMaxJournalRecords = size_t{1} << 20;
+inline constexpr uint64_t kMinCompactBytes = uint64_t{4} << 20;
+inline constexpr uint64_t kCompactFactor = 4;
+// A record's payload is at most this big (a bigger length is damage).
+inline constexpr uint32_t kMaxJournalPayload = uint32_t{1} << 24;
 
 struct SavedSa {
   uint64_t handle = 0;
@@ -43,6 +97,7 @@ struct DaemonState {
   uint32_t next_policy_id = 1;
   std::vector<SavedSa> sas;
   std::vector<PolicyRecord> policies;
+  std::string journal_id;  // the journal that continues this snapshot ("" : none)
 };
 
 // The file's identification.
@@ -59,8 +114,34 @@ std::string serialize_state(const DaemonState& state);
 // ov2::Error(InvalidArgument) "NAME: what is wrong" (never key bytes).
 DaemonState parse_state(std::string_view text, const std::string& name);
 
+// The cross-checks of parse_state on a complete state (handles below the
+// sequence, no duplicates, bundles, policy ids, PROTECT SAs).  Throws like
+// parse_state.
+void validate_state(const DaemonState& state, const std::string& name);
+
 // Overwrites a string's bytes (OPENSSL_cleanse) and clears it.
 void wipe_string(std::string& s);
+
+// CRC32C (Castagnoli) of `data`; pass a previous result as `crc` to continue it.
+uint32_t crc32c(std::string_view data, uint32_t crc = 0);
+
+// One journal record: length, checksum, payload (see above).
+std::string encode_journal_record(std::string_view payload);
+
+// The records of a journal file's bytes.  A torn/corrupt last record is left
+// out and described in `torn_warning` ("NAME: offset N: ...").  Throws
+// ov2::Error(InvalidArgument) "NAME: offset N: ..." for damage before the tail.
+struct JournalScan {
+  std::vector<std::string> payloads;  // the caller wipes them
+  std::string torn_warning;
+};
+JournalScan scan_journal(std::string_view bytes, const std::string& name);
+
+// Replays journal payloads (after the header) over `state` and validates the
+// result (validate_state).  Throws ov2::Error(InvalidArgument) naming `name`
+// and the record number for a record that is malformed or does not apply.
+DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
+                           const std::string& name);
 
 class StateStore {
  public:
@@ -75,25 +156,61 @@ class StateStore {
   StateStore& operator=(const StateStore&) = delete;
 
   const std::string& path() const { return path_; }
+  const std::string& journal_path() const { return journal_path_; }
 
-  // Writes `state` atomically (see above).  Throws ov2::Error(Kernel).
-  void save(const DaemonState& state) const;
+  // Compaction: writes `state` as the new snapshot (atomically, see above),
+  // then starts a fresh journal continuing it.  Unwritten records are dropped
+  // (`state` holds everything).  Throws ov2::Error(Kernel).
+  void save(DaemonState state);
 
-  // The saved state, or nullopt if there is no file.  Throws
-  // ov2::Error(InvalidArgument) naming the file for a bad one.
-  std::optional<DaemonState> load() const;
+  // Queue one journal record (nothing is written until commit()).
+  void append_sa(const SavedSa& sa);
+  void append_sa_deleted(uint64_t handle);
+  void append_policy(const PolicyRecord& policy);
+  void append_policy_deleted(uint32_t id);
+  void append_seq_mark(uint64_t handle, uint64_t seq_mark);
+  void append_sequences(uint64_t next_sa_sequence, uint32_t next_policy_id);
 
-  // Moves a bad file aside to state.json.bad-<UTC timestamp>; returns that path.
+  bool has_pending() const { return !pending_.empty(); }
+  // Writes the queued records (one write) and fdatasyncs the journal.  No-op
+  // without queued records.  Throws ov2::Error(Kernel); the journal is cut
+  // back to its last complete record then, and the caller should save().
+  void commit();
+  // True when the journal should be compacted into a new snapshot.
+  bool needs_compaction() const;
+  size_t journal_records() const { return journal_records_; }
+
+  struct LoadReport {
+    size_t journal_records = 0;  // replayed
+    std::string warning;         // a torn tail or a stale journal ignored
+  };
+  // The saved state (snapshot + journal), or nullopt if there is no
+  // snapshot.  Throws ov2::Error(InvalidArgument) naming the file for a bad
+  // one.
+  std::optional<DaemonState> load(LoadReport* report = nullptr) const;
+
+  // Moves the bad files aside to state.json.bad-<UTC timestamp> (and
+  // state.journal.bad-<same>); returns what was moved where.
   std::string move_aside() const;
 
-  // Removes the state file (the daemon started with --no-restore keeps it
-  // until the first save overwrites it; tests use this).
+  // Removes the state files (the daemon started with --no-restore keeps them
+  // until the first save overwrites them; tests use this).
   void remove() const;
 
  private:
+  void append(std::string payload);
+  void open_journal(const std::string& snapshot_id);
+  void fsync_dir() const;
+
   std::string dir_;
   std::string path_;
+  std::string journal_path_;
   int lock_fd_ = -1;
+  int journal_fd_ = -1;
+  std::string pending_;  // encoded records not yet written (holds keys: wiped)
+  uint64_t journal_bytes_ = 0;
+  uint64_t snapshot_bytes_ = 0;
+  size_t journal_records_ = 0;
 };
 
 }  // namespace ov2

@@ -281,6 +281,8 @@ int run(const CommandLine& cl, DaemonConfig config) {
   {
     ControlServer& server = *control_server;
     observability.attach(server);
+    // Group commit: the changes of one loop iteration are made durable before any of its answers goes out.
+    server.set_before_answers([&state] { state.commit(); });
     server.watch(hup_fd, [&] {
       signalfd_siginfo info{};
       while (read(hup_fd, &info, sizeof info) == sizeof info) {

@@ -18,6 +18,13 @@ uint64_t ServiceState::next_seq_of(uint64_t handle) const {
   }
 }
 
+uint64_t ServiceState::mark_for(uint64_t handle) const {
+  const uint64_t next = next_seq_of(handle);
+  uint64_t mark = next == 0 ? 0 : (next / kSeqMarkStep + 1) * kSeqMarkStep;
+  if (auto it = seq_marks_.find(handle); it != seq_marks_.end()) mark = std::max(mark, it->second);
+  return mark;
+}
+
 DaemonState ServiceState::snapshot() {
   DaemonState s;
   s.next_sa_sequence = plane_.sas().next_sequence();
@@ -26,10 +33,7 @@ DaemonState ServiceState::snapshot() {
   for (const SaRecord* r : plane_.sas().list()) {
     SavedSa sa{r->handle, r->spec, 0};
     if (r->spec.dir == Direction::Out) {
-      // Strictly above what was sent, rounded so the file is not rewritten per packet.
-      const uint64_t next = next_seq_of(r->handle);
-      uint64_t mark = next == 0 ? 0 : (next / kSeqMarkStep + 1) * kSeqMarkStep;
-      if (auto it = seq_marks_.find(r->handle); it != seq_marks_.end()) mark = std::max(mark, it->second);
+      const uint64_t mark = mark_for(r->handle);
       sa.seq_mark = mark;
       marks[r->handle] = mark;
     }
@@ -43,29 +47,89 @@ DaemonState ServiceState::snapshot() {
 void ServiceState::save() {
   if (store_ == nullptr) return;
   try {
-    store_->save(snapshot());
+    DaemonState s = snapshot();
+    const uint64_t next_sa = s.next_sa_sequence;
+    const uint32_t next_policy = s.next_policy_id;
+    store_->save(std::move(s));
+    reserved_sa_sequence_ = next_sa;
+    reserved_policy_id_ = next_policy;
   } catch (const Error& e) {
     log(LogLevel::Error, std::string("cannot save the state (SAs and policies will not survive a restart): ") +
                              e.what());
   }
 }
 
-void ServiceState::save_if_sequence_passed_mark() {
-  if (store_ == nullptr) return;
-  for (const auto& [handle, mark] : seq_marks_)
-    if (next_seq_of(handle) >= mark) {
-      save();
-      return;
-    }
+void ServiceState::commit() {
+  if (store_ == nullptr || !store_->has_pending()) return;
+  try {
+    store_->commit();
+  } catch (const Error& e) {
+    log(LogLevel::Error, std::string(e.what()) + "; writing a full snapshot instead");
+    save();
+    return;
+  }
+  if (store_->needs_compaction()) save();
 }
 
-void ServiceState::on_change(const ChangeEvent&) { save(); }
+void ServiceState::save_if_sequence_passed_mark() {
+  if (store_ == nullptr) return;
+  for (auto& [handle, mark] : seq_marks_) {
+    const uint64_t next = next_seq_of(handle);
+    if (next != 0 && next >= mark) {
+      mark = mark_for(handle);
+      store_->append_seq_mark(handle, mark);
+    }
+  }
+  commit();
+}
+
+void ServiceState::reserve_sequences() {
+  const uint64_t next_sa = plane_.sas().next_sequence();
+  const uint32_t next_policy = plane_.spd().next_id();
+  if (next_sa <= reserved_sa_sequence_ && next_policy <= reserved_policy_id_) return;
+  if (next_sa > reserved_sa_sequence_) reserved_sa_sequence_ = next_sa + kSequenceReserve;
+  if (next_policy > reserved_policy_id_)
+    reserved_policy_id_ = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{next_policy} + kSequenceReserve, UINT32_MAX));
+  store_->append_sequences(reserved_sa_sequence_, reserved_policy_id_);
+}
+
+void ServiceState::on_change(const ChangeEvent& event) {
+  if (store_ == nullptr) return;
+  // The reservation goes first: a journal cut after the SA record still restores a consistent state.
+  reserve_sequences();
+  switch (event.kind) {
+    case ChangeKind::SaAdded:
+    case ChangeKind::SaUpdated: {
+      const SaRecord* r = plane_.sas().find(event.sa_handle);
+      if (r == nullptr) return;
+      SavedSa sa{r->handle, r->spec, 0};
+      if (r->spec.dir == Direction::Out) {
+        sa.seq_mark = mark_for(r->handle);
+        seq_marks_[r->handle] = sa.seq_mark;
+      }
+      store_->append_sa(sa);
+      break;
+    }
+    case ChangeKind::SaDeleted:
+      seq_marks_.erase(event.sa_handle);
+      store_->append_sa_deleted(event.sa_handle);
+      break;
+    case ChangeKind::PolicyAdded:
+    case ChangeKind::PolicyUpdated:
+      if (const PolicyRecord* p = plane_.spd().find(event.policy_id)) store_->append_policy(*p);
+      break;
+    case ChangeKind::PolicyDeleted:
+      store_->append_policy_deleted(event.policy_id);
+      break;
+  }
+}
 
 void ServiceState::restore() {
   if (store_ == nullptr) return;
   std::optional<DaemonState> saved;
+  StateStore::LoadReport report;
   try {
-    saved = store_->load();
+    saved = store_->load(&report);
   } catch (const Error& e) {
     std::string aside;
     try {
@@ -76,6 +140,7 @@ void ServiceState::restore() {
     log(LogLevel::Error, std::string("refusing the saved state: ") + e.what() + aside + "; starting empty");
     return;
   }
+  if (!report.warning.empty()) log(LogLevel::Warn, report.warning);
   if (!saved) {
     log(LogLevel::Info, "no saved state in " + store_->path() + "; starting empty");
     return;
@@ -106,7 +171,8 @@ void ServiceState::restore() {
   }
   for (const auto& [handle, seq] : seqs) seq_marks_[handle] = seq;
   log(LogLevel::Info, "restored " + std::to_string(saved->sas.size()) + " SAs and " +
-                          std::to_string(saved->policies.size()) + " policies from " + store_->path());
+                          std::to_string(saved->policies.size()) + " policies from " + store_->path() + " and " +
+                          std::to_string(report.journal_records) + " journal records of " + store_->journal_path());
 }
 
 }  // namespace ov2

@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,7 +19,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -58,7 +61,8 @@ double cpu_seconds(pid_t pid) {
 // fresh veth pair.
 class Daemon {
  public:
-  Daemon(const std::string& binary, const std::string& socket_path, bool with_wire) {
+  // `state_dir` empty: no state file (a non-default --socket keeps none).
+  Daemon(const std::string& binary, const std::string& socket_path, bool with_wire, const std::string& state_dir = "") {
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
     if (pid_ == 0) {
@@ -77,6 +81,7 @@ class Daemon {
       if (with_wire) {
         args.insert(args.end(), {"--wire", "ov2bw0"});
       }
+      if (!state_dir.empty()) args.insert(args.end(), {"--state-dir", state_dir});
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -213,6 +218,74 @@ std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, ui
   return lines;
 }
 
+// The same SAs as sa_add_requests, `per_request` to one batch sa.add request.
+std::vector<std::string> sa_add_batch_requests(const char* dir, uint32_t first_spi, uint32_t count,
+                                               uint32_t per_request) {
+  const auto singles = sa_add_requests(dir, first_spi, count);
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < singles.size(); i += per_request) {
+    json sas = json::array();
+    for (size_t k = i; k < std::min(singles.size(), i + per_request); ++k)
+      sas.push_back(json::parse(singles[k]).at("sa"));
+    lines.push_back(json{{"version", 1}, {"op", "sa.add"}, {"sas", std::move(sas)}}.dump() + "\n");
+  }
+  return lines;
+}
+
+// Sends the requests over `connections` pipelined connections at once (request i
+// on connection i % connections); returns the handles (in request order) and the rate.
+std::vector<std::string> exchange_sa_adds(const std::string& socket_path, const std::vector<std::string>& requests,
+                                          unsigned connections, double& seconds) {
+  std::vector<std::vector<std::string>> per(connections);
+  for (size_t i = 0; i < requests.size(); ++i) per[i % connections].push_back(requests[i]);
+  std::vector<std::unique_ptr<PipelinedClient>> clients;
+  for (unsigned c = 0; c < connections; ++c) clients.push_back(std::make_unique<PipelinedClient>(socket_path));
+  std::vector<std::vector<json>> answers(connections);
+  std::vector<std::string> errors(connections);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> threads;
+  for (unsigned c = 0; c < connections; ++c)
+    threads.emplace_back([&, c] {
+      try {
+        answers[c] = clients[c]->exchange(per[c]);
+      } catch (const std::exception& e) {
+        errors[c] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (const auto& e : errors)
+    if (!e.empty()) throw std::runtime_error(e);
+  std::vector<std::string> handles;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const json& a = answers[i % connections][i / connections];
+    if (!a.value("ok", false)) throw std::runtime_error("sa.add refused: " + a.dump().substr(0, 400));
+    if (a.contains("handles"))
+      for (const auto& h : a["handles"]) handles.push_back(h.get<std::string>());
+    else
+      handles.push_back(a.at("handle").get<std::string>());
+  }
+  return handles;
+}
+
+// The file system type of `path` ("tmpfs", "ext4", ...).
+std::string filesystem_of(const std::string& path) {
+  struct statfs st{};
+  if (statfs(path.c_str(), &st) != 0) return "unknown";
+  switch (static_cast<unsigned long>(st.f_type)) {
+    case 0x01021994: return "tmpfs";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x794C7630: return "overlayfs";
+    default: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "fs 0x%lx", static_cast<unsigned long>(st.f_type));
+      return buf;
+    }
+  }
+}
+
 // Sends the sa.add `requests` (of direction `dir`), returns the handles and
 // the rate in SAs/s.
 std::vector<std::string> add_sas(PipelinedClient& client, const char* dir, const std::vector<std::string>& requests,
@@ -292,11 +365,76 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   }
   rmdir(dir.c_str());  // the daemon removed its socket on exit; if not, leave the dir (tmp)
   if (!error.empty()) throw std::runtime_error("control group: " + error);
+
+  // The same with the daemon's state file on, in a fresh directory next to
+  // the default one (/run/ipsecov2): journal + group commit (state_store.h).
+  char state_template[] = "/run/ov2bench-state.XXXXXX";
+  if (mkdtemp(state_template) == nullptr) throw std::runtime_error("mkdtemp in /run failed");
+  const std::string state_parent = state_template;
+  const std::string fs = filesystem_of(state_parent);
+  double batch_out = 0, batch_in = 0, single_out = 0, single_in = 0, state_del = 0, batch_cpu = 0, single_cpu = 0;
+  constexpr uint32_t kPerBatch = 1000;
+  constexpr unsigned kSingleConnections = 4;
+  {
+    try {
+      Daemon daemon(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_parent + "/state");
+      double s = 0;
+      const double cpu0 = cpu_seconds(daemon.pid());
+      auto handles = exchange_sa_adds(state_parent + "/ctl.sock",
+                                      sa_add_batch_requests("out", 0x100000, options.sa_count, kPerBatch), 1, s);
+      batch_out = options.sa_count / s;
+      auto in = exchange_sa_adds(state_parent + "/ctl.sock",
+                                 sa_add_batch_requests("in", 0x100000, options.sa_count, kPerBatch), 1, s);
+      batch_in = options.sa_count / s;
+      batch_cpu = cpu_seconds(daemon.pid()) - cpu0;
+      handles.insert(handles.end(), in.begin(), in.end());
+      {
+        PipelinedClient client(state_parent + "/ctl.sock");
+        state_del = delete_sas(client, handles);
+      }
+      const double cpu1 = cpu_seconds(daemon.pid());
+      exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("out", 0x300000, options.sa_count),
+                       kSingleConnections, s);
+      single_out = options.sa_count / s;
+      exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("in", 0x300000, options.sa_count),
+                       kSingleConnections, s);
+      single_in = options.sa_count / s;
+      single_cpu = cpu_seconds(daemon.pid()) - cpu1;
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  std::filesystem::remove_all(state_parent);
+  if (!error.empty()) throw std::runtime_error("control group (state file on): " + error);
   const double n = options.sa_count;
   const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";
-  report.add("sa_install_per_s", std::min(out_rate, in_rate), "SAs/s",
-             "the slower of outbound/inbound, " + std::to_string(options.sa_count) + " each, " + where +
+  const std::string state_where = where + ", state file on " + fs + " (/run, where the default /run/ipsecov2 is)";
+  report.add("sa_install_per_s", std::min(batch_out, batch_in), "SAs/s",
+             "batched sa.add (" + std::to_string(kPerBatch) + " SAs per request, 1 connection, pipelined), the slower of "
+             "outbound/inbound, " + std::to_string(options.sa_count) + " each, " + state_where);
+  report.add("sa_install_per_s_batch_out", batch_out, "SAs/s", "batched, outbound, " + state_where);
+  report.add("sa_install_per_s_batch_in", batch_in, "SAs/s", "batched, inbound, " + state_where);
+  report.add("sa_install_per_s_single", std::min(single_out, single_in), "SAs/s",
+             "one sa.add per SA on " + std::to_string(kSingleConnections) +
+                 " pipelined connections at once, the slower of outbound/inbound, " + state_where);
+  report.add("sa_install_per_s_single_out", single_out, "SAs/s", "one request per SA, outbound, " + state_where);
+  report.add("sa_install_per_s_single_in", single_in, "SAs/s", "one request per SA, inbound, " + state_where);
+  report.add("sa_delete_per_s_state", state_del, "SAs/s", "sa.del, 1000 handles per request, " + state_where);
+  report.add("sa_install_per_s_nostate", std::min(out_rate, in_rate), "SAs/s",
+             "one sa.add per SA, 1 connection pipelined, the slower of outbound/inbound, " + where +
                  ", no state file (non-default --socket)");
+  const double n2 = 2.0 * options.sa_count;
+  report.add("sa_install_per_daemon_cpu_s_batch", batch_cpu > 0 ? n2 / batch_cpu : 0, "SAs/s",
+             "batched, state file on: SAs per second of daemon CPU time (all threads; independent of other load)");
+  report.add("sa_install_per_daemon_cpu_s_single", single_cpu > 0 ? n2 / single_cpu : 0, "SAs/s",
+             "one request per SA, state file on: SAs per second of daemon CPU time");
+  report.add("sa_install_per_daemon_cpu_s_nostate", out_cpu + in_cpu > 0 ? n2 / (out_cpu + in_cpu) : 0, "SAs/s",
+             "one request per SA, no state file: SAs per second of daemon CPU time");
+  const double nostate = std::min(out_rate, in_rate);
+  report.add("sa_install_state_batch_vs_nostate", nostate > 0 ? std::min(batch_out, batch_in) / nostate : 0, "ratio",
+             "sa_install_per_s / sa_install_per_s_nostate, same run (the state file's cost, batched)");
+  report.add("sa_install_state_single_vs_nostate", nostate > 0 ? std::min(single_out, single_in) / nostate : 0,
+             "ratio", "sa_install_per_s_single / sa_install_per_s_nostate, same run");
   report.add("sa_install_per_s_out", out_rate, "SAs/s", "outbound, 1 connection pipelined, " + where);
   report.add("sa_install_per_s_in", in_rate, "SAs/s",
              std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +

@@ -8,6 +8,7 @@
 
 #include "control/protocol.h"
 #include "fake_engine.h"
+#include "model/sa_json.h"
 
 namespace ov2 {
 namespace {
@@ -153,6 +154,57 @@ TEST_F(HandlerTest, PolicyAddListDelete) {
   json del = call(json{{"version", 1}, {"op", "policy.del"}, {"ids", {p["id"]}}}.dump());
   EXPECT_TRUE(del["ok"].get<bool>()) << del.dump();
   EXPECT_EQ(error_code(json{{"version", 1}, {"op", "policy.del"}, {"ids", {p["id"]}}}.dump()), "not-found");
+}
+
+json batch_sa(uint32_t spi, const char* key = kKeyHex) {
+  return {{"dir", "in"}, {"mode", "tunnel"},      {"src", "10.0.0.1"}, {"dst", "10.0.0.2"},
+          {"spi", spi},  {"aead", "aes-gcm-128"}, {"key", key}};
+}
+
+TEST_F(HandlerTest, BatchAddInstallsEverySaAndAnswersTheHandlesInOrder) {
+  json sas = json::array();
+  for (uint32_t spi = 0x2000; spi < 0x2005; ++spi) sas.push_back(batch_sa(spi));
+  const json a = call(json{{"version", 1}, {"op", "sa.add"}, {"sas", sas}}.dump());
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  ASSERT_EQ(a["handles"].size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    const SaRecord* r = plane.sas().find(parse_handle(a["handles"][i].get<std::string>()));
+    ASSERT_NE(r, nullptr);
+    EXPECT_EQ(r->spec.spi, 0x2000u + i);
+  }
+  EXPECT_THAT(a.dump(), Not(HasSubstr("c0ffee")));
+}
+
+TEST_F(HandlerTest, BatchAddIsAllOrNothingAndNamesTheBadEntry) {
+  // A bad entry found by parsing: nothing reaches the engine.
+  json sas = json::array({batch_sa(0x3000), batch_sa(0x3001), batch_sa(0x3002, "0011")});
+  json a = call(json{{"version", 1}, {"op", "sa.add"}, {"sas", sas}}.dump());
+  EXPECT_FALSE(a["ok"].get<bool>());
+  EXPECT_THAT(a["error"]["message"].get<std::string>(), HasSubstr("sas[2]: "));
+  EXPECT_THAT(a["error"]["message"].get<std::string>(), HasSubstr("no SA of the batch was installed"));
+  EXPECT_TRUE(engine.add_calls.empty());
+  // Refused by the tables midway (the same SPI twice): the first ones are taken back.
+  sas = json::array({batch_sa(0x3000), batch_sa(0x3001), batch_sa(0x3000)});
+  a = call(json{{"version", 1}, {"op", "sa.add"}, {"sas", sas}}.dump());
+  EXPECT_FALSE(a["ok"].get<bool>());
+  EXPECT_THAT(a["error"]["message"].get<std::string>(), HasSubstr("sas[2]: "));
+  EXPECT_EQ(plane.sas().size(), 0u);
+  EXPECT_TRUE(engine.installed.empty());
+  EXPECT_EQ(engine.delete_calls.size(), 2u);
+  call(add_request("0x9999"));  // one SA outside the batch stays
+  ASSERT_EQ(plane.sas().size(), 1u);
+  const size_t before = engine.add_calls.size();
+  // Wrong shapes.
+  for (const json& bad : {json(5), json::array(), json::array({json(1)})}) {
+    a = call(json{{"version", 1}, {"op", "sa.add"}, {"sas", bad}}.dump());
+    EXPECT_FALSE(a["ok"].get<bool>()) << bad.dump();
+  }
+  json too_many = json::array();
+  for (uint32_t i = 0; i <= kMaxBatchSas; ++i) too_many.push_back(batch_sa(0x10000 + i));
+  a = call(json{{"version", 1}, {"op", "sa.add"}, {"sas", too_many}}.dump());
+  EXPECT_THAT(a["error"]["message"].get<std::string>(), HasSubstr("1 to " + std::to_string(kMaxBatchSas) + " SAs"));
+  EXPECT_EQ(engine.add_calls.size(), before);
+  EXPECT_EQ(plane.sas().size(), 1u);
 }
 
 TEST(WipeSecrets, OverwritesKeyStringsAnywhere) {

@@ -276,5 +276,199 @@ TEST(StateRestore, ASlotBeyondTheCapacityIsRefusedAndNothingStays) {
   EXPECT_EQ(plane.sas().size(), 0u);
 }
 
+// ---- the journal (state.journal) ----------------------------------------
+
+TEST(StateJournalCodec, Crc32cMatchesTheStandardCheckValue) {
+  EXPECT_EQ(crc32c("123456789"), 0xE3069283u);  // RFC 3720 B.4 / the usual CRC-32C check value
+  EXPECT_EQ(crc32c("56789", crc32c("1234")), 0xE3069283u);
+}
+
+std::string three_records(std::vector<size_t>* offsets) {
+  std::string bytes;
+  for (const char* p : {"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}) {
+    offsets->push_back(bytes.size());
+    bytes += encode_journal_record(p);
+  }
+  return bytes;
+}
+
+TEST(StateJournalCodec, RecordsRoundTripInOrder) {
+  std::vector<size_t> offsets;
+  const std::string bytes = three_records(&offsets);
+  EXPECT_EQ(bytes.size(), 3 * 8 + 7 + 8 + 9u);
+  const JournalScan scan = scan_journal(bytes, "j");
+  EXPECT_EQ(scan.payloads, (std::vector<std::string>{"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}));
+  EXPECT_EQ(scan.torn_warning, "");
+}
+
+TEST(StateJournalCodec, ATornLastRecordIsDroppedWithAWarningNamingTheOffsetAtEveryCutPoint) {
+  std::vector<size_t> offsets;
+  const std::string bytes = three_records(&offsets);
+  for (size_t cut = offsets[2] + 1; cut < bytes.size(); ++cut) {
+    SCOPED_TRACE(cut);
+    const JournalScan scan = scan_journal(bytes.substr(0, cut), "/d/state.journal");
+    EXPECT_EQ(scan.payloads.size(), 2u);
+    EXPECT_THAT(scan.torn_warning, HasSubstr("/d/state.journal: offset " + std::to_string(offsets[2]) + ": "));
+  }
+  // The last record's bytes damaged (not cut): its checksum fails, nothing follows it.
+  std::string flipped = bytes;
+  flipped[bytes.size() - 2] ^= 0x20;
+  JournalScan scan = scan_journal(flipped, "j");
+  EXPECT_EQ(scan.payloads.size(), 2u);
+  EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(offsets[2]) + ": the last record"));
+  EXPECT_THAT(scan.torn_warning, HasSubstr("bad checksum"));
+  // A crash that left zeros where the last write went (the file grew, the data did not land).
+  scan = scan_journal(bytes + std::string(4096, '\0'), "j");
+  EXPECT_EQ(scan.payloads.size(), 3u);
+  EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(bytes.size()) + ":"));
+}
+
+TEST(StateJournalCodec, DamageBeforeTheLastRecordIsRefusedNamingTheOffset) {
+  std::vector<size_t> offsets;
+  const std::string bytes = three_records(&offsets);
+  for (size_t at : {offsets[1] + 4, offsets[1] + 9, offsets[0] + 10}) {
+    SCOPED_TRACE(at);
+    std::string bad = bytes;
+    bad[at] ^= 0x01;
+    const size_t record = at >= offsets[1] ? offsets[1] : offsets[0];
+    const std::string err = error_of([&] { scan_journal(bad, "/d/state.journal"); });
+    EXPECT_THAT(err, HasSubstr("/d/state.journal: offset " + std::to_string(record) + ": a record with a bad checksum"));
+    EXPECT_THAT(err, HasSubstr("damaged before its end; nothing was applied"));
+  }
+  // An impossible length with data after it is damage, not a cut.
+  std::string bad = bytes;
+  bad[offsets[1] + 3] = 0x7f;
+  EXPECT_THAT(error_of([&] { scan_journal(bad, "j"); }), HasSubstr("offset " + std::to_string(offsets[1]) +
+                                                                   ": a record length of"));
+}
+
+TEST(StateJournal, ChangesAppendedAndCommittedAreRestoredOverTheSnapshot) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  const DaemonState s = sample_state();
+  // A new outbound SA with sequence 7 needs the reserved sequence first.
+  store.append_sequences(7 + kSequenceReserve, 9 + kSequenceReserve);
+  SavedSa added{(uint64_t{7} << 24) | 1, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.7", 0x7007), 0};
+  store.append_sa(added);
+  store.append_policy({9, protect(Direction::Out, "10.7.0.0/24", "10.8.0.0/24", added.handle)});
+  store.append_policy_deleted(8);
+  store.append_sa_deleted(s.sas[1].handle);
+  store.append_seq_mark(s.sas[0].handle, uint64_t{9} << 16);
+  EXPECT_TRUE(store.has_pending());
+  // Nothing reaches the file before commit().
+  EXPECT_EQ(store.load()->sas.size(), 2u);
+  store.commit();
+  EXPECT_FALSE(store.has_pending());
+  struct stat st{};
+  ASSERT_EQ(stat(store.journal_path().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_THAT(slurp(store.journal_path()), HasSubstr("00010203"));  // keys are in the journal (like the snapshot)
+
+  StateStore::LoadReport report;
+  const auto back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(report.journal_records, 6u);
+  EXPECT_EQ(report.warning, "");
+  EXPECT_EQ(back->next_sa_sequence, 7 + kSequenceReserve);
+  EXPECT_EQ(back->next_policy_id, 9 + kSequenceReserve);
+  ASSERT_EQ(back->sas.size(), 2u);
+  EXPECT_EQ(back->sas[0].handle, s.sas[0].handle);
+  EXPECT_EQ(back->sas[0].seq_mark, uint64_t{9} << 16);
+  EXPECT_EQ(back->sas[1].handle, added.handle);
+  EXPECT_EQ(back->sas[1].spec.spi, 0x7007u);
+  ASSERT_EQ(back->policies.size(), 2u);
+  EXPECT_EQ(back->policies[0].id, 4u);
+  EXPECT_EQ(back->policies[1].id, 9u);
+  EXPECT_EQ(back->policies[1].spec.sa_handle, added.handle);
+
+  // Compaction: the snapshot holds it all, the journal starts again (header only).
+  store.save(*back);
+  ASSERT_EQ(stat(store.journal_path().c_str(), &st), 0);
+  EXPECT_LT(st.st_size, 100);
+  StateStore::LoadReport after;
+  const auto again = store.load(&after);
+  EXPECT_EQ(after.journal_records, 0u);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_NE(again->journal_id, back->journal_id);  // a new journal for the new snapshot
+  DaemonState same = *back;
+  same.journal_id = again->journal_id;
+  EXPECT_EQ(serialize_state(*again), serialize_state(same));
+}
+
+TEST(StateJournal, ATornTailInTheFileIsDiscardedWithAWarningAndTheRestIsKept) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  store.append_seq_mark(uint64_t{3} << 24, uint64_t{8} << 16);
+  store.commit();
+  const auto size = std::filesystem::file_size(store.journal_path());
+  store.append_seq_mark(uint64_t{3} << 24, uint64_t{12} << 16);
+  store.commit();
+  std::filesystem::resize_file(store.journal_path(), std::filesystem::file_size(store.journal_path()) - 3);
+  StateStore::LoadReport report;
+  const auto back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(report.journal_records, 1u);
+  EXPECT_THAT(report.warning, HasSubstr(store.journal_path() + ": offset " + std::to_string(size) + ": "));
+  EXPECT_EQ(back->sas[0].seq_mark, uint64_t{8} << 16);
+}
+
+TEST(StateJournal, ARecordThatDoesNotApplyOrBreaksTheChecksRefusesTheWholeState) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  store.append_sa_deleted(uint64_t{9} << 24);
+  store.commit();
+  EXPECT_THAT(error_of([&] { store.load(); }),
+              HasSubstr(store.journal_path() + ": record #2 deletes SA 0x9000000, which is not there"));
+
+  // An SA above the saved handle sequence without its reservation: what a lost reservation would look like.
+  store.save(sample_state());
+  store.append_sa({(uint64_t{7} << 24) | 1, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.7", 0x701), 0});
+  store.commit();
+  const std::string err = error_of([&] { store.load(); });
+  EXPECT_THAT(err, HasSubstr(store.journal_path() + ": SA #3: handle 0x7000001 is not below the saved handle sequence"));
+  EXPECT_THAT(err, Not(HasSubstr("0405060708")));
+}
+
+TEST(StateJournal, AJournalLeftFromBeforeACompactionIsIgnored) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  store.append_sa_deleted(uint64_t{5} << 24 | 2);
+  store.commit();
+  const std::string old_journal = slurp(store.journal_path());
+  DaemonState s = sample_state();
+  s.policies.pop_back();
+  s.sas.pop_back();
+  store.save(s);  // the compaction of that delete
+  // A crash after the snapshot's rename, before the journal's: the old journal is still there.
+  std::ofstream(store.journal_path(), std::ios::trunc | std::ios::binary) << old_journal;
+  StateStore::LoadReport report;
+  const auto back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->sas.size(), 1u);
+  EXPECT_THAT(report.warning, HasSubstr("continues another snapshot"));
+  EXPECT_EQ(report.journal_records, 0u);
+}
+
+TEST(StateJournal, CompactionIsDueWhenTheJournalOutgrowsTheSnapshot) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  size_t n = 0;
+  while (!store.needs_compaction() && n < 100000) {
+    store.append_seq_mark(uint64_t{3} << 24, (uint64_t{5} + n++) << 16);
+    if (n % 1000 == 0) store.commit();  // group commit: one fdatasync per 1000 records
+  }
+  EXPECT_TRUE(store.needs_compaction());
+  EXPECT_GE(std::filesystem::file_size(store.journal_path()), kMinCompactBytes);
+  EXPECT_EQ(store.journal_records(), n);
+  StateStore::LoadReport report;
+  EXPECT_EQ(store.load(&report)->sas[0].seq_mark, (uint64_t{5} + n - 1) << 16);
+  EXPECT_EQ(report.journal_records, n);
+}
+
 }  // namespace
 }  // namespace ov2

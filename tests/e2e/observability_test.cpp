@@ -662,8 +662,8 @@ unsigned env_or(const char* name, unsigned fallback) {
 // other SAs in a loop (A outbound, B inbound: a BPF map entry each), over
 // their control sockets.  Every ping must come back, and afterwards the
 // daemons' RSS and B's sa_map are back at their baseline.  The suite runs a
-// short version (the daemons keep state.json, which is rewritten after every
-// change: ~10 ms per request here); the long one is
+// short version (the daemons keep their state: a journal record and an
+// fdatasync per request, state_store.h); the long one is
 // OV2_SOAK_SAS=100000 OV2_SOAK_SECONDS=300 OV2_SOAK_STATE=0 (no state file).
 TEST(Observability, SaChurnLosesNoPacketOfOtherSasAndRssAndBpfMapsReturnToBaseline) {
   const unsigned sas_per_round = env_or("OV2_SOAK_SAS", 100);

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "control/protocol.h"
 #include "daemon_harness.h"
 
 namespace {
@@ -483,8 +484,9 @@ TEST_F(SecurityE2e, OversizedRequestIsAnsweredTooLargeConnectionClosedDaemonKeep
   ASSERT_GE(fd, 0);
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  // 80 KiB request with no newline in the first 64 KiB.
-  const std::string big = "{\"version\":1,\"op\":\"caps\",\"pad\":\"" + std::string(80 * 1024, 'A') + "\"}\n";
+  // 16 KiB more than the limit, no newline before it.
+  const std::string big =
+      "{\"version\":1,\"op\":\"caps\",\"pad\":\"" + std::string(ov2::kMaxRequestBytes + 16 * 1024, 'A') + "\"}\n";
   size_t sent = 0;
   while (sent < big.size()) {
     const ssize_t n = send(fd, big.data() + sent, big.size() - sent, MSG_NOSIGNAL);

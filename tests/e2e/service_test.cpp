@@ -191,13 +191,15 @@ TEST(ServiceState, RestartWithTunnelUpRestoresSameHandlesAndTrafficResumesWithou
   ASSERT_EQ(sas.size(), 2u) << sas.dump();
   ASSERT_EQ(policies.size(), 2u);
 
-  // The state file: keys in hex, mode 0600, directory not open to others.
+  // The state files: keys in hex (in the journal until the next compaction), mode 0600, directory not open to others.
   struct stat st{};
-  ASSERT_EQ(stat((net.state_dir_a() + "/state.json").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  for (const char* file : {"/state.json", "/state.journal"}) {
+    ASSERT_EQ(stat((net.state_dir_a() + file).c_str(), &st), 0) << file;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
   ASSERT_EQ(stat(net.state_dir_a().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0027, 0u);
-  EXPECT_THAT(read_file(net.state_dir_a() + "/state.json"), HasSubstr("00112233445566778899aabbccddeeff01020304"));
+  EXPECT_THAT(read_file(net.state_dir_a() + "/state.journal"), HasSubstr("00112233445566778899aabbccddeeff01020304"));
 
   ASSERT_EQ(net.daemon_a.stop(SIGTERM), 0);
   net.start_a();

@@ -1,0 +1,372 @@
+// The state journal with the REAL ipsecov2d (control/state_store.h): a
+// SIGKILL in the middle of churn on several connections restores exactly
+// what was acknowledged (and outbound sequence numbers continue past their
+// marks); a torn journal tail is discarded with a warning; damage before the
+// tail refuses the state (moved aside, nothing applied); compaction and a
+// clean shutdown keep everything; a batch sa.add is all or nothing, also
+// from ipsecov2ctl sa add-batch.  Needs root (network namespaces).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "control/protocol.h"
+#include "control/state_store.h"
+#include "daemon_harness.h"
+#include "model/sa_json.h"
+
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using namespace ov2::daemon_test;
+
+// A state directory that outlives the daemons (each DaemonInNamespace removes its own directory).
+class StateDir {
+ public:
+  StateDir() : path_("/tmp/ov2sj" + std::to_string(getpid())) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~StateDir() { std::filesystem::remove_all(path_); }
+  std::string state() const { return path_ + "/state"; }
+  std::string snapshot() const { return state() + "/state.json"; }
+  std::string journal() const { return state() + "/state.journal"; }
+  std::vector<std::string> args() const { return {"--state-dir", state()}; }
+
+ private:
+  std::string path_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// One blocking control connection: a request, its answer.
+class Connection {
+ public:
+  explicit Connection(const std::string& socket_path) {
+    fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, socket_path.c_str(), sizeof addr.sun_path - 1);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("connect failed");
+    timeval tv{10, 0};
+    setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~Connection() { close(fd_); }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // The answer, or a discarded json when the daemon went away.
+  json call(json request) {
+    request["version"] = 1;
+    const std::string line = request.dump() + "\n";
+    size_t sent = 0;
+    while (sent < line.size()) {
+      const ssize_t n = send(fd_, line.data() + sent, line.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) return json::value_t::discarded;
+      sent += static_cast<size_t>(n);
+    }
+    for (;;) {
+      if (const size_t nl = in_.find('\n'); nl != std::string::npos) {
+        json a = json::parse(in_.substr(0, nl), nullptr, false);
+        in_.erase(0, nl + 1);
+        return a;
+      }
+      char buf[65536];
+      const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return json::value_t::discarded;
+      in_.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  int fd_ = -1;
+  std::string in_;
+};
+
+json out_sa(uint32_t spi, const std::string& dst = "192.0.2.2") {
+  char key[41];
+  std::snprintf(key, sizeof key, "%08x00112233445566778899aabbccddeeff", spi);
+  return {{"dir", "out"}, {"mode", "tunnel"},      {"src", "192.0.2.1"}, {"dst", dst},
+          {"spi", spi},   {"aead", "aes-gcm-128"}, {"key", key}};
+}
+
+json sa_list(const std::string& socket_path) { return Connection(socket_path).call({{"op", "sa.list"}})["sas"]; }
+
+json policy_list(const std::string& socket_path) {
+  return Connection(socket_path).call({{"op", "policy.list"}})["policies"];
+}
+
+TEST(StateJournalDaemon, SigkillInTheMiddleOfChurnOnThreeConnectionsRestoresEveryAcknowledgedChange) {
+  StateDir dir;
+  std::mutex mu;
+  std::map<std::string, uint32_t> acked_sas;       // handle -> spi, added and not deleted
+  std::set<std::string> acked_deleted;             // handles whose deletion was acknowledged
+  std::map<uint32_t, std::string> acked_policies;  // id -> SA handle
+  std::set<uint32_t> maybe_spis;                   // adds in flight at the kill (answer never came)
+  std::set<std::string> maybe_deleted;             // deletions in flight
+  bool maybe_policy = false;
+  size_t acked_count = 0;
+  {
+    DaemonInNamespace d('a', dir.args());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> workers;
+    for (uint32_t t = 0; t < 3; ++t)
+      workers.emplace_back([&, t] {
+        Connection c(d.socket_path());
+        std::vector<std::string> mine;
+        for (uint32_t i = 0; !stop; ++i) {
+          const uint32_t spi = 0x10000 * (t + 1) + i;
+          json a = c.call({{"op", "sa.add"}, {"sa", out_sa(spi)}});
+          std::lock_guard<std::mutex> lock(mu);
+          if (a.is_discarded()) {
+            maybe_spis.insert(spi);
+            return;
+          }
+          ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+          acked_sas[a["handle"]] = spi;
+          mine.push_back(a["handle"]);
+          ++acked_count;
+          if (i % 3 == 2) {  // a policy for the newest SA
+            const std::string dst =
+                "10." + std::to_string(t) + "." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) + "/32";
+            const json p = {
+                {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", dst}, {"action", "protect"}, {"sa", mine.back()}};
+            mu.unlock();
+            a = c.call({{"op", "policy.add"}, {"policy", p}});
+            mu.lock();
+            if (a.is_discarded()) {
+              maybe_policy = true;
+              return;
+            }
+            ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+            acked_policies[a["id"].get<uint32_t>()] = mine.back();
+          }
+          if (i % 4 == 3) {  // delete the oldest SA of this connection, with its policies
+            const std::string victim = mine.front();
+            mine.erase(mine.begin());
+            mu.unlock();
+            a = c.call({{"op", "sa.del"}, {"handles", {victim}}, {"force", true}});
+            mu.lock();
+            if (a.is_discarded()) {
+              maybe_deleted.insert(victim);
+              return;
+            }
+            ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+            acked_sas.erase(victim);
+            acked_deleted.insert(victim);
+            for (const auto& id : a["deleted_policies"]) acked_policies.erase(id.get<uint32_t>());
+          }
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    ASSERT_EQ(kill(d.pid(), SIGKILL), 0);
+    for (auto& w : workers) w.join();
+    EXPECT_EQ(d.stop(), 128 + SIGKILL);
+  }
+  ASSERT_GT(acked_count, 20u) << "too little churn before the kill to prove anything";
+  std::cout << "[ info ] killed after " << acked_count << " acknowledged adds; " << acked_sas.size() << " SAs, "
+            << acked_policies.size() << " policies and " << acked_deleted.size() << " deletions to find again\n";
+
+  DaemonInNamespace again('b', dir.args());
+  const std::string log = again.log();
+  EXPECT_THAT(log, HasSubstr("journal records of " + dir.journal()));
+  std::map<std::string, uint32_t> restored;  // handle -> spi
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  for (const auto& [handle, spi] : acked_sas) {
+    ASSERT_TRUE(restored.count(handle)) << "acknowledged SA " << handle << " is missing after the restart\n" << log;
+    EXPECT_EQ(restored[handle], spi);
+  }
+  for (const auto& handle : acked_deleted)
+    EXPECT_FALSE(restored.count(handle)) << "deleted SA " << handle << " is back";
+  for (const auto& [handle, spi] : restored) {
+    EXPECT_TRUE(acked_sas.count(handle) || maybe_spis.count(spi) || maybe_deleted.count(handle))
+        << "SA " << handle << " spi " << spi << " was never acknowledged nor in flight";
+  }
+  std::map<uint32_t, std::string> policies;
+  for (const auto& p : policy_list(again.socket_path())) policies[p["id"].get<uint32_t>()] = p["sa"];
+  for (const auto& [id, handle] : acked_policies) {
+    ASSERT_TRUE(policies.count(id)) << "acknowledged policy " << id << " is missing";
+    EXPECT_EQ(policies[id], handle);
+  }
+  EXPECT_LE(policies.size(), acked_policies.size() + (maybe_policy ? 1 : 0));
+
+  // Outbound SAs continue beyond their saved mark (never below kSeqRestoreMargin), so no (key, IV) pair repeats.
+  const json stats = Connection(again.socket_path()).call({{"op", "stats"}});
+  size_t checked = 0;
+  for (const auto& sa : stats["stats"]["sas"]) {
+    if (sa["dir"] != "out") continue;
+    EXPECT_GE(sa["next_seq"].get<uint64_t>(), ov2::kSeqRestoreMargin) << sa.dump();
+    ++checked;
+  }
+  EXPECT_EQ(checked, restored.size()) << stats.dump();
+
+  // New handles never reuse one given out before the crash (the reserved sequence).
+  Connection c(again.socket_path());
+  const json added = c.call({{"op", "sa.add"}, {"sa", out_sa(0x7777)}});
+  ASSERT_TRUE(added["ok"].get<bool>()) << added.dump();
+  const uint64_t fresh = ov2::parse_handle(added["handle"].get<std::string>());
+  for (const auto& [handle, spi] : restored) EXPECT_GT(fresh >> 24, ov2::parse_handle(handle) >> 24);
+  for (const auto& handle : acked_deleted) EXPECT_GT(fresh >> 24, ov2::parse_handle(handle) >> 24);
+}
+
+// Three SAs, each its own journal record; the daemon is killed, so nothing is compacted.
+void three_sas_then_kill(const StateDir& dir, std::vector<std::string>* handles) {
+  DaemonInNamespace d('c', dir.args());
+  Connection c(d.socket_path());
+  for (uint32_t spi : {0x501u, 0x502u, 0x503u}) {
+    const json a = c.call({{"op", "sa.add"}, {"sa", out_sa(spi)}});
+    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+    handles->push_back(a["handle"]);
+  }
+  kill(d.pid(), SIGKILL);
+  d.stop();
+}
+
+// The offsets of the journal's records.
+std::vector<size_t> record_offsets(const std::string& bytes) {
+  std::vector<size_t> offsets;
+  for (size_t off = 0; off + 8 <= bytes.size();) {
+    offsets.push_back(off);
+    uint32_t len = 0;
+    for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<unsigned char>(bytes[off + i])} << (8 * i);
+    off += 8 + len;
+  }
+  return offsets;
+}
+
+TEST(StateJournalDaemon, ATornJournalTailIsDiscardedWithAWarningNamingTheOffsetAndTheRestIsRestored) {
+  StateDir dir;
+  std::vector<std::string> handles;
+  three_sas_then_kill(dir, &handles);
+  ASSERT_EQ(handles.size(), 3u);
+  // A crash in the middle of writing a fourth record: half of it reached the file.
+  const size_t end = std::filesystem::file_size(dir.journal());
+  const std::string torn = ov2::encode_journal_record(R"({"op":"sa-del","handle":"0x1000000"})");
+  std::ofstream(dir.journal(), std::ios::app | std::ios::binary) << torn.substr(0, torn.size() / 2);
+  DaemonInNamespace d('d', dir.args());
+  EXPECT_THAT(d.log(), HasSubstr(dir.journal() + ": offset " + std::to_string(end) + ": the last record"));
+  EXPECT_THAT(d.log(), HasSubstr("discarded"));
+  std::vector<std::string> restored;
+  for (const auto& sa : sa_list(d.socket_path())) restored.push_back(sa["handle"]);
+  EXPECT_EQ(restored, handles);
+  // The restart compacted: a fresh journal, the snapshot holds the three.
+  EXPECT_LT(std::filesystem::file_size(dir.journal()), 100u);
+}
+
+TEST(StateJournalDaemon, DamageBeforeTheJournalTailIsRefusedMovedAsideAndNothingIsApplied) {
+  StateDir dir;
+  std::vector<std::string> handles;
+  three_sas_then_kill(dir, &handles);
+  std::string bytes = slurp(dir.journal());
+  const std::vector<size_t> offsets = record_offsets(bytes);
+  ASSERT_GE(offsets.size(), 4u);  // header, (reservation,) three SAs
+  const size_t victim = offsets[offsets.size() - 2];
+  bytes[victim + 20] ^= 0x01;
+  std::ofstream(dir.journal(), std::ios::trunc | std::ios::binary) << bytes;
+  const std::string snapshot = slurp(dir.snapshot());
+
+  DaemonInNamespace d('e', dir.args());
+  EXPECT_THAT(d.log(), HasSubstr("refusing the saved state: " + dir.journal() + ": offset " + std::to_string(victim) +
+                                 ": a record with a bad checksum"));
+  EXPECT_THAT(d.log(), HasSubstr("moved aside to " + dir.snapshot() + ".bad-"));
+  EXPECT_THAT(d.log(), Not(HasSubstr("00112233445566778899aabbccddeeff")));
+  EXPECT_EQ(sa_list(d.socket_path()), json::array());
+  // Both files kept, unchanged, for a human to look at.
+  std::string journal_aside, snapshot_aside;
+  for (const auto& e : std::filesystem::directory_iterator(dir.state())) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("state.journal.bad-", 0) == 0) journal_aside = e.path().string();
+    if (name.rfind("state.json.bad-", 0) == 0) snapshot_aside = e.path().string();
+  }
+  ASSERT_FALSE(journal_aside.empty());
+  ASSERT_FALSE(snapshot_aside.empty());
+  EXPECT_EQ(slurp(journal_aside), bytes);
+  EXPECT_EQ(slurp(snapshot_aside), snapshot);
+}
+
+TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
+  StateDir dir;
+  std::map<std::string, uint32_t> added;
+  {
+    DaemonInNamespace d('f', dir.args());
+    Connection c(d.socket_path());
+    // 16 x 1000 SAs (~4.6 MB of journal): the journal outgrows kMinCompactBytes and is compacted once.
+    for (uint32_t b = 0; b < 16; ++b) {
+      json sas = json::array();
+      for (uint32_t i = 0; i < 1000; ++i) sas.push_back(out_sa(0x100000 + b * 1000 + i));
+      const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
+      ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
+      ASSERT_EQ(a["handles"].size(), 1000u);
+      for (uint32_t i = 0; i < 1000; ++i) added[a["handles"][i]] = 0x100000 + b * 1000 + i;
+    }
+    EXPECT_LT(std::filesystem::file_size(dir.journal()), ov2::kMinCompactBytes) << "no compaction happened";
+    EXPECT_GT(std::filesystem::file_size(dir.snapshot()), ov2::kMinCompactBytes);
+    kill(d.pid(), SIGKILL);
+    d.stop();
+  }
+  auto check = [&](DaemonInNamespace& d) {
+    const json list = sa_list(d.socket_path());
+    ASSERT_EQ(list.size(), added.size());
+    for (const auto& sa : list) EXPECT_EQ(sa["spi"].get<uint32_t>(), added.at(sa["handle"].get<std::string>()));
+  };
+  DaemonInNamespace d('g', dir.args());
+  check(d);
+  EXPECT_EQ(d.stop(), 0);
+  // A clean shutdown leaves the snapshot holding everything and an empty journal.
+  EXPECT_LT(std::filesystem::file_size(dir.journal()), 100u);
+  EXPECT_GT(std::filesystem::file_size(dir.snapshot()), ov2::kMinCompactBytes);
+}
+
+TEST(StateJournalDaemon, CtlAddBatchIsAllOrNothingAndPrintsTheHandlesInOrder) {
+  StateDir dir;
+  DaemonInNamespace d('i', dir.args());
+  json sas = json::array({out_sa(0x901), out_sa(0x902), out_sa(0x903)});
+  sas[1]["key"] = "0011";  // too short
+  const std::string bad = temp_file(dir.state() + "/..", "bad.json", sas.dump());
+  Result r = d.ctl({"sa", "add-batch", bad});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("sas[1]: "));
+  EXPECT_THAT(r.err, HasSubstr("no SA of the batch was installed"));
+  EXPECT_EQ(sa_list(d.socket_path()), json::array());
+
+  sas[1] = out_sa(0x902);
+  const std::string good = temp_file(dir.state() + "/..", "good.json", sas.dump());
+  r = d.ctl({"sa", "add-batch", good});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json list = sa_list(d.socket_path());
+  ASSERT_EQ(list.size(), 3u);
+  std::string expected;
+  for (const auto& sa : list) expected += sa["handle"].get<std::string>() + "\n";
+  EXPECT_EQ(r.out, expected);
+  EXPECT_EQ(list[2]["spi"], 0x903);
+  // The same SPIs again: refused at the first entry, nothing added.
+  r = d.ctl({"sa", "add-batch", good});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.err, HasSubstr("sas[0]: "));
+  EXPECT_EQ(sa_list(d.socket_path()).size(), 3u);
+  EXPECT_THAT(d.log() + d.transcript(), Not(HasSubstr("00112233445566778899aabbccddeeff")));
+}
+
+}  // namespace
