@@ -137,17 +137,16 @@ void ControlServer::watch(int fd, std::function<void()> on_readable) {
 
 void ControlServer::set_group(std::optional<gid_t> group, const std::string& group_name) {
   const gid_t gid = group ? *group : getegid();
+  const std::string to_group = " to group " + (group ? "'" + group_name + "'" : std::to_string(gid)) + ": ";
   struct stat before {};
   if (stat(options_.path.c_str(), &before) != 0)
     fail(ErrorCode::Kernel, "cannot read " + options_.path + ": " + errno_text(errno));
   if (chown(options_.path.c_str(), geteuid(), gid) != 0)
-    fail(ErrorCode::Kernel, "cannot give " + options_.path + " to group " +
-                                (group ? "'" + group_name + "'" : std::to_string(gid)) + ": " + errno_text(errno));
+    fail(ErrorCode::Kernel, "cannot give " + options_.path + to_group + errno_text(errno));
   if (created_dir_ && chown(dir_.c_str(), geteuid(), gid) != 0) {
     const int err = errno;
     (void)!chown(options_.path.c_str(), before.st_uid, before.st_gid);
-    fail(ErrorCode::Kernel, "cannot give " + dir_ + " to group " +
-                                (group ? "'" + group_name + "'" : std::to_string(gid)) + ": " + errno_text(err));
+    fail(ErrorCode::Kernel, "cannot give " + dir_ + to_group + errno_text(err));
   }
   options_.group = group;
   options_.group_name = group ? group_name : std::string();
