@@ -305,19 +305,32 @@ double engine_encrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   });
 }
 
-// Encapsulates `plain` into each of the sealed.size() frames (kRoom of head-
-// and tailroom each) and points `sealed` at the ESP packets.
-void seal(esp::OutboundSa& out, const std::vector<uint8_t>& plain, std::vector<uint8_t>& frames,
-          std::vector<esp::Packet>& sealed) {
-  const auto size = static_cast<uint32_t>(plain.size());
-  const size_t stride = kRoom + size + kRoom;
-  for (size_t i = 0; i < sealed.size(); ++i) {
-    uint8_t* f = frames.data() + i * stride;
-    std::memcpy(f + kRoom, plain.data(), size);
-    sealed[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
-    if (out.encapsulate(sealed[i], 0) != esp::Reason::Ok) std::abort();
+// kBatch ESP packets of one plaintext packet of `size` bytes, sealed by `out`
+// into frames of kRoom head- and tailroom each; reseal() seals them again
+// (fresh sequence numbers) before each timed run of decapsulations.
+class SealedBatch {
+ public:
+  static constexpr size_t kBatch = 1024;
+  SealedBatch(esp::OutboundSa& out, uint32_t size)
+      : out_(out), plain_(plaintext_packet(size)), frames_((kRoom + size + kRoom) * kBatch), packets_(kBatch) {}
+  void reseal() {
+    const auto size = static_cast<uint32_t>(plain_.size());
+    const size_t stride = kRoom + size + kRoom;
+    for (size_t i = 0; i < kBatch; ++i) {
+      uint8_t* f = frames_.data() + i * stride;
+      std::memcpy(f + kRoom, plain_.data(), size);
+      packets_[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
+      if (out_.encapsulate(packets_[i], 0) != esp::Reason::Ok) std::abort();
+    }
   }
-}
+  esp::Packet& operator[](size_t i) { return packets_[i]; }
+
+ private:
+  esp::OutboundSa& out_;
+  const std::vector<uint8_t> plain_;
+  std::vector<uint8_t> frames_;
+  std::vector<esp::Packet> packets_;
+};
 
 // Full ESP decapsulation (parse, replay check, authenticate+decrypt, padding,
 // inner packet, window update) of packets sealed beforehand by the engine.
@@ -326,14 +339,9 @@ double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
   const auto key = random_bytes(info(c.alg).key_len + info(c.alg).salt_len);
   esp::OutboundSa out(bench_sa(c.alg, Direction::Out, key));
   esp::InboundSa in(bench_sa(c.alg, Direction::In, key));
-  const auto plain = plaintext_packet(size);
-  constexpr size_t kBatch = 1024;
-  const size_t stride = kRoom + size + kRoom;
-  std::vector<uint8_t> frames(stride * kBatch);
-  std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
-  return measure_rate_batched(t, kBatch, seal_batch, [&] {
-    for (size_t i = 0; i < kBatch; ++i)
+  SealedBatch sealed(out, size);
+  return measure_rate_batched(t, SealedBatch::kBatch, [&] { sealed.reseal(); }, [&] {
+    for (size_t i = 0; i < SealedBatch::kBatch; ++i)
       if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
   });
 }
@@ -397,15 +405,9 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
   }
   const double install_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double rss_per_sa = (static_cast<double>(test::vm_rss_bytes(0)) - static_cast<double>(rss0)) / (sa_count - 1);
-  constexpr uint32_t kSize = 64;
-  const auto plain = plaintext_packet(kSize);
-  constexpr size_t kBatch = 1024;
-  const size_t stride = kRoom + kSize + kRoom;
-  std::vector<uint8_t> frames(stride * kBatch);
-  std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
+  SealedBatch sealed(out, 64);
   auto lookup_and_decap = [&](const SaRuntime& table) {
-    for (size_t i = 0; i < kBatch; ++i) {
+    for (size_t i = 0; i < SealedBatch::kBatch; ++i) {
       const uint8_t* ip = sealed[i].data;  // outer IPv4 (IHL 5), then ESP
       ov2_sa_key k{};
       k.family = OV2_AF_INET;
@@ -416,7 +418,8 @@ void run_sa_scale_benchmarks(Report& report, const Timing& t, uint32_t sa_count)
     }
   };
   const auto [pps_one, pps_many] = alternated_medians(
-      t, kBatch, seal_batch, [&] { lookup_and_decap(one); }, [&] { lookup_and_decap(many); });
+      t, SealedBatch::kBatch, [&] { sealed.reseal(); }, [&] { lookup_and_decap(one); },
+      [&] { lookup_and_decap(many); });
   const std::string n = std::to_string(sa_count);
   report.add("inbound_lookup_decap_pps_1_sa", pps_one, "packets/s",
              "find_inbound + decap, 64 B, 1 SA installed, 1 thread");
@@ -460,14 +463,9 @@ void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t cou
                           (uint64_t{2} << 24) | (i + 8), 100));
   many.push_back(policy(1, "10.2.0.0/24", kHandle, 1000));
   const InboundPolicyTable one_table({policy(1, "10.2.0.0/24", kHandle, 1000)}), many_table(many);
-  constexpr uint32_t kSize = 64;
-  const auto plain = plaintext_packet(kSize);  // 10.1.0.1 -> 10.2.0.1, UDP
-  constexpr size_t kBatch = 1024;
-  std::vector<uint8_t> frames((kRoom + kSize + kRoom) * kBatch);
-  std::vector<esp::Packet> sealed(kBatch);
-  auto seal_batch = [&] { seal(out, plain, frames, sealed); };
+  SealedBatch sealed(out, 64);  // 10.1.0.1 -> 10.2.0.1, UDP
   auto decap_and_check = [&](const InboundPolicyTable& table) {
-    for (size_t i = 0; i < kBatch; ++i) {
+    for (size_t i = 0; i < SealedBatch::kBatch; ++i) {
       if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
       PacketSelector sel;
       if (!packet_selector_of(sealed[i].data, sealed[i].len, &sel) ||
@@ -476,7 +474,8 @@ void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t cou
     }
   };
   const auto [p1, pn] = alternated_medians(
-      t, kBatch, seal_batch, [&] { decap_and_check(one_table); }, [&] { decap_and_check(many_table); });
+      t, SealedBatch::kBatch, [&] { sealed.reseal(); }, [&] { decap_and_check(one_table); },
+      [&] { decap_and_check(many_table); });
   const std::string n = std::to_string(count);
   report.add("engine_decrypt_pps_64_with_1_inbound_policy", p1, "packets/s",
              "decap + inbound policy check (selector + InboundPolicyTable::check), 1 policy");

@@ -1,0 +1,1 @@
+// Builds the precompiled header every test suite shares (tests/CMakeLists.txt: ov2_test_pch).
