@@ -1,8 +1,11 @@
 #include "control/stats_report.h"
 
+#include <unistd.h>
+
 #include <array>
 #include <map>
 
+#include "common/secure_bytes.h"
 #include "dataplane/dataplane.h"
 #include "esp/crypto_backend.h"
 #include "esp/esp.h"
@@ -76,10 +79,25 @@ std::string crypto_status_ndis_name(uint32_t status) {
   return status < kCryptoStatusNames.size() ? kCryptoStatusNames[status] : "CRYPTO_STATUS_" + std::to_string(status);
 }
 
+namespace {
+
+json key_storage_json(const KeyArenaStats& s) {
+  const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return json{{"slots_in_use", s.slots_in_use},
+              {"mapped_bytes", s.pages * page},
+              {"locked_bytes", s.locked_pages * page},
+              {"reserve_bytes", s.reserve_pages * page}};
+}
+
+}  // namespace
+
 json stats_json(const ControlPlane& plane, const Dataplane* dataplane) {
   json out;
   const bool running = dataplane != nullptr && dataplane->running();
   out["dataplane"] = {{"running", running}, {"crypto", esp::backend_name(esp::crypto_backend())}};
+  // Key storage (common/secure_bytes.h): raw keys and expanded key schedules.
+  out["key_storage"] = {{"keys", key_storage_json(key_arena_stats())},
+                        {"schedules", key_storage_json(key_block_stats())}};
   if (!running) out["dataplane"]["note"] = "the data plane is not running (ipsecov2d has no --wire): counters are zero";
   out["sas"] = json::array();
   for (const SaRecord* r : plane.sas().list()) {
