@@ -21,8 +21,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -90,7 +90,7 @@ class Daemon {
     }
     // Wait for the socket (up to 15 s).
     for (int i = 0; i < 300; ++i) {
-      struct stat st{};
+      struct stat st {};
       if (stat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return;
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -270,14 +270,19 @@ std::vector<std::string> exchange_sa_adds(const std::string& socket_path, const 
 
 // The file system type of `path` ("tmpfs", "ext4", ...).
 std::string filesystem_of(const std::string& path) {
-  struct statfs st{};
+  struct statfs st {};
   if (statfs(path.c_str(), &st) != 0) return "unknown";
   switch (static_cast<unsigned long>(st.f_type)) {
-    case 0x01021994: return "tmpfs";
-    case 0xEF53: return "ext4";
-    case 0x58465342: return "xfs";
-    case 0x9123683E: return "btrfs";
-    case 0x794C7630: return "overlayfs";
+    case 0x01021994:
+      return "tmpfs";
+    case 0xEF53:
+      return "ext4";
+    case 0x58465342:
+      return "xfs";
+    case 0x9123683E:
+      return "btrfs";
+    case 0x794C7630:
+      return "overlayfs";
     default: {
       char buf[32];
       std::snprintf(buf, sizeof buf, "fs 0x%lx", static_cast<unsigned long>(st.f_type));
@@ -297,8 +302,7 @@ std::vector<std::string> add_sas(PipelinedClient& client, const char* dir, const
   std::vector<std::string> handles;
   handles.reserve(requests.size());
   for (const auto& a : answers) {
-    if (!a.value("ok", false))
-      throw std::runtime_error(std::string("sa.add (") + dir + ") refused: " + a.dump());
+    if (!a.value("ok", false)) throw std::runtime_error(std::string("sa.add (") + dir + ") refused: " + a.dump());
     handles.push_back(a.at("handle").get<std::string>());
   }
   rate = count / s;
@@ -355,9 +359,17 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       in_cpu = cpu_seconds(daemon.pid()) - cpu1;
       out.insert(out.end(), in.begin(), in.end());
       del_rate = delete_sas(client, out);
-      // The data plane frees deleted SAs after the workers' next quiescent
-      // point and then trims the heap (50 ms housekeeping ticks).
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      // The data plane frees deleted SAs (keys wiped, key storage chunks
+      // unmapped) after the workers' next quiescent point and then trims the
+      // heap, in 50 ms housekeeping ticks: wait until the key storage holds
+      // no slot (at most 10 s), then a few ticks for the trim.
+      for (int i = 0; i < 100; ++i) {
+        const auto stats = client.exchange({json{{"version", 1}, {"op", "stats"}}.dump() + "\n"});
+        const json& ks = stats.at(0).at("stats").at("key_storage");
+        if (ks.at("keys").at("slots_in_use") == 0 && ks.at("schedules").at("slots_in_use") == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
       rss_del = vm_rss_bytes(daemon.pid());
     } catch (const std::exception& e) {
       error = e.what();
@@ -410,8 +422,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";
   const std::string state_where = where + ", state file on " + fs + " (/run, where the default /run/ipsecov2 is)";
   report.add("sa_install_per_s", std::min(batch_out, batch_in), "SAs/s",
-             "batched sa.add (" + std::to_string(kPerBatch) + " SAs per request, 1 connection, pipelined), the slower of "
-             "outbound/inbound, " + std::to_string(options.sa_count) + " each, " + state_where);
+             "batched sa.add (" + std::to_string(kPerBatch) +
+                 " SAs per request, 1 connection, pipelined), the slower of "
+                 "outbound/inbound, " +
+                 std::to_string(options.sa_count) + " each, " + state_where);
   report.add("sa_install_per_s_batch_out", batch_out, "SAs/s", "batched, outbound, " + state_where);
   report.add("sa_install_per_s_batch_in", batch_in, "SAs/s", "batched, inbound, " + state_where);
   report.add("sa_install_per_s_single", std::min(single_out, single_in), "SAs/s",
@@ -433,12 +447,13 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   const double nostate = std::min(out_rate, in_rate);
   report.add("sa_install_state_batch_vs_nostate", nostate > 0 ? std::min(batch_out, batch_in) / nostate : 0, "ratio",
              "sa_install_per_s / sa_install_per_s_nostate, same run (the state file's cost, batched)");
-  report.add("sa_install_state_single_vs_nostate", nostate > 0 ? std::min(single_out, single_in) / nostate : 0,
-             "ratio", "sa_install_per_s_single / sa_install_per_s_nostate, same run");
+  report.add("sa_install_state_single_vs_nostate", nostate > 0 ? std::min(single_out, single_in) / nostate : 0, "ratio",
+             "sa_install_per_s_single / sa_install_per_s_nostate, same run");
   report.add("sa_install_per_s_out", out_rate, "SAs/s", "outbound, 1 connection pipelined, " + where);
-  report.add("sa_install_per_s_in", in_rate, "SAs/s",
-             std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
-                 where);
+  report.add(
+      "sa_install_per_s_in", in_rate, "SAs/s",
+      std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
+          where);
   report.add("sa_install_per_daemon_cpu_s_out", out_cpu > 0 ? n / out_cpu : 0, "SAs/s",
              "outbound SAs per second of daemon CPU time (all threads; independent of other load)");
   report.add("sa_install_per_daemon_cpu_s_in", in_cpu > 0 ? n / in_cpu : 0, "SAs/s",
@@ -451,7 +466,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
              "VmRSS growth / N inbound");
   report.add("daemon_rss_bytes_per_sa", (static_cast<double>(rss_in) - static_cast<double>(rss0)) / (2 * n), "bytes",
              "VmRSS growth / all " + std::to_string(2 * options.sa_count) + " SAs");
-  report.add("daemon_rss_after_delete_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
+  report.add("daemon_rss_after_delete_bytes", static_cast<double>(rss_del) - static_cast<double>(rss0), "bytes",
+             "VmRSS after deleting all " + std::to_string(2 * options.sa_count) +
+                 " SAs minus VmRSS before adding them (what the daemon did not give back)");
+  report.add("daemon_rss_after_delete_total_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
   report.add("control_sa_count", n, "SAs", "N per direction");
 }
 
