@@ -21,8 +21,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -90,7 +90,7 @@ class Daemon {
     }
     // Wait for the socket (up to 15 s).
     for (int i = 0; i < 300; ++i) {
-      struct stat st {};
+      struct stat st{};
       if (stat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return;
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
@@ -270,19 +270,14 @@ std::vector<std::string> exchange_sa_adds(const std::string& socket_path, const 
 
 // The file system type of `path` ("tmpfs", "ext4", ...).
 std::string filesystem_of(const std::string& path) {
-  struct statfs st {};
+  struct statfs st{};
   if (statfs(path.c_str(), &st) != 0) return "unknown";
   switch (static_cast<unsigned long>(st.f_type)) {
-    case 0x01021994:
-      return "tmpfs";
-    case 0xEF53:
-      return "ext4";
-    case 0x58465342:
-      return "xfs";
-    case 0x9123683E:
-      return "btrfs";
-    case 0x794C7630:
-      return "overlayfs";
+    case 0x01021994: return "tmpfs";
+    case 0xEF53: return "ext4";
+    case 0x58465342: return "xfs";
+    case 0x9123683E: return "btrfs";
+    case 0x794C7630: return "overlayfs";
     default: {
       char buf[32];
       std::snprintf(buf, sizeof buf, "fs 0x%lx", static_cast<unsigned long>(st.f_type));
@@ -302,7 +297,8 @@ std::vector<std::string> add_sas(PipelinedClient& client, const char* dir, const
   std::vector<std::string> handles;
   handles.reserve(requests.size());
   for (const auto& a : answers) {
-    if (!a.value("ok", false)) throw std::runtime_error(std::string("sa.add (") + dir + ") refused: " + a.dump());
+    if (!a.value("ok", false))
+      throw std::runtime_error(std::string("sa.add (") + dir + ") refused: " + a.dump());
     handles.push_back(a.at("handle").get<std::string>());
   }
   rate = count / s;
@@ -422,10 +418,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";
   const std::string state_where = where + ", state file on " + fs + " (/run, where the default /run/ipsecov2 is)";
   report.add("sa_install_per_s", std::min(batch_out, batch_in), "SAs/s",
-             "batched sa.add (" + std::to_string(kPerBatch) +
-                 " SAs per request, 1 connection, pipelined), the slower of "
-                 "outbound/inbound, " +
-                 std::to_string(options.sa_count) + " each, " + state_where);
+             "batched sa.add (" + std::to_string(kPerBatch) + " SAs per request, 1 connection, pipelined), the slower of "
+             "outbound/inbound, " + std::to_string(options.sa_count) + " each, " + state_where);
   report.add("sa_install_per_s_batch_out", batch_out, "SAs/s", "batched, outbound, " + state_where);
   report.add("sa_install_per_s_batch_in", batch_in, "SAs/s", "batched, inbound, " + state_where);
   report.add("sa_install_per_s_single", std::min(single_out, single_in), "SAs/s",
@@ -447,13 +441,12 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   const double nostate = std::min(out_rate, in_rate);
   report.add("sa_install_state_batch_vs_nostate", nostate > 0 ? std::min(batch_out, batch_in) / nostate : 0, "ratio",
              "sa_install_per_s / sa_install_per_s_nostate, same run (the state file's cost, batched)");
-  report.add("sa_install_state_single_vs_nostate", nostate > 0 ? std::min(single_out, single_in) / nostate : 0, "ratio",
-             "sa_install_per_s_single / sa_install_per_s_nostate, same run");
+  report.add("sa_install_state_single_vs_nostate", nostate > 0 ? std::min(single_out, single_in) / nostate : 0,
+             "ratio", "sa_install_per_s_single / sa_install_per_s_nostate, same run");
   report.add("sa_install_per_s_out", out_rate, "SAs/s", "outbound, 1 connection pipelined, " + where);
-  report.add(
-      "sa_install_per_s_in", in_rate, "SAs/s",
-      std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
-          where);
+  report.add("sa_install_per_s_in", in_rate, "SAs/s",
+             std::string(options.with_wire ? "inbound (BPF map entry each), " : "inbound (no data plane, no BPF map), ") +
+                 where);
   report.add("sa_install_per_daemon_cpu_s_out", out_cpu > 0 ? n / out_cpu : 0, "SAs/s",
              "outbound SAs per second of daemon CPU time (all threads; independent of other load)");
   report.add("sa_install_per_daemon_cpu_s_in", in_cpu > 0 ? n / in_cpu : 0, "SAs/s",
