@@ -17,17 +17,19 @@
 namespace ov2 {
 namespace {
 
-// Fixed-size slots carved from DONTDUMP pages, in chunks of kKeyArenaChunkPages pages
-// mapped one at a time.  Not on the packet path: a mutex is fine here.
+// Fixed-size slots carved from DONTDUMP pages, in chunks of
+// kKeyArenaChunkPages pages mapped one at a time.  Not on the packet path: a
+// mutex is fine here.
 //
 // Memory goes back to the system: a chunk whose slots are all free is
-// unmapped (its slots were wiped one by one when released), except kKeyArenaReserveChunks empty chunks kept
-// so that a rekey (add the new SA, delete the old) does not map and unmap a
-// chunk every time.  New slots come from the lowest-addressed chunk with a
-// free slot, lowest slot first: under churn the live keys concentrate in the
-// low chunks and the high ones drain and are unmapped.  Keys never move (the
-// AF_XDP workers hold raw pointers to expanded keys while they process a
-// batch), so a chunk with one live slot stays mapped.
+// unmapped (its slots were wiped one by one when released), except
+// kKeyArenaReserveChunks empty chunks kept so that a rekey (add the new SA,
+// delete the old) does not map and unmap a chunk every time.  New slots come
+// from the lowest-addressed chunk with a free slot, lowest slot first: under
+// churn the live keys concentrate in the low chunks and the high ones drain
+// and are unmapped.  Keys never move (the AF_XDP workers hold raw pointers to
+// expanded keys while they process a batch), so a chunk with one live slot
+// stays mapped.
 class KeyArena {
   static constexpr size_t kSlotsMax = 1024;  // 64-byte slots in a 64 KiB chunk (4 KiB pages)
 
@@ -212,8 +214,8 @@ SecureBytes SecureBytes::from_hex(std::string_view text) {
     const int v = hex_value(c);
     if (v < 0) {
       OPENSSL_cleanse(buf, sizeof buf);
-      fail(ErrorCode::InvalidArgument,
-           "key is not hex: found a character other than 0-9, a-f (position " + std::to_string(i) + ")");
+      fail(ErrorCode::InvalidArgument, "key is not hex: found a character other than 0-9, a-f (position " +
+                                           std::to_string(i) + ")");
     }
     if (high < 0) {
       high = v;
