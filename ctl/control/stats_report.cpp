@@ -215,6 +215,18 @@ std::string prometheus_text(const json& stats) {
   e.family("ipsecov2_sa_highest_seq", "gauge", "Inbound SA: highest sequence number seen (top of the replay window)");
   for (const auto& sa : sas)
     if (sa.at("dir") == "in") e.sample("ipsecov2_sa_highest_seq", sa_labels(sa), sa.at("highest_seq").get<uint64_t>());
+  if (stats.contains("key_storage")) {  // not from a daemon older than the key storage report
+    const json& ks = stats.at("key_storage");
+    e.family("ipsecov2_key_storage_slots", "gauge", "Keys (raw) and expanded keys (schedules) held in key storage");
+    for (const char* storage : {"keys", "schedules"})
+      e.sample("ipsecov2_key_storage_slots", {{"storage", storage}}, ks.at(storage).at("slots_in_use").get<uint64_t>());
+    e.family("ipsecov2_key_storage_bytes", "gauge",
+             "Key storage memory: mapped, locked (mlock), reserve (mapped chunks with no key in use)");
+    for (const char* storage : {"keys", "schedules"})
+      for (const char* state : {"mapped", "locked", "reserve"})
+        e.sample("ipsecov2_key_storage_bytes", {{"storage", storage}, {"state", state}},
+                 ks.at(storage).at(std::string(state) + "_bytes").get<uint64_t>());
+  }
   if (!running) return e.take();
 
   e.family("ipsecov2_worker_total", "counter", "AF_XDP worker counters, summed over queues");
