@@ -59,12 +59,24 @@ class SecureBlock {
   uint32_t size_;
 };
 
+// Key storage is mapped in chunks of kKeyArenaChunkPages pages per slot size;
+// a chunk whose slots are all free goes back to the system (wiped, then
+// unmapped), except kKeyArenaReserveChunks empty chunks per slot size.
+inline constexpr size_t kKeyArenaChunkPages = 16;
+inline constexpr size_t kKeyArenaReserveChunks = 1;
+
 // Arena statistics, for tests that prove wiping and for RSS accounting.
 struct KeyArenaStats {
   size_t slots_in_use;
-  size_t pages;
+  size_t pages;          // mapped
+  size_t locked_pages;   // of those, locked in memory (mlock succeeded)
+  size_t reserve_pages;  // of those, in chunks with no slot in use
 };
 KeyArenaStats key_arena_stats();  // SecureBytes
 KeyArenaStats key_block_stats();  // SecureBlock
+
+// Tests only: called with each chunk's bytes just before it is unmapped
+// (under the arena's lock; must not allocate or free key storage).
+extern void (*key_arena_unmap_observer)(std::span<const uint8_t> chunk);
 
 }  // namespace ov2

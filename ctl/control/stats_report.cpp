@@ -1,8 +1,11 @@
 #include "control/stats_report.h"
 
+#include <unistd.h>
+
 #include <array>
 #include <map>
 
+#include "common/secure_bytes.h"
 #include "dataplane/dataplane.h"
 #include "esp/crypto_backend.h"
 #include "esp/esp.h"
@@ -76,10 +79,25 @@ std::string crypto_status_ndis_name(uint32_t status) {
   return status < kCryptoStatusNames.size() ? kCryptoStatusNames[status] : "CRYPTO_STATUS_" + std::to_string(status);
 }
 
+namespace {
+
+json key_storage_json(const KeyArenaStats& s) {
+  const auto page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  return json{{"slots_in_use", s.slots_in_use},
+              {"mapped_bytes", s.pages * page},
+              {"locked_bytes", s.locked_pages * page},
+              {"reserve_bytes", s.reserve_pages * page}};
+}
+
+}  // namespace
+
 json stats_json(const ControlPlane& plane, const Dataplane* dataplane) {
   json out;
   const bool running = dataplane != nullptr && dataplane->running();
   out["dataplane"] = {{"running", running}, {"crypto", esp::backend_name(esp::crypto_backend())}};
+  // Key storage (common/secure_bytes.h): raw keys and expanded key schedules.
+  out["key_storage"] = {{"keys", key_storage_json(key_arena_stats())},
+                        {"schedules", key_storage_json(key_block_stats())}};
   if (!running) out["dataplane"]["note"] = "the data plane is not running (ipsecov2d has no --wire): counters are zero";
   out["sas"] = json::array();
   for (const SaRecord* r : plane.sas().list()) {
@@ -197,6 +215,18 @@ std::string prometheus_text(const json& stats) {
   e.family("ipsecov2_sa_highest_seq", "gauge", "Inbound SA: highest sequence number seen (top of the replay window)");
   for (const auto& sa : sas)
     if (sa.at("dir") == "in") e.sample("ipsecov2_sa_highest_seq", sa_labels(sa), sa.at("highest_seq").get<uint64_t>());
+  if (stats.contains("key_storage")) {  // not from a daemon older than the key storage report
+    const json& ks = stats.at("key_storage");
+    e.family("ipsecov2_key_storage_slots", "gauge", "Keys (raw) and expanded keys (schedules) held in key storage");
+    for (const char* storage : {"keys", "schedules"})
+      e.sample("ipsecov2_key_storage_slots", {{"storage", storage}}, ks.at(storage).at("slots_in_use").get<uint64_t>());
+    e.family("ipsecov2_key_storage_bytes", "gauge",
+             "Key storage memory: mapped, locked (mlock), reserve (mapped chunks with no key in use)");
+    for (const char* storage : {"keys", "schedules"})
+      for (const char* state : {"mapped", "locked", "reserve"})
+        e.sample("ipsecov2_key_storage_bytes", {{"storage", storage}, {"state", state}},
+                 ks.at(storage).at(std::string(state) + "_bytes").get<uint64_t>());
+  }
   if (!running) return e.take();
 
   e.family("ipsecov2_worker_total", "counter", "AF_XDP worker counters, summed over queues");

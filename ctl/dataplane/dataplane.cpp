@@ -114,7 +114,11 @@ void Dataplane::stop() {
 void Dataplane::housekeeping() {
   // After deletes, give the freed SA memory (ESP objects, OpenSSL contexts)
   // back to the kernel: glibc keeps it in its arenas otherwise, and the RSS
-  // of a daemon that once held 100 000 SAs would never come down.
+  // of a daemon that once held 100 000 SAs would never come down.  Trimmed
+  // every kTrimAfterFreed SAs during a long run of deletes, and once at its
+  // end (a tick that freed nothing after ticks that did), so that a few
+  // hundred deletes are given back too.  (Key storage is not malloc: it
+  // unmaps its own empty chunks, common/secure_bytes.h.)
   constexpr size_t kTrimAfterFreed = 1024;
   size_t freed_since_trim = 0;
   while (!stop_housekeeping_.load()) {
@@ -123,7 +127,7 @@ void Dataplane::housekeeping() {
     sas_->reclaim(&freed);
     inbound_policies_->reclaim();
     freed_since_trim += freed;
-    if (freed_since_trim >= kTrimAfterFreed) {
+    if (freed_since_trim >= kTrimAfterFreed || (freed == 0 && freed_since_trim > 0)) {
       malloc_trim(0);
       freed_since_trim = 0;
     }

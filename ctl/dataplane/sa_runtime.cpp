@@ -6,6 +6,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "common/shrink_after_erase.h"
 
 namespace ov2 {
 
@@ -90,6 +91,7 @@ void SaRuntime::remove(uint64_t handle) {
     fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
   std::unique_ptr<SaRuntimeEntry> e = std::move(it->second);
   installed_.erase(it);
+  release_unused_buckets(installed_);
   const uint32_t slot = static_cast<uint32_t>(handle & kSlotMask);
   if (e->dir == Direction::In)
     index_.erase(
@@ -147,6 +149,8 @@ size_t SaRuntime::reclaim(size_t* freed) {
         *keep++ = std::move(*it);
     }
     retired_.erase(keep, retired_.end());
+    // Capacity left by a bulk delete (16 bytes per SA) goes back too.
+    if (retired_.empty() && retired_.capacity() > 1024) retired_.shrink_to_fit();
     index_.reclaim(epochs_);
   }
   size_t left;

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "common/shrink_after_erase.h"
 #include "esp/crypto_backend.h"
 #include "model/algorithms.h"
 
@@ -86,6 +87,7 @@ void AfXdpEngine::delete_sa(uint64_t handle) noexcept {
     if (warn_) warn_("deleting SA " + std::to_string(handle) + " from the AF_XDP engine: " + e.what());
   }
   installed_.erase(it);
+  release_unused_buckets(installed_);
 }
 
 void AfXdpEngine::update_sa(uint64_t handle, uint32_t seq_hi) {

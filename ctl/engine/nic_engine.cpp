@@ -1,6 +1,7 @@
 #include "engine/nic_engine.h"
 
 #include "common/error.h"
+#include "common/shrink_after_erase.h"
 #include "model/sa_json.h"
 
 namespace ov2 {
@@ -164,6 +165,7 @@ Engine& AutoEngine::holder(uint64_t handle) {
 void AutoEngine::delete_sa(uint64_t handle) noexcept {
   holder(handle).delete_sa(handle);
   on_nic_.erase(handle);
+  release_unused_buckets(on_nic_);
 }
 
 void AutoEngine::update_sa(uint64_t handle, uint32_t seq_hi) { holder(handle).update_sa(handle, seq_hi); }

@@ -355,9 +355,17 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       in_cpu = cpu_seconds(daemon.pid()) - cpu1;
       out.insert(out.end(), in.begin(), in.end());
       del_rate = delete_sas(client, out);
-      // The data plane frees deleted SAs after the workers' next quiescent
-      // point and then trims the heap (50 ms housekeeping ticks).
-      std::this_thread::sleep_for(std::chrono::seconds(1));
+      // The data plane frees deleted SAs (keys wiped, key storage chunks
+      // unmapped) after the workers' next quiescent point and then trims the
+      // heap, in 50 ms housekeeping ticks: wait until the key storage holds
+      // no slot (at most 10 s), then a few ticks for the trim.
+      for (int i = 0; i < 100; ++i) {
+        const auto stats = client.exchange({json{{"version", 1}, {"op", "stats"}}.dump() + "\n"});
+        const json& ks = stats.at(0).at("stats").at("key_storage");
+        if (ks.at("keys").at("slots_in_use") == 0 && ks.at("schedules").at("slots_in_use") == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
       rss_del = vm_rss_bytes(daemon.pid());
     } catch (const std::exception& e) {
       error = e.what();
@@ -451,7 +459,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
              "VmRSS growth / N inbound");
   report.add("daemon_rss_bytes_per_sa", (static_cast<double>(rss_in) - static_cast<double>(rss0)) / (2 * n), "bytes",
              "VmRSS growth / all " + std::to_string(2 * options.sa_count) + " SAs");
-  report.add("daemon_rss_after_delete_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
+  report.add("daemon_rss_after_delete_bytes", static_cast<double>(rss_del) - static_cast<double>(rss0), "bytes",
+             "VmRSS after deleting all " + std::to_string(2 * options.sa_count) +
+                 " SAs minus VmRSS before adding them (what the daemon did not give back)");
+  report.add("daemon_rss_after_delete_total_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
   report.add("control_sa_count", n, "SAs", "N per direction");
 }
 

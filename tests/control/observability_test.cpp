@@ -287,6 +287,15 @@ TEST(StatsReport, WithoutDataPlaneListsSasWithZeroCountersAndSaysSo) {
   EXPECT_THAT(prom, HasSubstr("ipsecov2_sa_packets_total{handle=\"" + handle_to_string(h) +
                               "\",dir=\"in\",spi=\"0x2001\"} 0\n"));
   EXPECT_THAT(prom, HasSubstr("# TYPE ipsecov2_sa_errors_total counter\n"));
+  // Key storage: the SA's key is in it (the database's copy), and Prometheus shows the same numbers.
+  const json& keys = stats.at("key_storage").at("keys");
+  EXPECT_GE(keys.at("slots_in_use").get<uint64_t>(), 1u);
+  EXPECT_GE(keys.at("mapped_bytes").get<uint64_t>(), 4096u);
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_key_storage_slots{storage=\"keys\"} " +
+                              std::to_string(keys.at("slots_in_use").get<uint64_t>()) + "\n"));
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_key_storage_bytes{storage=\"keys\",state=\"mapped\"} " +
+                              std::to_string(keys.at("mapped_bytes").get<uint64_t>()) + "\n"));
+  EXPECT_THAT(prom, HasSubstr("ipsecov2_key_storage_bytes{storage=\"schedules\",state=\"reserve\"} "));
   EXPECT_EQ(crypto_status_ndis_name(3), "CRYPTO_TRANSPORT_ESP_AUTH_FAILED");
 }
 

@@ -11,6 +11,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <vector>
 
 #include "common/error.h"
 #include "common/secure_bytes.h"
@@ -162,14 +164,17 @@ TEST(CryptoBackend, AnIntelIpsecMbSaKeepsItsExpandedKeyInOneKeyStorageBlockRelea
 
 TEST(CryptoBackend, AReleasedKeyStorageBlockIsWipedAndTheNextOneComesZeroedAndAligned) {
   uint8_t* where = nullptr;
-  {
-    SecureBlock b(1000);
-    where = b.data();
-    EXPECT_EQ(b.size(), 1024u);
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(where) % 64, 0u);
-    std::memset(where, 0xA5, 1000);
-  }
-  // The arena never unmaps its pages: reading the released slot is defined.
+  auto b = std::make_unique<SecureBlock>(1000);
+  where = b->data();
+  EXPECT_EQ(b->size(), 1024u);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(where) % 64, 0u);
+  std::memset(where, 0xA5, 1000);
+  // A chunk holds 64 such blocks and slots are taken lowest-first: after 64
+  // more, b's chunk holds another live block, so it stays mapped when b goes
+  // and reading the released slot is defined.
+  std::vector<std::unique_ptr<SecureBlock>> neighbours;
+  for (int i = 0; i < 64; ++i) neighbours.push_back(std::make_unique<SecureBlock>(1000));
+  b.reset();
   for (size_t i = 0; i < SecureBlock::kMaxSize; ++i) ASSERT_EQ(where[i], 0) << "byte " << i;
   SecureBlock again(1000);
   for (size_t i = 0; i < again.size(); ++i) ASSERT_EQ(again.data()[i], 0);
