@@ -91,6 +91,11 @@ class Connection {
       if (n <= 0) return json::value_t::discarded;
       sent += static_cast<size_t>(n);
     }
+    return next();
+  }
+
+  // The next line the daemon sends (a monitor's events), or a discarded json.
+  json next() {
     for (;;) {
       if (const size_t nl = in_.find('\n'); nl != std::string::npos) {
         json a = json::parse(in_.substr(0, nl), nullptr, false);
@@ -506,6 +511,8 @@ TEST(StateJournalDaemon, DiskFullAnswersNotSavedNamesTheFileAndARestartRestoresE
       ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
       acked[a["handle"]] = spi;
     }
+    Connection monitor(d.socket_path());
+    ASSERT_TRUE(monitor.call({{"op", "monitor"}})["ok"].get<bool>());
     disk.fill(12 * 1024);
     uint32_t spi = 0x700;
     for (; spi < 0x900; ++spi) {
@@ -525,6 +532,17 @@ TEST(StateJournalDaemon, DiskFullAnswersNotSavedNamesTheFileAndARestartRestoresE
     EXPECT_THAT(not_saved_message, HasSubstr(dir.journal()));
     EXPECT_THAT(not_saved_message, HasSubstr("No space left on device"));
     EXPECT_THAT(not_saved_message, HasSubstr("NOT saved"));
+    // Monitors hear of the change only after its verdict, and of the verdict.
+    std::vector<std::string> events;
+    for (json e = monitor.next(); e.is_object(); e = monitor.next()) {
+      events.push_back(e["event"]);
+      if (e["event"] == "state-not-saved") {
+        EXPECT_THAT(e["message"].get<std::string>(), HasSubstr("No space left on device"));
+        break;
+      }
+    }
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "state-not-saved");
     // Every further change is not-saved too (the journal must not get a gap), also through ipsecov2ctl.
     const json again = c.call({{"op", "sa.add"}, {"sa", out_sa(0x950)}});
     EXPECT_EQ(again["error"]["code"], "not-saved") << again.dump();
