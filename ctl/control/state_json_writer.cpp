@@ -198,15 +198,31 @@ void write_policy_spec(std::string& out, const PolicySpec& p) {
   out.push_back('}');
 }
 
-void write_sa_record(std::string& out, const SavedSa& sa) {
+namespace {
+
+// {"handle":..,"op":"sa","seq_mark":..,"spec":{..}}: a journal record (`record`) or, without "op", a snapshot entry.
+void put_sa_object(std::string& out, const SavedSa& sa, bool record) {
   put(out, "{\"handle\":");
   put_handle(out, sa.handle);
-  put(out, ",\"op\":\"sa\",\"seq_mark\":");
+  put(out, record ? ",\"op\":\"sa\",\"seq_mark\":" : ",\"seq_mark\":");
   put_number(out, sa.seq_mark);
   put(out, ",\"spec\":");
   write_sa_spec(out, sa.spec);
   out.push_back('}');
 }
+
+// {"id":..,"op":"policy","spec":{..}}, or without "op" (a snapshot entry).
+void put_policy_object(std::string& out, const PolicyRecord& policy, bool record) {
+  put(out, "{\"id\":");
+  put_number(out, policy.id);
+  put(out, record ? ",\"op\":\"policy\",\"spec\":" : ",\"spec\":");
+  write_policy_spec(out, policy.spec);
+  out.push_back('}');
+}
+
+}  // namespace
+
+void write_sa_record(std::string& out, const SavedSa& sa) { put_sa_object(out, sa, true); }
 
 void write_sa_deleted_record(std::string& out, uint64_t handle) {
   put(out, "{\"handle\":");
@@ -214,13 +230,7 @@ void write_sa_deleted_record(std::string& out, uint64_t handle) {
   put(out, ",\"op\":\"sa-del\"}");
 }
 
-void write_policy_record(std::string& out, const PolicyRecord& policy) {
-  put(out, "{\"id\":");
-  put_number(out, policy.id);
-  put(out, ",\"op\":\"policy\",\"spec\":");
-  write_policy_spec(out, policy.spec);
-  out.push_back('}');
-}
+void write_policy_record(std::string& out, const PolicyRecord& policy) { put_policy_object(out, policy, true); }
 
 void write_policy_deleted_record(std::string& out, uint32_t id) {
   put(out, "{\"id\":");
@@ -244,22 +254,8 @@ void write_sequences_record(std::string& out, uint64_t next_sa_sequence, uint32_
   put(out, ",\"op\":\"sequences\"}");
 }
 
-void write_sa_entry(std::string& out, const SavedSa& sa) {
-  put(out, "{\"handle\":");
-  put_handle(out, sa.handle);
-  put(out, ",\"seq_mark\":");
-  put_number(out, sa.seq_mark);
-  put(out, ",\"spec\":");
-  write_sa_spec(out, sa.spec);
-  out.push_back('}');
-}
+void write_sa_entry(std::string& out, const SavedSa& sa) { put_sa_object(out, sa, false); }
 
-void write_policy_entry(std::string& out, const PolicyRecord& policy) {
-  put(out, "{\"id\":");
-  put_number(out, policy.id);
-  put(out, ",\"spec\":");
-  write_policy_spec(out, policy.spec);
-  out.push_back('}');
-}
+void write_policy_entry(std::string& out, const PolicyRecord& policy) { put_policy_object(out, policy, false); }
 
 }  // namespace ov2

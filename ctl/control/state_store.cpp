@@ -8,11 +8,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cstdlib>
-#include <thread>
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -21,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "common/error.h"
 #include "control/state_json_writer.h"
@@ -168,7 +168,8 @@ void validate_state(const DaemonState& s, const std::string& name) {
       bad_state(name, where + ": handle " + handle_to_string(sa.handle) +
                           " is not below the saved handle sequence (next_sa_sequence " +
                           std::to_string(s.next_sa_sequence) + "): inconsistent file");
-    if (by_handle.count(sa.handle)) bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
+    if (by_handle.count(sa.handle))
+      bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
     by_handle[sa.handle] = &sa;
   }
   std::set<std::tuple<uint32_t, std::string, Direction>> lookup_keys;
@@ -198,7 +199,8 @@ void validate_state(const DaemonState& s, const std::string& name) {
       auto it = by_handle.find(p.spec.sa_handle);
       if (it == by_handle.end() || it->second->spec.dir != p.spec.dir)
         bad_state(name, where + " (id " + std::to_string(p.id) + ") protects with SA " +
-                            handle_to_string(p.spec.sa_handle) + ", which is not in the file or of the other direction");
+                            handle_to_string(p.spec.sa_handle) +
+                            ", which is not in the file or of the other direction");
     }
   }
 }
@@ -287,7 +289,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
       json& j;
       ~Wiper() { wipe_json(j); }
     } wiper{r};
-    if (!r.is_object() || !r.contains("op") || !r["op"].is_string()) bad_state(name, where + " is not a journal record");
+    if (!r.is_object() || !r.contains("op") || !r["op"].is_string())
+      bad_state(name, where + " is not a journal record");
     const std::string op = r["op"].get<std::string>();
     try {
       if (op == "sa") {
@@ -317,8 +320,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
       } else if (op == "sequences") {
         state.next_sa_sequence =
             std::max(state.next_sa_sequence, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1));
-        state.next_policy_id = std::max(
-            state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
+        state.next_policy_id =
+            std::max(state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
       } else {
         bad_state(name, where + " has the unknown op '" + op + "'");
       }
@@ -353,7 +356,7 @@ StateStore::StateStore(std::string dir)
   const auto parent = std::filesystem::path(dir_).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) sys_fail("cannot create the state directory " + dir_);
-  struct stat st{};
+  struct stat st {};
   if (stat(dir_.c_str(), &st) != 0) sys_fail("cannot stat the state directory " + dir_);
   if (!S_ISDIR(st.st_mode)) fail(ErrorCode::InvalidArgument, dir_ + " (state directory) is not a directory");
   // Keys live here: nobody but root (and at most the socket group, reading) gets in.
@@ -447,9 +450,10 @@ std::string read_whole(const std::string& path, bool* exists) {
     sys_fail("cannot read the state file " + path);
   }
   *exists = true;
-  struct stat st{};
+  struct stat st {};
   std::string text;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
+  if (fstat(fd, &st) == 0 && st.st_size > 0)
+    text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
   char buf[65536];
   for (;;) {
     const ssize_t n = read(fd, buf, sizeof buf);
@@ -685,27 +689,32 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     }
   } wiper{current, next};
   std::vector<std::string> notes;
+  auto note_torn = [&](const JournalFile& f) {
+    if (!f.scan.torn_warning.empty())
+      notes.push_back(f.scan.torn_warning + "; that record was discarded (never acknowledged)");
+  };
   if (!current.snapshot.empty() && current.snapshot == s.journal_id) {
-    if (!current.scan.torn_warning.empty()) notes.push_back(current.scan.torn_warning + "; that record was discarded (never acknowledged)");
+    note_torn(current);
     rep.journal_records = current.scan.payloads.size() - 1;
     s = replay_journal(std::move(s), current.scan.payloads, 1, journal_path_);
     if (next.exists && !next.after.empty() && next.after == s.journal_id) {
-      if (!next.scan.torn_warning.empty()) notes.push_back(next.scan.torn_warning + "; that record was discarded (never acknowledged)");
+      note_torn(next);
       rep.journal_records += next.scan.payloads.size() - 1;
       s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
-      notes.push_back(next_journal_path_ + " (a compaction interrupted before its snapshot was in place) replayed after " +
-                      journal_path_);
+      notes.push_back(next_journal_path_ +
+                      " (a compaction interrupted before its snapshot was in place) replayed after " + journal_path_);
     }
   } else if (!next.snapshot.empty() && next.snapshot == s.journal_id) {
-    if (!next.scan.torn_warning.empty()) notes.push_back(next.scan.torn_warning + "; that record was discarded (never acknowledged)");
+    note_torn(next);
     rep.journal_records = next.scan.payloads.size() - 1;
     s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
-    notes.push_back(next_journal_path_ + " continues " + path_ + " (a compaction interrupted before its journal was renamed)");
+    notes.push_back(next_journal_path_ + " continues " + path_ +
+                    " (a compaction interrupted before its journal was renamed)");
   } else if (current.exists && !current.snapshot.empty()) {
     // A crash after the snapshot was written, before the journal was replaced: the snapshot holds it all.
     notes.push_back(journal_path_ + " continues another snapshot than " + path_ + " (left from a compaction); ignored");
-  } else if (current.exists && !current.scan.torn_warning.empty()) {
-    notes.push_back(current.scan.torn_warning + "; that record was discarded (never acknowledged)");
+  } else {
+    note_torn(current);
   }
   for (const std::string& n : notes) rep.warning += (rep.warning.empty() ? "" : "; ") + n;
   return s;

@@ -257,9 +257,9 @@ class StateStore {
   void open_journal(const std::string& path, const std::string& snapshot_id, const std::string& after);
   struct JournalFile {
     bool exists = false;
-    JournalScan scan;       // payloads[0] is the header
-    std::string snapshot;   // the snapshot it continues
-    std::string after;      // state.journal.next: the journal it follows
+    JournalScan scan;      // payloads[0] is the header
+    std::string snapshot;  // the snapshot it continues
+    std::string after;     // state.journal.next: the journal it follows
   };
   JournalFile read_journal_file(const std::string& path) const;
   struct CompactionResult {
@@ -278,9 +278,9 @@ class StateStore {
   uint64_t journal_bytes_ = 0;
   uint64_t snapshot_bytes_ = 0;
   size_t journal_records_ = 0;
-  std::string snapshot_id_;        // the snapshot in place, which state.journal continues
-  bool journal_is_next_ = false;   // appending to state.journal.next
-  std::thread compactor_;          // the background snapshot writer
+  std::string snapshot_id_;       // the snapshot in place, which state.journal continues
+  bool journal_is_next_ = false;  // appending to state.journal.next
+  std::thread compactor_;         // the background snapshot writer
   std::atomic<bool> compaction_done_{false};
   CompactionResult compaction_result_;  // written by the thread before compaction_done_
   std::string compaction_id_;

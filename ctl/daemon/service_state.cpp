@@ -71,8 +71,8 @@ void ServiceState::compact() {
     reserved_policy_id_ = next_policy;
   } catch (const Error& e) {
     unsaved_ = true;
-    log(LogLevel::Error, std::string("cannot compact the state journal: ") + e.what() +
-                             "; the next change writes a full snapshot");
+    log(LogLevel::Error,
+        std::string("cannot compact the state journal: ") + e.what() + "; the next change writes a full snapshot");
   }
 }
 
@@ -137,7 +137,8 @@ void ServiceState::reserve_sequences() {
   if (next_sa <= reserved_sa_sequence_ && next_policy <= reserved_policy_id_) return;
   if (next_sa > reserved_sa_sequence_) reserved_sa_sequence_ = next_sa + kSequenceReserve;
   if (next_policy > reserved_policy_id_)
-    reserved_policy_id_ = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{next_policy} + kSequenceReserve, UINT32_MAX));
+    reserved_policy_id_ =
+        static_cast<uint32_t>(std::min<uint64_t>(uint64_t{next_policy} + kSequenceReserve, UINT32_MAX));
   store_->append_sequences(reserved_sa_sequence_, reserved_policy_id_);
 }
 

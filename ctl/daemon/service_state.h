@@ -77,7 +77,8 @@ class ServiceState : public ControlPlane::Listener {
   uint32_t reserved_policy_id_ = 0;
   uint64_t changes_ = 0;
   bool unsaved_ = false;
-  std::chrono::steady_clock::time_point next_retry_{};  // changes in memory are not on disk: the next commit must be a full snapshot
+  std::chrono::steady_clock::time_point
+      next_retry_{};  // changes in memory are not on disk: the next commit must be a full snapshot
 };
 
 }  // namespace ov2

@@ -135,8 +135,8 @@ TEST(StateJsonWriter, EverySaKindIsTheFormerDumpByteForByteAndParsesBackToTheSam
   ASSERT_GE(sas.size(), 30u);  // every cipher, every HMAC/GMAC, both families, both modes
   bool saw_aead = false, saw_hmac = false, saw_null = false, saw_v6 = false, saw_bundle = false;
   for (const SaSpec& spec : sas) {
-    const std::string what = std::string(info(spec.enc).name) + "/" + info(spec.auth).name + " spi " +
-                             std::to_string(spec.spi);
+    const std::string what =
+        std::string(info(spec.enc).name) + "/" + info(spec.auth).name + " spi " + std::to_string(spec.spi);
     std::string text;
     write_sa_spec(text, spec);
     EXPECT_EQ(text, reference_sa_spec(spec).dump()) << what;
@@ -222,8 +222,8 @@ TEST(StateJsonWriter, PoliciesAndSmallRecordsAreTheFormerDumpAndParseBack) {
   EXPECT_EQ(s, (json{{"op", "mark"}, {"handle", "0x1000000"}, {"seq_mark", UINT64_MAX}}).dump());
   s.clear();
   write_sequences_record(s, (uint64_t{1} << 40) - 1, 4096);
-  EXPECT_EQ(s, (json{{"op", "sequences"}, {"next_sa_sequence", (uint64_t{1} << 40) - 1}, {"next_policy_id", 4096}})
-                   .dump());
+  EXPECT_EQ(
+      s, (json{{"op", "sequences"}, {"next_sa_sequence", (uint64_t{1} << 40) - 1}, {"next_policy_id", 4096}}).dump());
 }
 
 // RFC 3720 B.4 (the CRC bytes there are the little-endian wire order) and the usual check value.
@@ -243,7 +243,7 @@ std::vector<CrcVector> rfc3720_vectors() {
   }
   v.push_back({up, 0x46DD794Eu});
   v.push_back({down, 0x113FDB5Cu});
-  const uint8_t pdu[48] = {0x01, 0xc0, 0, 0, 0, 0, 0, 0, 0,    0, 0, 0, 0, 0, 0, 0, 0x14, 0, 0,    0, 0, 0, 0x04, 0,
+  const uint8_t pdu[48] = {0x01, 0xc0, 0, 0,    0, 0, 0, 0,    0,    0, 0, 0, 0, 0, 0, 0, 0x14, 0, 0, 0, 0, 0, 0x04, 0,
                            0,    0,    0, 0x14, 0, 0, 0, 0x18, 0x28, 0, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0,    0};
   v.push_back({std::string(reinterpret_cast<const char*>(pdu), sizeof pdu), 0xD9963A56u});
   v.push_back({"123456789", 0xE3069283u});

@@ -5,14 +5,14 @@
 // tail refuses the state (moved aside, nothing applied); compaction and a
 // clean shutdown keep everything; a batch sa.add is all or nothing, also
 // from ipsecov2ctl sa add-batch.  Needs root (network namespaces).
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
-#include <sys/statvfs.h>
-#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -447,9 +447,9 @@ TEST(StateJournalDaemon, SigkillDuringBackgroundCompactionsLosesNothingAcknowled
     std::map<std::string, uint32_t> restored;
     for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
     for (const auto& [handle, s] : acked) {
-      ASSERT_TRUE(restored.count(handle)) << "round " << round << ": acknowledged SA " << handle
-                                          << " is missing after the restart\n"
-                                          << again.log();
+      ASSERT_TRUE(restored.count(handle))
+          << "round " << round << ": acknowledged SA " << handle << " is missing after the restart\n"
+          << again.log();
       EXPECT_EQ(restored[handle], s);
     }
     for (const auto& [handle, s] : restored) {
@@ -470,7 +470,8 @@ class FullStateDisk {
   explicit FullStateDisk(const std::string& mountpoint) : mountpoint_(mountpoint) {
     own_ns_ = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     if (own_ns_ < 0 || unshare(CLONE_NEWNS) != 0) throw std::runtime_error("unshare(CLONE_NEWNS) failed");
-    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw std::runtime_error("mount --make-rprivate / failed");
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+      throw std::runtime_error("mount --make-rprivate / failed");
     std::filesystem::create_directories(mountpoint_);
     if (mount("ov2-full", mountpoint_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=256k,mode=0700") != 0)
       throw std::runtime_error("mount tmpfs failed");
@@ -484,7 +485,7 @@ class FullStateDisk {
   }
   // Leaves about `left` bytes free.
   void fill(size_t left) {
-    struct statvfs st{};
+    struct statvfs st {};
     statvfs(mountpoint_.c_str(), &st);
     const size_t free_bytes = st.f_bavail * st.f_frsize;
     const std::string filler(free_bytes > left ? free_bytes - left : 0, 'x');
