@@ -63,10 +63,16 @@ std::string ServiceState::try_save() {
 
 void ServiceState::compact() {
   try {
+    const auto t0 = std::chrono::steady_clock::now();
     DaemonState s = snapshot();  // a copy, on this thread (cheap); serialized and written in the background
     const uint64_t next_sa = s.next_sa_sequence;
     const uint32_t next_policy = s.next_policy_id;
+    const size_t count = s.sas.size();
     store_->start_compaction(std::move(s));
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    log(LogLevel::Debug, "compaction: " + std::to_string(count) + " SAs copied in " + std::to_string(us / 1000) +
+                             " ms on the control thread; the snapshot is written in the background");
     reserved_sa_sequence_ = next_sa;
     reserved_policy_id_ = next_policy;
   } catch (const Error& e) {
