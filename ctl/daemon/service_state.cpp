@@ -91,12 +91,12 @@ void ServiceState::save() {
 
 std::string ServiceState::commit() {
   if (store_ == nullptr) return {};
-  if (!store_->has_pending() && (!unsaved_ || std::chrono::steady_clock::now() < next_retry_)) return {};
   try {
-    store_->finish_compaction(false);
+    store_->finish_compaction(false);  // a background snapshot that is done (cheap otherwise); also when idle
   } catch (const Error& e) {
     log(LogLevel::Error, std::string(e.what()) + "; the next compaction writes a full snapshot");
   }
+  if (!store_->has_pending() && (!unsaved_ || std::chrono::steady_clock::now() < next_retry_)) return {};
   std::string journal_error;
   if (!unsaved_) {
     try {
