@@ -172,7 +172,12 @@ void ControlServer::publish(std::string_view line) {
     Connection& c = *it->second;
     std::string lost_line;
     if (c.lost > 0) lost_line = "{\"event\":\"events-lost\",\"count\":" + std::to_string(c.lost) + "}\n";
-    if (c.out.size() + lost_line.size() + line.size() + 1 > options_.max_stream_queue_bytes) {
+    const size_t adding = lost_line.size() + line.size() + 1;
+    // Held lines (before_answers_) have their own allowance; the backlog of earlier iterations has the queue's.
+    const bool full = before_answers_ ? c.out.size() - c.held_bytes > options_.max_stream_queue_bytes ||
+                                            c.held_bytes + adding > options_.max_held_stream_bytes
+                                      : c.out.size() + adding > options_.max_stream_queue_bytes;
+    if (full) {
       ++c.lost;  // a slow subscriber must never hold the daemon up
       continue;
     }
@@ -181,6 +186,7 @@ void ControlServer::publish(std::string_view line) {
     c.out.append(line.data(), line.size());
     c.out += '\n';
     if (before_answers_) {
+      c.held_bytes += adding;
       // An event about a change goes out only once the change is durable (send_held_answers).
       if (std::find(held_streams_.begin(), held_streams_.end(), fd) == held_streams_.end()) held_streams_.push_back(fd);
       continue;
@@ -374,8 +380,12 @@ void ControlServer::send_held_answers() {
   }
   std::vector<int> streams;
   streams.swap(held_streams_);
-  for (int fd : streams)
-    if (auto it = connections_.find(fd); it != connections_.end()) on_writable(*it->second);
+  for (int fd : streams) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end()) continue;
+    it->second->held_bytes = 0;
+    on_writable(*it->second);
+  }
 }
 
 std::string ControlServer::not_saved_answer(std::string_view answer, const std::string& why) {

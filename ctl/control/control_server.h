@@ -31,6 +31,10 @@ struct ControlServerOptions {
   // it published lines are dropped and counted; the subscriber then gets an
   // {"event":"events-lost","count":N} line before the next line that fits.
   size_t max_stream_queue_bytes = 256 * 1024;
+  // With a before-answers hook, the lines published during one loop
+  // iteration wait for its verdict: up to this many bytes of them per
+  // subscriber on top of the queue above (one 10 000-SA batch makes ~1.3 MB).
+  size_t max_held_stream_bytes = 2 * 1024 * 1024;
 };
 
 // Looks a group name up; throws ov2::Error(InvalidArgument) if there is none.
@@ -111,6 +115,7 @@ class ControlServer {
     bool close_after_write = false;
     bool stream = false;  // a subscriber: gets publish() lines, input ignored
     uint64_t lost = 0;    // lines dropped since the last events-lost report
+    size_t held_bytes = 0;  // published lines at the end of `out` waiting for the before-answers verdict
     // Held answers of requests that changed something: [begin, end) in `out`.
     std::vector<std::pair<size_t, size_t>> changing_answers;
   };
