@@ -281,7 +281,7 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   std::map<uint64_t, SavedSa> sas;
   std::map<uint32_t, PolicyRecord> policies;
   for (SavedSa& sa : state.sas) sas[sa.handle] = std::move(sa);
-  for (PolicyRecord& p : state.policies) policies[p.id] = std::move(p);
+  for (PolicyRecord& p : state.policies) policies[p.id] = p;
   for (size_t i = first; i < payloads.size(); ++i) {
     const std::string where = "record #" + std::to_string(i + 1);
     json r = json::parse(payloads[i], nullptr, false);
@@ -336,7 +336,7 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   state.sas.clear();
   state.policies.clear();
   for (auto& [h, sa] : sas) state.sas.push_back(std::move(sa));
-  for (auto& [id, p] : policies) state.policies.push_back(std::move(p));
+  for (auto& [id, p] : policies) state.policies.push_back(p);
   validate_state(state, name);
   return state;
 }

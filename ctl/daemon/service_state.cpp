@@ -115,7 +115,7 @@ std::string ServiceState::commit() {
     return {};
   }
   next_retry_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);  // without new changes
-  const std::string why =
+  std::string why =
       (journal_error.empty() ? "" : journal_error + "; then ") + save_error +
       ": the change is in effect in the running daemon but NOT saved: a restart would lose it (" + store_->path() +
       " and " + store_->journal_path() +
