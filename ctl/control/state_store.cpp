@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -536,6 +537,8 @@ void StateStore::start_compaction(DaemonState state) {
   compaction_result_ = {};
   compaction_done_.store(false, std::memory_order_relaxed);
   compactor_ = std::thread([this, state = std::move(state)]() mutable {
+    // Below the control thread: answering requests matters more than finishing the snapshot soon.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
     CompactionResult result;
     try {
       std::string text = serialize_state(state);
