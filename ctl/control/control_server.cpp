@@ -172,7 +172,12 @@ void ControlServer::publish(std::string_view line) {
     Connection& c = *it->second;
     std::string lost_line;
     if (c.lost > 0) lost_line = "{\"event\":\"events-lost\",\"count\":" + std::to_string(c.lost) + "}\n";
-    if (c.out.size() + lost_line.size() + line.size() + 1 > options_.max_stream_queue_bytes) {
+    const size_t adding = lost_line.size() + line.size() + 1;
+    // Held lines (before_answers_) have their own allowance; the backlog of earlier iterations has the queue's.
+    const bool full = before_answers_ ? c.out.size() - c.held_bytes > options_.max_stream_queue_bytes ||
+                                            c.held_bytes + adding > options_.max_held_stream_bytes
+                                      : c.out.size() + adding > options_.max_stream_queue_bytes;
+    if (full) {
       ++c.lost;  // a slow subscriber must never hold the daemon up
       continue;
     }
@@ -180,6 +185,12 @@ void ControlServer::publish(std::string_view line) {
     c.lost = 0;
     c.out.append(line.data(), line.size());
     c.out += '\n';
+    if (before_answers_) {
+      c.held_bytes += adding;
+      // An event about a change goes out only once the change is durable (send_held_answers).
+      if (std::find(held_streams_.begin(), held_streams_.end(), fd) == held_streams_.end()) held_streams_.push_back(fd);
+      continue;
+    }
     on_writable(c);  // may close c
   }
 }
@@ -305,7 +316,10 @@ void ControlServer::on_readable(Connection& c) {
     std::string_view line(c.in.data() + start, nl - start);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (!line.empty()) {
+      const uint64_t changes_before = change_count_ ? change_count_() : 0;
       const std::string answer = handler_(line);
+      if (change_count_ && change_count_() != changes_before)
+        c.changing_answers.emplace_back(c.out.size(), c.out.size() + answer.size());
       queue(c, answer, false);
       if (stream_detector_ && stream_detector_(answer)) c.stream = true;
     }
@@ -343,11 +357,43 @@ void ControlServer::on_readable(Connection& c) {
 }
 
 void ControlServer::send_held_answers() {
-  if (before_answers_) before_answers_();
+  const std::string not_saved = before_answers_ ? before_answers_() : std::string();
   std::vector<int> fds;
   fds.swap(held_answers_);
-  for (int fd : fds)
-    if (auto it = connections_.find(fd); it != connections_.end()) on_writable(*it->second);
+  for (int fd : fds) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end()) continue;
+    Connection& c = *it->second;
+    if (!not_saved.empty() && !c.changing_answers.empty()) {
+      std::string out;
+      size_t done = 0;
+      for (const auto& [begin, end] : c.changing_answers) {
+        out.append(c.out, done, begin - done);
+        out += not_saved_answer(std::string_view(c.out).substr(begin, end - begin), not_saved);
+        done = end;
+      }
+      out.append(c.out, done, std::string::npos);
+      c.out.swap(out);
+    }
+    c.changing_answers.clear();
+    on_writable(c);
+  }
+  std::vector<int> streams;
+  streams.swap(held_streams_);
+  for (int fd : streams) {
+    auto it = connections_.find(fd);
+    if (it == connections_.end()) continue;
+    it->second->held_bytes = 0;
+    on_writable(*it->second);
+  }
+}
+
+std::string ControlServer::not_saved_answer(std::string_view answer, const std::string& why) {
+  nlohmann::json applied = nlohmann::json::parse(answer, nullptr, false);
+  if (applied.is_object()) applied.erase("ok");
+  nlohmann::json line = {{"ok", false}, {"error", {{"code", "not-saved"}, {"message", why}}}};
+  if (!applied.is_discarded()) line["applied"] = std::move(applied);
+  return answer_line(line);
 }
 
 void ControlServer::on_writable(Connection& c) {

@@ -31,6 +31,10 @@ struct ControlServerOptions {
   // it published lines are dropped and counted; the subscriber then gets an
   // {"event":"events-lost","count":N} line before the next line that fits.
   size_t max_stream_queue_bytes = 256 * 1024;
+  // With a before-answers hook, the lines published during one loop
+  // iteration wait for its verdict: up to this many bytes of them per
+  // subscriber on top of the queue above (one 10 000-SA batch makes ~1.3 MB).
+  size_t max_held_stream_bytes = 2 * 1024 * 1024;
 };
 
 // Looks a group name up; throws ov2::Error(InvalidArgument) if there is none.
@@ -65,10 +69,23 @@ class ControlServer {
   // blocking; a subscriber whose queue is full loses it (counted, reported).
   void publish(std::string_view line);
   // Called once per event-loop iteration, after every request that arrived
-  // in it was handled and before any of their answers is sent (the daemon:
-  // make the state journal durable -- group commit, control/state_store.h).
-  // Without it, answers are sent as soon as they are made.
-  void set_before_answers(std::function<void()> hook) { before_answers_ = std::move(hook); }
+  // in it was handled and before any of their answers (and any line
+  // published in the iteration) is sent (the daemon: make the state journal
+  // durable -- group commit, control/state_store.h).  Without it, answers are
+  // sent as soon as they are made.
+  //
+  // The hook returns "" when the iteration's changes are durable, else why
+  // not.  `change_count` (read before and after each request) tells which
+  // requests changed something: when the hook fails, each of their answers
+  // is replaced by {"ok":false,"error":{"code":"not-saved","message":<why>},
+  // "applied":<the answer it would have had, without "ok">} -- the change is
+  // in effect but not durable; answers of requests that changed nothing go
+  // out unchanged.
+  using BeforeAnswers = std::function<std::string()>;
+  void set_before_answers(BeforeAnswers hook, std::function<uint64_t()> change_count = {}) {
+    before_answers_ = std::move(hook);
+    change_count_ = std::move(change_count);
+  }
   // Tries once, without blocking, to send what subscribers have queued (before shutdown).
   void flush_streams();
   size_t stream_count() const;
@@ -98,6 +115,9 @@ class ControlServer {
     bool close_after_write = false;
     bool stream = false;  // a subscriber: gets publish() lines, input ignored
     uint64_t lost = 0;    // lines dropped since the last events-lost report
+    size_t held_bytes = 0;  // published lines at the end of `out` waiting for the before-answers verdict
+    // Held answers of requests that changed something: [begin, end) in `out`.
+    std::vector<std::pair<size_t, size_t>> changing_answers;
   };
 
   void accept_all();
@@ -111,8 +131,10 @@ class ControlServer {
   void close_connection(int fd);
   void expire_slow_clients();
   int next_timeout_ms() const;
-  // Runs before_answers_ and sends the answers held back for it.
+  // Runs before_answers_ and sends the answers (and published lines) held back for it.
   void send_held_answers();
+  // The not-saved answer that replaces `answer` (see set_before_answers).
+  static std::string not_saved_answer(std::string_view answer, const std::string& why);
 
   ControlServerOptions options_;
   Handler handler_;
@@ -123,8 +145,10 @@ class ControlServer {
   std::map<int, std::unique_ptr<Connection>> connections_;
   std::map<int, std::function<void()>> watched_;
   std::function<bool(std::string_view)> stream_detector_;
-  std::function<void()> before_answers_;
+  BeforeAnswers before_answers_;
+  std::function<uint64_t()> change_count_;
   std::vector<int> held_answers_;  // connections whose answers wait for before_answers_
+  std::vector<int> held_streams_;  // subscribers whose published lines wait for it too
   bool stop_requested_ = false;
 };
 

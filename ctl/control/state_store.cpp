@@ -4,12 +4,15 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -18,8 +21,10 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "common/error.h"
+#include "control/state_json_writer.h"
 #include "model/sa_json.h"
 
 namespace ov2 {
@@ -28,17 +33,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string to_hex(const SecureBytes& bytes) {
-  static const char digits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (uint8_t b : bytes.span()) {
-    out.push_back(digits[b >> 4]);
-    out.push_back(digits[b & 15]);
-  }
-  return out;
-}
-
 // Wipes every string inside `j` (key hex) before it is destroyed.
 void wipe_json(json& j) {
   if (j.is_string()) {
@@ -46,18 +40,6 @@ void wipe_json(json& j) {
   } else if (j.is_structured()) {
     for (auto& v : j) wipe_json(v);
   }
-}
-
-json sa_json_with_keys(const SaSpec& spec) {
-  json j = sa_spec_public_json(spec);
-  for (const char* k : {"key-bytes", "enc-key-bytes", "auth-key-bytes"}) j.erase(k);
-  if (info(spec.enc).aead) {
-    j["key"] = to_hex(spec.enc_key);
-  } else {
-    if (!spec.enc_key.empty()) j["enc-key"] = to_hex(spec.enc_key);
-    j["auth-key"] = to_hex(spec.auth_key);
-  }
-  return j;
 }
 
 [[noreturn]] void bad_state(const std::string& name, const std::string& what) {
@@ -97,24 +79,26 @@ void wipe_string(std::string& s) {
 }
 
 std::string serialize_state(const DaemonState& state) {
-  json j;
-  j["magic"] = kStateMagic;
-  j["version"] = kStateVersion;
-  j["next_sa_sequence"] = state.next_sa_sequence;
-  j["next_policy_id"] = state.next_policy_id;
-  if (!state.journal_id.empty()) j["journal_id"] = state.journal_id;
-  j["sas"] = json::array();
-  for (const SavedSa& sa : state.sas) {
-    json e;
-    e["handle"] = handle_to_string(sa.handle);
-    e["seq_mark"] = sa.seq_mark;
-    e["spec"] = sa_json_with_keys(sa.spec);
-    j["sas"].push_back(std::move(e));
+  // Hand-written (state_json_writer.h): one SA or policy per line, no json tree of the keys.
+  std::string text;
+  text.reserve(256 + state.sas.size() * 640 + state.policies.size() * 256);
+  text += "{\"magic\":\"";
+  text += kStateMagic;
+  text += "\",\"version\":" + std::to_string(kStateVersion);
+  text += ",\"next_sa_sequence\":" + std::to_string(state.next_sa_sequence);
+  text += ",\"next_policy_id\":" + std::to_string(state.next_policy_id);
+  if (!state.journal_id.empty()) text += ",\"journal_id\":" + json(state.journal_id).dump();
+  text += ",\n\"sas\":[";
+  for (size_t i = 0; i < state.sas.size(); ++i) {
+    text += i == 0 ? "\n" : ",\n";
+    write_sa_entry(text, state.sas[i]);
   }
-  j["policies"] = json::array();
-  for (const PolicyRecord& p : state.policies) j["policies"].push_back({{"id", p.id}, {"spec", policy_spec_json(p.spec)}});
-  std::string text = j.dump(1) + "\n";
-  wipe_json(j);
+  text += "],\n\"policies\":[";
+  for (size_t i = 0; i < state.policies.size(); ++i) {
+    text += i == 0 ? "\n" : ",\n";
+    write_policy_entry(text, state.policies[i]);
+  }
+  text += "]}\n";
   return text;
 }
 
@@ -185,7 +169,8 @@ void validate_state(const DaemonState& s, const std::string& name) {
       bad_state(name, where + ": handle " + handle_to_string(sa.handle) +
                           " is not below the saved handle sequence (next_sa_sequence " +
                           std::to_string(s.next_sa_sequence) + "): inconsistent file");
-    if (by_handle.count(sa.handle)) bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
+    if (by_handle.count(sa.handle))
+      bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
     by_handle[sa.handle] = &sa;
   }
   std::set<std::tuple<uint32_t, std::string, Direction>> lookup_keys;
@@ -215,31 +200,13 @@ void validate_state(const DaemonState& s, const std::string& name) {
       auto it = by_handle.find(p.spec.sa_handle);
       if (it == by_handle.end() || it->second->spec.dir != p.spec.dir)
         bad_state(name, where + " (id " + std::to_string(p.id) + ") protects with SA " +
-                            handle_to_string(p.spec.sa_handle) + ", which is not in the file or of the other direction");
+                            handle_to_string(p.spec.sa_handle) +
+                            ", which is not in the file or of the other direction");
     }
   }
 }
 
-uint32_t crc32c(std::string_view data, uint32_t crc) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  crc ^= 0xFFFFFFFFu;
-  for (unsigned char b : data) crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8);
-  return crc ^ 0xFFFFFFFFu;
-}
-
 namespace {
-
-void put_u32(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
 
 uint32_t get_u32(std::string_view in, size_t at) {
   uint32_t v = 0;
@@ -255,14 +222,20 @@ constexpr const char* kJournalMagic = "ipsecov2-journal";
 
 }  // namespace
 
+void seal_journal_record(std::string& buffer, size_t at) {
+  const auto len = static_cast<uint32_t>(buffer.size() - at - 8);
+  for (int i = 0; i < 4; ++i) buffer[at + static_cast<size_t>(i)] = static_cast<char>((len >> (8 * i)) & 0xFF);
+  const std::string_view record(buffer.data() + at, buffer.size() - at);
+  const uint32_t sum = crc32c(record.substr(8), crc32c(record.substr(0, 4)));
+  for (int i = 0; i < 4; ++i) buffer[at + 4 + static_cast<size_t>(i)] = static_cast<char>((sum >> (8 * i)) & 0xFF);
+}
+
 std::string encode_journal_record(std::string_view payload) {
   std::string out;
   out.reserve(payload.size() + 8);
-  put_u32(out, static_cast<uint32_t>(payload.size()));
-  out.append(4, '\0');
+  out.append(8, '\0');
   out.append(payload);
-  const uint32_t sum = crc32c(payload, crc32c(std::string_view(out.data(), 4)));
-  for (int i = 0; i < 4; ++i) out[4 + static_cast<size_t>(i)] = static_cast<char>((sum >> (8 * i)) & 0xFF);
+  seal_journal_record(out, 0);
   return out;
 }
 
@@ -309,7 +282,7 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   std::map<uint64_t, SavedSa> sas;
   std::map<uint32_t, PolicyRecord> policies;
   for (SavedSa& sa : state.sas) sas[sa.handle] = std::move(sa);
-  for (PolicyRecord& p : state.policies) policies[p.id] = std::move(p);
+  for (PolicyRecord& p : state.policies) policies[p.id] = p;
   for (size_t i = first; i < payloads.size(); ++i) {
     const std::string where = "record #" + std::to_string(i + 1);
     json r = json::parse(payloads[i], nullptr, false);
@@ -317,7 +290,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
       json& j;
       ~Wiper() { wipe_json(j); }
     } wiper{r};
-    if (!r.is_object() || !r.contains("op") || !r["op"].is_string()) bad_state(name, where + " is not a journal record");
+    if (!r.is_object() || !r.contains("op") || !r["op"].is_string())
+      bad_state(name, where + " is not a journal record");
     const std::string op = r["op"].get<std::string>();
     try {
       if (op == "sa") {
@@ -347,8 +321,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
       } else if (op == "sequences") {
         state.next_sa_sequence =
             std::max(state.next_sa_sequence, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1));
-        state.next_policy_id = std::max(
-            state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
+        state.next_policy_id =
+            std::max(state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
       } else {
         bad_state(name, where + " has the unknown op '" + op + "'");
       }
@@ -363,19 +337,27 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   state.sas.clear();
   state.policies.clear();
   for (auto& [h, sa] : sas) state.sas.push_back(std::move(sa));
-  for (auto& [id, p] : policies) state.policies.push_back(std::move(p));
+  for (auto& [id, p] : policies) state.policies.push_back(p);
   validate_state(state, name);
   return state;
 }
 
 StateStore::StateStore(std::string dir)
-    : dir_(std::move(dir)), path_(dir_ + "/state.json"), journal_path_(dir_ + "/state.journal") {
+    : dir_(std::move(dir)),
+      path_(dir_ + "/state.json"),
+      journal_path_(dir_ + "/state.journal"),
+      next_journal_path_(dir_ + "/state.journal.next") {
+  // Tests only: compact whenever the journal passes N bytes, and hold each background snapshot
+  // for M ms before it is renamed into place (to kill the daemon in the middle of one).
+  if (const char* v = std::getenv("OV2_TEST_COMPACT_EVERY_BYTES")) compact_every_bytes_ = std::strtoull(v, nullptr, 10);
+  if (const char* v = std::getenv("OV2_TEST_COMPACT_DELAY_MS"))
+    compact_delay_ms_ = static_cast<unsigned>(std::strtoul(v, nullptr, 10));
   // Missing parents are created like `mkdir -p` would; the state directory itself is 0700.
   std::error_code ec;
   const auto parent = std::filesystem::path(dir_).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   if (mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) sys_fail("cannot create the state directory " + dir_);
-  struct stat st{};
+  struct stat st {};
   if (stat(dir_.c_str(), &st) != 0) sys_fail("cannot stat the state directory " + dir_);
   if (!S_ISDIR(st.st_mode)) fail(ErrorCode::InvalidArgument, dir_ + " (state directory) is not a directory");
   // Keys live here: nobody but root (and at most the socket group, reading) gets in.
@@ -397,6 +379,7 @@ StateStore::StateStore(std::string dir)
 }
 
 StateStore::~StateStore() {
+  if (compactor_.joinable()) compactor_.join();  // what it wrote is consistent either way
   wipe_string(pending_);
   if (journal_fd_ >= 0) close(journal_fd_);
   if (lock_fd_ >= 0) close(lock_fd_);
@@ -468,9 +451,10 @@ std::string read_whole(const std::string& path, bool* exists) {
     sys_fail("cannot read the state file " + path);
   }
   *exists = true;
-  struct stat st{};
+  struct stat st {};
   std::string text;
-  if (fstat(fd, &st) == 0 && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
+  if (fstat(fd, &st) == 0 && st.st_size > 0)
+    text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
   char buf[65536];
   for (;;) {
     const ssize_t n = read(fd, buf, sizeof buf);
@@ -495,6 +479,12 @@ void StateStore::fsync_dir() const {
 }
 
 void StateStore::save(DaemonState state) {
+  // A background compaction still running is waited for: it writes the same temp file.
+  try {
+    finish_compaction(true);
+  } catch (const Error&) {
+    // Whatever it left, this save replaces it.
+  }
   const std::string id = random_id();
   state.journal_id = id;
   std::string text = serialize_state(state);
@@ -503,58 +493,136 @@ void StateStore::save(DaemonState state) {
   close(write_temp(tmp, text));
   rename_into_place(tmp, path_);
   fsync_dir();
+  // The old journal continues the old snapshot: never append to it again (if the new one cannot be opened).
+  if (journal_fd_ >= 0) close(journal_fd_);
+  journal_fd_ = -1;
   snapshot_bytes_ = size;
   wipe_string(pending_);
-  open_journal(id);
+  open_journal(journal_path_, id, "");
+  journal_is_next_ = false;
+  snapshot_id_ = id;
+  unlink(next_journal_path_.c_str());  // a generation of a failed or interrupted compaction: contained in `state`
 }
 
-void StateStore::open_journal(const std::string& snapshot_id) {
-  std::string header =
-      encode_journal_record(json{{"journal", kJournalMagic}, {"version", 1}, {"snapshot", snapshot_id}}.dump());
+void StateStore::open_journal(const std::string& path, const std::string& snapshot_id, const std::string& after) {
+  json h = {{"journal", kJournalMagic}, {"version", 1}, {"snapshot", snapshot_id}};
+  if (!after.empty()) h["after"] = after;
+  std::string header = encode_journal_record(h.dump());
   const uint64_t size = header.size();
-  const std::string tmp = journal_path_ + ".tmp";
+  const std::string tmp = path + ".tmp";
   const int fd = write_temp(tmp, header);
-  rename_into_place(tmp, journal_path_);
+  rename_into_place(tmp, path);
   fsync_dir();
   if (journal_fd_ >= 0) close(journal_fd_);
   journal_fd_ = fd;
-  if (lseek(journal_fd_, 0, SEEK_END) < 0) sys_fail("cannot seek in " + journal_path_);
+  if (lseek(journal_fd_, 0, SEEK_END) < 0) sys_fail("cannot seek in " + path);
   journal_bytes_ = size;
   journal_records_ = 0;
 }
 
-void StateStore::append(std::string payload) {
-  std::string record = encode_journal_record(payload);
-  wipe_string(payload);
-  pending_ += record;
-  wipe_string(record);
+void StateStore::start_compaction(DaemonState state) {
+  if (journal_is_next_ || compactor_.joinable() || journal_fd_ < 0 || snapshot_id_.empty()) {
+    // A generation after the current one is taken (or nothing is open): only a full save is safe.
+    save(std::move(state));
+    return;
+  }
+  if (!pending_.empty()) fail(ErrorCode::Internal, "start_compaction with uncommitted journal records");
+  const std::string id = random_id();
+  state.journal_id = id;
+  // First the new generation: from here on changes go to state.journal.next, which continues the
+  // snapshot being written ("snapshot": id) and, until that is in place, the current journal ("after").
+  open_journal(next_journal_path_, id, snapshot_id_);
+  journal_is_next_ = true;
+  compaction_id_ = id;
+  compaction_result_ = {};
+  compaction_done_.store(false, std::memory_order_relaxed);
+  compactor_ = std::thread([this, state = std::move(state)]() mutable {
+    // Below the control thread: answering requests matters more than finishing the snapshot soon.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
+    CompactionResult result;
+    try {
+      std::string text = serialize_state(state);
+      state = {};  // the keys of the copy go as soon as they are text
+      result.bytes = text.size();
+      const std::string tmp = path_ + ".tmp";
+      close(write_temp(tmp, text));
+      if (compact_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(compact_delay_ms_));
+      rename_into_place(tmp, path_);
+      fsync_dir();
+    } catch (const Error& e) {
+      result.error = e.what();
+    } catch (const std::exception& e) {
+      result.error = std::string("cannot write the snapshot ") + path_ + ": " + e.what();
+    }
+    compaction_result_ = std::move(result);
+    compaction_done_.store(true, std::memory_order_release);
+  });
+}
+
+bool StateStore::finish_compaction(bool wait) {
+  if (!compactor_.joinable()) return false;
+  if (!wait && !compaction_done_.load(std::memory_order_acquire)) return false;
+  compactor_.join();
+  CompactionResult result = std::move(compaction_result_);
+  compaction_result_ = {};
+  if (!result.error.empty())
+    // The current snapshot, its journal and state.journal.next (after it) still hold everything;
+    // the next compaction is a full save (start_compaction), which also removes state.journal.next.
+    fail(ErrorCode::Kernel, "background compaction: " + result.error);
+  // The new snapshot is durable: its journal becomes state.journal (the one it replaces is stale now).
+  if (rename(next_journal_path_.c_str(), journal_path_.c_str()) != 0)
+    sys_fail("background compaction: cannot rename " + next_journal_path_ + " to " + journal_path_ +
+             " (it stays the journal of " + path_ + ")");
+  fsync_dir();
+  journal_is_next_ = false;
+  snapshot_id_ = compaction_id_;
+  snapshot_bytes_ = result.bytes;
+  return true;
+}
+
+template <typename Write>
+void StateStore::append(Write&& write) {
+  // Written in place after an 8-byte header, then sealed: no temporary copy of the keys.
+  reserve_pending(kRecordRoom);
+  const size_t at = pending_.size();
+  pending_.append(8, '\0');
+  write(pending_);
+  seal_journal_record(pending_, at);
   ++journal_records_;
 }
 
+void StateStore::reserve_pending(size_t room) {
+  if (pending_.capacity() - pending_.size() >= room) return;
+  // Grown by hand: a std::string reallocation would free the old bytes (keys) unwiped.
+  std::string bigger;
+  bigger.reserve(std::max(pending_.capacity() * 2, pending_.size() + room + (size_t{64} << 10)));
+  bigger.append(pending_);
+  wipe_string(pending_);
+  pending_.swap(bigger);
+}
+
 void StateStore::append_sa(const SavedSa& sa) {
-  json j = {{"op", "sa"}, {"handle", handle_to_string(sa.handle)}, {"seq_mark", sa.seq_mark},
-            {"spec", sa_json_with_keys(sa.spec)}};
-  std::string text = j.dump();
-  wipe_json(j);
-  append(std::move(text));
+  append([&](std::string& out) { write_sa_record(out, sa); });
 }
 
 void StateStore::append_sa_deleted(uint64_t handle) {
-  append(json{{"op", "sa-del"}, {"handle", handle_to_string(handle)}}.dump());
+  append([&](std::string& out) { write_sa_deleted_record(out, handle); });
 }
 
 void StateStore::append_policy(const PolicyRecord& policy) {
-  append(json{{"op", "policy"}, {"id", policy.id}, {"spec", policy_spec_json(policy.spec)}}.dump());
+  append([&](std::string& out) { write_policy_record(out, policy); });
 }
 
-void StateStore::append_policy_deleted(uint32_t id) { append(json{{"op", "policy-del"}, {"id", id}}.dump()); }
+void StateStore::append_policy_deleted(uint32_t id) {
+  append([&](std::string& out) { write_policy_deleted_record(out, id); });
+}
 
 void StateStore::append_seq_mark(uint64_t handle, uint64_t seq_mark) {
-  append(json{{"op", "mark"}, {"handle", handle_to_string(handle)}, {"seq_mark", seq_mark}}.dump());
+  append([&](std::string& out) { write_seq_mark_record(out, handle, seq_mark); });
 }
 
 void StateStore::append_sequences(uint64_t next_sa_sequence, uint32_t next_policy_id) {
-  append(json{{"op", "sequences"}, {"next_sa_sequence", next_sa_sequence}, {"next_policy_id", next_policy_id}}.dump());
+  append([&](std::string& out) { write_sequences_record(out, next_sa_sequence, next_policy_id); });
 }
 
 void StateStore::commit() {
@@ -575,12 +643,14 @@ void StateStore::commit() {
     (void)!ftruncate(journal_fd_, static_cast<off_t>(journal_bytes_));
     lseek(journal_fd_, 0, SEEK_END);
     errno = err;
-    sys_fail("cannot append to the journal " + journal_path_);
+    sys_fail("cannot append to the journal " + (journal_is_next_ ? next_journal_path_ : journal_path_));
   }
   journal_bytes_ += size;
 }
 
 bool StateStore::needs_compaction() const {
+  if (compactor_.joinable()) return false;
+  if (compact_every_bytes_ > 0) return journal_bytes_ > compact_every_bytes_;
   return journal_records_ > kMaxJournalRecords ||
          journal_bytes_ > std::max(kCompactFactor * snapshot_bytes_, kMinCompactBytes);
 }
@@ -608,32 +678,73 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     WipeOnExit wipe_text{text};
     s = parse_state(text, path_);
   }
-  std::string bytes = read_whole(journal_path_, &journal_exists);
-  if (!journal_exists) return s;
-  JournalScan scan;
-  {
-    WipeOnExit wipe_bytes{bytes};
-    scan = scan_journal(bytes, journal_path_);
-  }
+  // The journal that continues the snapshot: state.journal, or state.journal.next when a crash came
+  // after a background compaction's snapshot was renamed into place, before its journal was; plus
+  // state.journal.next after state.journal when the crash came during the compaction.
+  JournalFile current = read_journal_file(journal_path_);
+  JournalFile next = read_journal_file(next_journal_path_);
   struct Wiper {
-    std::vector<std::string>& v;
+    JournalFile& a;
+    JournalFile& b;
     ~Wiper() {
-      for (auto& p : v) wipe_string(p);
+      for (auto* f : {&a, &b})
+        for (auto& p : f->scan.payloads) wipe_string(p);
     }
-  } wiper{scan.payloads};
-  rep.warning = scan.torn_warning.empty() ? "" : scan.torn_warning + "; that record was discarded (never acknowledged)";
-  if (scan.payloads.empty()) return s;
-  const json header = json::parse(scan.payloads[0], nullptr, false);
-  if (!header.is_object() || header.value("journal", "") != kJournalMagic || header.value("version", 0) != 1 ||
-      !header.contains("snapshot") || !header["snapshot"].is_string())
-    bad_state(journal_path_, "offset 0: the first record is not an ipsecov2 journal header (version 1)");
-  if (header["snapshot"].get<std::string>() != s.journal_id) {
+  } wiper{current, next};
+  std::vector<std::string> notes;
+  auto note_torn = [&](const JournalFile& f) {
+    if (!f.scan.torn_warning.empty())
+      notes.push_back(f.scan.torn_warning + "; that record was discarded (never acknowledged)");
+  };
+  if (!current.snapshot.empty() && current.snapshot == s.journal_id) {
+    note_torn(current);
+    rep.journal_records = current.scan.payloads.size() - 1;
+    s = replay_journal(std::move(s), current.scan.payloads, 1, journal_path_);
+    if (next.exists && !next.after.empty() && next.after == s.journal_id) {
+      note_torn(next);
+      rep.journal_records += next.scan.payloads.size() - 1;
+      s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
+      notes.push_back(next_journal_path_ +
+                      " (a compaction interrupted before its snapshot was in place) replayed after " + journal_path_);
+    }
+  } else if (!next.snapshot.empty() && next.snapshot == s.journal_id) {
+    note_torn(next);
+    rep.journal_records = next.scan.payloads.size() - 1;
+    s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
+    notes.push_back(next_journal_path_ + " continues " + path_ +
+                    " (a compaction interrupted before its journal was renamed)");
+  } else if (current.exists && !current.snapshot.empty()) {
     // A crash after the snapshot was written, before the journal was replaced: the snapshot holds it all.
-    rep.warning = journal_path_ + " continues another snapshot than " + path_ + " (left from a compaction); ignored";
-    return s;
+    notes.push_back(journal_path_ + " continues another snapshot than " + path_ + " (left from a compaction); ignored");
+  } else {
+    note_torn(current);
   }
-  rep.journal_records = scan.payloads.size() - 1;
-  return replay_journal(std::move(s), scan.payloads, 1, journal_path_);
+  for (const std::string& n : notes) rep.warning += (rep.warning.empty() ? "" : "; ") + n;
+  return s;
+}
+
+StateStore::JournalFile StateStore::read_journal_file(const std::string& path) const {
+  JournalFile f;
+  std::string bytes = read_whole(path, &f.exists);
+  if (!f.exists) return f;
+  try {
+    f.scan = scan_journal(bytes, path);
+  } catch (...) {
+    wipe_string(bytes);
+    throw;
+  }
+  wipe_string(bytes);
+  if (f.scan.payloads.empty()) return f;
+  const json header = json::parse(f.scan.payloads[0], nullptr, false);
+  if (!header.is_object() || header.value("journal", "") != kJournalMagic || header.value("version", 0) != 1 ||
+      !header.contains("snapshot") || !header["snapshot"].is_string() ||
+      (header.contains("after") && !header["after"].is_string())) {
+    for (auto& p : f.scan.payloads) wipe_string(p);
+    bad_state(path, "offset 0: the first record is not an ipsecov2 journal header (version 1)");
+  }
+  f.snapshot = header["snapshot"].get<std::string>();
+  f.after = header.value("after", "");
+  return f;
 }
 
 std::string StateStore::move_aside() const {
@@ -643,12 +754,15 @@ std::string StateStore::move_aside() const {
     sys_fail("cannot move " + path_ + " aside to " + aside);
   const std::string journal_aside = journal_path_ + stamp;
   if (rename(journal_path_.c_str(), journal_aside.c_str()) == 0) aside += " and " + journal_aside;
+  const std::string next_aside = next_journal_path_ + stamp;
+  if (rename(next_journal_path_.c_str(), next_aside.c_str()) == 0) aside += " and " + next_aside;
   return aside;
 }
 
 void StateStore::remove() const {
   unlink(path_.c_str());
   unlink(journal_path_.c_str());
+  unlink(next_journal_path_.c_str());
 }
 
 }  // namespace ov2

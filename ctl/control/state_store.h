@@ -5,21 +5,47 @@
 // (the changes since that snapshot).
 //
 // Snapshot: written atomically (temp file 0600, fsync, rename, fsync of the
-// directory) at start, at clean shutdown and when the journal has grown past
-// kCompactFactor times the snapshot's size (or kMaxJournalRecords records):
-// compaction.  It names
-// the journal that continues it ("journal_id", random per snapshot).
+// directory) at start and at clean shutdown (synchronously: save()), and
+// when the journal has grown past kCompactFactor times the snapshot's size
+// (or kMaxJournalRecords records): compaction, in the background (below).
+// It names the journal that continues it ("journal_id", random per
+// snapshot).  Its JSON is written by hand (control/state_json_writer.h), one
+// SA or policy per line.
 //
 // Journal: one record per change (an SA added/updated/deleted, a policy
 // added/updated/deleted, an outbound sequence mark raised, the handle and
 // policy-id sequences reserved), appended to state.journal (0600).  A record
 // is self-delimiting and checksummed: u32 LE payload length, u32 LE CRC32C of
-// (length bytes + payload), payload (compact JSON).  The first record names
-// the snapshot it continues; a journal naming another snapshot is stale (a
-// crash between writing a snapshot and replacing the journal) and is ignored.
-// Compaction writes the new snapshot first, then a fresh journal
-// (state.journal.tmp, fsync, rename, fsync of the directory), so a crash at
-// any point leaves a consistent pair.
+// (length bytes + payload), payload (compact JSON, written by hand in place,
+// no json tree: state_json_writer.h).  The first record (header) names the
+// snapshot it continues ("snapshot"); a journal naming another snapshot is
+// stale (a crash between writing a snapshot and replacing the journal) and
+// is ignored.  A synchronous save() writes the new snapshot first, then a
+// fresh journal (state.journal.tmp, fsync, rename, fsync of the directory),
+// so a crash at any point leaves a consistent pair.
+//
+// Background compaction (start_compaction): the control thread copies the
+// state (no serialization), then opens a NEW journal generation
+// state.journal.next whose header says {"snapshot": Y, "after": X}: it
+// continues snapshot Y (being written) and, until Y is in place, follows
+// the current journal of snapshot X.  Every later change goes to it.  A
+// thread serializes Y, writes state.json.tmp, fsyncs, renames it to
+// state.json and fsyncs the directory; then (finish_compaction, on the
+// control thread) state.journal.next is renamed to state.journal.  The
+// loader takes state.json (id S) and replays:
+//   - state.journal if it continues S, then state.journal.next if it is
+//     "after" S (a crash while Y was being written: X + journal X + next);
+//   - else state.journal.next if it continues S (a crash after Y was
+//     renamed into place, before its journal was);
+//   - else nothing (the journal is stale: S holds it all).
+// So a SIGKILL at any moment restores exactly what was acknowledged; the old
+// generation disappears only by being replaced after the new snapshot is
+// durable.  One compaction runs at a time; when one fails (disk full) the
+// old snapshot and both journals stay consistent, and the next compaction
+// is a synchronous save(), which also removes state.journal.next.
+// OV2_TEST_COMPACT_EVERY_BYTES / OV2_TEST_COMPACT_DELAY_MS (tests only)
+// compact at a small journal size and hold each background snapshot before
+// its rename, so that tests can kill the daemon in the middle of one.
 //
 // Durability contract (group commit): records are appended to a buffer as
 // changes happen (append_*); commit() writes the buffer with one write() and
@@ -31,7 +57,11 @@
 // batch sa.add) share one fdatasync.  (On tmpfs, the default /run/ipsecov2,
 // fdatasync costs nothing and "durable" means "survives a daemon crash",
 // not a reboot -- like the kernel's SAD.)  If the journal cannot be written,
-// the daemon logs it and writes a full snapshot instead.
+// the daemon logs it and writes a full snapshot instead; if that fails too,
+// the requests that changed something are answered "not-saved" instead of
+// ok, their monitor events go out only after that verdict, and later
+// changes are "not-saved" until a full snapshot succeeds
+// (daemon/service_state.h).
 //
 // Loading: snapshot, then the journal replayed over it, then every check of
 // parse_state on the result, before anything is applied.  A torn or corrupt
@@ -61,12 +91,15 @@
 // a clean shutdown's snapshot holds the exact values).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "common/crc32c.h"
 #include "control/sa_database.h"
 #include "control/spd.h"
 
@@ -122,11 +155,11 @@ void validate_state(const DaemonState& state, const std::string& name);
 // Overwrites a string's bytes (OPENSSL_cleanse) and clears it.
 void wipe_string(std::string& s);
 
-// CRC32C (Castagnoli) of `data`; pass a previous result as `crc` to continue it.
-uint32_t crc32c(std::string_view data, uint32_t crc = 0);
-
 // One journal record: length, checksum, payload (see above).
 std::string encode_journal_record(std::string_view payload);
+// Makes buffer[at..] (8 bytes of room, then the payload) a record: fills in
+// its length and checksum.
+void seal_journal_record(std::string& buffer, size_t at);
 
 // The records of a journal file's bytes.  A torn/corrupt last record is left
 // out and described in `torn_warning` ("NAME: offset N: ...").  Throws
@@ -157,11 +190,27 @@ class StateStore {
 
   const std::string& path() const { return path_; }
   const std::string& journal_path() const { return journal_path_; }
+  const std::string& next_journal_path() const { return next_journal_path_; }
 
   // Compaction: writes `state` as the new snapshot (atomically, see above),
   // then starts a fresh journal continuing it.  Unwritten records are dropped
   // (`state` holds everything).  Throws ov2::Error(Kernel).
   void save(DaemonState state);
+
+  // Background compaction (see above): on the calling thread, starts the new
+  // journal generation state.journal.next (all later records go there);
+  // in a thread, writes `state` as the new snapshot.  `state` must hold
+  // every committed change (call right after commit()).  Falls back to a
+  // synchronous save() when a generation after the current one already
+  // exists (an earlier compaction failed).  Throws ov2::Error(Kernel).
+  void start_compaction(DaemonState state);
+  // When the background snapshot is written (or at once with `wait`):
+  // joins the thread and makes state.journal.next the journal.  True when
+  // a compaction finished; false when none ran (or, without `wait`, it is
+  // still running).  Throws ov2::Error(Kernel) when it failed (everything
+  // is still in the old snapshot and the two journals).
+  bool finish_compaction(bool wait);
+  bool compaction_running() const { return compactor_.joinable(); }
 
   // Queue one journal record (nothing is written until commit()).
   void append_sa(const SavedSa& sa);
@@ -198,19 +247,45 @@ class StateStore {
   void remove() const;
 
  private:
-  void append(std::string payload);
-  void open_journal(const std::string& snapshot_id);
+  // More than any one record needs (an SA with IPv6 addresses and two keys is < 1 KiB).
+  static constexpr size_t kRecordRoom = 4096;
+  template <typename Write>
+  void append(Write&& write);
+  void reserve_pending(size_t room);
+  // Writes a fresh journal at `path` (header naming `snapshot_id` and the
+  // journal `after` which it follows, "" for none) and appends to it from now on.
+  void open_journal(const std::string& path, const std::string& snapshot_id, const std::string& after);
+  struct JournalFile {
+    bool exists = false;
+    JournalScan scan;      // payloads[0] is the header
+    std::string snapshot;  // the snapshot it continues
+    std::string after;     // state.journal.next: the journal it follows
+  };
+  JournalFile read_journal_file(const std::string& path) const;
+  struct CompactionResult {
+    std::string error;
+    uint64_t bytes = 0;
+  };
   void fsync_dir() const;
 
   std::string dir_;
   std::string path_;
   std::string journal_path_;
+  std::string next_journal_path_;
   int lock_fd_ = -1;
   int journal_fd_ = -1;
   std::string pending_;  // encoded records not yet written (holds keys: wiped)
   uint64_t journal_bytes_ = 0;
   uint64_t snapshot_bytes_ = 0;
   size_t journal_records_ = 0;
+  std::string snapshot_id_;       // the snapshot in place, which state.journal continues
+  bool journal_is_next_ = false;  // appending to state.journal.next
+  std::thread compactor_;         // the background snapshot writer
+  std::atomic<bool> compaction_done_{false};
+  CompactionResult compaction_result_;  // written by the thread before compaction_done_
+  std::string compaction_id_;
+  uint64_t compact_every_bytes_ = 0;  // OV2_TEST_COMPACT_EVERY_BYTES
+  unsigned compact_delay_ms_ = 0;     // OV2_TEST_COMPACT_DELAY_MS
 };
 
 }  // namespace ov2

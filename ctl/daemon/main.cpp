@@ -282,7 +282,14 @@ int run(const CommandLine& cl, DaemonConfig config) {
     ControlServer& server = *control_server;
     observability.attach(server);
     // Group commit: the changes of one loop iteration are made durable before any of its answers goes out.
-    server.set_before_answers([&state] { state.commit(); });
+    // A change that cannot be made durable is answered "not-saved" (ServiceState::commit), and monitors hear it.
+    server.set_before_answers(
+        [&state, &observability] {
+          std::string why = state.commit();
+          if (!why.empty()) observability.bus().emit({{"event", "state-not-saved"}, {"message", why}});
+          return why;
+        },
+        [&state] { return state.change_count(); });
     server.watch(hup_fd, [&] {
       signalfd_siginfo info{};
       while (read(hup_fd, &info, sizeof info) == sizeof info) {

@@ -44,8 +44,7 @@ DaemonState ServiceState::snapshot() {
   return s;
 }
 
-void ServiceState::save() {
-  if (store_ == nullptr) return;
+std::string ServiceState::try_save() {
   try {
     DaemonState s = snapshot();
     const uint64_t next_sa = s.next_sa_sequence;
@@ -53,22 +52,77 @@ void ServiceState::save() {
     store_->save(std::move(s));
     reserved_sa_sequence_ = next_sa;
     reserved_policy_id_ = next_policy;
+    unsaved_ = false;
+    return {};
   } catch (const Error& e) {
-    log(LogLevel::Error, std::string("cannot save the state (SAs and policies will not survive a restart): ") +
-                             e.what());
+    // The journal may now continue a snapshot that is not there (or be stale): no appending until a save works.
+    unsaved_ = true;
+    return e.what();
   }
 }
 
-void ServiceState::commit() {
-  if (store_ == nullptr || !store_->has_pending()) return;
+void ServiceState::compact() {
   try {
-    store_->commit();
+    const auto t0 = std::chrono::steady_clock::now();
+    DaemonState s = snapshot();  // a copy, on this thread (cheap); serialized and written in the background
+    const uint64_t next_sa = s.next_sa_sequence;
+    const uint32_t next_policy = s.next_policy_id;
+    const size_t count = s.sas.size();
+    store_->start_compaction(std::move(s));
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+    log(LogLevel::Debug, "compaction: " + std::to_string(count) + " SAs copied in " + std::to_string(us / 1000) +
+                             " ms on the control thread; the snapshot is written in the background");
+    reserved_sa_sequence_ = next_sa;
+    reserved_policy_id_ = next_policy;
   } catch (const Error& e) {
-    log(LogLevel::Error, std::string(e.what()) + "; writing a full snapshot instead");
-    save();
-    return;
+    unsaved_ = true;
+    log(LogLevel::Error,
+        std::string("cannot compact the state journal: ") + e.what() + "; the next change writes a full snapshot");
   }
-  if (store_->needs_compaction()) save();
+}
+
+void ServiceState::save() {
+  if (store_ == nullptr) return;
+  const std::string error = try_save();
+  if (!error.empty())
+    log(LogLevel::Error, "cannot save the state (SAs and policies will not survive a restart): " + error);
+}
+
+std::string ServiceState::commit() {
+  if (store_ == nullptr) return {};
+  try {
+    store_->finish_compaction(false);  // a background snapshot that is done (cheap otherwise); also when idle
+  } catch (const Error& e) {
+    log(LogLevel::Error, std::string(e.what()) + "; the next compaction writes a full snapshot");
+  }
+  if (!store_->has_pending() && (!unsaved_ || std::chrono::steady_clock::now() < next_retry_)) return {};
+  std::string journal_error;
+  if (!unsaved_) {
+    try {
+      store_->commit();
+      // The changes are durable now; a failed compaction only makes the next commit a full snapshot.
+      if (store_->needs_compaction()) compact();
+      return {};
+    } catch (const Error& e) {
+      journal_error = e.what();
+      log(LogLevel::Error, journal_error + "; writing a full snapshot instead");
+    }
+  }
+  const std::string save_error = try_save();
+  if (save_error.empty()) {
+    if (journal_error.empty()) log(LogLevel::Info, "the state is saved again (" + store_->path() + ")");
+    return {};
+  }
+  next_retry_ = std::chrono::steady_clock::now() + std::chrono::seconds(5);  // without new changes
+  std::string why =
+      (journal_error.empty() ? "" : journal_error + "; then ") + save_error +
+      ": the change is in effect in the running daemon but NOT saved: a restart would lose it (" + store_->path() +
+      " and " + store_->journal_path() +
+      " hold what was acknowledged before); every further change retries a full snapshot and is answered "
+      "'not-saved' until one succeeds: free space in the state directory";
+  log(LogLevel::Error, "state not saved: " + why);
+  return why;
 }
 
 void ServiceState::save_if_sequence_passed_mark() {
@@ -89,11 +143,13 @@ void ServiceState::reserve_sequences() {
   if (next_sa <= reserved_sa_sequence_ && next_policy <= reserved_policy_id_) return;
   if (next_sa > reserved_sa_sequence_) reserved_sa_sequence_ = next_sa + kSequenceReserve;
   if (next_policy > reserved_policy_id_)
-    reserved_policy_id_ = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{next_policy} + kSequenceReserve, UINT32_MAX));
+    reserved_policy_id_ =
+        static_cast<uint32_t>(std::min<uint64_t>(uint64_t{next_policy} + kSequenceReserve, UINT32_MAX));
   store_->append_sequences(reserved_sa_sequence_, reserved_policy_id_);
 }
 
 void ServiceState::on_change(const ChangeEvent& event) {
+  ++changes_;
   if (store_ == nullptr) return;
   // The reservation goes first: a journal cut after the SA record still restores a consistent state.
   reserve_sequences();

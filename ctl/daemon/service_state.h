@@ -6,6 +6,7 @@
 // state_store.h for why).
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <string>
 
@@ -34,9 +35,21 @@ class ServiceState : public ControlPlane::Listener {
 
   // Makes the journaled changes durable (one write, one fdatasync) and
   // compacts when the journal has grown enough.  Call before answering the
-  // requests that made the changes.  Logs (does not throw) on failure, after
-  // trying a full save() instead.
-  void commit();
+  // requests that made the changes.  Returns "" when they are durable.
+  //
+  // When the journal cannot be written (disk full, I/O error), it tries a
+  // full snapshot instead; when that fails too, nothing of those changes is
+  // on disk: it logs an error and returns why (naming the file and the
+  // error), and the caller must not answer {"ok":true} for them.  The
+  // changes stay in effect in the running daemon; the journal on disk still
+  // ends at the last durable change (so a restart restores exactly what was
+  // acknowledged), and from then on every commit tries a full snapshot
+  // (appending to the journal would leave a gap) and fails the same way until
+  // one succeeds -- then everything in memory is durable again.
+  std::string commit();
+
+  // Changes seen so far (the control server compares it around a request).
+  uint64_t change_count() const { return changes_; }
 
   // Journals a new mark for every outbound SA whose next sequence number
   // reached its saved mark, and commits.
@@ -51,6 +64,10 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t mark_for(uint64_t handle) const;
   // Journals a new reservation when a sequence passed the journaled one.
   void reserve_sequences();
+  // Starts a background compaction (StateStore::start_compaction).
+  void compact();
+  // save(), returning the error text ("" when it worked).
+  std::string try_save();
 
   StateStore* store_;
   ControlPlane& plane_;
@@ -58,6 +75,10 @@ class ServiceState : public ControlPlane::Listener {
   std::map<uint64_t, uint64_t> seq_marks_;  // outbound handle -> saved mark
   uint64_t reserved_sa_sequence_ = 0;       // as journaled / in the snapshot
   uint32_t reserved_policy_id_ = 0;
+  uint64_t changes_ = 0;
+  bool unsaved_ = false;
+  std::chrono::steady_clock::time_point
+      next_retry_{};  // changes in memory are not on disk: the next commit must be a full snapshot
 };
 
 }  // namespace ov2

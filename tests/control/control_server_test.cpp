@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include "control/control_client.h"
@@ -29,13 +30,14 @@ using ::testing::HasSubstr;
 
 class ServerFixture : public ::testing::Test {
  protected:
-  void start(ControlServerOptions opts = {}) {
+  void start(ControlServerOptions opts = {}, const std::function<void(ControlServer&)>& configure = {}) {
     char tmpl[] = "/tmp/ov2ctl-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     base_ = tmpl;
     opts.path = base_ + "/run/ctl.sock";  // run/ does not exist: the server creates it
     path_ = opts.path;
     server_ = std::make_unique<ControlServer>(opts, [this](std::string_view l) { return handler_.handle_line(l); });
+    if (configure) configure(*server_);
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     thread_ = std::thread([this] { server_->run(stop_fd_); });
   }
@@ -267,6 +269,59 @@ TEST_F(ServerFixture, StaleSocketIsReplacedButALiveDaemonIsNot) {
   ControlServerOptions third;
   third.path = stale;
   EXPECT_NO_THROW(ControlServer(third, [](std::string_view) { return std::string(); }));
+}
+
+// Counts the control plane's changes (what ServiceState::change_count does in the daemon).
+struct ChangeCounter : ControlPlane::Listener {
+  std::atomic<uint64_t> n{0};
+  void on_change(const ChangeEvent&) override { ++n; }
+};
+
+TEST_F(ServerFixture, WhenTheChangesCannotBeSavedOnlyTheAnswersOfChangingRequestsBecomeNotSaved) {
+  ChangeCounter changes;
+  plane_.add_listener(&changes);
+  std::atomic<bool> disk_full{true};
+  std::atomic<int> verdicts{0};
+  start({}, [&](ControlServer& server) {
+    server.set_before_answers(
+        [&] {
+          ++verdicts;
+          return disk_full ? std::string("cannot write /x/state.journal: No space left on device") : std::string();
+        },
+        [&] { return changes.n.load(); });
+  });
+  const std::string sa = R"({"dir":"out","mode":"tunnel","src":"192.0.2.1","dst":"192.0.2.2","aead":"aes-gcm-128",)"
+                         R"("key":"000102030405060708090a0b0c0d0e0f10111213","spi":)";
+  const int fd = raw_connect();
+  // Pipelined in one write: a change, a read, a refused change, another change.
+  send_all(fd, R"({"version":1,"op":"sa.add","sa":)" + sa + "4096}}\n" + R"({"version":1,"op":"sa.list"})" + "\n" +
+                   R"({"version":1,"op":"sa.add","sa":{"dir":"sideways"}})" + "\n" +
+                   R"({"version":1,"op":"sa.add","sa":)" + sa + "4097}}\n");
+  const json first = json::parse(read_line(fd));
+  EXPECT_EQ(first["ok"], false);
+  EXPECT_EQ(first["error"]["code"], "not-saved");
+  EXPECT_THAT(first["error"]["message"].get<std::string>(), HasSubstr("No space left on device"));
+  ASSERT_TRUE(first["applied"].contains("handle")) << first.dump();  // in effect: the handle it got
+  EXPECT_FALSE(first["applied"].contains("ok"));
+  const json list = json::parse(read_line(fd));
+  EXPECT_EQ(list["ok"], true) << list.dump();  // a read is answered as always
+  const json refused = json::parse(read_line(fd));
+  EXPECT_EQ(refused["ok"], false);
+  EXPECT_NE(refused["error"]["code"], "not-saved") << refused.dump();  // its own error, unchanged
+  const json fourth = json::parse(read_line(fd));
+  EXPECT_EQ(fourth["error"]["code"], "not-saved") << fourth.dump();
+  EXPECT_EQ(plane_.sas().list().size(), 2u);
+  // Durable again: ok as before.
+  disk_full = false;
+  send_all(fd, R"({"version":1,"op":"sa.add","sa":)" + sa + "4098}}\n");
+  const json fifth = json::parse(read_line(fd));
+  EXPECT_EQ(fifth["ok"], true) << fifth.dump();
+  EXPECT_GE(verdicts.load(), 2);
+  close(fd);
+  uint64_t one = 1;
+  (void)!write(stop_fd_, &one, sizeof one);
+  thread_.join();
+  plane_.remove_listener(&changes);
 }
 
 TEST(ControlClient, MissingDaemonGivesAHint) {

@@ -303,7 +303,8 @@ TEST(StatsReport, WithoutDataPlaneListsSasWithZeroCountersAndSaysSo) {
 // server's own thread (a watched eventfd), as the daemon does.
 class StreamFixture : public ::testing::Test {
  protected:
-  void start(size_t max_queue) {
+  // `hold`: a before-answers hook, as the daemon sets (its lines wait for the durability verdict).
+  void start(size_t max_queue, bool hold = false) {
     char tmpl[] = "/tmp/ov2obs-test-XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     base_ = tmpl;
@@ -313,6 +314,7 @@ class StreamFixture : public ::testing::Test {
     path_ = opts.path;
     server_ = std::make_unique<ControlServer>(opts, [this](std::string_view l) { return handler_.handle_line(l); });
     server_->set_stream_detector([](std::string_view a) { return a.find("\"stream\":\"monitor\"") != a.npos; });
+    if (hold) server_->set_before_answers([] { return std::string(); });
     publish_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     server_->watch(publish_fd_, [this] {
       uint64_t n = 0;
@@ -410,6 +412,18 @@ TEST_F(StreamFixture, SlowSubscriberLosesEventsAndIsToldHowMany) {
   EXPECT_EQ(got.size() + lost.at("count").get<size_t>(), 5000u);
   EXPECT_LT(got.size(), 5000u);
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].at("seq"), i);  // what arrived is in order, a prefix
+  close(fd);
+}
+
+TEST_F(StreamFixture, LinesHeldForTheDurabilityVerdictAreNotLostToTheQueueLimitWithinOneIteration) {
+  start(2048, true);
+  const int fd = subscribe();
+  publish(5000);  // one iteration, ~150 KB: within the held allowance, far beyond the 2 KiB queue
+  for (int i = 0; i < 5000; ++i) {
+    const std::string line = read_line(fd);
+    ASSERT_FALSE(line.empty()) << "line " << i << " never came";
+    ASSERT_EQ(json::parse(line).at("seq"), i) << line;  // no events-lost line in between
+  }
   close(fd);
 }
 

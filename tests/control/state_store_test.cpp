@@ -14,6 +14,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "control/control_plane.h"
 #include "error_of.h"
@@ -468,6 +469,103 @@ TEST(StateJournal, CompactionIsDueWhenTheJournalOutgrowsTheSnapshot) {
   StateStore::LoadReport report;
   EXPECT_EQ(store.load(&report)->sas[0].seq_mark, (uint64_t{5} + n - 1) << 16);
   EXPECT_EQ(report.journal_records, n);
+}
+
+// The files of `from` as they are now, in a fresh directory `to` (a crash at this moment).
+void copy_state_files(const std::string& from, const std::string& to) {
+  std::filesystem::create_directories(to);
+  for (const char* name : {"state.json", "state.journal", "state.journal.next"})
+    if (std::filesystem::exists(from + "/" + name))
+      std::filesystem::copy_file(from + "/" + name, to + "/" + name, std::filesystem::copy_options::overwrite_existing);
+}
+
+std::vector<uint64_t> handles_after_crash(const std::string& dir, StateStore::LoadReport* report) {
+  StateStore again(dir);
+  const auto back = again.load(report);
+  std::vector<uint64_t> handles;
+  if (back)
+    for (const SavedSa& sa : back->sas) handles.push_back(sa.handle);
+  return handles;
+}
+
+TEST(StateJournal, ACrashAtEveryStepOfABackgroundCompactionRestoresEveryCommittedChange) {
+  TempDir dir;
+  setenv("OV2_TEST_COMPACT_DELAY_MS", "400", 1);  // the snapshot waits before its rename
+  StateStore store(dir.str() + "/live");
+  unsetenv("OV2_TEST_COMPACT_DELAY_MS");
+  DaemonState s = sample_state();
+  store.save(s);
+  const uint64_t h3 = uint64_t{3} << 24, h5 = (uint64_t{5} << 24) | 2, h6 = uint64_t{6} << 24 | 7;
+  store.append_policy_deleted(8);
+  store.append_sa_deleted(h5);  // committed before the compaction: in the copy
+  store.commit();
+  s.policies.pop_back();
+  s.sas.pop_back();
+  store.start_compaction(s);
+  EXPECT_TRUE(store.compaction_running());
+  EXPECT_TRUE(std::filesystem::exists(store.next_journal_path()));
+  store.append_sa({h6, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.9", "192.0.2.1", 0x3001), 0});  // after: in .next
+  store.commit();
+  const std::vector<uint64_t> want = {h3, h6};
+
+  // 1. While the snapshot is being written: old snapshot + its journal + the new generation.
+  copy_state_files(store.path().substr(0, store.path().rfind('/')), dir.str() + "/crash1");
+  StateStore::LoadReport report;
+  EXPECT_EQ(handles_after_crash(dir.str() + "/crash1", &report), want);
+  EXPECT_EQ(report.journal_records, 3u);
+  EXPECT_THAT(report.warning, HasSubstr("replayed after"));
+
+  // 2. The snapshot is in place, its journal not yet renamed.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  copy_state_files(store.path().substr(0, store.path().rfind('/')), dir.str() + "/crash2");
+  EXPECT_EQ(handles_after_crash(dir.str() + "/crash2", &report), want);
+  EXPECT_EQ(report.journal_records, 1u);
+  EXPECT_THAT(report.warning, HasSubstr("continues " + dir.str() + "/crash2/state.json"));
+
+  // 3. Finished: state.journal is the new generation; one more change goes there.
+  EXPECT_TRUE(store.finish_compaction(false));
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  EXPECT_FALSE(store.compaction_running());
+  store.append_sa_deleted(h6);
+  store.commit();
+  store.append_seq_mark(h3, uint64_t{9} << 16);
+  store.commit();
+  const auto back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  ASSERT_EQ(back->sas.size(), 1u);
+  EXPECT_EQ(back->sas[0].seq_mark, uint64_t{9} << 16);
+  EXPECT_EQ(report.journal_records, 3u);
+  EXPECT_TRUE(report.warning.empty()) << report.warning;
+}
+
+TEST(StateJournal, AFailedBackgroundCompactionKeepsEverythingAndTheNextOneIsAFullSave) {
+  TempDir dir;
+  StateStore store(dir.str());
+  DaemonState s = sample_state();
+  store.save(s);
+  store.start_compaction(s);
+  // The snapshot cannot be renamed into place: a directory sits where it goes.
+  ASSERT_TRUE(store.finish_compaction(true));  // this one worked
+  std::filesystem::create_directories(store.path() + ".tmp");
+  store.start_compaction(s);
+  store.append_policy_deleted(8);
+  store.append_sa_deleted((uint64_t{5} << 24) | 2);
+  store.commit();
+  EXPECT_THROW(store.finish_compaction(true), Error);
+  std::filesystem::remove(store.path() + ".tmp");
+  StateStore::LoadReport report;
+  auto back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->sas.size(), 1u);  // the old snapshot, its journal and the generation after it
+  s.sas.pop_back();
+  s.policies.pop_back();
+  store.start_compaction(s);  // falls back to a full save: no second generation after the first
+  EXPECT_FALSE(store.compaction_running());
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  back = store.load(&report);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->sas.size(), 1u);
+  EXPECT_EQ(report.journal_records, 0u);
 }
 
 }  // namespace
