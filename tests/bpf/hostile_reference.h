@@ -25,8 +25,10 @@
 //   fragment and ends the walk: its next header is the upper layer.  Any other
 //   value (AH, no-next-header, mobility, unknown numbers) IS the upper layer.
 // ov2_wire (never drops, never writes metadata, passes frames untouched):
-//   not IP -> NOT_IP; malformed -> MALFORMED; fragment -> FRAGMENT (before any
-//   upper-layer check).  ESP (50): 8 header bytes inside the IP packet, else
+//   not IP -> NOT_IP; malformed -> MALFORMED; fragment (before any
+//   upper-layer check): of ESP -> REDIRECT_FRAGMENT (NO_WORKER without an
+//   XSK) unless offset + payload > 65535 or a non-last payload is empty or
+//   not a multiple of 8 (MALFORMED); of anything else -> FRAGMENT.  ESP (50): 8 header bytes inside the IP packet, else
 //   malformed.  UDP (17): 8 header bytes inside the IP packet, else malformed;
 //   destination port other than 4500 -> NOT_ESP; UDP length < 8 or beyond the
 //   IP packet -> malformed; then by UDP payload length (not the frame): 1 byte
@@ -92,6 +94,8 @@ struct L3View {
   uint8_t family = 0;  // enum ov2_family
   uint8_t proto = 0;   // upper-layer protocol
   bool fragment = false;
+  bool frag_more = false;    // fragment: MF / M
+  size_t frag_offset = 0;    // fragment: payload offset in the datagram, bytes
   size_t l4 = 0;      // offset of the upper-layer header
   size_t ip_end = 0;  // offset just past the IP packet by its own length
   std::array<uint8_t, 16> src{}, dst{};
@@ -123,6 +127,8 @@ inline L3View parse_ipv4(const Bytes& f, size_t ip) {
   const bool more_fragments = flags_offset & 0x2000;
   const bool nonzero_offset = (flags_offset & 0x1fff) != 0;
   v.fragment = more_fragments || nonzero_offset;
+  v.frag_more = more_fragments;
+  v.frag_offset = (flags_offset & 0x1fffu) * 8u;
   v.proto = f[ip + 9];
   v.l4 = ip + header_bytes;
   v.ip_end = ip + total;
@@ -158,6 +164,8 @@ inline L3View parse_ipv6(const Bytes& f, size_t ip) {
   if (next == 44) {
     if (at + 8 > v.ip_end) return malformed_l3();
     v.fragment = true;
+    v.frag_more = f[at + 3] & 1;
+    v.frag_offset = be16_at(f, at + 2) & 0xfff8u;
     next = f[at];
     at += 8;
   }
@@ -214,7 +222,16 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return wire_pass(f, OV2_WIRE_PASS_NOT_IP);
   if (l3.status == L3Status::Malformed) return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
-  if (l3.fragment) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+  if (l3.fragment) {
+    // ESP fragments go to the worker for reassembly, unless their offset and
+    // length cannot belong to a datagram of at most 65535 bytes.
+    if (l3.proto != OV2_IPPROTO_ESP) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    const size_t payload = l3.ip_end - l3.l4;
+    if (l3.frag_offset + payload > 65535 || (l3.frag_more && (payload == 0 || payload % 8 != 0)))
+      return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
+    if (!world.worker_xsk) return wire_pass(f, OV2_WIRE_PASS_NO_WORKER);
+    return Expected{false, XDP_REDIRECT, OV2_WIRE_REDIRECT_FRAGMENT, f, {}};
+  }
 
   uint32_t spi = 0;
   bool udp_encapsulated = false;
