@@ -247,6 +247,9 @@ class DataplaneE2E : public ::testing::Test {
     protect(b_, b_.inner_net6, a_.inner_net6, ba_.out_handle, &pb);
   }
 
+  // Transport SAs between the wire addresses (IKE's UDP 500 bypassed), routes
+  // into ov2 with `route_mtu` (0: none; -1: the offload device's route MTU).
+  void setup_transport(bool v6, int route_mtu);
   void run_transport(bool v6);
 
   void start_capture() {
@@ -1084,7 +1087,7 @@ TEST_F(DataplaneE2E, Ipv6OuterTunnelCarriesPingAsEspWithGoodIcvs) {
 }
 
 // Transport mode between the wire addresses themselves (`v6`: IPv6 addresses).
-void DataplaneE2E::run_transport(bool v6) {
+void DataplaneE2E::setup_transport(bool v6, int route_mtu) {
   start_dataplanes();
   const std::string a = v6 ? a_.wire_ip6 : a_.wire_ip, b = v6 ? b_.wire_ip6 : b_.wire_ip;
   const std::string len = v6 ? "/128" : "/32";
@@ -1108,9 +1111,15 @@ void DataplaneE2E::run_transport(bool v6) {
   protect(a_, a + len, b + len, ab_.out_handle, &pa);
   protect(b_, b + len, a + len, ba_.out_handle, &pb);
   // More specific than the wire's connected prefix: the host sends these into ov2.
-  const std::string mtu = route_mtu_ ? " mtu " + std::to_string(a_.dp->device().route_mtu()) : "";
+  if (route_mtu < 0) route_mtu = static_cast<int>(a_.dp->device().route_mtu());
+  const std::string mtu = route_mtu ? " mtu " + std::to_string(route_mtu) : "";
   must("ip -n " + a_.ns->name() + " route add " + b + len + " dev ov2 src " + a + mtu);
   must("ip -n " + b_.ns->name() + " route add " + a + len + " dev ov2 src " + b + mtu);
+}
+
+void DataplaneE2E::run_transport(bool v6) {
+  setup_transport(v6, route_mtu_ ? -1 : 0);
+  const std::string a = v6 ? a_.wire_ip6 : a_.wire_ip, b = v6 ? b_.wire_ip6 : b_.wire_ip;
   ASSERT_TRUE(warm_up(a_, b)) << "no ping answer in transport mode";
   const DataplaneCounters a0 = a_.dp->counters();
   start_capture();
@@ -1375,6 +1384,192 @@ TEST_F(DataplanePmtuE2E, IcmpErrorsAreRateLimitedAndTheRestCountedAsTooBig) {
   EXPECT_GE(icmp, 50u) << "the burst";
   EXPECT_LE(icmp, 50u + static_cast<uint64_t>(ms) + 1) << "the burst plus one a millisecond (" << ms << " ms)";
   EXPECT_GT(too_big, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Outer fragments of ESP (esp/reassembly.h): reassembled before ESP on receive;
+// transport SAs fragment after ESP on transmit.
+
+// Rows of tshark for the ESP on the capture (IPv4): MF, fragment offset, SPI,
+// ICV good, frame length -- tshark reassembles the fragments itself and opens
+// the reassembled ESP with the SAs.
+struct EspWireRow {
+  bool fragment;
+  std::string spi, icv_good;
+  uint64_t frame_len;
+};
+
+class DataplaneFragmentE2E : public DataplaneE2E {
+ protected:
+  std::vector<EspWireRow> esp_rows() {
+    tshark_packets();  // writes the SA table into the private config dir
+    const std::string out = sh_out("WIRESHARK_CONFIG_DIR=" + tmp_.file("wireshark") + " tshark -n -r " + pcap_ +
+                                   " -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE"
+                                   " -Y 'ip.proto == 50' -T fields -E separator=, -E occurrence=f"
+                                   " -e ip.flags.mf -e ip.frag_offset -e esp.spi -e esp.icv_good -e frame.len"
+                                   " 2>/dev/null");
+    tshark_raw_ = out;
+    std::vector<EspWireRow> rows;
+    std::istringstream ss(out);
+    std::string line;
+    while (std::getline(ss, line)) {
+      std::vector<std::string> f;
+      std::string c;
+      std::istringstream ls(line);
+      while (std::getline(ls, c, ',')) f.push_back(c);
+      f.resize(5);
+      const bool mf = f[0] == "1" || f[0] == "True";
+      rows.push_back({mf || (!f[1].empty() && f[1] != "0"), f[2], f[3], f[4].empty() ? 0 : std::stoull(f[4])});
+    }
+    return rows;
+  }
+
+  std::string mac_of(const Endpoint& ep) {
+    std::istringstream ss(sh_out("ip -n " + ep.ns->name() + " -br link show wire"));
+    std::string name, state, mac;
+    ss >> name >> state >> mac;
+    return mac;
+  }
+
+  // Frames of tunnel ESP on the a->b SA carrying an echo request from a's
+  // inner address to b's, cut into outer fragments by scapy
+  // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
+  // private file, never a command line.
+  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id) {
+    const std::string conf = tmp_.file("fragments.json");
+    {
+      std::ofstream f(conf, std::ios::trunc);
+      chmod(conf.c_str(), 0600);
+      f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << seq
+        << ", \"outer_src\": \"" << a_.wire_ip << "\", \"outer_dst\": \"" << b_.wire_ip << "\", \"inner_src\": \""
+        << a_.inner_ip << "\", \"inner_dst\": \"" << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_)
+        << "\", \"dst_mac\": \"" << mac_of(b_) << "\", \"payload\": 1300, \"fragsize\": 512, \"ip_id\": " << ip_id
+        << ", \"kind\": \"" << kind << "\"}";
+    }
+    const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR + "/tests/e2e/esp_fragments.py < " +
+                                   conf + " 2>" + tmp_.file("fragments.err"));
+    std::vector<std::string> frames;
+    std::istringstream ss(out);
+    std::string line;
+    while (std::getline(ss, line)) {
+      std::string f(line.size() / 2, '\0');
+      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<char>(std::stoi(line.substr(2 * i, 2), nullptr, 16));
+      frames.push_back(f);
+    }
+    return frames;
+  }
+};
+
+uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
+  return y.worker_count(c) - x.worker_count(c);
+}
+
+TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePeerReassemblesIt) {
+  // No PMTU discovery on either host: TCP goes without DF too.  Routes into
+  // ov2 without mtu: the host cuts a 3028-byte echo into 1500 + 1500 + 68 for
+  // ov2; the worker reassembles it (transport SAs carry whole datagrams),
+  // protects it (3068 bytes with AES-GCM-128) and sends it in 3 fragments;
+  // the peer reassembles, opens, and gives the 3028-byte echo to its host in
+  // fragments that fit ov2 (1480 bytes with the shim).
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  start_capture();
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 3 -i 0.2 -W 2 -q -M dont -s 3000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxHostFragments), 9u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxFragmented), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxEncapsulated), 9u) << "three ESP fragments per request";
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 9u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::TxFragmented), 3u) << "the replies: " << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 9u);
+  EXPECT_TRUE(tcp_transfer(a_.wire_ip, b_.wire_ip, 256 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  stop_capture();
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_GE(wdelta(b1, b2, WorkerCounter::RxReassembled), 100u) << "full-size TCP segments came in fragments";
+  for (WorkerCounter c : {WorkerCounter::RxReasmTimeout, WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig,
+                          WorkerCounter::RxReasmTableFull, WorkerCounter::RxReasmMalformed,
+                          WorkerCounter::TxReasmFailed}) {
+    EXPECT_EQ(b2.worker_count(c), 0u) << worker_counter_name(c);
+    EXPECT_EQ(a_.dp->counters().worker_count(c), 0u) << worker_counter_name(c);
+  }
+  EXPECT_EQ(a_.dp->counters().worker_count(WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+  // tshark: ESP fragments on the wire, none above the MTU; every ESP datagram
+  // it reassembled opens with a good ICV.
+  uint64_t fragments = 0, good_ab = 0, bad = 0;
+  for (const EspWireRow& r : esp_rows()) {
+    EXPECT_LE(r.frame_len, 14u + 1500u);
+    if (r.fragment) ++fragments;
+    if (r.icv_good == "True" || r.icv_good == "1") {
+      if (r.spi == "0x00003003") ++good_ab;
+    } else if (!r.icv_good.empty()) {
+      ++bad;
+    }
+  }
+  EXPECT_GE(fragments, 18u) << tshark_raw_;
+  EXPECT_GE(good_ab, 3u) << tshark_raw_;
+  EXPECT_EQ(bad, 0u) << tshark_raw_;
+}
+
+TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const std::vector<std::string> frames = scapy_esp_fragments("good", 1000, 0x5151);
+  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  const DataplaneCounters b0 = b_.dp->counters();
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 3u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
+  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 1u) << dump(*b_.dp);
+  // The same datagram again is a replay: reassembled, then refused by the window.
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled) >= 1; }, 3000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxCryptoFailed), 1u) << dump(*b_.dp);
+}
+
+TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppedAndCounted) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> overlap = scapy_esp_fragments("overlap", 2000, 0x6161);
+  ASSERT_EQ(overlap.size(), 4u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", overlap);
+  inject(*a_.ns, "wire", scapy_esp_fragments("beyond", 2001, 0x6262));
+  inject(*a_.ns, "wire", scapy_esp_fragments("unended", 2002, 0x6363));
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::RxFragments) >= 6; }, 3000))
+      << dump(*b_.dp);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmTooBig), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 0u);
+  // The fourth fragment of the overlap datagram started a new entry that
+  // never completes, like the unfinished one: both wait for the timeout.
+  // And the worker still works: a good datagram after all that.
+  inject(*a_.ns, "wire", scapy_esp_fragments("good", 2003, 0x6464));
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled), 1u);
 }
 
 }  // namespace
