@@ -1435,15 +1435,18 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // inner address to b's, cut into outer fragments by scapy
   // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
   // private file, never a command line.
-  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id) {
+  // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
+  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id,
+                                               bool v6 = false) {
     const std::string conf = tmp_.file("fragments.json");
     {
       std::ofstream f(conf, std::ios::trunc);
       chmod(conf.c_str(), 0600);
       f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << seq
-        << ", \"outer_src\": \"" << a_.wire_ip << "\", \"outer_dst\": \"" << b_.wire_ip << "\", \"inner_src\": \""
+        << ", \"outer_src\": \"" << (v6 ? a_.wire_ip6 : a_.wire_ip) << "\", \"outer_dst\": \""
+        << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \""
         << a_.inner_ip << "\", \"inner_dst\": \"" << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_)
-        << "\", \"dst_mac\": \"" << mac_of(b_) << "\", \"payload\": 1300, \"fragsize\": 512, \"ip_id\": " << ip_id
+        << "\", \"dst_mac\": \"" << mac_of(b_) << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
         << ", \"kind\": \"" << kind << "\"}";
     }
     const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR + "/tests/e2e/esp_fragments.py < " +
@@ -1570,6 +1573,34 @@ TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppe
       [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
       << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled), 1u);
+}
+
+TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDropsTheDatagram) {
+  setup_tunnel(true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const std::vector<std::string> frames = scapy_esp_fragments("good", 3000, 0x71717171, true);
+  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  const DataplaneCounters b0 = b_.dp->counters();
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
+  // RFC 5722: a fragment overlapping another by 8 bytes, same bytes or not, drops the datagram.
+  const std::vector<std::string> overlap = scapy_esp_fragments("overlap", 3001, 0x72727272, true);
+  ASSERT_EQ(overlap.size(), 4u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", overlap);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxFragments) >= 4; }, 3000))
+      << dump(*b_.dp);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
 }
 
 }  // namespace
