@@ -295,9 +295,9 @@ class DataplaneE2E : public ::testing::Test {
     return false;
   }
 
-  // tshark's view of the capture, one line per IP packet:
-  // outer src, dst, protocol, esp.spi, esp.icv_good, icmpv6.type.
-  std::vector<std::vector<std::string>> tshark_packets() {
+  // tshark's `fields` (" -e a -e b ...", `n` of them) for the packets of the
+  // capture matching `filter`, one row each, with ESP opened by the SAs.
+  std::vector<std::vector<std::string>> tshark_fields(const std::string& filter, const std::string& fields, size_t n) {
     // The SA table goes to tshark in a private config file, never on a command line.
     const std::string conf = tmp_.file("wireshark");
     mkdir(conf.c_str(), 0700);
@@ -310,13 +310,12 @@ class DataplaneE2E : public ::testing::Test {
       }
     }
     chmod((conf + "/esp_sa").c_str(), 0600);
-    // eth.type says the outer family; occurrence=f picks the outer header's
-    // fields (a decrypted inner header comes later in the frame).
+    // occurrence=f picks the outer header's fields (a decrypted inner header
+    // comes later in the frame).
     std::string out = sh_out("WIRESHARK_CONFIG_DIR=" + conf + " tshark -n -r " + pcap_ +
                              " -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE"
-                             " -Y 'ip or ipv6' -T fields -E separator=, -E occurrence=f"
-                             " -e eth.type -e ip.src -e ip.dst -e ip.proto -e ipv6.src -e ipv6.dst -e ipv6.nxt"
-                             " -e esp.spi -e esp.icv_good -e icmpv6.type -e frame.len 2>/dev/null");
+                             " -Y '" + filter + "' -T fields -E separator=, -E occurrence=f" + fields +
+                             " 2>/dev/null");
     tshark_raw_ = out;
     std::vector<std::vector<std::string>> rows;
     std::istringstream ss(out);
@@ -326,7 +325,21 @@ class DataplaneE2E : public ::testing::Test {
       std::string c;
       std::istringstream ls(line);
       while (std::getline(ls, c, ',')) f.push_back(c);
-      f.resize(11);
+      f.resize(n);
+      rows.push_back(std::move(f));
+    }
+    return rows;
+  }
+
+  // tshark's view of the capture, one line per IP packet:
+  // outer src, dst, protocol, esp.spi, esp.icv_good, icmpv6.type.
+  std::vector<std::vector<std::string>> tshark_packets() {
+    std::vector<std::vector<std::string>> rows;
+    // eth.type says the outer family.
+    for (const auto& f : tshark_fields("ip or ipv6",
+                                       " -e eth.type -e ip.src -e ip.dst -e ip.proto -e ipv6.src -e ipv6.dst"
+                                       " -e ipv6.nxt -e esp.spi -e esp.icv_good -e icmpv6.type -e frame.len",
+                                       11)) {
       const bool v6 = f[0] == "0x86dd";
       // -> src dst proto spi icv_good icmpv6_type
       rows.push_back({v6 ? f[4] : f[1], v6 ? f[5] : f[2], v6 ? f[6] : f[3], f[7], f[8], f[9], f[10]});
@@ -1402,22 +1415,9 @@ struct EspWireRow {
 class DataplaneFragmentE2E : public DataplaneE2E {
  protected:
   std::vector<EspWireRow> esp_rows() {
-    tshark_packets();  // writes the SA table into the private config dir
-    const std::string out = sh_out("WIRESHARK_CONFIG_DIR=" + tmp_.file("wireshark") + " tshark -n -r " + pcap_ +
-                                   " -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE"
-                                   " -Y 'ip.proto == 50' -T fields -E separator=, -E occurrence=f"
-                                   " -e ip.flags.mf -e ip.frag_offset -e esp.spi -e esp.icv_good -e frame.len"
-                                   " 2>/dev/null");
-    tshark_raw_ = out;
     std::vector<EspWireRow> rows;
-    std::istringstream ss(out);
-    std::string line;
-    while (std::getline(ss, line)) {
-      std::vector<std::string> f;
-      std::string c;
-      std::istringstream ls(line);
-      while (std::getline(ls, c, ',')) f.push_back(c);
-      f.resize(5);
+    for (const auto& f : tshark_fields(
+             "ip.proto == 50", " -e ip.flags.mf -e ip.frag_offset -e esp.spi -e esp.icv_good -e frame.len", 5)) {
       const bool mf = f[0] == "1" || f[0] == "True";
       rows.push_back({mf || (!f[1].empty() && f[1] != "0"), f[2], f[3], f[4].empty() ? 0 : std::stoull(f[4])});
     }
@@ -1461,10 +1461,46 @@ class DataplaneFragmentE2E : public DataplaneE2E {
     }
     return frames;
   }
+
+  // b's counters once its worker has taken `n` more fragments than in
+  // `before` (and 200 ms more for the rest of their path).
+  DataplaneCounters counters_after_fragments(const DataplaneCounters& before, uint64_t n) {
+    EXPECT_TRUE(e2e::wait_for(
+        [&] { return b_.dp->counters().worker_count(WorkerCounter::RxFragments) -
+                         before.worker_count(WorkerCounter::RxFragments) >= n; },
+        3000))
+        << dump(*b_.dp);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return b_.dp->counters();
+  }
+
+  void expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6, std::vector<std::string>* frames,
+                                            DataplaneCounters* after);
 };
 
 uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
   return y.worker_count(c) - x.worker_count(c);
+}
+
+// Injects scapy's 3 fragments of one good echo request a -> b (`seq`, IP id
+// `ip_id`, outer IPv6 if `v6`) and checks b reassembled and opened it once
+// and answered through its SA.  The frames and b's counters after go out.
+void DataplaneFragmentE2E::expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6,
+                                                                std::vector<std::string>* frames,
+                                                                DataplaneCounters* after) {
+  *frames = scapy_esp_fragments("good", seq, ip_id, v6);
+  ASSERT_EQ(frames->size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  const DataplaneCounters b0 = b_.dp->counters();
+  inject(*a_.ns, "wire", *frames);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  *after = b_.dp->counters();
+  EXPECT_EQ(after->wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxFragments), 3u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxDecapsulated), 1u);
+  EXPECT_EQ(after->verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 1u) << dump(*b_.dp);
 }
 
 TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePeerReassemblesIt) {
@@ -1524,19 +1560,9 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
 TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
   setup_tunnel(false);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
-  const std::vector<std::string> frames = scapy_esp_fragments("good", 1000, 0x5151);
-  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
-  const DataplaneCounters b0 = b_.dp->counters();
-  inject(*a_.ns, "wire", frames);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
-      << "b answered the echo request through its SA: " << dump(*b_.dp);
-  const DataplaneCounters b1 = b_.dp->counters();
-  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
-  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 3u);
-  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
-  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
-  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 1u) << dump(*b_.dp);
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(1000, 0x5151, false, &frames, &b1));
   // The same datagram again is a replay: reassembled, then refused by the window.
   inject(*a_.ns, "wire", frames);
   ASSERT_TRUE(e2e::wait_for(
@@ -1556,11 +1582,8 @@ TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppe
   inject(*a_.ns, "wire", overlap);
   inject(*a_.ns, "wire", scapy_esp_fragments("beyond", 2001, 0x6262));
   inject(*a_.ns, "wire", scapy_esp_fragments("unended", 2002, 0x6363));
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::RxFragments) >= 6; }, 3000))
-      << dump(*b_.dp);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  const DataplaneCounters b1 = b_.dp->counters();
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(b1 = counters_after_fragments(b0, 6));
   EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmTooBig), 1u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
@@ -1578,26 +1601,15 @@ TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppe
 TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDropsTheDatagram) {
   setup_tunnel(true);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
-  const std::vector<std::string> frames = scapy_esp_fragments("good", 3000, 0x71717171, true);
-  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
-  const DataplaneCounters b0 = b_.dp->counters();
-  inject(*a_.ns, "wire", frames);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
-      << "b answered the echo request through its SA: " << dump(*b_.dp);
-  const DataplaneCounters b1 = b_.dp->counters();
-  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
-  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
-  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(3000, 0x71717171, true, &frames, &b1));
   // RFC 5722: a fragment overlapping another by 8 bytes, same bytes or not, drops the datagram.
   const std::vector<std::string> overlap = scapy_esp_fragments("overlap", 3001, 0x72727272, true);
   ASSERT_EQ(overlap.size(), 4u) << e2e::read_file(tmp_.file("fragments.err"));
   inject(*a_.ns, "wire", overlap);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxFragments) >= 4; }, 3000))
-      << dump(*b_.dp);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  const DataplaneCounters b2 = b_.dp->counters();
+  DataplaneCounters b2;
+  ASSERT_NO_FATAL_FAILURE(b2 = counters_after_fragments(b1, 4));
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
