@@ -9,8 +9,11 @@
  * before ESP (RFC 4303 §3.4.1; this kernel has no ESP, so the stack could only
  * drop them).  A non-first fragment has no SPI: every ESP fragment with a sane
  * offset goes, and the worker drops a reassembled datagram without an SA.
- * Fragments of anything else, UDP-encapsulated ESP included (a non-first UDP
- * fragment has no port to tell NAT-T from other UDP), stay the stack's. */
+ * UDP fragments go only to a destination that has an inbound UDP-encapsulated
+ * SA (natt_dests, kept by user space): a non-first UDP fragment has no port,
+ * so NAT-T ESP cannot be told from IKE there; the worker opens what is ESP
+ * with an SA and hands any other reassembled datagram up through ov2 as a
+ * plain packet.  Fragments of anything else stay the stack's. */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
@@ -31,6 +34,14 @@ struct {
 	__type(key, struct ov2_sa_key);
 	__type(value, struct ov2_sa_value);
 } sa_map SEC(".maps");
+
+/* (SPI 0, family, destination) -> number of inbound UDP-encapsulated SAs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OV2_MAX_NATT_DESTS);
+	__type(key, struct ov2_sa_key);
+	__type(value, __u32);
+} natt_dests SEC(".maps");
 
 OV2_XSK_MAP(xsks_map);
 OV2_COUNTER_MAP(wire_counters, OV2_WIRE_COUNTER_MAX);
@@ -78,8 +89,14 @@ int ov2_wire(struct xdp_md *ctx)
 	if (l3.fragment) {
 		__u32 payload = l3.ip_end - l3.l4;
 
-		if (l3.proto != OV2_IPPROTO_ESP)
+		if (l3.proto == IPPROTO_UDP) {
+			key.family = l3.family;
+			__builtin_memcpy(key.daddr, l3.daddr, sizeof(key.daddr));
+			if (!bpf_map_lookup_elem(&natt_dests, &key))
+				return pass(OV2_WIRE_PASS_FRAGMENT);
+		} else if (l3.proto != OV2_IPPROTO_ESP) {
 			return pass(OV2_WIRE_PASS_FRAGMENT);
+		}
 		/* RFC 791 / 8200: the datagram ends within 65535 bytes and every
 		 * fragment but the last carries a non-zero multiple of 8. */
 		if ((__u32)l3.frag_offset + payload > OV2_MAX_DATAGRAM ||

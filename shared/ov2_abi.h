@@ -170,6 +170,7 @@ OV2_STATIC_ASSERT(offsetof(struct ov2_shim, rx_info) == 16, "shim rx_info offset
 /* Maps                                                                     */
 /* ------------------------------------------------------------------------ */
 #define OV2_MAX_SAS 262144      /* inbound SA map capacity (bundles) */
+#define OV2_MAX_NATT_DESTS 4096 /* local addresses with an inbound UDP-encapsulated SA (natt_dests) */
 #define OV2_MAX_POLICIES 16384  /* SPD entries per direction */
 #define OV2_SPD_MAX_CANDIDATES 16 /* policies whose dst prefix covers one trie leaf */
 #define OV2_MAX_QUEUES 64

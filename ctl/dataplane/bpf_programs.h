@@ -60,10 +60,14 @@ class BpfPrograms {
   void detach_all();
 
   // Inbound SA map (ov2_wire).  put: Error(ResourceExhausted) when full;
-  // delete: Error(NotFound) if the key is not there.
+  // delete: Error(NotFound) if the key is not there.  Both also keep
+  // natt_dests: the destinations with at least one UDP-encapsulated inbound
+  // SA, whose UDP fragments ov2_wire sends to the worker for reassembly.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
+  // True if the SA key's (family, destination) is in natt_dests.
+  bool natt_destination(const ov2_sa_key& key) const;
 
   // SPD (ov2_tx): the compiled form, see spd_compiler.h.
   int spd_trie_fd() const;
@@ -94,6 +98,7 @@ class BpfPrograms {
   int verdict_prog_fd() const;
 
  private:
+  void count_natt_destination(const ov2_sa_key& sa_key, int delta);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

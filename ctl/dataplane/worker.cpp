@@ -88,6 +88,8 @@ const char* worker_counter_name(WorkerCounter c) {
       return "rx-reasm-malformed";
     case WorkerCounter::RxFragmentedForHost:
       return "rx-fragmented-for-host";
+    case WorkerCounter::RxReasmPassed:
+      return "rx-reasm-passed";
     case WorkerCounter::TxHostFragments:
       return "tx-host-fragments";
     case WorkerCounter::TxReassembled:
@@ -757,6 +759,16 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     std::memcpy(&key.spi_be, l4, 4);
   }
   const SaRuntimeEntry* sa = sas_.find_inbound(key);
+  const bool not_natt = proto == IPPROTO_UDP && (l4[2] << 8 | l4[3]) != OV2_NATT_PORT;
+  if (reassembled && proto == IPPROTO_UDP && (!sa || not_natt)) {
+    // A UDP datagram ov2_wire sent for its fragments (natt_dests) that is
+    // not NAT-T ESP with an SA (IKE, say): up through ov2 as a plain packet
+    // (SA handle 0, no CryptoDone: ov2_verdict's accept-plain).
+    esp::Packet plain{ip, ip_len, offset + l2, fs - offset - len};
+    const uint32_t pieces = to_host(plain, 0, 0, out);
+    if (pieces) count(WorkerCounter::RxReasmPassed);
+    return pieces;
+  }
   if (!sa) {
     count(WorkerCounter::RxNoSa);
     return 0;
@@ -834,6 +846,15 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
                           esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->spec().mode));
   }
+  const uint32_t pieces = to_host(p, sa->handle, rx_info, out);
+  if (pieces == 0) return 0;
+  count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
+        : success       ? WorkerCounter::RxDecapsulated
+                        : WorkerCounter::RxCryptoFailed);
+  return pieces;
+}
+
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if (p.headroom < kShimFrame || p.len == 0) {
     count(WorkerCounter::RxMalformed);
@@ -844,6 +865,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   // fits with the shim, a reassembled one's may not.  IPv4 without DF goes
   // up in fragments (the host reassembles, each piece carries the same
   // receive word); anything else that big cannot reach the host.
+  const uint32_t fs = umem_->frame_size();
   const uint32_t host_mtu = cfg_.wire_mtu + 4 - OV2_SHIM_SIZE;
   uint32_t pieces = 1;
   if (p.len > host_mtu) {
@@ -857,15 +879,12 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
       uint64_t frame = 0;
       umem_->alloc(&frame);  // cannot fail: checked free_frames() above
       uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + fs_off));
-      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa->handle, rx_info, &out[i]);
+      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i]);
     }
     p.len = esp::ipv4_fragment(p.data, host_mtu, 0, p.data);
     count(WorkerCounter::RxFragmentedForHost);
   }
-  frame_for_host(p.data, p.len, sa->handle, rx_info, out);
-  count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
-        : success       ? WorkerCounter::RxDecapsulated
-                        : WorkerCounter::RxCryptoFailed);
+  frame_for_host(p.data, p.len, sa_handle, rx_info, out);
   return pieces;
 }
 

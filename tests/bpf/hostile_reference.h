@@ -26,9 +26,10 @@
 //   value (AH, no-next-header, mobility, unknown numbers) IS the upper layer.
 // ov2_wire (never drops, never writes metadata, passes frames untouched):
 //   not IP -> NOT_IP; malformed -> MALFORMED; fragment (before any
-//   upper-layer check): of ESP -> REDIRECT_FRAGMENT (NO_WORKER without an
-//   XSK) unless offset + payload > 65535 or a non-last payload is empty or
-//   not a multiple of 8 (MALFORMED); of anything else -> FRAGMENT.  ESP (50): 8 header bytes inside the IP packet, else
+//   upper-layer check): of ESP, or of UDP to a destination that has a
+//   UDP-encapsulated SA -> REDIRECT_FRAGMENT (NO_WORKER without an XSK)
+//   unless offset + payload > 65535 or a non-last payload is empty or not a
+//   multiple of 8 (MALFORMED); of anything else -> FRAGMENT.  ESP (50): 8 header bytes inside the IP packet, else
 //   malformed.  UDP (17): 8 header bytes inside the IP packet, else malformed;
 //   destination port other than 4500 -> NOT_ESP; UDP length < 8 or beyond the
 //   IP packet -> malformed; then by UDP payload length (not the frame): 1 byte
@@ -65,6 +66,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -206,12 +208,16 @@ struct WireWorld {
   // (SPI, family, destination bytes; IPv4 in the first 4) -> SA.
   std::map<std::tuple<uint32_t, uint8_t, std::array<uint8_t, 16>>, SaEntry> sas;
   bool worker_xsk = false;  // an XSK registered for queue 0
+  // (family, destination) with a UDP-encapsulated SA: natt_dests.
+  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> natt_dests;
 
   void add(uint32_t spi, const std::string& dst, SaEntry sa) {
     const Bytes d = addr(dst);
     std::array<uint8_t, 16> key{};
     std::copy(d.begin(), d.end(), key.begin());
-    sas[{spi, static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6), key}] = sa;
+    const uint8_t family = static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6);
+    sas[{spi, family, key}] = sa;
+    if (sa.udp_encap) natt_dests.insert({family, key});
   }
 };
 
@@ -225,7 +231,8 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   if (l3.fragment) {
     // ESP fragments go to the worker for reassembly, unless their offset and
     // length cannot belong to a datagram of at most 65535 bytes.
-    if (l3.proto != OV2_IPPROTO_ESP) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    if (l3.proto == 17 ? !world.natt_dests.count({l3.family, l3.dst}) : l3.proto != OV2_IPPROTO_ESP)
+      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
     const size_t payload = l3.ip_end - l3.l4;
     if (l3.frag_offset + payload > 65535 || (l3.frag_more && (payload == 0 || payload % 8 != 0)))
       return wire_pass(f, OV2_WIRE_PASS_MALFORMED);

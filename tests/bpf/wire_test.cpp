@@ -215,11 +215,12 @@ TEST_F(WireTest, EthernetPaddingAfterTheIpPacketIsAccepted) {
   expect_pass(frame, OV2_WIRE_PASS_NO_WORKER);
 }
 
-Bytes v4_fragment(uint16_t frag_off, uint8_t proto = kProtoEsp, size_t esp_payload = 48) {
+Bytes v4_fragment(uint16_t frag_off, uint8_t proto = kProtoEsp, size_t esp_payload = 48,
+                  const std::string& dst = "192.0.2.2") {
   FrameBuilder::Ipv4Options o;
   o.frag_off = frag_off;
   FrameBuilder b;
-  b.ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", proto, o);
+  b.ethernet(kEthIpv4).ipv4("198.51.100.1", dst, proto, o);
   if (proto == kProtoUdp) return b.udp(4500, 4500).esp(kUdpSpi, 1).build();
   return b.esp(kEspSpi, 1, esp_payload).build();
 }
@@ -266,21 +267,59 @@ TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
   expect_pass(v6_fragment(10, false), OV2_WIRE_PASS_NO_WORKER);
 }
 
-TEST_F(WireTest, FragmentsOfAnythingButEspStayTheStacks) {
+// A non-first UDP fragment has no port: UDP fragments go to the worker only
+// for a destination with a UDP-encapsulated SA (natt_dests); the rest, and
+// every other protocol, stay the stack's.
+TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
-  expect_pass(v4_fragment(0x2000, kProtoUdp), OV2_WIRE_PASS_FRAGMENT, "UDP 4500 first fragment");
-  expect_pass(FrameBuilder()
-                  .ethernet(kEthIpv6)
-                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
-                  .ipv6_fragment(kProtoUdp, 0, true)
-                  .udp(4500, 4500)
-                  .esp(kV6UdpSpi, 1)
-                  .build(),
-              OV2_WIRE_PASS_FRAGMENT, "IPv6 UDP 4500 first fragment");
+  auto expect_redirect = [](const Bytes& frame, const std::string& what) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  };
+  expect_redirect(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
+  expect_redirect(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
+  expect_redirect(FrameBuilder()
+                      .ethernet(kEthIpv6)
+                      .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
+                      .ipv6_fragment(kProtoUdp, 0, true)
+                      .udp(4500, 4500)
+                      .esp(kV6UdpSpi, 1)
+                      .build(),
+                  "IPv6 UDP first fragment to a NAT-T SA's destination");
+  expect_pass(v4_fragment(0x2000, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP to another address");
+  expect_pass(v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP last to another");
   FrameBuilder::Ipv4Options more;
   more.frag_off = 0x2000 | 3;
   expect_pass(FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoTcp, more).tcp(1, 2).build(),
               OV2_WIRE_PASS_FRAGMENT, "TCP");
+  // Malformed sizes are malformed for UDP too.
+  expect_pass(v4_fragment(0x1fff, kProtoUdp), OV2_WIRE_PASS_MALFORMED, "UDP past 65535");
+}
+
+TEST_F(WireTest, NattDestinationsFollowTheUdpEncapsulatedSasCountedPerAddress) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const ov2_sa_key k1 = sa_key(0x7001, "192.0.2.7"), k2 = sa_key(0x7002, "192.0.2.7");
+  const Bytes frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
+  EXPECT_FALSE(programs().natt_destination(k1));
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_TRUE(programs().natt_destination(k1));
+  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced: still one each
+  programs().delete_inbound_sa(k1);
+  EXPECT_TRUE(programs().natt_destination(k2)) << "the other SA still needs it";
+  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // now plain ESP
+  EXPECT_FALSE(programs().natt_destination(k2));
+  expect_pass(frag, OV2_WIRE_PASS_FRAGMENT, "no UDP-encapsulated SA left");
+  programs().delete_inbound_sa(k2);
+  EXPECT_FALSE(programs().natt_destination(k2));
 }
 
 TEST_F(WireTest, EspFragmentsWithImpossibleOffsetsOrLengthsAreMalformed) {

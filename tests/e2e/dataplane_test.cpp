@@ -1436,8 +1436,9 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
   // private file, never a command line.
   // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
+  // `natt`: ESP in UDP 4500 (setup_tunnel(false, 0, true)).
   std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id,
-                                               bool v6 = false) {
+                                               bool v6 = false, bool natt = false) {
     const std::string conf = tmp_.file("fragments.json");
     {
       std::ofstream f(conf, std::ios::trunc);
@@ -1447,7 +1448,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
         << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \""
         << a_.inner_ip << "\", \"inner_dst\": \"" << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_)
         << "\", \"dst_mac\": \"" << mac_of(b_) << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
-        << ", \"kind\": \"" << kind << "\"}";
+        << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"}";
     }
     const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR + "/tests/e2e/esp_fragments.py < " +
                                    conf + " 2>" + tmp_.file("fragments.err"));
@@ -1613,6 +1614,52 @@ TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDro
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+}
+
+TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressGoesUpPlain) {
+  setup_tunnel(false, 0, true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  // What an IKE daemon on b would see: a socket on UDP 4500.  The datagram
+  // comes up through ov2 (accept-plain) with the peer's wire address as its
+  // source; ov2 has no IPv4 address, so any reverse-path filter (strict or
+  // loose) drops it (IPReversePathFilter): rp_filter must be 0 for ov2.
+  must(b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ov2.rp_filter=0"));
+  const std::string listener = tmp_.file("ike_listener.py");
+  {
+    std::ofstream f(listener);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.bind(('0.0.0.0', 4500))\n"
+         "s.settimeout(15)\n"
+         "d, a = s.recvfrom(65535)\n"
+         "print(len(d), a[0], d[:4].hex(), flush=True)\n";
+  }
+  Child ike(b_.ns->exec("/usr/bin/python3 " + listener), tmp_.file("ike.log"));
+  ASSERT_TRUE(e2e::wait_for([&] { return sh(b_.ns->exec("ss -lun | grep -q ':4500 '")) == 0; }, 5000));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> esp = scapy_esp_fragments("good", 4000, 0x8181, false, true);
+  ASSERT_EQ(esp.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", esp);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
+  // A fragmented UDP 4500 datagram with the non-ESP marker (a big IKE message).
+  const std::vector<std::string> ike_frames = scapy_esp_fragments("ike", 4001, 0x8282, false, true);
+  ASSERT_EQ(ike_frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", ike_frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(tmp_.file("ike.log")).find(' ') != std::string::npos; }, 5000))
+      << "the IKE datagram did not reach b's socket: " << dump(*b_.dp)
+      << sh_out(b_.ns->exec("nstat -az 2>&1 | grep -E 'Udp|ReversePath|Martian' | grep -v ' 0 '"));
+  EXPECT_EQ(e2e::read_file(tmp_.file("ike.log")), "1304 " + a_.wire_ip + " 00000000\n");
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmPassed), 1u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+  EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 1u) << dump(*b_.dp);
 }
 
 }  // namespace

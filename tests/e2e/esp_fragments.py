@@ -6,18 +6,21 @@ Ethernet frames in hex, one per line, in the order to send them.
 The configuration (JSON, with the key) comes on stdin, never on the command
 line: spi, key (hex, key||salt), seq, outer_src, outer_dst (IPv6 addresses:
 IPv6 outer header and fragment headers, fragment6()), inner_src,
-inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id, kind:
+inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id,
+natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), kind:
   good      the fragments, last first (any order must do)
   overlap   IPv4: a copy of the second fragment with other bytes after it
             (overlap with differing data: the datagram is dropped); IPv6: a
             copy of the second fragment 8 bytes further (any overlap drops)
   beyond    one fragment whose end lies beyond what a frame holds (too big)
   unended   the first fragment only (never completes)
+  ike       not ESP: a UDP 4500 datagram with the non-ESP marker and `payload`
+            bytes (what a big IKE message looks like), fragmented
 """
 import json
 import sys
 
-from scapy.all import ICMP, IP, IPv6, Ether, IPv6ExtHdrFragment, Raw, fragment, fragment6, raw
+from scapy.all import ICMP, IP, UDP, IPv6, Ether, IPv6ExtHdrFragment, Raw, fragment, fragment6, raw
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 c = json.loads(sys.stdin.read())
@@ -34,12 +37,17 @@ if v6:
     frags = [IPv6(raw(f)) for f in fragment6(whole, c["fragsize"])]
 else:
     outer = IP(esp)
+    if c.get("natt") or c["kind"] == "ike":
+        # scapy 2.5 writes a wrong NAT-T UDP length: the UDP header is ours.
+        body = bytes(4) + bytes(i % 251 for i in range(c["payload"])) if c["kind"] == "ike" else esp[20:]
+        outer = IP(src=c["outer_src"], dst=c["outer_dst"]) / UDP(sport=4500, dport=4500) / Raw(body)
+        outer = IP(raw(outer))
     outer.flags = 0
     outer.id = c["ip_id"]
     del outer.chksum
     frags = [IP(raw(f)) for f in fragment(IP(raw(outer)), fragsize=c["fragsize"])]
 kind = c["kind"]
-if kind == "good":
+if kind in ("good", "ike"):
     frags.reverse()
 elif kind == "overlap" and v6:
     b = bytearray(raw(frags[1]))
