@@ -8,8 +8,10 @@
 //   ov2_verdict TC ingress on the host end (data_meta -> accept / count+drop / event)
 //
 // Maps (one set per skeleton; names as in `bpftool map`):
-//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), xsks_map (XSKMAP by
-//                rx queue), wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
+//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), natt_dests (HASH
+//                ov2_sa_key with SPI 0 -> count of UDP-encapsulated inbound
+//                SAs to that address), xsks_map (XSKMAP by rx queue),
+//                wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
 //   ov2_tx:      spd_trie (LPM_TRIE ov2_spd_trie_key -> ov2_spd_candidates),
 //                spd_entries (ARRAY of ov2_spd_entry), xsks_map, tx_counters
 //   ov2_deliver: deliver_counters; the shim cookie is in .rodata (set at load)
