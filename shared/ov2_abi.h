@@ -245,7 +245,7 @@ enum ov2_wire_counter {
 	OV2_WIRE_RX = 0,
 	OV2_WIRE_PASS_NOT_IP,        /* ARP, LLDP, anything but IPv4/IPv6 */
 	OV2_WIRE_PASS_NOT_ESP,       /* IP that is neither ESP nor UDP/4500 */
-	OV2_WIRE_PASS_FRAGMENT,      /* IP fragments of anything but ESP: reassembly is the stack's */
+	OV2_WIRE_PASS_FRAGMENT,      /* other IP fragments (not ESP, not UDP to a NAT-T SA's address): the stack's */
 	OV2_WIRE_PASS_IKE,           /* UDP/4500 with the non-ESP marker */
 	OV2_WIRE_PASS_KEEPALIVE,     /* UDP/4500 NAT keepalive (one 0xff byte) */
 	OV2_WIRE_PASS_NO_SA,         /* ESP whose (SPI, dst) has no inbound SA */
@@ -253,7 +253,7 @@ enum ov2_wire_counter {
 	OV2_WIRE_PASS_ENCAP_MISMATCH,/* ESP vs UDP-ESP does not match the SA */
 	OV2_WIRE_PASS_NO_WORKER,     /* SA known but no XSK on this queue */
 	OV2_WIRE_REDIRECT,           /* to the worker */
-	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment, to the worker, which reassembles */
+	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment, or UDP to a NAT-T SA's address: the worker reassembles */
 	OV2_WIRE_COUNTER_MAX,
 };
 
