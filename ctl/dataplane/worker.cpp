@@ -548,8 +548,8 @@ void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::Outbo
     uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + ip_offset));
     const uint32_t len = esp::ipv4_fragment(p.data, mtu, i, ip);
     esp::Packet f{ip, len, ip_offset - ETH_HLEN, fs - ip_offset - len};
-    const bool sent = sa ? send_on_wire(f, sa, nullptr, now_ns, slots)
-                         : put_on_wire(f, WorkerCounter::TxEncapsulated, slots);
+    const bool sent =
+        sa ? send_on_wire(f, sa, nullptr, now_ns, slots) : put_on_wire(f, WorkerCounter::TxEncapsulated, slots);
     if (!sent) umem_->release(frame);
   }
   const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
@@ -720,8 +720,8 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   }
   uint8_t* ip = data + l2;
   uint32_t ip_len = len - l2;
-  const bool reassembled = !handed_off && esp::Reassembly::is_fragment(ip, ip_len) &&
-                           (type == htons(ETH_P_IP) || type == htons(ETH_P_IPV6));
+  const bool reassembled =
+      !handed_off && esp::Reassembly::is_fragment(ip, ip_len) && (type == htons(ETH_P_IP) || type == htons(ETH_P_IPV6));
   if (reassembled) {
     ip_len = reassemble(rx_reassembly_, ip, ip_len, fs - offset - l2, now_ns);
     if (ip_len == 0) return 0;  // held (copied) or dropped: the frame is free again

@@ -78,19 +78,19 @@ enum class WorkerCounter : uint32_t {
   RxPolicyMismatch,   // opened fine, but the inbound SPD does not allow the inner packet on its SA
                       // (inbound_policy.h): delivered with CryptoDone+GENERIC_ERROR (host drops)
   // Outer fragments of ESP (esp/reassembly.h), reassembled before ESP:
-  RxFragments,               // fragments received from the wire (each also in rx-packets)
-  RxReassembled,             // datagrams completed and passed on to ESP processing
-  RxReasmTimeout,            // datagrams dropped incomplete after the timeout
-  RxReasmOverlap,            // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
-  RxReasmTooBig,             // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
-  RxReasmTableFull,          // fragments of a new datagram dropped: all entries in use
-  RxReasmMalformed,          // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
-  RxFragmentedForHost,       // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
-  RxReasmPassed,             // reassembled UDP that is not NAT-T ESP with an SA (IKE...): up through ov2, plain
+  RxFragments,          // fragments received from the wire (each also in rx-packets)
+  RxReassembled,        // datagrams completed and passed on to ESP processing
+  RxReasmTimeout,       // datagrams dropped incomplete after the timeout
+  RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
+  RxReasmTooBig,        // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
+  RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
+  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
+  RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
+  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): up through ov2, plain
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
-  TxHostFragments,           // fragments from the host for a transport SA
-  TxReassembled,             // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
-  TxReasmFailed,             // host datagrams dropped: timeout, overlap, too big, table full, malformed
+  TxHostFragments,  // fragments from the host for a transport SA
+  TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
+  TxReasmFailed,    // host datagrams dropped: timeout, overlap, too big, table full, malformed
   Count
 };
 
@@ -187,8 +187,7 @@ class Worker {
   // Fragments 1..k-1 of `p` (at most `mtu` bytes each) to the wire in frames
   // from the free list, each ESP-encapsulated with `sa` first if it is given;
   // `p` becomes fragment 0, for the caller to send.  Counts tx-fragmented.
-  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns,
-                      TxSlots& slots);
+  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots);
   // Wire TX slots (and free frames) a transport packet's outer fragments may need.
   uint32_t outer_fragments_at_most() const;
   // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.
@@ -203,8 +202,7 @@ class Worker {
   // (n <= kMaxHostPieces: more than one only for a reassembled inner IPv4
   // packet too big for ov2, sent up in fragments) and returns n; 0: the frame
   // is the caller's to release (dropped, held for reassembly or handed off).
-  uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
-                           bool handed_off);
+  uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
   // The IP packet `p` to the host end: shim frames into out[0..n), in
   // fragments if it is IPv4 too big for ov2; returns n, 0 if it cannot go.
   uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out);

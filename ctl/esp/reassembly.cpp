@@ -41,8 +41,8 @@ bool parse(const uint8_t* ip, uint32_t len, FragmentView* f) {
     const uint32_t total = be16(ip + 2);
     if (ihl < 20 || total < ihl || total > len) return false;
     const uint16_t fo = be16(ip + 6);
-    *f = {4, ip[9], be16(ip + 4), ip + 12, ip + 16, ip, ihl, ip + ihl, (fo & 0x1fffu) * 8u, total - ihl,
-          (fo & 0x2000) != 0};
+    *f = {4,   ip[9],    be16(ip + 4),        ip + 12,     ip + 16,           ip,
+          ihl, ip + ihl, (fo & 0x1fffu) * 8u, total - ihl, (fo & 0x2000) != 0};
     return true;
   }
   if ((ip[0] >> 4) == 6) {
@@ -72,8 +72,8 @@ struct Reassembly::Entry {
   uint32_t header_len = 0;
   uint32_t total = 0;  // payload bytes, once the last fragment is in
   uint32_t fragments = 0;
-  uint8_t* buffer = nullptr;    // limits.buffer_bytes: header room, then the payload
-  Fragment* held = nullptr;     // limits.max_fragments, sorted by start
+  uint8_t* buffer = nullptr;  // limits.buffer_bytes: header room, then the payload
+  Fragment* held = nullptr;   // limits.max_fragments, sorted by start
 };
 
 Reassembly::Reassembly(const Limits& limits) : limits_(limits) {
@@ -108,8 +108,8 @@ Reassembly::Entry* Reassembly::find_or_create(uint8_t family, const uint8_t* src
       continue;
     }
     // RFC 791: (src, dst, protocol, id); RFC 8200: (src, dst, id).
-    if (e.id == id && e.family == family && (family == 6 || e.proto == proto) &&
-        std::memcmp(e.src, src, alen) == 0 && std::memcmp(e.dst, dst, alen) == 0)
+    if (e.id == id && e.family == family && (family == 6 || e.proto == proto) && std::memcmp(e.src, src, alen) == 0 &&
+        std::memcmp(e.dst, dst, alen) == 0)
       return &e;
   }
   if (!free_entry) {
@@ -141,8 +141,7 @@ Reassembly::Result Reassembly::drop(Entry& e, FragmentDrop why) {
   return {Kind::Dropped, why};
 }
 
-Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out,
-                                   uint32_t out_room) {
+Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room) {
   FragmentView f;
   if (!parse(ip, len, &f)) return {Kind::Dropped, FragmentDrop::Malformed};
   if (f.family == 4 && f.offset == 0 && !f.more) return {Kind::Dropped, FragmentDrop::Malformed};  // not a fragment
@@ -184,8 +183,7 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
     const bool same_range = h.start == f.offset && h.end == end;
     if (f.family == 6 && !same_range) return drop(*e, FragmentDrop::Overlap);  // RFC 5722
     const uint32_t lo = std::max(h.start, f.offset), hi = std::min(h.end, end);
-    if (std::memcmp(payload + lo, f.payload + (lo - f.offset), hi - lo) != 0)
-      return drop(*e, FragmentDrop::Overlap);
+    if (std::memcmp(payload + lo, f.payload + (lo - f.offset), hi - lo) != 0) return drop(*e, FragmentDrop::Overlap);
     if (same_range) return {Kind::Held};  // an exact duplicate (same place, same bytes): ignored
   }
   if (e->fragments == limits_.max_fragments) return drop(*e, FragmentDrop::TooManyFragments);

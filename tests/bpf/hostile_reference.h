@@ -96,10 +96,10 @@ struct L3View {
   uint8_t family = 0;  // enum ov2_family
   uint8_t proto = 0;   // upper-layer protocol
   bool fragment = false;
-  bool frag_more = false;    // fragment: MF / M
-  size_t frag_offset = 0;    // fragment: payload offset in the datagram, bytes
-  size_t l4 = 0;      // offset of the upper-layer header
-  size_t ip_end = 0;  // offset just past the IP packet by its own length
+  bool frag_more = false;  // fragment: MF / M
+  size_t frag_offset = 0;  // fragment: payload offset in the datagram, bytes
+  size_t l4 = 0;           // offset of the upper-layer header
+  size_t ip_end = 0;       // offset just past the IP packet by its own length
   std::array<uint8_t, 16> src{}, dst{};
 };
 

@@ -314,8 +314,8 @@ class DataplaneE2E : public ::testing::Test {
     // comes later in the frame).
     std::string out = sh_out("WIRESHARK_CONFIG_DIR=" + conf + " tshark -n -r " + pcap_ +
                              " -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE"
-                             " -Y '" + filter + "' -T fields -E separator=, -E occurrence=f" + fields +
-                             " 2>/dev/null");
+                             " -Y '" +
+                             filter + "' -T fields -E separator=, -E occurrence=f" + fields + " 2>/dev/null");
     tshark_raw_ = out;
     std::vector<std::vector<std::string>> rows;
     std::istringstream ss(out);
@@ -1437,21 +1437,21 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // private file, never a command line.
   // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
   // `natt`: ESP in UDP 4500 (setup_tunnel(false, 0, true)).
-  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id,
-                                               bool v6 = false, bool natt = false) {
+  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
+                                               bool natt = false) {
     const std::string conf = tmp_.file("fragments.json");
     {
       std::ofstream f(conf, std::ios::trunc);
       chmod(conf.c_str(), 0600);
       f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << seq
         << ", \"outer_src\": \"" << (v6 ? a_.wire_ip6 : a_.wire_ip) << "\", \"outer_dst\": \""
-        << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \""
-        << a_.inner_ip << "\", \"inner_dst\": \"" << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_)
-        << "\", \"dst_mac\": \"" << mac_of(b_) << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
+        << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \"" << a_.inner_ip << "\", \"inner_dst\": \""
+        << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_) << "\", \"dst_mac\": \"" << mac_of(b_)
+        << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
         << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"}";
     }
-    const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR + "/tests/e2e/esp_fragments.py < " +
-                                   conf + " 2>" + tmp_.file("fragments.err"));
+    const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR +
+                                   "/tests/e2e/esp_fragments.py < " + conf + " 2>" + tmp_.file("fragments.err"));
     std::vector<std::string> frames;
     std::istringstream ss(out);
     std::string line;
@@ -1467,8 +1467,11 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // `before` (and 200 ms more for the rest of their path).
   DataplaneCounters counters_after_fragments(const DataplaneCounters& before, uint64_t n) {
     EXPECT_TRUE(e2e::wait_for(
-        [&] { return b_.dp->counters().worker_count(WorkerCounter::RxFragments) -
-                         before.worker_count(WorkerCounter::RxFragments) >= n; },
+        [&] {
+          return b_.dp->counters().worker_count(WorkerCounter::RxFragments) -
+                     before.worker_count(WorkerCounter::RxFragments) >=
+                 n;
+        },
         3000))
         << dump(*b_.dp);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -1493,8 +1496,7 @@ void DataplaneFragmentE2E::expect_fragments_opened_and_answered(uint32_t seq, ui
   ASSERT_EQ(frames->size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
   const DataplaneCounters b0 = b_.dp->counters();
   inject(*a_.ns, "wire", *frames);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
       << "b answered the echo request through its SA: " << dump(*b_.dp);
   *after = b_.dp->counters();
   EXPECT_EQ(after->wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
@@ -1534,9 +1536,9 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
   stop_capture();
   const DataplaneCounters b2 = b_.dp->counters();
   EXPECT_GE(wdelta(b1, b2, WorkerCounter::RxReassembled), 100u) << "full-size TCP segments came in fragments";
-  for (WorkerCounter c : {WorkerCounter::RxReasmTimeout, WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig,
-                          WorkerCounter::RxReasmTableFull, WorkerCounter::RxReasmMalformed,
-                          WorkerCounter::TxReasmFailed}) {
+  for (WorkerCounter c :
+       {WorkerCounter::RxReasmTimeout, WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig,
+        WorkerCounter::RxReasmTableFull, WorkerCounter::RxReasmMalformed, WorkerCounter::TxReasmFailed}) {
     EXPECT_EQ(b2.worker_count(c), 0u) << worker_counter_name(c);
     EXPECT_EQ(a_.dp->counters().worker_count(c), 0u) << worker_counter_name(c);
   }
@@ -1566,8 +1568,7 @@ TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpene
   ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(1000, 0x5151, false, &frames, &b1));
   // The same datagram again is a replay: reassembled, then refused by the window.
   inject(*a_.ns, "wire", frames);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled) >= 1; }, 3000));
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled) >= 1; }, 3000));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const DataplaneCounters b2 = b_.dp->counters();
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
@@ -1593,8 +1594,7 @@ TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppe
   // never completes, like the unfinished one: both wait for the timeout.
   // And the worker still works: a good datagram after all that.
   inject(*a_.ns, "wire", scapy_esp_fragments("good", 2003, 0x6464));
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
       << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled), 1u);
 }
@@ -1640,8 +1640,7 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
   const std::vector<std::string> esp = scapy_esp_fragments("good", 4000, 0x8181, false, true);
   ASSERT_EQ(esp.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
   inject(*a_.ns, "wire", esp);
-  ASSERT_TRUE(e2e::wait_for(
-      [&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
       << "b answered the echo request through its SA: " << dump(*b_.dp);
   const DataplaneCounters b1 = b_.dp->counters();
   EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);

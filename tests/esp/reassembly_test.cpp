@@ -97,7 +97,8 @@ TEST(Reassembly, ScapyIpv6FragmentsGiveTheDatagramBackWithoutTheFragmentHeader) 
 TEST(Reassembly, ReassemblesInPlaceIntoTheLastFragmentsOwnBuffer) {
   std::vector<Bytes> v = scapy_fragments(false, 2000, 1000);
   Reassembly r(small_limits());
-  for (size_t i = 1; i + 1 < v.size(); ++i) ASSERT_EQ(r.add(v[i].data(), uint32_t(v[i].size()), 0, nullptr, 0).kind, Kind::Held);
+  for (size_t i = 1; i + 1 < v.size(); ++i)
+    ASSERT_EQ(r.add(v[i].data(), uint32_t(v[i].size()), 0, nullptr, 0).kind, Kind::Held);
   Bytes last = v.back();
   last.resize(4096);
   Reassembly::Result res = r.add(last.data(), uint32_t(v.back().size()), 0, last.data(), 4096);
