@@ -3,7 +3,17 @@
  * UDP-encapsulated on port 4500, RFC 3948) whose (SPI, destination) is an
  * inbound SA goes to the worker's AF_XDP socket on this queue; everything else
  * passes to the stack untouched.  Writes no metadata: a frame from the wire can
- * never claim CryptoDone. */
+ * never claim CryptoDone.
+ *
+ * Fragments of IP protocol ESP go to the worker too, which reassembles them
+ * before ESP (RFC 4303 §3.4.1; this kernel has no ESP, so the stack could only
+ * drop them).  A non-first fragment has no SPI: every ESP fragment with a sane
+ * offset goes, and the worker drops a reassembled datagram without an SA.
+ * UDP fragments go only to a destination that has an inbound UDP-encapsulated
+ * SA (natt_dests, kept by user space): a non-first UDP fragment has no port,
+ * so NAT-T ESP cannot be told from IKE there; the worker opens what is ESP
+ * with an SA and hands any other reassembled datagram up through ov2 as a
+ * plain packet.  Fragments of anything else stay the stack's. */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
@@ -25,15 +35,37 @@ struct {
 	__type(value, struct ov2_sa_value);
 } sa_map SEC(".maps");
 
+/* (SPI 0, family, destination) -> number of inbound UDP-encapsulated SAs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, OV2_MAX_NATT_DESTS);
+	__type(key, struct ov2_sa_key);
+	__type(value, __u32);
+} natt_dests SEC(".maps");
+
 OV2_XSK_MAP(xsks_map);
 OV2_COUNTER_MAP(wire_counters, OV2_WIRE_COUNTER_MAX);
 
 #define OV2_ESP_HDR_LEN 8 /* SPI + sequence number */
+#define OV2_MAX_DATAGRAM 65535
 
 static __always_inline int pass(__u32 counter)
 {
 	ov2_count(&wire_counters, counter);
 	return XDP_PASS;
+}
+
+/* To the worker's XSK on this queue, counted as `counter`; no XSK: pass. */
+static __always_inline int to_worker(struct xdp_md *ctx, __u32 counter)
+{
+	__u32 queue = ctx->rx_queue_index;
+
+	if (!bpf_map_lookup_elem(&xsks_map, &queue))
+		return pass(OV2_WIRE_PASS_NO_WORKER);
+	if (bpf_redirect_map(&xsks_map, queue, XDP_PASS) != XDP_REDIRECT)
+		return pass(OV2_WIRE_PASS_NO_WORKER);
+	ov2_count(&wire_counters, counter);
+	return XDP_REDIRECT;
 }
 
 SEC("xdp")
@@ -44,7 +76,7 @@ int ov2_wire(struct xdp_md *ctx)
 	struct ov2_l3_info l3 = {};
 	struct ov2_sa_key key = {};
 	struct ov2_sa_value *sa;
-	__u32 udp_encap = 0, queue;
+	__u32 udp_encap = 0;
 	__u8 *esp;
 	int res;
 
@@ -54,8 +86,24 @@ int ov2_wire(struct xdp_md *ctx)
 		return pass(OV2_WIRE_PASS_NOT_IP);
 	if (res != OV2_PARSE_OK)
 		return pass(OV2_WIRE_PASS_MALFORMED);
-	if (l3.fragment)
-		return pass(OV2_WIRE_PASS_FRAGMENT);
+	if (l3.fragment) {
+		__u32 payload = l3.ip_end - l3.l4;
+
+		if (l3.proto == IPPROTO_UDP) {
+			key.family = l3.family;
+			__builtin_memcpy(key.daddr, l3.daddr, sizeof(key.daddr));
+			if (!bpf_map_lookup_elem(&natt_dests, &key))
+				return pass(OV2_WIRE_PASS_FRAGMENT);
+		} else if (l3.proto != OV2_IPPROTO_ESP) {
+			return pass(OV2_WIRE_PASS_FRAGMENT);
+		}
+		/* RFC 791 / 8200: the datagram ends within 65535 bytes and every
+		 * fragment but the last carries a non-zero multiple of 8. */
+		if ((__u32)l3.frag_offset + payload > OV2_MAX_DATAGRAM ||
+		    (l3.frag_more && (payload == 0 || (payload & 7) != 0)))
+			return pass(OV2_WIRE_PASS_MALFORMED);
+		return to_worker(ctx, OV2_WIRE_REDIRECT_FRAGMENT);
+	}
 
 	if (l3.proto == OV2_IPPROTO_ESP) {
 		esp = l3.l4;
@@ -104,12 +152,5 @@ int ov2_wire(struct xdp_md *ctx)
 	if (udp_encap && sa->encap_dport != 0 && sa->encap_dport != OV2_NATT_PORT)
 		return pass(OV2_WIRE_PASS_ENCAP_MISMATCH);
 
-	queue = ctx->rx_queue_index;
-	if (!bpf_map_lookup_elem(&xsks_map, &queue))
-		return pass(OV2_WIRE_PASS_NO_WORKER);
-	res = bpf_redirect_map(&xsks_map, queue, XDP_PASS);
-	if (res != XDP_REDIRECT)
-		return pass(OV2_WIRE_PASS_NO_WORKER);
-	ov2_count(&wire_counters, OV2_WIRE_REDIRECT);
-	return XDP_REDIRECT;
+	return to_worker(ctx, OV2_WIRE_REDIRECT);
 }

@@ -170,6 +170,7 @@ OV2_STATIC_ASSERT(offsetof(struct ov2_shim, rx_info) == 16, "shim rx_info offset
 /* Maps                                                                     */
 /* ------------------------------------------------------------------------ */
 #define OV2_MAX_SAS 262144      /* inbound SA map capacity (bundles) */
+#define OV2_MAX_NATT_DESTS 4096 /* local addresses with an inbound UDP-encapsulated SA (natt_dests) */
 #define OV2_MAX_POLICIES 16384  /* SPD entries per direction */
 #define OV2_SPD_MAX_CANDIDATES 16 /* policies whose dst prefix covers one trie leaf */
 #define OV2_MAX_QUEUES 64
@@ -244,7 +245,7 @@ enum ov2_wire_counter {
 	OV2_WIRE_RX = 0,
 	OV2_WIRE_PASS_NOT_IP,        /* ARP, LLDP, anything but IPv4/IPv6 */
 	OV2_WIRE_PASS_NOT_ESP,       /* IP that is neither ESP nor UDP/4500 */
-	OV2_WIRE_PASS_FRAGMENT,      /* IP fragments: reassembly is the stack's */
+	OV2_WIRE_PASS_FRAGMENT,      /* other IP fragments (not ESP, not UDP to a NAT-T SA's address): the stack's */
 	OV2_WIRE_PASS_IKE,           /* UDP/4500 with the non-ESP marker */
 	OV2_WIRE_PASS_KEEPALIVE,     /* UDP/4500 NAT keepalive (one 0xff byte) */
 	OV2_WIRE_PASS_NO_SA,         /* ESP whose (SPI, dst) has no inbound SA */
@@ -252,6 +253,7 @@ enum ov2_wire_counter {
 	OV2_WIRE_PASS_ENCAP_MISMATCH,/* ESP vs UDP-ESP does not match the SA */
 	OV2_WIRE_PASS_NO_WORKER,     /* SA known but no XSK on this queue */
 	OV2_WIRE_REDIRECT,           /* to the worker */
+	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment, or UDP to a NAT-T SA's address: the worker reassembles */
 	OV2_WIRE_COUNTER_MAX,
 };
 

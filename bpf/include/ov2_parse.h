@@ -42,7 +42,8 @@ struct ov2_l3_info {
 	__u8 family;     /* enum ov2_family */
 	__u8 proto;      /* upper-layer protocol */
 	__u8 fragment;   /* IPv4 MF/offset, or an IPv6 fragment header */
-	__u8 pad;
+	__u8 frag_more;  /* fragment: MF / M set */
+	__u16 frag_offset; /* fragment: offset of its payload in the datagram, bytes */
 	__u8 saddr[16];  /* IPv4 in the first 4 bytes, rest zero */
 	__u8 daddr[16];
 };
@@ -95,6 +96,8 @@ static __always_inline int ov2_parse_ipv4(void *l3, void *data_end, struct ov2_l
 	out->family = OV2_AF_INET;
 	out->proto = ip->protocol;
 	out->fragment = (ip->frag_off & bpf_htons(0x3fff)) != 0;
+	out->frag_more = (ip->frag_off & bpf_htons(0x2000)) != 0;
+	out->frag_offset = (bpf_ntohs(ip->frag_off) & 0x1fff) * 8;
 	out->l4 = l3 + header_len;
 	out->ip_end = l3 + total_len;
 	__builtin_memset(out->saddr, 0, sizeof(out->saddr));
@@ -138,6 +141,8 @@ static __always_inline int ov2_parse_ipv6(void *l3, void *data_end, struct ov2_l
 		return OV2_PARSE_MALFORMED;
 	out->family = OV2_AF_INET6;
 	out->fragment = 0;
+	out->frag_more = 0;
+	out->frag_offset = 0;
 	out->ip_end = (void *)(ip6 + 1) + payload_len;
 	__builtin_memcpy(out->saddr, &ip6->saddr, 16);
 	__builtin_memcpy(out->daddr, &ip6->daddr, 16);
@@ -162,6 +167,8 @@ static __always_inline int ov2_parse_ipv6(void *l3, void *data_end, struct ov2_l
 			if ((void *)(frag + 1) > data_end || (void *)(frag + 1) > out->ip_end)
 				return OV2_PARSE_MALFORMED;
 			out->fragment = 1;
+			out->frag_more = (frag->frag_off & bpf_htons(1)) != 0;
+			out->frag_offset = bpf_ntohs(frag->frag_off) & 0xfff8;
 			next = frag->nexthdr;
 			pos = frag + 1;
 		}

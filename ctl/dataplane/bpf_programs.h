@@ -8,8 +8,10 @@
 //   ov2_verdict TC ingress on the host end (data_meta -> accept / count+drop / event)
 //
 // Maps (one set per skeleton; names as in `bpftool map`):
-//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), xsks_map (XSKMAP by
-//                rx queue), wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
+//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), natt_dests (HASH
+//                ov2_sa_key with SPI 0 -> count of UDP-encapsulated inbound
+//                SAs to that address), xsks_map (XSKMAP by rx queue),
+//                wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
 //   ov2_tx:      spd_trie (LPM_TRIE ov2_spd_trie_key -> ov2_spd_candidates),
 //                spd_entries (ARRAY of ov2_spd_entry), xsks_map, tx_counters
 //   ov2_deliver: deliver_counters; the shim cookie is in .rodata (set at load)
@@ -60,10 +62,14 @@ class BpfPrograms {
   void detach_all();
 
   // Inbound SA map (ov2_wire).  put: Error(ResourceExhausted) when full;
-  // delete: Error(NotFound) if the key is not there.
+  // delete: Error(NotFound) if the key is not there.  Both also keep
+  // natt_dests: the destinations with at least one UDP-encapsulated inbound
+  // SA, whose UDP fragments ov2_wire sends to the worker for reassembly.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
+  // True if the SA key's (family, destination) is in natt_dests.
+  bool natt_destination(const ov2_sa_key& key) const;
 
   // SPD (ov2_tx): the compiled form, see spd_compiler.h.
   int spd_trie_fd() const;
@@ -94,6 +100,7 @@ class BpfPrograms {
   int verdict_prog_fd() const;
 
  private:
+  void count_natt_destination(const ov2_sa_key& sa_key, int delta);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

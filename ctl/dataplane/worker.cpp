@@ -72,14 +72,58 @@ const char* worker_counter_name(WorkerCounter c) {
       return "rx-handoff-received";
     case WorkerCounter::RxPolicyMismatch:
       return "rx-policy-mismatch";
+    case WorkerCounter::RxFragments:
+      return "rx-fragments";
+    case WorkerCounter::RxReassembled:
+      return "rx-reassembled";
+    case WorkerCounter::RxReasmTimeout:
+      return "rx-reasm-timeout";
+    case WorkerCounter::RxReasmOverlap:
+      return "rx-reasm-overlap";
+    case WorkerCounter::RxReasmTooBig:
+      return "rx-reasm-too-big";
+    case WorkerCounter::RxReasmTableFull:
+      return "rx-reasm-table-full";
+    case WorkerCounter::RxReasmMalformed:
+      return "rx-reasm-malformed";
+    case WorkerCounter::RxFragmentedForHost:
+      return "rx-fragmented-for-host";
+    case WorkerCounter::RxReasmPassed:
+      return "rx-reasm-passed";
+    case WorkerCounter::TxHostFragments:
+      return "tx-host-fragments";
+    case WorkerCounter::TxReassembled:
+      return "tx-reassembled";
+    case WorkerCounter::TxReasmFailed:
+      return "tx-reasm-failed";
     case WorkerCounter::Count:
       break;
   }
   return "?";
 }
 
+namespace {
+
+// A reassembled datagram must fit one UMEM frame to go on.
+esp::Reassembly::Limits reassembly_limits(const Worker::Config& cfg) {
+  return {cfg.reassembly_entries, cfg.umem.frame_size, cfg.reassembly_fragments, cfg.reassembly_timeout_ns};
+}
+
+}  // namespace
+
 Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
-    : cfg_(cfg), sas_(sas), neighbours_(neighbours), icmp_limit_(cfg.icmp_per_second, cfg.icmp_burst) {
+    : cfg_(cfg),
+      sas_(sas),
+      neighbours_(neighbours),
+      icmp_limit_(cfg.icmp_per_second, cfg.icmp_burst),
+      rx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
+                     {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
+                      WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
+                      WorkerCounter::RxReasmMalformed}},
+      tx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
+                     {WorkerCounter::TxHostFragments, WorkerCounter::TxReassembled, WorkerCounter::TxReasmFailed,
+                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed,
+                      WorkerCounter::TxReasmFailed}} {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
   if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
@@ -164,6 +208,8 @@ void Worker::run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     epochs.enter(cfg_.id);
     uint64_t now = esp::monotonic_now_ns();
+    for (Reassembler* r : {&rx_reassembly_, &tx_reassembly_})
+      if (const uint32_t expired = r->table.expire(now)) count(r->counters.timeout, expired);
     unsigned work = recycle(*wire_) + recycle(*nic_);
     refill(*wire_);
     refill(*nic_);
@@ -354,6 +400,18 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
     count(WorkerCounter::TxUnknownHandle);
     return TxResult::Dropped;
   }
+  if (!tunnel && sa->spec().mode == Mode::Transport && (p.data[0] >> 4) == 4 &&
+      esp::Reassembly::is_fragment(p.data, p.len)) {
+    // Transport SAs carry whole datagrams (RFC 4301 §7); the host cut this
+    // one for ov2's MTU.  Whole again, it is protected and, if too big for
+    // the wire, fragmented after ESP.  The slots it may need are checked
+    // first: once reassembled, it cannot wait in the RX ring.
+    if (slots.cap - slots.used < outer_fragments_at_most()) return TxResult::Later;
+    const uint32_t whole = reassemble(tx_reassembly_, p.data, p.len, p.len + p.tailroom, now_ns);
+    if (whole == 0) return TxResult::Dropped;  // held (copied) or dropped, counted: the frame is free again
+    p.tailroom = p.len + p.tailroom - whole;
+    p.len = whole;
+  }
   // The largest plaintext packet whose ESP fits the wire (a bundle: the
   // transport SA's packet must fit what the tunnel SA can carry).
   const uint32_t fits =
@@ -371,6 +429,10 @@ bool Worker::send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* 
       return false;
     }
   }
+  return put_on_wire(p, sa ? WorkerCounter::TxEncapsulated : WorkerCounter::TxBypassed, slots);
+}
+
+bool Worker::put_on_wire(esp::Packet& p, WorkerCounter sent, TxSlots& slots) {
   if (p.len > cfg_.wire_mtu) {  // bypass traffic larger than the wire
     count(WorkerCounter::TxTooBig);
     return false;
@@ -401,7 +463,7 @@ bool Worker::send_on_wire(esp::Packet& p, esp::OutboundSa* sa, esp::OutboundSa* 
   out->addr = static_cast<uint64_t>(eth - umem_->area());
   out->len = p.len + ETH_HLEN;
   out->options = 0;
-  count(sa ? WorkerCounter::TxEncapsulated : WorkerCounter::TxBypassed);
+  count(sent);
   return true;
 }
 
@@ -412,6 +474,9 @@ Worker::TxResult Worker::too_big(esp::Packet& p, esp::OutboundSa& sa, esp::Outbo
     // No DF: fragment, when each fragment can be its own ESP packet (a
     // tunnel SA; transport-mode ESP carries whole datagrams only).
     if (!tunnel && sa.spec().mode == Mode::Tunnel) return fragment(p, sa, fits, now_ns, slots);
+    // Transport: the whole datagram is ESP-protected, then the ESP packet is
+    // fragmented (what Linux XFRM does; the peer reassembles before ESP).
+    if (!tunnel) return fragment_after_esp(p, sa, now_ns, slots);
     count(WorkerCounter::TxTooBig);
     return TxResult::Dropped;
   }
@@ -440,23 +505,57 @@ Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t 
     return TxResult::Dropped;
   }
   if (slots.cap - slots.used < k) return TxResult::Later;
+  send_fragments(p, k, fits, &sa, now_ns, slots);
+  return send_on_wire(p, &sa, nullptr, now_ns, slots) ? TxResult::Sent : TxResult::Dropped;
+}
+
+uint32_t Worker::outer_fragments_at_most() const {
+  // The largest datagram a frame holds, ESP overhead included, in fragments
+  // of the smallest payload a 60-byte IPv4 header leaves.
+  const uint32_t per = (cfg_.wire_mtu - 60) & ~7u;
+  return per == 0 ? UINT32_MAX : (umem_->frame_size() + 128 + per - 1) / per;
+}
+
+Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots) {
+  const uint32_t k_max = outer_fragments_at_most();
+  if (k_max > cfg_.batch || umem_->free_frames() < k_max) {
+    count(WorkerCounter::TxTooBig);
+    return TxResult::Dropped;
+  }
+  if (slots.cap - slots.used < k_max) return TxResult::Later;
+  if (sa.encapsulate(p, now_ns) != esp::Reason::Ok) {
+    count(WorkerCounter::TxEncapFailed);
+    return TxResult::Dropped;
+  }
+  const uint32_t k = esp::ipv4_fragment_count(p.data, p.len, cfg_.wire_mtu);
+  if (k == 0 || k > k_max) {
+    count(WorkerCounter::TxTooBig);
+    return TxResult::Dropped;
+  }
+  send_fragments(p, k, cfg_.wire_mtu, nullptr, now_ns, slots);
+  return put_on_wire(p, WorkerCounter::TxEncapsulated, slots) ? TxResult::Sent : TxResult::Dropped;
+}
+
+void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns,
+                            TxSlots& slots) {
   // Fragments 1..k-1 in frames of their own, at the offset the packet has;
   // fragment 0 last, in place (it overwrites the header the others copy).
   const uint32_t fs = umem_->frame_size();
   const uint32_t ip_offset = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
   for (uint32_t i = 1; i < k; ++i) {
     uint64_t frame = 0;
-    umem_->alloc(&frame);  // cannot fail: checked free_frames() above
+    umem_->alloc(&frame);  // cannot fail: the caller checked free_frames()
     uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + ip_offset));
-    const uint32_t len = esp::ipv4_fragment(p.data, fits, i, ip);
+    const uint32_t len = esp::ipv4_fragment(p.data, mtu, i, ip);
     esp::Packet f{ip, len, ip_offset - ETH_HLEN, fs - ip_offset - len};
-    if (!send_on_wire(f, &sa, nullptr, now_ns, slots)) umem_->release(frame);
+    const bool sent =
+        sa ? send_on_wire(f, sa, nullptr, now_ns, slots) : put_on_wire(f, WorkerCounter::TxEncapsulated, slots);
+    if (!sent) umem_->release(frame);
   }
-  const uint32_t len = esp::ipv4_fragment(p.data, fits, 0, p.data);
+  const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
   p.tailroom += p.len - len;
   p.len = len;
   count(WorkerCounter::TxFragmented);
-  return send_on_wire(p, &sa, nullptr, now_ns, slots) ? TxResult::Sent : TxResult::Dropped;
 }
 
 bool Worker::send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns) {
@@ -499,50 +598,53 @@ void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint3
 // Receive: wire -> ESP check -> shim -> ov2-nic
 
 unsigned Worker::receive_path(uint64_t now_ns) {
+  // A packet becomes at most kMaxHostPieces frames for ov2-nic (one, unless
+  // a reassembled inner packet is fragmented for the host): take packets only
+  // while that many slots are left; the rest waits in the RX ring.
   const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
   uint32_t idx_rx;
-  uint32_t n = xsk_ring_cons__peek(&wire_->rx, std::min(cfg_.batch, room), &idx_rx);
+  uint32_t n = room < kMaxHostPieces ? 0 : xsk_ring_cons__peek(&wire_->rx, std::min(cfg_.batch, room), &idx_rx);
   if (n == 0) {
-    if (room == 0) count(WorkerCounter::RxRingFull);
+    if (room < kMaxHostPieces && xsk_cons_nb_avail(&wire_->rx, 1)) count(WorkerCounter::RxRingFull);
     return 0;
   }
-  count(WorkerCounter::RxPackets, n);
   uint32_t idx_tx = 0;
-  xsk_ring_prod__reserve(&nic_->tx, n, &idx_tx);  // cannot fail: n <= room
-  uint32_t out = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + i);
+  xsk_ring_prod__reserve(&nic_->tx, room, &idx_tx);  // cannot fail: room is free
+  uint32_t out = 0, taken = 0;
+  for (; taken < n && room - out >= kMaxHostPieces; ++taken) {
+    const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + taken);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
-    xdp_desc desc;
-    if (decapsulate_one(data, d->addr, d->len, now_ns, &desc, false))
-      *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc;
-    else
-      umem_->release(d->addr);  // also a handed-off frame: its bytes are in the owner's ring
+    xdp_desc desc[kMaxHostPieces];
+    const uint32_t k = decapsulate_one(data, d->addr, d->len, now_ns, desc, false);
+    for (uint32_t j = 0; j < k; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc[j];
+    if (k == 0) umem_->release(d->addr);  // also a handed-off frame: its bytes are in the owner's ring
   }
-  xsk_ring_cons__release(&wire_->rx, n);
-  nic_->tx.cached_prod -= (n - out);
+  xsk_ring_cons__cancel(&wire_->rx, n - taken);
+  xsk_ring_cons__release(&wire_->rx, taken);
+  count(WorkerCounter::RxPackets, taken);
+  nic_->tx.cached_prod -= (room - out);
   if (out) {
     xsk_ring_prod__submit(&nic_->tx, out);
     nic_tx_outstanding_ += out;
   }
   if (wake_targets_) wake_handoff_targets();
-  return n;
+  return taken;
 }
 
 unsigned Worker::handoff_path(uint64_t now_ns) {
   // Frames other workers received for SAs we own: into a frame of our UMEM at
   // the offset they had, then exactly the wire RX processing.
   const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
-  if (room == 0) return 0;  // the frames wait in the rings (backpressure)
+  if (room < kMaxHostPieces) return 0;  // the frames wait in the rings (backpressure)
   uint32_t idx_tx = 0;
   xsk_ring_prod__reserve(&nic_->tx, room, &idx_tx);  // cannot fail: room is free
   uint32_t taken = 0, out = 0;
   const uint32_t fs = umem_->frame_size();
   const uint32_t rings = static_cast<uint32_t>(incoming_.size());
-  for (uint32_t k = 0; k < rings && taken < room; ++k) {
+  for (uint32_t k = 0; k < rings && room - out >= kMaxHostPieces; ++k) {
     HandoffRing* ring = incoming_[(next_incoming_ + k) % rings].get();
     if (!ring) continue;
-    while (taken < room) {
+    while (room - out >= kMaxHostPieces) {
       const HandoffRing::Slot* s = ring->front();
       if (!s) break;
       uint64_t frame;
@@ -558,11 +660,10 @@ unsigned Worker::handoff_path(uint64_t now_ns) {
       std::memcpy(data, s->data(), len);
       ring->pop();
       ++taken;
-      xdp_desc desc;
-      if (decapsulate_one(data, frame + offset, len, now_ns, &desc, true))
-        *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc;
-      else
-        umem_->release(frame);
+      xdp_desc desc[kMaxHostPieces];
+      const uint32_t pieces = decapsulate_one(data, frame + offset, len, now_ns, desc, true);
+      for (uint32_t j = 0; j < pieces; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc[j];
+      if (pieces == 0) umem_->release(frame);
     }
   }
   next_incoming_ = (next_incoming_ + 1) % rings;
@@ -575,13 +676,40 @@ unsigned Worker::handoff_path(uint64_t now_ns) {
   return taken;
 }
 
-bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
-                             bool handed_off) {
+uint32_t Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns) {
+  count(r.counters.fragments);
+  const esp::Reassembly::Result res = r.table.add(ip, len, now_ns, ip, room);
+  if (res.kind == esp::Reassembly::Kind::Complete) {
+    count(r.counters.reassembled);
+    return res.len;
+  }
+  if (res.kind == esp::Reassembly::Kind::Dropped) {
+    switch (res.why) {
+      case esp::FragmentDrop::Overlap:
+        count(r.counters.overlap);
+        break;
+      case esp::FragmentDrop::TooBig:
+        count(r.counters.too_big);
+        break;
+      case esp::FragmentDrop::TableFull:
+        count(r.counters.table_full);
+        break;
+      case esp::FragmentDrop::Malformed:
+      case esp::FragmentDrop::TooManyFragments:
+        count(r.counters.malformed);
+        break;
+    }
+  }
+  return 0;
+}
+
+uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
+                                 bool handed_off) {
   const uint32_t fs = umem_->frame_size();
   const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
   if (len < ETH_HLEN || offset + len > fs) {
     count(WorkerCounter::RxMalformed);
-    return false;
+    return 0;
   }
   uint32_t l2 = ETH_HLEN;
   uint16_t type;
@@ -591,7 +719,14 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     l2 += 4;
   }
   uint8_t* ip = data + l2;
-  const uint32_t ip_len = len - l2;
+  uint32_t ip_len = len - l2;
+  const bool reassembled =
+      !handed_off && esp::Reassembly::is_fragment(ip, ip_len) && (type == htons(ETH_P_IP) || type == htons(ETH_P_IPV6));
+  if (reassembled) {
+    ip_len = reassemble(rx_reassembly_, ip, ip_len, fs - offset - l2, now_ns);
+    if (ip_len == 0) return 0;  // held (copied) or dropped: the frame is free again
+    len = l2 + ip_len;
+  }
   ov2_sa_key key{};
   const uint8_t* l4;
   uint8_t proto;
@@ -599,7 +734,7 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     const uint32_t ihl = (ip[0] & 0xf) * 4u;
     if (ihl < 20 || ip_len < ihl + 8) {
       count(WorkerCounter::RxMalformed);
-      return false;
+      return 0;
     }
     key.family = OV2_AF_INET;
     std::memcpy(key.daddr, ip + 16, 4);
@@ -612,28 +747,38 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     l4 = ip + 40;
   } else {
     count(WorkerCounter::RxMalformed);
-    return false;
+    return 0;
   }
   if (proto == IPPROTO_UDP) {  // RFC 3948: UDP header, then the SPI
     if (l4 + 12 > ip + ip_len) {
       count(WorkerCounter::RxMalformed);
-      return false;
+      return 0;
     }
     std::memcpy(&key.spi_be, l4 + 8, 4);
   } else {
     std::memcpy(&key.spi_be, l4, 4);
   }
   const SaRuntimeEntry* sa = sas_.find_inbound(key);
+  const bool not_natt = proto == IPPROTO_UDP && (l4[2] << 8 | l4[3]) != OV2_NATT_PORT;
+  if (reassembled && proto == IPPROTO_UDP && (!sa || not_natt)) {
+    // A UDP datagram ov2_wire sent for its fragments (natt_dests) that is
+    // not NAT-T ESP with an SA (IKE, say): up through ov2 as a plain packet
+    // (SA handle 0, no CryptoDone: ov2_verdict's accept-plain).
+    esp::Packet plain{ip, ip_len, offset + l2, fs - offset - len};
+    const uint32_t pieces = to_host(plain, 0, 0, out);
+    if (pieces) count(WorkerCounter::RxReasmPassed);
+    return pieces;
+  }
   if (!sa) {
     count(WorkerCounter::RxNoSa);
-    return false;
+    return 0;
   }
   const SaRuntimeEntry* inner = nullptr;
   if (sa->inner_handle) {
     inner = sas_.entry(sa->inner_handle);
     if (!inner || !inner->inbound) {
       count(WorkerCounter::RxNoSa);
-      return false;
+      return 0;
     }
   }
   if (cfg_.workers > 1) {
@@ -645,10 +790,10 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
       // not handed on again: no ping-pong between rings.
       if (handed_off) {
         count(WorkerCounter::RxForeignQueue);
-        return false;
+        return 0;
       }
       hand_off(owner, data, addr, len);
-      return false;  // our frame goes back to our UMEM either way
+      return 0;  // our frame goes back to our UMEM either way
     }
     if (inner) {
       // The tunnel SA's owner opens the transport SA too: it claims it.
@@ -657,7 +802,7 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
         inner_owner = me;
       if (inner_owner != me) {
         count(WorkerCounter::RxForeignQueue);
-        return false;
+        return 0;
       }
     }
   }
@@ -668,12 +813,12 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     esp::BundleResult r = esp::decapsulate_bundle(*sa->inbound, *inner->inbound, p, now_ns);
     if (!r.tunnel.crypto_done) {
       count(WorkerCounter::RxNotChecked);
-      return false;
+      return 0;
     }
     if (r.tunnel.reason == esp::Reason::DummyPacket ||
         (r.transport_checked && r.transport.reason == esp::Reason::DummyPacket)) {
       count(WorkerCounter::RxDummy);
-      return false;
+      return 0;
     }
     rx_info = r.rx_info;
     success = r.ok();
@@ -681,11 +826,11 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     esp::InboundSa::Result r = sa->inbound->decapsulate(p, now_ns);
     if (!r.crypto_done) {
       count(WorkerCounter::RxNotChecked);
-      return false;
+      return 0;
     }
     if (r.reason == esp::Reason::DummyPacket) {
       count(WorkerCounter::RxDummy);
-      return false;
+      return 0;
     }
     rx_info = esp::rx_info_for(r);
     success = r.reason == esp::Reason::Ok;
@@ -701,16 +846,46 @@ bool Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
                           esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->spec().mode));
   }
-  constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
-  if (p.headroom < kShimFrame || p.len == 0) {
-    count(WorkerCounter::RxMalformed);
-    return false;
-  }
-  frame_for_host(p.data, p.len, sa->handle, rx_info, out);
+  const uint32_t pieces = to_host(p, sa->handle, rx_info, out);
+  if (pieces == 0) return 0;
   count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
         : success       ? WorkerCounter::RxDecapsulated
                         : WorkerCounter::RxCryptoFailed);
-  return true;
+  return pieces;
+}
+
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) {
+  constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
+  if (p.headroom < kShimFrame || p.len == 0) {
+    count(WorkerCounter::RxMalformed);
+    return 0;
+  }
+  // ov2's MTU is the wire MTU and a veth forwards frames of at most MTU +
+  // Ethernet + one VLAN tag: an unfragmented ESP packet's inner packet always
+  // fits with the shim, a reassembled one's may not.  IPv4 without DF goes
+  // up in fragments (the host reassembles, each piece carries the same
+  // receive word); anything else that big cannot reach the host.
+  const uint32_t fs = umem_->frame_size();
+  const uint32_t host_mtu = cfg_.wire_mtu + 4 - OV2_SHIM_SIZE;
+  uint32_t pieces = 1;
+  if (p.len > host_mtu) {
+    pieces = (p.data[0] >> 4) == 4 ? esp::ipv4_fragment_count(p.data, p.len, host_mtu) : 0;
+    if (pieces == 0 || pieces > kMaxHostPieces || umem_->free_frames() < pieces - 1) {
+      count(WorkerCounter::RxReasmTooBig);
+      return 0;
+    }
+    const uint32_t fs_off = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
+    for (uint32_t i = 1; i < pieces; ++i) {
+      uint64_t frame = 0;
+      umem_->alloc(&frame);  // cannot fail: checked free_frames() above
+      uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + fs_off));
+      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i]);
+    }
+    p.len = esp::ipv4_fragment(p.data, host_mtu, 0, p.data);
+    count(WorkerCounter::RxFragmentedForHost);
+  }
+  frame_for_host(p.data, p.len, sa_handle, rx_info, out);
+  return pieces;
 }
 
 bool Worker::inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const {

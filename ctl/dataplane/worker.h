@@ -13,7 +13,11 @@
 //             in as the device's own), rate limited by a token bucket.
 //   receive:  wire RX -> inbound SA by (SPI, dst) -> decapsulation in place ->
 //             Ethernet|ov2_shim|inner IP -> ov2-nic TX -> ov2_deliver/ov2_verdict
-//             on the host end take the verdict.
+//             on the host end take the verdict.  Outer fragments of ESP are
+//             copied into the reassembly table (esp/reassembly.h) and their
+//             frames recycled; the fragment that completes a datagram gets
+//             the whole datagram written into its frame, which then goes the
+//             same way as any ESP packet (replay, ICV, policy, CryptoDone).
 //   handoff:  several queues: an inbound SA's anti-replay window belongs to one
 //             worker (owner_of); another worker that receives its ESP copies
 //             the frame into the owner's HandoffRing for it and recycles its
@@ -38,6 +42,7 @@
 #include "dataplane/token_bucket.h"
 #include "dataplane/umem.h"
 #include "dataplane/xsk_port.h"
+#include "esp/reassembly.h"
 
 namespace ov2 {
 
@@ -55,8 +60,8 @@ enum class WorkerCounter : uint32_t {
                       // ICMP error (rate limit, no room, transport mode without DF, ...): dropped
   TxIcmpTooBig,       // ICMP fragmentation needed / ICMPv6 Packet Too Big sent to the host for a
                       // packet that would not fit the wire after ESP (esp/path_mtu.h)
-  TxFragmented,       // IPv4 packets without DF fragmented before ESP (each fragment counted
-                      // again in tx-encapsulated)
+  TxFragmented,       // IPv4 packets without DF fragmented: before ESP through a tunnel SA, after
+                      // ESP through a transport SA (each fragment counted in tx-encapsulated)
   RxPackets,          // frames received from the wire
   RxDecapsulated,     // authenticated and opened: delivered with CryptoDone+SUCCESS
   RxCryptoFailed,     // checked and failed: delivered with CryptoDone+status (host drops)
@@ -72,6 +77,20 @@ enum class WorkerCounter : uint32_t {
   RxHandoffReceived,  // taken from this worker's handoff rings and processed like wire RX
   RxPolicyMismatch,   // opened fine, but the inbound SPD does not allow the inner packet on its SA
                       // (inbound_policy.h): delivered with CryptoDone+GENERIC_ERROR (host drops)
+  // Outer fragments of ESP (esp/reassembly.h), reassembled before ESP:
+  RxFragments,          // fragments received from the wire (each also in rx-packets)
+  RxReassembled,        // datagrams completed and passed on to ESP processing
+  RxReasmTimeout,       // datagrams dropped incomplete after the timeout
+  RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
+  RxReasmTooBig,        // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
+  RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
+  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
+  RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
+  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): up through ov2, plain
+  // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
+  TxHostFragments,  // fragments from the host for a transport SA
+  TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
+  TxReasmFailed,    // host datagrams dropped: timeout, overlap, too big, table full, malformed
   Count
 };
 
@@ -108,6 +127,12 @@ class Worker {
     // defaults, net.ipv4.icmp_msgs_per_sec/icmp_msgs_burst: 1000 and 50).
     uint32_t icmp_per_second = 1000;
     uint32_t icmp_burst = 50;
+    // Outer fragment reassembly (esp/reassembly.h): datagrams in progress at
+    // once, fragments per datagram, and how long an incomplete one is kept
+    // (Linux ipfrag_time: 30 s).  A datagram must fit one UMEM frame.
+    uint32_t reassembly_entries = 64;
+    uint32_t reassembly_fragments = 64;
+    uint64_t reassembly_timeout_ns = 30'000'000'000ull;
   };
 
   // Creates the UMEM and both sockets and registers them in the xsks maps (no
@@ -156,11 +181,43 @@ class Worker {
   TxResult too_big(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint32_t fits, uint64_t now_ns,
                    TxSlots& slots);
   TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);
+  // Transport SA, IPv4 without DF: ESP over the whole datagram, then the ESP
+  // packet in fragments of at most the wire MTU.
+  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots);
+  // Fragments 1..k-1 of `p` (at most `mtu` bytes each) to the wire in frames
+  // from the free list, each ESP-encapsulated with `sa` first if it is given;
+  // `p` becomes fragment 0, for the caller to send.  Counts tx-fragmented.
+  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots);
+  // Wire TX slots (and free frames) a transport packet's outer fragments may need.
+  uint32_t outer_fragments_at_most() const;
+  // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.
+  bool put_on_wire(esp::Packet& p, WorkerCounter sent, TxSlots& slots);
   bool send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns);
   // Ethernet | ov2_shim in front of the IP packet at `ip` (the caller checked
   // the room): the frame ov2_deliver expects on the host end.
   void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) const;
-  bool decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
+  // Frames for ov2-nic a received packet may become (see decapsulate_one).
+  static constexpr uint32_t kMaxHostPieces = 8;
+  // Opens one received frame; writes the frames for ov2-nic into out[0..n)
+  // (n <= kMaxHostPieces: more than one only for a reassembled inner IPv4
+  // packet too big for ov2, sent up in fragments) and returns n; 0: the frame
+  // is the caller's to release (dropped, held for reassembly or handed off).
+  uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
+  // The IP packet `p` to the host end: shim frames into out[0..n), in
+  // fragments if it is IPv4 too big for ov2; returns n, 0 if it cannot go.
+  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out);
+  // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s
+  // table.  Returns the datagram's length when this fragment completed it
+  // (the datagram is then at `ip`, in the same frame), else 0 (held or
+  // dropped, counted; the frame is free again either way).
+  // A reassembly table and the counters it feeds.
+  struct Reassembler {
+    esp::Reassembly table;
+    struct {
+      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed;
+    } counters;
+  };
+  uint32_t reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns);
   bool inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const;
   void kick(XskPort& port);
   int owner_of(const SaRuntimeEntry& sa) const;
@@ -184,6 +241,8 @@ class Worker {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   TokenBucket icmp_limit_;
+  Reassembler rx_reassembly_;  // outer fragments of ESP from the wire
+  Reassembler tx_reassembly_;  // the host's IPv4 fragments for transport SAs
 
   // Handoff (workers > 1 only).  incoming_[i]: the ring worker i pushes into
   // (nullptr for i == id).  peers_[i]: worker i, whose incoming_[id] we push

@@ -11,13 +11,17 @@
 //    accept_local=0) and any other address than one routed through ov2 fails
 //    a strict rp_filter.  The destination is routed through ov2 by
 //    construction, and the PMTU is keyed on the quoted destination anyway.
-//  - IPv4 without DF: fragmentation of the inner packet before encapsulation
-//    (RFC 4301 §8.1 allows either; each fragment is its own ESP packet, so
-//    every peer, including one that does not reassemble outer fragments as
-//    ipsecov2 does not, can open it; the destination host reassembles).
-//    Linux XFRM in tunnel mode encapsulates first and fragments the outer
-//    packet (ip_finish_output after xfrm_output), which needs a reassembling
-//    peer.
+//  - IPv4 without DF through a tunnel SA: fragmentation of the inner packet
+//    before encapsulation (RFC 4301 §8.1 allows either; each fragment is its
+//    own ESP packet, so every peer can open it, even one that does not
+//    reassemble outer fragments; the destination host reassembles).  Linux
+//    XFRM in tunnel mode encapsulates first and fragments the outer packet
+//    (ip_finish_output after xfrm_output), which needs a reassembling peer.
+//  - IPv4 without DF through a transport SA: ESP over the whole datagram,
+//    then the ESP packet fragmented (what Linux does; transport ESP carries
+//    whole datagrams, so the worker first reassembles what the host cut for
+//    ov2's MTU).  The receiver reassembles before ESP (esp/reassembly.h; so
+//    does ipsecov2's worker).
 //
 // No I/O, no allocation: the builders work in place in the caller's buffer.
 #pragma once

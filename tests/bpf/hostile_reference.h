@@ -25,8 +25,11 @@
 //   fragment and ends the walk: its next header is the upper layer.  Any other
 //   value (AH, no-next-header, mobility, unknown numbers) IS the upper layer.
 // ov2_wire (never drops, never writes metadata, passes frames untouched):
-//   not IP -> NOT_IP; malformed -> MALFORMED; fragment -> FRAGMENT (before any
-//   upper-layer check).  ESP (50): 8 header bytes inside the IP packet, else
+//   not IP -> NOT_IP; malformed -> MALFORMED; fragment (before any
+//   upper-layer check): of ESP, or of UDP to a destination that has a
+//   UDP-encapsulated SA -> REDIRECT_FRAGMENT (NO_WORKER without an XSK)
+//   unless offset + payload > 65535 or a non-last payload is empty or not a
+//   multiple of 8 (MALFORMED); of anything else -> FRAGMENT.  ESP (50): 8 header bytes inside the IP packet, else
 //   malformed.  UDP (17): 8 header bytes inside the IP packet, else malformed;
 //   destination port other than 4500 -> NOT_ESP; UDP length < 8 or beyond the
 //   IP packet -> malformed; then by UDP payload length (not the frame): 1 byte
@@ -63,6 +66,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -92,8 +96,10 @@ struct L3View {
   uint8_t family = 0;  // enum ov2_family
   uint8_t proto = 0;   // upper-layer protocol
   bool fragment = false;
-  size_t l4 = 0;      // offset of the upper-layer header
-  size_t ip_end = 0;  // offset just past the IP packet by its own length
+  bool frag_more = false;  // fragment: MF / M
+  size_t frag_offset = 0;  // fragment: payload offset in the datagram, bytes
+  size_t l4 = 0;           // offset of the upper-layer header
+  size_t ip_end = 0;       // offset just past the IP packet by its own length
   std::array<uint8_t, 16> src{}, dst{};
 };
 
@@ -123,6 +129,8 @@ inline L3View parse_ipv4(const Bytes& f, size_t ip) {
   const bool more_fragments = flags_offset & 0x2000;
   const bool nonzero_offset = (flags_offset & 0x1fff) != 0;
   v.fragment = more_fragments || nonzero_offset;
+  v.frag_more = more_fragments;
+  v.frag_offset = (flags_offset & 0x1fffu) * 8u;
   v.proto = f[ip + 9];
   v.l4 = ip + header_bytes;
   v.ip_end = ip + total;
@@ -158,6 +166,8 @@ inline L3View parse_ipv6(const Bytes& f, size_t ip) {
   if (next == 44) {
     if (at + 8 > v.ip_end) return malformed_l3();
     v.fragment = true;
+    v.frag_more = f[at + 3] & 1;
+    v.frag_offset = be16_at(f, at + 2) & 0xfff8u;
     next = f[at];
     at += 8;
   }
@@ -198,12 +208,16 @@ struct WireWorld {
   // (SPI, family, destination bytes; IPv4 in the first 4) -> SA.
   std::map<std::tuple<uint32_t, uint8_t, std::array<uint8_t, 16>>, SaEntry> sas;
   bool worker_xsk = false;  // an XSK registered for queue 0
+  // (family, destination) with a UDP-encapsulated SA: natt_dests.
+  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> natt_dests;
 
   void add(uint32_t spi, const std::string& dst, SaEntry sa) {
     const Bytes d = addr(dst);
     std::array<uint8_t, 16> key{};
     std::copy(d.begin(), d.end(), key.begin());
-    sas[{spi, static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6), key}] = sa;
+    const uint8_t family = static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6);
+    sas[{spi, family, key}] = sa;
+    if (sa.udp_encap) natt_dests.insert({family, key});
   }
 };
 
@@ -214,7 +228,17 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return wire_pass(f, OV2_WIRE_PASS_NOT_IP);
   if (l3.status == L3Status::Malformed) return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
-  if (l3.fragment) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+  if (l3.fragment) {
+    // ESP fragments go to the worker for reassembly, unless their offset and
+    // length cannot belong to a datagram of at most 65535 bytes.
+    if (l3.proto == 17 ? !world.natt_dests.count({l3.family, l3.dst}) : l3.proto != OV2_IPPROTO_ESP)
+      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    const size_t payload = l3.ip_end - l3.l4;
+    if (l3.frag_offset + payload > 65535 || (l3.frag_more && (payload == 0 || payload % 8 != 0)))
+      return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
+    if (!world.worker_xsk) return wire_pass(f, OV2_WIRE_PASS_NO_WORKER);
+    return Expected{false, XDP_REDIRECT, OV2_WIRE_REDIRECT_FRAGMENT, f, {}};
+  }
 
   uint32_t spi = 0;
   bool udp_encapsulated = false;

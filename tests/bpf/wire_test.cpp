@@ -215,17 +215,134 @@ TEST_F(WireTest, EthernetPaddingAfterTheIpPacketIsAccepted) {
   expect_pass(frame, OV2_WIRE_PASS_NO_WORKER);
 }
 
-TEST_F(WireTest, Ipv4FragmentsPass) {
+Bytes v4_fragment(uint16_t frag_off, uint8_t proto = kProtoEsp, size_t esp_payload = 48,
+                  const std::string& dst = "192.0.2.2") {
+  FrameBuilder::Ipv4Options o;
+  o.frag_off = frag_off;
+  FrameBuilder b;
+  b.ethernet(kEthIpv4).ipv4("198.51.100.1", dst, proto, o);
+  if (proto == kProtoUdp) return b.udp(4500, 4500).esp(kUdpSpi, 1).build();
+  return b.esp(kEspSpi, 1, esp_payload).build();
+}
+
+Bytes v6_fragment(uint16_t offset_units, bool more, size_t esp_payload = 48, bool after_hop_by_hop = false) {
+  FrameBuilder b;
+  b.ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", after_hop_by_hop ? kIpv6HopByHop : kIpv6Fragment);
+  if (after_hop_by_hop) b.ipv6_ext(kIpv6Fragment);
+  return b.ipv6_fragment(kProtoEsp, offset_units, more).esp(kV6Spi, 1, esp_payload).build();
+}
+
+// A non-first fragment has no SPI to look up: every sane ESP fragment goes to
+// the worker, which reassembles it (esp/reassembly.h) before ESP.
+TEST_F(WireTest, EspFragmentsGoToTheWorkerForReassembly) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const std::vector<std::pair<std::string, Bytes>> frames = {
+      {"IPv4 first (MF, offset 0)", v4_fragment(0x2000)},
+      {"IPv4 middle (MF, offset 1480)", v4_fragment(0x2000 | 185)},
+      {"IPv4 last (offset 128)", v4_fragment(0x0010)},
+      {"IPv4 last with DF", v4_fragment(0x4000 | 0x0010)},
+      {"IPv4 first fragment with only the ESP header", v4_fragment(0x2000, kProtoEsp, 0)},
+      {"IPv4 last fragment shorter than an ESP header", v4_fragment(0x0010, kProtoEsp, 0)},
+      {"IPv4 last fragment ending at 65535", v4_fragment(0x1ffe, kProtoEsp, 7)},
+      {"IPv6 first", v6_fragment(0, true)},
+      {"IPv6 last", v6_fragment(10, false)},
+      {"IPv6 atomic fragment", v6_fragment(0, false)},
+      {"IPv6 fragment after hop-by-hop", v6_fragment(10, false, 48, true)},
+  };
+  for (const auto& [what, frame] : frames) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_TRUE(r.meta.empty()) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  }
+}
+
+TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
+  expect_pass(v4_fragment(0x2000), OV2_WIRE_PASS_NO_WORKER);
+  expect_pass(v6_fragment(10, false), OV2_WIRE_PASS_NO_WORKER);
+}
+
+// A non-first UDP fragment has no port: UDP fragments go to the worker only
+// for a destination with a UDP-encapsulated SA (natt_dests); the rest, and
+// every other protocol, stay the stack's.
+TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  auto expect_redirect = [](const Bytes& frame, const std::string& what) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  };
+  expect_redirect(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
+  expect_redirect(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
+  expect_redirect(FrameBuilder()
+                      .ethernet(kEthIpv6)
+                      .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
+                      .ipv6_fragment(kProtoUdp, 0, true)
+                      .udp(4500, 4500)
+                      .esp(kV6UdpSpi, 1)
+                      .build(),
+                  "IPv6 UDP first fragment to a NAT-T SA's destination");
+  expect_pass(v4_fragment(0x2000, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP to another address");
+  expect_pass(v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP last to another");
   FrameBuilder::Ipv4Options more;
-  more.frag_off = 0x2000;  // MF, offset 0
-  expect_pass(
-      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, more).esp(kEspSpi, 1).build(),
-      OV2_WIRE_PASS_FRAGMENT);
-  FrameBuilder::Ipv4Options last;
-  last.frag_off = 0x0010;  // offset 16*8, no MF
-  expect_pass(
-      FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, last).esp(kEspSpi, 1).build(),
-      OV2_WIRE_PASS_FRAGMENT);
+  more.frag_off = 0x2000 | 3;
+  expect_pass(FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoTcp, more).tcp(1, 2).build(),
+              OV2_WIRE_PASS_FRAGMENT, "TCP");
+  // Malformed sizes are malformed for UDP too.
+  expect_pass(v4_fragment(0x1fff, kProtoUdp), OV2_WIRE_PASS_MALFORMED, "UDP past 65535");
+}
+
+TEST_F(WireTest, NattDestinationsFollowTheUdpEncapsulatedSasCountedPerAddress) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const ov2_sa_key k1 = sa_key(0x7001, "192.0.2.7"), k2 = sa_key(0x7002, "192.0.2.7");
+  const Bytes frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
+  EXPECT_FALSE(programs().natt_destination(k1));
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_TRUE(programs().natt_destination(k1));
+  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced: still one each
+  programs().delete_inbound_sa(k1);
+  EXPECT_TRUE(programs().natt_destination(k2)) << "the other SA still needs it";
+  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // now plain ESP
+  EXPECT_FALSE(programs().natt_destination(k2));
+  expect_pass(frag, OV2_WIRE_PASS_FRAGMENT, "no UDP-encapsulated SA left");
+  programs().delete_inbound_sa(k2);
+  EXPECT_FALSE(programs().natt_destination(k2));
+}
+
+TEST_F(WireTest, EspFragmentsWithImpossibleOffsetsOrLengthsAreMalformed) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  // 56 payload bytes at offset 65528: beyond 65535.
+  expect_pass(v4_fragment(0x1fff), OV2_WIRE_PASS_MALFORMED, "IPv4 past 65535");
+  expect_pass(v4_fragment(0x2000 | 0x1fff), OV2_WIRE_PASS_MALFORMED, "IPv4 MF past 65535");
+  expect_pass(v6_fragment(8191, false), OV2_WIRE_PASS_MALFORMED, "IPv6 past 65535");
+  // A fragment that is not the last carries a non-zero multiple of 8 bytes.
+  expect_pass(v4_fragment(0x2000, kProtoEsp, 44), OV2_WIRE_PASS_MALFORMED, "IPv4 MF with 52 bytes");
+  expect_pass(v6_fragment(0, true, 44), OV2_WIRE_PASS_MALFORMED, "IPv6 M with 52 bytes");
+  FrameBuilder::Ipv4Options empty;
+  empty.frag_off = 0x2000 | 1;
+  empty.forced_total_len = 20;
+  expect_pass(FrameBuilder().ethernet(kEthIpv4).ipv4("198.51.100.1", "192.0.2.2", kProtoEsp, empty).build(),
+              OV2_WIRE_PASS_MALFORMED, "IPv4 MF with no payload");
+  // A fragment header cut off by the payload length stays malformed.
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment, 4)
+                  .ipv6_fragment(kProtoEsp, 0, true)
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED, "IPv6 fragment header beyond the payload");
 }
 
 TEST_F(WireTest, Ipv6ExtensionHeaderChainIsWalked) {
@@ -249,24 +366,6 @@ TEST_F(WireTest, SixIpv6ExtensionHeadersAreWalkedSevenAreTooDeep) {
   };
   expect_pass(chain(6, kV6Spi), OV2_WIRE_PASS_NO_WORKER);
   expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_MALFORMED);
-}
-
-TEST_F(WireTest, Ipv6FragmentHeaderPasses) {
-  expect_pass(FrameBuilder()
-                  .ethernet(kEthIpv6)
-                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
-                  .ipv6_fragment(kProtoEsp, 0, true)
-                  .esp(kV6Spi, 1)
-                  .build(),
-              OV2_WIRE_PASS_FRAGMENT);
-  expect_pass(FrameBuilder()
-                  .ethernet(kEthIpv6)
-                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6HopByHop)
-                  .ipv6_ext(kIpv6Fragment)
-                  .ipv6_fragment(kProtoEsp, 10, false)
-                  .esp(kV6Spi, 1)
-                  .build(),
-              OV2_WIRE_PASS_FRAGMENT);
 }
 
 TEST_F(WireTest, MalformedIpv6IsCounted) {

@@ -247,6 +247,9 @@ class DataplaneE2E : public ::testing::Test {
     protect(b_, b_.inner_net6, a_.inner_net6, ba_.out_handle, &pb);
   }
 
+  // Transport SAs between the wire addresses (IKE's UDP 500 bypassed), routes
+  // into ov2 with `route_mtu` (0: none; -1: the offload device's route MTU).
+  void setup_transport(bool v6, int route_mtu);
   void run_transport(bool v6);
 
   void start_capture() {
@@ -292,9 +295,9 @@ class DataplaneE2E : public ::testing::Test {
     return false;
   }
 
-  // tshark's view of the capture, one line per IP packet:
-  // outer src, dst, protocol, esp.spi, esp.icv_good, icmpv6.type.
-  std::vector<std::vector<std::string>> tshark_packets() {
+  // tshark's `fields` (" -e a -e b ...", `n` of them) for the packets of the
+  // capture matching `filter`, one row each, with ESP opened by the SAs.
+  std::vector<std::vector<std::string>> tshark_fields(const std::string& filter, const std::string& fields, size_t n) {
     // The SA table goes to tshark in a private config file, never on a command line.
     const std::string conf = tmp_.file("wireshark");
     mkdir(conf.c_str(), 0700);
@@ -307,13 +310,12 @@ class DataplaneE2E : public ::testing::Test {
       }
     }
     chmod((conf + "/esp_sa").c_str(), 0600);
-    // eth.type says the outer family; occurrence=f picks the outer header's
-    // fields (a decrypted inner header comes later in the frame).
+    // occurrence=f picks the outer header's fields (a decrypted inner header
+    // comes later in the frame).
     std::string out = sh_out("WIRESHARK_CONFIG_DIR=" + conf + " tshark -n -r " + pcap_ +
                              " -o esp.enable_encryption_decode:TRUE -o esp.enable_authentication_check:TRUE"
-                             " -Y 'ip or ipv6' -T fields -E separator=, -E occurrence=f"
-                             " -e eth.type -e ip.src -e ip.dst -e ip.proto -e ipv6.src -e ipv6.dst -e ipv6.nxt"
-                             " -e esp.spi -e esp.icv_good -e icmpv6.type -e frame.len 2>/dev/null");
+                             " -Y '" +
+                             filter + "' -T fields -E separator=, -E occurrence=f" + fields + " 2>/dev/null");
     tshark_raw_ = out;
     std::vector<std::vector<std::string>> rows;
     std::istringstream ss(out);
@@ -323,7 +325,21 @@ class DataplaneE2E : public ::testing::Test {
       std::string c;
       std::istringstream ls(line);
       while (std::getline(ls, c, ',')) f.push_back(c);
-      f.resize(11);
+      f.resize(n);
+      rows.push_back(std::move(f));
+    }
+    return rows;
+  }
+
+  // tshark's view of the capture, one line per IP packet:
+  // outer src, dst, protocol, esp.spi, esp.icv_good, icmpv6.type.
+  std::vector<std::vector<std::string>> tshark_packets() {
+    std::vector<std::vector<std::string>> rows;
+    // eth.type says the outer family.
+    for (const auto& f : tshark_fields("ip or ipv6",
+                                       " -e eth.type -e ip.src -e ip.dst -e ip.proto -e ipv6.src -e ipv6.dst"
+                                       " -e ipv6.nxt -e esp.spi -e esp.icv_good -e icmpv6.type -e frame.len",
+                                       11)) {
       const bool v6 = f[0] == "0x86dd";
       // -> src dst proto spi icv_good icmpv6_type
       rows.push_back({v6 ? f[4] : f[1], v6 ? f[5] : f[2], v6 ? f[6] : f[3], f[7], f[8], f[9], f[10]});
@@ -1084,7 +1100,7 @@ TEST_F(DataplaneE2E, Ipv6OuterTunnelCarriesPingAsEspWithGoodIcvs) {
 }
 
 // Transport mode between the wire addresses themselves (`v6`: IPv6 addresses).
-void DataplaneE2E::run_transport(bool v6) {
+void DataplaneE2E::setup_transport(bool v6, int route_mtu) {
   start_dataplanes();
   const std::string a = v6 ? a_.wire_ip6 : a_.wire_ip, b = v6 ? b_.wire_ip6 : b_.wire_ip;
   const std::string len = v6 ? "/128" : "/32";
@@ -1108,9 +1124,15 @@ void DataplaneE2E::run_transport(bool v6) {
   protect(a_, a + len, b + len, ab_.out_handle, &pa);
   protect(b_, b + len, a + len, ba_.out_handle, &pb);
   // More specific than the wire's connected prefix: the host sends these into ov2.
-  const std::string mtu = route_mtu_ ? " mtu " + std::to_string(a_.dp->device().route_mtu()) : "";
+  if (route_mtu < 0) route_mtu = static_cast<int>(a_.dp->device().route_mtu());
+  const std::string mtu = route_mtu ? " mtu " + std::to_string(route_mtu) : "";
   must("ip -n " + a_.ns->name() + " route add " + b + len + " dev ov2 src " + a + mtu);
   must("ip -n " + b_.ns->name() + " route add " + a + len + " dev ov2 src " + b + mtu);
+}
+
+void DataplaneE2E::run_transport(bool v6) {
+  setup_transport(v6, route_mtu_ ? -1 : 0);
+  const std::string a = v6 ? a_.wire_ip6 : a_.wire_ip, b = v6 ? b_.wire_ip6 : b_.wire_ip;
   ASSERT_TRUE(warm_up(a_, b)) << "no ping answer in transport mode";
   const DataplaneCounters a0 = a_.dp->counters();
   start_capture();
@@ -1375,6 +1397,268 @@ TEST_F(DataplanePmtuE2E, IcmpErrorsAreRateLimitedAndTheRestCountedAsTooBig) {
   EXPECT_GE(icmp, 50u) << "the burst";
   EXPECT_LE(icmp, 50u + static_cast<uint64_t>(ms) + 1) << "the burst plus one a millisecond (" << ms << " ms)";
   EXPECT_GT(too_big, 0u);
+}
+
+// ---------------------------------------------------------------------------
+// Outer fragments of ESP (esp/reassembly.h): reassembled before ESP on receive;
+// transport SAs fragment after ESP on transmit.
+
+// Rows of tshark for the ESP on the capture (IPv4): MF, fragment offset, SPI,
+// ICV good, frame length -- tshark reassembles the fragments itself and opens
+// the reassembled ESP with the SAs.
+struct EspWireRow {
+  bool fragment;
+  std::string spi, icv_good;
+  uint64_t frame_len;
+};
+
+class DataplaneFragmentE2E : public DataplaneE2E {
+ protected:
+  std::vector<EspWireRow> esp_rows() {
+    std::vector<EspWireRow> rows;
+    for (const auto& f : tshark_fields(
+             "ip.proto == 50", " -e ip.flags.mf -e ip.frag_offset -e esp.spi -e esp.icv_good -e frame.len", 5)) {
+      const bool mf = f[0] == "1" || f[0] == "True";
+      rows.push_back({mf || (!f[1].empty() && f[1] != "0"), f[2], f[3], f[4].empty() ? 0 : std::stoull(f[4])});
+    }
+    return rows;
+  }
+
+  std::string mac_of(const Endpoint& ep) {
+    std::istringstream ss(sh_out("ip -n " + ep.ns->name() + " -br link show wire"));
+    std::string name, state, mac;
+    ss >> name >> state >> mac;
+    return mac;
+  }
+
+  // Frames of tunnel ESP on the a->b SA carrying an echo request from a's
+  // inner address to b's, cut into outer fragments by scapy
+  // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
+  // private file, never a command line.
+  // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
+  // `natt`: ESP in UDP 4500 (setup_tunnel(false, 0, true)).
+  std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
+                                               bool natt = false) {
+    const std::string conf = tmp_.file("fragments.json");
+    {
+      std::ofstream f(conf, std::ios::trunc);
+      chmod(conf.c_str(), 0600);
+      f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << seq
+        << ", \"outer_src\": \"" << (v6 ? a_.wire_ip6 : a_.wire_ip) << "\", \"outer_dst\": \""
+        << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \"" << a_.inner_ip << "\", \"inner_dst\": \""
+        << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_) << "\", \"dst_mac\": \"" << mac_of(b_)
+        << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
+        << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"}";
+    }
+    const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR +
+                                   "/tests/e2e/esp_fragments.py < " + conf + " 2>" + tmp_.file("fragments.err"));
+    std::vector<std::string> frames;
+    std::istringstream ss(out);
+    std::string line;
+    while (std::getline(ss, line)) {
+      std::string f(line.size() / 2, '\0');
+      for (size_t i = 0; i < f.size(); ++i) f[i] = static_cast<char>(std::stoi(line.substr(2 * i, 2), nullptr, 16));
+      frames.push_back(f);
+    }
+    return frames;
+  }
+
+  // b's counters once its worker has taken `n` more fragments than in
+  // `before` (and 200 ms more for the rest of their path).
+  DataplaneCounters counters_after_fragments(const DataplaneCounters& before, uint64_t n) {
+    EXPECT_TRUE(e2e::wait_for(
+        [&] {
+          return b_.dp->counters().worker_count(WorkerCounter::RxFragments) -
+                     before.worker_count(WorkerCounter::RxFragments) >=
+                 n;
+        },
+        3000))
+        << dump(*b_.dp);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return b_.dp->counters();
+  }
+
+  void expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6, std::vector<std::string>* frames,
+                                            DataplaneCounters* after);
+};
+
+uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
+  return y.worker_count(c) - x.worker_count(c);
+}
+
+// Injects scapy's 3 fragments of one good echo request a -> b (`seq`, IP id
+// `ip_id`, outer IPv6 if `v6`) and checks b reassembled and opened it once
+// and answered through its SA.  The frames and b's counters after go out.
+void DataplaneFragmentE2E::expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6,
+                                                                std::vector<std::string>* frames,
+                                                                DataplaneCounters* after) {
+  *frames = scapy_esp_fragments("good", seq, ip_id, v6);
+  ASSERT_EQ(frames->size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  const DataplaneCounters b0 = b_.dp->counters();
+  inject(*a_.ns, "wire", *frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  *after = b_.dp->counters();
+  EXPECT_EQ(after->wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxFragments), 3u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, *after, WorkerCounter::RxDecapsulated), 1u);
+  EXPECT_EQ(after->verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 1u) << dump(*b_.dp);
+}
+
+TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePeerReassemblesIt) {
+  // No PMTU discovery on either host: TCP goes without DF too.  Routes into
+  // ov2 without mtu: the host cuts a 3028-byte echo into 1500 + 1500 + 68 for
+  // ov2; the worker reassembles it (transport SAs carry whole datagrams),
+  // protects it (3068 bytes with AES-GCM-128) and sends it in 3 fragments;
+  // the peer reassembles, opens, and gives the 3028-byte echo to its host in
+  // fragments that fit ov2 (1480 bytes with the shim).
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  start_capture();
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 3 -i 0.2 -W 2 -q -M dont -s 3000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxHostFragments), 9u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxFragmented), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxEncapsulated), 9u) << "three ESP fragments per request";
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 9u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::TxFragmented), 3u) << "the replies: " << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 9u);
+  EXPECT_TRUE(tcp_transfer(a_.wire_ip, b_.wire_ip, 256 << 10)) << e2e::read_file(tmp_.file("tcp-client.log"));
+  stop_capture();
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_GE(wdelta(b1, b2, WorkerCounter::RxReassembled), 100u) << "full-size TCP segments came in fragments";
+  for (WorkerCounter c :
+       {WorkerCounter::RxReasmTimeout, WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig,
+        WorkerCounter::RxReasmTableFull, WorkerCounter::RxReasmMalformed, WorkerCounter::TxReasmFailed}) {
+    EXPECT_EQ(b2.worker_count(c), 0u) << worker_counter_name(c);
+    EXPECT_EQ(a_.dp->counters().worker_count(c), 0u) << worker_counter_name(c);
+  }
+  EXPECT_EQ(a_.dp->counters().worker_count(WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
+  // tshark: ESP fragments on the wire, none above the MTU; every ESP datagram
+  // it reassembled opens with a good ICV.
+  uint64_t fragments = 0, good_ab = 0, bad = 0;
+  for (const EspWireRow& r : esp_rows()) {
+    EXPECT_LE(r.frame_len, 14u + 1500u);
+    if (r.fragment) ++fragments;
+    if (r.icv_good == "True" || r.icv_good == "1") {
+      if (r.spi == "0x00003003") ++good_ab;
+    } else if (!r.icv_good.empty()) {
+      ++bad;
+    }
+  }
+  EXPECT_GE(fragments, 18u) << tshark_raw_;
+  EXPECT_GE(good_ab, 3u) << tshark_raw_;
+  EXPECT_EQ(bad, 0u) << tshark_raw_;
+}
+
+TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(1000, 0x5151, false, &frames, &b1));
+  // The same datagram again is a replay: reassembled, then refused by the window.
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled) >= 1; }, 3000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxCryptoFailed), 1u) << dump(*b_.dp);
+}
+
+TEST_F(DataplaneFragmentE2E, OverlappingOversizedAndUnfinishedFragmentsAreDroppedAndCounted) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> overlap = scapy_esp_fragments("overlap", 2000, 0x6161);
+  ASSERT_EQ(overlap.size(), 4u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", overlap);
+  inject(*a_.ns, "wire", scapy_esp_fragments("beyond", 2001, 0x6262));
+  inject(*a_.ns, "wire", scapy_esp_fragments("unended", 2002, 0x6363));
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(b1 = counters_after_fragments(b0, 6));
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmTooBig), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 0u);
+  // The fourth fragment of the overlap datagram started a new entry that
+  // never completes, like the unfinished one: both wait for the timeout.
+  // And the worker still works: a good datagram after all that.
+  inject(*a_.ns, "wire", scapy_esp_fragments("good", 2003, 0x6464));
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxReassembled), 1u);
+}
+
+TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDropsTheDatagram) {
+  setup_tunnel(true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(3000, 0x71717171, true, &frames, &b1));
+  // RFC 5722: a fragment overlapping another by 8 bytes, same bytes or not, drops the datagram.
+  const std::vector<std::string> overlap = scapy_esp_fragments("overlap", 3001, 0x72727272, true);
+  ASSERT_EQ(overlap.size(), 4u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", overlap);
+  DataplaneCounters b2;
+  ASSERT_NO_FATAL_FAILURE(b2 = counters_after_fragments(b1, 4));
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+}
+
+TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressGoesUpPlain) {
+  setup_tunnel(false, 0, true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  // What an IKE daemon on b would see: a socket on UDP 4500.  The datagram
+  // comes up through ov2 (accept-plain) with the peer's wire address as its
+  // source; ov2 has no IPv4 address, so any reverse-path filter (strict or
+  // loose) drops it (IPReversePathFilter): rp_filter must be 0 for ov2.
+  must(b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ov2.rp_filter=0"));
+  const std::string listener = tmp_.file("ike_listener.py");
+  {
+    std::ofstream f(listener);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.bind(('0.0.0.0', 4500))\n"
+         "s.settimeout(15)\n"
+         "d, a = s.recvfrom(65535)\n"
+         "print(len(d), a[0], d[:4].hex(), flush=True)\n";
+  }
+  Child ike(b_.ns->exec("/usr/bin/python3 " + listener), tmp_.file("ike.log"));
+  ASSERT_TRUE(e2e::wait_for([&] { return sh(b_.ns->exec("ss -lun | grep -q ':4500 '")) == 0; }, 5000));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> esp = scapy_esp_fragments("good", 4000, 0x8181, false, true);
+  ASSERT_EQ(esp.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", esp);
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b0, b_.dp->counters(), WorkerCounter::TxEncapsulated) >= 1; }, 3000))
+      << "b answered the echo request through its SA: " << dump(*b_.dp);
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 1u);
+  // A fragmented UDP 4500 datagram with the non-ESP marker (a big IKE message).
+  const std::vector<std::string> ike_frames = scapy_esp_fragments("ike", 4001, 0x8282, false, true);
+  ASSERT_EQ(ike_frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", ike_frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(tmp_.file("ike.log")).find(' ') != std::string::npos; }, 5000))
+      << "the IKE datagram did not reach b's socket: " << dump(*b_.dp)
+      << sh_out(b_.ns->exec("nstat -az 2>&1 | grep -E 'Udp|ReversePath|Martian' | grep -v ' 0 '"));
+  EXPECT_EQ(e2e::read_file(tmp_.file("ike.log")), "1304 " + a_.wire_ip + " 00000000\n");
+  const DataplaneCounters b2 = b_.dp->counters();
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 1u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmPassed), 1u);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+  EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 1u) << dump(*b_.dp);
 }
 
 }  // namespace

@@ -1,0 +1,243 @@
+#include "esp/reassembly.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "esp/ip_checksum.h"
+
+namespace ov2::esp {
+
+using wire::be16;
+using wire::be32;
+using wire::put16;
+
+namespace {
+
+// Room kept in front of a datagram's payload in its buffer for the header of
+// the first fragment (the longest: IPv4 with 40 bytes of options).
+constexpr uint32_t kHeaderRoom = 60;
+constexpr uint8_t kIpv6Fragment = 44;
+constexpr uint32_t kMaxDatagram = 65535;
+
+// What add() needs of one fragment, whichever the family.
+struct FragmentView {
+  uint8_t family;  // 4 or 6
+  uint8_t proto;   // IPv4 protocol / IPv6 fragment header's next header
+  uint32_t id;
+  const uint8_t* src;
+  const uint8_t* dst;
+  const uint8_t* header;  // the IP header (IPv6: the fixed header only)
+  uint32_t header_len;
+  const uint8_t* payload;
+  uint32_t offset, len;  // payload bytes [offset, offset + len) of the datagram
+  bool more;
+};
+
+bool parse(const uint8_t* ip, uint32_t len, FragmentView* f) {
+  if (len < 1) return false;
+  if ((ip[0] >> 4) == 4) {
+    if (len < 20) return false;
+    const uint32_t ihl = (ip[0] & 0x0fu) * 4;
+    const uint32_t total = be16(ip + 2);
+    if (ihl < 20 || total < ihl || total > len) return false;
+    const uint16_t fo = be16(ip + 6);
+    *f = {4,   ip[9],    be16(ip + 4),        ip + 12,     ip + 16,           ip,
+          ihl, ip + ihl, (fo & 0x1fffu) * 8u, total - ihl, (fo & 0x2000) != 0};
+    return true;
+  }
+  if ((ip[0] >> 4) == 6) {
+    if (len < 48 || ip[6] != kIpv6Fragment) return false;
+    const uint32_t total = 40u + be16(ip + 4);
+    if (total < 48 || total > len) return false;
+    const uint8_t* fh = ip + 40;
+    const uint16_t fo = be16(fh + 2);
+    *f = {6, fh[0], be32(fh + 4), ip + 8, ip + 24, ip, 40, ip + 48, fo & 0xfff8u, total - 48, (fo & 1) != 0};
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+struct Reassembly::Entry {
+  bool used = false;
+  bool have_first = false;
+  bool have_last = false;
+  uint8_t family = 0;
+  uint8_t proto = 0;
+  uint32_t id = 0;
+  uint8_t src[16]{};
+  uint8_t dst[16]{};
+  uint64_t deadline_ns = 0;
+  uint32_t header_len = 0;
+  uint32_t total = 0;  // payload bytes, once the last fragment is in
+  uint32_t fragments = 0;
+  uint8_t* buffer = nullptr;  // limits.buffer_bytes: header room, then the payload
+  Fragment* held = nullptr;   // limits.max_fragments, sorted by start
+};
+
+Reassembly::Reassembly(const Limits& limits) : limits_(limits) {
+  limits_.entries = std::max(limits_.entries, 1u);
+  limits_.max_fragments = std::max(limits_.max_fragments, 2u);
+  limits_.buffer_bytes = std::max(limits_.buffer_bytes, kHeaderRoom + 8);
+  entries_ = std::make_unique<Entry[]>(limits_.entries);
+  buffers_ = std::make_unique<uint8_t[]>(size_t(limits_.entries) * limits_.buffer_bytes);
+  fragments_ = std::make_unique<Fragment[]>(size_t(limits_.entries) * limits_.max_fragments);
+  for (uint32_t i = 0; i < limits_.entries; ++i) {
+    entries_[i].buffer = buffers_.get() + size_t(i) * limits_.buffer_bytes;
+    entries_[i].held = fragments_.get() + size_t(i) * limits_.max_fragments;
+  }
+}
+
+Reassembly::~Reassembly() = default;
+
+bool Reassembly::is_fragment(const uint8_t* ip, uint32_t len) {
+  if (len >= 20 && (ip[0] >> 4) == 4) return (be16(ip + 6) & 0x3fff) != 0;
+  if (len >= 40 && (ip[0] >> 4) == 6) return ip[6] == kIpv6Fragment;
+  return false;
+}
+
+Reassembly::Entry* Reassembly::find_or_create(uint8_t family, const uint8_t* src, const uint8_t* dst, uint32_t id,
+                                              uint8_t proto, uint64_t now_ns, FragmentDrop* why) {
+  const size_t alen = family == 4 ? 4 : 16;
+  Entry* free_entry = nullptr;
+  for (uint32_t i = 0; i < limits_.entries; ++i) {
+    Entry& e = entries_[i];
+    if (!e.used) {
+      if (!free_entry) free_entry = &e;
+      continue;
+    }
+    // RFC 791: (src, dst, protocol, id); RFC 8200: (src, dst, id).
+    if (e.id == id && e.family == family && (family == 6 || e.proto == proto) && std::memcmp(e.src, src, alen) == 0 &&
+        std::memcmp(e.dst, dst, alen) == 0)
+      return &e;
+  }
+  if (!free_entry) {
+    *why = FragmentDrop::TableFull;
+    return nullptr;
+  }
+  Entry& e = *free_entry;
+  e.used = true;
+  e.have_first = e.have_last = false;
+  e.family = family;
+  e.proto = proto;
+  e.id = id;
+  std::memcpy(e.src, src, alen);
+  std::memcpy(e.dst, dst, alen);
+  e.deadline_ns = now_ns + limits_.timeout_ns;
+  e.header_len = e.total = e.fragments = 0;
+  next_expiry_ns_ = std::min(next_expiry_ns_, e.deadline_ns);
+  ++used_;
+  return &e;
+}
+
+void Reassembly::release(Entry& e) {
+  e.used = false;
+  --used_;
+}
+
+Reassembly::Result Reassembly::drop(Entry& e, FragmentDrop why) {
+  release(e);
+  return {Kind::Dropped, why};
+}
+
+Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room) {
+  FragmentView f;
+  if (!parse(ip, len, &f)) return {Kind::Dropped, FragmentDrop::Malformed};
+  if (f.family == 4 && f.offset == 0 && !f.more) return {Kind::Dropped, FragmentDrop::Malformed};  // not a fragment
+  // Every fragment but the last carries a multiple of 8 bytes (RFC 791, RFC 8200 §4.5).
+  if (f.more && (f.len == 0 || f.len % 8 != 0)) return {Kind::Dropped, FragmentDrop::Malformed};
+  const uint32_t end = f.offset + f.len;
+  if (f.family == 6 && f.offset == 0 && !f.more) {
+    // RFC 6946 atomic fragment: the packet alone, without its fragment header.
+    if (40 + f.len > out_room) return {Kind::Dropped, FragmentDrop::TooBig};
+    const uint8_t next = f.proto;
+    std::memmove(out, ip, 40);
+    std::memmove(out + 40, f.payload, f.len);
+    out[6] = next;
+    put16(out + 4, static_cast<uint16_t>(f.len));
+    return {Kind::Complete, FragmentDrop::Malformed, 40 + f.len};
+  }
+
+  FragmentDrop why = FragmentDrop::Malformed;
+  Entry* e = find_or_create(f.family, f.src, f.dst, f.id, f.proto, now_ns, &why);
+  if (!e) return {Kind::Dropped, why};
+  // RFC 791: 65535 bytes with the header; RFC 8200: a payload length of 65535.
+  if (end + (f.family == 4 ? f.header_len : 0) > kMaxDatagram || kHeaderRoom + end > limits_.buffer_bytes)
+    return drop(*e, FragmentDrop::TooBig);
+  if (!f.more) {
+    bool beyond = false;
+    for (uint32_t i = 0; i < e->fragments; ++i) beyond |= e->held[i].end > end;
+    if ((e->have_last && e->total != end) || beyond)
+      return drop(*e, FragmentDrop::Malformed);  // two different ends, or data beyond this one
+  } else if (e->have_last && end > e->total) {
+    return drop(*e, FragmentDrop::Malformed);
+  }
+  uint8_t* payload = e->buffer + kHeaderRoom;
+  uint32_t at = 0;  // insertion point: held[] stays sorted by start
+  for (uint32_t i = 0; i < e->fragments; ++i) {
+    const Fragment& h = e->held[i];
+    if (h.start < f.offset || (h.start == f.offset && h.end <= end)) at = i + 1;
+    if (h.start == f.offset && h.end == end && f.len == 0) return {Kind::Held};  // empty last fragment again
+    if (h.start >= end || f.offset >= h.end) continue;
+    const bool same_range = h.start == f.offset && h.end == end;
+    if (f.family == 6 && !same_range) return drop(*e, FragmentDrop::Overlap);  // RFC 5722
+    const uint32_t lo = std::max(h.start, f.offset), hi = std::min(h.end, end);
+    if (std::memcmp(payload + lo, f.payload + (lo - f.offset), hi - lo) != 0) return drop(*e, FragmentDrop::Overlap);
+    if (same_range) return {Kind::Held};  // an exact duplicate (same place, same bytes): ignored
+  }
+  if (e->fragments == limits_.max_fragments) return drop(*e, FragmentDrop::TooManyFragments);
+  std::memcpy(payload + f.offset, f.payload, f.len);
+  std::memmove(e->held + at + 1, e->held + at, (e->fragments - at) * sizeof(Fragment));
+  e->held[at] = {f.offset, end};
+  ++e->fragments;
+  if (f.offset == 0) {
+    // The first fragment's header becomes the datagram's (RFC 791; RFC 8200:
+    // the unfragmentable part, here the fixed header).
+    std::memcpy(payload - f.header_len, f.header, f.header_len);
+    e->header_len = f.header_len;
+    e->have_first = true;
+    if (f.family == 6) payload[-40 + 6] = f.proto;
+  }
+  if (!f.more) {
+    e->have_last = true;
+    e->total = end;
+  }
+  if (!e->have_first || !e->have_last) return {Kind::Held};
+  uint32_t reach = 0;
+  for (uint32_t i = 0; i < e->fragments && e->held[i].start <= reach; ++i) reach = std::max(reach, e->held[i].end);
+  if (reach < e->total) return {Kind::Held};
+
+  const uint32_t n = e->header_len + e->total;
+  if (n > out_room || (f.family == 4 && n > kMaxDatagram)) return drop(*e, FragmentDrop::TooBig);
+  std::memcpy(out, payload - e->header_len, n);
+  if (f.family == 4) {
+    put16(out + 2, static_cast<uint16_t>(n));
+    put16(out + 6, be16(out + 6) & 0x4000);  // DF stays; no MF, no offset
+    wire::set_ipv4_checksum(out);
+  } else {
+    put16(out + 4, static_cast<uint16_t>(e->total));
+  }
+  release(*e);
+  return {Kind::Complete, FragmentDrop::Malformed, n};
+}
+
+uint32_t Reassembly::expire(uint64_t now_ns) {
+  if (now_ns < next_expiry_ns_) return 0;
+  uint32_t dropped = 0;
+  uint64_t next = UINT64_MAX;
+  for (uint32_t i = 0; i < limits_.entries; ++i) {
+    Entry& e = entries_[i];
+    if (!e.used) continue;
+    if (e.deadline_ns <= now_ns) {
+      release(e);
+      ++dropped;
+    } else {
+      next = std::min(next, e.deadline_ns);
+    }
+  }
+  next_expiry_ns_ = next;
+  return dropped;
+}
+
+}  // namespace ov2::esp

@@ -1,0 +1,104 @@
+// Reassembly of outer IPv4/IPv6 fragments before ESP processing (RFC 4303
+// §3.4.1: "reassembly is performed prior to IPsec processing"; RFC 791,
+// RFC 8200 §4.5).  A peer whose path MTU is smaller than its ESP packets
+// (Linux XFRM encapsulates first and fragments the outer packet) or a router
+// on the way sends ESP in fragments; this kernel has no ESP, so the worker
+// reassembles them itself.
+//
+// One table per worker thread (no locks), bounded in every dimension and
+// allocated once at construction (no allocation per packet):
+//  - `entries` datagrams in progress at once; a fragment of a new datagram
+//    when all are taken is dropped (TableFull), as Linux drops above
+//    ipfrag_high_thresh;
+//  - `buffer_bytes` per datagram (header + payload): the reassembled
+//    datagram must fit one UMEM frame to go on, so a datagram above it is
+//    dropped as TooBig, as is one above 65535 bytes (RFC 791/8200);
+//  - `max_fragments` fragments per datagram (TooManyFragments);
+//  - `timeout_ns` from the first fragment (Linux ipfrag_time: 30 s), after
+//    which the datagram is dropped (Timeout, from expire()).
+// Overlaps: IPv6 drops the whole datagram on any overlap (RFC 5722, RFC 8200
+// §4.5); IPv4 drops it when the overlapping bytes differ (what a receiver
+// must not guess about) and keeps identical overlaps.  An exact duplicate
+// (same offset, length and bytes) is ignored in both (RFC 8200 §4.5; Linux
+// IPFRAG_DUP); the same range with other bytes drops the datagram.  An IPv6 atomic fragment
+// (offset 0, M clear, RFC 6946) is processed on its own, without the table.
+// IPv6: the fragment header must follow the fixed header directly (what ESP
+// peers send); other header chains are dropped as Malformed.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+namespace ov2::esp {
+
+enum class FragmentDrop : uint8_t {
+  Malformed,         // bad lengths/offsets, conflicting last fragments, unsupported IPv6 header chain
+  Overlap,           // IPv6 overlap, or IPv4 overlap whose bytes differ: the datagram is dropped
+  TooBig,            // above 65535 bytes or the per-datagram buffer / output room
+  TableFull,         // no free entry for a new datagram
+  TooManyFragments,  // more than max_fragments for one datagram
+};
+
+class Reassembly {
+ public:
+  struct Limits {
+    uint32_t entries = 64;
+    uint32_t buffer_bytes = 4096;
+    uint32_t max_fragments = 64;
+    uint64_t timeout_ns = 30'000'000'000ull;
+  };
+  enum class Kind : uint8_t {
+    Held,      // kept, the datagram is not complete yet
+    Complete,  // the whole datagram was written to `out`
+    Dropped,   // see `why`; the fragment (and, for a datagram-level reason, the datagram) is gone
+  };
+  struct Result {
+    Kind kind;
+    FragmentDrop why = FragmentDrop::Malformed;
+    uint32_t len = 0;  // Complete: bytes written to out
+  };
+
+  explicit Reassembly(const Limits& limits);
+  ~Reassembly();
+  Reassembly(const Reassembly&) = delete;
+  Reassembly& operator=(const Reassembly&) = delete;
+
+  // True if the IP packet at `ip` (`len` bytes, version from the first
+  // nibble) is a fragment: IPv4 MF or offset, or an IPv6 fixed header whose
+  // next header is a fragment header.  Nothing is checked beyond that.
+  static bool is_fragment(const uint8_t* ip, uint32_t len);
+
+  // Adds the fragment at `ip` (`len` bytes from its IP header; Ethernet
+  // padding after the IP length is ignored).  When it completes its datagram,
+  // the datagram is written to `out` (room for `out_room` bytes; `out` may be
+  // `ip` itself: the fragment is consumed before `out` is written), its
+  // header rebuilt (IPv4: total length, no MF/offset, DF kept, checksum;
+  // IPv6: the fragment header removed, payload length), and its entry freed.
+  Result add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room);
+
+  // Drops the datagrams older than the timeout; returns how many (Timeout).
+  // Cheap when none is due.
+  uint32_t expire(uint64_t now_ns);
+
+  uint32_t in_progress() const { return used_; }
+  const Limits& limits() const { return limits_; }
+
+ private:
+  struct Entry;
+  struct Fragment {
+    uint32_t start, end;  // payload bytes [start, end)
+  };
+  Entry* find_or_create(uint8_t family, const uint8_t* src, const uint8_t* dst, uint32_t id, uint8_t proto,
+                        uint64_t now_ns, FragmentDrop* why);
+  void release(Entry& e);
+  Result drop(Entry& e, FragmentDrop why);
+
+  Limits limits_;
+  std::unique_ptr<Entry[]> entries_;
+  std::unique_ptr<uint8_t[]> buffers_;
+  std::unique_ptr<Fragment[]> fragments_;
+  uint32_t used_ = 0;
+  uint64_t next_expiry_ns_ = UINT64_MAX;
+};
+
+}  // namespace ov2::esp

@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Builds tunnel-mode ESP (scapy SecurityAssociation, AES-GCM) carrying an ICMP
+echo request, as outer IPv4 fragments (scapy fragment()), and prints the
+Ethernet frames in hex, one per line, in the order to send them.
+
+The configuration (JSON, with the key) comes on stdin, never on the command
+line: spi, key (hex, key||salt), seq, outer_src, outer_dst (IPv6 addresses:
+IPv6 outer header and fragment headers, fragment6()), inner_src,
+inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id,
+natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), kind:
+  good      the fragments, last first (any order must do)
+  overlap   IPv4: a copy of the second fragment with other bytes after it
+            (overlap with differing data: the datagram is dropped); IPv6: a
+            copy of the second fragment 8 bytes further (any overlap drops)
+  beyond    one fragment whose end lies beyond what a frame holds (too big)
+  unended   the first fragment only (never completes)
+  ike       not ESP: a UDP 4500 datagram with the non-ESP marker and `payload`
+            bytes (what a big IKE message looks like), fragmented
+"""
+import json
+import sys
+
+from scapy.all import ICMP, IP, UDP, IPv6, Ether, IPv6ExtHdrFragment, Raw, fragment, fragment6, raw
+from scapy.layers.ipsec import ESP, SecurityAssociation
+
+c = json.loads(sys.stdin.read())
+v6 = ":" in c["outer_dst"]
+outer_header = IPv6(src=c["outer_src"], dst=c["outer_dst"]) if v6 else IP(src=c["outer_src"], dst=c["outer_dst"])
+sa = SecurityAssociation(ESP, spi=c["spi"], crypt_algo="AES-GCM", crypt_key=bytes.fromhex(c["key"]),
+                         tunnel_header=outer_header)
+inner = IP(src=c["inner_src"], dst=c["inner_dst"]) / ICMP(type=8, id=0x4242, seq=c["seq"] & 0xffff) / Raw(
+    bytes(i % 251 for i in range(c["payload"])))
+esp = raw(sa.encrypt(inner, seq_num=c["seq"]))
+if v6:
+    body = esp[40:]  # the ESP packet after the fixed header
+    whole = IPv6(src=c["outer_src"], dst=c["outer_dst"]) / IPv6ExtHdrFragment(nh=50, id=c["ip_id"]) / Raw(body)
+    frags = [IPv6(raw(f)) for f in fragment6(whole, c["fragsize"])]
+else:
+    outer = IP(esp)
+    if c.get("natt") or c["kind"] == "ike":
+        # scapy 2.5 writes a wrong NAT-T UDP length: the UDP header is ours.
+        body = bytes(4) + bytes(i % 251 for i in range(c["payload"])) if c["kind"] == "ike" else esp[20:]
+        outer = IP(src=c["outer_src"], dst=c["outer_dst"]) / UDP(sport=4500, dport=4500) / Raw(body)
+        outer = IP(raw(outer))
+    outer.flags = 0
+    outer.id = c["ip_id"]
+    del outer.chksum
+    frags = [IP(raw(f)) for f in fragment(IP(raw(outer)), fragsize=c["fragsize"])]
+kind = c["kind"]
+if kind in ("good", "ike"):
+    frags.reverse()
+elif kind == "overlap" and v6:
+    b = bytearray(raw(frags[1]))
+    off = int.from_bytes(b[42:44], "big")
+    b[42:44] = (off + 8).to_bytes(2, "big")
+    frags.insert(2, IPv6(bytes(b)))
+elif kind == "overlap":
+    b = bytearray(raw(frags[1]))
+    for i in range((b[0] & 15) * 4, len(b)):
+        b[i] ^= 0xff
+    frags.insert(2, IP(bytes(b)))
+elif kind == "beyond":
+    f = frags[1].copy()
+    f.frag = 8000 // 8
+    del f.chksum
+    frags = [f]
+elif kind == "unended":
+    frags = frags[:1]
+else:
+    sys.exit("unknown kind " + kind)
+for f in frags:
+    print(raw(Ether(src=c["src_mac"], dst=c["dst_mac"]) / f).hex())

@@ -1,0 +1,294 @@
+// Outer fragment reassembly (esp/reassembly.h): datagrams fragmented by scapy
+// (an independent fragmenter) come back byte for byte in any order; the
+// limits (entries, buffer, fragments, 65535, timeout) and the overlap rules
+// (IPv6: any overlap drops, RFC 5722; IPv4: differing bytes drop) hold.
+#include "esp/reassembly.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+#include <sstream>
+
+#include "esp/esp_test_util.h"
+#include "esp/path_mtu.h"
+
+namespace ov2::esp::test {
+namespace {
+
+using Kind = Reassembly::Kind;
+
+uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+
+// Fragments of one datagram, as scapy's fragment()/fragment6() cut them; the
+// datagram itself first.  `v6`: IPv6 with a fragment header.
+std::vector<Bytes> scapy_fragments(bool v6, uint32_t payload, uint32_t mtu) {
+  const std::string script =
+      std::string("import sys\nfrom scapy.all import *\n") +
+      (v6 ? "p = IPv6(src='fd00:2::1', dst='fd00:2::2', nh=50)/Raw(bytes((i * 7) % 251 for i in range(" +
+                std::to_string(payload) +
+                ")))\n"
+                "d = raw(p)\n"
+                "fs = fragment6(IPv6(src='fd00:2::1', dst='fd00:2::2')/IPv6ExtHdrFragment(id=0x1234, nh=50)/"
+                "Raw(bytes((i * 7) % 251 for i in range(" +
+                std::to_string(payload) + "))), " + std::to_string(mtu) + ")\n"
+          : "p = IP(src='192.0.2.1', dst='192.0.2.2', proto=50, id=0x4242)/Raw(bytes((i * 7) % 251 for i in range(" +
+                std::to_string(payload) +
+                ")))\n"
+                "d = raw(p)\n"
+                "fs = fragment(IP(raw(p)), " +
+                std::to_string(mtu - 20) + ")\n") +
+      "print(d.hex())\nfor f in fs: print(raw(f).hex())\n";
+  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
+  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
+  std::vector<Bytes> out;
+  std::istringstream ss(r.out);
+  std::string line;
+  while (std::getline(ss, line)) out.push_back(from_hex(line));
+  return out;
+}
+
+Reassembly::Limits small_limits() {
+  Reassembly::Limits l;
+  l.entries = 4;
+  l.buffer_bytes = 4096;
+  l.max_fragments = 8;
+  l.timeout_ns = 1'000'000'000;
+  return l;
+}
+
+TEST(Reassembly, ScapyIpv4FragmentsInAnyOrderGiveTheDatagramBackWithAFreshHeader) {
+  std::vector<Bytes> v = scapy_fragments(false, 3000, 1400);
+  ASSERT_EQ(v.size(), 4u);  // datagram + 3 fragments
+  const Bytes datagram = v[0];
+  std::vector<Bytes> frags(v.begin() + 1, v.end());
+  std::mt19937 rng(7);
+  for (int round = 0; round < 6; ++round) {
+    std::shuffle(frags.begin(), frags.end(), rng);
+    Reassembly r(small_limits());
+    Bytes out(4096);
+    for (size_t i = 0; i < frags.size(); ++i) {
+      Reassembly::Result res = r.add(frags[i].data(), uint32_t(frags[i].size()), 0, out.data(), 4096);
+      if (i + 1 < frags.size()) {
+        EXPECT_EQ(res.kind, Kind::Held);
+        continue;
+      }
+      ASSERT_EQ(res.kind, Kind::Complete);
+      ASSERT_EQ(res.len, datagram.size());
+      // scapy's datagram has the same id and header; checksum recomputed by us.
+      EXPECT_EQ(Bytes(out.begin(), out.begin() + res.len), datagram) << "round " << round;
+    }
+    EXPECT_EQ(r.in_progress(), 0u);
+  }
+}
+
+TEST(Reassembly, ScapyIpv6FragmentsGiveTheDatagramBackWithoutTheFragmentHeader) {
+  std::vector<Bytes> v = scapy_fragments(true, 2500, 1280);
+  ASSERT_GE(v.size(), 3u);
+  const Bytes datagram = v[0];
+  Reassembly r(small_limits());
+  Bytes out(4096);
+  Reassembly::Result res{Kind::Held};
+  for (size_t i = v.size() - 1; i >= 1; --i) res = r.add(v[i].data(), uint32_t(v[i].size()), 0, out.data(), 4096);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_EQ(Bytes(out.begin(), out.begin() + res.len), datagram);
+}
+
+TEST(Reassembly, ReassemblesInPlaceIntoTheLastFragmentsOwnBuffer) {
+  std::vector<Bytes> v = scapy_fragments(false, 2000, 1000);
+  Reassembly r(small_limits());
+  for (size_t i = 1; i + 1 < v.size(); ++i)
+    ASSERT_EQ(r.add(v[i].data(), uint32_t(v[i].size()), 0, nullptr, 0).kind, Kind::Held);
+  Bytes last = v.back();
+  last.resize(4096);
+  Reassembly::Result res = r.add(last.data(), uint32_t(v.back().size()), 0, last.data(), 4096);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_EQ(Bytes(last.begin(), last.begin() + res.len), v[0]);
+}
+
+// A hand-made IPv4 fragment: id, offset (bytes), MF, payload filled with `fill`.
+Bytes v4frag(uint16_t id, uint32_t offset, bool more, uint32_t len, uint8_t fill, uint8_t src_last = 1) {
+  Bytes b(20 + len, fill);
+  b[0] = 0x45;
+  b[2] = uint8_t((20 + len) >> 8);
+  b[3] = uint8_t(20 + len);
+  b[4] = uint8_t(id >> 8);
+  b[5] = uint8_t(id);
+  const uint16_t fo = uint16_t((offset / 8) | (more ? 0x2000 : 0));
+  b[6] = uint8_t(fo >> 8);
+  b[7] = uint8_t(fo);
+  b[8] = 64;
+  b[9] = 50;
+  b[10] = b[11] = 0;
+  const uint8_t addrs[8] = {192, 0, 2, src_last, 192, 0, 2, 2};
+  std::copy(addrs, addrs + 8, b.begin() + 12);
+  return b;
+}
+
+Bytes v6frag(uint32_t id, uint32_t offset, bool more, uint32_t len, uint8_t fill) {
+  Bytes b(48 + len, fill);
+  std::fill(b.begin(), b.begin() + 48, 0);
+  b[0] = 0x60;
+  b[4] = uint8_t((8 + len) >> 8);
+  b[5] = uint8_t(8 + len);
+  b[6] = 44;
+  b[7] = 64;
+  b[8] = 0xfd;
+  b[23] = 1;
+  b[24] = 0xfd;
+  b[39] = 2;
+  b[40] = 50;
+  const uint16_t fo = uint16_t(offset | (more ? 1 : 0));
+  b[42] = uint8_t(fo >> 8);
+  b[43] = uint8_t(fo);
+  b[44] = uint8_t(id >> 24);
+  b[47] = uint8_t(id);
+  return b;
+}
+
+Reassembly::Result add(Reassembly& r, const Bytes& f, Bytes* out = nullptr, uint64_t now = 0) {
+  static Bytes scratch(65536 + 100);
+  Bytes& o = out ? *out : scratch;
+  return r.add(f.data(), uint32_t(f.size()), now, o.data(), uint32_t(o.size()));
+}
+
+TEST(Reassembly, Ipv4OverlapWithDifferentBytesDropsTheDatagramIdenticalBytesAreKept) {
+  Reassembly r(small_limits());
+  EXPECT_EQ(add(r, v4frag(1, 0, true, 16, 0xaa)).kind, Kind::Held);
+  Reassembly::Result res = add(r, v4frag(1, 8, true, 16, 0xbb));  // bytes 8..15 differ
+  EXPECT_EQ(res.kind, Kind::Dropped);
+  EXPECT_EQ(res.why, FragmentDrop::Overlap);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // The same range again with other bytes is a conflict too.
+  EXPECT_EQ(add(r, v4frag(3, 0, true, 16, 0xaa)).kind, Kind::Held);
+  res = add(r, v4frag(3, 0, true, 16, 0xab));
+  EXPECT_EQ(res.why, FragmentDrop::Overlap);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // Same overlap with the same bytes: fine, and the datagram completes.
+  EXPECT_EQ(add(r, v4frag(2, 0, true, 16, 0xaa)).kind, Kind::Held);
+  EXPECT_EQ(add(r, v4frag(2, 8, true, 16, 0xaa)).kind, Kind::Held);
+  Bytes out(4096);
+  res = add(r, v4frag(2, 24, false, 5, 0xaa), &out);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_EQ(res.len, 20u + 29u);
+  EXPECT_EQ(be16(out.data() + 6), 0);
+  EXPECT_TRUE(std::all_of(out.begin() + 20, out.begin() + 49, [](uint8_t c) { return c == 0xaa; }));
+}
+
+TEST(Reassembly, Ipv6AnyOverlapDropsTheDatagramButAnExactDuplicateIsIgnored) {
+  Reassembly r(small_limits());
+  EXPECT_EQ(add(r, v6frag(9, 0, true, 16, 0xaa)).kind, Kind::Held);
+  EXPECT_EQ(add(r, v6frag(9, 0, true, 16, 0xaa)).kind, Kind::Held) << "exact duplicate";
+  EXPECT_EQ(r.in_progress(), 1u);
+  Reassembly::Result res = add(r, v6frag(9, 8, true, 16, 0xaa));  // same bytes, still an overlap
+  EXPECT_EQ(res.kind, Kind::Dropped);
+  EXPECT_EQ(res.why, FragmentDrop::Overlap);
+  EXPECT_EQ(r.in_progress(), 0u);
+  EXPECT_EQ(add(r, v6frag(10, 0, true, 16, 0xaa)).kind, Kind::Held);
+  res = add(r, v6frag(10, 0, true, 16, 0xbb));  // same place, other bytes: not a duplicate
+  EXPECT_EQ(res.why, FragmentDrop::Overlap);
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
+TEST(Reassembly, Ipv6AtomicFragmentIsTheDatagramWithoutTheTable) {
+  Reassembly r(small_limits());
+  Bytes f = v6frag(5, 0, false, 30, 0x11);
+  Bytes out(4096);
+  Reassembly::Result res = add(r, f, &out);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_EQ(res.len, 70u);
+  EXPECT_EQ(out[6], 50) << "next header from the fragment header";
+  EXPECT_EQ(be16(out.data() + 4), 30);
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
+TEST(Reassembly, MalformedFragmentsAreDroppedWithoutTouchingTheTable) {
+  Reassembly r(small_limits());
+  auto why = [&](const Bytes& f) {
+    Reassembly::Result res = add(r, f);
+    EXPECT_EQ(res.kind, Kind::Dropped);
+    return res.why;
+  };
+  EXPECT_EQ(why(v4frag(1, 0, true, 12, 0)), FragmentDrop::Malformed) << "non-last not a multiple of 8";
+  EXPECT_EQ(why(v4frag(1, 0, true, 0, 0)), FragmentDrop::Malformed) << "empty non-last";
+  Bytes shortv4 = v4frag(1, 8, true, 16, 0);
+  shortv4[3] = 10;  // total length below the header
+  EXPECT_EQ(why(shortv4), FragmentDrop::Malformed);
+  Bytes truncated = v4frag(1, 8, true, 16, 0);
+  truncated.resize(30);
+  EXPECT_EQ(why(truncated), FragmentDrop::Malformed) << "total length beyond the bytes";
+  Bytes v6short = v6frag(1, 8, true, 16, 0);
+  v6short.resize(44);
+  EXPECT_EQ(why(v6short), FragmentDrop::Malformed) << "fragment header cut off";
+  Bytes v6chain = v6frag(1, 8, true, 16, 0);
+  v6chain[6] = 60;  // destination options before the fragment header: not supported
+  EXPECT_EQ(why(v6chain), FragmentDrop::Malformed);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // Conflicting ends.
+  EXPECT_EQ(add(r, v4frag(3, 16, false, 8, 0)).kind, Kind::Held);
+  EXPECT_EQ(why(v4frag(3, 40, false, 8, 0)), FragmentDrop::Malformed);
+  EXPECT_EQ(add(r, v4frag(4, 16, false, 8, 0)).kind, Kind::Held);
+  EXPECT_EQ(why(v4frag(4, 24, true, 8, 0)), FragmentDrop::Malformed) << "data beyond the last fragment";
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
+TEST(Reassembly, DatagramsBeyond65535OrTheBufferAreTooBig) {
+  Reassembly::Limits l = small_limits();
+  Reassembly r(l);
+  Reassembly::Result res = add(r, v4frag(1, 65528, false, 8, 0));  // ends at 65536 + header
+  EXPECT_EQ(res.kind, Kind::Dropped);
+  EXPECT_EQ(res.why, FragmentDrop::TooBig);
+  res = add(r, v4frag(2, 4096, true, 8, 0));  // beyond the 4096-byte buffer
+  EXPECT_EQ(res.why, FragmentDrop::TooBig);
+  res = add(r, v6frag(3, 65528, false, 16, 0));
+  EXPECT_EQ(res.why, FragmentDrop::TooBig);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // Complete, but larger than the room the caller has.
+  EXPECT_EQ(add(r, v4frag(4, 0, true, 1000, 0)).kind, Kind::Held);
+  Bytes small(500);
+  res = add(r, v4frag(4, 1000, false, 8, 0), &small);
+  EXPECT_EQ(res.why, FragmentDrop::TooBig);
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
+TEST(Reassembly, TableFullTooManyFragmentsAndTimeoutAreEnforced) {
+  Reassembly r(small_limits());  // 4 entries, 8 fragments, 1 s
+  for (uint16_t id = 1; id <= 4; ++id) EXPECT_EQ(add(r, v4frag(id, 8, true, 8, 0), nullptr, 100).kind, Kind::Held);
+  Reassembly::Result res = add(r, v4frag(5, 8, true, 8, 0), nullptr, 100);
+  EXPECT_EQ(res.why, FragmentDrop::TableFull);
+  EXPECT_EQ(r.expire(100 + 999'999'999), 0u);
+  EXPECT_EQ(r.expire(100 + 1'000'000'000), 4u);
+  EXPECT_EQ(r.in_progress(), 0u);
+  // The same id from another source is another datagram.
+  EXPECT_EQ(add(r, v4frag(7, 8, true, 8, 0, 1)).kind, Kind::Held);
+  EXPECT_EQ(add(r, v4frag(7, 8, true, 8, 0, 9)).kind, Kind::Held);
+  EXPECT_EQ(r.in_progress(), 2u);
+  for (uint32_t i = 2; i <= 8; ++i) EXPECT_EQ(add(r, v4frag(7, i * 8, true, 8, 0)).kind, Kind::Held);
+  res = add(r, v4frag(7, 80, true, 8, 0));
+  EXPECT_EQ(res.why, FragmentDrop::TooManyFragments);
+  EXPECT_EQ(r.in_progress(), 1u);
+}
+
+TEST(Reassembly, WorkerOutboundFragmentsReassembleToTheEspPacket) {
+  // ipv4_fragment (the transmit side) and Reassembly (the receive side) agree.
+  Bytes pkt = v4frag(0x77, 0, false, 2900, 0);
+  pkt[6] = pkt[7] = 0;
+  for (size_t i = 20; i < pkt.size(); ++i) pkt[i] = uint8_t(i * 13);
+  const uint32_t k = ipv4_fragment_count(pkt.data(), uint32_t(pkt.size()), 1500);
+  ASSERT_EQ(k, 2u);  // 2900 + 20 bytes in 1480 + 1440
+  Reassembly r(small_limits());
+  Bytes out(4096);
+  Reassembly::Result res{Kind::Held};
+  for (uint32_t i = k; i-- > 0;) {
+    Bytes f(1500);
+    f.resize(ipv4_fragment(pkt.data(), 1500, i, f.data()));
+    res = add(r, f, &out);
+  }
+  ASSERT_EQ(res.kind, Kind::Complete);
+  Bytes got(out.begin(), out.begin() + res.len);
+  got[10] = got[11] = pkt[10] = pkt[11] = 0;
+  EXPECT_EQ(got, pkt);
+}
+
+}  // namespace
+}  // namespace ov2::esp::test
