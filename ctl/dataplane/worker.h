@@ -86,7 +86,7 @@ enum class WorkerCounter : uint32_t {
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
   RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
-  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): up through ov2, plain
+  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress (ov2_verdict)
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
