@@ -297,8 +297,8 @@ enum ov2_verdict_counter {
 	OV2_VERDICT_EVENT_LOST,      /* ring buffer full */
 	OV2_VERDICT_ACCEPT_PLAIN,    /* the device's own plain packet (SA handle 0, receive word 0:
 	                                the worker's ICMP too-big errors): accepted, not marked */
-	OV2_VERDICT_REDIRECT_WIRE_INGRESS, /* SA handle 0, receive word OV2_RX_DELIVER_WIRE (a
-	                                reassembled non-ESP UDP datagram, IKE): to the wire's ingress */
+	OV2_VERDICT_REDIRECT_WIRE_INGRESS, /* SA handle 0, receive word OV2_RX_DELIVER_WIRE (a reassembled
+	                                      non-ESP UDP datagram, IKE): to the wire device's ingress */
 	OV2_VERDICT_DROP_NO_WIRE,    /* the same with no wire ifindex set (no wire attached) */
 	OV2_VERDICT_COUNTER_MAX,
 };

@@ -865,8 +865,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   return pieces;
 }
 
-uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                         const uint8_t* macs) {
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const uint8_t* macs) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if (p.headroom < kShimFrame || p.len == 0) {
     count(WorkerCounter::RxMalformed);

@@ -137,7 +137,8 @@ class OffloadPair {
     netns_.ip("addr add 10.1.0.2/24 dev wire");
     netns_.ip("link set wire up");
     netns_.ip("link set wire-peer up");
-    for (const char* dev : {"all", "ov2", "wire"}) write_sysctl(std::string("net/ipv4/conf/") + dev + "/rp_filter", "1");
+    for (const char* dev : {"all", "ov2", "wire"})
+      write_sysctl(std::string("net/ipv4/conf/") + dev + "/rp_filter", "1");
     programs().attach_wire(static_cast<int>(if_nametoindex("wire")));
   }
 
@@ -276,8 +277,8 @@ TEST_F(VerdictTest, DeliverWireWordWithNoSaIsRedirectedToTheWireIngressAndPasses
   CounterDelta counters(&BpfPrograms::verdict_counters);
   CounterDelta wire(&BpfPrograms::wire_counters);
   pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), 0, kWireMac);
-  EXPECT_EQ(wait_verdicts(counters, 1), CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1},
-                                                                                     {OV2_VERDICT_REDIRECT_WIRE_INGRESS, 1}}));
+  EXPECT_EQ(wait_verdicts(counters, 1),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1}, {OV2_VERDICT_REDIRECT_WIRE_INGRESS, 1}}));
   EXPECT_EQ(pair.receive_mark(), 0) << "received on the wire, plain: not marked";
   EXPECT_EQ(wire.delta(), CounterDelta::only(OV2_WIRE_COUNTER_MAX, {})) << "ov2_wire (driver mode) does not run again";
   programs().set_verdict_mark(0);
@@ -317,7 +318,8 @@ TEST_F(VerdictTest, DeliverWireWordWithAnSaOrAnotherBitOrAWrongCookieIsNotRedire
   pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie() ^ 1, 0, kWireMac);
   for (int i = 0; i < 200 && deliver.delta()[OV2_DELIVER_RX] == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  EXPECT_EQ(deliver.delta(), CounterDelta::only(OV2_DELIVER_COUNTER_MAX, {{OV2_DELIVER_RX, 1}, {OV2_DELIVER_BAD_COOKIE, 1}}));
+  EXPECT_EQ(deliver.delta(),
+            CounterDelta::only(OV2_DELIVER_COUNTER_MAX, {{OV2_DELIVER_RX, 1}, {OV2_DELIVER_BAD_COOKIE, 1}}));
   EXPECT_EQ(counters.delta()[OV2_VERDICT_RX], 2u);
   EXPECT_TRUE(pair.nothing_received());
 }

@@ -1624,8 +1624,9 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
   // wire address as its source, so it must arrive as received on the wire
   // (ov2_verdict's redirect-wire-ingress); up through ov2, which has no IPv4
   // address, the filter would drop it (IPReversePathFilter).
-  must(b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2 "
-                   "net.ipv4.conf.ov2.rp_filter=2 net.ipv4.conf.wire.rp_filter=2"));
+  must(
+      b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2 "
+                  "net.ipv4.conf.ov2.rp_filter=2 net.ipv4.conf.wire.rp_filter=2"));
   // Absolute value (-a), history file left alone (-s): it is per user, not per namespace.
   const auto rp_filter_drops = [&] {
     const std::string out = sh_out(b_.ns->exec("nstat -asz TcpExtIPReversePathFilter"));
