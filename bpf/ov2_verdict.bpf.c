@@ -92,10 +92,10 @@ int ov2_verdict(struct __sk_buff *skb)
 		 * the wire's ingress it is received as on the wire: the worker kept
 		 * the wire frame's MACs (PACKET_HOST there).  bpf_redirect with
 		 * BPF_F_INGRESS goes through netif_rx: ov2_wire, attached in driver
-		 * mode, does not run again (no loop through the worker).  Were it
-		 * generic XDP it would see a whole UDP/4500 IKE datagram and pass
-		 * it (pass-ike); pieces the worker fragmented for the host would
-		 * loop, which is why ov2_wire is attached in driver mode only. */
+		 * mode, does not run again (no loop through the worker; the verdict
+		 * test checks ov2_wire's counters do not move).  Generic XDP also
+		 * skips tc-redirected skbs (netif_receive_generic_xdp); were it run,
+		 * a whole UDP/4500 IKE datagram would pass as pass-ike. */
 		if (sa_handle == 0 && info == OV2_RX_DELIVER_WIRE) {
 			__u32 ifindex = wire_ifindex;
 
