@@ -4,7 +4,10 @@
  * ov2_deliver), CryptoDone and CRYPTO_SUCCESS.  Every other status is counted
  * per status and dropped; SaDeleteReq raises an event to the daemon.  The one
  * plain packet accepted: metadata with SA handle 0 and receive word 0, which
- * the worker sends for its own ICMP errors (accept-plain). */
+ * the worker sends for its own ICMP errors (accept-plain).  One plain packet
+ * is redirected: SA handle 0 and receive word OV2_RX_DELIVER_WIRE, a
+ * reassembled UDP datagram that is not NAT-T ESP (IKE), goes to the wire
+ * device's ingress (redirect-wire-ingress). */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
@@ -20,6 +23,10 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* skb->mark for accepted packets; 0 leaves the mark alone.  In .data so the
  * daemon can change it at run time through the skeleton's mmap. */
 volatile __u32 verdict_mark SEC(".data") = 0;
+
+/* The wire device's ifindex (set by the daemon when ov2_wire is attached, 0
+ * when not), for OV2_RX_DELIVER_WIRE packets. */
+volatile __u32 wire_ifindex SEC(".data") = 0;
 
 OV2_COUNTER_MAP(verdict_counters, OV2_VERDICT_COUNTER_MAX);
 OV2_COUNTER_MAP(status_counters, OV2_CRYPTO_STATUS_COUNT);
@@ -77,6 +84,25 @@ int ov2_verdict(struct __sk_buff *skb)
 		if (sa_handle == 0 && info == 0) {
 			ov2_count(&verdict_counters, OV2_VERDICT_ACCEPT_PLAIN);
 			return TC_ACT_OK;
+		}
+		/* A reassembled UDP datagram ov2_wire steered to the worker only
+		 * because its fragments had no port (IKE to a NAT-T address).  Up
+		 * through ov2 it would carry the peer's source on a device with no
+		 * address: the reverse-path filter (strict or loose) drops it.  On
+		 * the wire's ingress it is received as on the wire: the worker kept
+		 * the wire frame's MACs (PACKET_HOST there).  bpf_redirect with
+		 * BPF_F_INGRESS goes through netif_rx: ov2_wire, attached in driver
+		 * mode, does not run again (no loop through the worker; the verdict
+		 * test checks ov2_wire's counters do not move).  Generic XDP also
+		 * skips tc-redirected skbs (netif_receive_generic_xdp); were it run,
+		 * a whole UDP/4500 IKE datagram would pass as pass-ike. */
+		if (sa_handle == 0 && info == OV2_RX_DELIVER_WIRE) {
+			__u32 ifindex = wire_ifindex;
+
+			if (ifindex == 0)
+				return drop(OV2_VERDICT_DROP_NO_WIRE);
+			ov2_count(&verdict_counters, OV2_VERDICT_REDIRECT_WIRE_INGRESS);
+			return bpf_redirect(ifindex, BPF_F_INGRESS);
 		}
 		return drop(OV2_VERDICT_DROP_NOT_DONE);
 	}

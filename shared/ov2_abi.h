@@ -38,6 +38,13 @@
 #define OV2_RX_RESERVED_MASK     0x0000fff8u
 #define OV2_RX_STATUS_SHIFT      16
 #define OV2_RX_STATUS_MASK       0xffff0000u
+/* Not an NDIS bit and never in a CryptoDone word: the whole receive word the
+ * worker writes (with SA handle 0) for a reassembled UDP datagram that is not
+ * NAT-T ESP (a big IKE message to a NAT-T SA's address).  ov2_verdict sends it
+ * to the wire device's ingress so it arrives as received on the wire (the
+ * peer's source routes via the wire: rp_filter passes).  A reserved bit, so no
+ * ov2_rx_make() word equals it, and it differs from accept-plain's 0. */
+#define OV2_RX_DELIVER_WIRE      (1u << 15)
 
 /* CryptoStatus: NDIS enumeration, NOT bit flags. */
 enum ov2_crypto_status {
@@ -290,6 +297,9 @@ enum ov2_verdict_counter {
 	OV2_VERDICT_EVENT_LOST,      /* ring buffer full */
 	OV2_VERDICT_ACCEPT_PLAIN,    /* the device's own plain packet (SA handle 0, receive word 0:
 	                                the worker's ICMP too-big errors): accepted, not marked */
+	OV2_VERDICT_REDIRECT_WIRE_INGRESS, /* SA handle 0, receive word OV2_RX_DELIVER_WIRE (a reassembled
+	                                      non-ESP UDP datagram, IKE): to the wire device's ingress */
+	OV2_VERDICT_DROP_NO_WIRE,    /* the same with no wire ifindex set (no wire attached) */
 	OV2_VERDICT_COUNTER_MAX,
 };
 

@@ -235,6 +235,8 @@ BpfPrograms::~BpfPrograms() { detach_all(); }
 void BpfPrograms::attach_wire(int ifindex) {
   attach_xdp(ifindex, wire_prog_fd(), "ov2_wire");
   impl_->wire_ifindex = ifindex;
+  // ov2_verdict sends reassembled non-ESP UDP (IKE) to this device's ingress.
+  __atomic_store_n(&impl_->verdict->data->wire_ifindex, static_cast<uint32_t>(ifindex), __ATOMIC_RELAXED);
 }
 
 void BpfPrograms::attach_offload(int host_ifindex, int nic_ifindex) {
@@ -258,6 +260,7 @@ void BpfPrograms::attach_offload(int host_ifindex, int nic_ifindex) {
 }
 
 void BpfPrograms::detach_all() {
+  __atomic_store_n(&impl_->verdict->data->wire_ifindex, 0u, __ATOMIC_RELAXED);
   if (impl_->wire_ifindex) detach_xdp(impl_->wire_ifindex, wire_prog_fd());
   if (impl_->nic_ifindex) detach_xdp(impl_->nic_ifindex, tx_prog_fd());
   if (impl_->host_tc_attached) detach_tc_ingress(impl_->host_ifindex, verdict_prog_fd());

@@ -577,7 +577,8 @@ bool Worker::send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t n
   return true;
 }
 
-void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) const {
+void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
+                            const uint8_t* macs) const {
   ov2_shim shim{};
   shim.cookie = cfg_.cookie;
   shim.sa_handle = sa_handle;
@@ -585,8 +586,12 @@ void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint3
   shim.inner_proto_be = htons((ip[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
   std::memcpy(ip - OV2_SHIM_SIZE, &shim, sizeof(shim));
   uint8_t* eth = ip - OV2_SHIM_SIZE - ETH_HLEN;
-  std::memcpy(eth, cfg_.host_mac, 6);
-  std::memcpy(eth + 6, cfg_.nic_mac, 6);
+  if (macs != nullptr) {
+    std::memmove(eth, macs, 12);
+  } else {
+    std::memcpy(eth, cfg_.host_mac, 6);
+    std::memcpy(eth + 6, cfg_.nic_mac, 6);
+  }
   const uint16_t shim_type = htons(OV2_SHIM_ETHERTYPE);
   std::memcpy(eth + 12, &shim_type, 2);
   out->addr = static_cast<uint64_t>(eth - umem_->area());
@@ -762,10 +767,16 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   const bool not_natt = proto == IPPROTO_UDP && (l4[2] << 8 | l4[3]) != OV2_NATT_PORT;
   if (reassembled && proto == IPPROTO_UDP && (!sa || not_natt)) {
     // A UDP datagram ov2_wire sent for its fragments (natt_dests) that is
-    // not NAT-T ESP with an SA (IKE, say): up through ov2 as a plain packet
-    // (SA handle 0, no CryptoDone: ov2_verdict's accept-plain).
+    // not NAT-T ESP with an SA (IKE, say): SA handle 0 and receive word
+    // OV2_RX_DELIVER_WIRE; ov2_verdict sends it to the wire's ingress, so it
+    // is received as on the wire (through ov2, which has no address, the
+    // reverse-path filter would drop it).  The wire frame's MACs go with it:
+    // the wire's own MAC as destination makes it PACKET_HOST there.  Copied
+    // first: the frame's Ethernet header is overwritten by the shim frame's.
+    uint8_t wire_macs[12];
+    std::memcpy(wire_macs, data, sizeof(wire_macs));
     esp::Packet plain{ip, ip_len, offset + l2, fs - offset - len};
-    const uint32_t pieces = to_host(plain, 0, 0, out);
+    const uint32_t pieces = to_host(plain, 0, OV2_RX_DELIVER_WIRE, out, wire_macs);
     if (pieces) count(WorkerCounter::RxReasmPassed);
     return pieces;
   }
@@ -854,7 +865,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   return pieces;
 }
 
-uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) {
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const uint8_t* macs) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if (p.headroom < kShimFrame || p.len == 0) {
     count(WorkerCounter::RxMalformed);
@@ -879,12 +890,12 @@ uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, x
       uint64_t frame = 0;
       umem_->alloc(&frame);  // cannot fail: checked free_frames() above
       uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + fs_off));
-      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i]);
+      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i], macs);
     }
     p.len = esp::ipv4_fragment(p.data, host_mtu, 0, p.data);
     count(WorkerCounter::RxFragmentedForHost);
   }
-  frame_for_host(p.data, p.len, sa_handle, rx_info, out);
+  frame_for_host(p.data, p.len, sa_handle, rx_info, out, macs);
   return pieces;
 }
 

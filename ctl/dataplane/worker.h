@@ -86,7 +86,7 @@ enum class WorkerCounter : uint32_t {
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
   RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
-  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): up through ov2, plain
+  RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
@@ -195,7 +195,9 @@ class Worker {
   bool send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns);
   // Ethernet | ov2_shim in front of the IP packet at `ip` (the caller checked
   // the room): the frame ov2_deliver expects on the host end.
-  void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out) const;
+  // `macs` (destination, source: 12 bytes) replaces host/nic MACs when set.
+  void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
+                      const uint8_t* macs = nullptr) const;
   // Frames for ov2-nic a received packet may become (see decapsulate_one).
   static constexpr uint32_t kMaxHostPieces = 8;
   // Opens one received frame; writes the frames for ov2-nic into out[0..n)
@@ -205,7 +207,7 @@ class Worker {
   uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
   // The IP packet `p` to the host end: shim frames into out[0..n), in
   // fragments if it is IPv4 too big for ov2; returns n, 0 if it cannot go.
-  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out);
+  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const uint8_t* macs = nullptr);
   // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s
   // table.  Returns the datagram's length when this fragment completed it
   // (the datagram is then at `ip`, in the same frame), else 0 (held or

@@ -1616,14 +1616,23 @@ TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDro
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
 }
 
-TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressGoesUpPlain) {
+TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressArrivesAsFromTheWire) {
   setup_tunnel(false, 0, true);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
-  // What an IKE daemon on b would see: a socket on UDP 4500.  The datagram
-  // comes up through ov2 (accept-plain) with the peer's wire address as its
-  // source; ov2 has no IPv4 address, so any reverse-path filter (strict or
-  // loose) drops it (IPReversePathFilter): rp_filter must be 0 for ov2.
-  must(b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.ov2.rp_filter=0"));
+  // What an IKE daemon on b would see: a socket on UDP 4500.  Debian's
+  // default loose reverse-path filter everywhere: the datagram has the peer's
+  // wire address as its source, so it must arrive as received on the wire
+  // (ov2_verdict's redirect-wire-ingress); up through ov2, which has no IPv4
+  // address, the filter would drop it (IPReversePathFilter).
+  must(
+      b_.ns->exec("sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2 "
+                  "net.ipv4.conf.ov2.rp_filter=2 net.ipv4.conf.wire.rp_filter=2"));
+  // Absolute value (-a), history file left alone (-s): it is per user, not per namespace.
+  const auto rp_filter_drops = [&] {
+    const std::string out = sh_out(b_.ns->exec("nstat -asz TcpExtIPReversePathFilter"));
+    const size_t at = out.find("TcpExtIPReversePathFilter");
+    return at == std::string::npos ? uint64_t{0} : std::stoull(out.substr(at + sizeof("TcpExtIPReversePathFilter")));
+  };
   const std::string listener = tmp_.file("ike_listener.py");
   {
     std::ofstream f(listener);
@@ -1649,6 +1658,7 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
   // A fragmented UDP 4500 datagram with the non-ESP marker (a big IKE message).
   const std::vector<std::string> ike_frames = scapy_esp_fragments("ike", 4001, 0x8282, false, true);
   ASSERT_EQ(ike_frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  const uint64_t rpf0 = rp_filter_drops();
   inject(*a_.ns, "wire", ike_frames);
   ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(tmp_.file("ike.log")).find(' ') != std::string::npos; }, 5000))
       << "the IKE datagram did not reach b's socket: " << dump(*b_.dp)
@@ -1658,7 +1668,10 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 1u);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmPassed), 1u);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
-  EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 1u) << dump(*b_.dp);
+  EXPECT_EQ(b2.verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS] - b1.verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS], 1u)
+      << dump(*b_.dp);
+  EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 0u) << dump(*b_.dp);
+  EXPECT_EQ(rp_filter_drops(), rpf0) << "the reverse-path filter dropped something";
 }
 
 }  // namespace
