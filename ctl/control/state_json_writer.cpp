@@ -70,19 +70,22 @@ void put_hex_key(std::string& out, const SecureBytes& key) {
   out.push_back('"');
 }
 
-void put_addr(std::string& out, const IpAddr& addr) {
+// The address's text, without the quotes.
+void put_addr_text(std::string& out, const IpAddr& addr) {
   char buf[INET6_ADDRSTRLEN];
   inet_ntop(addr.family == Family::V4 ? AF_INET : AF_INET6, addr.bytes.data(), buf, sizeof buf);
-  out.push_back('"');
   out.append(buf);
+}
+
+void put_addr(std::string& out, const IpAddr& addr) {
+  out.push_back('"');
+  put_addr_text(out, addr);
   out.push_back('"');
 }
 
 void put_prefix(std::string& out, const IpPrefix& prefix) {
-  char buf[INET6_ADDRSTRLEN];
-  inet_ntop(prefix.addr.family == Family::V4 ? AF_INET : AF_INET6, prefix.addr.bytes.data(), buf, sizeof buf);
   out.push_back('"');
-  out.append(buf);
+  put_addr_text(out, prefix.addr);
   out.push_back('/');
   put_number(out, prefix.len);
   out.push_back('"');

@@ -70,6 +70,21 @@ std::string utc_timestamp() {
 
 [[noreturn]] void sys_fail(const std::string& what) { fail(ErrorCode::Kernel, what + ": " + std::strerror(errno)); }
 
+// Makes room for `room` more bytes in `s`, which holds key hex: grown by hand,
+// because a std::string reallocation would free the old bytes unwiped.
+void reserve_wiped(std::string& s, size_t room) {
+  if (s.capacity() - s.size() >= room) return;
+  std::string bigger;
+  bigger.reserve(std::max(s.capacity() * 2, s.size() + room + (size_t{64} << 10)));
+  bigger.append(s);
+  wipe_string(s);
+  s.swap(bigger);
+}
+
+// Room for one SA or policy of the snapshot, or one journal record (an SA
+// with the longest keys is about 700 bytes of text).
+constexpr size_t kEntryRoom = 4096;
+
 }  // namespace
 
 void wipe_string(std::string& s) {
@@ -90,11 +105,14 @@ std::string serialize_state(const DaemonState& state) {
   if (!state.journal_id.empty()) text += ",\"journal_id\":" + json(state.journal_id).dump();
   text += ",\n\"sas\":[";
   for (size_t i = 0; i < state.sas.size(); ++i) {
+    reserve_wiped(text, kEntryRoom);
     text += i == 0 ? "\n" : ",\n";
     write_sa_entry(text, state.sas[i]);
   }
+  reserve_wiped(text, kEntryRoom);
   text += "],\n\"policies\":[";
   for (size_t i = 0; i < state.policies.size(); ++i) {
+    reserve_wiped(text, kEntryRoom);
     text += i == 0 ? "\n" : ",\n";
     write_policy_entry(text, state.policies[i]);
   }
@@ -583,22 +601,12 @@ bool StateStore::finish_compaction(bool wait) {
 template <typename Write>
 void StateStore::append(Write&& write) {
   // Written in place after an 8-byte header, then sealed: no temporary copy of the keys.
-  reserve_pending(kRecordRoom);
+  reserve_wiped(pending_, kEntryRoom);
   const size_t at = pending_.size();
   pending_.append(8, '\0');
   write(pending_);
   seal_journal_record(pending_, at);
   ++journal_records_;
-}
-
-void StateStore::reserve_pending(size_t room) {
-  if (pending_.capacity() - pending_.size() >= room) return;
-  // Grown by hand: a std::string reallocation would free the old bytes (keys) unwiped.
-  std::string bigger;
-  bigger.reserve(std::max(pending_.capacity() * 2, pending_.size() + room + (size_t{64} << 10)));
-  bigger.append(pending_);
-  wipe_string(pending_);
-  pending_.swap(bigger);
 }
 
 void StateStore::append_sa(const SavedSa& sa) {

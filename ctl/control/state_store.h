@@ -247,11 +247,8 @@ class StateStore {
   void remove() const;
 
  private:
-  // More than any one record needs (an SA with IPv6 addresses and two keys is < 1 KiB).
-  static constexpr size_t kRecordRoom = 4096;
   template <typename Write>
   void append(Write&& write);
-  void reserve_pending(size_t room);
   // Writes a fresh journal at `path` (header naming `snapshot_id` and the
   // journal `after` which it follows, "" for none) and appends to it from now on.
   void open_journal(const std::string& path, const std::string& snapshot_id, const std::string& after);
