@@ -260,6 +260,32 @@ TEST_F(BenchInterruptTest, SigintWhileATcpScriptRunsStopsTheScriptAndEverythingI
   EXPECT_EQ(joined(survivors()), "");
 }
 
+// The tcp script a SIGKILLed bench was running gets SIGTERM (PR_SET_PDEATHSIG)
+// and cleans up after itself: its namespaces, daemons and work directory go.
+TEST_F(BenchInterruptTest, ATcpScriptDoesNotOutliveASigkilledBench) {
+  std::string prefix, script_prefix;
+  {
+    BenchRun run({"--only", "tcp", "--tcp-seconds", "30"});
+    prefix = run.prefix();
+    pid_t script = 0;
+    auto daemons_up = [&] {
+      for (pid_t pid : live_children_of(run.pid()))
+        if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
+      return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
+    };
+    ASSERT_TRUE(wait_for(daemons_up, 25000)) << run.err();
+    script_prefix = "ov2b" + std::to_string(script);
+    run.signal(SIGKILL);
+    EXPECT_EQ(run.wait(10), kKilledBy + SIGKILL);
+  }
+  EXPECT_TRUE(wait_for([&] { return namespaces_starting(script_prefix).empty(); }, 20000))
+      << joined(namespaces_starting(script_prefix));
+  EXPECT_EQ(joined(survivors()), "");
+  EXPECT_EQ(joined(processes_naming(script_prefix)), "");
+  EXPECT_EQ(joined(paths_starting(script_prefix + ".")), "");
+  for (const auto& path : paths_starting(prefix)) std::filesystem::remove_all(path);  // the next run's sweep would
+}
+
 TEST_F(BenchInterruptTest, AfterSigkillTheNextRunRemovesWhatTheKilledRunLeftAndSaysSo) {
   pid_t killed = 0;
   {
