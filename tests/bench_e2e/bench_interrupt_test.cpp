@@ -260,6 +260,34 @@ TEST_F(BenchInterruptTest, SigintWhileATcpScriptRunsStopsTheScriptAndEverythingI
   EXPECT_EQ(joined(survivors()), "");
 }
 
+// A second ^C while the script cleans up after the first: the bench kills the
+// script's process group, deletes its namespaces and work directory itself
+// and exits at once.
+TEST_F(BenchInterruptTest, ASecondSigintForcesTheExitAfterRemovingEverything) {
+  BenchRun run({"--only", "tcp", "--tcp-seconds", "30"});
+  pid_t script = 0;
+  auto daemons_up = [&] {
+    for (pid_t pid : live_children_of(run.pid()))
+      if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
+    return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
+  };
+  ASSERT_TRUE(wait_for(daemons_up, 25000)) << run.err();
+  const std::string script_prefix = "ov2b" + std::to_string(script);
+  run.signal(SIGINT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  run.signal(SIGINT);
+  const int code = run.wait(20);
+  const std::string err = run.err();
+  EXPECT_EQ(code, 130) << err;
+  EXPECT_NE(err.find("second signal during tcp: "), std::string::npos) << err;
+  EXPECT_NE(err.find("forced exit (SIGINT)"), std::string::npos) << err;
+  EXPECT_EQ(joined(namespaces_starting(script_prefix)), "");
+  EXPECT_EQ(joined(survivors()), "");
+  EXPECT_EQ(joined(processes_naming(script_prefix)), "");
+  EXPECT_EQ(joined(paths_starting(script_prefix + ".")), "");
+  EXPECT_EQ(joined(paths_starting(run.prefix())), "");
+}
+
 // The tcp script a SIGKILLed bench was running gets SIGTERM (PR_SET_PDEATHSIG)
 // and cleans up after itself: its namespaces, daemons and work directory go.
 TEST_F(BenchInterruptTest, ATcpScriptDoesNotOutliveASigkilledBench) {
