@@ -177,7 +177,7 @@ void install_interrupt_handlers() {
     }
     forced_exit();
   }).detach();
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
@@ -257,8 +257,7 @@ pid_t fork_child_group() {
 namespace {
 std::string make_temp_dir(const std::string& parent, const std::string& suffix) {
   std::string tmpl = parent + "/" + own_prefix() + suffix + "XXXXXX";
-  if (mkdtemp(tmpl.data()) == nullptr)
-    throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
+  if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp " + tmpl + ": " + std::strerror(errno));
   return tmpl;
 }
 }  // namespace

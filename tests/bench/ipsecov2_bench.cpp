@@ -77,7 +77,7 @@ double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing&
   const std::unique_ptr<EVP_CIPHER, decltype(&EVP_CIPHER_free)> cipher_owner(
       EVP_CIPHER_fetch(nullptr, evp_name, nullptr), EVP_CIPHER_free);
   const std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)> ctx_owner(EVP_CIPHER_CTX_new(),
-                                                                                 EVP_CIPHER_CTX_free);
+                                                                                  EVP_CIPHER_CTX_free);
   EVP_CIPHER* cipher = cipher_owner.get();
   EVP_CIPHER_CTX* ctx = ctx_owner.get();
   const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher)));
@@ -647,8 +647,8 @@ int main(int argc, char** argv) {
     report.print_table(stdout);
     report.print_notes(stdout);
     std::fflush(stdout);
-    std::fprintf(stderr, "ipsecov2-bench: interrupted by %s during %s; stopped and cleaned up%s\n", name,
-                 stage.c_str(), json_path.empty() ? "" : (", no JSON written to " + json_path).c_str());
+    std::fprintf(stderr, "ipsecov2-bench: interrupted by %s during %s; stopped and cleaned up%s\n", name, stage.c_str(),
+                 json_path.empty() ? "" : (", no JSON written to " + json_path).c_str());
     return 128 + sig;
   }
   ov2::bench::wait_if_forced_exit();

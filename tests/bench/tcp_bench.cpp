@@ -64,8 +64,9 @@ class Script {
     }
     const std::string p = std::to_string(pid_);
     using K = Leftover::Kind;
-    for (auto [kind, what] : {std::pair{K::ProcessGroup, p}, std::pair{K::Namespace, "ov2b" + p + "a"},
-                              std::pair{K::Namespace, "ov2b" + p + "b"}, std::pair{K::PathGlob, "/tmp/ov2b" + p + ".*"}})
+    for (auto [kind, what] :
+         {std::pair{K::ProcessGroup, p}, std::pair{K::Namespace, "ov2b" + p + "a"},
+          std::pair{K::Namespace, "ov2b" + p + "b"}, std::pair{K::PathGlob, "/tmp/ov2b" + p + ".*"}})
       leftovers_.push_back(std::make_unique<Leftover>(kind, what));
   }
   ~Script() {

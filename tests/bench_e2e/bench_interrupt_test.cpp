@@ -162,6 +162,19 @@ class BenchRun {
   pid_t pid_ = -1;
 };
 
+// The tcp_ov2.sh child of a tcp-group run once it has started its two
+// daemons (their sockets are in its work directory /tmp/ov2b<pid>.*), or 0
+// after 25 s.
+pid_t tcp_script_with_daemons(const BenchRun& run) {
+  pid_t script = 0;
+  auto daemons_up = [&] {
+    for (pid_t pid : live_children_of(run.pid()))
+      if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
+    return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
+  };
+  return wait_for(daemons_up, 25000) ? script : 0;
+}
+
 class BenchInterruptTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -197,7 +210,8 @@ class BenchInterruptTest : public ::testing::Test {
 TEST_F(BenchInterruptTest, SigintDuringAPipelineMeasurementExits130AndLeavesNothing) {
   BenchRun run({"--only", "pipeline", "--quick", "--pipeline-cases", "decap64"});
   ASSERT_TRUE(wait_for([&] { return !namespaces_starting(run.prefix() + "p").empty(); }, 20000))
-      << "no namespace " << run.prefix() << "p1 within 20 s; stderr:\n" << run.err();
+      << "no namespace " << run.prefix() << "p1 within 20 s; stderr:\n"
+      << run.err();
   // Then into the measurement, so that the sink is attached in place of ov2_deliver.
   ASSERT_TRUE(wait_for([&] { return run.err().find("pipeline: decap64 (1 worker)") != std::string::npos; }, 20000))
       << run.err();
@@ -221,14 +235,14 @@ TEST_F(BenchInterruptTest, SigtermWhileTheControlGroupRunsItsDaemonExits143AndLe
   // The second daemon: the one with a state directory in /run.
   const std::string state = run.prefix() + "-state.";
   ASSERT_TRUE(wait_for([&] { return !processes_naming(state).empty(); }, 25000))
-      << "no ipsecov2d with " << state << " within 25 s; stderr:\n" << run.err();
+      << "no ipsecov2d with " << state << " within 25 s; stderr:\n"
+      << run.err();
   EXPECT_FALSE(paths_starting(run.prefix() + "-state.").empty());
   run.signal(SIGTERM);
   const int code = run.wait(25);
   const std::string err = run.err();
   EXPECT_EQ(code, 143) << err;
-  EXPECT_NE(err.find("interrupted by SIGTERM during control: ipsecov2d with its state file"), std::string::npos)
-      << err;
+  EXPECT_NE(err.find("interrupted by SIGTERM during control: ipsecov2d with its state file"), std::string::npos) << err;
   EXPECT_EQ(joined(processes_naming(run.prefix())), "") << "an ipsecov2d of the run still runs";
   EXPECT_EQ(joined(paths_starting(run.prefix())), "") << "its socket and state directories must go";
   EXPECT_EQ(joined(survivors()), "");
@@ -237,14 +251,8 @@ TEST_F(BenchInterruptTest, SigtermWhileTheControlGroupRunsItsDaemonExits143AndLe
 TEST_F(BenchInterruptTest, SigintWhileATcpScriptRunsStopsTheScriptAndEverythingItStarted) {
   BenchRun run({"--only", "tcp", "--tcp-seconds", "30"});
   // The script (a child of the bench) and its two hosts with an ipsecov2d each.
-  pid_t script = 0;
-  auto daemons_up = [&] {
-    for (pid_t pid : live_children_of(run.pid()))
-      if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
-    return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
-  };
-  ASSERT_TRUE(wait_for(daemons_up, 25000)) << "tcp_ov2.sh did not start its daemons within 25 s; stderr:\n"
-                                           << run.err();
+  const pid_t script = tcp_script_with_daemons(run);
+  ASSERT_GT(script, 0) << "tcp_ov2.sh did not start its daemons within 25 s; stderr:\n" << run.err();
   const std::string script_prefix = "ov2b" + std::to_string(script);
   EXPECT_EQ(namespaces_starting(script_prefix).size(), 2u);
   run.signal(SIGINT);
@@ -265,13 +273,8 @@ TEST_F(BenchInterruptTest, SigintWhileATcpScriptRunsStopsTheScriptAndEverythingI
 // and exits at once.
 TEST_F(BenchInterruptTest, ASecondSigintForcesTheExitAfterRemovingEverything) {
   BenchRun run({"--only", "tcp", "--tcp-seconds", "30"});
-  pid_t script = 0;
-  auto daemons_up = [&] {
-    for (pid_t pid : live_children_of(run.pid()))
-      if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
-    return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
-  };
-  ASSERT_TRUE(wait_for(daemons_up, 25000)) << run.err();
+  const pid_t script = tcp_script_with_daemons(run);
+  ASSERT_GT(script, 0) << run.err();
   const std::string script_prefix = "ov2b" + std::to_string(script);
   run.signal(SIGINT);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -295,13 +298,8 @@ TEST_F(BenchInterruptTest, ATcpScriptDoesNotOutliveASigkilledBench) {
   {
     BenchRun run({"--only", "tcp", "--tcp-seconds", "30"});
     prefix = run.prefix();
-    pid_t script = 0;
-    auto daemons_up = [&] {
-      for (pid_t pid : live_children_of(run.pid()))
-        if (cmdline_of(pid).find("tcp_ov2.sh") != std::string::npos) script = pid;
-      return script > 0 && processes_naming("/tmp/ov2b" + std::to_string(script) + ".").size() >= 2;
-    };
-    ASSERT_TRUE(wait_for(daemons_up, 25000)) << run.err();
+    const pid_t script = tcp_script_with_daemons(run);
+    ASSERT_GT(script, 0) << run.err();
     script_prefix = "ov2b" + std::to_string(script);
     run.signal(SIGKILL);
     EXPECT_EQ(run.wait(10), kKilledBy + SIGKILL);

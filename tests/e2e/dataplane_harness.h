@@ -15,8 +15,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <spawn.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
