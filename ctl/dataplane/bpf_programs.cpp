@@ -48,6 +48,13 @@ std::string program_name_by_id(uint32_t prog_id) {
   return name;
 }
 
+// The id of a loaded program (0 if its fd cannot be asked).
+uint32_t program_id(int prog_fd) {
+  bpf_prog_info info = {};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
 // Attaches an XDP program in driver mode.  A program already there with the
 // same name is ours from an earlier run and is replaced atomically; anybody
 // else's program is left alone and reported.
@@ -74,8 +81,17 @@ void attach_xdp(int ifindex, int prog_fd, const char* prog_name) {
   if (err) fail_kernel("replacing the leftover XDP program with " + where, err);
 }
 
-// Removes our XDP program only if it is still the one attached.
+// Removes our XDP program only if it is still the one attached.  Asked
+// first: the kernel refuses a REPLACE detach whose expected program is not
+// the attached one, and libbpf prints that refusal ("Kernel error message:
+// Active program does not match expected") -- noise on every stop after
+// somebody else replaced or removed ours (a restarted daemon that took over
+// a leftover, `ip link set dev X xdp off`).  XDP_FLAGS_REPLACE still guards
+// the moment between the query and the detach.
 void detach_xdp(int ifindex, int prog_fd) {
+  uint32_t attached = 0;
+  if (bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &attached) != 0 || attached == 0) return;
+  if (program_id(prog_fd) != attached) return;
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = prog_fd);
   bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
 }
@@ -107,9 +123,7 @@ void detach_tc_ingress(int ifindex, int prog_fd) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
   LIBBPF_OPTS(bpf_tc_opts, query, .handle = kTcHandle, .priority = kTcPriority);
   if (bpf_tc_query(&hook, &query) != 0) return;
-  bpf_prog_info info = {};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.id != query.prog_id) return;
+  if (query.prog_id == 0 || program_id(prog_fd) != query.prog_id) return;
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   bpf_tc_detach(&hook, &opts);
 }

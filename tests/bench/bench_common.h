@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "bench_interrupt.h"
+
 namespace ov2::bench {
 
 struct Timing {
@@ -31,7 +33,8 @@ inline double thread_cpu_seconds() {
 
 // Calls body(n) with growing n until one call lasts ~seconds_per_run, then
 // returns the median rate (iterations/s) over `runs` runs.  cpu_time: per
-// second of this thread's CPU time instead of wall-clock time.
+// second of this thread's CPU time instead of wall-clock time.  A signal
+// (bench_interrupt.h) is looked for between calls, outside what is timed.
 inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>& body, bool cpu_time = false) {
   using clock = std::chrono::steady_clock;
   uint64_t n = 64;
@@ -39,6 +42,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
     const auto a = clock::now();
     body(n);
     const double s = std::chrono::duration<double>(clock::now() - a).count();
+    check_interrupt();
     if (s > t.seconds_per_run / 4 || n > (1ull << 40)) {
       n = static_cast<uint64_t>(static_cast<double>(n) * t.seconds_per_run / std::max(s, 1e-9));
       break;
@@ -53,6 +57,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
     body(n);
     const double s = cpu_time ? thread_cpu_seconds() - cpu : std::chrono::duration<double>(clock::now() - a).count();
     rates.push_back(static_cast<double>(n) / std::max(s, 1e-9));
+    check_interrupt();
   }
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];
@@ -60,6 +65,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
 
 // For work that needs untimed preparation per batch: prepare() is not timed,
 // batch() processes `batch_size` items and is timed.  Median over runs.
+// Signals are looked for between batches, outside what is timed.
 inline double measure_rate_batched(const Timing& t, size_t batch_size, const std::function<void()>& prepare,
                                    const std::function<void()>& batch) {
   using clock = std::chrono::steady_clock;
@@ -73,6 +79,7 @@ inline double measure_rate_batched(const Timing& t, size_t batch_size, const std
       batch();
       timed += std::chrono::duration<double>(clock::now() - a).count();
       items += batch_size;
+      check_interrupt();
     }
     rates.push_back(static_cast<double>(items) / timed);
   }

@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -156,6 +158,8 @@ class RawIpsecMbAead {
   uint32_t size_;
 };
 
+using MbMgr = std::unique_ptr<IMB_MGR, decltype(&free_mb_mgr)>;
+
 // Is intel-ipsec-mb's job API worth a whole AF_XDP batch (issue #6)?  The
 // same AES-128-GCM records sealed one call at a time through the direct API
 // (what the engine does) and 32 at a time through IMB_SUBMIT_BURST (the job
@@ -168,7 +172,8 @@ struct BurstVsDirect {
 
 BurstVsDirect ipsecmb_gcm_burst_vs_direct(uint32_t size, const Timing& t) {
   constexpr uint32_t kJobs = 32;
-  IMB_MGR* mgr = alloc_mb_mgr(0);
+  const MbMgr mgr_owner(alloc_mb_mgr(0), free_mb_mgr);
+  IMB_MGR* mgr = mgr_owner.get();
   IMB_ARCH arch = IMB_ARCH_NONE;
   init_mb_mgr_auto(mgr, &arch);
   alignas(64) static gcm_key_data gcm_key;
@@ -261,7 +266,6 @@ BurstVsDirect ipsecmb_gcm_burst_vs_direct(uint32_t size, const Timing& t) {
   std::sort(b.begin(), b.end());
   out.direct = d[d.size() / 2];
   out.burst = b[b.size() / 2];
-  free_mb_mgr(mgr);
   return out;
 }
 
@@ -529,6 +533,7 @@ void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelectio
     if (!wanted(only.ciphers, std::string(c.label))) continue;
     for (uint32_t size : kSizes) {
       if (!wanted(only.sizes, size)) continue;
+      set_stage("engine: " + std::string(c.label) + " " + std::to_string(size) + " B");
       esp::select_crypto_backend(esp::CryptoBackend::OpenSsl);
       RawOpenSslAead raw_openssl(c.evp_name, size);
       const EngineRates o = measure_engine(c, size, t, [&] { raw_openssl.one(); });
@@ -567,6 +572,7 @@ void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelectio
     for (uint32_t size : kSizes) {
       if (!wanted(only.sizes, size)) continue;
       const std::string sz = std::to_string(size);
+      set_stage("engine: intel-ipsec-mb burst vs direct " + std::to_string(size) + " B");
       const BurstVsDirect r = ipsecmb_gcm_burst_vs_direct(size, t);
       report.add("raw_ipsecmb_gcm_direct_records_per_cpu_s_" + sz, r.direct, "records/s",
                  "AES-128-GCM, direct API, one record per call (the engine's path), per thread CPU-second");
@@ -630,34 +636,62 @@ int main(int argc, char** argv) {
   const bool run_pipeline = all || listed("pipeline");
   const bool run_control = all || listed("control");
   const bool run_tcp = all || tcp || listed("tcp");
-  int rc = 0;
-  if (run_engine) ov2::bench::run_engine_benchmarks(report, timing, engine_only);
-  if (run_engine || listed("policy")) ov2::bench::run_inbound_policy_benchmarks(report, timing, 1000);
   if ((run_pipeline || run_control || run_tcp) && geteuid() != 0) {
     std::fprintf(stderr, "ipsecov2-bench: the pipeline, control and tcp groups need root (run with sudo)\n");
     return 2;
   }
-  if (run_pipeline) {
-    try {
-      ov2::bench::run_pipeline_benchmarks(report, timing, pipeline_cases);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
-      report.add_note("pipeline", e.what());
-      rc = 1;
+  ov2::bench::install_interrupt_handlers();
+  if (geteuid() == 0) ov2::bench::sweep_stale_leftovers(stderr);
+  int rc = 0;
+  try {
+    if (run_engine) {
+      ov2::bench::set_stage("engine");
+      ov2::bench::run_engine_benchmarks(report, timing, engine_only);
     }
-  }
-  if (run_control) {
-    ov2::bench::run_sa_scale_benchmarks(report, timing, sa_count ? sa_count : (quick ? 10000u : 100000u));
-    try {
-      ov2::bench::run_control_benchmarks(
-          report, {build_dir + "/ctl/ipsecov2d", sa_count ? sa_count : (quick ? 10000u : 100000u), !control_no_wire});
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
-      report.add_note("control", e.what());
-      rc = 1;
+    if (run_engine || listed("policy")) {
+      ov2::bench::set_stage("policy: decapsulation + 1 vs 1000 inbound policies");
+      ov2::bench::run_inbound_policy_benchmarks(report, timing, 1000);
     }
+    if (run_pipeline) {
+      try {
+        ov2::bench::run_pipeline_benchmarks(report, timing, pipeline_cases);
+      } catch (const std::exception& e) {
+        ov2::bench::check_interrupt();
+        std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
+        report.add_note("pipeline", e.what());
+        rc = 1;
+      }
+    }
+    if (run_control) {
+      const uint32_t n = sa_count ? sa_count : (quick ? 10000u : 100000u);
+      ov2::bench::set_stage("control: in-process SA table with " + std::to_string(n) + " SAs", true);
+      ov2::bench::run_sa_scale_benchmarks(report, timing, n);
+      try {
+        ov2::bench::run_control_benchmarks(report, {build_dir + "/ctl/ipsecov2d", n, !control_no_wire});
+      } catch (const std::exception& e) {
+        ov2::bench::check_interrupt();
+        std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
+        report.add_note("control", e.what());
+        rc = 1;
+      }
+    }
+    if (run_tcp) ov2::bench::run_tcp_benchmarks(report, scripts_dir, build_dir, tcp_seconds);
+  } catch (const ov2::bench::Interrupted&) {
+    // Everything the groups set up is gone by now (unwound); what was
+    // measured before still counts.
+    ov2::bench::wait_if_forced_exit();
+    const int sig = ov2::bench::interrupt_signal();
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    const std::string stage = ov2::bench::current_stage();
+    report.add_note(stage, std::string("interrupted by ") + name);
+    report.print_table(stdout);
+    report.print_notes(stdout);
+    std::fflush(stdout);
+    std::fprintf(stderr, "ipsecov2-bench: interrupted by %s during %s; stopped and cleaned up%s\n", name, stage.c_str(),
+                 json_path.empty() ? "" : (", no JSON written to " + json_path).c_str());
+    return 128 + sig;
   }
-  if (run_tcp) ov2::bench::run_tcp_benchmarks(report, scripts_dir, build_dir, tcp_seconds);
+  ov2::bench::wait_if_forced_exit();
   report.print_table(stdout);
   report.print_notes(stdout);
   if (!json_path.empty() && !report.write_json(json_path)) {
