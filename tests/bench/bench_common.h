@@ -87,6 +87,38 @@ inline double measure_rate_batched(const Timing& t, size_t batch_size, const std
   return rates[rates.size() / 2];
 }
 
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// One batched measurement: prepare() is not timed, batch() processes `items`
+// items and is timed.
+struct BatchedCase {
+  std::function<void()> prepare;
+  std::function<void()> batch;
+  size_t items;
+};
+
+// Runs the cases in turn, each for about t.seconds_per_run, in t.runs rounds,
+// so that a change of machine load during the bench hits them all alike
+// (and a ratio can be taken round by round).  Returns rates[case][round].
+inline std::vector<std::vector<double>> interleaved_rates(const Timing& t, const std::vector<BatchedCase>& cases) {
+  std::vector<std::vector<double>> rates(cases.size());
+  const Timing single{t.seconds_per_run, 1};
+  for (int r = 0; r < t.runs; ++r)
+    for (size_t c = 0; c < cases.size(); ++c)
+      rates[c].push_back(measure_rate_batched(single, cases[c].items, cases[c].prepare, cases[c].batch));
+  return rates;
+}
+
+// The median over rounds of a[round] / b[round].
+inline double median_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) r.push_back(a[i] / b[i]);
+  return median(r);
+}
+
 class Report {
  public:
   void add(const std::string& key, double value, const std::string& unit, const std::string& note) {
@@ -138,8 +170,13 @@ class Report {
   std::vector<std::pair<std::string, std::string>> notes_;
 };
 
-// The engine group (ipsecov2_bench.cpp).
-void run_engine_benchmarks(Report& report, const Timing& t);
+// The engine group (ipsecov2_bench.cpp): every cipher label and size listed
+// (empty: all of them).
+struct EngineSelection {
+  std::vector<std::string> ciphers;  // aes128gcm, aes256gcm, chacha20poly1305
+  std::vector<uint32_t> sizes;       // 64, 512, 1400
+};
+void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelection& only = {});
 // Decapsulation + the worker's inbound policy check with 1 and `count` inbound policies.
 void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t count);
 // Raw AEAD records/s of `size` bytes on one prepared OpenSSL context (the
