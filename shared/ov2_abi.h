@@ -177,7 +177,7 @@ OV2_STATIC_ASSERT(offsetof(struct ov2_shim, rx_info) == 16, "shim rx_info offset
 /* Maps                                                                     */
 /* ------------------------------------------------------------------------ */
 #define OV2_MAX_SAS 262144      /* inbound SA map capacity (bundles) */
-#define OV2_MAX_NATT_DESTS 4096 /* local addresses with an inbound UDP-encapsulated SA (natt_dests) */
+#define OV2_MAX_INBOUND_DESTS 16384 /* local addresses with an inbound SA (inbound_dests) */
 #define OV2_MAX_POLICIES 16384  /* SPD entries per direction */
 #define OV2_SPD_MAX_CANDIDATES 16 /* policies whose dst prefix covers one trie leaf */
 #define OV2_MAX_QUEUES 64
@@ -206,6 +206,18 @@ struct ov2_sa_value {
 	__u16 pad;
 };
 OV2_STATIC_ASSERT(sizeof(struct ov2_sa_value) == 16, "sa value size");
+
+/* ov2_wire: inbound_dests, key ov2_sa_key with SPI 0 (family + destination).
+ * How many inbound SAs (sa_map entries) have that destination, by
+ * encapsulation; kept by user space on every put/delete of an inbound SA.  A
+ * non-first fragment has no SPI: ov2_wire sends ESP fragments to the worker
+ * only for an address with an ESP SA, UDP fragments only for one with a
+ * UDP-encapsulated SA; the rest are the stack's (a router's transit traffic). */
+struct ov2_dest_sas {
+	__u32 esp;       /* inbound SAs expecting plain ESP (IP protocol 50) */
+	__u32 udp_encap; /* inbound SAs expecting UDP-encapsulated ESP (OV2_SA_F_UDP_ENCAP) */
+};
+OV2_STATIC_ASSERT(sizeof(struct ov2_dest_sas) == 8, "dest sas size");
 
 /* ov2_tx: outbound SPD.  A trie over (family, destination) whose leaf holds the
  * ids of every policy whose destination prefix covers that leaf, best priority
@@ -260,7 +272,10 @@ enum ov2_wire_counter {
 	OV2_WIRE_PASS_ENCAP_MISMATCH,/* ESP vs UDP-ESP does not match the SA */
 	OV2_WIRE_PASS_NO_WORKER,     /* SA known but no XSK on this queue */
 	OV2_WIRE_REDIRECT,           /* to the worker */
-	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment, or UDP to a NAT-T SA's address: the worker reassembles */
+	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment to an ESP SA's address, or UDP to a NAT-T SA's address:
+	                                the worker reassembles */
+	OV2_WIRE_PASS_FRAGMENT_NO_SA,/* an ESP fragment to an address with no ESP SA (ESP between other hosts
+	                                through a router): the stack's */
 	OV2_WIRE_COUNTER_MAX,
 };
 

@@ -766,7 +766,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   const SaRuntimeEntry* sa = sas_.find_inbound(key);
   const bool not_natt = proto == IPPROTO_UDP && (l4[2] << 8 | l4[3]) != OV2_NATT_PORT;
   if (reassembled && proto == IPPROTO_UDP && (!sa || not_natt)) {
-    // A UDP datagram ov2_wire sent for its fragments (natt_dests) that is
+    // A UDP datagram ov2_wire sent for its fragments (inbound_dests) that is
     // not NAT-T ESP with an SA (IKE, say): SA handle 0 and receive word
     // OV2_RX_DELIVER_WIRE; ov2_verdict sends it to the wire's ingress, so it
     // is received as on the wire (through ov2, which has no address, the

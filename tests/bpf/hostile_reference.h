@@ -208,8 +208,8 @@ struct WireWorld {
   // (SPI, family, destination bytes; IPv4 in the first 4) -> SA.
   std::map<std::tuple<uint32_t, uint8_t, std::array<uint8_t, 16>>, SaEntry> sas;
   bool worker_xsk = false;  // an XSK registered for queue 0
-  // (family, destination) with a UDP-encapsulated SA: natt_dests.
-  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> natt_dests;
+  // (family, destination) with a plain ESP / a UDP-encapsulated SA: inbound_dests.
+  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> esp_dests, natt_dests;
 
   void add(uint32_t spi, const std::string& dst, SaEntry sa) {
     const Bytes d = addr(dst);
@@ -217,7 +217,7 @@ struct WireWorld {
     std::copy(d.begin(), d.end(), key.begin());
     const uint8_t family = static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6);
     sas[{spi, family, key}] = sa;
-    if (sa.udp_encap) natt_dests.insert({family, key});
+    (sa.udp_encap ? natt_dests : esp_dests).insert({family, key});
   }
 };
 
@@ -229,10 +229,14 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   if (l3.status == L3Status::NotIp) return wire_pass(f, OV2_WIRE_PASS_NOT_IP);
   if (l3.status == L3Status::Malformed) return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
   if (l3.fragment) {
-    // ESP fragments go to the worker for reassembly, unless their offset and
-    // length cannot belong to a datagram of at most 65535 bytes.
-    if (l3.proto == 17 ? !world.natt_dests.count({l3.family, l3.dst}) : l3.proto != OV2_IPPROTO_ESP)
-      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    // ESP fragments to an address with an ESP SA (UDP ones: with a NAT-T SA)
+    // go to the worker for reassembly, unless their offset and length cannot
+    // belong to a datagram of at most 65535 bytes; other ESP fragments are a
+    // router's transit traffic.
+    if (l3.proto != 17 && l3.proto != OV2_IPPROTO_ESP) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    if (l3.proto == 17 && !world.natt_dests.count({l3.family, l3.dst})) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    if (l3.proto == OV2_IPPROTO_ESP && !world.esp_dests.count({l3.family, l3.dst}))
+      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT_NO_SA);
     const size_t payload = l3.ip_end - l3.l4;
     if (l3.frag_offset + payload > 65535 || (l3.frag_more && (payload == 0 || payload % 8 != 0)))
       return wire_pass(f, OV2_WIRE_PASS_MALFORMED);

@@ -81,9 +81,19 @@ struct Target {
   std::function<Expected(const Bytes&)> expect;
 };
 
-const std::vector<std::string> kWireCounterNames = {
-    "RX",         "PASS_NOT_IP",    "PASS_NOT_ESP",        "PASS_FRAGMENT",  "PASS_IKE", "PASS_KEEPALIVE",
-    "PASS_NO_SA", "PASS_MALFORMED", "PASS_ENCAP_MISMATCH", "PASS_NO_WORKER", "REDIRECT", "REDIRECT_FRAGMENT"};
+const std::vector<std::string> kWireCounterNames = {"RX",
+                                                    "PASS_NOT_IP",
+                                                    "PASS_NOT_ESP",
+                                                    "PASS_FRAGMENT",
+                                                    "PASS_IKE",
+                                                    "PASS_KEEPALIVE",
+                                                    "PASS_NO_SA",
+                                                    "PASS_MALFORMED",
+                                                    "PASS_ENCAP_MISMATCH",
+                                                    "PASS_NO_WORKER",
+                                                    "REDIRECT",
+                                                    "REDIRECT_FRAGMENT",
+                                                    "PASS_FRAGMENT_NO_SA"};
 const std::vector<std::string> kTxCounterNames = {"RX",     "PROTECT",   "BYPASS",    "DISCARD",  "NO_POLICY",
                                                   "NOT_IP", "MALFORMED", "META_FAIL", "NO_WORKER"};
 const std::vector<std::string> kDeliverCounterNames = {"RX",       "ACCEPTED",  "BAD_COOKIE",

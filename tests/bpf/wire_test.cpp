@@ -302,24 +302,106 @@ TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
   expect_pass(v4_fragment(0x1fff, kProtoUdp), OV2_WIRE_PASS_MALFORMED, "UDP past 65535");
 }
 
-TEST_F(WireTest, NattDestinationsFollowTheUdpEncapsulatedSasCountedPerAddress) {
+// A router's wire: ESP between two other hosts passes through in fragments.
+// Without an ESP SA for their destination they are the stack's to forward
+// (or reassemble), untouched, even when a worker XSK is there.
+TEST_F(WireTest, EspFragmentsToAnAddressWithoutAnEspSaPassToTheStack) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const ov2_sa_key natt_only = sa_key(0x6001, "192.0.2.8");
+  programs().put_inbound_sa(natt_only, ov2_sa_value{0x61, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  auto v6_to = [](const std::string& dst, uint16_t offset_units, bool more) {
+    return FrameBuilder()
+        .ethernet(kEthIpv6)
+        .ipv6("2001:db8::1", dst, kIpv6Fragment)
+        .ipv6_fragment(kProtoEsp, offset_units, more)
+        .esp(kV6Spi, 1)
+        .build();
+  };
+  const std::vector<std::pair<std::string, Bytes>> frames = {
+      {"IPv4 first to an address with no SA", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 middle", v4_fragment(0x2000 | 185, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 last", v4_fragment(0x0010, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 to an address with only a NAT-T SA", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.8")},
+      {"IPv4 with a known SPI, another destination", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.3")},
+      {"IPv4 past 65535: the stack's to judge", v4_fragment(0x1fff, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv6 first", v6_to("2001:db8::9", 0, true)},
+      {"IPv6 last", v6_to("2001:db8::9", 10, false)},
+      {"IPv6 with the IPv4 SA's address bytes", v6_to("c000:202::", 10, false)},
+      {"802.1Q-tagged IPv4", FrameBuilder()
+                                 .ethernet(kEth8021Q)
+                                 .vlan(10, kEthIpv4)
+                                 .ipv4("198.51.100.1", "192.0.2.9", kProtoEsp, Ipv4Options{.frag_off = 0x2000})
+                                 .esp(kEspSpi, 1)
+                                 .build()},
+  };
+  for (const auto& [what, frame] : frames) expect_pass(frame, OV2_WIRE_PASS_FRAGMENT_NO_SA, what);
+  programs().delete_inbound_sa(natt_only);
+}
+
+// inbound_dests counts the inbound SAs of each address by encapsulation:
+// every put of a new SA, replacement (same or other encapsulation) and
+// delete; an address whose last SA goes is removed.  ESP and UDP fragments
+// follow their own count.
+TEST_F(WireTest, InboundDestinationsCountEspAndNattSasPerAddress) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
   const ov2_sa_key k1 = sa_key(0x7001, "192.0.2.7"), k2 = sa_key(0x7002, "192.0.2.7");
-  const Bytes frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
-  EXPECT_FALSE(programs().natt_destination(k1));
-  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});
-  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});
-  EXPECT_TRUE(programs().natt_destination(k1));
-  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
-  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced: still one each
+  const ov2_sa_key k3 = sa_key(0x7003, "192.0.2.7");
+  const Bytes esp_frag = v4_fragment(0x0010, kProtoEsp, 48, "192.0.2.7");
+  const Bytes udp_frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
+  auto counts = [&] {
+    const ov2_dest_sas d = programs().inbound_destination(k1).value_or(ov2_dest_sas{});
+    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
+  };
+  auto action = [](const Bytes& frame) { return run_xdp(programs().wire_prog_fd(), frame).action; };
+  using Counts = std::pair<uint32_t, uint32_t>;
+  EXPECT_FALSE(programs().inbound_destination(k1).has_value());
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "no SA yet");
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, 0, 0, 0});
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});
+  EXPECT_EQ(counts(), (Counts{2, 0}));
+  EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
+  expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "ESP SAs only: UDP stays the stack's");
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_ESN, 0, 0});  // replaced, same encapsulation
+  EXPECT_EQ(counts(), (Counts{2, 0}));
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced by NAT-T
+  EXPECT_EQ(counts(), (Counts{1, 1}));
+  EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
+  EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
+  programs().put_inbound_sa(k3, ov2_sa_value{0x73, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_EQ(counts(), (Counts{1, 2}));
   programs().delete_inbound_sa(k1);
-  EXPECT_TRUE(programs().natt_destination(k2)) << "the other SA still needs it";
-  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
-  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // now plain ESP
-  EXPECT_FALSE(programs().natt_destination(k2));
-  expect_pass(frag, OV2_WIRE_PASS_FRAGMENT, "no UDP-encapsulated SA left");
+  EXPECT_EQ(counts(), (Counts{0, 2}));
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "the last ESP SA deleted");
+  EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
+  EXPECT_THROW(programs().delete_inbound_sa(k1), ov2::Error);  // not there: nothing counted
+  EXPECT_EQ(counts(), (Counts{0, 2}));
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // back to plain ESP
+  EXPECT_EQ(counts(), (Counts{1, 1}));
+  // Every SA of the address deleted (what a flush does): the entry is gone.
   programs().delete_inbound_sa(k2);
-  EXPECT_FALSE(programs().natt_destination(k2));
+  programs().delete_inbound_sa(k3);
+  EXPECT_FALSE(programs().inbound_destination(k1).has_value());
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "all SAs deleted");
+  expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "all SAs deleted");
+}
+
+// A daemon restart loads the programs anew: their maps are the process's own
+// (not pinned), so the counts start from zero and follow the SAs installed
+// again, whatever another instance holds.
+TEST_F(WireTest, FreshlyLoadedProgramsCountOnlyTheSasPutIntoThem) {
+  const ov2_sa_key k = sa_key(kEspSpi, "192.0.2.2");
+  auto counts = [&](const BpfPrograms& p) {
+    const ov2_dest_sas d = p.inbound_destination(k).value_or(ov2_dest_sas{});
+    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
+  };
+  using Counts = std::pair<uint32_t, uint32_t>;
+  ASSERT_EQ(counts(programs()), (Counts{1, 1})) << "the suite's SAs in the first instance";
+  BpfPrograms restarted(BpfPrograms::Options{.cookie = 0x42, .verdict_mark = 0});
+  EXPECT_FALSE(restarted.inbound_destination(k).has_value());
+  restarted.put_inbound_sa(k, ov2_sa_value{kEspHandle, 0, 0, 0});
+  restarted.put_inbound_sa(sa_key(kUdpSpi, "192.0.2.2"), ov2_sa_value{0x22, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_EQ(counts(restarted), (Counts{1, 1}));
+  EXPECT_EQ(counts(programs()), (Counts{1, 1})) << "the first instance is untouched";
 }
 
 TEST_F(WireTest, EspFragmentsWithImpossibleOffsetsOrLengthsAreMalformed) {

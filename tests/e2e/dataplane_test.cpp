@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <sys/socket.h>
 
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -1437,8 +1438,9 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // private file, never a command line.
   // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
   // `natt`: ESP in UDP 4500 (setup_tunnel(false, 0, true)).
+  // `extra`: more JSON members for the script, overriding the above (`, "outer_dst": "..."`).
   std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
-                                               bool natt = false) {
+                                               bool natt = false, const std::string& extra = "") {
     const std::string conf = tmp_.file("fragments.json");
     {
       std::ofstream f(conf, std::ios::trunc);
@@ -1448,7 +1450,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
         << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \"" << a_.inner_ip << "\", \"inner_dst\": \""
         << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_) << "\", \"dst_mac\": \"" << mac_of(b_)
         << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
-        << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"}";
+        << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"" << extra << "}";
     }
     const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR +
                                    "/tests/e2e/esp_fragments.py < " + conf + " 2>" + tmp_.file("fragments.err"));
@@ -1672,6 +1674,84 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
       << dump(*b_.dp);
   EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 0u) << dump(*b_.dp);
   EXPECT_EQ(rp_filter_drops(), rpf0) << "the reverse-path filter dropped something";
+}
+
+// A counter of the Ip: line of /proc/net/snmp in `ns` (the namespace's own).
+uint64_t snmp_ip(const Netns& ns, const std::string& name) {
+  std::istringstream in(sh_out(ns.exec("cat /proc/net/snmp")));
+  std::string names, values;
+  while (std::getline(in, names) && names.rfind("Ip:", 0) != 0) {
+  }
+  std::getline(in, values);
+  std::istringstream n(names), v(values);
+  std::string key, value;
+  while (n >> key && v >> value)
+    if (key == name) return std::stoull(value);
+  ADD_FAILURE() << "no Ip " << name << " in /proc/net/snmp of " << ns.name();
+  return 0;
+}
+
+// b is a router on the way: ESP between a and a host c behind b, in
+// fragments, arrives on b's wire.  b has an inbound ESP SA for its own
+// address only, so ov2_wire leaves these fragments to b's stack
+// (pass-fragment-no-sa), which forwards them; c reassembles the ESP datagram
+// byte for byte.  (Before, every ESP fragment went to b's worker, which
+// reassembled it and dropped it as rx-no-sa.)
+TEST_F(DataplaneFragmentE2E, EspFragmentsBetweenOtherHostsPassToTheStackAndAreForwarded) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  Netns c("ov2t" + std::to_string(getpid()) + "c");
+  const std::string c_ip = "203.0.113.2";
+  must("ip link add side netns " + b_.ns->name() + " type veth peer name side netns " + c.name());
+  must("ip -n " + b_.ns->name() + " addr add 203.0.113.1/24 dev side");
+  must("ip -n " + c.name() + " addr add " + c_ip + "/24 dev side");
+  must("ip -n " + b_.ns->name() + " link set side up");
+  must("ip -n " + c.name() + " link set side up");
+  must("ip -n " + c.name() + " link set lo up");
+  must("ip -n " + c.name() + " route add default via 203.0.113.1");
+  must(b_.ns->exec("sysctl -qw net.ipv4.ip_forward=1"));
+  ASSERT_EQ(sh(b_.ns->exec("ping -c 1 -W 2 -q " + c_ip + " >/dev/null")), 0) << "b reaches c";
+  // c's view of ESP: a raw socket gets each reassembled datagram whole.
+  const std::string listener = tmp_.file("esp_listener.py");
+  {
+    std::ofstream f(listener);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)\n"
+         "s.settimeout(15)\n"
+         "print('ready', flush=True)\n"
+         "d = s.recv(65535)\n"
+         "print(len(d), d[20:28].hex(), flush=True)\n";
+  }
+  Child esp_listener(c.exec("/usr/bin/python3 " + listener), tmp_.file("esp_listener.log"));
+  const std::string esp_log = tmp_.file("esp_listener.log");
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(esp_log) == "ready\n"; }, 5000)) << e2e::read_file(esp_log);
+  const std::vector<std::string> frames =
+      scapy_esp_fragments("good", 5000, 0x9191, false, false, ", \"outer_dst\": \"" + c_ip + "\"");
+  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  size_t datagram = 20;  // the IPv4 header, then every fragment's payload
+  for (const std::string& f : frames)
+    datagram += (static_cast<uint8_t>(f[16]) << 8 | static_cast<uint8_t>(f[17])) - (f[14] & 0x0f) * 4;
+  const DataplaneCounters b0 = b_.dp->counters();
+  const uint64_t c_reasm0 = snmp_ip(c, "ReasmOKs");
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(esp_log).find(' ') != std::string::npos; }, 5000))
+      << "the ESP datagram did not reach c: b " << dump(*b_.dp)
+      << "\nb: " << sh_out(b_.ns->exec("nstat -az 2>&1 | grep -E 'IpExtInNoRoutes|IpReasm|IpForw|IpInDiscards' "));
+  std::ostringstream expected;
+  expected << "ready\n"
+           << datagram << " " << std::hex << std::setfill('0') << std::setw(8) << ab_.out.spi << std::setw(8) << 5000
+           << "\n";
+  EXPECT_EQ(e2e::read_file(esp_log), expected.str());
+  EXPECT_EQ(snmp_ip(c, "ReasmOKs") - c_reasm0, 1u) << "c reassembled the datagram from b's forwarded fragments";
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_PASS_FRAGMENT_NO_SA] - b0.wire[OV2_WIRE_PASS_FRAGMENT_NO_SA], 3u) << dump(*b_.dp);
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxNoSa), 0u) << dump(*b_.dp);
+  // b's own SA address still gets its fragments reassembled by the worker.
+  std::vector<std::string> own;
+  DataplaneCounters b2;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(5001, 0x9292, false, &own, &b2));
 }
 
 }  // namespace
