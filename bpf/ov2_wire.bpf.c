@@ -85,6 +85,8 @@ int ov2_wire(struct xdp_md *ctx)
 	res = ov2_parse_l3(data, data_end, &l3);
 	if (res == OV2_PARSE_NOT_IP)
 		return pass(OV2_WIRE_PASS_NOT_IP);
+	if (res == OV2_PARSE_TOO_DEEP)
+		return pass(OV2_WIRE_PASS_EXT_TOO_DEEP);
 	if (res != OV2_PARSE_OK)
 		return pass(OV2_WIRE_PASS_MALFORMED);
 	if (l3.fragment) {

@@ -181,6 +181,10 @@ OV2_STATIC_ASSERT(offsetof(struct ov2_shim, rx_info) == 16, "shim rx_info offset
 #define OV2_MAX_POLICIES 16384  /* SPD entries per direction */
 #define OV2_SPD_MAX_CANDIDATES 16 /* policies whose dst prefix covers one trie leaf */
 #define OV2_MAX_QUEUES 64
+/* Hop-by-Hop, Routing and Destination Options headers walked in front of a
+ * Fragment header or the upper layer (ov2_wire, and the worker's reassembly
+ * and SA lookup alike); a longer chain is pass-ext-too-deep. */
+#define OV2_MAX_IPV6_EXT_HDRS 6
 
 enum ov2_family {
 	OV2_AF_INET = 4,
@@ -276,6 +280,8 @@ enum ov2_wire_counter {
 	                                the worker reassembles */
 	OV2_WIRE_PASS_FRAGMENT_NO_SA,/* an ESP fragment to an address with no ESP SA (ESP between other hosts
 	                                through a router): the stack's */
+	OV2_WIRE_PASS_EXT_TOO_DEEP,  /* IPv6 with more than OV2_MAX_IPV6_EXT_HDRS extension headers before a
+	                                Fragment header or the upper layer: the stack's */
 	OV2_WIRE_COUNTER_MAX,
 };
 

@@ -30,7 +30,8 @@ constexpr std::array<const char*, OV2_WIRE_COUNTER_MAX> kWireNames = {"rx",
                                                                       "pass-no-worker",
                                                                       "redirect",
                                                                       "redirect-fragment",
-                                                                      "pass-fragment-no-sa"};
+                                                                      "pass-fragment-no-sa",
+                                                                      "pass-ext-too-deep"};
 constexpr std::array<const char*, OV2_TX_COUNTER_MAX> kTxNames = {
     "rx", "protect", "bypass", "discard", "no-policy", "not-ip", "malformed", "meta-fail", "no-worker"};
 constexpr std::array<const char*, OV2_DELIVER_COUNTER_MAX> kDeliverNames = {"rx",       "accepted",  "bad-cookie",

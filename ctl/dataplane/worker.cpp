@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "esp/esp.h"
+#include "esp/ipv6_chain.h"
 #include "esp/path_mtu.h"
 #include "ov2_abi.h"
 
@@ -96,6 +97,8 @@ const char* worker_counter_name(WorkerCounter c) {
       return "tx-reassembled";
     case WorkerCounter::TxReasmFailed:
       return "tx-reasm-failed";
+    case WorkerCounter::RxReasmBadChain:
+      return "rx-reasm-bad-chain";
     case WorkerCounter::Count:
       break;
   }
@@ -119,11 +122,11 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
       rx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
                      {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
                       WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
-                      WorkerCounter::RxReasmMalformed}},
+                      WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmBadChain}},
       tx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
                      {WorkerCounter::TxHostFragments, WorkerCounter::TxReassembled, WorkerCounter::TxReasmFailed,
                       WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed,
-                      WorkerCounter::TxReasmFailed}} {
+                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
   if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
@@ -703,6 +706,9 @@ uint32_t Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t 
       case esp::FragmentDrop::TooManyFragments:
         count(r.counters.malformed);
         break;
+      case esp::FragmentDrop::BadHeaderChain:
+        count(r.counters.bad_chain);
+        break;
     }
   }
   return 0;
@@ -746,10 +752,17 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     proto = ip[9];
     l4 = ip + ihl;
   } else if (type == htons(ETH_P_IPV6) && ip_len >= 48) {
+    // ESP behind the extension headers ov2_wire walked (a reassembled
+    // datagram keeps the first fragment's unfragmentable part).
+    const esp::Ipv6Chain chain = esp::walk_ipv6_chain(ip, std::min(ip_len, 40u + (ip[4] << 8 | ip[5])));
+    if (chain.status != esp::Ipv6Chain::Status::Ok || chain.off + 8 > ip_len) {
+      count(WorkerCounter::RxMalformed);
+      return 0;
+    }
     key.family = OV2_AF_INET6;
     std::memcpy(key.daddr, ip + 24, 16);
-    proto = ip[6];
-    l4 = ip + 40;
+    proto = chain.next;
+    l4 = ip + chain.off;
   } else {
     count(WorkerCounter::RxMalformed);
     return 0;

@@ -84,13 +84,16 @@ enum class WorkerCounter : uint32_t {
   RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
   RxReasmTooBig,        // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
-  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
+  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
   RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
   TxReasmFailed,    // host datagrams dropped: timeout, overlap, too big, table full, malformed
+  // IPv6 fragments whose extension headers before the Fragment header run past
+  // the packet, number more than OV2_MAX_IPV6_EXT_HDRS or exceed 256 bytes.
+  RxReasmBadChain,
   Count
 };
 
@@ -216,7 +219,7 @@ class Worker {
   struct Reassembler {
     esp::Reassembly table;
     struct {
-      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed;
+      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, bad_chain;
     } counters;
   };
   uint32_t reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns);

@@ -89,7 +89,7 @@ struct Expected {
 // Network layer
 // ---------------------------------------------------------------------------
 
-enum class L3Status { Ip, NotIp, Malformed };
+enum class L3Status { Ip, NotIp, Malformed, TooDeep };
 
 struct L3View {
   L3Status status = L3Status::Malformed;
@@ -155,13 +155,16 @@ inline L3View parse_ipv6(const Bytes& f, size_t ip) {
   size_t at = ip + 40;
   int option_headers = 0;
   while (is_ipv6_option_header(next)) {
-    if (option_headers == kMaxIpv6OptionHeaders) return malformed_l3();
     if (at + 2 > v.ip_end) return malformed_l3();
     const size_t length = (static_cast<size_t>(f[at + 1]) + 1) * 8;
     if (at + length > v.ip_end) return malformed_l3();
     next = f[at];
     at += length;
-    ++option_headers;
+    if (++option_headers > kMaxIpv6OptionHeaders) {  // a sound seventh header: too deep to go on
+      L3View deep;
+      deep.status = L3Status::TooDeep;
+      return deep;
+    }
   }
   if (next == 44) {
     if (at + 8 > v.ip_end) return malformed_l3();
@@ -228,6 +231,7 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return wire_pass(f, OV2_WIRE_PASS_NOT_IP);
   if (l3.status == L3Status::Malformed) return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
+  if (l3.status == L3Status::TooDeep) return wire_pass(f, OV2_WIRE_PASS_EXT_TOO_DEEP);
   if (l3.fragment) {
     // ESP fragments to an address with an ESP SA (UDP ones: with a NAT-T SA)
     // go to the worker for reassembly, unless their offset and length cannot
@@ -315,7 +319,7 @@ inline Expected expect_tx(const Bytes& f, const TxWorld& world) {
   if (f.size() < kEthHeader) return Expected{.refused = true};
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return tx_drop(OV2_TX_NOT_IP);
-  if (l3.status == L3Status::Malformed) return tx_drop(OV2_TX_MALFORMED);
+  if (l3.status == L3Status::Malformed || l3.status == L3Status::TooDeep) return tx_drop(OV2_TX_MALFORMED);
   if (l3.family == OV2_AF_INET6 && l3.proto == 58 && !l3.fragment && l3.l4 + 8 <= l3.ip_end && f[l3.l4] >= 133 &&
       f[l3.l4] <= 137)
     return tx_drop(OV2_TX_NOT_IP);

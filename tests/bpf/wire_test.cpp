@@ -447,7 +447,54 @@ TEST_F(WireTest, SixIpv6ExtensionHeadersAreWalkedSevenAreTooDeep) {
     return b.esp(spi, 1).build();
   };
   expect_pass(chain(6, kV6Spi), OV2_WIRE_PASS_NO_WORKER);
-  expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_MALFORMED);
+  expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_EXT_TOO_DEEP);
+}
+
+// An IPv6 ESP fragment behind `ext` (Hop-by-Hop, Routing, Destination
+// Options: the unfragmentable part, RFC 8200 §4.1/4.5), to the ESP SA's address.
+Bytes v6_fragment_behind(const std::vector<uint8_t>& ext, uint16_t offset_units, bool more) {
+  FrameBuilder b;
+  b.ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", ext.empty() ? kIpv6Fragment : ext[0]);
+  for (size_t i = 0; i < ext.size(); ++i) b.ipv6_ext(i + 1 < ext.size() ? ext[i + 1] : kIpv6Fragment, i == 1 ? 2 : 0);
+  return b.ipv6_fragment(kProtoEsp, offset_units, more).esp(kV6Spi, 1).build();
+}
+
+TEST_F(WireTest, Ipv6EspFragmentsBehindExtensionHeadersGoToTheWorker) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const std::vector<std::pair<std::string, Bytes>> frames = {
+      {"behind Routing", v6_fragment_behind({kIpv6Routing}, 0, true)},
+      {"behind Destination Options", v6_fragment_behind({kIpv6DestOpts}, 10, false)},
+      {"behind Hop-by-Hop, Destination Options, Routing",
+       v6_fragment_behind({kIpv6HopByHop, kIpv6DestOpts, kIpv6Routing}, 10, true)},
+      {"behind six headers", v6_fragment_behind(std::vector<uint8_t>(6, kIpv6DestOpts), 10, false)},
+  };
+  for (const auto& [what, frame] : frames) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  }
+}
+
+TEST_F(WireTest, Ipv6FragmentsBehindBrokenOrTooLongChainsPass) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  expect_pass(v6_fragment_behind(std::vector<uint8_t>(7, kIpv6DestOpts), 10, false), OV2_WIRE_PASS_EXT_TOO_DEEP,
+              "seven headers before the fragment header");
+  Bytes past = v6_fragment_behind({kIpv6DestOpts}, 10, false);
+  past[14 + 41] = 200;  // the header's length runs past the packet
+  expect_pass(past, OV2_WIRE_PASS_MALFORMED, "a header past the packet");
+  // The fragment header itself cut off behind the chain.
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Routing, 12)
+                  .ipv6_ext(kIpv6Fragment)
+                  .ipv6_fragment(kProtoEsp, 0, true)
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED, "fragment header beyond the payload");
 }
 
 TEST_F(WireTest, MalformedIpv6IsCounted) {

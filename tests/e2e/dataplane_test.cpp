@@ -1481,7 +1481,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   }
 
   void expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6, std::vector<std::string>* frames,
-                                            DataplaneCounters* after);
+                                            DataplaneCounters* after, const std::string& extra = "");
 };
 
 uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
@@ -1493,8 +1493,8 @@ uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCo
 // and answered through its SA.  The frames and b's counters after go out.
 void DataplaneFragmentE2E::expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6,
                                                                 std::vector<std::string>* frames,
-                                                                DataplaneCounters* after) {
-  *frames = scapy_esp_fragments("good", seq, ip_id, v6);
+                                                                DataplaneCounters* after, const std::string& extra) {
+  *frames = scapy_esp_fragments("good", seq, ip_id, v6, false, extra);
   ASSERT_EQ(frames->size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
   const DataplaneCounters b0 = b_.dp->counters();
   inject(*a_.ns, "wire", *frames);
@@ -1616,6 +1616,33 @@ TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDro
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmOverlap), 1u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReassembled), 0u) << dump(*b_.dp);
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+}
+
+// RFC 8200 §4.5: Hop-by-Hop, Destination Options and Routing headers before
+// the Fragment header ride in every fragment; ov2_wire, the reassembly and
+// the SA lookup walk them, and the datagram keeps them up to ESP.  (Before,
+// only a Fragment header right after the fixed header was reassembled:
+// rx-reasm-malformed.)
+TEST_F(DataplaneFragmentE2E, Ipv6EspFragmentsBehindExtensionHeadersAreReassembledAndOpened) {
+  setup_tunnel(true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(6000, 0x61616161, true, &frames, &b1,
+                                                               ", \"v6_ext\": [\"hop\", \"dest\", \"routing\"]"));
+  EXPECT_EQ(static_cast<uint8_t>(frames[0][14 + 6]), 0) << "the fragments start with a Hop-by-Hop header";
+  EXPECT_EQ(wc(*b_.dp, WorkerCounter::RxReasmMalformed) + wc(*b_.dp, WorkerCounter::RxReasmBadChain), 0u);
+  // Seven Destination Options headers before the Fragment header: more than
+  // anything walks.  ov2_wire leaves them to the stack (pass-ext-too-deep).
+  const std::string seven = ", \"v6_ext\": [\"dest\", \"dest\", \"dest\", \"dest\", \"dest\", \"dest\", \"dest\"]";
+  const std::vector<std::string> deep = scapy_esp_fragments("good", 6001, 0x62626262, true, false, seven);
+  ASSERT_EQ(deep.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", deep);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return b_.dp->counters().wire[OV2_WIRE_PASS_EXT_TOO_DEEP] - b1.wire[OV2_WIRE_PASS_EXT_TOO_DEEP] >= 3; },
+      3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxFragments), 0u) << dump(*b_.dp);
 }
 
 TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressArrivesAsFromTheWire) {
