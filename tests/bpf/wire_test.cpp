@@ -44,6 +44,20 @@ class WireTest : public ::testing::Test {
               CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {static_cast<size_t>(counter), 1}}))
         << what << " frame of " << frame.size() << " bytes";
   }
+
+  // Runs a fragment (a worker XSK registered) and checks: XDP_REDIRECT, bytes
+  // untouched, no metadata, and exactly RX + redirect-fragment counted.
+  static void expect_redirect_fragment(const Bytes& frame, const std::string& what) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_TRUE(r.meta.empty()) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  }
 };
 
 TEST_F(WireTest, EspWithKnownSpiRedirectsToTheWorkerXsk) {
@@ -249,17 +263,7 @@ TEST_F(WireTest, EspFragmentsGoToTheWorkerForReassembly) {
       {"IPv6 atomic fragment", v6_fragment(0, false)},
       {"IPv6 fragment after hop-by-hop", v6_fragment(10, false, 48, true)},
   };
-  for (const auto& [what, frame] : frames) {
-    CounterDelta counters(&BpfPrograms::wire_counters);
-    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
-    ASSERT_EQ(r.err, 0);
-    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
-    EXPECT_EQ(r.frame, frame) << what;
-    EXPECT_TRUE(r.meta.empty()) << what;
-    EXPECT_EQ(counters.delta(),
-              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
-        << what;
-  }
+  for (const auto& [what, frame] : frames) expect_redirect_fragment(frame, what);
 }
 
 TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
@@ -272,26 +276,16 @@ TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
 // every other protocol, stay the stack's.
 TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
-  auto expect_redirect = [](const Bytes& frame, const std::string& what) {
-    CounterDelta counters(&BpfPrograms::wire_counters);
-    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
-    ASSERT_EQ(r.err, 0);
-    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
-    EXPECT_EQ(r.frame, frame) << what;
-    EXPECT_EQ(counters.delta(),
-              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
-        << what;
-  };
-  expect_redirect(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
-  expect_redirect(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
-  expect_redirect(FrameBuilder()
-                      .ethernet(kEthIpv6)
-                      .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
-                      .ipv6_fragment(kProtoUdp, 0, true)
-                      .udp(4500, 4500)
-                      .esp(kV6UdpSpi, 1)
-                      .build(),
-                  "IPv6 UDP first fragment to a NAT-T SA's destination");
+  expect_redirect_fragment(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
+  expect_redirect_fragment(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
+  expect_redirect_fragment(FrameBuilder()
+                               .ethernet(kEthIpv6)
+                               .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
+                               .ipv6_fragment(kProtoUdp, 0, true)
+                               .udp(4500, 4500)
+                               .esp(kV6UdpSpi, 1)
+                               .build(),
+                           "IPv6 UDP first fragment to a NAT-T SA's destination");
   expect_pass(v4_fragment(0x2000, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP to another address");
   expect_pass(v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP last to another");
   FrameBuilder::Ipv4Options more;
@@ -468,16 +462,7 @@ TEST_F(WireTest, Ipv6EspFragmentsBehindExtensionHeadersGoToTheWorker) {
        v6_fragment_behind({kIpv6HopByHop, kIpv6DestOpts, kIpv6Routing}, 10, true)},
       {"behind six headers", v6_fragment_behind(std::vector<uint8_t>(6, kIpv6DestOpts), 10, false)},
   };
-  for (const auto& [what, frame] : frames) {
-    CounterDelta counters(&BpfPrograms::wire_counters);
-    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
-    ASSERT_EQ(r.err, 0);
-    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
-    EXPECT_EQ(r.frame, frame) << what;
-    EXPECT_EQ(counters.delta(),
-              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
-        << what;
-  }
+  for (const auto& [what, frame] : frames) expect_redirect_fragment(frame, what);
 }
 
 TEST_F(WireTest, Ipv6FragmentsBehindBrokenOrTooLongChainsPass) {

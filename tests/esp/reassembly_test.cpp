@@ -20,6 +20,17 @@ using Kind = Reassembly::Kind;
 
 uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 
+// The packets a scapy script prints in hex, one per line.
+std::vector<Bytes> run_scapy(const std::string& script) {
+  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
+  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
+  std::vector<Bytes> out;
+  std::istringstream ss(r.out);
+  std::string line;
+  while (std::getline(ss, line)) out.push_back(from_hex(line));
+  return out;
+}
+
 // Fragments of one datagram, as scapy's fragment()/fragment6() cut them; the
 // datagram itself first.  `v6`: IPv6 with a fragment header.
 std::vector<Bytes> scapy_fragments(bool v6, uint32_t payload, uint32_t mtu) {
@@ -39,13 +50,7 @@ std::vector<Bytes> scapy_fragments(bool v6, uint32_t payload, uint32_t mtu) {
                 "fs = fragment(IP(raw(p)), " +
                 std::to_string(mtu - 20) + ")\n") +
       "print(d.hex())\nfor f in fs: print(raw(f).hex())\n";
-  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
-  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
-  std::vector<Bytes> out;
-  std::istringstream ss(r.out);
-  std::string line;
-  while (std::getline(ss, line)) out.push_back(from_hex(line));
-  return out;
+  return run_scapy(script);
 }
 
 Reassembly::Limits small_limits() {
@@ -312,13 +317,7 @@ std::vector<Bytes> scapy_fragments_behind(const std::string& ext, uint32_t paylo
       ").hex())\n"
       "for f in fragment6(chain(44) / IPv6ExtHdrFragment(id=0x1234, nh=50) / " +
       data + ", " + std::to_string(mtu) + "): print(raw(f).hex())\n";
-  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
-  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
-  std::vector<Bytes> out;
-  std::istringstream ss(r.out);
-  std::string line;
-  while (std::getline(ss, line)) out.push_back(from_hex(line));
-  return out;
+  return run_scapy(script);
 }
 
 // RFC 8200 §4.5: the unfragmentable part (Hop-by-Hop, Destination Options,
