@@ -45,6 +45,11 @@
  * peer's source routes via the wire: rp_filter passes).  A reserved bit, so no
  * ov2_rx_make() word equals it, and it differs from accept-plain's 0. */
 #define OV2_RX_DELIVER_WIRE      (1u << 15)
+/* Only together with OV2_RX_DELIVER_WIRE (and SA handle 0): the wire frame
+ * carried one 802.1Q tag, whose TCI is in the shim's / metadata's
+ * wire_vlan_tci.  ov2_verdict puts the tag back before the redirect, so the
+ * datagram arrives on the wire's VLAN device as it would have. */
+#define OV2_RX_WIRE_VLAN         (1u << 14)
 
 /* CryptoStatus: NDIS enumeration, NOT bit flags. */
 enum ov2_crypto_status {
@@ -100,7 +105,7 @@ struct ov2_meta {
 	__u32 magic;            /* 24: OV2_META_MAGIC */
 	__u8 version;           /* 28: OV2_META_VERSION */
 	__u8 dir;               /* 29: enum ov2_meta_dir */
-	__u16 reserved;         /* 30: zero */
+	__u16 wire_vlan_tci;    /* 30: RX: the shim's wire_vlan_tci; TX: zero */
 };
 #define OV2_META_SIZE 32
 OV2_STATIC_ASSERT(sizeof(union ov2_nbl_info) == 8, "NDIS union is 8 bytes");
@@ -124,7 +129,7 @@ struct ov2_shim {
 	__u64 sa_handle;      /* 8: inbound (outer) SA handle */
 	__u32 rx_info;        /* 16: the receive word */
 	__u16 inner_proto_be; /* 20: EtherType of the inner packet (0x0800 / 0x86DD) */
-	__u16 reserved;       /* 22: zero */
+	__u16 wire_vlan_tci;  /* 22: with OV2_RX_WIRE_VLAN: the wire frame's 802.1Q TCI, host order; else zero */
 };
 #define OV2_SHIM_SIZE 24
 OV2_STATIC_ASSERT(sizeof(struct ov2_shim) == OV2_SHIM_SIZE, "shim size");
@@ -321,6 +326,7 @@ enum ov2_verdict_counter {
 	OV2_VERDICT_REDIRECT_WIRE_INGRESS, /* SA handle 0, receive word OV2_RX_DELIVER_WIRE (a reassembled
 	                                      non-ESP UDP datagram, IKE): to the wire device's ingress */
 	OV2_VERDICT_DROP_NO_WIRE,    /* the same with no wire ifindex set (no wire attached) */
+	OV2_VERDICT_DROP_VLAN_PUSH,  /* the same with OV2_RX_WIRE_VLAN, and the tag could not be put back */
 	OV2_VERDICT_COUNTER_MAX,
 };
 

@@ -37,8 +37,8 @@ constexpr std::array<const char*, OV2_TX_COUNTER_MAX> kTxNames = {
 constexpr std::array<const char*, OV2_DELIVER_COUNTER_MAX> kDeliverNames = {"rx",       "accepted",  "bad-cookie",
                                                                             "not-shim", "malformed", "meta-fail"};
 constexpr std::array<const char*, OV2_VERDICT_COUNTER_MAX> kVerdictNames = {
-    "rx",         "accept",       "drop-no-meta",          "drop-not-done", "drop-status", "sa-delete-req",
-    "event-lost", "accept-plain", "redirect-wire-ingress", "drop-no-wire"};
+    "rx",         "accept",       "drop-no-meta",          "drop-not-done", "drop-status",   "sa-delete-req",
+    "event-lost", "accept-plain", "redirect-wire-ingress", "drop-no-wire",  "drop-vlan-push"};
 constexpr std::array<const char*, OV2_CRYPTO_STATUS_COUNT> kCryptoStatusNames = {"CRYPTO_SUCCESS",
                                                                                  "CRYPTO_GENERIC_ERROR",
                                                                                  "CRYPTO_TRANSPORT_AH_AUTH_FAILED",

@@ -581,16 +581,17 @@ bool Worker::send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t n
 }
 
 void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                            const uint8_t* macs) const {
+                            const WireOrigin* wire) const {
   ov2_shim shim{};
   shim.cookie = cfg_.cookie;
   shim.sa_handle = sa_handle;
   shim.rx_info = rx_info;
   shim.inner_proto_be = htons((ip[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
+  shim.wire_vlan_tci = wire != nullptr ? wire->vlan_tci : 0;
   std::memcpy(ip - OV2_SHIM_SIZE, &shim, sizeof(shim));
   uint8_t* eth = ip - OV2_SHIM_SIZE - ETH_HLEN;
-  if (macs != nullptr) {
-    std::memmove(eth, macs, 12);
+  if (wire != nullptr) {
+    std::memcpy(eth, wire->macs, 12);
   } else {
     std::memcpy(eth, cfg_.host_mac, 6);
     std::memcpy(eth + 6, cfg_.nic_mac, 6);
@@ -783,13 +784,20 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     // not NAT-T ESP with an SA (IKE, say): SA handle 0 and receive word
     // OV2_RX_DELIVER_WIRE; ov2_verdict sends it to the wire's ingress, so it
     // is received as on the wire (through ov2, which has no address, the
-    // reverse-path filter would drop it).  The wire frame's MACs go with it:
-    // the wire's own MAC as destination makes it PACKET_HOST there.  Copied
-    // first: the frame's Ethernet header is overwritten by the shim frame's.
-    uint8_t wire_macs[12];
-    std::memcpy(wire_macs, data, sizeof(wire_macs));
+    // reverse-path filter would drop it).  The wire frame's MACs go with it
+    // (the wire's own MAC as destination makes it PACKET_HOST there), and its
+    // 802.1Q tag, which ov2_verdict puts back: the datagram then arrives on
+    // the VLAN device its fragments were for.  Copied first: the frame's
+    // Ethernet header is overwritten by the shim frame's.
+    WireOrigin wire;
+    std::memcpy(wire.macs, data, sizeof(wire.macs));
+    uint32_t rx_info = OV2_RX_DELIVER_WIRE;
+    if (l2 > ETH_HLEN) {
+      wire.vlan_tci = static_cast<uint16_t>(data[14] << 8 | data[15]);
+      rx_info |= OV2_RX_WIRE_VLAN;
+    }
     esp::Packet plain{ip, ip_len, offset + l2, fs - offset - len};
-    const uint32_t pieces = to_host(plain, 0, OV2_RX_DELIVER_WIRE, out, wire_macs);
+    const uint32_t pieces = to_host(plain, 0, rx_info, out, &wire);
     if (pieces) count(WorkerCounter::RxReasmPassed);
     return pieces;
   }
@@ -878,7 +886,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   return pieces;
 }
 
-uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const uint8_t* macs) {
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const WireOrigin* wire) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if (p.headroom < kShimFrame || p.len == 0) {
     count(WorkerCounter::RxMalformed);
@@ -903,12 +911,12 @@ uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, x
       uint64_t frame = 0;
       umem_->alloc(&frame);  // cannot fail: checked free_frames() above
       uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + fs_off));
-      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i], macs);
+      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i], wire);
     }
     p.len = esp::ipv4_fragment(p.data, host_mtu, 0, p.data);
     count(WorkerCounter::RxFragmentedForHost);
   }
-  frame_for_host(p.data, p.len, sa_handle, rx_info, out, macs);
+  frame_for_host(p.data, p.len, sa_handle, rx_info, out, wire);
   return pieces;
 }
 

@@ -55,7 +55,7 @@
 //   cookie not the loaded one -> BAD_COOKIE; inner protocol neither 0x0800 nor
 //   0x86DD -> MALFORMED; else PASS with the two MAC addresses kept, the
 //   EtherType set to the inner protocol, the shim removed, and metadata {rx
-//   word, SA handle, magic, version, dir RX}.  The inner packet itself is not
+//   word, SA handle, magic, version, dir RX, the shim's wire VLAN TCI}.  The inner packet itself is not
 //   looked at (the worker built it; the cookie is the proof).
 #pragma once
 
@@ -365,9 +365,11 @@ inline Expected expect_deliver(const Bytes& f, uint64_t loaded_cookie) {
   // The worker writes cookie, handle and receive word in host order.
   uint64_t cookie = 0, sa_handle = 0;
   uint32_t rx_word = 0;
+  uint16_t wire_vlan_tci = 0;
   std::memcpy(&cookie, &f[shim + 0], 8);
   std::memcpy(&sa_handle, &f[shim + 8], 8);
   std::memcpy(&rx_word, &f[shim + 16], 4);
+  std::memcpy(&wire_vlan_tci, &f[shim + 22], 2);
   const uint16_t inner = be16_at(f, shim + 20);
   if (cookie != loaded_cookie) return deliver_drop(OV2_DELIVER_BAD_COOKIE);
   if (inner != 0x0800 && inner != 0x86dd) return deliver_drop(OV2_DELIVER_MALFORMED);
@@ -376,7 +378,7 @@ inline Expected expect_deliver(const Bytes& f, uint64_t loaded_cookie) {
   out.push_back(static_cast<uint8_t>(inner >> 8));
   out.push_back(static_cast<uint8_t>(inner));
   out.insert(out.end(), f.begin() + static_cast<long>(shim + OV2_SHIM_SIZE), f.end());
-  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, rx_meta_bytes(rx_word, sa_handle)};
+  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, rx_meta_bytes(rx_word, sa_handle, wire_vlan_tci)};
 }
 
 }  // namespace ov2::test::hostile

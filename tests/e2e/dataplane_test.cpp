@@ -1781,5 +1781,50 @@ TEST_F(DataplaneFragmentE2E, EspFragmentsBetweenOtherHostsPassToTheStackAndAreFo
   ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(5001, 0x9292, false, &own, &b2));
 }
 
+// The IKE datagram's fragments came 802.1Q-tagged (VID 100): reassembled by
+// the worker, it re-enters the wire with the tag put back (the worker keeps
+// the TCI, ov2_verdict pushes it before the redirect), so it arrives for the
+// wire's VLAN device, not untagged on the wire itself.  This kernel has no
+// 802.1Q devices (CONFIG_VLAN_8021Q unset): what b's wire receives is checked
+// on a capture there, where the fragments themselves never show (XDP sends
+// them to the worker) and the redirected datagram does, with its tag.
+TEST_F(DataplaneFragmentE2E, TaggedIkeFragmentsReenterTheWireWithTheirVlanTag) {
+  setup_tunnel(false, 0, true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  // The bridge in the middle takes the tag off into the skb; the port to b
+  // then writes it back into the frame, so b's XDP sees it as a NIC would
+  // without VLAN offload.
+  must(mid_->exec("ethtool -K midb txvlan off >/dev/null"));
+  pcap_ = tmp_.file("b-wire.pcap");
+  capture_ = std::make_unique<Child>(b_.ns->exec("tcpdump -Z root --immediate-mode -i wire -U -n -w " + pcap_),
+                                     tmp_.file("tcpdump.log"));
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return e2e::read_file(tmp_.file("tcpdump.log")).find("listening") != std::string::npos; }, 5000));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> ike = scapy_esp_fragments("ike", 7000, 0x7171, false, true, ", \"vlan\": 100");
+  ASSERT_EQ(ike.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  ASSERT_EQ(ike[0].substr(12, 4), std::string("\x81\x00\x00\x64", 4)) << "tagged frames";
+  inject(*a_.ns, "wire", ike);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] {
+        return b_.dp->counters().verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS] -
+                   b0.verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS] >=
+               1;
+      },
+      3000))
+      << dump(*b_.dp);
+  stop_capture();
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmPassed), 1u) << dump(*b_.dp);
+  // On b's wire: exactly the whole datagram (28 + 1304 bytes), tagged VID 100.
+  const auto rows = tshark_fields("udp.port == 4500", " -e vlan.id -e ip.len -e ip.flags.mf -e ip.frag_offset", 4);
+  ASSERT_EQ(rows.size(), 1u) << tshark_raw_;
+  EXPECT_EQ(rows[0][0], "100") << tshark_raw_;
+  EXPECT_EQ(rows[0][1], "1332") << tshark_raw_;
+  EXPECT_TRUE(rows[0][3].empty() || rows[0][3] == "0") << tshark_raw_;
+}
+
 }  // namespace
 }  // namespace ov2

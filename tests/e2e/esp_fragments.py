@@ -9,7 +9,8 @@ IPv6 outer header and fragment headers, fragment6()), inner_src,
 inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id,
 natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), v6_ext (optional:
 IPv6 extension headers before the Fragment header, the unfragmentable part
-every fragment carries: "hop", "dest", "routing"), kind:
+every fragment carries: "hop", "dest", "routing"), vlan (optional: an
+802.1Q tag with this VID on every frame), kind:
   good      the fragments, last first (any order must do)
   overlap   IPv4: a copy of the second fragment with other bytes after it
             (overlap with differing data: the datagram is dropped); IPv6: a
@@ -22,7 +23,7 @@ every fragment carries: "hop", "dest", "routing"), kind:
 import json
 import sys
 
-from scapy.all import (ICMP, IP, UDP, Ether, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+from scapy.all import (ICMP, IP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
                        IPv6ExtHdrRouting, Raw, fragment, fragment6, raw)
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
@@ -74,5 +75,8 @@ elif kind == "unended":
     frags = frags[:1]
 else:
     sys.exit("unknown kind " + kind)
+eth = Ether(src=c["src_mac"], dst=c["dst_mac"])
+if "vlan" in c:
+    eth = eth / Dot1Q(vlan=c["vlan"])
 for f in frags:
-    print(raw(Ether(src=c["src_mac"], dst=c["dst_mac"]) / f).hex())
+    print(raw(eth / f).hex())
