@@ -84,13 +84,16 @@ enum class WorkerCounter : uint32_t {
   RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
   RxReasmTooBig,        // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
-  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
+  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
   RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
   TxReasmFailed,    // host datagrams dropped: timeout, overlap, too big, table full, malformed
+  // IPv6 fragments whose extension headers before the Fragment header run past
+  // the packet, number more than OV2_MAX_IPV6_EXT_HDRS or exceed 256 bytes.
+  RxReasmBadChain,
   Count
 };
 
@@ -193,11 +196,17 @@ class Worker {
   // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.
   bool put_on_wire(esp::Packet& p, WorkerCounter sent, TxSlots& slots);
   bool send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns);
+  // What a datagram sent back to the wire's ingress (OV2_RX_DELIVER_WIRE)
+  // keeps of the wire frame it came in.
+  struct WireOrigin {
+    uint8_t macs[12];       // destination, source
+    uint16_t vlan_tci = 0;  // its 802.1Q tag's TCI, with OV2_RX_WIRE_VLAN in the receive word
+  };
   // Ethernet | ov2_shim in front of the IP packet at `ip` (the caller checked
-  // the room): the frame ov2_deliver expects on the host end.
-  // `macs` (destination, source: 12 bytes) replaces host/nic MACs when set.
+  // the room): the frame ov2_deliver expects on the host end.  `wire`, when
+  // set, gives the MACs (in place of host/nic MACs) and the shim's wire_vlan_tci.
   void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                      const uint8_t* macs = nullptr) const;
+                      const WireOrigin* wire = nullptr) const;
   // Frames for ov2-nic a received packet may become (see decapsulate_one).
   static constexpr uint32_t kMaxHostPieces = 8;
   // Opens one received frame; writes the frames for ov2-nic into out[0..n)
@@ -207,7 +216,8 @@ class Worker {
   uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
   // The IP packet `p` to the host end: shim frames into out[0..n), in
   // fragments if it is IPv4 too big for ov2; returns n, 0 if it cannot go.
-  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const uint8_t* macs = nullptr);
+  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
+                   const WireOrigin* wire = nullptr);
   // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s
   // table.  Returns the datagram's length when this fragment completed it
   // (the datagram is then at `ip`, in the same frame), else 0 (held or
@@ -216,7 +226,7 @@ class Worker {
   struct Reassembler {
     esp::Reassembly table;
     struct {
-      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed;
+      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, bad_chain;
     } counters;
   };
   uint32_t reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns);

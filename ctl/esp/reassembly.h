@@ -22,8 +22,12 @@
 // (same offset, length and bytes) is ignored in both (RFC 8200 §4.5; Linux
 // IPFRAG_DUP); the same range with other bytes drops the datagram.  An IPv6 atomic fragment
 // (offset 0, M clear, RFC 6946) is processed on its own, without the table.
-// IPv6: the fragment header must follow the fixed header directly (what ESP
-// peers send); other header chains are dropped as Malformed.
+// IPv6: Hop-by-Hop, Routing and Destination Options headers may come before
+// the Fragment header (RFC 8200 §4.1, walked as ov2_wire does: at most
+// OV2_MAX_IPV6_EXT_HDRS, esp/ipv6_chain.h); that unfragmentable part is kept
+// from the first fragment (§4.5).  A chain that runs past the packet, is
+// longer than that, or is more than 256 bytes with the fixed header is
+// BadHeaderChain.
 #pragma once
 
 #include <cstdint>
@@ -32,11 +36,12 @@
 namespace ov2::esp {
 
 enum class FragmentDrop : uint8_t {
-  Malformed,         // bad lengths/offsets, conflicting last fragments, unsupported IPv6 header chain
+  Malformed,         // bad lengths/offsets, conflicting last fragments
   Overlap,           // IPv6 overlap, or IPv4 overlap whose bytes differ: the datagram is dropped
   TooBig,            // above 65535 bytes or the per-datagram buffer / output room
   TableFull,         // no free entry for a new datagram
   TooManyFragments,  // more than max_fragments for one datagram
+  BadHeaderChain,    // IPv6 extension headers before the Fragment header truncated, too many or too long
 };
 
 class Reassembly {
@@ -64,8 +69,9 @@ class Reassembly {
   Reassembly& operator=(const Reassembly&) = delete;
 
   // True if the IP packet at `ip` (`len` bytes, version from the first
-  // nibble) is a fragment: IPv4 MF or offset, or an IPv6 fixed header whose
-  // next header is a fragment header.  Nothing is checked beyond that.
+  // nibble) is a fragment: IPv4 MF or offset, or IPv6 whose extension header
+  // chain leads to a Fragment header -- or cannot be walked (add() drops it
+  // as BadHeaderChain).  Nothing is checked beyond that.
   static bool is_fragment(const uint8_t* ip, uint32_t len);
 
   // Adds the fragment at `ip` (`len` bytes from its IP header; Ethernet
@@ -73,7 +79,8 @@ class Reassembly {
   // the datagram is written to `out` (room for `out_room` bytes; `out` may be
   // `ip` itself: the fragment is consumed before `out` is written), its
   // header rebuilt (IPv4: total length, no MF/offset, DF kept, checksum;
-  // IPv6: the fragment header removed, payload length), and its entry freed.
+  // IPv6: the first fragment's unfragmentable part, the fragment header
+  // removed, payload length), and its entry freed.
   Result add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room);
 
   // Drops the datagrams older than the timeout; returns how many (Timeout).
