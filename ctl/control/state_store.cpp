@@ -329,7 +329,7 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name) {
 }
 
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
-                           const std::string& name) {
+                           const std::string& name, bool fast_reader) {
   std::map<uint64_t, SavedSa> sas;
   std::map<uint32_t, PolicyRecord> policies;
   for (SavedSa& sa : state.sas) sas.insert_or_assign(sas.end(), sa.handle, std::move(sa));
@@ -337,7 +337,7 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   FastRecord fast;
   for (size_t i = first; i < payloads.size(); ++i) {
     // What this daemon's writer wrote (state_json_reader.h); anything else through nlohmann below.
-    if (fast_parse_record(payloads[i], fast)) {
+    if (fast_reader && fast_parse_record(payloads[i], fast)) {
       const uint64_t h = fast.sa.handle;
       switch (fast.op) {
         case FastRecord::Op::Sa:

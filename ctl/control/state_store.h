@@ -179,8 +179,10 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name);
 // Replays journal payloads (after the header) over `state` and validates the
 // result (validate_state).  Throws ov2::Error(InvalidArgument) naming `name`
 // and the record number for a record that is malformed or does not apply.
+// Records in the writer's shape are read by the fast path (state_json_reader.h)
+// unless `fast` is false (tests: the nlohmann reference for every record).
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
-                           const std::string& name);
+                           const std::string& name, bool fast = true);
 
 class StateStore {
  public:
