@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <string>
 
 #include "model/policy_spec.h"
 #include "model/sa_json.h"
@@ -189,10 +188,12 @@ LifetimeLimit maybe_lifetime(const Fields& f, std::string_view key) {
   return v == nullptr ? LifetimeLimit{} : LifetimeLimit{v->number, v->second};
 }
 
-bool is_xfrm_spelling(std::string_view given, const char* xfrm_name) {
-  std::string low(given);
-  std::transform(low.begin(), low.end(), low.begin(), [](unsigned char c) { return std::tolower(c); });
-  return low == xfrm_name;
+// sa_json.cpp's test (lower(given) == xfrm_name), without a string per SA.
+bool is_xfrm_spelling(std::string_view given, std::string_view xfrm_name) {
+  return given.size() == xfrm_name.size() &&
+         std::equal(given.begin(), given.end(), xfrm_name.begin(), [](char a, char b) {
+           return std::tolower(static_cast<unsigned char>(a)) == static_cast<unsigned char>(b);
+         });
 }
 
 constexpr std::array<std::string_view, 21> kSaKeys = {

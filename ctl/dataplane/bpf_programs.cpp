@@ -271,19 +271,29 @@ void BpfPrograms::detach_all() {
 
 void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value) {
   std::lock_guard lock(impl_->inbound_mutex);
+  const int fd = bpf_map__fd(impl_->wire->maps.sa_map);
+  auto write_failed = [](int err) {
+    if (err == E2BIG)
+      fail(ErrorCode::ResourceExhausted,
+           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
+    fail_kernel("writing the inbound SA map", err);
+  };
+  if (!(value.flags & OV2_SA_F_UDP_ENCAP)) {
+    // The common case, a new SA without NAT-T: one syscall (no NAT-T destination count to change).
+    if (bpf_map_update_elem(fd, &key, &value, BPF_NOEXIST) == 0) return;
+    if (errno != EEXIST) write_failed(errno);
+    // Replacing an entry: below, minding the NAT-T count of the one it replaces.
+  }
   ov2_sa_value old{};
   const bool had = lookup_inbound_sa(key, &old);
   const bool was_natt = had && (old.flags & OV2_SA_F_UDP_ENCAP);
   const bool is_natt = value.flags & OV2_SA_F_UDP_ENCAP;
   // The destination first: a full NAT-T map changes nothing.
   if (is_natt && !was_natt) count_natt_destination(key, +1);
-  if (bpf_map_update_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &value, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
     const int err = errno;
     if (is_natt && !was_natt) count_natt_destination(key, -1);
-    if (err == E2BIG)
-      fail(ErrorCode::ResourceExhausted,
-           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
-    fail_kernel("writing the inbound SA map", err);
+    write_failed(err);
   }
   if (was_natt && !is_natt) count_natt_destination(key, -1);
 }

@@ -28,6 +28,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../proc_status.h"
@@ -517,6 +518,19 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("state_restore_daemon_cpu_s_" + total, restore_cpu, "s",
              "daemon CPU time (all threads) from exec until the socket answers, same restart");
   report.add("state_restored_sas", restored, "SAs", "SAs the restarted daemon holds (expected " + total + ")");
+  // Where the start went, from the daemon's own log line (wall ms, CPU ms of the control thread).
+  const std::pair<const char*, const char*> phases[] = {
+      {"state_restore_snapshot", "snapshot read, parsed and checked in "},
+      {"state_restore_install", "installed in "},
+      {"state_restore_startup_snapshot_control_thread", "sequence marks journaled; "}};
+  for (const auto& [key, marker] : phases) {
+    const size_t at = restore_log.find(marker);
+    double wall = 0, cpu = 0;
+    if (at != std::string::npos)
+      std::sscanf(restore_log.c_str() + at + std::strlen(marker), "%lf ms (CPU %lf ms)", &wall, &cpu);
+    report.add(std::string(key) + "_ms", wall, "ms", "wall, from the restarted daemon's log (" + std::string(marker) + ")");
+    report.add(std::string(key) + "_cpu_ms", cpu, "ms", "CPU time of the daemon's control thread for the same");
+  }
   report.add("state_restart_stop_s_" + total, restart_stop_s, "s",
              "clean stop of the restarted daemon (waits for its start-up snapshot if still running)");
 }
