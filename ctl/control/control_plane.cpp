@@ -253,15 +253,17 @@ void ControlPlane::restore(std::vector<SaRecord> sas, const std::vector<PolicyRe
     fail(ErrorCode::Internal, "restoring saved state needs an empty control plane");
   // Inner (transport) SAs before the bundles that name them; within each, in slot order, so that
   // the database takes each saved slot as the next fresh one (no search of its free list).
-  std::stable_sort(sas.begin(), sas.end(), [](const SaRecord& a, const SaRecord& b) {
-    const bool a_bundle = a.spec.inner_handle != 0, b_bundle = b.spec.inner_handle != 0;
-    if (a_bundle != b_bundle) return b_bundle;
-    return handle_slot(a.handle) < handle_slot(b.handle);
-  });
+  // (The order is sorted, not the records: moving 200 000 SaRecords around cost more than the sort.)
+  std::vector<std::pair<uint64_t, size_t>> order;  // (bundle bit, slot), index
+  order.reserve(sas.size());
+  for (size_t i = 0; i < sas.size(); ++i)
+    order.emplace_back((uint64_t{sas[i].spec.inner_handle != 0} << 32) | handle_slot(sas[i].handle), i);
+  std::sort(order.begin(), order.end());
   std::vector<uint64_t> installed;
   installed.reserve(sas.size());
   try {
-    for (SaRecord& r : sas) {
+    for (const auto& [key, index] : order) {
+      SaRecord& r = sas[index];
       sas_.restore(r.handle, std::move(r.spec));  // the keys move into the database (no copy)
       installed.push_back(r.handle);
     }
