@@ -472,7 +472,7 @@ TEST(StateJournalDaemon, SigkillDuringBackgroundCompactionsLosesNothingAcknowled
 }
 
 // The start-up snapshot is written in the background (StateStore::compact_after_load): a SIGKILL
-// while it is still being written (held 4 s here) loses nothing acknowledged after the start, and the
+// while it is still being written (held 10 s here) loses nothing acknowledged after the start, and the
 // outbound SAs' sequence numbers still move past what the killed run started at (the new marks were
 // journaled before the socket opened).
 TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndSequenceNumbersMoveOn) {
@@ -490,7 +490,7 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
   }
   std::map<std::string, uint64_t> started_at;  // outbound handle -> next_seq right after the second start
   {
-    ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "4000");
+    ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "10000");  // killed long before it ends
     DaemonInNamespace d('t', dir.args());
     ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next"))
         << "the start-up snapshot is not being written in the background\n" << d.log();
