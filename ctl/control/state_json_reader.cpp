@@ -196,11 +196,27 @@ bool is_xfrm_spelling(std::string_view given, std::string_view xfrm_name) {
          });
 }
 
-constexpr std::array<std::string_view, 21> kSaKeys = {
-    "dir",   "mode",          "src",         "dst",         "spi",           "aead",
-    "key",   "enc",           "enc-key",     "auth",        "auth-key",      "esn",
-    "seq-hi", "encap",        "encap-sport", "encap-dport", "replay-window", "lifetime-packets",
-    "lifetime-bytes", "lifetime-seconds", "inner"};
+constexpr std::array<std::string_view, 21> kSaKeys = {"dir",
+                                                      "mode",
+                                                      "src",
+                                                      "dst",
+                                                      "spi",
+                                                      "aead",
+                                                      "key",
+                                                      "enc",
+                                                      "enc-key",
+                                                      "auth",
+                                                      "auth-key",
+                                                      "esn",
+                                                      "seq-hi",
+                                                      "encap",
+                                                      "encap-sport",
+                                                      "encap-dport",
+                                                      "replay-window",
+                                                      "lifetime-packets",
+                                                      "lifetime-bytes",
+                                                      "lifetime-seconds",
+                                                      "inner"};
 
 // sa_spec_from_json's success path (model/sa_json.cpp), value by value.
 SaSpec sa_spec_from(const Fields& f) {

@@ -36,8 +36,8 @@ std::optional<DaemonState> fast_parse_state(std::string_view text);
 struct FastRecord {
   enum class Op : uint8_t { Sa, SaDeleted, Mark, Policy, PolicyDeleted, Sequences };
   Op op = Op::Sa;
-  SavedSa sa;              // Sa (all fields); SaDeleted, Mark: handle (and seq_mark)
-  PolicyRecord policy;     // Policy (all fields); PolicyDeleted: id
+  SavedSa sa;                     // Sa (all fields); SaDeleted, Mark: handle (and seq_mark)
+  PolicyRecord policy;            // Policy (all fields); PolicyDeleted: id
   uint64_t next_sa_sequence = 0;  // Sequences
   uint32_t next_policy_id = 0;    // Sequences
 };

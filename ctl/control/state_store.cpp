@@ -20,10 +20,10 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <unordered_map>
-#include <unordered_set>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "common/error.h"
@@ -228,7 +228,8 @@ void validate_state(const DaemonState& s, const std::string& name) {
   for (const SavedSa& sa : s.sas) {
     if (!lookup_keys.insert({sa.spec.spi, sa.spec.dst, sa.spec.dir}).second)
       bad_state(name, "SA " + handle_to_string(sa.handle) + ": another SA has the same SPI, destination and direction");
-    if (slots[handle_slot(sa.handle)]) bad_state(name, "SA " + handle_to_string(sa.handle) + ": another SA has the same slot");
+    if (slots[handle_slot(sa.handle)])
+      bad_state(name, "SA " + handle_to_string(sa.handle) + ": another SA has the same slot");
     slots[handle_slot(sa.handle)] = true;
     if (sa.spec.inner_handle != 0) {
       auto it = by_handle.find(sa.spec.inner_handle);
@@ -351,8 +352,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
         case FastRecord::Op::Mark: {
           auto it = sas.find(h);
           if (it == sas.end())
-            bad_state(name, "record #" + std::to_string(i + 1) + " marks SA " + handle_to_string(h) +
-                                ", which is not there");
+            bad_state(name,
+                      "record #" + std::to_string(i + 1) + " marks SA " + handle_to_string(h) + ", which is not there");
           it->second.seq_mark = std::max(it->second.seq_mark, fast.sa.seq_mark);
           break;
         }

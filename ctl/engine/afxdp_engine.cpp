@@ -66,7 +66,8 @@ void AfXdpEngine::add_sa(uint64_t handle, const SaSpec& sa) {
   if (installed_.count(handle)) fail(ErrorCode::Internal, "the AF_XDP engine already holds this handle");
   // So the insert below cannot throw after the install; grown by doubling (reserve(size + 1) rehashed
   // the whole table every ~16 % of growth: a restore of 200 000 SAs spent its time there).
-  if (static_cast<double>(installed_.size() + 1) > installed_.max_load_factor() * static_cast<double>(installed_.bucket_count()))
+  if (static_cast<double>(installed_.size() + 1) >
+      installed_.max_load_factor() * static_cast<double>(installed_.bucket_count()))
     installed_.reserve(std::max<size_t>(2 * installed_.size(), 64));
   // Outbound SAs live only in the workers' table: ov2_tx puts the handle into
   // the metadata and the worker finds the SA by it.  Inbound (outer) SAs also

@@ -21,8 +21,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -445,7 +445,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
         if (!a.value("ok", false)) throw std::runtime_error("a saved SA is missing after the restart: " + a.dump());
       std::ifstream log(state_parent + "/restart.log");
       for (std::string line; std::getline(log, line);) {
-        if (line.find("restored ") != std::string::npos) restored = std::atof(line.c_str() + line.find("restored ") + 9);
+        if (line.find("restored ") != std::string::npos)
+          restored = std::atof(line.c_str() + line.find("restored ") + 9);
         if (line.find("restored ") != std::string::npos || line.find("start-up snapshot") != std::string::npos)
           restore_log += (restore_log.empty() ? "" : " | ") + line;
       }
@@ -510,9 +511,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("state_stop_s_" + total, stop_s, "s",
              "clean stop (SIGTERM to exit, synchronous snapshot) with " + total + " SAs, " + state_where);
   report.add("state_restore_s_" + total, restore_s, "s",
-             "start with " + total + " saved SAs until the control socket answers (restore: snapshot + journal read, "
-             "checked, installed; start-up snapshot in the background), " + state_where + "; daemon log: " +
-             restore_log);
+             "start with " + total +
+                 " saved SAs until the control socket answers (restore: snapshot + journal read, "
+                 "checked, installed; start-up snapshot in the background), " +
+                 state_where + "; daemon log: " + restore_log);
   report.add("state_restore_sa_per_s", restore_s > 0 ? n2 / restore_s : 0, "SAs/s",
              "SAs restored per second of start-up, same run");
   report.add("state_restore_daemon_cpu_s_" + total, restore_cpu, "s",
@@ -528,7 +530,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
     double wall = 0, cpu = 0;
     if (at != std::string::npos)
       std::sscanf(restore_log.c_str() + at + std::strlen(marker), "%lf ms (CPU %lf ms)", &wall, &cpu);
-    report.add(std::string(key) + "_ms", wall, "ms", "wall, from the restarted daemon's log (" + std::string(marker) + ")");
+    report.add(std::string(key) + "_ms", wall, "ms",
+               "wall, from the restarted daemon's log (" + std::string(marker) + ")");
     report.add(std::string(key) + "_cpu_ms", cpu, "ms", "CPU time of the daemon's control thread for the same");
   }
   report.add("state_restart_stop_s_" + total, restart_stop_s, "s",

@@ -14,8 +14,6 @@
 // or the same error message -- as from the reference.
 #include "control/state_json_writer.h"
 
-#include "control/state_json_reader.h"
-
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +21,7 @@
 
 #include "common/crc32c.h"
 #include "common/error.h"
+#include "control/state_json_reader.h"
 #include "model/sa_json.h"
 #include "policy_builder.h"
 
@@ -293,7 +292,6 @@ TEST(Crc32c, BothPathsAgreeOnEveryLengthAndSplitAndContinue) {
   }
 }
 
-
 // A consistent state of every SA kind (a bundle, policies naming SAs of their direction).
 DaemonState every_kind_of_state() {
   DaemonState s;
@@ -389,12 +387,17 @@ TEST(StateJsonReader, OlderAndHandWrittenShapesStillLoadThroughTheReference) {
   const DaemonState state = every_kind_of_state();
   // The snapshot as nlohmann wrote it before the hand-written writer (dump(1), keys sorted), with and
   // without a journal_id (before the journal).
-  json old = {{"magic", kStateMagic}, {"version", kStateVersion}, {"next_sa_sequence", state.next_sa_sequence},
-              {"next_policy_id", state.next_policy_id}, {"sas", json::array()}, {"policies", json::array()}};
+  json old = {{"magic", kStateMagic},
+              {"version", kStateVersion},
+              {"next_sa_sequence", state.next_sa_sequence},
+              {"next_policy_id", state.next_policy_id},
+              {"sas", json::array()},
+              {"policies", json::array()}};
   for (const SavedSa& sa : state.sas)
     old["sas"].push_back(
         {{"handle", handle_to_string(sa.handle)}, {"seq_mark", sa.seq_mark}, {"spec", reference_sa_spec(sa.spec)}});
-  for (const PolicyRecord& p : state.policies) old["policies"].push_back({{"id", p.id}, {"spec", policy_spec_json(p.spec)}});
+  for (const PolicyRecord& p : state.policies)
+    old["policies"].push_back({{"id", p.id}, {"spec", policy_spec_json(p.spec)}});
   DaemonState no_journal = parse_state(old.dump(1), "old");
   EXPECT_EQ(no_journal.journal_id, "");
   no_journal.journal_id = state.journal_id;
@@ -484,8 +487,8 @@ TEST(StateJsonReader, JournalRecordsReplayToWhatTheReferenceReplays) {
   // Records of every kind damaged at every byte (a few replacements), each replayed over the state the
   // records before it made: the same state or the same error.
   size_t cases = 0;
-  for (size_t r : {size_t{1}, size_t{2}, records.size() - 7, records.size() - 5, records.size() - 4,
-                   records.size() - 3, records.size() - 2, records.size() - 1}) {
+  for (size_t r : {size_t{1}, size_t{2}, records.size() - 7, records.size() - 5, records.size() - 4, records.size() - 3,
+                   records.size() - 2, records.size() - 1}) {
     const std::vector<std::string> before(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(r));
     const DaemonState over = replay_journal(base, before, 1, "state.journal", false);
     for (size_t at = 0; at < records[r].size(); ++at)

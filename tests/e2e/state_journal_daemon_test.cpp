@@ -493,7 +493,8 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
     ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "10000");  // killed long before it ends
     DaemonInNamespace d('t', dir.args());
     ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next"))
-        << "the start-up snapshot is not being written in the background\n" << d.log();
+        << "the start-up snapshot is not being written in the background\n"
+        << d.log();
     EXPECT_THAT(d.log(), HasSubstr("start-up snapshot of 300 SAs is written in the background"));
     Connection c(d.socket_path());
     const json stats = c.call({{"op", "stats"}});
