@@ -196,31 +196,9 @@ bool is_xfrm_spelling(std::string_view given, std::string_view xfrm_name) {
          });
 }
 
-constexpr std::array<std::string_view, 21> kSaKeys = {"dir",
-                                                      "mode",
-                                                      "src",
-                                                      "dst",
-                                                      "spi",
-                                                      "aead",
-                                                      "key",
-                                                      "enc",
-                                                      "enc-key",
-                                                      "auth",
-                                                      "auth-key",
-                                                      "esn",
-                                                      "seq-hi",
-                                                      "encap",
-                                                      "encap-sport",
-                                                      "encap-dport",
-                                                      "replay-window",
-                                                      "lifetime-packets",
-                                                      "lifetime-bytes",
-                                                      "lifetime-seconds",
-                                                      "inner"};
-
 // sa_spec_from_json's success path (model/sa_json.cpp), value by value.
 SaSpec sa_spec_from(const Fields& f) {
-  if (!f.only(kSaKeys)) throw NotMine{};
+  if (!f.only(kSaSpecKeys)) throw NotMine{};
   SaSpec sa;
   sa.dir = parse_direction(need_string(f, "dir"));
   sa.mode = parse_mode(need_string(f, "mode"));
