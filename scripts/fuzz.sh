@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one libFuzzer target for a given time:  scripts/fuzz.sh TARGET [SECONDS]
-# Targets: config esp_inbound control_request pcap_reader reassembly.  Crashes are written to
+# Targets: config esp_inbound control_request pcap_reader reassembly state_reader.  Crashes are written to
 # build-fuzz/crashes/; turn each into a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -102,8 +102,8 @@ class ControlPlane {
   // `policies` under their saved ids and keeps later handles/ids above the
   // saved sequences.  All-or-nothing: on throw everything restored is
   // removed again.  Listeners are not told (nothing changed for them).
-  void restore(const std::vector<SaRecord>& sas, const std::vector<PolicyRecord>& policies,
-               uint64_t next_sa_sequence, uint32_t next_policy_id, const std::function<void()>& before_policies);
+  void restore(std::vector<SaRecord> sas, const std::vector<PolicyRecord>& policies, uint64_t next_sa_sequence,
+               uint32_t next_policy_id, const std::function<void()>& before_policies);
 
   const SaDatabase& sas() const { return sas_; }
   const Spd& spd() const { return spd_; }

@@ -22,8 +22,13 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
 
 #include "common/error.h"
+#include "common/stopwatch.h"
+#include "control/state_json_reader.h"
 #include "control/state_json_writer.h"
 #include "model/sa_json.h"
 
@@ -120,7 +125,19 @@ std::string serialize_state(const DaemonState& state) {
   return text;
 }
 
-DaemonState parse_state(std::string_view text, const std::string& name) {
+DaemonState parse_state(std::string_view text, const std::string& name, bool* fast_path) {
+  if (fast_path != nullptr) *fast_path = false;
+  // What this daemon's writer wrote: read without a json tree (state_json_reader.h); anything else,
+  // and every bad file, through the reference path below (same result, same messages).
+  if (std::optional<DaemonState> fast = fast_parse_state(text)) {
+    validate_state(*fast, name);
+    if (fast_path != nullptr) *fast_path = true;
+    return std::move(*fast);
+  }
+  return parse_state_reference(text, name);
+}
+
+DaemonState parse_state_reference(std::string_view text, const std::string& name) {
   json j = json::parse(text.begin(), text.end(), nullptr, false);
   if (j.is_discarded()) bad_state(name, "is not valid JSON (truncated or corrupt); it was not applied");
   struct Wiper {
@@ -179,30 +196,47 @@ DaemonState parse_state(std::string_view text, const std::string& name) {
 }
 
 void validate_state(const DaemonState& s, const std::string& name) {
-  std::map<uint64_t, const SavedSa*> by_handle;
+  // Hash tables (this runs on every SA of a restore); the first SA found wrong is the same as with ordered sets.
+  std::unordered_map<uint64_t, const SavedSa*> by_handle;
+  by_handle.reserve(s.sas.size());
   for (size_t i = 0; i < s.sas.size(); ++i) {
-    const std::string where = "SA #" + std::to_string(i + 1);
     const SavedSa& sa = s.sas[i];
     if ((sa.handle >> kHandleSlotBits) >= s.next_sa_sequence)
-      bad_state(name, where + ": handle " + handle_to_string(sa.handle) +
+      bad_state(name, "SA #" + std::to_string(i + 1) + ": handle " + handle_to_string(sa.handle) +
                           " is not below the saved handle sequence (next_sa_sequence " +
                           std::to_string(s.next_sa_sequence) + "): inconsistent file");
-    if (by_handle.count(sa.handle))
-      bad_state(name, where + ": handle " + handle_to_string(sa.handle) + " appears twice");
-    by_handle[sa.handle] = &sa;
+    if (!by_handle.emplace(sa.handle, &sa).second)
+      bad_state(name, "SA #" + std::to_string(i + 1) + ": handle " + handle_to_string(sa.handle) + " appears twice");
   }
-  std::set<std::tuple<uint32_t, std::string, Direction>> lookup_keys;
-  std::set<uint64_t> slots, inner_used;
+  struct LookupKey {
+    uint32_t spi;
+    IpAddr dst;
+    Direction dir;
+    bool operator==(const LookupKey&) const = default;
+  };
+  struct LookupHash {
+    size_t operator()(const LookupKey& k) const {
+      uint64_t h = (uint64_t{k.spi} << 8) ^ static_cast<uint64_t>(k.dir) ^ (static_cast<uint64_t>(k.dst.family) << 4);
+      for (uint8_t b : k.dst.bytes) h = (h ^ b) * 0x100000001b3ULL;
+      return static_cast<size_t>(h);
+    }
+  };
+  std::unordered_set<LookupKey, LookupHash> lookup_keys;
+  lookup_keys.reserve(s.sas.size());
+  std::vector<bool> slots(kHandleSlotMask + 1, false);
+  std::unordered_set<uint64_t> inner_used;
   for (const SavedSa& sa : s.sas) {
-    const std::string where = "SA " + handle_to_string(sa.handle);
-    if (!lookup_keys.insert({sa.spec.spi, sa.spec.dst.to_string(), sa.spec.dir}).second)
-      bad_state(name, where + ": another SA has the same SPI, destination and direction");
-    if (!slots.insert(handle_slot(sa.handle)).second) bad_state(name, where + ": another SA has the same slot");
+    if (!lookup_keys.insert({sa.spec.spi, sa.spec.dst, sa.spec.dir}).second)
+      bad_state(name, "SA " + handle_to_string(sa.handle) + ": another SA has the same SPI, destination and direction");
+    if (slots[handle_slot(sa.handle)])
+      bad_state(name, "SA " + handle_to_string(sa.handle) + ": another SA has the same slot");
+    slots[handle_slot(sa.handle)] = true;
     if (sa.spec.inner_handle != 0) {
       auto it = by_handle.find(sa.spec.inner_handle);
       if (it == by_handle.end() || it->second->spec.mode != Mode::Transport || it->second->spec.dir != sa.spec.dir ||
           it->second->spec.inner_handle != 0 || !inner_used.insert(sa.spec.inner_handle).second)
-        bad_state(name, where + ": its bundle's inner SA " + handle_to_string(sa.spec.inner_handle) +
+        bad_state(name, "SA " + handle_to_string(sa.handle) + ": its bundle's inner SA " +
+                            handle_to_string(sa.spec.inner_handle) +
                             " is missing, not a transport SA of the same direction, or in two bundles");
     }
   }
@@ -296,12 +330,49 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name) {
 }
 
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
-                           const std::string& name) {
+                           const std::string& name, bool fast_reader) {
   std::map<uint64_t, SavedSa> sas;
   std::map<uint32_t, PolicyRecord> policies;
-  for (SavedSa& sa : state.sas) sas[sa.handle] = std::move(sa);
-  for (PolicyRecord& p : state.policies) policies[p.id] = p;
+  for (SavedSa& sa : state.sas) sas.insert_or_assign(sas.end(), sa.handle, std::move(sa));
+  for (PolicyRecord& p : state.policies) policies.insert_or_assign(policies.end(), p.id, p);
+  FastRecord fast;
   for (size_t i = first; i < payloads.size(); ++i) {
+    // What this daemon's writer wrote (state_json_reader.h); anything else through nlohmann below.
+    if (fast_reader && fast_parse_record(payloads[i], fast)) {
+      const uint64_t h = fast.sa.handle;
+      switch (fast.op) {
+        case FastRecord::Op::Sa:
+          sas.insert_or_assign(h, std::move(fast.sa));
+          break;
+        case FastRecord::Op::SaDeleted:
+          if (sas.erase(h) == 0)
+            bad_state(name, "record #" + std::to_string(i + 1) + " deletes SA " + handle_to_string(h) +
+                                ", which is not there");
+          break;
+        case FastRecord::Op::Mark: {
+          auto it = sas.find(h);
+          if (it == sas.end())
+            bad_state(name,
+                      "record #" + std::to_string(i + 1) + " marks SA " + handle_to_string(h) + ", which is not there");
+          it->second.seq_mark = std::max(it->second.seq_mark, fast.sa.seq_mark);
+          break;
+        }
+        case FastRecord::Op::Policy:
+          policies[fast.policy.id] = fast.policy;
+          break;
+        case FastRecord::Op::PolicyDeleted:
+          if (policies.erase(fast.policy.id) == 0)
+            bad_state(name, "record #" + std::to_string(i + 1) + " deletes policy " + std::to_string(fast.policy.id) +
+                                ", which is not there");
+          break;
+        case FastRecord::Op::Sequences:
+          state.next_sa_sequence = std::max(state.next_sa_sequence, fast.next_sa_sequence);
+          state.next_policy_id = std::max(state.next_policy_id, fast.next_policy_id);
+          break;
+      }
+      fast.sa = {};
+      continue;
+    }
     const std::string where = "record #" + std::to_string(i + 1);
     json r = json::parse(payloads[i], nullptr, false);
     struct Wiper {
@@ -354,6 +425,7 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
   }
   state.sas.clear();
   state.policies.clear();
+  state.sas.reserve(sas.size());
   for (auto& [h, sa] : sas) state.sas.push_back(std::move(sa));
   for (auto& [id, p] : policies) state.policies.push_back(p);
   validate_state(state, name);
@@ -544,6 +616,27 @@ void StateStore::start_compaction(DaemonState state) {
     save(std::move(state));
     return;
   }
+  begin_background_snapshot(std::move(state));
+}
+
+bool StateStore::compact_after_load(DaemonState state) {
+  const Loaded loaded = std::exchange(loaded_, Loaded{});
+  struct stat st {};
+  if (loaded.snapshot_id.empty() || journal_fd_ >= 0 || compactor_.joinable() || journal_is_next_ ||
+      lstat(next_journal_path_.c_str(), &st) == 0 || errno != ENOENT) {
+    save(std::move(state));
+    return false;
+  }
+  snapshot_id_ = loaded.snapshot_id;
+  snapshot_bytes_ = loaded.snapshot_bytes;
+  // state.journal.next will say it follows state.journal: that must be the loaded snapshot's journal.
+  // A missing or stale one is replaced by an empty one continuing the snapshot (a few bytes).
+  if (!loaded.journal_continues) open_journal(journal_path_, snapshot_id_, "");
+  begin_background_snapshot(std::move(state));
+  return true;
+}
+
+void StateStore::begin_background_snapshot(DaemonState state) {
   if (!pending_.empty()) fail(ErrorCode::Internal, "start_compaction with uncommitted journal records");
   const std::string id = random_id();
   state.journal_id = id;
@@ -667,6 +760,8 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
   LoadReport local;
   LoadReport& rep = report != nullptr ? *report : local;
   rep = {};
+  loaded_ = {};
+  const Stopwatch snapshot_watch;
   bool exists = false;
   std::string text = read_whole(path_, &exists);
   bool journal_exists = false;
@@ -681,11 +776,14 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     std::string& s;
     ~WipeOnExit() { wipe_string(s); }
   };
+  const uint64_t snapshot_bytes = text.size();
   DaemonState s;
   {
     WipeOnExit wipe_text{text};
-    s = parse_state(text, path_);
+    s = parse_state(text, path_, &rep.fast_path);
   }
+  rep.snapshot_time = snapshot_watch.text();
+  const Stopwatch journal_watch;
   // The journal that continues the snapshot: state.journal, or state.journal.next when a crash came
   // after a background compaction's snapshot was renamed into place, before its journal was; plus
   // state.journal.next after state.journal when the crash came during the compaction.
@@ -704,10 +802,18 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     if (!f.scan.torn_warning.empty())
       notes.push_back(f.scan.torn_warning + "; that record was discarded (never acknowledged)");
   };
+  // The plain shape (compact_after_load continues it): the snapshot, its journal or none, no next generation.
+  loaded_ = {};
+  if (!s.journal_id.empty() && !next.exists) {
+    loaded_.snapshot_id = s.journal_id;
+    loaded_.snapshot_bytes = snapshot_bytes;
+    loaded_.journal_continues = current.snapshot == s.journal_id;
+  }
   if (!current.snapshot.empty() && current.snapshot == s.journal_id) {
     note_torn(current);
     rep.journal_records = current.scan.payloads.size() - 1;
-    s = replay_journal(std::move(s), current.scan.payloads, 1, journal_path_);
+    // (A journal of only its header leaves the checked snapshot as it is.)
+    if (rep.journal_records > 0) s = replay_journal(std::move(s), current.scan.payloads, 1, journal_path_);
     if (next.exists && !next.after.empty() && next.after == s.journal_id) {
       note_torn(next);
       rep.journal_records += next.scan.payloads.size() - 1;
@@ -728,6 +834,7 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
     note_torn(current);
   }
   for (const std::string& n : notes) rep.warning += (rep.warning.empty() ? "" : "; ") + n;
+  rep.journal_time = journal_watch.text();
   return s;
 }
 
@@ -756,6 +863,7 @@ StateStore::JournalFile StateStore::read_journal_file(const std::string& path) c
 }
 
 std::string StateStore::move_aside() const {
+  loaded_ = {};  // nothing loaded to continue
   const std::string stamp = ".bad-" + utc_timestamp();
   std::string aside = path_ + stamp;
   if (rename(path_.c_str(), aside.c_str()) != 0 && errno != ENOENT)
@@ -768,6 +876,7 @@ std::string StateStore::move_aside() const {
 }
 
 void StateStore::remove() const {
+  loaded_ = {};
   unlink(path_.c_str());
   unlink(journal_path_.c_str());
   unlink(next_journal_path_.c_str());

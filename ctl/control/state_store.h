@@ -145,7 +145,13 @@ std::string serialize_state(const DaemonState& state);
 // existing transport SAs of the same direction, unique policy ids below
 // next_policy_id, PROTECT policies naming existing SAs.  Throws
 // ov2::Error(InvalidArgument) "NAME: what is wrong" (never key bytes).
-DaemonState parse_state(std::string_view text, const std::string& name);
+// Text in the shape this daemon's writer gives is read by the fast path
+// (state_json_reader.h); everything else by parse_state_reference.
+// `fast_path` (optional) tells which path read it.
+DaemonState parse_state(std::string_view text, const std::string& name, bool* fast_path = nullptr);
+// The reference: the same through nlohmann::json (a tree of the whole file,
+// wiped after use).  Same result and messages as parse_state.
+DaemonState parse_state_reference(std::string_view text, const std::string& name);
 
 // The cross-checks of parse_state on a complete state (handles below the
 // sequence, no duplicates, bundles, policy ids, PROTECT SAs).  Throws like
@@ -173,8 +179,10 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name);
 // Replays journal payloads (after the header) over `state` and validates the
 // result (validate_state).  Throws ov2::Error(InvalidArgument) naming `name`
 // and the record number for a record that is malformed or does not apply.
+// Records in the writer's shape are read by the fast path (state_json_reader.h)
+// unless `fast` is false (tests: the nlohmann reference for every record).
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
-                           const std::string& name);
+                           const std::string& name, bool fast = true);
 
 class StateStore {
  public:
@@ -210,6 +218,16 @@ class StateStore {
   // still running).  Throws ov2::Error(Kernel) when it failed (everything
   // is still in the old snapshot and the two journals).
   bool finish_compaction(bool wait);
+  // The start-up snapshot, without rewriting the state synchronously: when
+  // the last load() found the plain shape -- a snapshot, its journal (or no
+  // journal, or a stale one) and no state.journal.next -- it continues those
+  // files: the new journal generation state.journal.next ("after" the loaded
+  // snapshot) starts at once and `state` is written as the new snapshot in
+  // the background (start_compaction).  Otherwise (another shape, nothing
+  // loaded, or the files moved aside since) a synchronous save().  `state`
+  // must be what was loaded, as restored.  Throws ov2::Error(Kernel).
+  // Returns true when the snapshot is being written in the background.
+  bool compact_after_load(DaemonState state);
   bool compaction_running() const { return compactor_.joinable(); }
 
   // Queue one journal record (nothing is written until commit()).
@@ -232,6 +250,9 @@ class StateStore {
   struct LoadReport {
     size_t journal_records = 0;  // replayed
     std::string warning;         // a torn tail or a stale journal ignored
+    bool fast_path = false;      // the snapshot was read by the fast path (state_json_reader.h)
+    std::string snapshot_time;   // reading, parsing and checking the snapshot: "W ms (CPU C ms)"
+    std::string journal_time;    // reading, scanning and replaying the journals
   };
   // The saved state (snapshot + journal), or nullopt if there is no
   // snapshot.  Throws ov2::Error(InvalidArgument) naming the file for a bad
@@ -264,6 +285,8 @@ class StateStore {
     uint64_t bytes = 0;
   };
   void fsync_dir() const;
+  // The background part of start_compaction (the checks done).
+  void begin_background_snapshot(DaemonState state);
 
   std::string dir_;
   std::string path_;
@@ -281,6 +304,13 @@ class StateStore {
   std::atomic<bool> compaction_done_{false};
   CompactionResult compaction_result_;  // written by the thread before compaction_done_
   std::string compaction_id_;
+  // What the last load() found, for compact_after_load ("" : nothing to continue).
+  struct Loaded {
+    std::string snapshot_id;
+    uint64_t snapshot_bytes = 0;
+    bool journal_continues = false;  // state.journal continues it (else none, or a stale one)
+  };
+  mutable Loaded loaded_;
   uint64_t compact_every_bytes_ = 0;  // OV2_TEST_COMPACT_EVERY_BYTES
   unsigned compact_delay_ms_ = 0;     // OV2_TEST_COMPACT_DELAY_MS
 };

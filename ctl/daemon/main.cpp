@@ -251,7 +251,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
   else
     state.restore();
   runtime.engine().finish_restore();  // a killed run's kernel entries the restore did not take over
-  state.save();
+  state.save_at_start();              // in the background when the loaded files can be continued
   plane.add_listener(&state);
   ObservabilityOptions observability_opts;  // SaDeleteReq loop, monitor events, stats, /metrics
   observability_opts.delete_on_request = config.sa_delete_req == SaDeleteReqPolicy::Delete;

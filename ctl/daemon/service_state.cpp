@@ -1,6 +1,7 @@
 #include "daemon/service_state.h"
 
 #include "common/error.h"
+#include "common/stopwatch.h"
 #include "control/log.h"
 #include "model/sa_json.h"
 
@@ -87,6 +88,39 @@ void ServiceState::save() {
   const std::string error = try_save();
   if (!error.empty())
     log(LogLevel::Error, "cannot save the state (SAs and policies will not survive a restart): " + error);
+}
+
+void ServiceState::save_at_start() {
+  if (store_ == nullptr) return;
+  const Stopwatch watch;
+  try {
+    DaemonState s = snapshot();  // a copy, on this thread; serialized and written in the background
+    const uint64_t next_sa = s.next_sa_sequence;
+    const uint32_t next_policy = s.next_policy_id;
+    const size_t count = s.sas.size();
+    std::vector<std::pair<uint64_t, uint64_t>> marks;
+    for (const SavedSa& sa : s.sas)
+      if (sa.spec.dir == Direction::Out && sa.seq_mark != 0) marks.emplace_back(sa.handle, sa.seq_mark);
+    const bool background = store_->compact_after_load(std::move(s));
+    reserved_sa_sequence_ = next_sa;
+    reserved_policy_id_ = next_policy;
+    unsaved_ = false;
+    if (!background) {
+      log(LogLevel::Debug, "state saved (" + std::to_string(count) + " SAs) in " + watch.text());
+      return;
+    }
+    // Until the new snapshot is in place, a crash restores the loaded files plus the new journal
+    // generation: the marks past this run's first sequence numbers must be in it before any packet goes.
+    for (const auto& [handle, mark] : marks) store_->append_seq_mark(handle, mark);
+    store_->commit();
+    log(LogLevel::Debug, "start-up snapshot of " + std::to_string(count) + " SAs is written in the background; " +
+                             std::to_string(marks.size()) + " sequence marks journaled; " + watch.text() +
+                             " on the control thread");
+  } catch (const Error& e) {
+    unsaved_ = true;
+    log(LogLevel::Error, std::string("cannot save the state (SAs and policies will not survive a restart): ") +
+                             e.what() + "; the next change writes a full snapshot");
+  }
 }
 
 std::string ServiceState::commit() {
@@ -201,14 +235,19 @@ void ServiceState::restore() {
     log(LogLevel::Info, "no saved state in " + store_->path() + "; starting empty");
     return;
   }
+  const Stopwatch install_watch;
+  const size_t sa_count = saved->sas.size();
   std::vector<SaRecord> sas;
+  sas.reserve(sa_count);
   std::map<uint64_t, uint64_t> seqs;
-  for (const SavedSa& sa : saved->sas) {
-    sas.push_back(SaRecord{sa.handle, sa.spec, 0});
-    if (sa.spec.dir == Direction::Out && sa.seq_mark != 0) seqs[sa.handle] = sa.seq_mark + kSeqRestoreMargin;
+  for (SavedSa& sa : saved->sas) {
+    if (sa.spec.dir == Direction::Out && sa.seq_mark != 0)
+      seqs.emplace_hint(seqs.end(), sa.handle, sa.seq_mark + kSeqRestoreMargin);
+    sas.push_back(SaRecord{sa.handle, std::move(sa.spec), 0});  // the keys move, never copied
   }
+  saved->sas.clear();
   try {
-    plane_.restore(sas, saved->policies, saved->next_sa_sequence, saved->next_policy_id, [&] {
+    plane_.restore(std::move(sas), saved->policies, saved->next_sa_sequence, saved->next_policy_id, [&] {
       // Before any policy can steer a packet to these SAs: never reuse a sequence number (= GCM IV).
       for (const auto& [handle, seq] : seqs)
         if (dataplane_ != nullptr && !dataplane_->set_outbound_next_seq(handle, seq))
@@ -225,10 +264,12 @@ void ServiceState::restore() {
                              " (rolled back)" + aside + "; starting empty");
     return;
   }
-  for (const auto& [handle, seq] : seqs) seq_marks_[handle] = seq;
-  log(LogLevel::Info, "restored " + std::to_string(saved->sas.size()) + " SAs and " +
-                          std::to_string(saved->policies.size()) + " policies from " + store_->path() + " and " +
-                          std::to_string(report.journal_records) + " journal records of " + store_->journal_path());
+  seq_marks_ = std::move(seqs);
+  log(LogLevel::Info, "restored " + std::to_string(sa_count) + " SAs and " + std::to_string(saved->policies.size()) +
+                          " policies from " + store_->path() + " and " + std::to_string(report.journal_records) +
+                          " journal records of " + store_->journal_path() + ": snapshot read, parsed and checked in " +
+                          report.snapshot_time + (report.fast_path ? "" : " by the general JSON parser") +
+                          ", journal " + report.journal_time + ", installed in " + install_watch.text());
 }
 
 }  // namespace ov2

@@ -33,6 +33,14 @@ class ServiceState : public ControlPlane::Listener {
   // throw) when the file cannot be written.
   void save();
 
+  // The start-up snapshot (after restore()): when the loaded files can be
+  // continued (StateStore::compact_after_load) it is written in the
+  // background -- start-up does not wait for it -- and the outbound SAs' new
+  // sequence marks are journaled and made durable at once (before any packet
+  // can use a sequence number above the loaded marks); otherwise a
+  // synchronous save().  Logs (does not throw) on failure.
+  void save_at_start();
+
   // Makes the journaled changes durable (one write, one fdatasync) and
   // compacts when the journal has grown enough.  Call before answering the
   // requests that made the changes.  Returns "" when they are durable.

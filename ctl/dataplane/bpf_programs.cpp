@@ -288,6 +288,15 @@ void BpfPrograms::detach_all() {
 
 void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value) {
   std::lock_guard lock(impl_->inbound_mutex);
+  const int fd = bpf_map__fd(impl_->wire->maps.sa_map);
+  auto write_failed = [](int err) {
+    if (err == E2BIG)
+      fail(ErrorCode::ResourceExhausted,
+           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
+    fail_kernel("writing the inbound SA map", err);
+  };
+  // Every inbound SA counts for its destination (inbound_dests: plain ESP or
+  // NAT-T), so even a new SA needs the lookup: there is no one-syscall path.
   ov2_sa_value old{};
   const bool had = lookup_inbound_sa(key, &old);
   const bool was_natt = had && (old.flags & OV2_SA_F_UDP_ENCAP);
@@ -295,13 +304,10 @@ void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& valu
   const bool moves = !had || was_natt != is_natt;  // a new SA, or a replacement of the other encapsulation
   // The destination first: a full destination map changes nothing.
   if (moves) count_destination(key, is_natt, +1);
-  if (bpf_map_update_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &value, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
     const int err = errno;
     if (moves) count_destination(key, is_natt, -1);
-    if (err == E2BIG)
-      fail(ErrorCode::ResourceExhausted,
-           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
-    fail_kernel("writing the inbound SA map", err);
+    write_failed(err);
   }
   if (had && moves) count_destination(key, was_natt, -1);
 }

@@ -155,7 +155,15 @@ void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
     // not dropped while the neighbour entry is learned.
     uint8_t mac[6];
     const uint8_t family = spec.dst.family == Family::V4 ? 4 : 6;
-    if (!neighbours_->lookup(family, spec.dst.bytes.data(), mac)) neighbours_->request(family, spec.dst.bytes.data());
+    std::array<uint8_t, 17> peer{};
+    peer[0] = family;
+    std::copy(spec.dst.bytes.begin(), spec.dst.bytes.end(), peer.begin() + 1);
+    if (neighbours_->lookup(family, spec.dst.bytes.data(), mac)) {
+      last_neighbour_request_ = {};  // resolved: a later miss asks again
+    } else if (peer != last_neighbour_request_) {
+      neighbours_->request(family, spec.dst.bytes.data());
+      last_neighbour_request_ = peer;
+    }
   }
   if (spec.dir == Direction::In) {
     try {

@@ -43,6 +43,7 @@
 // eventfd, no ownership check.  Outbound SAs are shared (crypto slots = queues).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -159,6 +160,10 @@ class Dataplane {
   std::unique_ptr<SaRuntime> sas_;
   std::unique_ptr<InboundPolicies> inbound_policies_;  // read by the workers under sas_'s epochs
   std::unique_ptr<NeighbourCache> neighbours_;
+  // The peer install_sa last asked the neighbour cache to resolve (family, address): SAs to the same
+  // peer in a row (a restore of many tunnels to one gateway) ask once, not once per SA (an eventfd write
+  // and a wakeup of the resolver each).  Control thread only.
+  std::array<uint8_t, 17> last_neighbour_request_{};
   std::unique_ptr<BpfPrograms> programs_;
   std::unique_ptr<OffloadDevice> device_;
   std::unique_ptr<NeighbourResolver> resolver_;

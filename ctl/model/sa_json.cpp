@@ -130,27 +130,7 @@ std::string port_range_string(const PortRange& r) {
 }  // namespace
 
 SaSpec sa_spec_from_json(const json& j, json* inner_ref) {
-  static const std::set<std::string> known = {"dir",
-                                              "mode",
-                                              "src",
-                                              "dst",
-                                              "spi",
-                                              "aead",
-                                              "key",
-                                              "enc",
-                                              "enc-key",
-                                              "auth",
-                                              "auth-key",
-                                              "esn",
-                                              "seq-hi",
-                                              "encap",
-                                              "encap-sport",
-                                              "encap-dport",
-                                              "replay-window",
-                                              "lifetime-packets",
-                                              "lifetime-bytes",
-                                              "lifetime-seconds",
-                                              "inner"};
+  static const std::set<std::string> known(kSaSpecKeys.begin(), kSaSpecKeys.end());
   reject_unknown_keys(j, known, "SA");
 
   SaSpec sa;

@@ -6,12 +6,37 @@
 // hex string.  Used by the control protocol and by the pcap tool's SA file.
 #pragma once
 
+#include <array>
 #include <nlohmann/json.hpp>
+#include <string_view>
 
 #include "model/policy_spec.h"
 #include "model/sa_spec.h"
 
 namespace ov2 {
+
+// The keys of an SA object (sa_spec_from_json refuses others).
+inline constexpr std::array<std::string_view, 21> kSaSpecKeys = {"dir",
+                                                                 "mode",
+                                                                 "src",
+                                                                 "dst",
+                                                                 "spi",
+                                                                 "aead",
+                                                                 "key",
+                                                                 "enc",
+                                                                 "enc-key",
+                                                                 "auth",
+                                                                 "auth-key",
+                                                                 "esn",
+                                                                 "seq-hi",
+                                                                 "encap",
+                                                                 "encap-sport",
+                                                                 "encap-dport",
+                                                                 "replay-window",
+                                                                 "lifetime-packets",
+                                                                 "lifetime-bytes",
+                                                                 "lifetime-seconds",
+                                                                 "inner"};
 
 // Parses and validates (validate_sa).  `inner` is returned raw in
 // `inner_ref` (a handle string "0x..." for the daemon, an index into the list

@@ -20,13 +20,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <memory>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../proc_status.h"
@@ -62,9 +63,13 @@ double cpu_seconds(pid_t pid) {
 // the group.
 class Daemon {
  public:
-  // `state_dir` empty: no state file (a non-default --socket keeps none).
-  Daemon(const std::string& binary, const std::string& socket_path, bool with_wire, const std::string& state_dir = "") {
-    std::vector<std::string> args = {binary, "--socket", socket_path, "--no-restore", "--log-level", "warning"};
+  // `state_dir` empty: no state file (a non-default --socket keeps none).  `restore`: restore what
+  // `state_dir` holds (else --no-restore).  `log_path`: the daemon's log (debug level) goes there.
+  Daemon(const std::string& binary, const std::string& socket_path, bool with_wire, const std::string& state_dir = "",
+         bool restore = false, const std::string& log_path = "") {
+    std::vector<std::string> args = {binary, "--socket", socket_path, "--log-level",
+                                     log_path.empty() ? "warning" : "debug"};
+    if (!restore) args.push_back("--no-restore");
     if (with_wire) args.insert(args.end(), {"--wire", "ov2bw0"});
     if (!state_dir.empty()) args.insert(args.end(), {"--state-dir", state_dir});
     std::vector<char*> argv;
@@ -80,12 +85,16 @@ class Daemon {
       }
       const int devnull = open("/dev/null", O_RDWR);
       if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+      if (!log_path.empty()) {
+        const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (log >= 0) dup2(log, STDERR_FILENO);
+      }
       execv(binary.c_str(), argv.data());
       _exit(127);
     }
     group_ = std::make_unique<Leftover>(Leftover::Kind::ProcessGroup, std::to_string(pid_));
     try {
-      wait_for_socket(socket_path);
+      wait_for_socket(socket_path, restore ? 60 : 15);
     } catch (...) {
       stop();
       throw;
@@ -95,11 +104,22 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
   pid_t pid() const { return pid_; }
+  // SIGTERM and the time until it has exited (its clean stop).
+  double stop_timed() {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    pid_ = -1;
+    group_.reset();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
 
  private:
-  // Up to 15 s; a signal ends the wait.
-  void wait_for_socket(const std::string& socket_path) {
-    for (int i = 0; i < 300; ++i) {
+  // Up to `seconds` (restoring a large state takes longer); a signal ends the wait.
+  void wait_for_socket(const std::string& socket_path, int seconds) {
+    for (int i = 0; i < seconds * 100; ++i) {
       struct stat st{};
       if (stat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return;
       int status = 0;
@@ -109,9 +129,9 @@ class Daemon {
         throw std::runtime_error("ipsecov2d exited before creating its socket (status " + std::to_string(status) +
                                  "); run the bench as root and build ipsecov2d");
       }
-      interruptible_sleep(std::chrono::milliseconds(50));
+      interruptible_sleep(std::chrono::milliseconds(10));
     }
-    throw std::runtime_error("ipsecov2d did not create " + socket_path + " within 15 s");
+    throw std::runtime_error("ipsecov2d did not create " + socket_path + " within " + std::to_string(seconds) + " s");
   }
   void stop() {
     if (pid_ > 0) {
@@ -402,6 +422,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   // the default one (/run/ipsecov2): journal + group commit (state_store.h).
   set_stage("control: ipsecov2d with its state file, " + std::to_string(options.sa_count) + " SAs per direction", true);
   double batch_out = 0, batch_in = 0, single_out = 0, single_in = 0, state_del = 0, batch_cpu = 0, single_cpu = 0;
+  double stop_s = 0, restore_s = 0, restore_cpu = 0, restored = 0, restart_stop_s = 0;
+  std::string restore_log;
   constexpr uint32_t kPerBatch = 1000;
   constexpr unsigned kSingleConnections = 4;
   std::string fs;
@@ -426,13 +448,37 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
         state_del = delete_sas(client, handles);
       }
       const double cpu1 = cpu_seconds(daemon.pid());
-      exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("out", 0x300000, options.sa_count),
-                       kSingleConnections, s);
+      auto kept = exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("out", 0x300000, options.sa_count),
+                                   kSingleConnections, s);
       single_out = options.sa_count / s;
-      exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("in", 0x300000, options.sa_count),
-                       kSingleConnections, s);
+      auto kept_in = exchange_sa_adds(state_parent + "/ctl.sock", sa_add_requests("in", 0x300000, options.sa_count),
+                                      kSingleConnections, s);
+      kept.insert(kept.end(), kept_in.begin(), kept_in.end());
       single_in = options.sa_count / s;
       single_cpu = cpu_seconds(daemon.pid()) - cpu1;
+      // Restart with the 2 N SAs just added (their slots reused in the deletes' reverse order): the clean
+      // stop (its snapshot), then the start up to the socket (restore of state.json + journal, install).
+      stop_s = daemon.stop_timed();
+      const auto t0 = std::chrono::steady_clock::now();
+      Daemon again(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_parent + "/state", true,
+                   state_parent + "/restart.log");
+      restore_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      restore_cpu = cpu_seconds(again.pid());
+      // Spot checks: every 997th SA is there under its handle.
+      PipelinedClient client(state_parent + "/ctl.sock");
+      std::vector<std::string> shows;
+      for (size_t i = 0; i < kept.size(); i += 997)
+        shows.push_back(json{{"version", 1}, {"op", "sa.show"}, {"handle", kept[i]}}.dump() + "\n");
+      for (const json& a : client.exchange(shows))
+        if (!a.value("ok", false)) throw std::runtime_error("a saved SA is missing after the restart: " + a.dump());
+      std::ifstream log(state_parent + "/restart.log");
+      for (std::string line; std::getline(log, line);) {
+        if (line.find("restored ") != std::string::npos)
+          restored = std::atof(line.c_str() + line.find("restored ") + 9);
+        if (line.find("restored ") != std::string::npos || line.find("start-up snapshot") != std::string::npos)
+          restore_log += (restore_log.empty() ? "" : " | ") + line;
+      }
+      restart_stop_s = again.stop_timed();
     } catch (const std::exception& e) {
       check_interrupt();
       error = e.what();
@@ -489,6 +535,35 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
                  " SAs minus VmRSS before adding them (what the daemon did not give back)");
   report.add("daemon_rss_after_delete_total_bytes", static_cast<double>(rss_del), "bytes", "VmRSS after deleting all");
   report.add("control_sa_count", n, "SAs", "N per direction");
+  const std::string total = std::to_string(2 * options.sa_count);
+  report.add("state_stop_s_" + total, stop_s, "s",
+             "clean stop (SIGTERM to exit, synchronous snapshot) with " + total + " SAs, " + state_where);
+  report.add("state_restore_s_" + total, restore_s, "s",
+             "start with " + total +
+                 " saved SAs until the control socket answers (restore: snapshot + journal read, "
+                 "checked, installed; start-up snapshot in the background), " +
+                 state_where + "; daemon log: " + restore_log);
+  report.add("state_restore_sa_per_s", restore_s > 0 ? n2 / restore_s : 0, "SAs/s",
+             "SAs restored per second of start-up, same run");
+  report.add("state_restore_daemon_cpu_s_" + total, restore_cpu, "s",
+             "daemon CPU time (all threads) from exec until the socket answers, same restart");
+  report.add("state_restored_sas", restored, "SAs", "SAs the restarted daemon holds (expected " + total + ")");
+  // Where the start went, from the daemon's own log line (wall ms, CPU ms of the control thread).
+  const std::pair<const char*, const char*> phases[] = {
+      {"state_restore_snapshot", "snapshot read, parsed and checked in "},
+      {"state_restore_install", "installed in "},
+      {"state_restore_startup_snapshot_control_thread", "sequence marks journaled; "}};
+  for (const auto& [key, marker] : phases) {
+    const size_t at = restore_log.find(marker);
+    double wall = 0, cpu = 0;
+    if (at != std::string::npos)
+      std::sscanf(restore_log.c_str() + at + std::strlen(marker), "%lf ms (CPU %lf ms)", &wall, &cpu);
+    report.add(std::string(key) + "_ms", wall, "ms",
+               "wall, from the restarted daemon's log (" + std::string(marker) + ")");
+    report.add(std::string(key) + "_cpu_ms", cpu, "ms", "CPU time of the daemon's control thread for the same");
+  }
+  report.add("state_restart_stop_s_" + total, restart_stop_s, "s",
+             "clean stop of the restarted daemon (waits for its start-up snapshot if still running)");
 }
 
 }  // namespace ov2::bench

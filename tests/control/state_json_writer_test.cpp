@@ -5,14 +5,23 @@
 // policy_spec_from_json, the loader's own functions) to the same SA or
 // policy, every field.  Also the CRC32C of the journal records, on both of
 // its implementations, against RFC 3720 B.4.
+//
+// And the loader's fast reader (control/state_json_reader.h): the writer's
+// snapshot and records are read by it to exactly what the nlohmann reference
+// reads; older shapes (the pretty-printed nlohmann snapshot, no journal_id,
+// numbers as strings, escapes) still load through the reference; and every
+// cut and every damaged byte of a file gets the same answer -- the same state
+// or the same error message -- as from the reference.
 #include "control/state_json_writer.h"
 
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/crc32c.h"
 #include "common/error.h"
+#include "control/state_json_reader.h"
 #include "model/sa_json.h"
 #include "policy_builder.h"
 
@@ -168,7 +177,7 @@ TEST(StateJsonWriter, EverySaKindIsTheFormerDumpByteForByteAndParsesBackToTheSam
   EXPECT_TRUE(saw_aead && saw_hmac && saw_null && saw_v6 && saw_bundle);
 }
 
-TEST(StateJsonWriter, PoliciesAndSmallRecordsAreTheFormerDumpAndParseBack) {
+std::vector<PolicySpec> some_policies() {
   std::vector<PolicySpec> policies;
   policies.push_back(test::protect(Direction::Out, "10.1.0.0/24", "10.2.0.0/16", (uint64_t{3} << 24) | 5));
   PolicySpec tcp = test::policy(Direction::In, "2001:db8::/32", "2001:db8:1::/48", PolicyAction::Bypass, 0, 7);
@@ -186,6 +195,11 @@ TEST(StateJsonWriter, PoliciesAndSmallRecordsAreTheFormerDumpAndParseBack) {
   PolicySpec icmp = test::protect(Direction::In, "192.0.2.0/24", "198.51.100.0/24", uint64_t{1} << 24);
   icmp.proto = 1;
   policies.push_back(icmp);
+  return policies;
+}
+
+TEST(StateJsonWriter, PoliciesAndSmallRecordsAreTheFormerDumpAndParseBack) {
+  const std::vector<PolicySpec> policies = some_policies();
   uint32_t id = 1;
   for (const PolicySpec& p : policies) {
     validate_policy(p);
@@ -276,6 +290,231 @@ TEST(Crc32c, BothPathsAgreeOnEveryLengthAndSplitAndContinue) {
     ASSERT_EQ(crc32c(d.substr(half), crc32c(d.substr(0, half))), want) << len;
     ASSERT_EQ(crc32c_table(d.substr(half), crc32c_table(d.substr(0, half))), want) << len;
   }
+}
+
+// A consistent state of every SA kind (a bundle, policies naming SAs of their direction).
+DaemonState every_kind_of_state() {
+  DaemonState s;
+  uint64_t seq = 1;
+  for (SaSpec& spec : every_kind_of_sa()) {
+    spec.inner_handle = 0;
+    const uint64_t handle = (seq << kHandleSlotBits) | (seq * 3);
+    ++seq;
+    const uint64_t mark = spec.dir == Direction::Out ? seq << 16 : 0;
+    s.sas.push_back(SavedSa{handle, std::move(spec), mark});
+  }
+  const SavedSa* inner = nullptr;
+  for (const SavedSa& sa : s.sas)
+    if (inner == nullptr && sa.spec.mode == Mode::Transport && sa.spec.dir == Direction::Out && !sa.spec.udp_encap)
+      inner = &sa;
+  for (SavedSa& sa : s.sas)
+    if (inner != nullptr && sa.spec.mode == Mode::Tunnel && sa.spec.dir == Direction::Out) {
+      sa.spec.inner_handle = inner->handle;
+      break;
+    }
+  s.next_sa_sequence = seq + 5;
+  uint32_t id = 0;
+  for (PolicySpec p : some_policies()) {
+    if (p.action == PolicyAction::Protect)
+      for (const SavedSa& sa : s.sas)
+        if (sa.spec.dir == p.dir && sa.spec.inner_handle == 0 && &sa != inner) p.sa_handle = sa.handle;
+    s.policies.push_back(PolicyRecord{id += 3, p});
+  }
+  s.next_policy_id = id + 1;
+  s.journal_id = "0123456789abcdef";
+  validate_state(s, "test");
+  return s;
+}
+
+void expect_same_state(const DaemonState& a, const DaemonState& b, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(a.next_sa_sequence, b.next_sa_sequence);
+  EXPECT_EQ(a.next_policy_id, b.next_policy_id);
+  EXPECT_EQ(a.journal_id, b.journal_id);
+  ASSERT_EQ(a.sas.size(), b.sas.size());
+  for (size_t i = 0; i < a.sas.size(); ++i) {
+    EXPECT_EQ(a.sas[i].handle, b.sas[i].handle);
+    EXPECT_EQ(a.sas[i].seq_mark, b.sas[i].seq_mark);
+    expect_same_sa(a.sas[i].spec, b.sas[i].spec, "SA #" + std::to_string(i + 1));
+  }
+  ASSERT_EQ(a.policies.size(), b.policies.size());
+  for (size_t i = 0; i < a.policies.size(); ++i) {
+    EXPECT_EQ(a.policies[i].id, b.policies[i].id);
+    std::string ta, tb;
+    write_policy_spec(ta, a.policies[i].spec);
+    write_policy_spec(tb, b.policies[i].spec);
+    EXPECT_EQ(ta, tb);
+  }
+}
+
+// parse_state (fast reader first) and the reference give the same state, or both refuse with the same message.
+// Returns true when they accepted it.
+bool expect_same_answer(std::string_view text, const std::string& what) {
+  std::string fast_error, ref_error;
+  std::optional<DaemonState> fast, ref;
+  try {
+    fast = parse_state(text, "state.json");
+  } catch (const Error& e) {
+    fast_error = e.what();
+  }
+  try {
+    ref = parse_state_reference(text, "state.json");
+  } catch (const Error& e) {
+    ref_error = e.what();
+  }
+  EXPECT_EQ(fast_error, ref_error) << what;
+  EXPECT_EQ(fast.has_value(), ref.has_value()) << what;
+  if (fast && ref) expect_same_state(*fast, *ref, what);
+  return fast.has_value() && ref.has_value();
+}
+
+TEST(StateJsonReader, TheWritersSnapshotIsReadByTheFastPathToWhatTheReferenceReads) {
+  const DaemonState state = every_kind_of_state();
+  ASSERT_GE(state.sas.size(), 30u);
+  std::string text = serialize_state(state);
+  ASSERT_TRUE(fast_parse_state(text).has_value());
+  bool fast = false;
+  const DaemonState back = parse_state(text, "state.json", &fast);
+  EXPECT_TRUE(fast);
+  expect_same_state(back, state, "fast path vs the saved state");
+  expect_same_state(parse_state_reference(text, "state.json"), state, "reference vs the saved state");
+  // An empty state, too.
+  EXPECT_TRUE(fast_parse_state(serialize_state(DaemonState{})).has_value());
+  wipe_string(text);
+}
+
+TEST(StateJsonReader, OlderAndHandWrittenShapesStillLoadThroughTheReference) {
+  const DaemonState state = every_kind_of_state();
+  // The snapshot as nlohmann wrote it before the hand-written writer (dump(1), keys sorted), with and
+  // without a journal_id (before the journal).
+  json old = {{"magic", kStateMagic},
+              {"version", kStateVersion},
+              {"next_sa_sequence", state.next_sa_sequence},
+              {"next_policy_id", state.next_policy_id},
+              {"sas", json::array()},
+              {"policies", json::array()}};
+  for (const SavedSa& sa : state.sas)
+    old["sas"].push_back(
+        {{"handle", handle_to_string(sa.handle)}, {"seq_mark", sa.seq_mark}, {"spec", reference_sa_spec(sa.spec)}});
+  for (const PolicyRecord& p : state.policies)
+    old["policies"].push_back({{"id", p.id}, {"spec", policy_spec_json(p.spec)}});
+  DaemonState no_journal = parse_state(old.dump(1), "old");
+  EXPECT_EQ(no_journal.journal_id, "");
+  no_journal.journal_id = state.journal_id;
+  expect_same_state(no_journal, state, "pre-journal nlohmann dump(1)");
+  old["journal_id"] = state.journal_id;
+  for (int indent : {-1, 1, 4}) {
+    expect_same_state(parse_state(old.dump(indent), "old"), state, "nlohmann dump(" + std::to_string(indent) + ")");
+    expect_same_answer(old.dump(indent), "nlohmann dump");
+  }
+
+  // Shapes the fast reader leaves to the reference: numbers as strings, an unknown top-level field, escapes.
+  json odd = old;
+  odd["sas"][0]["spec"]["spi"] = "0x" + std::to_string(state.sas[0].spec.spi);  // hex text of decimal digits
+  odd["comment"] = "written by hand";
+  std::string text = odd.dump();
+  const std::string handle = "\"" + handle_to_string(state.sas[1].handle) + "\"";
+  text.replace(text.find(handle), handle.size(), "\"\\u0030x" + handle_to_string(state.sas[1].handle).substr(2) + "\"");
+  EXPECT_FALSE(fast_parse_state(text).has_value());
+  bool fast = true;
+  const DaemonState back = parse_state(text, "odd", &fast);
+  EXPECT_FALSE(fast);
+  EXPECT_EQ(back.sas[0].spec.spi, std::stoul(std::to_string(state.sas[0].spec.spi), nullptr, 16));
+  EXPECT_EQ(back.sas[1].handle, state.sas[1].handle);
+  expect_same_answer(text, "hand-written shapes");
+}
+
+TEST(StateJsonReader, EveryCutAndEveryDamagedByteGetsTheReferencesAnswer) {
+  // A small state of several kinds: every prefix of its text, and every byte replaced by a few others.
+  const DaemonState all = every_kind_of_state();
+  DaemonState s;
+  s.next_sa_sequence = all.next_sa_sequence;
+  s.next_policy_id = all.next_policy_id;
+  s.journal_id = all.journal_id;
+  for (size_t i : {size_t{0}, all.sas.size() - 1}) {  // an AEAD SA with NAT-T, an enc + auth SA
+    SavedSa copy{all.sas[i].handle, all.sas[i].spec, all.sas[i].seq_mark};
+    copy.spec.inner_handle = 0;
+    s.sas.push_back(std::move(copy));
+  }
+  s.policies.push_back(all.policies[1]);  // a bypass with ports
+  validate_state(s, "small");
+  const std::string text = serialize_state(s);
+  size_t accepted = 0, cases = 0;
+  for (size_t cut = 0; cut < text.size(); ++cut) {
+    accepted += expect_same_answer(text.substr(0, cut), "cut at " + std::to_string(cut));
+    ++cases;
+  }
+  for (size_t at = 0; at < text.size(); ++at)
+    for (char c : {'9', 'x', '"', ',', '.', '\\'}) {
+      if (text[at] == c) continue;
+      std::string damaged = text;
+      damaged[at] = c;
+      accepted += expect_same_answer(damaged, std::string("byte ") + std::to_string(at) + " -> " + std::to_string(c));
+      ++cases;
+    }
+  // Some damage still makes a valid state (another SPI, a whitespace): both take it the same way.
+  EXPECT_GT(accepted, 0u);
+  EXPECT_GT(cases, 5000u);
+}
+
+TEST(StateJsonReader, JournalRecordsReplayToWhatTheReferenceReplays) {
+  const DaemonState all = every_kind_of_state();
+  DaemonState base;
+  base.next_sa_sequence = all.next_sa_sequence;
+  base.next_policy_id = all.next_policy_id;
+  std::vector<std::string> records = {"{\"journal\":\"header\"}"};
+  auto add = [&](auto write) {
+    std::string r;
+    write(r);
+    records.push_back(std::move(r));
+  };
+  for (const SavedSa& sa : all.sas) add([&](std::string& r) { write_sa_record(r, sa); });
+  for (const PolicyRecord& p : all.policies) add([&](std::string& r) { write_policy_record(r, p); });
+  add([&](std::string& r) { write_seq_mark_record(r, all.sas[0].handle, uint64_t{9} << 40); });
+  add([&](std::string& r) { write_sequences_record(r, all.next_sa_sequence + 4096, all.next_policy_id + 4096); });
+  add([&](std::string& r) { write_policy_deleted_record(r, all.policies[1].id); });
+  add([&](std::string& r) { write_sa_deleted_record(r, all.sas[3].handle); });
+  FastRecord one;
+  for (size_t i = 1; i < records.size(); ++i) EXPECT_TRUE(fast_parse_record(records[i], one)) << records[i];
+
+  const DaemonState fast = replay_journal(base, records, 1, "state.journal");
+  const DaemonState ref = replay_journal(base, records, 1, "state.journal", false);
+  expect_same_state(fast, ref, "fast vs reference replay");
+  EXPECT_EQ(fast.sas.size(), all.sas.size() - 1);
+  EXPECT_EQ(fast.sas[0].seq_mark, uint64_t{9} << 40);
+  EXPECT_EQ(fast.next_sa_sequence, all.next_sa_sequence + 4096);
+
+  // Records of every kind damaged at every byte (a few replacements), each replayed over the state the
+  // records before it made: the same state or the same error.
+  size_t cases = 0;
+  for (size_t r : {size_t{1}, size_t{2}, records.size() - 7, records.size() - 5, records.size() - 4, records.size() - 3,
+                   records.size() - 2, records.size() - 1}) {
+    const std::vector<std::string> before(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(r));
+    const DaemonState over = replay_journal(base, before, 1, "state.journal", false);
+    for (size_t at = 0; at < records[r].size(); ++at)
+      for (char c : {'0', '"', '}', '-'}) {
+        if (records[r][at] == c) continue;
+        std::vector<std::string> damaged = {records[0], records[r]};
+        damaged[1][at] = c;
+        std::string fast_error, ref_error;
+        std::optional<DaemonState> f, g;
+        try {
+          f = replay_journal(over, damaged, 1, "state.journal");
+        } catch (const Error& e) {
+          fast_error = e.what();
+        }
+        try {
+          g = replay_journal(over, damaged, 1, "state.journal", false);
+        } catch (const Error& e) {
+          ref_error = e.what();
+        }
+        ASSERT_EQ(fast_error, ref_error) << "record " << r << " byte " << at;
+        ASSERT_EQ(f.has_value(), g.has_value());
+        if (f && g) expect_same_state(*f, *g, "record " + std::to_string(r) + " byte " + std::to_string(at));
+        ++cases;
+      }
+  }
+  EXPECT_GT(cases, 1000u);
 }
 
 }  // namespace
