@@ -14,8 +14,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $EUID -ne 0 ]]; then echo "ipsecov2: the tests need root (BPF, namespaces); run with sudo" >&2; exit 1; fi
+# Per-stage wall times (and, at the end, the CPU time of this script and its
+# children), so that a slow run shows where its time went.
+stage_t0=$SECONDS
+stage() { echo "ipsecov2: $1: $((SECONDS - stage_t0)) s (total $SECONDS s)"; stage_t0=$SECONDS; }
 scripts/deps.sh
+stage "packages"
 scripts/build.sh
+stage "gcc build"
 build=${BUILD_DIR:-build}
 static_pid=
 san_pid=
@@ -53,6 +59,7 @@ san_pid=$!
 # Label bench (ipsecov2-bench itself, stopped early) needs the bench the
 # background build makes: it runs once that build is done, below.
 (cd "$build" && ctest --output-on-failure --timeout 600 -j1 -LE '^bench$' "$@")
+stage "suites (ctest)"
 if [[ -n $san_pid ]]; then
   # Now the build is what everything waits for: back to normal priority
   # (also for the compilers it starts from now on).
@@ -61,13 +68,16 @@ if [[ -n $san_pid ]]; then
   wait "$san_pid" || san_rc=$?
   san_pid=
   if ((san_rc)); then tail -50 "$bg_log"; echo "ipsecov2: the background build (bench, sanitizer tree) failed: $bg_log"; exit 1; fi
+  stage "waiting for the background build (bench, sanitizer tree)"
 fi
 echo "ipsecov2: the benchmark program stopped early (label bench)"
 (cd "$build" && ctest --output-on-failure --timeout 600 -j1 -L '^bench$' "$@")
+stage "label bench"
 if [[ "${OV2_SKIP_SANITIZE:-}" != 1 ]]; then
   echo "ipsecov2: the unit-level suites under ASan/UBSan (build-fuzz)"
   (cd build-fuzz && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
      ctest --output-on-failure --timeout 600 -j1 -L '^(unit|control|config|pcap)$')
+  stage "ASan/UBSan suites"
 fi
 if ((${#fuzz_targets[@]})); then
   echo "ipsecov2: fuzz smoke (each target: its seeds, its regressions, a fixed number of runs from seed 1)"
@@ -99,6 +109,7 @@ if ((${#fuzz_targets[@]})); then
   done
   if ((failed)); then echo "fuzz smoke: $failed of ${#targets[@]} targets crashed"; exit 1; fi
   echo "fuzz smoke: all ${#targets[@]} targets ran without a crash"
+  stage "fuzz smoke"
 fi
 if [[ -n $static_pid ]]; then
   static_rc=0
@@ -107,3 +118,5 @@ if [[ -n $static_pid ]]; then
   cat "$build/static-checks.log"
   if ((static_rc)); then echo "static checks: findings (above)"; exit 1; fi
 fi
+echo "ipsecov2: all stages passed in $SECONDS s; CPU time (user, system) of this script, then of its children:"
+times
