@@ -1453,13 +1453,13 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // private file, never a command line.
   std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
                                                bool natt = false) {
-    Fragments spec;
-    spec.kind = kind;
-    spec.seq = seq;
-    spec.ip_id = ip_id;
-    spec.v6 = v6;
-    spec.natt = natt;
-    return scapy_esp_fragments(spec);
+    return scapy_esp_fragments(Fragments{.kind = kind, .seq = seq, .ip_id = ip_id, .v6 = v6, .natt = natt});
+  }
+  // A UDP datagram of `payload` bytes (scapy's pattern) from a's inner
+  // address to b's, port `dport`, in ESP in outer fragments of 1480 bytes of
+  // payload (a 1500-byte wire), last first.
+  static Fragments udp_datagram(uint16_t dport, uint32_t payload, uint32_t seq, uint32_t ip_id) {
+    return Fragments{.seq = seq, .ip_id = ip_id, .payload = payload, .fragsize = 1480, .inner = "udp", .dport = dport};
   }
   std::vector<std::string> scapy_esp_fragments(const Fragments& s) {
     const std::string conf = tmp_.file("fragments.json");
@@ -1752,13 +1752,7 @@ TEST_F(DataplaneFragmentE2E, EspDatagramsBiggerThanAFrameAreOpenedAndTheirInnerP
   // A 6028-byte UDP datagram in ESP (about 6080 bytes) in 5 outer fragments
   // of 1480 bytes of payload, last first; then the biggest there is: 65428
   // bytes of inner packet, 65480 bytes of ESP, 45 fragments.
-  Fragments spec;
-  spec.inner = "udp";
-  spec.dport = 9001;
-  spec.fragsize = 1480;
-  spec.payload = 6000;
-  spec.seq = 5000;
-  spec.ip_id = 0x9191;
+  Fragments spec = udp_datagram(9001, 6000, 5000, 0x9191);
   const std::vector<std::string> six = scapy_esp_fragments(spec);
   ASSERT_EQ(six.size(), 5u) << e2e::read_file(tmp_.file("fragments.err"));
   spec.payload = 65400;
@@ -1853,19 +1847,10 @@ TEST_F(DataplaneFragmentE2ETwoQueues, ReassembledDatagramsAreHandedToTheSaOwnerW
   ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << dump(*b_.dp);
   std::unique_ptr<Child> listener;
   ASSERT_NO_FATAL_FAILURE(listener = udp_pattern_listener(9003, 2));
-  Fragments spec;
-  spec.inner = "udp";
-  spec.dport = 9003;
-  spec.fragsize = 1480;
-  spec.payload = 2500;  // fits a frame, not a handoff slot
-  spec.seq = 7000;
-  spec.ip_id = 0xb1b1;
-  const std::vector<std::string> small = scapy_esp_fragments(spec);
+  // 2500 bytes: fits a frame, not a handoff slot; 6000: bigger than a frame.
+  const std::vector<std::string> small = scapy_esp_fragments(udp_datagram(9003, 2500, 7000, 0xb1b1));
   ASSERT_EQ(small.size(), 2u) << e2e::read_file(tmp_.file("fragments.err"));
-  spec.payload = 6000;  // bigger than a frame
-  spec.seq = 7001;
-  spec.ip_id = 0xb2b2;
-  const std::vector<std::string> big = scapy_esp_fragments(spec);
+  const std::vector<std::string> big = scapy_esp_fragments(udp_datagram(9003, 6000, 7001, 0xb2b2));
   ASSERT_EQ(big.size(), 5u);
   const DataplaneCounters b0 = b_.dp->counters();
   for (const auto* frames : {&small, &big})
