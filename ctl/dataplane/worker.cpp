@@ -139,11 +139,20 @@ esp::Reassembly::Limits reassembly_limits(const Worker::Config& cfg, bool large)
 // of which the shim takes OV2_SHIM_SIZE.
 uint32_t host_mtu_of(const Worker::Config& cfg) { return cfg.wire_mtu + 4 - OV2_SHIM_SIZE; }
 
-// ov2-nic frames the largest IPv4 packet (65535 bytes, 60-byte header in
-// every fragment) becomes in pieces of at most `mtu` bytes.
-uint32_t pieces_of_largest(uint32_t mtu) {
+// IPv4 fragments of at most `mtu` bytes that `bytes` of datagram become at
+// most (a 60-byte header in every fragment).
+uint32_t fragments_at_most(uint32_t bytes, uint32_t mtu) {
   const uint32_t per = mtu > 60 + 8 ? (mtu - 60) & ~7u : 8;
-  return (65535 - 20 + per - 1) / per;
+  return (bytes + per - 1) / per;
+}
+
+// The transmit table gets large buffers (a transport SA's datagram up to
+// 65535 bytes, protected in the large buffer, then in fragments into frames)
+// when those fragments fit a frame after kHostPieceOffset and one transmit
+// batch can hold them all.
+bool transmit_large_ok(const Worker::Config& cfg) {
+  return cfg.wire_mtu + kHostPieceOffset <= cfg.umem.frame_size &&
+         fragments_at_most(65535, cfg.wire_mtu) <= std::min(cfg.batch, cfg.rings.tx_size);
 }
 
 }  // namespace
@@ -157,7 +166,7 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
                      {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
                       WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
                       WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmLargeBusy}},
-      tx_reassembly_{esp::Reassembly(reassembly_limits(cfg, false)),
+      tx_reassembly_{esp::Reassembly(reassembly_limits(cfg, transmit_large_ok(cfg))),
                      {WorkerCounter::TxHostFragments, WorkerCounter::TxReassembled, WorkerCounter::TxReasmFailed,
                       WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed,
                       WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
@@ -169,11 +178,13 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
   // A fragment may complete a datagram whose inner packet goes up in
   // fragments: enough ov2-nic slots and frames for the largest one (47 at a
   // 1500-byte wire MTU), within what the rings and the UMEM can ever offer.
-  host_pieces_max_ = std::max(
-      kMaxHostPieces, std::min({pieces_of_largest(std::min(host_mtu_of(cfg), cfg.umem.frame_size - kHostPieceOffset)),
-                                cfg.rings.tx_size / 2, cfg.umem.frames / 4}));
+  host_pieces_max_ =
+      std::max(kMaxHostPieces,
+               std::min({fragments_at_most(65535, std::min(host_mtu_of(cfg), cfg.umem.frame_size - kHostPieceOffset)),
+                         cfg.rings.tx_size / 2, cfg.umem.frames / 4}));
   host_desc_ = std::make_unique<xdp_desc[]>(host_pieces_max_);
-  if (rx_reassembly_.table.limits().large_entries > 0) large_.reset(new uint8_t[kLargeBytes]);
+  if (rx_reassembly_.table.limits().large_entries > 0 || tx_reassembly_.table.limits().large_entries > 0)
+    large_.reset(new uint8_t[kLargeBytes]);
   if (cfg.workers > 1) {
     // One ring per other worker, allocated now, never on the packet path.  A
     // slot holds the largest frame the wire delivers (MTU + Ethernet + two
@@ -455,9 +466,22 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
     // the wire, fragmented after ESP.  The slots it may need are checked
     // first: once reassembled, it cannot wait in the RX ring.
     if (slots.cap - slots.used < outer_fragments_at_most()) return TxResult::Later;
-    const esp::Reassembly::Result whole = reassemble(tx_reassembly_, p.data, p.len, p.len + p.tailroom, now_ns);
+    uint8_t* large = tx_reassembly_.table.limits().large_entries > 0 ? large_.get() + kLargeHeadroom : nullptr;
+    const esp::Reassembly::Result whole = reassemble(tx_reassembly_, p.data, p.len, p.len + p.tailroom, now_ns, large,
+                                                     large ? kLargeBytes - kLargeHeadroom : 0);
     if (whole.kind != esp::Reassembly::Kind::Complete)
       return TxResult::Dropped;  // held (copied) or dropped, counted: the frame is free again
+    if (whole.large) {
+      // Bigger than the frame: protected in the large buffer, then in
+      // fragments into frames, the first into this one (without DF: the
+      // host fragmented it; with DF, which no host fragment has, dropped).
+      esp::Packet big{large, whole.len, kLargeHeadroom, kLargeBytes - kLargeHeadroom - whole.len};
+      if (big.data[6] & 0x40) {
+        count(WorkerCounter::TxTooBig);
+        return TxResult::Dropped;
+      }
+      return fragment_after_esp(big, *sa, now_ns, slots, &addr);
+    }
     p.tailroom = p.len + p.tailroom - whole.len;
     p.len = whole.len;
   }
@@ -559,13 +583,16 @@ Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t 
 }
 
 uint32_t Worker::outer_fragments_at_most() const {
-  // The largest datagram a frame holds, ESP overhead included, in fragments
-  // of the smallest payload a 60-byte IPv4 header leaves.
-  const uint32_t per = (cfg_.wire_mtu - 60) & ~7u;
-  return per == 0 ? UINT32_MAX : (umem_->frame_size() + 128 + per - 1) / per;
+  // The largest datagram the transmit table completes (a frame, ESP overhead
+  // included, or 65535 bytes with large buffers) in fragments of the
+  // smallest payload a 60-byte IPv4 header leaves.
+  if (cfg_.wire_mtu < 60 + 8) return UINT32_MAX;
+  const bool large = tx_reassembly_.table.limits().large_entries > 0;
+  return fragments_at_most(large ? 65535 : umem_->frame_size() + 128, cfg_.wire_mtu);
 }
 
-Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots) {
+Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
+                                            const uint64_t* copy_into) {
   const uint32_t k_max = outer_fragments_at_most();
   if (k_max > cfg_.batch || umem_->free_frames() < k_max) {
     count(WorkerCounter::TxTooBig);
@@ -581,16 +608,17 @@ Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa,
     count(WorkerCounter::TxTooBig);
     return TxResult::Dropped;
   }
-  send_fragments(p, k, cfg_.wire_mtu, nullptr, now_ns, slots);
+  send_fragments(p, k, cfg_.wire_mtu, nullptr, now_ns, slots, copy_into);
   return put_on_wire(p, WorkerCounter::TxEncapsulated, slots) ? TxResult::Sent : TxResult::Dropped;
 }
 
 void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns,
-                            TxSlots& slots) {
-  // Fragments 1..k-1 in frames of their own, at the offset the packet has;
-  // fragment 0 last, in place (it overwrites the header the others copy).
+                            TxSlots& slots, const uint64_t* copy_into) {
+  // Fragments 1..k-1 in frames of their own, at the offset the packet has
+  // (out of the large buffer: kHostPieceOffset); fragment 0 last, in place
+  // (it overwrites the header the others copy) or into *copy_into's frame.
   const uint32_t fs = umem_->frame_size();
-  const uint32_t ip_offset = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
+  const uint32_t ip_offset = copy_into ? kHostPieceOffset : static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
   for (uint32_t i = 1; i < k; ++i) {
     uint64_t frame = 0;
     umem_->alloc(&frame);  // cannot fail: the caller checked free_frames()
@@ -601,9 +629,16 @@ void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::Outbo
         sa ? send_on_wire(f, sa, nullptr, now_ns, slots) : put_on_wire(f, WorkerCounter::TxEncapsulated, slots);
     if (!sent) umem_->release(frame);
   }
-  const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
-  p.tailroom += p.len - len;
-  p.len = len;
+  if (copy_into) {
+    uint8_t* first = static_cast<uint8_t*>(
+        xsk_umem__get_data(umem_->area(), (*copy_into & ~static_cast<uint64_t>(fs - 1)) + ip_offset));
+    const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, first);
+    p = esp::Packet{first, len, ip_offset - ETH_HLEN, fs - ip_offset - len};
+  } else {
+    const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
+    p.tailroom += p.len - len;
+    p.len = len;
+  }
   count(WorkerCounter::TxFragmented);
 }
 

@@ -144,7 +144,8 @@ class Worker {
     // (Linux ipfrag_time: 30 s).  Of those, reassembly_large_entries may be
     // bigger than a UMEM frame (64 KiB buffers, allocated at start; pages
     // become resident as big datagrams use them), with up to
-    // reassembly_large_fragments fragments.
+    // reassembly_large_fragments fragments.  The same for the host's
+    // fragments of transport SA datagrams (a second table).
     uint32_t reassembly_entries = 64;
     uint32_t reassembly_fragments = 64;
     uint64_t reassembly_timeout_ns = 30'000'000'000ull;
@@ -199,12 +200,16 @@ class Worker {
                    TxSlots& slots);
   TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);
   // Transport SA, IPv4 without DF: ESP over the whole datagram, then the ESP
-  // packet in fragments of at most the wire MTU.
-  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots);
+  // packet in fragments of at most the wire MTU.  `copy_into`: p is in the
+  // large buffer; fragment 0 goes into the frame at *copy_into.
+  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
+                              const uint64_t* copy_into = nullptr);
   // Fragments 1..k-1 of `p` (at most `mtu` bytes each) to the wire in frames
   // from the free list, each ESP-encapsulated with `sa` first if it is given;
-  // `p` becomes fragment 0, for the caller to send.  Counts tx-fragmented.
-  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots);
+  // `p` becomes fragment 0 (in place, or in *copy_into's frame), for the
+  // caller to send.  Counts tx-fragmented.
+  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots,
+                      const uint64_t* copy_into = nullptr);
   // Wire TX slots (and free frames) a transport packet's outer fragments may need.
   uint32_t outer_fragments_at_most() const;
   // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.

@@ -1624,6 +1624,41 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
   EXPECT_EQ(bad, 0u) << tshark_raw_;
 }
 
+// The same with datagrams bigger than a UMEM frame, up to 65 028 bytes:
+// each side reassembles its host's fragments in a large buffer, protects the
+// datagram there and sends it in fragments; the peer reassembles it in a
+// large buffer, opens it and gives it to its host in fragments.
+TEST_F(DataplaneFragmentE2E, TransportDatagramsBiggerThanAFrameCrossBothWaysAsEspFragments) {
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.3 -W 3 -q -M dont -s 6000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 1 -W 3 -q -M dont -s 65000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  // 6028 bytes: 5 host fragments for ov2's 1500, 5 ESP fragments; 65028: 44 and 44.
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxHostFragments), 54u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxFragmented), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxEncapsulated), 54u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 54u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLarge), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 3u) << dump(*b_.dp);
+  // The replies the same way back.
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::TxReassembled), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxReasmLarge), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxDecapsulated), 3u) << dump(*a_.dp);
+  for (WorkerCounter c :
+       {WorkerCounter::TxReasmFailed, WorkerCounter::TxTooBig, WorkerCounter::TxEncapFailed,
+        WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmLargeBusy, WorkerCounter::RxInnerTooBig}) {
+    EXPECT_EQ(wdelta(a0, a1, c), 0u) << worker_counter_name(c) << ": " << dump(*a_.dp);
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+  }
+}
+
 TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
   setup_tunnel(false);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
