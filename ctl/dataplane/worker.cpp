@@ -121,9 +121,9 @@ static_assert(kLargeHeadroom + ETH_HLEN + 4 + 40 + esp::Reassembly::kLargePayloa
 constexpr uint32_t kHostPieceOffset = 256;
 static_assert(kHostPieceOffset >= ETH_HLEN + OV2_SHIM_SIZE);
 
-// Each table's datagrams fit one UMEM frame; the receive table also has
-// large buffers for bigger ones.  (The transmit table reassembles what the
-// host cut for ov2's MTU: a datagram bigger than a frame is dropped there.)
+// Each table's datagrams fit one UMEM frame, or with `large` one of its
+// large buffers (the receive table always; the transmit table, which
+// reassembles what the host cut for ov2's MTU, when transmit_large_ok).
 esp::Reassembly::Limits reassembly_limits(const Worker::Config& cfg, bool large) {
   esp::Reassembly::Limits l{cfg.reassembly_entries, cfg.umem.frame_size, cfg.reassembly_fragments,
                             cfg.reassembly_timeout_ns};
