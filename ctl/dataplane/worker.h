@@ -77,7 +77,8 @@ enum class WorkerCounter : uint32_t {
   RxForeignQueue,     // the SA belongs to another worker and cannot be handed to it (a bundle whose
                       // transport SA another worker owns, or a handed-off frame whose SA changed owner): dropped
   RxMalformed,        // too short / not IP / no room for the shim
-  RxRingFull,         // loops that found the ov2-nic TX ring full (backpressure)
+  RxRingFull,         // loops that found the ov2-nic TX ring full, or a fragment waiting for the slots
+                      // and frames its datagram's inner packet may need (backpressure)
   RxHandedOff,        // copied into the owning worker's handoff ring (counted on the receiving worker)
   RxHandoffFull,      // the owner's handoff ring was full (or the datagram longer than half of it): dropped
   RxHandoffReceived,  // taken from this worker's handoff rings and processed like wire RX

@@ -1659,6 +1659,63 @@ TEST_F(DataplaneFragmentE2E, TransportDatagramsBiggerThanAFrameCrossBothWaysAsEs
   }
 }
 
+// A stream of them: 300 UDP datagrams of 8000 bytes, paced, a -> b through
+// the transport SAs (6 host fragments and 6 ESP fragments each): a socket on
+// b receives every one byte for byte, and no worker dropped anything.
+TEST_F(DataplaneFragmentE2E, StreamOfBigTransportDatagramsArrivesWholeWithoutAWorkerDrop) {
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  constexpr int kCount = 300;
+  const std::string receiver = tmp_.file("udp_receiver.py"), sender = tmp_.file("udp_sender.py");
+  {
+    std::ofstream f(receiver);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)\n"
+         "s.bind(('"
+      << b_.wire_ip << "', 9005))\n"
+      << "want = bytes(i % 251 for i in range(8000))\n"
+         "s.settimeout(5)\n"
+         "ok = bad = 0\n"
+         "try:\n"
+         "    while ok + bad < "
+      << kCount << ":\n"
+      << "        d = s.recv(65535)\n"
+         "        ok, bad = (ok + 1, bad) if d == want else (ok, bad + 1)\n"
+         "except socket.timeout:\n"
+         "    pass\n"
+         "print(ok, bad, flush=True)\n";
+  }
+  {
+    std::ofstream f(sender);
+    f << "import socket, time\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "d = bytes(i % 251 for i in range(8000))\n"
+         "for _ in range("
+      << kCount << "):\n"
+      << "    s.sendto(d, ('" << b_.wire_ip << "', 9005))\n"
+      << "    time.sleep(0.004)\n";
+  }
+  Child rx(b_.ns->exec("/usr/bin/python3 " + receiver), tmp_.file("udp_receiver.log"));
+  ASSERT_TRUE(e2e::wait_for([&] { return sh_out(b_.ns->exec("ss -lun")).find(":9005 ") != std::string::npos; }, 5000));
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("/usr/bin/python3 " + sender)), 0);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return e2e::read_file(tmp_.file("udp_receiver.log")).find('\n') != std::string::npos; }, 10000));
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  EXPECT_EQ(e2e::read_file(tmp_.file("udp_receiver.log")), std::to_string(kCount) + " 0\n")
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), uint64_t{kCount}) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLarge), uint64_t{kCount}) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), uint64_t{kCount}) << dump(*b_.dp);
+  for (WorkerCounter c : {WorkerCounter::TxReasmFailed, WorkerCounter::TxTooBig, WorkerCounter::TxEncapFailed})
+    EXPECT_EQ(wdelta(a0, a1, c), 0u) << worker_counter_name(c) << ": " << dump(*a_.dp);
+  for (WorkerCounter c : {WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmLargeBusy, WorkerCounter::RxInnerTooBig,
+                          WorkerCounter::RxReasmTimeout, WorkerCounter::RxCryptoFailed})
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+}
+
 TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
   setup_tunnel(false);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
