@@ -40,6 +40,7 @@ int ov2_deliver(struct xdp_md *ctx)
 	unsigned char macs[2 * ETH_ALEN];
 	__u64 sa_handle;
 	__u32 rx_info;
+	__u16 wire_vlan_tci;
 	__be16 inner_proto;
 
 	ov2_count(&deliver_counters, OV2_DELIVER_RX);
@@ -57,6 +58,7 @@ int ov2_deliver(struct xdp_md *ctx)
 		return drop(OV2_DELIVER_MALFORMED);
 	sa_handle = shim->sa_handle;
 	rx_info = shim->rx_info;
+	wire_vlan_tci = shim->wire_vlan_tci;
 	__builtin_memcpy(macs, eth, sizeof(macs));
 
 	/* Drop the shim: the new Ethernet header ends where the shim ended. */
@@ -82,7 +84,7 @@ int ov2_deliver(struct xdp_md *ctx)
 	meta->magic = OV2_META_MAGIC;
 	meta->version = OV2_META_VERSION;
 	meta->dir = OV2_META_DIR_RX;
-	meta->reserved = 0;
+	meta->wire_vlan_tci = wire_vlan_tci;
 	ov2_count(&deliver_counters, OV2_DELIVER_ACCEPTED);
 	return XDP_PASS;
 }

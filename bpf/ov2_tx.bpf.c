@@ -198,7 +198,7 @@ int ov2_tx(struct xdp_md *ctx)
 	meta->magic = OV2_META_MAGIC;
 	meta->version = OV2_META_VERSION;
 	meta->dir = OV2_META_DIR_TX;
-	meta->reserved = 0;
+	meta->wire_vlan_tci = 0;
 	if (bpf_redirect_map(&xsks_map, queue, XDP_DROP) != XDP_REDIRECT)
 		return drop(OV2_TX_NO_WORKER);
 	ov2_count(&tx_counters, counter);

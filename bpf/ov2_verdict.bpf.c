@@ -7,12 +7,15 @@
  * the worker sends for its own ICMP errors (accept-plain).  One plain packet
  * is redirected: SA handle 0 and receive word OV2_RX_DELIVER_WIRE, a
  * reassembled UDP datagram that is not NAT-T ESP (IKE), goes to the wire
- * device's ingress (redirect-wire-ingress). */
+ * device's ingress (redirect-wire-ingress), with the wire frame's 802.1Q tag
+ * put back when it had one (OV2_RX_WIRE_VLAN). */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
 #include "ov2_abi.h"
@@ -50,6 +53,7 @@ int ov2_verdict(struct __sk_buff *skb)
 	struct ov2_event *event;
 	__u32 info, status, mark;
 	__u64 sa_handle;
+	__u16 vlan_tci;
 
 	ov2_count(&verdict_counters, OV2_VERDICT_RX);
 	if ((void *)(meta + 1) > data)
@@ -59,6 +63,7 @@ int ov2_verdict(struct __sk_buff *skb)
 		return drop(OV2_VERDICT_DROP_NO_META);
 	info = meta->nbl.rx.info;
 	sa_handle = meta->sa_handle;
+	vlan_tci = meta->wire_vlan_tci;
 	/* Exactly our metadata, nothing more: checked after the reads so the
 	 * compiler cannot fold it into the bounds check the verifier needs. */
 	if ((void *)(meta + 1) != data)
@@ -96,11 +101,18 @@ int ov2_verdict(struct __sk_buff *skb)
 		 * test checks ov2_wire's counters do not move).  Generic XDP also
 		 * skips tc-redirected skbs (netif_receive_generic_xdp); were it run,
 		 * a whole UDP/4500 IKE datagram would pass as pass-ike. */
-		if (sa_handle == 0 && info == OV2_RX_DELIVER_WIRE) {
+		if (sa_handle == 0 && (info == OV2_RX_DELIVER_WIRE || info == (OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN))) {
 			__u32 ifindex = wire_ifindex;
 
 			if (ifindex == 0)
 				return drop(OV2_VERDICT_DROP_NO_WIRE);
+			/* The wire frame's 802.1Q tag, as the skb's (accelerated)
+			 * tag: the wire's receive path hands it to the VLAN
+			 * device (vlan_do_receive), as it did the fragments.
+			 * Fails only without memory. */
+			if ((info & OV2_RX_WIRE_VLAN) &&
+			    bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), vlan_tci) != 0)
+				return drop(OV2_VERDICT_DROP_VLAN_PUSH);
 			ov2_count(&verdict_counters, OV2_VERDICT_REDIRECT_WIRE_INGRESS);
 			return bpf_redirect(ifindex, BPF_F_INGRESS);
 		}

@@ -5,15 +5,16 @@
  * passes to the stack untouched.  Writes no metadata: a frame from the wire can
  * never claim CryptoDone.
  *
- * Fragments of IP protocol ESP go to the worker too, which reassembles them
- * before ESP (RFC 4303 §3.4.1; this kernel has no ESP, so the stack could only
- * drop them).  A non-first fragment has no SPI: every ESP fragment with a sane
- * offset goes, and the worker drops a reassembled datagram without an SA.
- * UDP fragments go only to a destination that has an inbound UDP-encapsulated
- * SA (natt_dests, kept by user space): a non-first UDP fragment has no port,
- * so NAT-T ESP cannot be told from IKE there; the worker opens what is ESP
- * with an SA and hands any other reassembled datagram up through ov2 as a
- * plain packet.  Fragments of anything else stay the stack's. */
+ * Fragments are reassembled by the worker before ESP (RFC 4303 §3.4.1).  A
+ * non-first fragment has no SPI (and a UDP one no port), so the destination
+ * address decides (inbound_dests, kept by user space): an ESP fragment goes to
+ * the worker only if its destination has an inbound ESP SA, a UDP fragment
+ * only if its destination has an inbound UDP-encapsulated SA.  Every other
+ * fragment passes untouched: ESP between two other hosts through a router
+ * (pass-fragment-no-sa) is the stack's to forward, as is anything not ESP.
+ * The worker drops a reassembled ESP datagram without an SA (rx-no-sa); it
+ * opens what is NAT-T ESP with an SA and hands any other reassembled UDP
+ * datagram (IKE) back to the stack. */
 /* stddef.h first: bpf_helpers.h would otherwise define a non-constant offsetof
  * that the static asserts in ov2_abi.h cannot use. */
 #include <stddef.h>
@@ -35,13 +36,13 @@ struct {
 	__type(value, struct ov2_sa_value);
 } sa_map SEC(".maps");
 
-/* (SPI 0, family, destination) -> number of inbound UDP-encapsulated SAs. */
+/* (SPI 0, family, destination) -> inbound SAs to it, by encapsulation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, OV2_MAX_NATT_DESTS);
+	__uint(max_entries, OV2_MAX_INBOUND_DESTS);
 	__type(key, struct ov2_sa_key);
-	__type(value, __u32);
-} natt_dests SEC(".maps");
+	__type(value, struct ov2_dest_sas);
+} inbound_dests SEC(".maps");
 
 OV2_XSK_MAP(xsks_map);
 OV2_COUNTER_MAP(wire_counters, OV2_WIRE_COUNTER_MAX);
@@ -84,19 +85,23 @@ int ov2_wire(struct xdp_md *ctx)
 	res = ov2_parse_l3(data, data_end, &l3);
 	if (res == OV2_PARSE_NOT_IP)
 		return pass(OV2_WIRE_PASS_NOT_IP);
+	if (res == OV2_PARSE_TOO_DEEP)
+		return pass(OV2_WIRE_PASS_EXT_TOO_DEEP);
 	if (res != OV2_PARSE_OK)
 		return pass(OV2_WIRE_PASS_MALFORMED);
 	if (l3.fragment) {
 		__u32 payload = l3.ip_end - l3.l4;
+		struct ov2_dest_sas *dest;
 
-		if (l3.proto == IPPROTO_UDP) {
-			key.family = l3.family;
-			__builtin_memcpy(key.daddr, l3.daddr, sizeof(key.daddr));
-			if (!bpf_map_lookup_elem(&natt_dests, &key))
-				return pass(OV2_WIRE_PASS_FRAGMENT);
-		} else if (l3.proto != OV2_IPPROTO_ESP) {
+		if (l3.proto != IPPROTO_UDP && l3.proto != OV2_IPPROTO_ESP)
 			return pass(OV2_WIRE_PASS_FRAGMENT);
-		}
+		key.family = l3.family;
+		__builtin_memcpy(key.daddr, l3.daddr, sizeof(key.daddr));
+		dest = bpf_map_lookup_elem(&inbound_dests, &key);
+		if (l3.proto == IPPROTO_UDP && (!dest || dest->udp_encap == 0))
+			return pass(OV2_WIRE_PASS_FRAGMENT);
+		if (l3.proto == OV2_IPPROTO_ESP && (!dest || dest->esp == 0))
+			return pass(OV2_WIRE_PASS_FRAGMENT_NO_SA);
 		/* RFC 791 / 8200: the datagram ends within 65535 bytes and every
 		 * fragment but the last carries a non-zero multiple of 8. */
 		if ((__u32)l3.frag_offset + payload > OV2_MAX_DATAGRAM ||

@@ -45,6 +45,11 @@
  * peer's source routes via the wire: rp_filter passes).  A reserved bit, so no
  * ov2_rx_make() word equals it, and it differs from accept-plain's 0. */
 #define OV2_RX_DELIVER_WIRE      (1u << 15)
+/* Only together with OV2_RX_DELIVER_WIRE (and SA handle 0): the wire frame
+ * carried one 802.1Q tag, whose TCI is in the shim's / metadata's
+ * wire_vlan_tci.  ov2_verdict puts the tag back before the redirect, so the
+ * datagram arrives on the wire's VLAN device as it would have. */
+#define OV2_RX_WIRE_VLAN         (1u << 14)
 
 /* CryptoStatus: NDIS enumeration, NOT bit flags. */
 enum ov2_crypto_status {
@@ -100,7 +105,7 @@ struct ov2_meta {
 	__u32 magic;            /* 24: OV2_META_MAGIC */
 	__u8 version;           /* 28: OV2_META_VERSION */
 	__u8 dir;               /* 29: enum ov2_meta_dir */
-	__u16 reserved;         /* 30: zero */
+	__u16 wire_vlan_tci;    /* 30: RX: the shim's wire_vlan_tci; TX: zero */
 };
 #define OV2_META_SIZE 32
 OV2_STATIC_ASSERT(sizeof(union ov2_nbl_info) == 8, "NDIS union is 8 bytes");
@@ -124,7 +129,7 @@ struct ov2_shim {
 	__u64 sa_handle;      /* 8: inbound (outer) SA handle */
 	__u32 rx_info;        /* 16: the receive word */
 	__u16 inner_proto_be; /* 20: EtherType of the inner packet (0x0800 / 0x86DD) */
-	__u16 reserved;       /* 22: zero */
+	__u16 wire_vlan_tci;  /* 22: with OV2_RX_WIRE_VLAN: the wire frame's 802.1Q TCI, host order; else zero */
 };
 #define OV2_SHIM_SIZE 24
 OV2_STATIC_ASSERT(sizeof(struct ov2_shim) == OV2_SHIM_SIZE, "shim size");
@@ -177,10 +182,14 @@ OV2_STATIC_ASSERT(offsetof(struct ov2_shim, rx_info) == 16, "shim rx_info offset
 /* Maps                                                                     */
 /* ------------------------------------------------------------------------ */
 #define OV2_MAX_SAS 262144      /* inbound SA map capacity (bundles) */
-#define OV2_MAX_NATT_DESTS 4096 /* local addresses with an inbound UDP-encapsulated SA (natt_dests) */
+#define OV2_MAX_INBOUND_DESTS 16384 /* local addresses with an inbound SA (inbound_dests) */
 #define OV2_MAX_POLICIES 16384  /* SPD entries per direction */
 #define OV2_SPD_MAX_CANDIDATES 16 /* policies whose dst prefix covers one trie leaf */
 #define OV2_MAX_QUEUES 64
+/* Hop-by-Hop, Routing and Destination Options headers walked in front of a
+ * Fragment header or the upper layer (ov2_wire, and the worker's reassembly
+ * and SA lookup alike); a longer chain is pass-ext-too-deep. */
+#define OV2_MAX_IPV6_EXT_HDRS 6
 
 enum ov2_family {
 	OV2_AF_INET = 4,
@@ -206,6 +215,18 @@ struct ov2_sa_value {
 	__u16 pad;
 };
 OV2_STATIC_ASSERT(sizeof(struct ov2_sa_value) == 16, "sa value size");
+
+/* ov2_wire: inbound_dests, key ov2_sa_key with SPI 0 (family + destination).
+ * How many inbound SAs (sa_map entries) have that destination, by
+ * encapsulation; kept by user space on every put/delete of an inbound SA.  A
+ * non-first fragment has no SPI: ov2_wire sends ESP fragments to the worker
+ * only for an address with an ESP SA, UDP fragments only for one with a
+ * UDP-encapsulated SA; the rest are the stack's (a router's transit traffic). */
+struct ov2_dest_sas {
+	__u32 esp;       /* inbound SAs expecting plain ESP (IP protocol 50) */
+	__u32 udp_encap; /* inbound SAs expecting UDP-encapsulated ESP (OV2_SA_F_UDP_ENCAP) */
+};
+OV2_STATIC_ASSERT(sizeof(struct ov2_dest_sas) == 8, "dest sas size");
 
 /* ov2_tx: outbound SPD.  A trie over (family, destination) whose leaf holds the
  * ids of every policy whose destination prefix covers that leaf, best priority
@@ -260,7 +281,12 @@ enum ov2_wire_counter {
 	OV2_WIRE_PASS_ENCAP_MISMATCH,/* ESP vs UDP-ESP does not match the SA */
 	OV2_WIRE_PASS_NO_WORKER,     /* SA known but no XSK on this queue */
 	OV2_WIRE_REDIRECT,           /* to the worker */
-	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment, or UDP to a NAT-T SA's address: the worker reassembles */
+	OV2_WIRE_REDIRECT_FRAGMENT,  /* an ESP fragment to an ESP SA's address, or UDP to a NAT-T SA's address:
+	                                the worker reassembles */
+	OV2_WIRE_PASS_FRAGMENT_NO_SA,/* an ESP fragment to an address with no ESP SA (ESP between other hosts
+	                                through a router): the stack's */
+	OV2_WIRE_PASS_EXT_TOO_DEEP,  /* IPv6 with more than OV2_MAX_IPV6_EXT_HDRS extension headers before a
+	                                Fragment header or the upper layer: the stack's */
 	OV2_WIRE_COUNTER_MAX,
 };
 
@@ -300,6 +326,7 @@ enum ov2_verdict_counter {
 	OV2_VERDICT_REDIRECT_WIRE_INGRESS, /* SA handle 0, receive word OV2_RX_DELIVER_WIRE (a reassembled
 	                                      non-ESP UDP datagram, IKE): to the wire device's ingress */
 	OV2_VERDICT_DROP_NO_WIRE,    /* the same with no wire ifindex set (no wire attached) */
+	OV2_VERDICT_DROP_VLAN_PUSH,  /* the same with OV2_RX_WIRE_VLAN, and the tag could not be put back */
 	OV2_VERDICT_COUNTER_MAX,
 };
 

@@ -16,18 +16,17 @@
 
 #include "ov2_abi.h"
 
-#define OV2_MAX_VLAN_DEPTH 2   /* 802.1Q, and 802.1ad outer + 802.1Q inner */
-#define OV2_MAX_IPV6_EXT_HDRS 6
+#define OV2_MAX_VLAN_DEPTH 2 /* 802.1Q, and 802.1ad outer + 802.1Q inner */
 
 #ifndef ETH_P_8021AD
 #define ETH_P_8021AD 0x88A8
 #endif
 
 enum ov2_parse_result {
-	OV2_PARSE_OK = 0,
-	OV2_PARSE_NOT_IP,    /* neither IPv4 nor IPv6 (ARP, LLDP, a third VLAN tag, ...) */
-	OV2_PARSE_MALFORMED, /* truncated, or length fields inconsistent */
-	OV2_PARSE_TOO_DEEP,  /* IPv6 extension header chain longer than we walk */
+  OV2_PARSE_OK = 0,
+  OV2_PARSE_NOT_IP,    /* neither IPv4 nor IPv6 (ARP, LLDP, a third VLAN tag, ...) */
+  OV2_PARSE_MALFORMED, /* truncated, or length fields inconsistent */
+  OV2_PARSE_TOO_DEEP,  /* more than OV2_MAX_IPV6_EXT_HDRS (ov2_abi.h) IPv6 extension headers */
 };
 
 struct ov2_vlan_hdr {

@@ -18,16 +18,27 @@ using nlohmann::json;
 namespace {
 
 // Names in the enum order of shared/ov2_abi.h (the static_asserts keep them in step).
-constexpr std::array<const char*, OV2_WIRE_COUNTER_MAX> kWireNames = {
-    "rx",         "pass-not-ip",    "pass-not-esp",        "pass-fragment",  "pass-ike", "pass-keepalive",
-    "pass-no-sa", "pass-malformed", "pass-encap-mismatch", "pass-no-worker", "redirect", "redirect-fragment"};
+constexpr std::array<const char*, OV2_WIRE_COUNTER_MAX> kWireNames = {"rx",
+                                                                      "pass-not-ip",
+                                                                      "pass-not-esp",
+                                                                      "pass-fragment",
+                                                                      "pass-ike",
+                                                                      "pass-keepalive",
+                                                                      "pass-no-sa",
+                                                                      "pass-malformed",
+                                                                      "pass-encap-mismatch",
+                                                                      "pass-no-worker",
+                                                                      "redirect",
+                                                                      "redirect-fragment",
+                                                                      "pass-fragment-no-sa",
+                                                                      "pass-ext-too-deep"};
 constexpr std::array<const char*, OV2_TX_COUNTER_MAX> kTxNames = {
     "rx", "protect", "bypass", "discard", "no-policy", "not-ip", "malformed", "meta-fail", "no-worker"};
 constexpr std::array<const char*, OV2_DELIVER_COUNTER_MAX> kDeliverNames = {"rx",       "accepted",  "bad-cookie",
                                                                             "not-shim", "malformed", "meta-fail"};
 constexpr std::array<const char*, OV2_VERDICT_COUNTER_MAX> kVerdictNames = {
-    "rx",         "accept",       "drop-no-meta",          "drop-not-done", "drop-status", "sa-delete-req",
-    "event-lost", "accept-plain", "redirect-wire-ingress", "drop-no-wire"};
+    "rx",         "accept",       "drop-no-meta",          "drop-not-done", "drop-status",   "sa-delete-req",
+    "event-lost", "accept-plain", "redirect-wire-ingress", "drop-no-wire",  "drop-vlan-push"};
 constexpr std::array<const char*, OV2_CRYPTO_STATUS_COUNT> kCryptoStatusNames = {"CRYPTO_SUCCESS",
                                                                                  "CRYPTO_GENERIC_ERROR",
                                                                                  "CRYPTO_TRANSPORT_AH_AUTH_FAILED",

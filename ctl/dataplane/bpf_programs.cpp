@@ -48,6 +48,13 @@ std::string program_name_by_id(uint32_t prog_id) {
   return name;
 }
 
+// The id of a loaded program (0 if its fd cannot be asked).
+uint32_t program_id(int prog_fd) {
+  bpf_prog_info info = {};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
 // Attaches an XDP program in driver mode.  A program already there with the
 // same name is ours from an earlier run and is replaced atomically; anybody
 // else's program is left alone and reported.
@@ -74,8 +81,17 @@ void attach_xdp(int ifindex, int prog_fd, const char* prog_name) {
   if (err) fail_kernel("replacing the leftover XDP program with " + where, err);
 }
 
-// Removes our XDP program only if it is still the one attached.
+// Removes our XDP program only if it is still the one attached.  Asked
+// first: the kernel refuses a REPLACE detach whose expected program is not
+// the attached one, and libbpf prints that refusal ("Kernel error message:
+// Active program does not match expected") -- noise on every stop after
+// somebody else replaced or removed ours (a restarted daemon that took over
+// a leftover, `ip link set dev X xdp off`).  XDP_FLAGS_REPLACE still guards
+// the moment between the query and the detach.
 void detach_xdp(int ifindex, int prog_fd) {
+  uint32_t attached = 0;
+  if (bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &attached) != 0 || attached == 0) return;
+  if (program_id(prog_fd) != attached) return;
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = prog_fd);
   bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
 }
@@ -107,9 +123,7 @@ void detach_tc_ingress(int ifindex, int prog_fd) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
   LIBBPF_OPTS(bpf_tc_opts, query, .handle = kTcHandle, .priority = kTcPriority);
   if (bpf_tc_query(&hook, &query) != 0) return;
-  bpf_prog_info info = {};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0 || info.id != query.prog_id) return;
+  if (query.prog_id == 0 || program_id(prog_fd) != query.prog_id) return;
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   bpf_tc_detach(&hook, &opts);
 }
@@ -181,14 +195,14 @@ struct BpfPrograms::Impl {
   int nic_ifindex = 0;
   bool host_xdp_attached = false;
   bool host_tc_attached = false;
-  // put/delete of inbound SAs read, write and count under it (natt_dests).
+  // put/delete of inbound SAs read, write and count under it (inbound_dests).
   std::mutex inbound_mutex;
 };
 
 namespace {
 
-// The natt_dests key of an inbound SA's destination: SPI 0, family, address.
-ov2_sa_key natt_key(const ov2_sa_key& sa) {
+// The inbound_dests key of an inbound SA's destination: SPI 0, family, address.
+ov2_sa_key destination_key(const ov2_sa_key& sa) {
   ov2_sa_key k = sa;
   k.spi_be = 0;
   return k;
@@ -196,26 +210,29 @@ ov2_sa_key natt_key(const ov2_sa_key& sa) {
 
 }  // namespace
 
-void BpfPrograms::count_natt_destination(const ov2_sa_key& sa_key, int delta) {
-  const int fd = bpf_map__fd(impl_->wire->maps.natt_dests);
-  const ov2_sa_key k = natt_key(sa_key);
-  uint32_t n = 0;
-  if (bpf_map_lookup_elem(fd, &k, &n) != 0) n = 0;
-  n = static_cast<uint32_t>(static_cast<int64_t>(n) + delta);
-  const int rc = n ? bpf_map_update_elem(fd, &k, &n, BPF_ANY) : bpf_map_delete_elem(fd, &k);
-  if (rc != 0 && !(n == 0 && errno == ENOENT)) {
+void BpfPrograms::count_destination(const ov2_sa_key& sa_key, bool udp_encap, int delta) {
+  const int fd = bpf_map__fd(impl_->wire->maps.inbound_dests);
+  const ov2_sa_key k = destination_key(sa_key);
+  ov2_dest_sas n{};
+  if (bpf_map_lookup_elem(fd, &k, &n) != 0) n = {};
+  uint32_t& count = udp_encap ? n.udp_encap : n.esp;
+  count = static_cast<uint32_t>(static_cast<int64_t>(count) + delta);
+  const bool empty = n.esp == 0 && n.udp_encap == 0;
+  const int rc = empty ? bpf_map_delete_elem(fd, &k) : bpf_map_update_elem(fd, &k, &n, BPF_ANY);
+  if (rc != 0 && !(empty && errno == ENOENT)) {
     const int err = errno;
     if (err == E2BIG)
-      fail(ErrorCode::ResourceExhausted, "NAT-T destination map is full (" + std::to_string(OV2_MAX_NATT_DESTS) +
-                                             " local addresses with UDP-encapsulated SAs)");
-    fail_kernel("writing the NAT-T destination map", err);
+      fail(ErrorCode::ResourceExhausted, "inbound destination map is full (" + std::to_string(OV2_MAX_INBOUND_DESTS) +
+                                             " local addresses with inbound SAs); delete unused SAs first");
+    fail_kernel("writing the inbound destination map", err);
   }
 }
 
-bool BpfPrograms::natt_destination(const ov2_sa_key& sa_key) const {
-  const ov2_sa_key k = natt_key(sa_key);
-  uint32_t n = 0;
-  return bpf_map_lookup_elem(bpf_map__fd(impl_->wire->maps.natt_dests), &k, &n) == 0 && n > 0;
+std::optional<ov2_dest_sas> BpfPrograms::inbound_destination(const ov2_sa_key& sa_key) const {
+  const ov2_sa_key k = destination_key(sa_key);
+  ov2_dest_sas n{};
+  if (bpf_map_lookup_elem(bpf_map__fd(impl_->wire->maps.inbound_dests), &k, &n) != 0) return std::nullopt;
+  return n;
 }
 
 BpfPrograms::BpfPrograms(const Options& opts) : impl_(std::make_unique<Impl>()) {
@@ -275,29 +292,30 @@ void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& valu
   const bool had = lookup_inbound_sa(key, &old);
   const bool was_natt = had && (old.flags & OV2_SA_F_UDP_ENCAP);
   const bool is_natt = value.flags & OV2_SA_F_UDP_ENCAP;
-  // The destination first: a full NAT-T map changes nothing.
-  if (is_natt && !was_natt) count_natt_destination(key, +1);
+  const bool moves = !had || was_natt != is_natt;  // a new SA, or a replacement of the other encapsulation
+  // The destination first: a full destination map changes nothing.
+  if (moves) count_destination(key, is_natt, +1);
   if (bpf_map_update_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &value, BPF_ANY) != 0) {
     const int err = errno;
-    if (is_natt && !was_natt) count_natt_destination(key, -1);
+    if (moves) count_destination(key, is_natt, -1);
     if (err == E2BIG)
       fail(ErrorCode::ResourceExhausted,
            "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
     fail_kernel("writing the inbound SA map", err);
   }
-  if (was_natt && !is_natt) count_natt_destination(key, -1);
+  if (had && moves) count_destination(key, was_natt, -1);
 }
 
 void BpfPrograms::delete_inbound_sa(const ov2_sa_key& key) {
   std::lock_guard lock(impl_->inbound_mutex);
   ov2_sa_value old{};
-  const bool was_natt = lookup_inbound_sa(key, &old) && (old.flags & OV2_SA_F_UDP_ENCAP);
+  const bool had = lookup_inbound_sa(key, &old);
   if (bpf_map_delete_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key) != 0) {
     const int err = errno;
     if (err == ENOENT) fail(ErrorCode::NotFound, "inbound SA not in the wire map");
     fail_kernel("deleting from the inbound SA map", err);
   }
-  if (was_natt) count_natt_destination(key, -1);
+  if (had) count_destination(key, (old.flags & OV2_SA_F_UDP_ENCAP) != 0, -1);
 }
 
 bool BpfPrograms::lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const {

@@ -8,9 +8,9 @@
 //   ov2_verdict TC ingress on the host end (data_meta -> accept / count+drop / event)
 //
 // Maps (one set per skeleton; names as in `bpftool map`):
-//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), natt_dests (HASH
-//                ov2_sa_key with SPI 0 -> count of UDP-encapsulated inbound
-//                SAs to that address), xsks_map (XSKMAP by rx queue),
+//   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), inbound_dests
+//                (HASH ov2_sa_key with SPI 0 -> ov2_dest_sas: inbound SAs to
+//                that address, by encapsulation), xsks_map (XSKMAP by rx queue),
 //                wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
 //   ov2_tx:      spd_trie (LPM_TRIE ov2_spd_trie_key -> ov2_spd_candidates),
 //                spd_entries (ARRAY of ov2_spd_entry), xsks_map, tx_counters
@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -63,13 +64,15 @@ class BpfPrograms {
 
   // Inbound SA map (ov2_wire).  put: Error(ResourceExhausted) when full;
   // delete: Error(NotFound) if the key is not there.  Both also keep
-  // natt_dests: the destinations with at least one UDP-encapsulated inbound
-  // SA, whose UDP fragments ov2_wire sends to the worker for reassembly.
+  // inbound_dests: per destination, how many inbound SAs expect plain ESP
+  // and how many UDP-encapsulated ESP; ov2_wire sends ESP (UDP) fragments to
+  // the worker only for a destination with an ESP (UDP-encapsulated) SA.  A
+  // replacement that changes the encapsulation moves the SA between the two.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
-  // True if the SA key's (family, destination) is in natt_dests.
-  bool natt_destination(const ov2_sa_key& key) const;
+  // The inbound_dests entry of the SA key's (family, destination), if any.
+  std::optional<ov2_dest_sas> inbound_destination(const ov2_sa_key& key) const;
 
   // SPD (ov2_tx): the compiled form, see spd_compiler.h.
   int spd_trie_fd() const;
@@ -100,7 +103,7 @@ class BpfPrograms {
   int verdict_prog_fd() const;
 
  private:
-  void count_natt_destination(const ov2_sa_key& sa_key, int delta);
+  void count_destination(const ov2_sa_key& sa_key, bool udp_encap, int delta);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

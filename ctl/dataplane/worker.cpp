@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "esp/esp.h"
+#include "esp/ipv6_chain.h"
 #include "esp/path_mtu.h"
 #include "ov2_abi.h"
 
@@ -102,6 +103,8 @@ const char* worker_counter_name(WorkerCounter c) {
       return "tx-reassembled";
     case WorkerCounter::TxReasmFailed:
       return "tx-reasm-failed";
+    case WorkerCounter::RxReasmBadChain:
+      return "rx-reasm-bad-chain";
     case WorkerCounter::Count:
       break;
   }
@@ -162,14 +165,15 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
       sas_(sas),
       neighbours_(neighbours),
       icmp_limit_(cfg.icmp_per_second, cfg.icmp_burst),
-      rx_reassembly_{esp::Reassembly(reassembly_limits(cfg, true)),
-                     {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
-                      WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
-                      WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmLargeBusy}},
+      rx_reassembly_{
+          esp::Reassembly(reassembly_limits(cfg, true)),
+          {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
+           WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
+           WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmBadChain, WorkerCounter::RxReasmLargeBusy}},
       tx_reassembly_{esp::Reassembly(reassembly_limits(cfg, transmit_large_ok(cfg))),
                      {WorkerCounter::TxHostFragments, WorkerCounter::TxReassembled, WorkerCounter::TxReasmFailed,
                       WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed,
-                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
+                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
   if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
@@ -662,16 +666,17 @@ bool Worker::send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t n
 }
 
 void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                            const uint8_t* macs) const {
+                            const WireOrigin* wire) const {
   ov2_shim shim{};
   shim.cookie = cfg_.cookie;
   shim.sa_handle = sa_handle;
   shim.rx_info = rx_info;
   shim.inner_proto_be = htons((ip[0] >> 4) == 6 ? ETH_P_IPV6 : ETH_P_IP);
+  shim.wire_vlan_tci = wire != nullptr ? wire->vlan_tci : 0;
   std::memcpy(ip - OV2_SHIM_SIZE, &shim, sizeof(shim));
   uint8_t* eth = ip - OV2_SHIM_SIZE - ETH_HLEN;
-  if (macs != nullptr) {
-    std::memmove(eth, macs, 12);
+  if (wire != nullptr) {
+    std::memcpy(eth, wire->macs, 12);
   } else {
     std::memcpy(eth, cfg_.host_mac, 6);
     std::memcpy(eth + 6, cfg_.nic_mac, 6);
@@ -813,6 +818,9 @@ esp::Reassembly::Result Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t
       case esp::FragmentDrop::TooManyFragments:
         count(r.counters.malformed);
         break;
+      case esp::FragmentDrop::BadHeaderChain:
+        count(r.counters.bad_chain);
+        break;
     }
   }
   return res;
@@ -879,10 +887,17 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     proto = ip[9];
     l4 = ip + ihl;
   } else if (type == htons(ETH_P_IPV6) && ip_len >= 48) {
+    // ESP behind the extension headers ov2_wire walked (a reassembled
+    // datagram keeps the first fragment's unfragmentable part).
+    const esp::Ipv6Chain chain = esp::walk_ipv6_chain(ip, std::min(ip_len, 40u + (ip[4] << 8 | ip[5])));
+    if (chain.status != esp::Ipv6Chain::Status::Ok || chain.off + 8 > ip_len) {
+      count(WorkerCounter::RxMalformed);
+      return 0;
+    }
     key.family = OV2_AF_INET6;
     std::memcpy(key.daddr, ip + 24, 16);
-    proto = ip[6];
-    l4 = ip + 40;
+    proto = chain.next;
+    l4 = ip + chain.off;
   } else {
     count(WorkerCounter::RxMalformed);
     return 0;
@@ -899,17 +914,24 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   const SaRuntimeEntry* sa = sas_.find_inbound(key);
   const bool not_natt = proto == IPPROTO_UDP && (l4[2] << 8 | l4[3]) != OV2_NATT_PORT;
   if (reassembled && proto == IPPROTO_UDP && (!sa || not_natt)) {
-    // A UDP datagram ov2_wire sent for its fragments (natt_dests) that is
+    // A UDP datagram ov2_wire sent for its fragments (inbound_dests) that is
     // not NAT-T ESP with an SA (IKE, say): SA handle 0 and receive word
     // OV2_RX_DELIVER_WIRE; ov2_verdict sends it to the wire's ingress, so it
     // is received as on the wire (through ov2, which has no address, the
-    // reverse-path filter would drop it).  The wire frame's MACs go with it:
-    // the wire's own MAC as destination makes it PACKET_HOST there.  Copied
-    // first: the frame's Ethernet header is overwritten by the shim frame's.
-    uint8_t wire_macs[12];
-    std::memcpy(wire_macs, data, sizeof(wire_macs));
+    // reverse-path filter would drop it).  The wire frame's MACs go with it
+    // (the wire's own MAC as destination makes it PACKET_HOST there), and its
+    // 802.1Q tag, which ov2_verdict puts back: the datagram then arrives on
+    // the VLAN device its fragments were for.  Copied first: the frame's
+    // Ethernet header is overwritten by the shim frame's.
+    WireOrigin wire;
+    std::memcpy(wire.macs, data, sizeof(wire.macs));
+    uint32_t rx_info = OV2_RX_DELIVER_WIRE;
+    if (l2 > ETH_HLEN) {
+      wire.vlan_tci = static_cast<uint16_t>(data[14] << 8 | data[15]);
+      rx_info |= OV2_RX_WIRE_VLAN;
+    }
     esp::Packet plain{ip, ip_len, headroom + l2, capacity - len};
-    const uint32_t pieces = to_host(plain, 0, OV2_RX_DELIVER_WIRE, out, out_room, wire_macs, copy_into);
+    const uint32_t pieces = to_host(plain, 0, rx_info, out, out_room, &wire, copy_into);
     if (pieces) count(WorkerCounter::RxReasmPassed);
     return pieces;
   }
@@ -999,7 +1021,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
 }
 
 uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, uint32_t out_room,
-                         const uint8_t* macs, const uint64_t* copy_into) {
+                         const WireOrigin* wire, const uint64_t* copy_into) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
   if ((copy_into == nullptr && p.headroom < kShimFrame) || p.len == 0) {
     count(WorkerCounter::RxMalformed);
@@ -1029,7 +1051,7 @@ uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, x
     uint64_t frame = 0;
     umem_->alloc(&frame);  // cannot fail: checked free_frames() above
     uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + ip_offset));
-    frame_for_host(ip, esp::ipv4_fragment(p.data, mtu, i, ip), sa_handle, rx_info, &out[i], macs);
+    frame_for_host(ip, esp::ipv4_fragment(p.data, mtu, i, ip), sa_handle, rx_info, &out[i], wire);
   }
   uint8_t* first = p.data;
   if (copy_into)
@@ -1042,7 +1064,7 @@ uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, x
   } else if (copy_into) {
     std::memcpy(first, p.data, p.len);
   }
-  frame_for_host(first, first_len, sa_handle, rx_info, out, macs);
+  frame_for_host(first, first_len, sa_handle, rx_info, out, wire);
   return pieces;
 }
 

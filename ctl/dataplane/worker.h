@@ -91,7 +91,7 @@ enum class WorkerCounter : uint32_t {
   RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
   RxReasmTooBig,        // above 65535 bytes, or no frames/ov2-nic slots left for an inner packet's pieces
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
-  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments, other IPv6 chains
+  RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
   RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress
   RxReasmLarge,         // datagrams reassembled bigger than a UMEM frame, into the large buffer (each also
@@ -104,6 +104,9 @@ enum class WorkerCounter : uint32_t {
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
   TxReasmFailed,    // host datagrams dropped: timeout, overlap, too big, table full, malformed
+  // IPv6 fragments whose extension headers before the Fragment header run past
+  // the packet, number more than OV2_MAX_IPV6_EXT_HDRS or exceed 256 bytes.
+  RxReasmBadChain,
   Count
 };
 
@@ -216,11 +219,17 @@ class Worker {
   // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.
   bool put_on_wire(esp::Packet& p, WorkerCounter sent, TxSlots& slots);
   bool send_icmp_error(uint8_t* ip, uint32_t len, uint32_t mtu, uint64_t now_ns);
+  // What a datagram sent back to the wire's ingress (OV2_RX_DELIVER_WIRE)
+  // keeps of the wire frame it came in.
+  struct WireOrigin {
+    uint8_t macs[12];       // destination, source
+    uint16_t vlan_tci = 0;  // its 802.1Q tag's TCI, with OV2_RX_WIRE_VLAN in the receive word
+  };
   // Ethernet | ov2_shim in front of the IP packet at `ip` (the caller checked
-  // the room): the frame ov2_deliver expects on the host end.
-  // `macs` (destination, source: 12 bytes) replaces host/nic MACs when set.
+  // the room): the frame ov2_deliver expects on the host end.  `wire`, when
+  // set, gives the MACs (in place of host/nic MACs) and the shim's wire_vlan_tci.
   void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                      const uint8_t* macs = nullptr) const;
+                      const WireOrigin* wire = nullptr) const;
   // Frames for ov2-nic an unfragmented received packet may become (see
   // decapsulate_one); a fragment needs host_pieces_max_.
   static constexpr uint32_t kMaxHostPieces = 8;
@@ -242,15 +251,16 @@ class Worker {
                            uint32_t out_room, RxSource source);
   // The IP packet `p` to the host end: shim frames into out[0..n), in
   // fragments if it is IPv4 too big for ov2 (n <= out_room); returns n, 0 if
-  // it cannot go.  `macs`: see frame_for_host.  `copy_into`: p is not in the UMEM (the large buffer); every piece is
-  // copied into a frame, the first into the frame at *copy_into.
+  // it cannot go.  `wire`: see frame_for_host.  `copy_into`: p is not in the
+  // UMEM (the large buffer); every piece is copied into a frame, the first
+  // into the frame at *copy_into.
   uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, uint32_t out_room,
-                   const uint8_t* macs, const uint64_t* copy_into);
+                   const WireOrigin* wire, const uint64_t* copy_into);
   // A reassembly table and the counters it feeds.
   struct Reassembler {
     esp::Reassembly table;
     struct {
-      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, large_busy;
+      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, bad_chain, large_busy;
     } counters;
   };
   // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s

@@ -115,8 +115,9 @@ struct Layout {
 };
 
 // Padding 1,2,3,... so that payload+2 is a multiple of the block size (>= 4).
+// `block` is a power of two (4, 8 or 16): masks, not a division per packet.
 uint32_t pad_for(uint32_t payload_len, uint32_t block) {
-  return (block - (payload_len + 2) % block) % block;
+  return (block - ((payload_len + 2) & (block - 1))) & (block - 1);
 }
 
 void write_trailer(uint8_t* at, uint32_t pad, uint8_t next_header) {
@@ -140,11 +141,17 @@ bool decap_ecn(uint8_t inner, uint8_t outer, uint8_t& out) {
   return true;
 }
 
+// Adds `n`, returns the new value.  Not shared (one writing thread): a plain
+// load and store, no locked instruction; readers still see whole values.
 template <typename T>
-void bump(std::atomic<T>& a, T n, bool shared) {
-  if (shared) a.fetch_add(n, std::memory_order_relaxed);
-  else a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+T bump(std::atomic<T>& a, T n, bool shared) {
+  if (shared) return T(a.fetch_add(n, std::memory_order_relaxed) + n);
+  const T v = T(a.load(std::memory_order_relaxed) + n);
+  a.store(v, std::memory_order_relaxed);
+  return v;
 }
+
+constexpr uint64_t kPendingSeqHi = uint64_t(1) << 32;
 
 }  // namespace
 
@@ -220,7 +227,7 @@ bool seconds_reached(uint64_t limit_s, uint64_t elapsed_ns) {
 // ---- Outbound ---------------------------------------------------------------
 
 OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_slots)
-    : spec_(without_keys(spec)), created_ns_(created_ns) {
+    : spec_(without_keys(spec)), created_ns_(created_ns), shared_(crypto_slots > 1) {
   if (spec.dir != Direction::Out) fail(ErrorCode::InvalidArgument, "OutboundSa needs an outbound SA (dir out)");
   if (spec.mode == Mode::Tunnel && (spec.src.family != spec.dst.family || spec.src.is_any() || spec.dst.is_any()))
     fail(ErrorCode::InvalidArgument, "an outbound tunnel SA needs a source and destination address of one family");
@@ -232,6 +239,10 @@ OutboundSa::~OutboundSa() = default;
 
 bool OutboundSa::set_seq_hi(uint32_t seq_hi) {
   if (!spec_.esn) return false;
+  if (!shared_) {  // the owning thread applies it (claim_seq)
+    pending_seq_hi_.store(kPendingSeqHi | seq_hi, std::memory_order_release);
+    return true;
+  }
   uint64_t cur = next_seq_.load(std::memory_order_relaxed);
   uint64_t want;
   do {
@@ -260,10 +271,10 @@ bool OutboundSa::check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, Lifeti
 }
 
 void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
-  const uint64_t packets = life_packets_.fetch_add(1, std::memory_order_relaxed) + 1;
-  const uint64_t bytes = life_bytes_.fetch_add(plain_len, std::memory_order_relaxed) + plain_len;
-  counters_.packets.fetch_add(1, std::memory_order_relaxed);
-  counters_.bytes.fetch_add(plain_len, std::memory_order_relaxed);
+  const uint64_t packets = bump(life_packets_, uint64_t(1), shared_);
+  const uint64_t bytes = bump(life_bytes_, uint64_t(plain_len), shared_);
+  bump(counters_.packets, uint64_t(1), shared_);
+  bump(counters_.bytes, uint64_t(plain_len), shared_);
   const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
   // Reaching a hard count limit: this packet is the last one sent.
   if ((spec_.life_packets.hard && packets >= spec_.life_packets.hard) ||
@@ -271,15 +282,49 @@ void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev)
     fire_hard(ev, true);
   if ((spec_.life_packets.soft && packets >= spec_.life_packets.soft) ||
       (spec_.life_bytes.soft && bytes >= spec_.life_bytes.soft) || seconds_reached(spec_.life_seconds.soft, elapsed)) {
-    if (!soft_fired_.exchange(true, std::memory_order_relaxed) && ev) ev->soft_expired_now = true;
+    if (!soft_fired_.load(std::memory_order_relaxed) && !soft_fired_.exchange(true, std::memory_order_relaxed) && ev)
+      ev->soft_expired_now = true;
   }
 }
 
 Reason OutboundSa::encapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
   if (ev) *ev = {};
   const Reason r = encapsulate_impl(p, now_ns, ev);
-  counters_.by_reason[size_t(r)].fetch_add(1, std::memory_order_relaxed);
+  bump(counters_.by_reason[size_t(r)], uint64_t(1), shared_);
   return r;
+}
+
+namespace {
+uint64_t with_seq_hi(uint64_t pending, uint64_t next) {
+  const uint64_t want = (pending & 0xffffffffu) << 32 | (next & 0xffffffffu);
+  return want == 0 ? 1 : want;
+}
+}  // namespace
+
+uint64_t OutboundSa::next_seq() const {
+  const uint64_t pending = pending_seq_hi_.load(std::memory_order_acquire);
+  const uint64_t next = next_seq_.load(std::memory_order_relaxed);
+  return pending ? with_seq_hi(pending, next) : next;
+}
+
+// The sequence number never wraps (RFC 4303 §3.3.3): claim one or stop.
+bool OutboundSa::claim_seq(uint64_t& seq) {
+  const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
+  if (!shared_) {
+    if (pending_seq_hi_.load(std::memory_order_relaxed) != 0) {
+      const uint64_t pending = pending_seq_hi_.exchange(0, std::memory_order_acquire);
+      next_seq_.store(with_seq_hi(pending, next_seq_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+    }
+    seq = next_seq_.load(std::memory_order_relaxed);
+    if (seq == 0 || seq > last) return false;
+    next_seq_.store(seq + 1, std::memory_order_relaxed);
+    return true;
+  }
+  seq = next_seq_.load(std::memory_order_relaxed);
+  do {
+    if (seq == 0 || seq > last) return false;
+  } while (!next_seq_.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed));
+  return true;
 }
 
 uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
@@ -315,15 +360,12 @@ Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* e
   if (total - (sa_v6 ? 40 : 0) > 0xffff) return Reason::BadLength;  // the IP length field cannot say it
 
   if (!check_hard_lifetime(ip.len, now_ns, ev)) return Reason::LifetimeExpired;
-  // The sequence number never wraps (RFC 4303 §3.3.3): claim one or stop.
+  uint64_t seq = 0;
+  if (!claim_seq(seq)) {
+    delete_requested_.store(true, std::memory_order_relaxed);
+    return Reason::SeqExhausted;
+  }
   const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
-  uint64_t seq = next_seq_.load(std::memory_order_relaxed);
-  do {
-    if (seq == 0 || seq > last) {
-      delete_requested_.store(true, std::memory_order_relaxed);
-      return Reason::SeqExhausted;
-    }
-  } while (!next_seq_.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed));
 
   uint8_t* const payload = p.data + ip.hdr_len;  // does not move
   uint8_t* const start = p.data - insert;
@@ -343,7 +385,7 @@ Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* e
       start[0] = 0x45;
       start[1] = encap_tos(ip.tos);
       put16(start + 2, uint16_t(total));
-      put16(start + 4, uint16_t(ipv4_id_.fetch_add(1, std::memory_order_relaxed)));
+      put16(start + 4, uint16_t(bump(ipv4_id_, uint32_t(1), shared_) - 1));
       put16(start + 6, ip.df ? 0x4000 : 0);
       start[8] = kTunnelTtl;
       start[9] = carrier;
@@ -408,11 +450,18 @@ InboundSa::~InboundSa() = default;
 
 bool InboundSa::set_seq_hi(uint32_t seq_hi) {
   if (!spec_.esn) return false;
-  top_ = uint64_t(seq_hi) << 32 | (top_ & 0xffffffffu);
+  // The SA's thread moves top_ (decapsulate): it applies this there.
+  pending_seq_hi_.store(kPendingSeqHi | seq_hi, std::memory_order_release);
   return true;
 }
 
+uint64_t InboundSa::highest_seq() const {
+  const uint64_t pending = pending_seq_hi_.load(std::memory_order_acquire);
+  return pending ? (pending & 0xffffffffu) << 32 | (top_ & 0xffffffffu) : top_;
+}
+
 void InboundSa::set_highest_seq(uint64_t seq) {
+  pending_seq_hi_.store(0, std::memory_order_relaxed);
   top_ = seq;
   std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
 }
@@ -525,6 +574,10 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
 }
 
 Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res) {
+  if (pending_seq_hi_.load(std::memory_order_relaxed) != 0) {  // UPDATE_SA from another thread
+    const uint64_t pending = pending_seq_hi_.exchange(0, std::memory_order_acquire);
+    if (pending) top_ = (pending & 0xffffffffu) << 32 | (top_ & 0xffffffffu);
+  }
   uint8_t* const d = p.data;
   const bool sa_v6 = spec_.dst.family == Family::V6;
   if (p.len < 1) return Reason::Truncated;

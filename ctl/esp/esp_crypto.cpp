@@ -196,11 +196,8 @@ uint32_t CryptoState::aead_inputs(const EspHeaderFields& h, const uint8_t* iv, u
 }
 
 CryptoState::Slot& CryptoState::acquire() {
-  if (nslots_ == 1) {
-    while (slots_[0].busy.test_and_set(std::memory_order_acquire)) {
-    }
-    return slots_[0];
-  }
+  // One slot: the SA belongs to one thread at a time (esp.h), no lock.
+  if (nslots_ == 1) return slots_[0];
   // Each thread starts at its own slot so that with slots >= threads nobody waits.
   static std::atomic<unsigned> next_thread{0};
   thread_local unsigned hint = next_thread.fetch_add(1, std::memory_order_relaxed);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "esp/ip_checksum.h"
+#include "esp/ipv6_chain.h"
 
 namespace ov2::esp {
 
@@ -14,8 +15,10 @@ using wire::put16;
 namespace {
 
 // Room kept in front of a datagram's payload in its buffer for the header of
-// the first fragment (the longest: IPv4 with 40 bytes of options).
-constexpr uint32_t kHeaderRoom = 60;
+// the first fragment: IPv4 with 40 bytes of options (60), or IPv6's
+// unfragmentable part (the fixed header and the extension headers before the
+// Fragment header, RFC 8200 §4.5).  A longer IPv6 one is BadHeaderChain.
+constexpr uint32_t kHeaderRoom = 256;
 constexpr uint8_t kIpv6Fragment = 44;
 constexpr uint32_t kMaxDatagram = 65535;
 constexpr uint32_t kLargeBytes = kHeaderRoom + Reassembly::kLargePayload;
@@ -28,14 +31,17 @@ struct FragmentView {
   uint32_t id;
   const uint8_t* src;
   const uint8_t* dst;
-  const uint8_t* header;  // the IP header (IPv6: the fixed header only)
+  const uint8_t* header;  // the IP header (IPv6: the unfragmentable part)
   uint32_t header_len;
+  uint32_t nh_off;  // IPv6: the Next Header byte in `header` that named the Fragment header
   const uint8_t* payload;
   uint32_t offset, len;  // payload bytes [offset, offset + len) of the datagram
   bool more;
 };
 
-bool parse(const uint8_t* ip, uint32_t len, FragmentView* f) {
+// False if `ip` is no fragment add() can take; `why` says why.
+bool parse(const uint8_t* ip, uint32_t len, FragmentView* f, FragmentDrop* why) {
+  *why = FragmentDrop::Malformed;
   if (len < 1) return false;
   if ((ip[0] >> 4) == 4) {
     if (len < 20) return false;
@@ -43,17 +49,24 @@ bool parse(const uint8_t* ip, uint32_t len, FragmentView* f) {
     const uint32_t total = be16(ip + 2);
     if (ihl < 20 || total < ihl || total > len) return false;
     const uint16_t fo = be16(ip + 6);
-    *f = {4,   ip[9],    be16(ip + 4),        ip + 12,     ip + 16,           ip,
-          ihl, ip + ihl, (fo & 0x1fffu) * 8u, total - ihl, (fo & 0x2000) != 0};
+    *f = {4, ip[9],    be16(ip + 4),        ip + 12,     ip + 16,           ip, ihl,
+          0, ip + ihl, (fo & 0x1fffu) * 8u, total - ihl, (fo & 0x2000) != 0};
     return true;
   }
   if ((ip[0] >> 4) == 6) {
-    if (len < 48 || ip[6] != kIpv6Fragment) return false;
+    if (len < 40) return false;
     const uint32_t total = 40u + be16(ip + 4);
-    if (total < 48 || total > len) return false;
-    const uint8_t* fh = ip + 40;
+    if (total > len) return false;
+    const Ipv6Chain chain = walk_ipv6_chain(ip, total);
+    if (chain.status != Ipv6Chain::Status::Ok || chain.off > kHeaderRoom) {
+      *why = FragmentDrop::BadHeaderChain;
+      return false;
+    }
+    if (chain.next != kIpv6Fragment || chain.off + 8 > total) return false;
+    const uint8_t* fh = ip + chain.off;
     const uint16_t fo = be16(fh + 2);
-    *f = {6, fh[0], be32(fh + 4), ip + 8, ip + 24, ip, 40, ip + 48, fo & 0xfff8u, total - 48, (fo & 1) != 0};
+    *f = {6,      fh[0],        be32(fh + 4),          ip + 8,       ip + 24, ip, chain.off, chain.nh_off,
+          fh + 8, fo & 0xfff8u, total - chain.off - 8, (fo & 1) != 0};
     return true;
   }
   return false;
@@ -74,9 +87,9 @@ struct Reassembly::Entry {
   uint32_t header_len = 0;
   uint32_t total = 0;  // payload bytes, once the last fragment is in
   uint32_t fragments = 0;
-  uint8_t* buffer = nullptr;      // header room, then the payload: own_buffer or a large buffer
+  uint8_t* buffer = nullptr;      // kHeaderRoom, then the payload: own_buffer or a large buffer
   Fragment* held = nullptr;       // sorted by start: own_held or the large buffer's list
-  uint8_t* own_buffer = nullptr;  // limits.buffer_bytes
+  uint8_t* own_buffer = nullptr;  // kHeaderRoom + limits.buffer_bytes
   Fragment* own_held = nullptr;   // limits.max_fragments
   uint32_t large = kNoLarge;      // the large buffer it holds, if any
 };
@@ -84,13 +97,14 @@ struct Reassembly::Entry {
 Reassembly::Reassembly(const Limits& limits) : limits_(limits) {
   limits_.entries = std::max(limits_.entries, 1u);
   limits_.max_fragments = std::max(limits_.max_fragments, 2u);
-  limits_.buffer_bytes = std::max(limits_.buffer_bytes, kHeaderRoom + 8);
+  limits_.buffer_bytes = std::max(limits_.buffer_bytes, 68u);
+  const size_t buffer = kHeaderRoom + size_t(limits_.buffer_bytes);
   entries_ = std::make_unique<Entry[]>(limits_.entries);
-  buffers_ = std::make_unique<uint8_t[]>(size_t(limits_.entries) * limits_.buffer_bytes);
+  buffers_ = std::make_unique<uint8_t[]>(size_t(limits_.entries) * buffer);
   fragments_ = std::make_unique<Fragment[]>(size_t(limits_.entries) * limits_.max_fragments);
   for (uint32_t i = 0; i < limits_.entries; ++i) {
     Entry& e = entries_[i];
-    e.buffer = e.own_buffer = buffers_.get() + size_t(i) * limits_.buffer_bytes;
+    e.buffer = e.own_buffer = buffers_.get() + size_t(i) * buffer;
     e.held = e.own_held = fragments_.get() + size_t(i) * limits_.max_fragments;
   }
   if (limits_.large_entries > 0) {
@@ -108,8 +122,9 @@ Reassembly::~Reassembly() = default;
 
 bool Reassembly::is_fragment(const uint8_t* ip, uint32_t len) {
   if (len >= 20 && (ip[0] >> 4) == 4) return (be16(ip + 6) & 0x3fff) != 0;
-  if (len >= 40 && (ip[0] >> 4) == 6) return ip[6] == kIpv6Fragment;
-  return false;
+  if (len < 40 || (ip[0] >> 4) != 6) return false;
+  const Ipv6Chain chain = walk_ipv6_chain(ip, std::min(len, 40u + be16(ip + 4)));
+  return chain.status != Ipv6Chain::Status::Ok || chain.next == kIpv6Fragment;
 }
 
 Reassembly::Entry* Reassembly::find_or_create(uint8_t family, const uint8_t* src, const uint8_t* dst, uint32_t id,
@@ -180,20 +195,22 @@ Reassembly::Result Reassembly::drop(Entry& e, FragmentDrop why) {
 Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room,
                                    uint8_t* large_out, uint32_t large_room) {
   FragmentView f;
-  if (!parse(ip, len, &f)) return {Kind::Dropped, FragmentDrop::Malformed};
+  FragmentDrop bad;
+  if (!parse(ip, len, &f, &bad)) return {Kind::Dropped, bad};
   if (f.family == 4 && f.offset == 0 && !f.more) return {Kind::Dropped, FragmentDrop::Malformed};  // not a fragment
   // Every fragment but the last carries a multiple of 8 bytes (RFC 791, RFC 8200 §4.5).
   if (f.more && (f.len == 0 || f.len % 8 != 0)) return {Kind::Dropped, FragmentDrop::Malformed};
   const uint32_t end = f.offset + f.len;
   if (f.family == 6 && f.offset == 0 && !f.more) {
     // RFC 6946 atomic fragment: the packet alone, without its fragment header.
-    if (40 + f.len > out_room) return {Kind::Dropped, FragmentDrop::TooBig};
+    const uint32_t n = f.header_len + f.len;
+    if (n > out_room) return {Kind::Dropped, FragmentDrop::TooBig};
     const uint8_t next = f.proto;
-    std::memmove(out, ip, 40);
-    std::memmove(out + 40, f.payload, f.len);
-    out[6] = next;
-    put16(out + 4, static_cast<uint16_t>(f.len));
-    return {Kind::Complete, FragmentDrop::Malformed, 40 + f.len};
+    std::memmove(out, ip, f.header_len);
+    std::memmove(out + f.header_len, f.payload, f.len);
+    out[f.nh_off] = next;
+    put16(out + 4, static_cast<uint16_t>(n - 40));
+    return {Kind::Complete, FragmentDrop::Malformed, n};
   }
 
   FragmentDrop why = FragmentDrop::Malformed;
@@ -201,7 +218,7 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
   if (!e) return {Kind::Dropped, why};
   // RFC 791: 65535 bytes with the header; RFC 8200: a payload length of 65535.
   if (end + (f.family == 4 ? f.header_len : 0) > kMaxDatagram) return drop(*e, FragmentDrop::TooBig);
-  if (e->large == kNoLarge && kHeaderRoom + end > limits_.buffer_bytes) {
+  if (e->large == kNoLarge && f.header_len + end > limits_.buffer_bytes) {
     if (limits_.large_entries == 0) return drop(*e, FragmentDrop::TooBig);
     if (!make_large(*e)) return drop(*e, FragmentDrop::LargeBusy);
   }
@@ -233,12 +250,13 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
   e->held[at] = {f.offset, end};
   ++e->fragments;
   if (f.offset == 0) {
-    // The first fragment's header becomes the datagram's (RFC 791; RFC 8200:
-    // the unfragmentable part, here the fixed header).
+    // The first fragment's header becomes the datagram's (RFC 791; RFC 8200
+    // §4.5: its unfragmentable part, the last Next Header of which names what
+    // the Fragment header named).
     std::memcpy(payload - f.header_len, f.header, f.header_len);
     e->header_len = f.header_len;
     e->have_first = true;
-    if (f.family == 6) payload[-40 + 6] = f.proto;
+    if (f.family == 6) (payload - f.header_len)[f.nh_off] = f.proto;
   }
   if (!f.more) {
     e->have_last = true;
@@ -252,7 +270,7 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
   const uint32_t n = e->header_len + e->total;
   const bool large = n > out_room;
   if (large) out = large_out;
-  if ((large && (large_out == nullptr || n > large_room)) || (f.family == 4 && n > kMaxDatagram))
+  if ((large && (large_out == nullptr || n > large_room)) || n - (f.family == 6 ? 40 : 0) > kMaxDatagram)
     return drop(*e, FragmentDrop::TooBig);
   std::memcpy(out, payload - e->header_len, n);
   if (f.family == 4) {
@@ -260,7 +278,7 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
     put16(out + 6, be16(out + 6) & 0x4000);  // DF stays; no MF, no offset
     wire::set_ipv4_checksum(out);
   } else {
-    put16(out + 4, static_cast<uint16_t>(e->total));
+    put16(out + 4, static_cast<uint16_t>(n - 40));
   }
   release(*e);
   return {Kind::Complete, FragmentDrop::Malformed, n, large};

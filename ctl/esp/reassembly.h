@@ -10,8 +10,8 @@
 //  - `entries` datagrams in progress at once; a fragment of a new datagram
 //    when all are taken is dropped (TableFull), as Linux drops above
 //    ipfrag_high_thresh;
-//  - `buffer_bytes` per datagram (header room + payload; the worker: one
-//    UMEM frame), enough for what fits a frame;
+//  - `buffer_bytes` per datagram (header + payload; the worker: one UMEM
+//    frame), in a buffer of its own;
 //  - `large_entries` buffers of 65535 bytes of payload (+ header room),
 //    shared by the table: a datagram that outgrows `buffer_bytes` moves into
 //    one (its bytes so far copied once) and gives it back when it completes
@@ -27,8 +27,12 @@
 // (same offset, length and bytes) is ignored in both (RFC 8200 §4.5; Linux
 // IPFRAG_DUP); the same range with other bytes drops the datagram.  An IPv6 atomic fragment
 // (offset 0, M clear, RFC 6946) is processed on its own, without the table.
-// IPv6: the fragment header must follow the fixed header directly (what ESP
-// peers send); other header chains are dropped as Malformed.
+// IPv6: Hop-by-Hop, Routing and Destination Options headers may come before
+// the Fragment header (RFC 8200 §4.1, walked as ov2_wire does: at most
+// OV2_MAX_IPV6_EXT_HDRS, esp/ipv6_chain.h); that unfragmentable part is kept
+// from the first fragment (§4.5).  A chain that runs past the packet, is
+// longer than that, or is more than 256 bytes with the fixed header is
+// BadHeaderChain.
 #pragma once
 
 #include <cstdint>
@@ -37,12 +41,13 @@
 namespace ov2::esp {
 
 enum class FragmentDrop : uint8_t {
-  Malformed,         // bad lengths/offsets, conflicting last fragments, unsupported IPv6 header chain
+  Malformed,         // bad lengths/offsets, conflicting last fragments
   Overlap,           // IPv6 overlap, or IPv4 overlap whose bytes differ: the datagram is dropped
   TooBig,            // above 65535 bytes, or the buffers / output room the caller gave
   LargeBusy,         // bigger than buffer_bytes while every large buffer holds another datagram
   TableFull,         // no free entry for a new datagram
   TooManyFragments,  // more than max_fragments for one datagram
+  BadHeaderChain,    // IPv6 extension headers before the Fragment header truncated, too many or too long
 };
 
 class Reassembly {
@@ -76,8 +81,9 @@ class Reassembly {
   Reassembly& operator=(const Reassembly&) = delete;
 
   // True if the IP packet at `ip` (`len` bytes, version from the first
-  // nibble) is a fragment: IPv4 MF or offset, or an IPv6 fixed header whose
-  // next header is a fragment header.  Nothing is checked beyond that.
+  // nibble) is a fragment: IPv4 MF or offset, or IPv6 whose extension header
+  // chain leads to a Fragment header -- or cannot be walked (add() drops it
+  // as BadHeaderChain).  Nothing is checked beyond that.
   static bool is_fragment(const uint8_t* ip, uint32_t len);
 
   // Adds the fragment at `ip` (`len` bytes from its IP header; Ethernet
@@ -86,8 +92,9 @@ class Reassembly {
   // `ip` itself: the fragment is consumed before `out` is written) or, if it
   // does not fit there, to `large_out` (`large_room` bytes; not the
   // fragment's buffer), its header rebuilt (IPv4: total length, no
-  // MF/offset, DF kept, checksum; IPv6: the fragment header removed, payload
-  // length), and its entry freed.  Fitting neither: TooBig.
+  // MF/offset, DF kept, checksum; IPv6: the first fragment's unfragmentable
+  // part, the fragment header removed, payload length), and its entry freed.
+  // Fitting neither: TooBig.
   Result add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room,
              uint8_t* large_out = nullptr, uint32_t large_room = 0);
 

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "bench_interrupt.h"
+
 namespace ov2::bench {
 
 struct Timing {
@@ -31,7 +33,8 @@ inline double thread_cpu_seconds() {
 
 // Calls body(n) with growing n until one call lasts ~seconds_per_run, then
 // returns the median rate (iterations/s) over `runs` runs.  cpu_time: per
-// second of this thread's CPU time instead of wall-clock time.
+// second of this thread's CPU time instead of wall-clock time.  A signal
+// (bench_interrupt.h) is looked for between calls, outside what is timed.
 inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>& body, bool cpu_time = false) {
   using clock = std::chrono::steady_clock;
   uint64_t n = 64;
@@ -39,6 +42,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
     const auto a = clock::now();
     body(n);
     const double s = std::chrono::duration<double>(clock::now() - a).count();
+    check_interrupt();
     if (s > t.seconds_per_run / 4 || n > (1ull << 40)) {
       n = static_cast<uint64_t>(static_cast<double>(n) * t.seconds_per_run / std::max(s, 1e-9));
       break;
@@ -53,6 +57,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
     body(n);
     const double s = cpu_time ? thread_cpu_seconds() - cpu : std::chrono::duration<double>(clock::now() - a).count();
     rates.push_back(static_cast<double>(n) / std::max(s, 1e-9));
+    check_interrupt();
   }
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];
@@ -60,6 +65,7 @@ inline double measure_rate(const Timing& t, const std::function<void(uint64_t)>&
 
 // For work that needs untimed preparation per batch: prepare() is not timed,
 // batch() processes `batch_size` items and is timed.  Median over runs.
+// Signals are looked for between batches, outside what is timed.
 inline double measure_rate_batched(const Timing& t, size_t batch_size, const std::function<void()>& prepare,
                                    const std::function<void()>& batch) {
   using clock = std::chrono::steady_clock;
@@ -73,11 +79,44 @@ inline double measure_rate_batched(const Timing& t, size_t batch_size, const std
       batch();
       timed += std::chrono::duration<double>(clock::now() - a).count();
       items += batch_size;
+      check_interrupt();
     }
     rates.push_back(static_cast<double>(items) / timed);
   }
   std::sort(rates.begin(), rates.end());
   return rates[rates.size() / 2];
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// One batched measurement: prepare() is not timed, batch() processes `items`
+// items and is timed.
+struct BatchedCase {
+  std::function<void()> prepare;
+  std::function<void()> batch;
+  size_t items;
+};
+
+// Runs the cases in turn, each for about t.seconds_per_run, in t.runs rounds,
+// so that a change of machine load during the bench hits them all alike
+// (and a ratio can be taken round by round).  Returns rates[case][round].
+inline std::vector<std::vector<double>> interleaved_rates(const Timing& t, const std::vector<BatchedCase>& cases) {
+  std::vector<std::vector<double>> rates(cases.size());
+  const Timing single{t.seconds_per_run, 1};
+  for (int r = 0; r < t.runs; ++r)
+    for (size_t c = 0; c < cases.size(); ++c)
+      rates[c].push_back(measure_rate_batched(single, cases[c].items, cases[c].prepare, cases[c].batch));
+  return rates;
+}
+
+// The median over rounds of a[round] / b[round].
+inline double median_ratio(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) r.push_back(a[i] / b[i]);
+  return median(r);
 }
 
 class Report {
@@ -131,8 +170,13 @@ class Report {
   std::vector<std::pair<std::string, std::string>> notes_;
 };
 
-// The engine group (ipsecov2_bench.cpp).
-void run_engine_benchmarks(Report& report, const Timing& t);
+// The engine group (ipsecov2_bench.cpp): every cipher label and size listed
+// (empty: all of them).
+struct EngineSelection {
+  std::vector<std::string> ciphers;  // aes128gcm, aes256gcm, chacha20poly1305
+  std::vector<uint32_t> sizes;       // 64, 512, 1400
+};
+void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelection& only = {});
 // Decapsulation + the worker's inbound policy check with 1 and `count` inbound policies.
 void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t count);
 // Raw AEAD records/s of `size` bytes on one prepared OpenSSL context (the

@@ -19,7 +19,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <iterator>
@@ -58,17 +57,21 @@ double cpu_seconds(pid_t pid) {
 // A real ipsecov2d started by the bench and stopped (SIGTERM, then SIGKILL)
 // when this object goes.  With a wire, the daemon runs in a private network
 // namespace (unshare, so it disappears with the daemon) on one end of a
-// fresh veth pair.
+// fresh veth pair.  Its own process group (fork_child_group): it dies with the
+// bench, a ^C on the terminal reaches the bench only, and a forced exit kills
+// the group.
 class Daemon {
  public:
   // `state_dir` empty: no state file (a non-default --socket keeps none).
   Daemon(const std::string& binary, const std::string& socket_path, bool with_wire, const std::string& state_dir = "") {
-    pid_ = fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
+    std::vector<std::string> args = {binary, "--socket", socket_path, "--no-restore", "--log-level", "warning"};
+    if (with_wire) args.insert(args.end(), {"--wire", "ov2bw0"});
+    if (!state_dir.empty()) args.insert(args.end(), {"--state-dir", state_dir});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = fork_child_group();
     if (pid_ == 0) {
-      // The daemon goes with the bench even if the bench is killed (timeout, ^C).
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() == 1) _exit(122);
       if (with_wire) {
         if (unshare(CLONE_NEWNET) != 0) _exit(120);
         if (std::system("ip link add ov2bw0 type veth peer name ov2bw1 && ip link set lo up && "
@@ -77,47 +80,58 @@ class Daemon {
       }
       const int devnull = open("/dev/null", O_RDWR);
       if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-      std::vector<std::string> args = {binary, "--socket", socket_path, "--no-restore", "--log-level", "warning"};
-      if (with_wire) {
-        args.insert(args.end(), {"--wire", "ov2bw0"});
-      }
-      if (!state_dir.empty()) args.insert(args.end(), {"--state-dir", state_dir});
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
       execv(binary.c_str(), argv.data());
       _exit(127);
     }
-    // Wait for the socket (up to 15 s).
+    group_ = std::make_unique<Leftover>(Leftover::Kind::ProcessGroup, std::to_string(pid_));
+    try {
+      wait_for_socket(socket_path);
+    } catch (...) {
+      stop();
+      throw;
+    }
+  }
+  ~Daemon() { stop(); }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  // Up to 15 s; a signal ends the wait.
+  void wait_for_socket(const std::string& socket_path) {
     for (int i = 0; i < 300; ++i) {
       struct stat st{};
       if (stat(socket_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) return;
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = -1;
+        check_interrupt();
         throw std::runtime_error("ipsecov2d exited before creating its socket (status " + std::to_string(status) +
                                  "); run the bench as root and build ipsecov2d");
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      interruptible_sleep(std::chrono::milliseconds(50));
     }
     throw std::runtime_error("ipsecov2d did not create " + socket_path + " within 15 s");
   }
-  ~Daemon() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 100; ++i) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  void stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      bool gone = false;
+      for (int i = 0; i < 100 && !gone; ++i) {
+        gone = waitpid(pid_, nullptr, WNOHANG) == pid_;
+        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (!gone) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, nullptr, 0);
+      }
     }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    group_.reset();
   }
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
-  pid_t pid() const { return pid_; }
 
- private:
   pid_t pid_ = -1;
+  std::unique_ptr<Leftover> group_;
 };
 
 // One control connection that sends many requests before reading the
@@ -139,15 +153,24 @@ class PipelinedClient {
   PipelinedClient& operator=(const PipelinedClient&) = delete;
 
   // Sends every request line (each ends with '\n') and returns the answers
-  // in order.  Throws on a closed connection or no progress for 30 s.
+  // in order.  Throws on a closed connection or no progress for 30 s, and
+  // Interrupted on a signal (looked for at each wake-up, and at least every
+  // 200 ms: this loop is timed, so no second descriptor in its poll).
   std::vector<json> exchange(const std::vector<std::string>& requests) {
     std::vector<json> answers;
     answers.reserve(requests.size());
     size_t next = 0, offset = 0;
     std::string in;
+    int idle_ms = 0;
     while (answers.size() < requests.size()) {
       pollfd p{fd_, static_cast<short>(POLLIN | (next < requests.size() ? POLLOUT : 0)), 0};
-      if (poll(&p, 1, 30000) <= 0) throw std::runtime_error("the daemon stopped answering (30 s)");
+      const int ready = poll(&p, 1, 200);
+      check_interrupt();
+      if (ready <= 0) {
+        if ((idle_ms += 200) >= 30000) throw std::runtime_error("the daemon stopped answering (30 s)");
+        continue;
+      }
+      idle_ms = 0;
       if (p.revents & POLLOUT) {
         // Coalesce up to ~64 KiB of requests per send.
         std::string chunk;
@@ -241,21 +264,22 @@ std::vector<std::string> exchange_sa_adds(const std::string& socket_path, const 
   std::vector<std::unique_ptr<PipelinedClient>> clients;
   for (unsigned c = 0; c < connections; ++c) clients.push_back(std::make_unique<PipelinedClient>(socket_path));
   std::vector<std::vector<json>> answers(connections);
-  std::vector<std::string> errors(connections);
+  std::vector<std::exception_ptr> errors(connections);  // Interrupted too
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::thread> threads;
   for (unsigned c = 0; c < connections; ++c)
     threads.emplace_back([&, c] {
       try {
         answers[c] = clients[c]->exchange(per[c]);
-      } catch (const std::exception& e) {
-        errors[c] = e.what();
+      } catch (...) {
+        errors[c] = std::current_exception();
       }
     });
   for (auto& t : threads) t.join();
   seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  check_interrupt();
   for (const auto& e : errors)
-    if (!e.empty()) throw std::runtime_error(e);
+    if (e) std::rethrow_exception(e);
   std::vector<std::string> handles;
   for (size_t i = 0; i < requests.size(); ++i) {
     const json& a = answers[i % connections][i / connections];
@@ -325,14 +349,14 @@ double delete_sas(PipelinedClient& client, const std::vector<std::string>& handl
 }  // namespace
 
 void run_control_benchmarks(Report& report, const ControlOptions& options) {
-  char dir_template[] = "/tmp/ov2bench.XXXXXX";
-  if (mkdtemp(dir_template) == nullptr) throw std::runtime_error("mkdtemp failed");
-  const std::string dir = dir_template;
-  const std::string socket_path = dir + "/ctl.sock";
   double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0;
   uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
   std::string error;
   {
+    set_stage("control: ipsecov2d without a state file, " + std::to_string(options.sa_count) + " SAs per direction",
+              true);
+    const TempDir dir("/tmp", ".");
+    const std::string socket_path = dir.path() + "/ctl.sock";
     try {
       // Built before connecting: the daemon closes a connection that sends no
       // complete request for 5 s, and building 100 000 requests between the
@@ -363,27 +387,28 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
         const auto stats = client.exchange({json{{"version", 1}, {"op", "stats"}}.dump() + "\n"});
         const json& ks = stats.at(0).at("stats").at("key_storage");
         if (ks.at("keys").at("slots_in_use") == 0 && ks.at("schedules").at("slots_in_use") == 0) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        interruptible_sleep(std::chrono::milliseconds(100));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      interruptible_sleep(std::chrono::milliseconds(500));
       rss_del = vm_rss_bytes(daemon.pid());
     } catch (const std::exception& e) {
+      check_interrupt();
       error = e.what();
     }
   }
-  rmdir(dir.c_str());  // the daemon removed its socket on exit; if not, leave the dir (tmp)
   if (!error.empty()) throw std::runtime_error("control group: " + error);
 
   // The same with the daemon's state file on, in a fresh directory next to
   // the default one (/run/ipsecov2): journal + group commit (state_store.h).
-  char state_template[] = "/run/ov2bench-state.XXXXXX";
-  if (mkdtemp(state_template) == nullptr) throw std::runtime_error("mkdtemp in /run failed");
-  const std::string state_parent = state_template;
-  const std::string fs = filesystem_of(state_parent);
+  set_stage("control: ipsecov2d with its state file, " + std::to_string(options.sa_count) + " SAs per direction", true);
   double batch_out = 0, batch_in = 0, single_out = 0, single_in = 0, state_del = 0, batch_cpu = 0, single_cpu = 0;
   constexpr uint32_t kPerBatch = 1000;
   constexpr unsigned kSingleConnections = 4;
+  std::string fs;
   {
+    const TempDir state("/run", "-state.");
+    const std::string& state_parent = state.path();
+    fs = filesystem_of(state_parent);
     try {
       Daemon daemon(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_parent + "/state");
       double s = 0;
@@ -409,10 +434,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       single_in = options.sa_count / s;
       single_cpu = cpu_seconds(daemon.pid()) - cpu1;
     } catch (const std::exception& e) {
+      check_interrupt();
       error = e.what();
     }
   }
-  std::filesystem::remove_all(state_parent);
   if (!error.empty()) throw std::runtime_error("control group (state file on): " + error);
   const double n = options.sa_count;
   const std::string where = options.with_wire ? "daemon with a veth wire" : "daemon without --wire";

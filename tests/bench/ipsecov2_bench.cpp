@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -68,72 +70,95 @@ struct Record {
 }  // namespace
 
 // Raw AEAD: one record of `size` bytes per call on a prepared context (key
-// scheduled once), fresh 12-byte nonce and 8-byte AAD per record, 16-byte tag.
-// This is the most an ESP implementation on OpenSSL can do per core.
-double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t, bool cpu_time) {
-  EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, evp_name, nullptr);
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher)));
-  EVP_EncryptInit_ex2(ctx, cipher, key.data(), nullptr, nullptr);
-  Record r(size);
-  auto one = [&] {
-    r.next();
+// scheduled once), fresh 12-byte nonce and 8-byte AAD per record, 16-byte tag,
+// always the same hot buffer.  This is the most an ESP implementation on
+// OpenSSL can do per core.
+class RawOpenSslAead {
+ public:
+  RawOpenSslAead(const char* evp_name, uint32_t size)
+      : cipher_(EVP_CIPHER_fetch(nullptr, evp_name, nullptr)), ctx_(EVP_CIPHER_CTX_new()), r_(size), size_(size) {
+    const auto key = random_bytes(static_cast<size_t>(EVP_CIPHER_get_key_length(cipher_)));
+    EVP_EncryptInit_ex2(ctx_, cipher_, key.data(), nullptr, nullptr);
+  }
+  ~RawOpenSslAead() {
+    EVP_CIPHER_CTX_free(ctx_);
+    EVP_CIPHER_free(cipher_);
+  }
+  RawOpenSslAead(const RawOpenSslAead&) = delete;
+  RawOpenSslAead& operator=(const RawOpenSslAead&) = delete;
+  void one() {
+    r_.next();
     int n = 0;
-    EVP_EncryptInit_ex2(ctx, nullptr, nullptr, r.nonce, nullptr);
-    EVP_EncryptUpdate(ctx, nullptr, &n, r.aad, sizeof r.aad);
-    EVP_EncryptUpdate(ctx, r.out.data(), &n, r.in.data(), static_cast<int>(size));
-    EVP_EncryptFinal_ex(ctx, r.out.data() + n, &n);
-    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, sizeof r.tag, r.tag);
-  };
-  const double rate = measure_rate(
+    EVP_EncryptInit_ex2(ctx_, nullptr, nullptr, r_.nonce, nullptr);
+    EVP_EncryptUpdate(ctx_, nullptr, &n, r_.aad, sizeof r_.aad);
+    EVP_EncryptUpdate(ctx_, r_.out.data(), &n, r_.in.data(), static_cast<int>(size_));
+    EVP_EncryptFinal_ex(ctx_, r_.out.data() + n, &n);
+    EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, sizeof r_.tag, r_.tag);
+  }
+
+ private:
+  EVP_CIPHER* cipher_;
+  EVP_CIPHER_CTX* ctx_;
+  Record r_;
+  uint32_t size_;
+};
+
+double raw_aead_records_per_s(const char* evp_name, uint32_t size, const Timing& t, bool cpu_time) {
+  RawOpenSslAead raw(evp_name, size);
+  return measure_rate(
       t,
       [&](uint64_t iterations) {
-        for (uint64_t i = 0; i < iterations; ++i) one();
+        for (uint64_t i = 0; i < iterations; ++i) raw.one();
       },
       cpu_time);
-  EVP_CIPHER_CTX_free(ctx);
-  EVP_CIPHER_free(cipher);
-  return rate;
 }
 
 namespace {
 
 // The same record on intel-ipsec-mb's direct API (what the engine's
 // ipsec-mb backend calls): the baseline for engine_*_ratio_*_ipsecmb.
-double raw_ipsecmb_records_per_s(const CipherCase& c, uint32_t size, const Timing& t) {
-  IMB_MGR* mgr = alloc_mb_mgr(0);
-  IMB_ARCH arch = IMB_ARCH_NONE;
-  init_mb_mgr_auto(mgr, &arch);
-  alignas(64) static gcm_key_data gcm_key;
-  const auto key = random_bytes(32);
-  if (c.alg == EncAlg::AesGcm128)
-    IMB_AES128_GCM_PRE(mgr, key.data(), &gcm_key);
-  else if (c.alg == EncAlg::AesGcm256)
-    IMB_AES256_GCM_PRE(mgr, key.data(), &gcm_key);
-  Record r(size);
-  auto one = [&] {
-    r.next();
-    if (c.alg == EncAlg::ChaCha20Poly1305) {
+class RawIpsecMbAead {
+ public:
+  RawIpsecMbAead(const CipherCase& c, uint32_t size)
+      : alg_(c.alg), mgr_(alloc_mb_mgr(0)), key_(random_bytes(32)), r_(size), size_(size) {
+    IMB_ARCH arch = IMB_ARCH_NONE;
+    init_mb_mgr_auto(mgr_, &arch);
+    if (alg_ == EncAlg::AesGcm128)
+      IMB_AES128_GCM_PRE(mgr_, key_.data(), &gcm_key_);
+    else if (alg_ == EncAlg::AesGcm256)
+      IMB_AES256_GCM_PRE(mgr_, key_.data(), &gcm_key_);
+  }
+  ~RawIpsecMbAead() { free_mb_mgr(mgr_); }
+  RawIpsecMbAead(const RawIpsecMbAead&) = delete;
+  RawIpsecMbAead& operator=(const RawIpsecMbAead&) = delete;
+  void one() {
+    r_.next();
+    if (alg_ == EncAlg::ChaCha20Poly1305) {
       chacha20_poly1305_context_data ctx;
-      IMB_CHACHA20_POLY1305_INIT(mgr, key.data(), &ctx, r.nonce, r.aad, sizeof r.aad);
-      IMB_CHACHA20_POLY1305_ENC_UPDATE(mgr, key.data(), &ctx, r.out.data(), r.in.data(), size);
-      IMB_CHACHA20_POLY1305_ENC_FINALIZE(mgr, &ctx, r.tag, sizeof r.tag);
+      IMB_CHACHA20_POLY1305_INIT(mgr_, key_.data(), &ctx, r_.nonce, r_.aad, sizeof r_.aad);
+      IMB_CHACHA20_POLY1305_ENC_UPDATE(mgr_, key_.data(), &ctx, r_.out.data(), r_.in.data(), size_);
+      IMB_CHACHA20_POLY1305_ENC_FINALIZE(mgr_, &ctx, r_.tag, sizeof r_.tag);
     } else {
       gcm_context_data ctx;
-      if (c.alg == EncAlg::AesGcm128)
-        IMB_AES128_GCM_ENC(mgr, &gcm_key, &ctx, r.out.data(), r.in.data(), size, r.nonce, r.aad, sizeof r.aad, r.tag,
-                           sizeof r.tag);
+      if (alg_ == EncAlg::AesGcm128)
+        IMB_AES128_GCM_ENC(mgr_, &gcm_key_, &ctx, r_.out.data(), r_.in.data(), size_, r_.nonce, r_.aad,
+                           sizeof r_.aad, r_.tag, sizeof r_.tag);
       else
-        IMB_AES256_GCM_ENC(mgr, &gcm_key, &ctx, r.out.data(), r.in.data(), size, r.nonce, r.aad, sizeof r.aad, r.tag,
-                           sizeof r.tag);
+        IMB_AES256_GCM_ENC(mgr_, &gcm_key_, &ctx, r_.out.data(), r_.in.data(), size_, r_.nonce, r_.aad,
+                           sizeof r_.aad, r_.tag, sizeof r_.tag);
     }
-  };
-  const double rate = measure_rate(t, [&](uint64_t iterations) {
-    for (uint64_t i = 0; i < iterations; ++i) one();
-  });
-  free_mb_mgr(mgr);
-  return rate;
-}
+  }
+
+ private:
+  EncAlg alg_;
+  IMB_MGR* mgr_;
+  alignas(64) gcm_key_data gcm_key_{};
+  std::vector<uint8_t> key_;
+  Record r_;
+  uint32_t size_;
+};
+
+using MbMgr = std::unique_ptr<IMB_MGR, decltype(&free_mb_mgr)>;
 
 // Is intel-ipsec-mb's job API worth a whole AF_XDP batch (issue #6)?  The
 // same AES-128-GCM records sealed one call at a time through the direct API
@@ -147,7 +172,8 @@ struct BurstVsDirect {
 
 BurstVsDirect ipsecmb_gcm_burst_vs_direct(uint32_t size, const Timing& t) {
   constexpr uint32_t kJobs = 32;
-  IMB_MGR* mgr = alloc_mb_mgr(0);
+  const MbMgr mgr_owner(alloc_mb_mgr(0), free_mb_mgr);
+  IMB_MGR* mgr = mgr_owner.get();
   IMB_ARCH arch = IMB_ARCH_NONE;
   init_mb_mgr_auto(mgr, &arch);
   alignas(64) static gcm_key_data gcm_key;
@@ -240,7 +266,6 @@ BurstVsDirect ipsecmb_gcm_burst_vs_direct(uint32_t size, const Timing& t) {
   std::sort(b.begin(), b.end());
   out.direct = d[d.size() / 2];
   out.burst = b[b.size() / 2];
-  free_mb_mgr(mgr);
   return out;
 }
 
@@ -289,39 +314,34 @@ namespace {
 
 constexpr uint32_t kRoom = 256;
 
-// Full ESP tunnel encapsulation of a `size`-byte inner packet per call
-// (including copying the plaintext into the frame, as the worker's frame is).
-double engine_encrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
-  const auto key = random_bytes(info(c.alg).key_len + info(c.alg).salt_len);
-  esp::OutboundSa sa(bench_sa(c.alg, Direction::Out, key));
-  const auto plain = plaintext_packet(size);
-  std::vector<uint8_t> frame(kRoom + size + kRoom);
-  return measure_rate(t, [&](uint64_t iterations) {
-    for (uint64_t i = 0; i < iterations; ++i) {
-      std::memcpy(frame.data() + kRoom, plain.data(), size);
-      esp::Packet p{frame.data() + kRoom, size, kRoom, kRoom};
-      if (sa.encapsulate(p, 0) != esp::Reason::Ok) std::abort();
-    }
-  });
-}
-
-// kBatch ESP packets of one plaintext packet of `size` bytes, sealed by `out`
-// into frames of kRoom head- and tailroom each; reseal() seals them again
-// (fresh sequence numbers) before each timed run of decapsulations.
+// kBatch frames of kRoom head- and tailroom around one plaintext packet of
+// `size` bytes, as an AF_XDP batch of the worker (WorkerConfig::batch, 64)
+// sits in UMEM.  refill() copies the plaintext in again (not timed: the
+// kernel wrote the worker's frames), seal() encapsulates the batch in place;
+// reseal() does both, so that decapsulations have fresh sequence numbers.
+// A batch of 64 frames of 1.9 KB stays in L2 like the worker's; the raw
+// baselines work on one hot buffer.
 class SealedBatch {
  public:
-  static constexpr size_t kBatch = 1024;
+  static constexpr size_t kBatch = 64;
   SealedBatch(esp::OutboundSa& out, uint32_t size)
       : out_(out), plain_(plaintext_packet(size)), frames_((kRoom + size + kRoom) * kBatch), packets_(kBatch) {}
-  void reseal() {
+  void refill() {
     const auto size = static_cast<uint32_t>(plain_.size());
     const size_t stride = kRoom + size + kRoom;
     for (size_t i = 0; i < kBatch; ++i) {
       uint8_t* f = frames_.data() + i * stride;
       std::memcpy(f + kRoom, plain_.data(), size);
       packets_[i] = esp::Packet{f + kRoom, size, kRoom, kRoom};
-      if (out_.encapsulate(packets_[i], 0) != esp::Reason::Ok) std::abort();
     }
+  }
+  void seal() {
+    for (auto& p : packets_)
+      if (out_.encapsulate(p, 0) != esp::Reason::Ok) std::abort();
+  }
+  void reseal() {
+    refill();
+    seal();
   }
   esp::Packet& operator[](size_t i) { return packets_[i]; }
 
@@ -332,33 +352,48 @@ class SealedBatch {
   std::vector<esp::Packet> packets_;
 };
 
-// Full ESP decapsulation (parse, replay check, authenticate+decrypt, padding,
-// inner packet, window update) of packets sealed beforehand by the engine.
-// Only the decapsulation calls are timed.
-double engine_decrypt_pps(const CipherCase& c, uint32_t size, const Timing& t) {
+struct EngineRates {
+  double raw, enc, dec;          // medians over rounds: records/s, packets/s
+  double enc_ratio, dec_ratio;   // medians of the per-round ratios to raw
+};
+
+// The engine on the crypto backend selected now (SAs take it at creation)
+// against `raw_one` (one raw AEAD record of the same cipher and size), in
+// interleaved rounds: full ESP tunnel encapsulation (headers, padding,
+// trailer, sequence number, counters, lifetimes) of a batch of frames, and
+// full decapsulation (parse, replay check, authenticate+decrypt, padding,
+// inner packet, window update) of a batch the engine sealed beforehand.
+EngineRates measure_engine(const CipherCase& c, uint32_t size, const Timing& t,
+                           const std::function<void()>& raw_one) {
   const auto key = random_bytes(info(c.alg).key_len + info(c.alg).salt_len);
-  esp::OutboundSa out(bench_sa(c.alg, Direction::Out, key));
+  esp::OutboundSa enc_sa(bench_sa(c.alg, Direction::Out, key));
+  esp::OutboundSa sealer(bench_sa(c.alg, Direction::Out, key));
   esp::InboundSa in(bench_sa(c.alg, Direction::In, key));
-  SealedBatch sealed(out, size);
-  return measure_rate_batched(t, SealedBatch::kBatch, [&] { sealed.reseal(); }, [&] {
-    for (size_t i = 0; i < SealedBatch::kBatch; ++i)
-      if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
-  });
+  SealedBatch plain(enc_sa, size), sealed(sealer, size);
+  const size_t n = SealedBatch::kBatch;
+  const auto rates = interleaved_rates(
+      t, {{[] {},
+           [&] {
+             for (size_t i = 0; i < n; ++i) raw_one();
+           },
+           n},
+          {[&] { plain.refill(); }, [&] { plain.seal(); }, n},
+          {[&] { sealed.reseal(); },
+           [&] {
+             for (size_t i = 0; i < n; ++i)
+               if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
+           },
+           n}});
+  return {median(rates[0]), median(rates[1]), median(rates[2]), median_ratio(rates[1], rates[0]),
+          median_ratio(rates[2], rates[0])};
 }
 
 // Two batched measurements in alternating runs (a change of machine load
 // during the bench hits both alike); the median rate of each.
 std::pair<double, double> alternated_medians(const Timing& t, size_t batch, const std::function<void()>& prepare,
                                              const std::function<void()>& a, const std::function<void()>& b) {
-  std::vector<double> ra, rb;
-  const Timing single{t.seconds_per_run, 1};
-  for (int r = 0; r < t.runs; ++r) {
-    ra.push_back(measure_rate_batched(single, batch, prepare, a));
-    rb.push_back(measure_rate_batched(single, batch, prepare, b));
-  }
-  std::sort(ra.begin(), ra.end());
-  std::sort(rb.begin(), rb.end());
-  return {ra[ra.size() / 2], rb[rb.size() / 2]};
+  const auto rates = interleaved_rates(t, {{prepare, a, batch}, {prepare, b, batch}});
+  return {median(rates[0]), median(rates[1])};
 }
 
 // What one keyed AES-128-GCM EVP_CIPHER_CTX costs in RSS (the floor of an
@@ -488,28 +523,34 @@ void run_inbound_policy_benchmarks(Report& report, const Timing& t, uint32_t cou
 // The engine on each crypto backend (crypto_backend.h), each against the raw
 // records/s of its own library; `*_ipsecmb_vs_openssl` compares the engine on
 // intel-ipsec-mb with the engine on OpenSSL (> 1: ipsec-mb is faster).
-void run_engine_benchmarks(Report& report, const Timing& t) {
+void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelection& only) {
+  auto wanted = [](const auto& list, const auto& v) {
+    return list.empty() || std::find(list.begin(), list.end(), v) != list.end();
+  };
   const bool imb = esp::ipsecmb_info().usable;
   if (!imb) report.add_note("*_ipsecmb", "intel-ipsec-mb cannot run here: " + esp::ipsecmb_info().error);
   for (const auto& c : kCiphers) {
+    if (!wanted(only.ciphers, std::string(c.label))) continue;
     for (uint32_t size : kSizes) {
+      if (!wanted(only.sizes, size)) continue;
+      set_stage("engine: " + std::string(c.label) + " " + std::to_string(size) + " B");
       esp::select_crypto_backend(esp::CryptoBackend::OpenSsl);
-      const double raw = raw_aead_records_per_s(c.evp_name, size, t);
-      const double enc = engine_encrypt_pps(c, size, t);
-      const double dec = engine_decrypt_pps(c, size, t);
+      RawOpenSslAead raw_openssl(c.evp_name, size);
+      const EngineRates o = measure_engine(c, size, t, [&] { raw_openssl.one(); });
+      const double raw = o.raw, enc = o.enc, dec = o.dec;
       const std::string sz = std::to_string(size);
       const bool primary = c.alg == EncAlg::AesGcm128;
       const std::string suffix = primary ? "" : std::string("_") + c.label;
       report.add("raw_aead_records_per_s_" + sz + "_" + c.label, raw, "records/s", "OpenSSL EVP, prepared context");
       report.add("engine_encrypt_pps_" + sz + "_" + c.label, enc, "packets/s", "tunnel encapsulation");
       report.add("engine_decrypt_pps_" + sz + "_" + c.label, dec, "packets/s", "decapsulation incl. replay check");
-      report.add("engine_encrypt_ratio_" + sz + suffix, enc / raw, "ratio", std::string(c.label) + " engine/raw");
-      report.add("engine_decrypt_ratio_" + sz + suffix, dec / raw, "ratio", std::string(c.label) + " engine/raw");
+      report.add("engine_encrypt_ratio_" + sz + suffix, o.enc_ratio, "ratio", std::string(c.label) + " engine/raw");
+      report.add("engine_decrypt_ratio_" + sz + suffix, o.dec_ratio, "ratio", std::string(c.label) + " engine/raw");
       if (!imb) continue;
       esp::select_crypto_backend(esp::CryptoBackend::IpsecMb);
-      const double raw_imb = raw_ipsecmb_records_per_s(c, size, t);
-      const double enc_imb = engine_encrypt_pps(c, size, t);
-      const double dec_imb = engine_decrypt_pps(c, size, t);
+      RawIpsecMbAead raw_ipsecmb(c, size);
+      const EngineRates m = measure_engine(c, size, t, [&] { raw_ipsecmb.one(); });
+      const double raw_imb = m.raw, enc_imb = m.enc, dec_imb = m.dec;
       esp::select_crypto_backend(esp::CryptoBackend::OpenSsl);
       report.add("raw_ipsecmb_records_per_s_" + sz + "_" + c.label, raw_imb, "records/s",
                  "intel-ipsec-mb direct API, expanded key");
@@ -517,9 +558,9 @@ void run_engine_benchmarks(Report& report, const Timing& t) {
                  "tunnel encapsulation, ipsec-mb backend");
       report.add("engine_decrypt_pps_" + sz + "_" + c.label + "_ipsecmb", dec_imb, "packets/s",
                  "decapsulation, ipsec-mb backend");
-      report.add("engine_encrypt_ratio_" + sz + suffix + "_ipsecmb", enc_imb / raw_imb, "ratio",
+      report.add("engine_encrypt_ratio_" + sz + suffix + "_ipsecmb", m.enc_ratio, "ratio",
                  std::string(c.label) + " engine/raw ipsec-mb");
-      report.add("engine_decrypt_ratio_" + sz + suffix + "_ipsecmb", dec_imb / raw_imb, "ratio",
+      report.add("engine_decrypt_ratio_" + sz + suffix + "_ipsecmb", m.dec_ratio, "ratio",
                  std::string(c.label) + " engine/raw ipsec-mb");
       report.add("engine_encrypt_" + sz + "_" + c.label + "_ipsecmb_vs_openssl", enc_imb / enc, "ratio",
                  "engine pps ipsec-mb/openssl");
@@ -527,9 +568,11 @@ void run_engine_benchmarks(Report& report, const Timing& t) {
                  "engine pps ipsec-mb/openssl");
     }
   }
-  if (imb) {
+  if (imb && wanted(only.ciphers, std::string("aes128gcm"))) {
     for (uint32_t size : kSizes) {
+      if (!wanted(only.sizes, size)) continue;
       const std::string sz = std::to_string(size);
+      set_stage("engine: intel-ipsec-mb burst vs direct " + std::to_string(size) + " B");
       const BurstVsDirect r = ipsecmb_gcm_burst_vs_direct(size, t);
       report.add("raw_ipsecmb_gcm_direct_records_per_cpu_s_" + sz, r.direct, "records/s",
                  "AES-128-GCM, direct API, one record per call (the engine's path), per thread CPU-second");
@@ -569,6 +612,11 @@ int main(int argc, char** argv) {
   app.add_flag("--tcp", tcp,
                "also run the tcp group (needs root): iperf3 through ipsecov2, the plain veth and strongSwan "
                "(scripts/bench/tcp_*.sh), tcp_ratio_vs_strongswan = ov2/strongswan");
+  ov2::bench::EngineSelection engine_only;
+  app.add_option("--engine-ciphers", engine_only.ciphers, "engine group: only these ciphers (default all)")
+      ->check(CLI::IsMember({"aes128gcm", "aes256gcm", "chacha20poly1305"}));
+  app.add_option("--engine-sizes", engine_only.sizes, "engine group: only these packet sizes (default all)")
+      ->check(CLI::IsMember({"64", "512", "1400"}));
   app.add_option("--pipeline-cases", pipeline_cases, "pipeline group: only these cases (default all)")
       ->check(CLI::IsMember({"encap64", "decap64", "encap1400", "decap1400", "scaling"}));
   app.add_option("--tcp-seconds", tcp_seconds, "iperf3 duration per tcp run (default 10)")->check(CLI::Range(1, 600));
@@ -588,34 +636,62 @@ int main(int argc, char** argv) {
   const bool run_pipeline = all || listed("pipeline");
   const bool run_control = all || listed("control");
   const bool run_tcp = all || tcp || listed("tcp");
-  int rc = 0;
-  if (run_engine) ov2::bench::run_engine_benchmarks(report, timing);
-  if (run_engine || listed("policy")) ov2::bench::run_inbound_policy_benchmarks(report, timing, 1000);
   if ((run_pipeline || run_control || run_tcp) && geteuid() != 0) {
     std::fprintf(stderr, "ipsecov2-bench: the pipeline, control and tcp groups need root (run with sudo)\n");
     return 2;
   }
-  if (run_pipeline) {
-    try {
-      ov2::bench::run_pipeline_benchmarks(report, timing, pipeline_cases);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
-      report.add_note("pipeline", e.what());
-      rc = 1;
+  ov2::bench::install_interrupt_handlers();
+  if (geteuid() == 0) ov2::bench::sweep_stale_leftovers(stderr);
+  int rc = 0;
+  try {
+    if (run_engine) {
+      ov2::bench::set_stage("engine");
+      ov2::bench::run_engine_benchmarks(report, timing, engine_only);
     }
-  }
-  if (run_control) {
-    ov2::bench::run_sa_scale_benchmarks(report, timing, sa_count ? sa_count : (quick ? 10000u : 100000u));
-    try {
-      ov2::bench::run_control_benchmarks(
-          report, {build_dir + "/ctl/ipsecov2d", sa_count ? sa_count : (quick ? 10000u : 100000u), !control_no_wire});
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
-      report.add_note("control", e.what());
-      rc = 1;
+    if (run_engine || listed("policy")) {
+      ov2::bench::set_stage("policy: decapsulation + 1 vs 1000 inbound policies");
+      ov2::bench::run_inbound_policy_benchmarks(report, timing, 1000);
     }
+    if (run_pipeline) {
+      try {
+        ov2::bench::run_pipeline_benchmarks(report, timing, pipeline_cases);
+      } catch (const std::exception& e) {
+        ov2::bench::check_interrupt();
+        std::fprintf(stderr, "ipsecov2-bench: pipeline: %s\n", e.what());
+        report.add_note("pipeline", e.what());
+        rc = 1;
+      }
+    }
+    if (run_control) {
+      const uint32_t n = sa_count ? sa_count : (quick ? 10000u : 100000u);
+      ov2::bench::set_stage("control: in-process SA table with " + std::to_string(n) + " SAs", true);
+      ov2::bench::run_sa_scale_benchmarks(report, timing, n);
+      try {
+        ov2::bench::run_control_benchmarks(report, {build_dir + "/ctl/ipsecov2d", n, !control_no_wire});
+      } catch (const std::exception& e) {
+        ov2::bench::check_interrupt();
+        std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
+        report.add_note("control", e.what());
+        rc = 1;
+      }
+    }
+    if (run_tcp) ov2::bench::run_tcp_benchmarks(report, scripts_dir, build_dir, tcp_seconds);
+  } catch (const ov2::bench::Interrupted&) {
+    // Everything the groups set up is gone by now (unwound); what was
+    // measured before still counts.
+    ov2::bench::wait_if_forced_exit();
+    const int sig = ov2::bench::interrupt_signal();
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    const std::string stage = ov2::bench::current_stage();
+    report.add_note(stage, std::string("interrupted by ") + name);
+    report.print_table(stdout);
+    report.print_notes(stdout);
+    std::fflush(stdout);
+    std::fprintf(stderr, "ipsecov2-bench: interrupted by %s during %s; stopped and cleaned up%s\n", name, stage.c_str(),
+                 json_path.empty() ? "" : (", no JSON written to " + json_path).c_str());
+    return 128 + sig;
   }
-  if (run_tcp) ov2::bench::run_tcp_benchmarks(report, scripts_dir, build_dir, tcp_seconds);
+  ov2::bench::wait_if_forced_exit();
   report.print_table(stdout);
   report.print_notes(stdout);
   if (!json_path.empty() && !report.write_json(json_path)) {

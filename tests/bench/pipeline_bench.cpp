@@ -165,8 +165,13 @@ class Generator {
   std::thread thread_;
 };
 
-// The sink on one interface: counts and samples (bench_sink); detached and
-// unloaded when destroyed.
+// The sink on one interface: counts and samples (bench_sink).  It replaces
+// the program attached there (ov2_deliver on ov2 for decap) and puts it back
+// when destroyed, so that the data plane finds its own program when it
+// detaches, as on an interface nobody touched (detaching the sink alone left
+// ov2 without a program, and the data plane's detach of ov2_deliver made the
+// kernel answer "Active program does not match expected", which libbpf
+// printed at every teardown).
 class Sink {
  public:
   Sink(int ifindex, uint32_t expect_len, uint16_t expect_type, uint32_t sample_every) : ifindex_(ifindex) {
@@ -185,16 +190,23 @@ class Sink {
       bench_xdp__destroy(skel_);
       throw;
     }
-    // Replaces whatever is attached (ov2_deliver on ov2 for decap).
-    if (bpf_xdp_attach(ifindex, bpf_program__fd(skel_->progs.bench_sink), XDP_FLAGS_DRV_MODE, nullptr)) {
-      bench_xdp__destroy(skel_);
+    uint32_t replaced_id = 0;
+    if (bpf_xdp_query_id(ifindex, XDP_FLAGS_DRV_MODE, &replaced_id) == 0 && replaced_id != 0)
+      replaced_fd_ = bpf_prog_get_fd_by_id(replaced_id);
+    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = replaced_fd_);
+    const uint32_t how = replaced_fd_ >= 0 ? XDP_FLAGS_REPLACE : XDP_FLAGS_UPDATE_IF_NOEXIST;
+    if (bpf_xdp_attach(ifindex, sink_fd(), XDP_FLAGS_DRV_MODE | how, &opts)) {
+      release();
       throw std::runtime_error("cannot attach the benchmark sink (native XDP)");
     }
   }
   ~Sink() {
-    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = bpf_program__fd(skel_->progs.bench_sink));
-    bpf_xdp_detach(ifindex_, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
-    bench_xdp__destroy(skel_);
+    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = sink_fd());
+    if (replaced_fd_ >= 0)
+      bpf_xdp_attach(ifindex_, replaced_fd_, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+    else
+      bpf_xdp_detach(ifindex_, XDP_FLAGS_DRV_MODE | XDP_FLAGS_REPLACE, &opts);
+    release();
   }
   Sink(const Sink&) = delete;
   Sink& operator=(const Sink&) = delete;
@@ -218,6 +230,12 @@ class Sink {
   int gen_prog_fd() const { return bpf_program__fd(skel_->progs.bench_gen); }
 
  private:
+  int sink_fd() const { return bpf_program__fd(skel_->progs.bench_sink); }
+  void release() {
+    if (replaced_fd_ >= 0) close(replaced_fd_);
+    bench_xdp__destroy(skel_);
+  }
+
   // Every branch once with BPF_PROG_TEST_RUN before the numbers count: the
   // generator answers XDP_TX; the sink drops everything, counts an expected
   // frame as matched and samples it, anything else (wrong length, wrong
@@ -233,9 +251,8 @@ class Sink {
       if (bpf_prog_test_run_opts(fd, &o)) throw std::runtime_error("BPF_PROG_TEST_RUN of the bench programs failed");
       return o.retval;
     };
-    const int sink_fd = bpf_program__fd(skel_->progs.bench_sink);
     bool ok = run(gen_prog_fd(), good) == XDP_TX;
-    for (auto* f : {&good, &bad_len, &bad_type}) ok = ok && run(sink_fd, *f) == XDP_DROP;
+    for (auto* f : {&good, &bad_len, &bad_type}) ok = ok && run(sink_fd(), *f) == XDP_DROP;
     const auto samples_now = samples();
     ok = ok && counter(kFrames) == 3 && counter(kMatched) == 1 && counter(kOther) == 2 && counter(kSampled) == 1 &&
          samples_now.size() == 1 && samples_now[0] == good;
@@ -250,14 +267,17 @@ class Sink {
 
   int ifindex_;
   bench_xdp* skel_ = nullptr;
+  int replaced_fd_ = -1;  // the program the sink replaced, put back when it goes
 };
 
 // A namespace with the wire veth (wire <-> gen) and a running data plane.
 class Bed {
  public:
-  explicit Bed(uint32_t queues) : queues_(queues) {
-    e2e::remove_stale_namespaces();
-    ns_ = std::make_unique<Netns>("ov2t" + std::to_string(getpid()) + "p" + std::to_string(queues));
+  explicit Bed(uint32_t queues)
+      : queues_(queues),
+        ns_name_(own_prefix() + "p" + std::to_string(queues)),
+        leftover_(Leftover::Kind::Namespace, ns_name_) {
+    ns_ = std::make_unique<Netns>(ns_name_);
     const std::string n = ns_->name();
     const std::string q = " numtxqueues " + std::to_string(queues) + " numrxqueues " + std::to_string(queues);
     must(ns_->exec("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"));
@@ -265,6 +285,43 @@ class Bed {
     must("ip -n " + n + " addr add 192.0.2.1/24 dev wire");
     must("ip -n " + n + " link set wire up && ip -n " + n + " link set gen up && ip -n " + n + " link set lo up");
     InNetns in(*ns_);
+    try {
+      start_dataplane(queues);
+    } catch (...) {
+      dp_.reset();  // in the namespace: the data plane finds its interfaces by index
+      throw;
+    }
+  }
+  ~Bed() {
+    if (dp_) {
+      InNetns in(*ns_);
+      dp_.reset();
+    }
+  }
+
+  SaSpec out_spec() const { return sa_spec(Direction::Out, "192.0.2.1", "192.0.2.2", 0x1001, key_); }
+  SaSpec in_spec(uint32_t i) const { return sa_spec(Direction::In, "192.0.2.2", "192.0.2.1", 0x2001 + i, key_); }
+
+  const Netns& ns() const { return *ns_; }
+  Dataplane& dp() { return *dp_; }
+  uint32_t queues() const { return queues_; }
+  const uint8_t* gen_mac() const { return gen_mac_; }
+  const uint8_t* wire_mac() const { return wire_mac_; }
+  int gen_cpu(uint32_t i) const { return gen_cpus_[i % gen_cpus_.size()]; }
+  std::string placement() const {
+    std::string s;
+    for (uint32_t i = 0; i < queues_; ++i) {
+      s += (i ? ", " : "") + std::string("gen") + std::to_string(i) + "@cpu" + std::to_string(gen_cpu(i));
+      s += " worker" + std::to_string(i) + "@cpu" +
+           (i < worker_cpus_.size() ? std::to_string(worker_cpus_[i]) : std::string("any"));
+    }
+    return s;
+  }
+
+ private:
+  // Inside the namespace.
+  void start_dataplane(uint32_t queues) {
+    const std::string n = ns_->name();
     link::mac_of("gen", gen_mac_);
     link::mac_of("wire", wire_mac_);
     char mac[32];
@@ -297,34 +354,10 @@ class Bed {
     cp.offload_handle = kOutHandle;
     load_spd(dp_->programs().spd_trie_fd(), dp_->programs().spd_entries_fd(), compile_spd({cp}), nullptr);
   }
-  ~Bed() {
-    if (dp_) {
-      InNetns in(*ns_);
-      dp_.reset();
-    }
-  }
 
-  SaSpec out_spec() const { return sa_spec(Direction::Out, "192.0.2.1", "192.0.2.2", 0x1001, key_); }
-  SaSpec in_spec(uint32_t i) const { return sa_spec(Direction::In, "192.0.2.2", "192.0.2.1", 0x2001 + i, key_); }
-
-  const Netns& ns() const { return *ns_; }
-  Dataplane& dp() { return *dp_; }
-  uint32_t queues() const { return queues_; }
-  const uint8_t* gen_mac() const { return gen_mac_; }
-  const uint8_t* wire_mac() const { return wire_mac_; }
-  int gen_cpu(uint32_t i) const { return gen_cpus_[i % gen_cpus_.size()]; }
-  std::string placement() const {
-    std::string s;
-    for (uint32_t i = 0; i < queues_; ++i) {
-      s += (i ? ", " : "") + std::string("gen") + std::to_string(i) + "@cpu" + std::to_string(gen_cpu(i));
-      s += " worker" + std::to_string(i) + "@cpu" +
-           (i < worker_cpus_.size() ? std::to_string(worker_cpus_[i]) : std::string("any"));
-    }
-    return s;
-  }
-
- private:
   uint32_t queues_;
+  std::string ns_name_;
+  Leftover leftover_;  // a forced exit deletes the namespace
   std::unique_ptr<Netns> ns_;
   std::unique_ptr<Dataplane> dp_;
   std::vector<uint8_t> key_;
@@ -366,17 +399,18 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Rates at the sink: medians over t.runs windows.
+// Rates at the sink: medians over t.runs windows.  The windows are sleeps
+// that a signal ends early (and the run with them: bench_interrupt.h).
 void sink_rate(const Sink& sink, const Timing& t, Result* r) {
   using clock = std::chrono::steady_clock;
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rings fill, caches warm
+  interruptible_sleep(std::chrono::milliseconds(300));  // rings fill, caches warm
   const double window = std::max(0.5, t.seconds_per_run * 2);
   std::vector<double> rates, cpu_rates, busy;
   for (int i = 0; i < t.runs; ++i) {
     const uint64_t a = sink.counter(kMatched);
     const double cpu_a = worker_cpu_seconds();
     const auto ta = clock::now();
-    std::this_thread::sleep_for(std::chrono::duration<double>(window));
+    interruptible_sleep(std::chrono::duration<double>(window));
     const uint64_t b = sink.counter(kMatched);
     const double cpu = worker_cpu_seconds() - cpu_a;
     const double wall = std::chrono::duration<double>(clock::now() - ta).count();
@@ -507,6 +541,7 @@ void run_pipeline_benchmarks(Report& report, const Timing& t, const std::vector<
   };
   const uint32_t sizes[] = {64, 1400};
   Baseline raw[2];
+  set_stage("pipeline: AES-128-GCM baselines", true);
   for (int i = 0; i < 2; ++i) {
     raw[i].wall = raw_aead_records_per_s("AES-128-GCM", sizes[i], t);
     raw[i].cpu = raw_aead_records_per_s("AES-128-GCM", sizes[i], t, true);
@@ -517,15 +552,18 @@ void run_pipeline_benchmarks(Report& report, const Timing& t, const std::vector<
   }
   double one_worker_64 = 0;
   {
+    set_stage("pipeline: setting up 1 worker", true);
     Bed bed(1);
     const std::string where = "1 worker; " + bed.placement();
     for (int i = 0; i < 2; ++i) {
       const std::string sz = std::to_string(sizes[i]);
       if (wanted("encap" + sz)) {
+        set_stage("pipeline: encap" + sz + " (1 worker)", true);
         const Result e = run_encap(bed, sizes[i], t);
         add_result(report, "encap", sz, "", e, &raw[i], where);
       }
       if (wanted("decap" + sz) || (i == 0 && wanted("scaling"))) {
+        set_stage("pipeline: decap" + sz + " (1 worker)", true);
         const Result d = run_decap(bed, sizes[i], t);
         add_result(report, "decap", sz, "", d, &raw[i], where);
         if (i == 0 && d.problem.empty()) one_worker_64 = d.pps;
@@ -533,6 +571,7 @@ void run_pipeline_benchmarks(Report& report, const Timing& t, const std::vector<
     }
   }
   if (wanted("scaling")) {
+    set_stage("pipeline: scaling, decap64 (2 workers)", true);
     Bed bed(2);
     const Result d = run_decap(bed, 64, t);
     add_result(report, "decap", "64", "_2_workers", d, nullptr,

@@ -1,14 +1,19 @@
 // The "tcp" group: iperf3 TCP throughput through ipsecov2, the plain veth and
 // strongSwan, each measured by its script in scripts/bench/ in the same run.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
+#include <vector>
 
 #include "bench_common.h"
 
@@ -20,38 +25,139 @@ struct ScriptResult {
   std::string why;             // the script's last ERROR line otherwise
 };
 
+// How long a script may take for its own cleanup (stopping daemons, charon,
+// iperf3, deleting its namespaces) once it was passed a signal.
+constexpr auto kScriptCleanup = std::chrono::seconds(60);
+
+// One run of a script (scripts/bench/netns_topology.sh) in a process group of
+// its own (fork_child_group: it gets SIGTERM if the bench dies).  Its
+// namespaces are ov2b<pid>a|b and its work directory /tmp/ov2b<pid>.*: a
+// forced exit, or a script that does not end after a signal, has the group
+// killed and those removed.
+class Script {
+ public:
+  // stdout into the file `out`, stderr into `log` (both exist); BUILD_DIR set.
+  Script(const std::string& path, unsigned seconds, const std::string& build_dir, const std::string& out,
+         const std::string& log) {
+    std::vector<std::string> args = {path, std::to_string(seconds)}, env;
+    for (char** e = environ; *e != nullptr; ++e)
+      if (std::string(*e).rfind("BUILD_DIR=", 0) != 0) env.emplace_back(*e);
+    env.push_back("BUILD_DIR=" + build_dir);
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    for (auto& e : env) envp.push_back(e.data());
+    argv.push_back(nullptr);
+    envp.push_back(nullptr);
+    pid_ = fork_child_group();
+    if (pid_ == 0) {
+      // Files, not a pipe: the script is done when it exits, even if a process
+      // it left behind still held its stdout.
+      const int in = open("/dev/null", O_RDONLY);
+      const int o = open(out.c_str(), O_WRONLY | O_TRUNC);
+      const int l = open(log.c_str(), O_WRONLY | O_TRUNC);
+      if (in < 0 || o < 0 || l < 0) _exit(126);
+      dup2(in, STDIN_FILENO);
+      dup2(o, STDOUT_FILENO);
+      dup2(l, STDERR_FILENO);
+      execve(path.c_str(), argv.data(), envp.data());
+      _exit(127);
+    }
+    const std::string p = std::to_string(pid_);
+    using K = Leftover::Kind;
+    for (auto [kind, what] :
+         {std::pair{K::ProcessGroup, p}, std::pair{K::Namespace, "ov2b" + p + "a"},
+          std::pair{K::Namespace, "ov2b" + p + "b"}, std::pair{K::PathGlob, "/tmp/ov2b" + p + ".*"}})
+      leftovers_.push_back(std::make_unique<Leftover>(kind, what));
+  }
+  ~Script() {
+    if (pid_ > 0) stop(SIGTERM);
+  }
+  Script(const Script&) = delete;
+  Script& operator=(const Script&) = delete;
+
+  // Waits for the script and returns its wait status.  On a signal, passes
+  // it on (the script's trap cleans up and exits), waits for that and throws
+  // Interrupted.
+  int wait() {
+    for (;;) {
+      if (const auto status = reap()) return *status;
+      pollfd p{interrupt_fd(), POLLIN, 0};
+      poll(&p, 1, 100);
+      if (interrupt_signal() != 0) {
+        stop(interrupt_signal());
+        throw Interrupted{};
+      }
+    }
+  }
+
+ private:
+  // Passes `sig` on and waits for the script's cleanup (bounded).
+  void stop(int sig) {
+    kill(pid_, sig);
+    const auto until = std::chrono::steady_clock::now() + kScriptCleanup;
+    while (std::chrono::steady_clock::now() < until) {
+      if (reap()) return;
+      poll(nullptr, 0, 100);
+    }
+    std::fprintf(stderr, "ipsecov2-bench: the script (pid %d) did not end within %lld s of the signal; killing it\n",
+                 static_cast<int>(pid_), static_cast<long long>(kScriptCleanup.count()));
+    for (const auto& l : leftovers_) l->remove_now();  // the group first
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    leftovers_.clear();
+  }
+
+  // The script's wait status once it has exited; what it left running in its
+  // process group is killed first (before the script is reaped, so that its
+  // pid, the group's id, cannot be reused meanwhile).
+  std::optional<int> reap() {
+    siginfo_t info{};
+    if (waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid != pid_)
+      return std::nullopt;
+    kill(-pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    leftovers_.clear();
+    return status;
+  }
+
+  pid_t pid_ = -1;
+  std::vector<std::unique_ptr<Leftover>> leftovers_;
+};
+
 // Runs `script SECONDS`, its stderr copied to ours (and kept), and reads the
 // "KEY VALUE" line from its stdout.
 ScriptResult run_script(const std::string& script, const std::string& key, unsigned seconds,
                         const std::string& build_dir) {
-  char log_template[] = "/tmp/ov2bench-log.XXXXXX";
-  char out_template[] = "/tmp/ov2bench-out.XXXXXX";
-  const int log_fd = mkstemp(log_template);
-  if (log_fd >= 0) close(log_fd);
-  const int out_fd = mkstemp(out_template);
-  if (out_fd >= 0) close(out_fd);
-  // Output into files, not a pipe: system() returns when the script exits,
-  // even if a process it left behind still holds its stdout.
-  const std::string cmd = "BUILD_DIR='" + build_dir + "' '" + script + "' " + std::to_string(seconds) + " >'" +
-                          out_template + "' 2>'" + log_template + "'";
+  const TempDir files("/tmp", "-tcp.");
+  const std::string out = files.path() + "/out", log = files.path() + "/log";
+  std::ofstream(out).flush();
+  std::ofstream(log).flush();
+  set_stage("tcp: " + script + " " + std::to_string(seconds));
   std::fprintf(stderr, "ipsecov2-bench: running %s %u\n", script.c_str(), seconds);
-  const int status = std::system(cmd.c_str());
+  int status = 0;
+  try {
+    Script run(script, seconds, build_dir, out, log);
+    status = run.wait();
+  } catch (const Interrupted&) {
+    std::ifstream lines(log);
+    for (std::string line; std::getline(lines, line);) std::fprintf(stderr, "  %s\n", line.c_str());
+    throw;
+  }
   ScriptResult result;
   {
-    std::ifstream lines(out_template);
+    std::ifstream lines(out);
     std::string k;
     double v = 0;
     while (lines >> k >> v)
       if (k == key && WIFEXITED(status) && WEXITSTATUS(status) == 0) result.gbps = v;
   }
-  std::remove(out_template);
-  std::ifstream log(log_template);
-  std::string line;
-  while (std::getline(log, line)) {
+  std::ifstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
     std::fprintf(stderr, "  %s\n", line.c_str());
     if (line.find("ERROR") != std::string::npos) result.why = line;
   }
-  std::remove(log_template);
   if (!result.gbps && result.why.empty()) result.why = script + " failed without an ERROR line";
   return result;
 }

@@ -54,6 +54,22 @@ TEST(DeliverTest, ReceiveWordIsCopiedVerbatimIncludingFailureStatus) {
   EXPECT_EQ(r.meta, rx_meta_bytes(rx_info, kSaHandle));
 }
 
+// A datagram for the wire's ingress keeps its wire frame's 802.1Q TCI:
+// ov2_deliver carries it from the shim into the metadata for ov2_verdict.
+TEST(DeliverTest, WireVlanTciIsCopiedIntoTheMetadata) {
+  const uint32_t rx_info = OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN;
+  const Bytes frame = FrameBuilder()
+                          .ethernet(OV2_SHIM_ETHERTYPE)
+                          .shim(programs().cookie(), 0, rx_info, kEthIpv4, 0xa064)  // PCP 5, VID 100
+                          .payload(inner_ipv4())
+                          .build();
+  XdpRun r = run_xdp(programs().deliver_prog_fd(), frame);
+  ASSERT_EQ(r.err, 0);
+  EXPECT_EQ(r.action, XDP_PASS);
+  EXPECT_EQ(r.meta, rx_meta_bytes(rx_info, 0, 0xa064));
+  EXPECT_EQ(r.frame, FrameBuilder().ethernet(kEthIpv4).payload(inner_ipv4()).build()) << "no tag in the frame itself";
+}
+
 TEST(DeliverTest, ForgedShimWithWrongCookieIsDropped) {
   expect_drop(shim_frame(programs().cookie() ^ 1, ov2_rx_make(0, 1, 0, 0), kEthIpv4, inner_ipv4()),
               OV2_DELIVER_BAD_COOKIE);

@@ -55,7 +55,7 @@
 //   cookie not the loaded one -> BAD_COOKIE; inner protocol neither 0x0800 nor
 //   0x86DD -> MALFORMED; else PASS with the two MAC addresses kept, the
 //   EtherType set to the inner protocol, the shim removed, and metadata {rx
-//   word, SA handle, magic, version, dir RX}.  The inner packet itself is not
+//   word, SA handle, magic, version, dir RX, the shim's wire VLAN TCI}.  The inner packet itself is not
 //   looked at (the worker built it; the cookie is the proof).
 #pragma once
 
@@ -89,7 +89,7 @@ struct Expected {
 // Network layer
 // ---------------------------------------------------------------------------
 
-enum class L3Status { Ip, NotIp, Malformed };
+enum class L3Status { Ip, NotIp, Malformed, TooDeep };
 
 struct L3View {
   L3Status status = L3Status::Malformed;
@@ -155,13 +155,16 @@ inline L3View parse_ipv6(const Bytes& f, size_t ip) {
   size_t at = ip + 40;
   int option_headers = 0;
   while (is_ipv6_option_header(next)) {
-    if (option_headers == kMaxIpv6OptionHeaders) return malformed_l3();
     if (at + 2 > v.ip_end) return malformed_l3();
     const size_t length = (static_cast<size_t>(f[at + 1]) + 1) * 8;
     if (at + length > v.ip_end) return malformed_l3();
     next = f[at];
     at += length;
-    ++option_headers;
+    if (++option_headers > kMaxIpv6OptionHeaders) {  // a sound seventh header: too deep to go on
+      L3View deep;
+      deep.status = L3Status::TooDeep;
+      return deep;
+    }
   }
   if (next == 44) {
     if (at + 8 > v.ip_end) return malformed_l3();
@@ -208,8 +211,8 @@ struct WireWorld {
   // (SPI, family, destination bytes; IPv4 in the first 4) -> SA.
   std::map<std::tuple<uint32_t, uint8_t, std::array<uint8_t, 16>>, SaEntry> sas;
   bool worker_xsk = false;  // an XSK registered for queue 0
-  // (family, destination) with a UDP-encapsulated SA: natt_dests.
-  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> natt_dests;
+  // (family, destination) with a plain ESP / a UDP-encapsulated SA: inbound_dests.
+  std::set<std::pair<uint8_t, std::array<uint8_t, 16>>> esp_dests, natt_dests;
 
   void add(uint32_t spi, const std::string& dst, SaEntry sa) {
     const Bytes d = addr(dst);
@@ -217,7 +220,7 @@ struct WireWorld {
     std::copy(d.begin(), d.end(), key.begin());
     const uint8_t family = static_cast<uint8_t>(d.size() == 4 ? OV2_AF_INET : OV2_AF_INET6);
     sas[{spi, family, key}] = sa;
-    if (sa.udp_encap) natt_dests.insert({family, key});
+    (sa.udp_encap ? natt_dests : esp_dests).insert({family, key});
   }
 };
 
@@ -228,11 +231,16 @@ inline Expected expect_wire(const Bytes& f, const WireWorld& world) {
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return wire_pass(f, OV2_WIRE_PASS_NOT_IP);
   if (l3.status == L3Status::Malformed) return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
+  if (l3.status == L3Status::TooDeep) return wire_pass(f, OV2_WIRE_PASS_EXT_TOO_DEEP);
   if (l3.fragment) {
-    // ESP fragments go to the worker for reassembly, unless their offset and
-    // length cannot belong to a datagram of at most 65535 bytes.
-    if (l3.proto == 17 ? !world.natt_dests.count({l3.family, l3.dst}) : l3.proto != OV2_IPPROTO_ESP)
-      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    // ESP fragments to an address with an ESP SA (UDP ones: with a NAT-T SA)
+    // go to the worker for reassembly, unless their offset and length cannot
+    // belong to a datagram of at most 65535 bytes; other ESP fragments are a
+    // router's transit traffic.
+    if (l3.proto != 17 && l3.proto != OV2_IPPROTO_ESP) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    if (l3.proto == 17 && !world.natt_dests.count({l3.family, l3.dst})) return wire_pass(f, OV2_WIRE_PASS_FRAGMENT);
+    if (l3.proto == OV2_IPPROTO_ESP && !world.esp_dests.count({l3.family, l3.dst}))
+      return wire_pass(f, OV2_WIRE_PASS_FRAGMENT_NO_SA);
     const size_t payload = l3.ip_end - l3.l4;
     if (l3.frag_offset + payload > 65535 || (l3.frag_more && (payload == 0 || payload % 8 != 0)))
       return wire_pass(f, OV2_WIRE_PASS_MALFORMED);
@@ -311,7 +319,7 @@ inline Expected expect_tx(const Bytes& f, const TxWorld& world) {
   if (f.size() < kEthHeader) return Expected{.refused = true};
   const L3View l3 = parse_network_layer(f);
   if (l3.status == L3Status::NotIp) return tx_drop(OV2_TX_NOT_IP);
-  if (l3.status == L3Status::Malformed) return tx_drop(OV2_TX_MALFORMED);
+  if (l3.status == L3Status::Malformed || l3.status == L3Status::TooDeep) return tx_drop(OV2_TX_MALFORMED);
   if (l3.family == OV2_AF_INET6 && l3.proto == 58 && !l3.fragment && l3.l4 + 8 <= l3.ip_end && f[l3.l4] >= 133 &&
       f[l3.l4] <= 137)
     return tx_drop(OV2_TX_NOT_IP);
@@ -357,9 +365,11 @@ inline Expected expect_deliver(const Bytes& f, uint64_t loaded_cookie) {
   // The worker writes cookie, handle and receive word in host order.
   uint64_t cookie = 0, sa_handle = 0;
   uint32_t rx_word = 0;
+  uint16_t wire_vlan_tci = 0;
   std::memcpy(&cookie, &f[shim + 0], 8);
   std::memcpy(&sa_handle, &f[shim + 8], 8);
   std::memcpy(&rx_word, &f[shim + 16], 4);
+  std::memcpy(&wire_vlan_tci, &f[shim + 22], 2);
   const uint16_t inner = be16_at(f, shim + 20);
   if (cookie != loaded_cookie) return deliver_drop(OV2_DELIVER_BAD_COOKIE);
   if (inner != 0x0800 && inner != 0x86dd) return deliver_drop(OV2_DELIVER_MALFORMED);
@@ -368,7 +378,7 @@ inline Expected expect_deliver(const Bytes& f, uint64_t loaded_cookie) {
   out.push_back(static_cast<uint8_t>(inner >> 8));
   out.push_back(static_cast<uint8_t>(inner));
   out.insert(out.end(), f.begin() + static_cast<long>(shim + OV2_SHIM_SIZE), f.end());
-  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, rx_meta_bytes(rx_word, sa_handle)};
+  return Expected{false, XDP_PASS, OV2_DELIVER_ACCEPTED, out, rx_meta_bytes(rx_word, sa_handle, wire_vlan_tci)};
 }
 
 }  // namespace ov2::test::hostile

@@ -185,12 +185,14 @@ class FrameBuilder {
     return *this;
   }
   // The worker->host shim (host-order fields as the worker writes them).
-  FrameBuilder& shim(uint64_t cookie, uint64_t sa_handle, uint32_t rx_info, uint16_t inner_ethertype) {
+  FrameBuilder& shim(uint64_t cookie, uint64_t sa_handle, uint32_t rx_info, uint16_t inner_ethertype,
+                     uint16_t wire_vlan_tci = 0) {
     ov2_shim s{};
     s.cookie = cookie;
     s.sa_handle = sa_handle;
     s.rx_info = rx_info;
     s.inner_proto_be = htons(inner_ethertype);
+    s.wire_vlan_tci = wire_vlan_tci;
     const auto* p = reinterpret_cast<const uint8_t*>(&s);
     bytes_.insert(bytes_.end(), p, p + sizeof(s));
     return *this;
@@ -273,10 +275,11 @@ inline Bytes tx_meta_bytes(uint64_t offload_handle, uint64_t tunnel_handle) {
   m.dir = OV2_META_DIR_TX;
   return meta_bytes(m);
 }
-inline Bytes rx_meta_bytes(uint32_t rx_info, uint64_t sa_handle) {
+inline Bytes rx_meta_bytes(uint32_t rx_info, uint64_t sa_handle, uint16_t wire_vlan_tci = 0) {
   ov2_meta m{};
   m.nbl.rx.info = rx_info;
   m.sa_handle = sa_handle;
+  m.wire_vlan_tci = wire_vlan_tci;
   m.magic = OV2_META_MAGIC;
   m.version = OV2_META_VERSION;
   m.dir = OV2_META_DIR_RX;

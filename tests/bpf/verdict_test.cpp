@@ -5,6 +5,7 @@
 // stack carries it to TC ingress.  Frames are sent into ov2-nic with an
 // AF_PACKET socket (standing in for the worker) and arrive at ov2.
 #include <gtest/gtest.h>
+#include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <netinet/in.h>
 #include <sys/ioctl.h>
@@ -147,10 +148,10 @@ class OffloadPair {
       throw std::runtime_error(std::string("send on ov2-nic: ") + std::strerror(errno));
   }
   void send_shim(uint32_t rx_info, uint64_t cookie = programs().cookie(), uint64_t sa_handle = kSaHandle,
-                 const Mac& dst = kHostMac) const {
+                 const Mac& dst = kHostMac, uint16_t wire_vlan_tci = 0) const {
     send(FrameBuilder()
              .ethernet(OV2_SHIM_ETHERTYPE, dst)
-             .shim(cookie, sa_handle, rx_info, kEthIpv4)
+             .shim(cookie, sa_handle, rx_info, kEthIpv4, wire_vlan_tci)
              .payload(inner_udp_to_host())
              .build());
   }
@@ -284,6 +285,112 @@ TEST_F(VerdictTest, DeliverWireWordWithNoSaIsRedirectedToTheWireIngressAndPasses
   programs().set_verdict_mark(0);
 }
 
+// What a packet socket on the wire sees arrive: the frame and its VLAN tag
+// (PACKET_AUXDATA: the skb's tag, in front of the receive path that hands a
+// tagged packet to its VLAN device -- vlan_do_receive).
+struct TappedFrame {
+  bool got = false;
+  bool vlan = false;  // TP_STATUS_VLAN_VALID
+  uint16_t tci = 0, tpid = 0;
+  Bytes frame;
+};
+
+class WireTap {
+ public:
+  WireTap() : fd_(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(ETH_P_ALL))) {
+    sockaddr_ll ll{};
+    ll.sll_family = AF_PACKET;
+    ll.sll_protocol = htons(ETH_P_ALL);
+    ll.sll_ifindex = static_cast<int>(if_nametoindex("wire"));
+    const int one = 1;
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&ll), sizeof(ll)) != 0 ||
+        setsockopt(fd_, SOL_PACKET, PACKET_AUXDATA, &one, sizeof(one)) != 0)
+      throw std::runtime_error("AF_PACKET tap on wire");
+  }
+  ~WireTap() { close(fd_); }
+  WireTap(const WireTap&) = delete;
+  WireTap& operator=(const WireTap&) = delete;
+
+  // The next IPv4 frame arriving on the wire within a second.
+  TappedFrame next_ipv4() const {
+    for (int i = 0; i < 100; ++i) {
+      uint8_t data[2048];
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(tpacket_auxdata))] = {};
+      sockaddr_ll from{};
+      iovec iov{data, sizeof(data)};
+      msghdr msg{};
+      msg.msg_name = &from;
+      msg.msg_namelen = sizeof(from);
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      const ssize_t n = recvmsg(fd_, &msg, 0);
+      if (n < 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        continue;
+      }
+      if (from.sll_pkttype == PACKET_OUTGOING || from.sll_protocol != htons(ETH_P_IP)) continue;
+      TappedFrame t;
+      t.got = true;
+      t.frame.assign(data, data + n);
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_PACKET && c->cmsg_type == PACKET_AUXDATA) {
+          tpacket_auxdata aux;
+          std::memcpy(&aux, CMSG_DATA(c), sizeof(aux));
+          t.vlan = (aux.tp_status & TP_STATUS_VLAN_VALID) != 0;
+          t.tci = aux.tp_vlan_tci;
+          t.tpid = aux.tp_vlan_tpid;
+        }
+      return t;
+    }
+    return {};
+  }
+
+ private:
+  int fd_;
+};
+
+// The wire frames carried an 802.1Q tag: the receive word says so and the
+// shim/metadata carry the TCI; ov2_verdict puts the tag back before the
+// redirect, so the datagram arrives on the wire tagged, as its fragments
+// did, for the wire's VLAN device.  (This kernel has no 802.1Q devices,
+// CONFIG_VLAN_8021Q unset: with no VLAN 100 device the stack drops a tagged
+// packet as for another host, as it would the tagged fragments themselves.)
+TEST_F(VerdictTest, DeliverWireWordWithAVlanTagArrivesOnTheWireWithTheTagPutBack) {
+  OffloadPair pair;
+  pair.add_wire();
+  WireTap tap;
+  CounterDelta counters(&BpfPrograms::verdict_counters);
+  CounterDelta wire(&BpfPrograms::wire_counters);
+  pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN, programs().cookie(), 0, kWireMac, 0xa064);  // PCP 5, VID 100
+  EXPECT_EQ(wait_verdicts(counters, 1),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1}, {OV2_VERDICT_REDIRECT_WIRE_INGRESS, 1}}));
+  const TappedFrame t = tap.next_ipv4();
+  ASSERT_TRUE(t.got) << "nothing arrived on the wire";
+  EXPECT_TRUE(t.vlan);
+  EXPECT_EQ(t.tci, 0xa064);
+  EXPECT_EQ(t.tpid, 0x8100);
+  EXPECT_EQ(Bytes(t.frame.begin() + 14, t.frame.end()), inner_udp_to_host()) << "the datagram itself is untouched";
+  EXPECT_EQ(Bytes(t.frame.begin(), t.frame.begin() + 6), Bytes(kWireMac.begin(), kWireMac.end()));
+  EXPECT_TRUE(pair.nothing_received()) << "no VLAN 100 device here: not for this host";
+  EXPECT_EQ(wire.delta(), CounterDelta::only(OV2_WIRE_COUNTER_MAX, {})) << "ov2_wire (driver mode) does not run again";
+}
+
+// Control: the plain word (an untagged wire frame) leaves no tag, even with a
+// TCI in the shim, and the datagram is received on the wire.
+TEST_F(VerdictTest, DeliverWireWordWithoutTheVlanBitArrivesUntagged) {
+  OffloadPair pair;
+  pair.add_wire();
+  WireTap tap;
+  pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), 0, kWireMac, 0xa064);
+  const TappedFrame t = tap.next_ipv4();
+  ASSERT_TRUE(t.got) << "nothing arrived on the wire";
+  EXPECT_FALSE(t.vlan);
+  EXPECT_EQ(Bytes(t.frame.begin() + 14, t.frame.end()), inner_udp_to_host());
+  EXPECT_EQ(pair.receive_mark(), 0) << "received";
+}
+
 TEST_F(VerdictTest, ThePlainPacketThroughOv2IsDroppedByTheStrictReversePathFilter) {
   // Why the redirect: the same datagram accepted as plain on ov2 never
   // reaches the socket.  Proves the previous test's filter can fail.
@@ -300,8 +407,9 @@ TEST_F(VerdictTest, DeliverWireWordWithNoWireAttachedIsDropped) {
   OffloadPair pair;
   CounterDelta counters(&BpfPrograms::verdict_counters);
   pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), 0, kWireMac);
-  EXPECT_EQ(wait_verdicts(counters, 1),
-            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 1}, {OV2_VERDICT_DROP_NO_WIRE, 1}}));
+  pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN, programs().cookie(), 0, kWireMac, 100);
+  EXPECT_EQ(wait_verdicts(counters, 2),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 2}, {OV2_VERDICT_DROP_NO_WIRE, 2}}));
   EXPECT_TRUE(pair.nothing_received());
 }
 
@@ -311,8 +419,10 @@ TEST_F(VerdictTest, DeliverWireWordWithAnSaOrAnotherBitOrAWrongCookieIsNotRedire
   CounterDelta counters(&BpfPrograms::verdict_counters);
   pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), kSaHandle, kWireMac);
   pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_NEXT_CRYPTO_DONE, programs().cookie(), 0, kWireMac);
-  EXPECT_EQ(wait_verdicts(counters, 2),
-            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 2}, {OV2_VERDICT_DROP_NOT_DONE, 2}}));
+  pair.send_shim(OV2_RX_WIRE_VLAN, programs().cookie(), 0, kWireMac, 100);  // the VLAN bit alone
+  pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN, programs().cookie(), kSaHandle, kWireMac, 100);
+  EXPECT_EQ(wait_verdicts(counters, 4),
+            CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 4}, {OV2_VERDICT_DROP_NOT_DONE, 4}}));
   // Without the worker's cookie ov2_deliver drops it: ov2_verdict never sees it.
   CounterDelta deliver(&BpfPrograms::deliver_counters);
   pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie() ^ 1, 0, kWireMac);
@@ -320,7 +430,7 @@ TEST_F(VerdictTest, DeliverWireWordWithAnSaOrAnotherBitOrAWrongCookieIsNotRedire
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_EQ(deliver.delta(),
             CounterDelta::only(OV2_DELIVER_COUNTER_MAX, {{OV2_DELIVER_RX, 1}, {OV2_DELIVER_BAD_COOKIE, 1}}));
-  EXPECT_EQ(counters.delta()[OV2_VERDICT_RX], 2u);
+  EXPECT_EQ(counters.delta()[OV2_VERDICT_RX], 4u);
   EXPECT_TRUE(pair.nothing_received());
 }
 

@@ -44,6 +44,20 @@ class WireTest : public ::testing::Test {
               CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {static_cast<size_t>(counter), 1}}))
         << what << " frame of " << frame.size() << " bytes";
   }
+
+  // Runs a fragment (a worker XSK registered) and checks: XDP_REDIRECT, bytes
+  // untouched, no metadata, and exactly RX + redirect-fragment counted.
+  static void expect_redirect_fragment(const Bytes& frame, const std::string& what) {
+    CounterDelta counters(&BpfPrograms::wire_counters);
+    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
+    EXPECT_EQ(r.frame, frame) << what;
+    EXPECT_TRUE(r.meta.empty()) << what;
+    EXPECT_EQ(counters.delta(),
+              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
+        << what;
+  }
 };
 
 TEST_F(WireTest, EspWithKnownSpiRedirectsToTheWorkerXsk) {
@@ -249,17 +263,7 @@ TEST_F(WireTest, EspFragmentsGoToTheWorkerForReassembly) {
       {"IPv6 atomic fragment", v6_fragment(0, false)},
       {"IPv6 fragment after hop-by-hop", v6_fragment(10, false, 48, true)},
   };
-  for (const auto& [what, frame] : frames) {
-    CounterDelta counters(&BpfPrograms::wire_counters);
-    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
-    ASSERT_EQ(r.err, 0);
-    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
-    EXPECT_EQ(r.frame, frame) << what;
-    EXPECT_TRUE(r.meta.empty()) << what;
-    EXPECT_EQ(counters.delta(),
-              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
-        << what;
-  }
+  for (const auto& [what, frame] : frames) expect_redirect_fragment(frame, what);
 }
 
 TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
@@ -272,26 +276,16 @@ TEST_F(WireTest, EspFragmentWithoutAWorkerXskPassesAsNoWorker) {
 // every other protocol, stay the stack's.
 TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
-  auto expect_redirect = [](const Bytes& frame, const std::string& what) {
-    CounterDelta counters(&BpfPrograms::wire_counters);
-    XdpRun r = run_xdp(programs().wire_prog_fd(), frame);
-    ASSERT_EQ(r.err, 0);
-    EXPECT_EQ(r.action, XDP_REDIRECT) << what;
-    EXPECT_EQ(r.frame, frame) << what;
-    EXPECT_EQ(counters.delta(),
-              CounterDelta::only(OV2_WIRE_COUNTER_MAX, {{OV2_WIRE_RX, 1}, {OV2_WIRE_REDIRECT_FRAGMENT, 1}}))
-        << what;
-  };
-  expect_redirect(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
-  expect_redirect(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
-  expect_redirect(FrameBuilder()
-                      .ethernet(kEthIpv6)
-                      .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
-                      .ipv6_fragment(kProtoUdp, 0, true)
-                      .udp(4500, 4500)
-                      .esp(kV6UdpSpi, 1)
-                      .build(),
-                  "IPv6 UDP first fragment to a NAT-T SA's destination");
+  expect_redirect_fragment(v4_fragment(0x2000, kProtoUdp), "UDP first fragment to a NAT-T SA's destination");
+  expect_redirect_fragment(v4_fragment(0x0010, kProtoUdp), "UDP last fragment (no ports) to it");
+  expect_redirect_fragment(FrameBuilder()
+                               .ethernet(kEthIpv6)
+                               .ipv6("2001:db8::1", "2001:db8::2", kIpv6Fragment)
+                               .ipv6_fragment(kProtoUdp, 0, true)
+                               .udp(4500, 4500)
+                               .esp(kV6UdpSpi, 1)
+                               .build(),
+                           "IPv6 UDP first fragment to a NAT-T SA's destination");
   expect_pass(v4_fragment(0x2000, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP to another address");
   expect_pass(v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.3"), OV2_WIRE_PASS_FRAGMENT, "UDP last to another");
   FrameBuilder::Ipv4Options more;
@@ -302,24 +296,106 @@ TEST_F(WireTest, UdpFragmentsGoToTheWorkerOnlyForADestinationWithANattSa) {
   expect_pass(v4_fragment(0x1fff, kProtoUdp), OV2_WIRE_PASS_MALFORMED, "UDP past 65535");
 }
 
-TEST_F(WireTest, NattDestinationsFollowTheUdpEncapsulatedSasCountedPerAddress) {
+// A router's wire: ESP between two other hosts passes through in fragments.
+// Without an ESP SA for their destination they are the stack's to forward
+// (or reassemble), untouched, even when a worker XSK is there.
+TEST_F(WireTest, EspFragmentsToAnAddressWithoutAnEspSaPassToTheStack) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const ov2_sa_key natt_only = sa_key(0x6001, "192.0.2.8");
+  programs().put_inbound_sa(natt_only, ov2_sa_value{0x61, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  auto v6_to = [](const std::string& dst, uint16_t offset_units, bool more) {
+    return FrameBuilder()
+        .ethernet(kEthIpv6)
+        .ipv6("2001:db8::1", dst, kIpv6Fragment)
+        .ipv6_fragment(kProtoEsp, offset_units, more)
+        .esp(kV6Spi, 1)
+        .build();
+  };
+  const std::vector<std::pair<std::string, Bytes>> frames = {
+      {"IPv4 first to an address with no SA", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 middle", v4_fragment(0x2000 | 185, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 last", v4_fragment(0x0010, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv4 to an address with only a NAT-T SA", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.8")},
+      {"IPv4 with a known SPI, another destination", v4_fragment(0x2000, kProtoEsp, 48, "192.0.2.3")},
+      {"IPv4 past 65535: the stack's to judge", v4_fragment(0x1fff, kProtoEsp, 48, "192.0.2.9")},
+      {"IPv6 first", v6_to("2001:db8::9", 0, true)},
+      {"IPv6 last", v6_to("2001:db8::9", 10, false)},
+      {"IPv6 with the IPv4 SA's address bytes", v6_to("c000:202::", 10, false)},
+      {"802.1Q-tagged IPv4", FrameBuilder()
+                                 .ethernet(kEth8021Q)
+                                 .vlan(10, kEthIpv4)
+                                 .ipv4("198.51.100.1", "192.0.2.9", kProtoEsp, Ipv4Options{.frag_off = 0x2000})
+                                 .esp(kEspSpi, 1)
+                                 .build()},
+  };
+  for (const auto& [what, frame] : frames) expect_pass(frame, OV2_WIRE_PASS_FRAGMENT_NO_SA, what);
+  programs().delete_inbound_sa(natt_only);
+}
+
+// inbound_dests counts the inbound SAs of each address by encapsulation:
+// every put of a new SA, replacement (same or other encapsulation) and
+// delete; an address whose last SA goes is removed.  ESP and UDP fragments
+// follow their own count.
+TEST_F(WireTest, InboundDestinationsCountEspAndNattSasPerAddress) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
   const ov2_sa_key k1 = sa_key(0x7001, "192.0.2.7"), k2 = sa_key(0x7002, "192.0.2.7");
-  const Bytes frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
-  EXPECT_FALSE(programs().natt_destination(k1));
-  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});
-  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});
-  EXPECT_TRUE(programs().natt_destination(k1));
-  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
-  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced: still one each
+  const ov2_sa_key k3 = sa_key(0x7003, "192.0.2.7");
+  const Bytes esp_frag = v4_fragment(0x0010, kProtoEsp, 48, "192.0.2.7");
+  const Bytes udp_frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
+  auto counts = [&] {
+    const ov2_dest_sas d = programs().inbound_destination(k1).value_or(ov2_dest_sas{});
+    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
+  };
+  auto action = [](const Bytes& frame) { return run_xdp(programs().wire_prog_fd(), frame).action; };
+  using Counts = std::pair<uint32_t, uint32_t>;
+  EXPECT_FALSE(programs().inbound_destination(k1).has_value());
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "no SA yet");
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, 0, 0, 0});
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});
+  EXPECT_EQ(counts(), (Counts{2, 0}));
+  EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
+  expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "ESP SAs only: UDP stays the stack's");
+  programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_ESN, 0, 0});  // replaced, same encapsulation
+  EXPECT_EQ(counts(), (Counts{2, 0}));
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced by NAT-T
+  EXPECT_EQ(counts(), (Counts{1, 1}));
+  EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
+  EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
+  programs().put_inbound_sa(k3, ov2_sa_value{0x73, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_EQ(counts(), (Counts{1, 2}));
   programs().delete_inbound_sa(k1);
-  EXPECT_TRUE(programs().natt_destination(k2)) << "the other SA still needs it";
-  EXPECT_EQ(run_xdp(programs().wire_prog_fd(), frag).action, XDP_REDIRECT);
-  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // now plain ESP
-  EXPECT_FALSE(programs().natt_destination(k2));
-  expect_pass(frag, OV2_WIRE_PASS_FRAGMENT, "no UDP-encapsulated SA left");
+  EXPECT_EQ(counts(), (Counts{0, 2}));
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "the last ESP SA deleted");
+  EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
+  EXPECT_THROW(programs().delete_inbound_sa(k1), ov2::Error);  // not there: nothing counted
+  EXPECT_EQ(counts(), (Counts{0, 2}));
+  programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // back to plain ESP
+  EXPECT_EQ(counts(), (Counts{1, 1}));
+  // Every SA of the address deleted (what a flush does): the entry is gone.
   programs().delete_inbound_sa(k2);
-  EXPECT_FALSE(programs().natt_destination(k2));
+  programs().delete_inbound_sa(k3);
+  EXPECT_FALSE(programs().inbound_destination(k1).has_value());
+  expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "all SAs deleted");
+  expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "all SAs deleted");
+}
+
+// A daemon restart loads the programs anew: their maps are the process's own
+// (not pinned), so the counts start from zero and follow the SAs installed
+// again, whatever another instance holds.
+TEST_F(WireTest, FreshlyLoadedProgramsCountOnlyTheSasPutIntoThem) {
+  const ov2_sa_key k = sa_key(kEspSpi, "192.0.2.2");
+  auto counts = [&](const BpfPrograms& p) {
+    const ov2_dest_sas d = p.inbound_destination(k).value_or(ov2_dest_sas{});
+    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
+  };
+  using Counts = std::pair<uint32_t, uint32_t>;
+  ASSERT_EQ(counts(programs()), (Counts{1, 1})) << "the suite's SAs in the first instance";
+  BpfPrograms restarted(BpfPrograms::Options{.cookie = 0x42, .verdict_mark = 0});
+  EXPECT_FALSE(restarted.inbound_destination(k).has_value());
+  restarted.put_inbound_sa(k, ov2_sa_value{kEspHandle, 0, 0, 0});
+  restarted.put_inbound_sa(sa_key(kUdpSpi, "192.0.2.2"), ov2_sa_value{0x22, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_EQ(counts(restarted), (Counts{1, 1}));
+  EXPECT_EQ(counts(programs()), (Counts{1, 1})) << "the first instance is untouched";
 }
 
 TEST_F(WireTest, EspFragmentsWithImpossibleOffsetsOrLengthsAreMalformed) {
@@ -365,7 +441,45 @@ TEST_F(WireTest, SixIpv6ExtensionHeadersAreWalkedSevenAreTooDeep) {
     return b.esp(spi, 1).build();
   };
   expect_pass(chain(6, kV6Spi), OV2_WIRE_PASS_NO_WORKER);
-  expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_MALFORMED);
+  expect_pass(chain(7, kV6Spi), OV2_WIRE_PASS_EXT_TOO_DEEP);
+}
+
+// An IPv6 ESP fragment behind `ext` (Hop-by-Hop, Routing, Destination
+// Options: the unfragmentable part, RFC 8200 §4.1/4.5), to the ESP SA's address.
+Bytes v6_fragment_behind(const std::vector<uint8_t>& ext, uint16_t offset_units, bool more) {
+  FrameBuilder b;
+  b.ethernet(kEthIpv6).ipv6("2001:db8::1", "2001:db8::2", ext.empty() ? kIpv6Fragment : ext[0]);
+  for (size_t i = 0; i < ext.size(); ++i) b.ipv6_ext(i + 1 < ext.size() ? ext[i + 1] : kIpv6Fragment, i == 1 ? 2 : 0);
+  return b.ipv6_fragment(kProtoEsp, offset_units, more).esp(kV6Spi, 1).build();
+}
+
+TEST_F(WireTest, Ipv6EspFragmentsBehindExtensionHeadersGoToTheWorker) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  const std::vector<std::pair<std::string, Bytes>> frames = {
+      {"behind Routing", v6_fragment_behind({kIpv6Routing}, 0, true)},
+      {"behind Destination Options", v6_fragment_behind({kIpv6DestOpts}, 10, false)},
+      {"behind Hop-by-Hop, Destination Options, Routing",
+       v6_fragment_behind({kIpv6HopByHop, kIpv6DestOpts, kIpv6Routing}, 10, true)},
+      {"behind six headers", v6_fragment_behind(std::vector<uint8_t>(6, kIpv6DestOpts), 10, false)},
+  };
+  for (const auto& [what, frame] : frames) expect_redirect_fragment(frame, what);
+}
+
+TEST_F(WireTest, Ipv6FragmentsBehindBrokenOrTooLongChainsPass) {
+  XskEnvironment xsk(programs().wire_xsks_map_fd());
+  expect_pass(v6_fragment_behind(std::vector<uint8_t>(7, kIpv6DestOpts), 10, false), OV2_WIRE_PASS_EXT_TOO_DEEP,
+              "seven headers before the fragment header");
+  Bytes past = v6_fragment_behind({kIpv6DestOpts}, 10, false);
+  past[14 + 41] = 200;  // the header's length runs past the packet
+  expect_pass(past, OV2_WIRE_PASS_MALFORMED, "a header past the packet");
+  // The fragment header itself cut off behind the chain.
+  expect_pass(FrameBuilder()
+                  .ethernet(kEthIpv6)
+                  .ipv6("2001:db8::1", "2001:db8::2", kIpv6Routing, 12)
+                  .ipv6_ext(kIpv6Fragment)
+                  .ipv6_fragment(kProtoEsp, 0, true)
+                  .build(),
+              OV2_WIRE_PASS_MALFORMED, "fragment header beyond the payload");
 }
 
 TEST_F(WireTest, MalformedIpv6IsCounted) {

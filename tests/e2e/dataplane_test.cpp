@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -1445,6 +1446,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
     bool df = false;             // inner udp: DF
     uint16_t dport = 0;
     uint32_t count = 1;  // kind far: datagrams (IP ids ip_id, ip_id + 1, ...)
+    std::string extra;   // more JSON members for the script, overriding the above (`, "outer_dst": "..."`)
   };
 
   // Frames of tunnel ESP on the a->b SA carrying an echo request from a's
@@ -1452,8 +1454,9 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
   // private file, never a command line.
   std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
-                                               bool natt = false) {
-    return scapy_esp_fragments(Fragments{.kind = kind, .seq = seq, .ip_id = ip_id, .v6 = v6, .natt = natt});
+                                               bool natt = false, const std::string& extra = "") {
+    return scapy_esp_fragments(
+        Fragments{.kind = kind, .seq = seq, .ip_id = ip_id, .v6 = v6, .natt = natt, .extra = extra});
   }
   // A UDP datagram of `payload` bytes (scapy's pattern) from a's inner
   // address to b's, port `dport`, in ESP in outer fragments of 1480 bytes of
@@ -1477,7 +1480,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
                        : 512)
         << ", \"ip_id\": " << s.ip_id << ", \"natt\": " << (s.natt ? "true" : "false") << ", \"inner\": \"" << s.inner
         << "\", \"df\": " << (s.df ? "true" : "false") << ", \"dport\": " << s.dport << ", \"count\": " << s.count
-        << ", \"kind\": \"" << s.kind << "\"}";
+        << ", \"kind\": \"" << s.kind << "\"" << s.extra << "}";
     }
     const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR +
                                    "/tests/e2e/esp_fragments.py < " + conf + " 2>" + tmp_.file("fragments.err"));
@@ -1508,7 +1511,7 @@ class DataplaneFragmentE2E : public DataplaneE2E {
   }
 
   void expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6, std::vector<std::string>* frames,
-                                            DataplaneCounters* after);
+                                            DataplaneCounters* after, const std::string& extra = "");
 
   // A UDP socket on b's inner IPv4 address, port `port`, that takes `count`
   // datagrams and prints for each "<length> ok" if it is scapy's pattern
@@ -1555,8 +1558,8 @@ uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCo
 // and answered through its SA.  The frames and b's counters after go out.
 void DataplaneFragmentE2E::expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6,
                                                                 std::vector<std::string>* frames,
-                                                                DataplaneCounters* after) {
-  *frames = scapy_esp_fragments("good", seq, ip_id, v6);
+                                                                DataplaneCounters* after, const std::string& extra) {
+  *frames = scapy_esp_fragments("good", seq, ip_id, v6, false, extra);
   ASSERT_EQ(frames->size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
   const DataplaneCounters b0 = b_.dp->counters();
   inject(*a_.ns, "wire", *frames);
@@ -1772,6 +1775,33 @@ TEST_F(DataplaneFragmentE2E, Ipv6OuterEspFragmentsAreReassembledAndAnyOverlapDro
   EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
 }
 
+// RFC 8200 §4.5: Hop-by-Hop, Destination Options and Routing headers before
+// the Fragment header ride in every fragment; ov2_wire, the reassembly and
+// the SA lookup walk them, and the datagram keeps them up to ESP.  (Before,
+// only a Fragment header right after the fixed header was reassembled:
+// rx-reasm-malformed.)
+TEST_F(DataplaneFragmentE2E, Ipv6EspFragmentsBehindExtensionHeadersAreReassembledAndOpened) {
+  setup_tunnel(true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  std::vector<std::string> frames;
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(6000, 0x61616161, true, &frames, &b1,
+                                                               ", \"v6_ext\": [\"hop\", \"dest\", \"routing\"]"));
+  EXPECT_EQ(static_cast<uint8_t>(frames[0][14 + 6]), 0) << "the fragments start with a Hop-by-Hop header";
+  EXPECT_EQ(wc(*b_.dp, WorkerCounter::RxReasmMalformed) + wc(*b_.dp, WorkerCounter::RxReasmBadChain), 0u);
+  // Seven Destination Options headers before the Fragment header: more than
+  // anything walks.  ov2_wire leaves them to the stack (pass-ext-too-deep).
+  const std::string seven = ", \"v6_ext\": [\"dest\", \"dest\", \"dest\", \"dest\", \"dest\", \"dest\", \"dest\"]";
+  const std::vector<std::string> deep = scapy_esp_fragments("good", 6001, 0x62626262, true, false, seven);
+  ASSERT_EQ(deep.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", deep);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return b_.dp->counters().wire[OV2_WIRE_PASS_EXT_TOO_DEEP] - b1.wire[OV2_WIRE_PASS_EXT_TOO_DEEP] >= 3; },
+      3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxFragments), 0u) << dump(*b_.dp);
+}
+
 TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddressArrivesAsFromTheWire) {
   setup_tunnel(false, 0, true);
   ASSERT_TRUE(warm_up(a_, b_.inner_ip));
@@ -1963,6 +1993,129 @@ TEST_F(DataplaneFragmentE2ETwoQueues, ReassembledDatagramsAreHandedToTheSaOwnerW
   for (WorkerCounter c : {WorkerCounter::RxHandoffFull, WorkerCounter::RxForeignQueue, WorkerCounter::RxMalformed,
                           WorkerCounter::RxReasmTooBig, WorkerCounter::RxInnerTooBig})
     EXPECT_EQ(delta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+}
+
+// A counter of the Ip: line of /proc/net/snmp in `ns` (the namespace's own).
+uint64_t snmp_ip(const Netns& ns, const std::string& name) {
+  std::istringstream in(sh_out(ns.exec("cat /proc/net/snmp")));
+  std::string names, values;
+  while (std::getline(in, names) && names.rfind("Ip:", 0) != 0) {
+  }
+  std::getline(in, values);
+  std::istringstream n(names), v(values);
+  std::string key, value;
+  while (n >> key && v >> value)
+    if (key == name) return std::stoull(value);
+  ADD_FAILURE() << "no Ip " << name << " in /proc/net/snmp of " << ns.name();
+  return 0;
+}
+
+// b is a router on the way: ESP between a and a host c behind b, in
+// fragments, arrives on b's wire.  b has an inbound ESP SA for its own
+// address only, so ov2_wire leaves these fragments to b's stack
+// (pass-fragment-no-sa), which forwards them; c reassembles the ESP datagram
+// byte for byte.  (Before, every ESP fragment went to b's worker, which
+// reassembled it and dropped it as rx-no-sa.)
+TEST_F(DataplaneFragmentE2E, EspFragmentsBetweenOtherHostsPassToTheStackAndAreForwarded) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  Netns c("ov2t" + std::to_string(getpid()) + "c");
+  const std::string c_ip = "203.0.113.2";
+  must("ip link add side netns " + b_.ns->name() + " type veth peer name side netns " + c.name());
+  must("ip -n " + b_.ns->name() + " addr add 203.0.113.1/24 dev side");
+  must("ip -n " + c.name() + " addr add " + c_ip + "/24 dev side");
+  must("ip -n " + b_.ns->name() + " link set side up");
+  must("ip -n " + c.name() + " link set side up");
+  must("ip -n " + c.name() + " link set lo up");
+  must("ip -n " + c.name() + " route add default via 203.0.113.1");
+  must(b_.ns->exec("sysctl -qw net.ipv4.ip_forward=1"));
+  ASSERT_EQ(sh(b_.ns->exec("ping -c 1 -W 2 -q " + c_ip + " >/dev/null")), 0) << "b reaches c";
+  // c's view of ESP: a raw socket gets each reassembled datagram whole.
+  const std::string listener = tmp_.file("esp_listener.py");
+  {
+    std::ofstream f(listener);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)\n"
+         "s.settimeout(15)\n"
+         "print('ready', flush=True)\n"
+         "d = s.recv(65535)\n"
+         "print(len(d), d[20:28].hex(), flush=True)\n";
+  }
+  Child esp_listener(c.exec("/usr/bin/python3 " + listener), tmp_.file("esp_listener.log"));
+  const std::string esp_log = tmp_.file("esp_listener.log");
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(esp_log) == "ready\n"; }, 5000)) << e2e::read_file(esp_log);
+  const std::vector<std::string> frames =
+      scapy_esp_fragments("good", 5000, 0x9191, false, false, ", \"outer_dst\": \"" + c_ip + "\"");
+  ASSERT_EQ(frames.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  size_t datagram = 20;  // the IPv4 header, then every fragment's payload
+  for (const std::string& f : frames)
+    datagram += (static_cast<uint8_t>(f[16]) << 8 | static_cast<uint8_t>(f[17])) - (f[14] & 0x0f) * 4;
+  const DataplaneCounters b0 = b_.dp->counters();
+  const uint64_t c_reasm0 = snmp_ip(c, "ReasmOKs");
+  inject(*a_.ns, "wire", frames);
+  ASSERT_TRUE(e2e::wait_for([&] { return e2e::read_file(esp_log).find(' ') != std::string::npos; }, 5000))
+      << "the ESP datagram did not reach c: b " << dump(*b_.dp)
+      << "\nb: " << sh_out(b_.ns->exec("nstat -az 2>&1 | grep -E 'IpExtInNoRoutes|IpReasm|IpForw|IpInDiscards' "));
+  std::ostringstream expected;
+  expected << "ready\n"
+           << datagram << " " << std::hex << std::setfill('0') << std::setw(8) << ab_.out.spi << std::setw(8) << 5000
+           << "\n";
+  EXPECT_EQ(e2e::read_file(esp_log), expected.str());
+  EXPECT_EQ(snmp_ip(c, "ReasmOKs") - c_reasm0, 1u) << "c reassembled the datagram from b's forwarded fragments";
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_PASS_FRAGMENT_NO_SA] - b0.wire[OV2_WIRE_PASS_FRAGMENT_NO_SA], 3u) << dump(*b_.dp);
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 0u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxNoSa), 0u) << dump(*b_.dp);
+  // b's own SA address still gets its fragments reassembled by the worker.
+  std::vector<std::string> own;
+  DataplaneCounters b2;
+  ASSERT_NO_FATAL_FAILURE(expect_fragments_opened_and_answered(5001, 0x9292, false, &own, &b2));
+}
+
+// The IKE datagram's fragments came 802.1Q-tagged (VID 100): reassembled by
+// the worker, it re-enters the wire with the tag put back (the worker keeps
+// the TCI, ov2_verdict pushes it before the redirect), so it arrives for the
+// wire's VLAN device, not untagged on the wire itself.  This kernel has no
+// 802.1Q devices (CONFIG_VLAN_8021Q unset): what b's wire receives is checked
+// on a capture there, where the fragments themselves never show (XDP sends
+// them to the worker) and the redirected datagram does, with its tag.
+TEST_F(DataplaneFragmentE2E, TaggedIkeFragmentsReenterTheWireWithTheirVlanTag) {
+  setup_tunnel(false, 0, true);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  // The bridge in the middle takes the tag off into the skb; the port to b
+  // then writes it back into the frame, so b's XDP sees it as a NIC would
+  // without VLAN offload.
+  must(mid_->exec("ethtool -K midb txvlan off >/dev/null"));
+  pcap_ = tmp_.file("b-wire.pcap");
+  capture_ = std::make_unique<Child>(b_.ns->exec("tcpdump -Z root --immediate-mode -i wire -U -n -w " + pcap_),
+                                     tmp_.file("tcpdump.log"));
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return e2e::read_file(tmp_.file("tcpdump.log")).find("listening") != std::string::npos; }, 5000));
+  const DataplaneCounters b0 = b_.dp->counters();
+  const std::vector<std::string> ike = scapy_esp_fragments("ike", 7000, 0x7171, false, true, ", \"vlan\": 100");
+  ASSERT_EQ(ike.size(), 3u) << e2e::read_file(tmp_.file("fragments.err"));
+  ASSERT_EQ(ike[0].substr(12, 4), std::string("\x81\x00\x00\x64", 4)) << "tagged frames";
+  inject(*a_.ns, "wire", ike);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] {
+        return b_.dp->counters().verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS] -
+                   b0.verdict[OV2_VERDICT_REDIRECT_WIRE_INGRESS] >=
+               1;
+      },
+      3000))
+      << dump(*b_.dp);
+  stop_capture();
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmPassed), 1u) << dump(*b_.dp);
+  // On b's wire: exactly the whole datagram (28 + 1304 bytes), tagged VID 100.
+  const auto rows = tshark_fields("udp.port == 4500", " -e vlan.id -e ip.len -e ip.flags.mf -e ip.frag_offset", 4);
+  ASSERT_EQ(rows.size(), 1u) << tshark_raw_;
+  EXPECT_EQ(rows[0][0], "100") << tshark_raw_;
+  EXPECT_EQ(rows[0][1], "1332") << tshark_raw_;
+  EXPECT_TRUE(rows[0][3].empty() || rows[0][3] == "0") << tshark_raw_;
 }
 
 }  // namespace

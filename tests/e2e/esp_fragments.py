@@ -7,10 +7,12 @@ The configuration (JSON, with the key) comes on stdin, never on the command
 line: spi, key (hex, key||salt), seq, outer_src, outer_dst (IPv6 addresses:
 IPv6 outer header and fragment headers, fragment6()), inner_src,
 inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id,
-natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), inner (optional:
-"udp" -- a UDP datagram from port 7000 to `dport` carrying `payload` bytes,
-with DF if `df`; "udp6" -- the same over IPv6 from inner_src6 to inner_dst6),
-kind:
+natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), v6_ext (optional:
+IPv6 extension headers before the Fragment header, the unfragmentable part
+every fragment carries: "hop", "dest", "routing"), vlan (optional: an
+802.1Q tag with this VID on every frame), inner (optional: "udp" -- a UDP
+datagram from port 7000 to `dport` carrying `payload` bytes, with DF if
+`df`; "udp6" -- the same over IPv6 from inner_src6 to inner_dst6), kind:
   good      the fragments, last first (any order must do)
   overlap   IPv4: a copy of the second fragment with other bytes after it
             (overlap with differing data: the datagram is dropped); IPv6: a
@@ -28,7 +30,8 @@ kind:
 import json
 import sys
 
-from scapy.all import ICMP, IP, UDP, IPv6, Ether, IPv6ExtHdrFragment, Raw, fragment, fragment6, raw
+from scapy.all import (ICMP, IP, UDP, Dot1Q, Ether, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+                       IPv6ExtHdrRouting, Raw, fragment, fragment6, raw)
 from scapy.layers.ipsec import ESP, SecurityAssociation
 
 c = json.loads(sys.stdin.read())
@@ -47,7 +50,10 @@ else:
 esp = raw(sa.encrypt(inner, seq_num=c["seq"]))
 if v6:
     body = esp[40:]  # the ESP packet after the fixed header
-    whole = IPv6(src=c["outer_src"], dst=c["outer_dst"]) / IPv6ExtHdrFragment(nh=50, id=c["ip_id"]) / Raw(body)
+    whole = IPv6(src=c["outer_src"], dst=c["outer_dst"])
+    for name in c.get("v6_ext", []):
+        whole = whole / {"hop": IPv6ExtHdrHopByHop, "dest": IPv6ExtHdrDestOpt, "routing": IPv6ExtHdrRouting}[name]()
+    whole = whole / IPv6ExtHdrFragment(nh=50, id=c["ip_id"]) / Raw(body)
     frags = [IPv6(raw(f)) for f in fragment6(whole, c["fragsize"])]
 else:
     outer = IP(esp)
@@ -91,5 +97,8 @@ elif kind == "unended":
     frags = frags[:1]
 else:
     sys.exit("unknown kind " + kind)
+eth = Ether(src=c["src_mac"], dst=c["dst_mac"])
+if "vlan" in c:
+    eth = eth / Dot1Q(vlan=c["vlan"])
 for f in frags:
-    print(raw(Ether(src=c["src_mac"], dst=c["dst_mac"]) / f).hex())
+    print(raw(eth / f).hex())

@@ -21,6 +21,17 @@ using Kind = Reassembly::Kind;
 
 uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 
+// The packets a scapy script prints in hex, one per line.
+std::vector<Bytes> run_scapy(const std::string& script) {
+  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
+  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
+  std::vector<Bytes> out;
+  std::istringstream ss(r.out);
+  std::string line;
+  while (std::getline(ss, line)) out.push_back(from_hex(line));
+  return out;
+}
+
 // Fragments of one datagram, as scapy's fragment()/fragment6() cut them; the
 // datagram itself first.  `v6`: IPv6 with a fragment header.
 std::vector<Bytes> scapy_fragments(bool v6, uint32_t payload, uint32_t mtu) {
@@ -40,13 +51,7 @@ std::vector<Bytes> scapy_fragments(bool v6, uint32_t payload, uint32_t mtu) {
                 "fs = fragment(IP(raw(p)), " +
                 std::to_string(mtu - 20) + ")\n") +
       "print(d.hex())\nfor f in fs: print(raw(f).hex())\n";
-  ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");
-  EXPECT_EQ(r.status, 0) << "python3-scapy missing? " << r.err;
-  std::vector<Bytes> out;
-  std::istringstream ss(r.out);
-  std::string line;
-  while (std::getline(ss, line)) out.push_back(from_hex(line));
-  return out;
+  return run_scapy(script);
 }
 
 Reassembly::Limits small_limits() {
@@ -221,9 +226,9 @@ TEST(Reassembly, MalformedFragmentsAreDroppedWithoutTouchingTheTable) {
   Bytes v6short = v6frag(1, 8, true, 16, 0);
   v6short.resize(44);
   EXPECT_EQ(why(v6short), FragmentDrop::Malformed) << "fragment header cut off";
-  Bytes v6chain = v6frag(1, 8, true, 16, 0);
-  v6chain[6] = 60;  // destination options before the fragment header: not supported
-  EXPECT_EQ(why(v6chain), FragmentDrop::Malformed);
+  Bytes v6nofrag = v6frag(1, 8, true, 16, 0);
+  v6nofrag[6] = 50;  // no fragment header at all
+  EXPECT_EQ(why(v6nofrag), FragmentDrop::Malformed);
   EXPECT_EQ(r.in_progress(), 0u);
   // Conflicting ends.
   EXPECT_EQ(add(r, v4frag(3, 16, false, 8, 0)).kind, Kind::Held);
@@ -414,6 +419,111 @@ TEST(Reassembly, LargeDatagramsHaveTheirOwnFragmentLimitAndStillStopAt65535) {
   EXPECT_EQ(res.why, FragmentDrop::TooBig);
   EXPECT_EQ(r.in_progress(), 0u);
   EXPECT_EQ(r.large_in_use(), 0u);
+}
+
+// scapy's fragment6() of an IPv6 datagram whose extension headers `ext`
+// (scapy layer names) come before the Fragment header; the datagram itself
+// (the last of them naming ESP) first.
+std::vector<Bytes> scapy_fragments_behind(const std::string& ext, uint32_t payload, uint32_t mtu) {
+  const std::string data = "Raw(bytes((i * 7) % 251 for i in range(" + std::to_string(payload) + ")))";
+  const std::string script =
+      "from scapy.all import *\n"
+      "hs = [" +
+      ext +
+      "]\n"
+      "def chain(last_nh):\n"
+      "  p = IPv6(src='fd00:2::1', dst='fd00:2::2')\n"
+      "  for i, h in enumerate(hs):\n"
+      "    h = h.copy()\n"
+      "    if i + 1 == len(hs): h.nh = last_nh\n"
+      "    p = p / h\n"
+      "  return p\n"
+      "print(raw(chain(50) / " +
+      data +
+      ").hex())\n"
+      "for f in fragment6(chain(44) / IPv6ExtHdrFragment(id=0x1234, nh=50) / " +
+      data + ", " + std::to_string(mtu) + "): print(raw(f).hex())\n";
+  return run_scapy(script);
+}
+
+// RFC 8200 §4.5: the unfragmentable part (Hop-by-Hop, Destination Options,
+// Routing) rides in every fragment and is kept from the first one; the
+// datagram comes back byte for byte with the last of them naming ESP.
+TEST(Reassembly, Ipv6FragmentsBehindExtensionHeadersKeepTheUnfragmentablePart) {
+  for (const std::string ext : {"IPv6ExtHdrRouting()", "IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting()",
+                                "IPv6ExtHdrDestOpt(options=[PadN(optdata=bytes(20))])"}) {
+    SCOPED_TRACE(ext);
+    std::vector<Bytes> v = scapy_fragments_behind(ext, 2500, 1280);
+    ASSERT_GE(v.size(), 4u);
+    Reassembly r(small_limits());
+    Bytes out(4096);
+    Reassembly::Result res{Kind::Held};
+    for (size_t i = v.size() - 1; i >= 1; --i) res = r.add(v[i].data(), uint32_t(v[i].size()), 0, out.data(), 4096);
+    ASSERT_EQ(res.kind, Kind::Complete);
+    EXPECT_EQ(Bytes(out.begin(), out.begin() + res.len), v[0]);
+    EXPECT_TRUE(Reassembly::is_fragment(v[1].data(), uint32_t(v[1].size())));
+    EXPECT_FALSE(Reassembly::is_fragment(v[0].data(), uint32_t(v[0].size())));
+  }
+}
+
+// A hand-made IPv6 fragment behind `ext` Destination Options headers of
+// `units` (8 bytes + 8 * units each).
+Bytes v6frag_behind(int ext, uint8_t units, uint32_t offset, bool more, uint32_t len) {
+  Bytes f = v6frag(9, offset, more, len, 0x33);
+  Bytes chain;
+  for (int i = 0; i < ext; ++i) {
+    Bytes h((units + 1u) * 8u, 0);
+    h[0] = i + 1 < ext ? 60 : 44;
+    h[1] = units;
+    chain.insert(chain.end(), h.begin(), h.end());
+  }
+  if (ext > 0) f[6] = 60;
+  f.insert(f.begin() + 40, chain.begin(), chain.end());
+  const uint32_t pl = uint32_t(f.size() - 40);
+  f[4] = uint8_t(pl >> 8);
+  f[5] = uint8_t(pl);
+  return f;
+}
+
+TEST(Reassembly, Ipv6AtomicFragmentBehindExtensionHeadersKeepsThem) {
+  Reassembly r(small_limits());
+  const Bytes f = v6frag_behind(2, 1, 0, false, 24);  // 40 + 2 * 16 + 8 + 24
+  Bytes out(4096);
+  Reassembly::Result res = add(r, f, &out);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_EQ(res.len, 40u + 32u + 24u);
+  EXPECT_EQ(out[6], 60);
+  EXPECT_EQ(out[40], 60);
+  EXPECT_EQ(out[56], 50) << "the last Destination Options header names what the Fragment header named";
+  EXPECT_EQ(be16(out.data() + 4), 32 + 24);
+  EXPECT_EQ(Bytes(out.begin() + 72, out.begin() + 96), Bytes(24, 0x33));
+}
+
+TEST(Reassembly, TruncatedOrTooLongExtensionHeaderChainsAreABadHeaderChain) {
+  Reassembly r(small_limits());
+  auto why = [&](const Bytes& f) {
+    Reassembly::Result res = add(r, f);
+    EXPECT_EQ(res.kind, Kind::Dropped);
+    return res.why;
+  };
+  // Six headers, like ov2_wire, are walked; a seventh is too many.
+  EXPECT_EQ(add(r, v6frag_behind(6, 0, 0, true, 16)).kind, Kind::Held);
+  EXPECT_EQ(why(v6frag_behind(7, 0, 0, true, 16)), FragmentDrop::BadHeaderChain);
+  // A header whose length runs past the packet.
+  Bytes past = v6frag_behind(1, 0, 0, true, 16);
+  past[41] = 40;
+  EXPECT_EQ(why(past), FragmentDrop::BadHeaderChain);
+  // The chain ends exactly where the packet does: no room for the fragment header.
+  Bytes cut = v6frag_behind(2, 0, 0, true, 16);
+  cut.resize(56);
+  cut[4] = 0;
+  cut[5] = 16;
+  EXPECT_EQ(why(cut), FragmentDrop::Malformed);
+  // An unfragmentable part beyond the 256 bytes kept for it.
+  EXPECT_EQ(why(v6frag_behind(1, 27, 0, true, 16)), FragmentDrop::BadHeaderChain);  // 40 + 224
+  EXPECT_EQ(add(r, v6frag_behind(1, 26, 16, true, 16)).kind, Kind::Held);           // 40 + 216: kept
+  EXPECT_TRUE(Reassembly::is_fragment(past.data(), uint32_t(past.size()))) << "the table gets to drop it";
+  EXPECT_EQ(r.in_progress(), 1u) << "one datagram (id 9) in progress";
 }
 
 }  // namespace

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "esp/esp_test_util.h"
+#include "esp/ip_checksum.h"
 #include "ov2_abi.h"
 
 namespace ov2::esp::test {
@@ -218,6 +221,80 @@ TEST(EspSequence, UpdateSaSetsTheEsnHighBitsOnlyForEsnSas) {
   EXPECT_FALSE(plain.out().set_seq_hi(5));
   EXPECT_FALSE(plain.in().set_seq_hi(5));
   EXPECT_EQ(plain.out().next_seq(), 1u);
+}
+
+// An SA of one thread (crypto_slots 1) takes UPDATE_SA from another thread
+// before its next packet; a shared one (crypto_slots > 1) at once.  Either
+// way the low 32 bits keep counting: no number is skipped or sent twice.
+TEST(EspSequence, UpdateSaFromAnotherThreadKeepsTheLowBitsCounting) {
+  for (unsigned slots : {1u, 3u}) {
+    SCOPED_TRACE(slots);
+    SaSpec s = make_spec(all_suites()[0], Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x4242, true);
+    s.replay_window = 64;
+    OutboundSa out(s, 0, slots);
+    constexpr uint32_t kPackets = 4000;
+    std::vector<uint32_t> low;
+    Bytes last;
+    std::atomic<uint32_t> sent{0};
+    std::atomic<bool> updated{false};
+    std::thread owner([&] {
+      for (uint32_t i = 0; i < kPackets; ++i) {
+        // Half-way the owner waits until the update is made: the packets
+        // after it must carry it.
+        if (i == kPackets / 2)
+          while (!updated.load(std::memory_order_acquire)) std::this_thread::yield();
+        PacketBuffer buf(make_udp_packet("10.0.0.1", "10.0.0.2", 20));
+        ASSERT_EQ(out.encapsulate(buf.packet(), 0), Reason::Ok);
+        low.push_back(wire::be32(buf.packet().data + 24));
+        if (i + 1 == kPackets) last = buf.bytes();
+        sent.store(i + 1, std::memory_order_release);
+      }
+    });
+    while (sent.load(std::memory_order_acquire) < kPackets / 2) std::this_thread::yield();
+    EXPECT_TRUE(out.set_seq_hi(6));
+    EXPECT_EQ(out.next_seq() >> 32, 6u);  // seen at once, also before the owner's next packet
+    updated.store(true, std::memory_order_release);
+    owner.join();
+    ASSERT_EQ(low.size(), size_t(kPackets));
+    for (uint32_t i = 0; i < kPackets; ++i) ASSERT_EQ(low[i], i + 1);
+    EXPECT_EQ(out.next_seq(), (6ull << 32) | (kPackets + 1));
+    // The last packet's ICV covers high bits 6 (RFC 4303 §2.2.1): a receiver
+    // in that subspace accepts it.
+    InboundSa in(mirror(s), 0);
+    ASSERT_TRUE(in.set_seq_hi(6));
+    PacketBuffer wire_copy(last);
+    const auto r = in.decapsulate(wire_copy.packet(), 0);
+    EXPECT_EQ(r.reason, Reason::Ok);
+    EXPECT_EQ(r.seq, (6ull << 32) | kPackets);
+    out.set_next_seq(9);  // the restore hook replaces a pending update too
+    EXPECT_EQ(out.next_seq(), 9u);
+  }
+}
+
+// The receiving side of UPDATE_SA: set from the control thread while the
+// SA's thread decapsulates; the window top moves to the new subspace before
+// that thread's next packet, keeping its low half.
+TEST(EspSequence, InboundUpdateSaFromAnotherThreadIsTakenBeforeTheNextPacket) {
+  Link l(64, true);
+  std::vector<Bytes> before, after;
+  for (uint64_t i = 1; i <= 100; ++i) before.push_back(l.seal(i));
+  for (uint64_t i = 101; i <= 200; ++i) after.push_back(l.seal((6ull << 32) | i));
+  std::atomic<bool> half{false}, updated{false};
+  std::vector<Reason> got;
+  std::thread owner([&] {
+    for (const auto& b : before) got.push_back(l.deliver_bytes(b).reason);
+    half.store(true, std::memory_order_release);
+    while (!updated.load(std::memory_order_acquire)) std::this_thread::yield();
+    for (const auto& b : after) got.push_back(l.deliver_bytes(b).reason);
+  });
+  while (!half.load(std::memory_order_acquire)) std::this_thread::yield();
+  ASSERT_TRUE(l.in().set_seq_hi(6));
+  EXPECT_EQ(l.in().highest_seq(), (6ull << 32) | 100);
+  updated.store(true, std::memory_order_release);
+  owner.join();
+  ASSERT_EQ(got.size(), 200u);
+  EXPECT_EQ(std::count(got.begin(), got.end(), Reason::Ok), 200);
+  EXPECT_EQ(l.in().highest_seq(), (6ull << 32) | 200);
 }
 
 TEST(EspSequence, SpecSeqHiStartsBothSidesInThatSubspace) {
