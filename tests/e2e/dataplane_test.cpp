@@ -909,7 +909,8 @@ TEST_F(DataplaneE2ETwoQueues, TwoPinnedWorkersPerHostCarryPingAndTcpAsEsp) {
   // Whatever queue they came in on, every ESP packet sent was opened.
   EXPECT_EQ(b.worker_count(WorkerCounter::RxDecapsulated), a.worker_count(WorkerCounter::TxEncapsulated))
       << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
-  EXPECT_EQ(a.worker_count(WorkerCounter::RxDecapsulated), b.worker_count(WorkerCounter::TxEncapsulated));
+  EXPECT_EQ(a.worker_count(WorkerCounter::RxDecapsulated), b.worker_count(WorkerCounter::TxEncapsulated))
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
   WireSummary w = summarize();
   EXPECT_GT(w.esp_good[ab_.out.spi], 0u);
   EXPECT_EQ(w.esp_bad_or_unchecked, 0u);
