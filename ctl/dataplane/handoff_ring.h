@@ -10,8 +10,15 @@
 // (wrap at 2^32; capacity is a power of two), on separate cache lines, each
 // side keeping a cached copy of the other's counter so that the shared line is
 // read only when the cached view says "full" or "empty".
+//
+// A record bigger than one slot (a reassembled datagram) takes as many
+// consecutive slots as it needs, its bytes contiguous: a record never wraps
+// around the end of the storage -- the slots left there are published as one
+// skip record, which front() passes over.  A record may take up to half the
+// ring (so that it always fits once the ring is empty).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +35,7 @@ class HandoffRing {
   struct Slot {
     uint32_t len;
     uint32_t offset;
+    uint32_t span;  // slots the record takes, this one included
     uint8_t* data() { return reinterpret_cast<uint8_t*>(this + 1); }
     const uint8_t* data() const { return reinterpret_cast<const uint8_t*>(this + 1); }
   };
@@ -49,49 +57,73 @@ class HandoffRing {
 
   uint32_t capacity() const { return capacity_; }
   uint32_t slot_bytes() const { return slot_bytes_; }
+  // The longest record push() takes (several slots, at most half the ring).
+  uint32_t max_record_bytes() const {
+    const size_t bytes = std::max<size_t>(1, capacity_ / 2) * stride_ - sizeof(Slot);
+    return static_cast<uint32_t>(std::min<size_t>(bytes, UINT32_MAX));
+  }
 
   // --- producer ---------------------------------------------------------------
-  // Copies `len` bytes into the next slot and publishes it.  False (nothing
-  // written) if the ring is full or `len` exceeds slot_bytes().
+  // Copies `len` bytes into the next slot(s) and publishes them.  False
+  // (nothing written) if the ring has no room for them now, or `len` exceeds
+  // max_record_bytes().
   bool push(const uint8_t* data, uint32_t len, uint32_t offset) {
-    if (len > slot_bytes_) return false;
-    const uint32_t tail = prod_.tail_local;
-    if (tail - prod_.head_cached == capacity_) {
+    const size_t bytes = sizeof(Slot) + size_t(len);
+    const uint32_t span = static_cast<uint32_t>((bytes + stride_ - 1) / stride_);
+    if (span > 1 && span > capacity_ / 2) return false;
+    uint32_t tail = prod_.tail_local;
+    const uint32_t at = tail & mask_;
+    const uint32_t skip = at + span > capacity_ ? capacity_ - at : 0;  // the slots left before the end
+    if (tail + skip + span - prod_.head_cached > capacity_) {
       prod_.head_cached = head_.value.load(std::memory_order_acquire);  // the consumer's progress
-      if (tail - prod_.head_cached == capacity_) return false;
+      if (tail + skip + span - prod_.head_cached > capacity_) return false;
+    }
+    if (skip) {
+      Slot* pad = slot(tail);
+      pad->len = kSkip;
+      pad->offset = 0;
+      pad->span = skip;
+      tail += skip;
     }
     Slot* s = slot(tail);
     s->len = len;
     s->offset = offset;
+    s->span = span;
     std::memcpy(s->data(), data, len);
-    prod_.tail_local = tail + 1;
-    tail_.value.store(tail + 1, std::memory_order_release);  // the slot's bytes before the new tail
+    prod_.tail_local = tail + span;
+    tail_.value.store(tail + span, std::memory_order_release);  // the slots' bytes before the new tail
     return true;
   }
 
   // --- consumer ---------------------------------------------------------------
-  // The oldest unconsumed slot, or nullptr if the ring is empty.  Stays valid
-  // (the producer does not touch it) until pop().
+  // The oldest unconsumed record, or nullptr if the ring is empty.  Stays
+  // valid (the producer does not touch it) until pop().
   const Slot* front() {
-    const uint32_t head = cons_.head_local;
-    if (head == cons_.tail_cached) {
-      cons_.tail_cached = tail_.value.load(std::memory_order_acquire);  // pairs with push's release
-      if (head == cons_.tail_cached) return nullptr;
+    for (;;) {
+      const uint32_t head = cons_.head_local;
+      if (head == cons_.tail_cached) {
+        cons_.tail_cached = tail_.value.load(std::memory_order_acquire);  // pairs with push's release
+        if (head == cons_.tail_cached) return nullptr;
+      }
+      const Slot* s = slot(head);
+      if (s->len != kSkip) return s;
+      pop();  // the slots before the end that a record did not fit in
     }
-    return slot(head);
   }
-  // Gives the slot front() returned back to the producer.
+  // Gives the record front() returned back to the producer.
   void pop() {
-    cons_.head_local += 1;
-    head_.value.store(cons_.head_local, std::memory_order_release);  // our reads of the slot before its reuse
+    cons_.head_local += slot(cons_.head_local)->span;
+    head_.value.store(cons_.head_local, std::memory_order_release);  // our reads of the slots before their reuse
   }
 
   // --- either side (also other threads; a snapshot) ---------------------------
-  // True if nothing is published and unconsumed.  The consumer calls it after a
+  // True if nothing is published and unconsumed (a skip record left alone
+  // counts as something until front() passes it).  The consumer calls it after a
   // seq_cst fence before sleeping (see Worker::run).
   bool empty() const {
     return head_.value.load(std::memory_order_acquire) == tail_.value.load(std::memory_order_acquire);
   }
+  // Slots in use (a record of several slots counts as several).
   uint32_t size() const {
     return tail_.value.load(std::memory_order_acquire) - head_.value.load(std::memory_order_acquire);
   }
@@ -111,6 +143,8 @@ class HandoffRing {
     uint32_t head_local = 0;
     uint32_t tail_cached = 0;
   };
+
+  static constexpr uint32_t kSkip = UINT32_MAX;  // Slot::len of a skip record
 
   Slot* slot(uint32_t index) const { return reinterpret_cast<Slot*>(storage_.get() + stride_ * (index & mask_)); }
 

@@ -91,6 +91,12 @@ const char* worker_counter_name(WorkerCounter c) {
       return "rx-fragmented-for-host";
     case WorkerCounter::RxReasmPassed:
       return "rx-reasm-passed";
+    case WorkerCounter::RxReasmLarge:
+      return "rx-reasm-large";
+    case WorkerCounter::RxReasmLargeBusy:
+      return "rx-reasm-large-busy";
+    case WorkerCounter::RxInnerTooBig:
+      return "rx-inner-too-big";
     case WorkerCounter::TxHostFragments:
       return "tx-host-fragments";
     case WorkerCounter::TxReassembled:
@@ -107,9 +113,49 @@ const char* worker_counter_name(WorkerCounter c) {
 
 namespace {
 
-// A reassembled datagram must fit one UMEM frame to go on.
-esp::Reassembly::Limits reassembly_limits(const Worker::Config& cfg) {
-  return {cfg.reassembly_entries, cfg.umem.frame_size, cfg.reassembly_fragments, cfg.reassembly_timeout_ns};
+// The large buffer: headroom, the Ethernet header (one VLAN tag at most),
+// then a datagram of up to 65535 bytes (IPv6: + its 40-byte fixed header).
+constexpr uint32_t kLargeHeadroom = 64;
+constexpr uint32_t kLargeBytes = 65536 + 256;
+static_assert(kLargeHeadroom + ETH_HLEN + 4 + 40 + esp::Reassembly::kLargePayload <= kLargeBytes);
+// Where the IP header goes in the frames a packet from the large buffer is
+// copied into (the XDP headroom received frames have; the shim frame's
+// Ethernet header and shim go in front).
+constexpr uint32_t kHostPieceOffset = 256;
+static_assert(kHostPieceOffset >= ETH_HLEN + OV2_SHIM_SIZE);
+
+// Each table's datagrams fit one UMEM frame, or with `large` one of its
+// large buffers (the receive table always; the transmit table, which
+// reassembles what the host cut for ov2's MTU, when transmit_large_ok).
+esp::Reassembly::Limits reassembly_limits(const Worker::Config& cfg, bool large) {
+  esp::Reassembly::Limits l{cfg.reassembly_entries, cfg.umem.frame_size, cfg.reassembly_fragments,
+                            cfg.reassembly_timeout_ns};
+  if (large) {
+    l.large_entries = cfg.reassembly_large_entries;
+    l.large_fragments = cfg.reassembly_large_fragments;
+  }
+  return l;
+}
+
+// Bytes of ov2's MTU a packet for the host may have: ov2's MTU is the wire
+// MTU and a veth forwards frames of at most MTU + Ethernet + one VLAN tag,
+// of which the shim takes OV2_SHIM_SIZE.
+uint32_t host_mtu_of(const Worker::Config& cfg) { return cfg.wire_mtu + 4 - OV2_SHIM_SIZE; }
+
+// IPv4 fragments of at most `mtu` bytes that `bytes` of datagram become at
+// most (a 60-byte header in every fragment).
+uint32_t fragments_at_most(uint32_t bytes, uint32_t mtu) {
+  const uint32_t per = mtu > 60 + 8 ? (mtu - 60) & ~7u : 8;
+  return (bytes + per - 1) / per;
+}
+
+// The transmit table gets large buffers (a transport SA's datagram up to
+// 65535 bytes, protected in the large buffer, then in fragments into frames)
+// when those fragments fit a frame after kHostPieceOffset and one transmit
+// batch can hold them all.
+bool transmit_large_ok(const Worker::Config& cfg) {
+  return cfg.wire_mtu + kHostPieceOffset <= cfg.umem.frame_size &&
+         fragments_at_most(65535, cfg.wire_mtu) <= std::min(cfg.batch, cfg.rings.tx_size);
 }
 
 }  // namespace
@@ -119,23 +165,35 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
       sas_(sas),
       neighbours_(neighbours),
       icmp_limit_(cfg.icmp_per_second, cfg.icmp_burst),
-      rx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
-                     {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
-                      WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
-                      WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmBadChain}},
-      tx_reassembly_{esp::Reassembly(reassembly_limits(cfg)),
+      rx_reassembly_{
+          esp::Reassembly(reassembly_limits(cfg, true)),
+          {WorkerCounter::RxFragments, WorkerCounter::RxReassembled, WorkerCounter::RxReasmTimeout,
+           WorkerCounter::RxReasmOverlap, WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmTableFull,
+           WorkerCounter::RxReasmMalformed, WorkerCounter::RxReasmBadChain, WorkerCounter::RxReasmLargeBusy}},
+      tx_reassembly_{esp::Reassembly(reassembly_limits(cfg, transmit_large_ok(cfg))),
                      {WorkerCounter::TxHostFragments, WorkerCounter::TxReassembled, WorkerCounter::TxReasmFailed,
                       WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed,
-                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
+                      WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed, WorkerCounter::TxReasmFailed}} {
   if (cfg.id >= EpochDomain::kMaxReaders) fail(ErrorCode::InvalidArgument, "too many workers");
   if (cfg.batch == 0 || cfg.batch > 1024) fail(ErrorCode::InvalidArgument, "worker batch must be 1..1024");
   if (cfg.workers == 0 || cfg.workers > OV2_MAX_QUEUES || cfg.id >= cfg.workers)
     fail(ErrorCode::InvalidArgument,
          "worker id must be below the worker count (1.." + std::to_string(OV2_MAX_QUEUES) + ")");
+  // A fragment may complete a datagram whose inner packet goes up in
+  // fragments: enough ov2-nic slots and frames for the largest one (47 at a
+  // 1500-byte wire MTU), within what the rings and the UMEM can ever offer.
+  host_pieces_max_ =
+      std::max(kMaxHostPieces,
+               std::min({fragments_at_most(65535, std::min(host_mtu_of(cfg), cfg.umem.frame_size - kHostPieceOffset)),
+                         cfg.rings.tx_size / 2, cfg.umem.frames / 4}));
+  host_desc_ = std::make_unique<xdp_desc[]>(host_pieces_max_);
+  if (rx_reassembly_.table.limits().large_entries > 0 || tx_reassembly_.table.limits().large_entries > 0)
+    large_.reset(new uint8_t[kLargeBytes]);
   if (cfg.workers > 1) {
     // One ring per other worker, allocated now, never on the packet path.  A
     // slot holds the largest frame the wire delivers (MTU + Ethernet + two
-    // VLAN tags), not a whole UMEM frame: the headroom is not copied.
+    // VLAN tags), not a whole UMEM frame: the headroom is not copied.  A
+    // reassembled datagram takes several consecutive slots.
     const uint32_t slot_bytes = std::min(cfg.umem.frame_size, cfg.wire_mtu + ETH_HLEN + 8);
     incoming_.resize(cfg.workers);
     for (uint32_t i = 0; i < cfg.workers; ++i)
@@ -146,6 +204,9 @@ Worker::Worker(const Config& cfg, SaRuntime& sas, NeighbourCache& neighbours)
     // Frames the fill rings may not take, so that handed-off packets always find one.
     handoff_reserve_ = std::min(cfg.umem.frames / 4, cfg.batch * 2);
   }
+  // And the frames a big inner packet's pieces need (a fragment waits in the
+  // wire RX ring until they are free: the fill rings must not hold them all).
+  handoff_reserve_ += host_pieces_max_;
   umem_ = std::make_unique<Umem>(cfg.umem);
   wire_ = std::make_unique<XskPort>(*umem_, cfg.wire_ifname, cfg.queue, cfg.rings);
   nic_ = std::make_unique<XskPort>(*umem_, cfg.nic_ifname, cfg.queue, cfg.rings);
@@ -298,12 +359,11 @@ int Worker::owner_of(const SaRuntimeEntry& sa) const {
   return owner;
 }
 
-bool Worker::hand_off(int owner, const uint8_t* data, uint64_t addr, uint32_t len) {
+bool Worker::hand_off(int owner, const uint8_t* data, uint32_t len, uint32_t offset) {
   if (static_cast<uint32_t>(owner) >= peers_.size()) {  // cannot happen: owner_of gives slot % workers
     count(WorkerCounter::RxForeignQueue);
     return false;
   }
-  const uint32_t offset = static_cast<uint32_t>(addr & (umem_->frame_size() - 1));
   if (!peers_[owner]->incoming_[cfg_.id]->push(data, len, offset)) {
     count(WorkerCounter::RxHandoffFull);
     return false;
@@ -410,10 +470,24 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
     // the wire, fragmented after ESP.  The slots it may need are checked
     // first: once reassembled, it cannot wait in the RX ring.
     if (slots.cap - slots.used < outer_fragments_at_most()) return TxResult::Later;
-    const uint32_t whole = reassemble(tx_reassembly_, p.data, p.len, p.len + p.tailroom, now_ns);
-    if (whole == 0) return TxResult::Dropped;  // held (copied) or dropped, counted: the frame is free again
-    p.tailroom = p.len + p.tailroom - whole;
-    p.len = whole;
+    uint8_t* large = tx_reassembly_.table.limits().large_entries > 0 ? large_.get() + kLargeHeadroom : nullptr;
+    const esp::Reassembly::Result whole = reassemble(tx_reassembly_, p.data, p.len, p.len + p.tailroom, now_ns, large,
+                                                     large ? kLargeBytes - kLargeHeadroom : 0);
+    if (whole.kind != esp::Reassembly::Kind::Complete)
+      return TxResult::Dropped;  // held (copied) or dropped, counted: the frame is free again
+    if (whole.large) {
+      // Bigger than the frame: protected in the large buffer, then in
+      // fragments into frames, the first into this one (without DF: the
+      // host fragmented it; with DF, which no host fragment has, dropped).
+      esp::Packet big{large, whole.len, kLargeHeadroom, kLargeBytes - kLargeHeadroom - whole.len};
+      if (big.data[6] & 0x40) {
+        count(WorkerCounter::TxTooBig);
+        return TxResult::Dropped;
+      }
+      return fragment_after_esp(big, *sa, now_ns, slots, &addr);
+    }
+    p.tailroom = p.len + p.tailroom - whole.len;
+    p.len = whole.len;
   }
   // The largest plaintext packet whose ESP fits the wire (a bundle: the
   // transport SA's packet must fit what the tunnel SA can carry).
@@ -513,13 +587,16 @@ Worker::TxResult Worker::fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t 
 }
 
 uint32_t Worker::outer_fragments_at_most() const {
-  // The largest datagram a frame holds, ESP overhead included, in fragments
-  // of the smallest payload a 60-byte IPv4 header leaves.
-  const uint32_t per = (cfg_.wire_mtu - 60) & ~7u;
-  return per == 0 ? UINT32_MAX : (umem_->frame_size() + 128 + per - 1) / per;
+  // The largest datagram the transmit table completes (a frame, ESP overhead
+  // included, or 65535 bytes with large buffers) in fragments of the
+  // smallest payload a 60-byte IPv4 header leaves.
+  if (cfg_.wire_mtu < 60 + 8) return UINT32_MAX;
+  const bool large = tx_reassembly_.table.limits().large_entries > 0;
+  return fragments_at_most(large ? 65535 : umem_->frame_size() + 128, cfg_.wire_mtu);
 }
 
-Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots) {
+Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
+                                            const uint64_t* copy_into) {
   const uint32_t k_max = outer_fragments_at_most();
   if (k_max > cfg_.batch || umem_->free_frames() < k_max) {
     count(WorkerCounter::TxTooBig);
@@ -535,16 +612,17 @@ Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa,
     count(WorkerCounter::TxTooBig);
     return TxResult::Dropped;
   }
-  send_fragments(p, k, cfg_.wire_mtu, nullptr, now_ns, slots);
+  send_fragments(p, k, cfg_.wire_mtu, nullptr, now_ns, slots, copy_into);
   return put_on_wire(p, WorkerCounter::TxEncapsulated, slots) ? TxResult::Sent : TxResult::Dropped;
 }
 
 void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns,
-                            TxSlots& slots) {
-  // Fragments 1..k-1 in frames of their own, at the offset the packet has;
-  // fragment 0 last, in place (it overwrites the header the others copy).
+                            TxSlots& slots, const uint64_t* copy_into) {
+  // Fragments 1..k-1 in frames of their own, at the offset the packet has
+  // (out of the large buffer: kHostPieceOffset); fragment 0 last, in place
+  // (it overwrites the header the others copy) or into *copy_into's frame.
   const uint32_t fs = umem_->frame_size();
-  const uint32_t ip_offset = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
+  const uint32_t ip_offset = copy_into ? kHostPieceOffset : static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
   for (uint32_t i = 1; i < k; ++i) {
     uint64_t frame = 0;
     umem_->alloc(&frame);  // cannot fail: the caller checked free_frames()
@@ -555,9 +633,16 @@ void Worker::send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::Outbo
         sa ? send_on_wire(f, sa, nullptr, now_ns, slots) : put_on_wire(f, WorkerCounter::TxEncapsulated, slots);
     if (!sent) umem_->release(frame);
   }
-  const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
-  p.tailroom += p.len - len;
-  p.len = len;
+  if (copy_into) {
+    uint8_t* first = static_cast<uint8_t*>(
+        xsk_umem__get_data(umem_->area(), (*copy_into & ~static_cast<uint64_t>(fs - 1)) + ip_offset));
+    const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, first);
+    p = esp::Packet{first, len, ip_offset - ETH_HLEN, fs - ip_offset - len};
+  } else {
+    const uint32_t len = esp::ipv4_fragment(p.data, mtu, 0, p.data);
+    p.tailroom += p.len - len;
+    p.len = len;
+  }
   count(WorkerCounter::TxFragmented);
 }
 
@@ -609,7 +694,8 @@ void Worker::frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint3
 unsigned Worker::receive_path(uint64_t now_ns) {
   // A packet becomes at most kMaxHostPieces frames for ov2-nic (one, unless
   // a reassembled inner packet is fragmented for the host): take packets only
-  // while that many slots are left; the rest waits in the RX ring.
+  // while that many slots are left; the rest waits in the RX ring.  A
+  // fragment waits for host_pieces_max_ (decapsulate_one: kLater).
   const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
   uint32_t idx_rx;
   uint32_t n = room < kMaxHostPieces ? 0 : xsk_ring_cons__peek(&wire_->rx, std::min(cfg_.batch, room), &idx_rx);
@@ -623,9 +709,12 @@ unsigned Worker::receive_path(uint64_t now_ns) {
   for (; taken < n && room - out >= kMaxHostPieces; ++taken) {
     const xdp_desc* d = xsk_ring_cons__rx_desc(&wire_->rx, idx_rx + taken);
     uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), d->addr));
-    xdp_desc desc[kMaxHostPieces];
-    const uint32_t k = decapsulate_one(data, d->addr, d->len, now_ns, desc, false);
-    for (uint32_t j = 0; j < k; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc[j];
+    const uint32_t k = decapsulate_one(data, d->addr, d->len, now_ns, host_desc_.get(), room - out, RxSource::Wire);
+    if (k == kLater) {
+      count(WorkerCounter::RxRingFull);
+      break;
+    }
+    for (uint32_t j = 0; j < k; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = host_desc_[j];
     if (k == 0) umem_->release(d->addr);  // also a handed-off frame: its bytes are in the owner's ring
   }
   xsk_ring_cons__cancel(&wire_->rx, n - taken);
@@ -642,7 +731,8 @@ unsigned Worker::receive_path(uint64_t now_ns) {
 
 unsigned Worker::handoff_path(uint64_t now_ns) {
   // Frames other workers received for SAs we own: into a frame of our UMEM at
-  // the offset they had, then exactly the wire RX processing.
+  // the offset they had, then exactly the wire RX processing.  A reassembled
+  // datagram bigger than a frame goes into the large buffer instead.
   const uint32_t room = xsk_prod_nb_free(&nic_->tx, cfg_.batch);
   if (room < kMaxHostPieces) return 0;  // the frames wait in the rings (backpressure)
   uint32_t idx_tx = 0;
@@ -656,22 +746,39 @@ unsigned Worker::handoff_path(uint64_t now_ns) {
     while (room - out >= kMaxHostPieces) {
       const HandoffRing::Slot* s = ring->front();
       if (!s) break;
+      // Its inner packet may go up in as many pieces as the largest one.
+      const bool large = s->offset + s->len > fs;
+      if (large && (room - out < host_pieces_max_ || umem_->free_frames() < host_pieces_max_)) {
+        k = rings;  // it waits in the ring for ov2-nic slots and frames
+        break;
+      }
       uint64_t frame;
       if (!umem_->alloc(&frame)) {
         k = rings;  // no free frame until TX completes: the rest waits in the ring
         break;
       }
-      // A slot never exceeds a frame (push checks len against the frame size);
-      // decapsulate_one checks offset + len against it.
-      const uint32_t offset = s->offset & (fs - 1);
-      const uint32_t len = std::min(s->len, fs - offset);
-      uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + offset));
-      std::memcpy(data, s->data(), len);
-      ring->pop();
+      uint32_t pieces = 0;
+      if (large && large_) {
+        // The frame is where the first piece for the host goes.
+        const uint32_t len = std::min(s->len, kLargeBytes - kLargeHeadroom);
+        std::memcpy(large_.get() + kLargeHeadroom, s->data(), len);
+        ring->pop();
+        pieces = decapsulate_one(large_.get() + kLargeHeadroom, frame, len, now_ns, host_desc_.get(), room - out,
+                                 RxSource::HandoffLarge);
+      } else if (large) {  // cannot happen: every worker has the same configuration
+        ring->pop();
+        count(WorkerCounter::RxMalformed);
+      } else {
+        // decapsulate_one checks offset + len against the frame.
+        const uint32_t offset = s->offset & (fs - 1);
+        const uint32_t len = std::min(s->len, fs - offset);
+        uint8_t* data = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + offset));
+        std::memcpy(data, s->data(), len);
+        ring->pop();
+        pieces = decapsulate_one(data, frame + offset, len, now_ns, host_desc_.get(), room - out, RxSource::Handoff);
+      }
       ++taken;
-      xdp_desc desc[kMaxHostPieces];
-      const uint32_t pieces = decapsulate_one(data, frame + offset, len, now_ns, desc, true);
-      for (uint32_t j = 0; j < pieces; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = desc[j];
+      for (uint32_t j = 0; j < pieces; ++j) *xsk_ring_prod__tx_desc(&nic_->tx, idx_tx + out++) = host_desc_[j];
       if (pieces == 0) umem_->release(frame);
     }
   }
@@ -685,12 +792,13 @@ unsigned Worker::handoff_path(uint64_t now_ns) {
   return taken;
 }
 
-uint32_t Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns) {
+esp::Reassembly::Result Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns,
+                                           uint8_t* large, uint32_t large_room) {
   count(r.counters.fragments);
-  const esp::Reassembly::Result res = r.table.add(ip, len, now_ns, ip, room);
+  const esp::Reassembly::Result res = r.table.add(ip, len, now_ns, ip, room, large, large_room);
   if (res.kind == esp::Reassembly::Kind::Complete) {
     count(r.counters.reassembled);
-    return res.len;
+    return res;
   }
   if (res.kind == esp::Reassembly::Kind::Dropped) {
     switch (res.why) {
@@ -699,6 +807,9 @@ uint32_t Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t 
         break;
       case esp::FragmentDrop::TooBig:
         count(r.counters.too_big);
+        break;
+      case esp::FragmentDrop::LargeBusy:
+        count(r.counters.large_busy);
         break;
       case esp::FragmentDrop::TableFull:
         count(r.counters.table_full);
@@ -712,14 +823,18 @@ uint32_t Worker::reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t 
         break;
     }
   }
-  return 0;
+  return res;
 }
 
 uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
-                                 bool handed_off) {
+                                 uint32_t out_room, RxSource source) {
+  // The buffer the packet is in: its UMEM frame, or the large buffer (then
+  // `addr` is the frame its first piece for the host goes into).
   const uint32_t fs = umem_->frame_size();
-  const uint32_t offset = static_cast<uint32_t>(addr & (fs - 1));
-  if (len < ETH_HLEN || offset + len > fs) {
+  bool large = source == RxSource::HandoffLarge;
+  uint32_t headroom = large ? kLargeHeadroom : static_cast<uint32_t>(addr & (fs - 1));
+  uint32_t capacity = large ? kLargeBytes - kLargeHeadroom : fs - headroom;  // from data to the buffer's end
+  if (len < ETH_HLEN || len > capacity) {
     count(WorkerCounter::RxMalformed);
     return 0;
   }
@@ -732,13 +847,32 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   }
   uint8_t* ip = data + l2;
   uint32_t ip_len = len - l2;
-  const bool reassembled =
-      !handed_off && esp::Reassembly::is_fragment(ip, ip_len) && (type == htons(ETH_P_IP) || type == htons(ETH_P_IPV6));
+  const bool reassembled = source == RxSource::Wire && esp::Reassembly::is_fragment(ip, ip_len) &&
+                           (type == htons(ETH_P_IP) || type == htons(ETH_P_IPV6));
   if (reassembled) {
-    ip_len = reassemble(rx_reassembly_, ip, ip_len, fs - offset - l2, now_ns);
-    if (ip_len == 0) return 0;  // held (copied) or dropped: the frame is free again
+    // Whatever it completes finds its ov2-nic slots and frames.
+    if (out_room < host_pieces_max_ || umem_->free_frames() < host_pieces_max_) return kLater;
+    uint8_t* large_data = large_ ? large_.get() + kLargeHeadroom : nullptr;
+    const esp::Reassembly::Result res =
+        reassemble(rx_reassembly_, ip, ip_len, capacity - l2, now_ns, large_data ? large_data + l2 : nullptr,
+                   large_data ? kLargeBytes - kLargeHeadroom - l2 : 0);
+    if (res.kind != esp::Reassembly::Kind::Complete) return 0;  // held (copied) or dropped: the frame is free again
+    if (res.large) {
+      // Bigger than the frame: in the large buffer, behind a copy of the
+      // Ethernet header (a handoff carries the frame from there).
+      std::memcpy(large_data, data, l2);
+      data = large_data;
+      ip = data + l2;
+      headroom = kLargeHeadroom;
+      capacity = kLargeBytes - kLargeHeadroom;
+      large = true;
+      count(WorkerCounter::RxReasmLarge);
+    }
+    ip_len = res.len;
     len = l2 + ip_len;
   }
+  // Pieces for the host are copied out of the large buffer, the first into our frame.
+  const uint64_t* copy_into = large ? &addr : nullptr;
   ov2_sa_key key{};
   const uint8_t* l4;
   uint8_t proto;
@@ -796,8 +930,8 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
       wire.vlan_tci = static_cast<uint16_t>(data[14] << 8 | data[15]);
       rx_info |= OV2_RX_WIRE_VLAN;
     }
-    esp::Packet plain{ip, ip_len, offset + l2, fs - offset - len};
-    const uint32_t pieces = to_host(plain, 0, rx_info, out, &wire);
+    esp::Packet plain{ip, ip_len, headroom + l2, capacity - len};
+    const uint32_t pieces = to_host(plain, 0, rx_info, out, out_room, &wire, copy_into);
     if (pieces) count(WorkerCounter::RxReasmPassed);
     return pieces;
   }
@@ -820,11 +954,11 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     if (owner != me) {
       // A handed-off frame whose SA changed owner (removed and reinstalled) is
       // not handed on again: no ping-pong between rings.
-      if (handed_off) {
+      if (source != RxSource::Wire) {
         count(WorkerCounter::RxForeignQueue);
         return 0;
       }
-      hand_off(owner, data, addr, len);
+      hand_off(owner, data, len, headroom);
       return 0;  // our frame goes back to our UMEM either way
     }
     if (inner) {
@@ -838,7 +972,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
       }
     }
   }
-  esp::Packet p{ip, ip_len, offset + l2, fs - offset - len};
+  esp::Packet p{ip, ip_len, headroom + l2, capacity - len};
   uint32_t rx_info;
   bool success;
   if (inner) {
@@ -878,7 +1012,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
                           esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->spec().mode));
   }
-  const uint32_t pieces = to_host(p, sa->handle, rx_info, out);
+  const uint32_t pieces = to_host(p, sa->handle, rx_info, out, out_room, nullptr, copy_into);
   if (pieces == 0) return 0;
   count(policy_mismatch ? WorkerCounter::RxPolicyMismatch
         : success       ? WorkerCounter::RxDecapsulated
@@ -886,37 +1020,51 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   return pieces;
 }
 
-uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, const WireOrigin* wire) {
+uint32_t Worker::to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, uint32_t out_room,
+                         const WireOrigin* wire, const uint64_t* copy_into) {
   constexpr uint32_t kShimFrame = ETH_HLEN + OV2_SHIM_SIZE;
-  if (p.headroom < kShimFrame || p.len == 0) {
+  if ((copy_into == nullptr && p.headroom < kShimFrame) || p.len == 0) {
     count(WorkerCounter::RxMalformed);
     return 0;
   }
-  // ov2's MTU is the wire MTU and a veth forwards frames of at most MTU +
-  // Ethernet + one VLAN tag: an unfragmented ESP packet's inner packet always
-  // fits with the shim, a reassembled one's may not.  IPv4 without DF goes
-  // up in fragments (the host reassembles, each piece carries the same
-  // receive word); anything else that big cannot reach the host.
+  // An unfragmented ESP packet's inner packet always fits ov2 with the shim
+  // (host_mtu_of), a reassembled one's may not.  IPv4 without DF goes up in
+  // fragments (the host reassembles, each piece carries the same receive
+  // word); anything else that big cannot reach the host.  Pieces copied out
+  // of the large buffer must also fit a frame at kHostPieceOffset.
   const uint32_t fs = umem_->frame_size();
-  const uint32_t host_mtu = cfg_.wire_mtu + 4 - OV2_SHIM_SIZE;
+  const uint32_t mtu = copy_into ? std::min(host_mtu_of(cfg_), fs - kHostPieceOffset) : host_mtu_of(cfg_);
   uint32_t pieces = 1;
-  if (p.len > host_mtu) {
-    pieces = (p.data[0] >> 4) == 4 ? esp::ipv4_fragment_count(p.data, p.len, host_mtu) : 0;
-    if (pieces == 0 || pieces > kMaxHostPieces || umem_->free_frames() < pieces - 1) {
+  if (p.len > mtu) {
+    if ((p.data[0] >> 4) != 4 || (p.data[6] & 0x40)) {  // IPv6, or DF: a router would say "too big" (see README)
+      count(WorkerCounter::RxInnerTooBig);
+      return 0;
+    }
+    pieces = esp::ipv4_fragment_count(p.data, p.len, mtu);
+    if (pieces == 0 || pieces > std::min(host_pieces_max_, out_room) || umem_->free_frames() < pieces - 1) {
       count(WorkerCounter::RxReasmTooBig);
       return 0;
     }
-    const uint32_t fs_off = static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
-    for (uint32_t i = 1; i < pieces; ++i) {
-      uint64_t frame = 0;
-      umem_->alloc(&frame);  // cannot fail: checked free_frames() above
-      uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + fs_off));
-      frame_for_host(ip, esp::ipv4_fragment(p.data, host_mtu, i, ip), sa_handle, rx_info, &out[i], wire);
-    }
-    p.len = esp::ipv4_fragment(p.data, host_mtu, 0, p.data);
-    count(WorkerCounter::RxFragmentedForHost);
   }
-  frame_for_host(p.data, p.len, sa_handle, rx_info, out, wire);
+  const uint32_t ip_offset = copy_into ? kHostPieceOffset : static_cast<uint32_t>(p.data - umem_->area()) & (fs - 1);
+  for (uint32_t i = 1; i < pieces; ++i) {
+    uint64_t frame = 0;
+    umem_->alloc(&frame);  // cannot fail: checked free_frames() above
+    uint8_t* ip = static_cast<uint8_t*>(xsk_umem__get_data(umem_->area(), frame + ip_offset));
+    frame_for_host(ip, esp::ipv4_fragment(p.data, mtu, i, ip), sa_handle, rx_info, &out[i], wire);
+  }
+  uint8_t* first = p.data;
+  if (copy_into)
+    first = static_cast<uint8_t*>(
+        xsk_umem__get_data(umem_->area(), (*copy_into & ~static_cast<uint64_t>(fs - 1)) + kHostPieceOffset));
+  uint32_t first_len = p.len;
+  if (pieces > 1) {
+    first_len = esp::ipv4_fragment(p.data, mtu, 0, first);  // last: in place, it overwrites the header
+    count(WorkerCounter::RxFragmentedForHost);
+  } else if (copy_into) {
+    std::memcpy(first, p.data, p.len);
+  }
+  frame_for_host(first, first_len, sa_handle, rx_info, out, wire);
   return pieces;
 }
 

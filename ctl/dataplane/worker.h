@@ -18,10 +18,16 @@
 //             frames recycled; the fragment that completes a datagram gets
 //             the whole datagram written into its frame, which then goes the
 //             same way as any ESP packet (replay, ICV, policy, CryptoDone).
+//             A datagram bigger than a frame (up to 65535 bytes) is written
+//             into the worker's large buffer instead, opened there, and its
+//             inner packet copied into frames for ov2-nic (in IPv4 fragments
+//             when it is bigger than ov2 takes).
 //   handoff:  several queues: an inbound SA's anti-replay window belongs to one
 //             worker (owner_of); another worker that receives its ESP copies
 //             the frame into the owner's HandoffRing for it and recycles its
 //             own frame; the owner drains its rings like its wire RX ring.
+//             A reassembled datagram takes as many consecutive slots as it
+//             needs; one bigger than a frame goes into the owner's large buffer.
 //
 // The packet path never allocates, locks, logs or throws; counters are this
 // thread's own relaxed atomics, summed by whoever reads them.
@@ -71,9 +77,10 @@ enum class WorkerCounter : uint32_t {
   RxForeignQueue,     // the SA belongs to another worker and cannot be handed to it (a bundle whose
                       // transport SA another worker owns, or a handed-off frame whose SA changed owner): dropped
   RxMalformed,        // too short / not IP / no room for the shim
-  RxRingFull,         // loops that found the ov2-nic TX ring full (backpressure)
+  RxRingFull,         // loops that found the ov2-nic TX ring full, or a fragment waiting for the slots
+                      // and frames its datagram's inner packet may need (backpressure)
   RxHandedOff,        // copied into the owning worker's handoff ring (counted on the receiving worker)
-  RxHandoffFull,      // the owner's handoff ring was full (or the frame larger than its slots): dropped
+  RxHandoffFull,      // the owner's handoff ring was full (or the datagram longer than half of it): dropped
   RxHandoffReceived,  // taken from this worker's handoff rings and processed like wire RX
   RxPolicyMismatch,   // opened fine, but the inbound SPD does not allow the inner packet on its SA
                       // (inbound_policy.h): delivered with CryptoDone+GENERIC_ERROR (host drops)
@@ -82,11 +89,17 @@ enum class WorkerCounter : uint32_t {
   RxReassembled,        // datagrams completed and passed on to ESP processing
   RxReasmTimeout,       // datagrams dropped incomplete after the timeout
   RxReasmOverlap,       // datagrams dropped for overlapping fragments (IPv6 any, IPv4 differing bytes)
-  RxReasmTooBig,        // above 65535 bytes or a UMEM frame, or an inner packet too big for ov2
+  RxReasmTooBig,        // above 65535 bytes, or no frames/ov2-nic slots left for an inner packet's pieces
   RxReasmTableFull,     // fragments of a new datagram dropped: all entries in use
   RxReasmMalformed,     // bad offsets/lengths, conflicting ends, too many fragments
   RxFragmentedForHost,  // reassembled IPv4 whose inner packet exceeds what ov2 takes: sent up in fragments
   RxReasmPassed,        // reassembled UDP that is not NAT-T ESP with an SA (IKE...): to the wire's ingress
+  RxReasmLarge,         // datagrams reassembled bigger than a UMEM frame, into the large buffer (each also
+                        // in rx-reassembled)
+  RxReasmLargeBusy,     // datagrams bigger than a UMEM frame dropped: every large reassembly buffer was
+                        // holding another one (reassembly_large_entries)
+  RxInnerTooBig,        // packets to the host bigger than ov2 takes that may not be fragmented (IPv6, IPv4
+                        // with DF), after reassembly: dropped
   // Transport SAs carry whole datagrams: IPv4 fragments from the host are reassembled first.
   TxHostFragments,  // fragments from the host for a transport SA
   TxReassembled,    // datagrams reassembled from them (then encapsulated, fragmented after ESP if big)
@@ -132,10 +145,16 @@ class Worker {
     uint32_t icmp_burst = 50;
     // Outer fragment reassembly (esp/reassembly.h): datagrams in progress at
     // once, fragments per datagram, and how long an incomplete one is kept
-    // (Linux ipfrag_time: 30 s).  A datagram must fit one UMEM frame.
+    // (Linux ipfrag_time: 30 s).  Of those, reassembly_large_entries may be
+    // bigger than a UMEM frame (64 KiB buffers, allocated at start; pages
+    // become resident as big datagrams use them), with up to
+    // reassembly_large_fragments fragments.  The same for the host's
+    // fragments of transport SA datagrams (a second table).
     uint32_t reassembly_entries = 64;
     uint32_t reassembly_fragments = 64;
     uint64_t reassembly_timeout_ns = 30'000'000'000ull;
+    uint32_t reassembly_large_entries = 8;
+    uint32_t reassembly_large_fragments = 256;
   };
 
   // Creates the UMEM and both sockets and registers them in the xsks maps (no
@@ -185,12 +204,16 @@ class Worker {
                    TxSlots& slots);
   TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);
   // Transport SA, IPv4 without DF: ESP over the whole datagram, then the ESP
-  // packet in fragments of at most the wire MTU.
-  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots);
+  // packet in fragments of at most the wire MTU.  `copy_into`: p is in the
+  // large buffer; fragment 0 goes into the frame at *copy_into.
+  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
+                              const uint64_t* copy_into = nullptr);
   // Fragments 1..k-1 of `p` (at most `mtu` bytes each) to the wire in frames
   // from the free list, each ESP-encapsulated with `sa` first if it is given;
-  // `p` becomes fragment 0, for the caller to send.  Counts tx-fragmented.
-  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots);
+  // `p` becomes fragment 0 (in place, or in *copy_into's frame), for the
+  // caller to send.  Counts tx-fragmented.
+  void send_fragments(esp::Packet& p, uint32_t k, uint32_t mtu, esp::OutboundSa* sa, uint64_t now_ns, TxSlots& slots,
+                      const uint64_t* copy_into = nullptr);
   // Wire TX slots (and free frames) a transport packet's outer fragments may need.
   uint32_t outer_fragments_at_most() const;
   // Ethernet header to the next hop and the next wire TX descriptor; counts `sent`.
@@ -207,33 +230,51 @@ class Worker {
   // set, gives the MACs (in place of host/nic MACs) and the shim's wire_vlan_tci.
   void frame_for_host(uint8_t* ip, uint32_t len, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
                       const WireOrigin* wire = nullptr) const;
-  // Frames for ov2-nic a received packet may become (see decapsulate_one).
+  // Frames for ov2-nic an unfragmented received packet may become (see
+  // decapsulate_one); a fragment needs host_pieces_max_.
   static constexpr uint32_t kMaxHostPieces = 8;
+  // decapsulate_one: a fragment that must wait in its ring (fewer than
+  // host_pieces_max_ ov2-nic slots or free frames left for what it may complete).
+  static constexpr uint32_t kLater = UINT32_MAX;
+  // Where decapsulate_one's packet comes from.
+  enum class RxSource : uint8_t {
+    Wire,          // a frame from the wire RX ring (fragments are reassembled)
+    Handoff,       // a frame another worker handed over, copied into a frame of ours
+    HandoffLarge,  // one bigger than a frame, copied into large_ (`addr`: a free frame of ours)
+  };
   // Opens one received frame; writes the frames for ov2-nic into out[0..n)
-  // (n <= kMaxHostPieces: more than one only for a reassembled inner IPv4
-  // packet too big for ov2, sent up in fragments) and returns n; 0: the frame
-  // is the caller's to release (dropped, held for reassembly or handed off).
-  uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out, bool handed_off);
+  // (n <= out_room; more than one only for a reassembled inner IPv4 packet
+  // too big for ov2, sent up in fragments) and returns n; 0: the frame at
+  // `addr` is the caller's to release (dropped, held for reassembly or handed
+  // off); kLater: nothing was done, the frame stays in its ring.
+  uint32_t decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uint64_t now_ns, xdp_desc* out,
+                           uint32_t out_room, RxSource source);
   // The IP packet `p` to the host end: shim frames into out[0..n), in
-  // fragments if it is IPv4 too big for ov2; returns n, 0 if it cannot go.
-  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out,
-                   const WireOrigin* wire = nullptr);
-  // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s
-  // table.  Returns the datagram's length when this fragment completed it
-  // (the datagram is then at `ip`, in the same frame), else 0 (held or
-  // dropped, counted; the frame is free again either way).
+  // fragments if it is IPv4 too big for ov2 (n <= out_room); returns n, 0 if
+  // it cannot go.  `wire`: see frame_for_host.  `copy_into`: p is not in the
+  // UMEM (the large buffer); every piece is copied into a frame, the first
+  // into the frame at *copy_into.
+  uint32_t to_host(esp::Packet& p, uint64_t sa_handle, uint32_t rx_info, xdp_desc* out, uint32_t out_room,
+                   const WireOrigin* wire, const uint64_t* copy_into);
   // A reassembly table and the counters it feeds.
   struct Reassembler {
     esp::Reassembly table;
     struct {
-      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, bad_chain;
+      WorkerCounter fragments, reassembled, timeout, overlap, too_big, table_full, malformed, bad_chain, large_busy;
     } counters;
   };
-  uint32_t reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns);
+  // The fragment at `ip` (its frame ends `room` bytes later) into `r`'s
+  // table.  When this fragment completes its datagram, the datagram is at
+  // `ip` in the same frame, or at `large` (room for `large_room` bytes) if
+  // it does not fit the frame (res.large).  Held or dropped: counted, and the
+  // frame is free again either way.
+  esp::Reassembly::Result reassemble(Reassembler& r, uint8_t* ip, uint32_t len, uint32_t room, uint64_t now_ns,
+                                     uint8_t* large = nullptr, uint32_t large_room = 0);
   bool inbound_policy_allows(uint64_t sa_handle, const esp::Packet& p) const;
   void kick(XskPort& port);
   int owner_of(const SaRuntimeEntry& sa) const;
-  bool hand_off(int owner, const uint8_t* data, uint64_t addr, uint32_t len);
+  // `data` (`len` bytes, `offset` bytes into its buffer) into the owner's ring.
+  bool hand_off(int owner, const uint8_t* data, uint32_t len, uint32_t offset);
   void wake_handoff_targets();
   bool incoming_pending() const;
   void count(WorkerCounter c, uint64_t n = 1) {
@@ -255,6 +296,14 @@ class Worker {
   TokenBucket icmp_limit_;
   Reassembler rx_reassembly_;  // outer fragments of ESP from the wire
   Reassembler tx_reassembly_;  // the host's IPv4 fragments for transport SAs
+  // A datagram bigger than a frame: reassembled (or copied from a handoff
+  // ring) into large_ at kLargeHeadroom with its Ethernet header, opened
+  // there, then copied into frames.  One packet at a time, synchronously.
+  std::unique_ptr<uint8_t[]> large_;
+  // ov2-nic frames the largest inner packet (65535 bytes) becomes, capped by
+  // the rings and the UMEM; and the per-packet descriptor scratch that big.
+  uint32_t host_pieces_max_ = kMaxHostPieces;
+  std::unique_ptr<xdp_desc[]> host_desc_;
 
   // Handoff (workers > 1 only).  incoming_[i]: the ring worker i pushes into
   // (nullptr for i == id).  peers_[i]: worker i, whose incoming_[id] we push
@@ -265,7 +314,7 @@ class Worker {
   alignas(64) std::atomic<bool> sleeping_{false};
   uint64_t wake_targets_ = 0;     // bit i: pushed to worker i in this batch (OV2_MAX_QUEUES <= 64)
   uint32_t next_incoming_ = 0;    // round robin over incoming rings
-  uint32_t handoff_reserve_ = 0;  // frames refill() leaves for handed-off packets
+  uint32_t handoff_reserve_ = 0;  // frames refill() leaves for handed-off packets and big inner packets
 };
 
 }  // namespace ov2

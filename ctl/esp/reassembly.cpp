@@ -21,6 +21,8 @@ namespace {
 constexpr uint32_t kHeaderRoom = 256;
 constexpr uint8_t kIpv6Fragment = 44;
 constexpr uint32_t kMaxDatagram = 65535;
+constexpr uint32_t kLargeBytes = kHeaderRoom + Reassembly::kLargePayload;
+constexpr uint32_t kNoLarge = UINT32_MAX;
 
 // What add() needs of one fragment, whichever the family.
 struct FragmentView {
@@ -85,8 +87,11 @@ struct Reassembly::Entry {
   uint32_t header_len = 0;
   uint32_t total = 0;  // payload bytes, once the last fragment is in
   uint32_t fragments = 0;
-  uint8_t* buffer = nullptr;  // kHeaderRoom, then limits.buffer_bytes of payload
-  Fragment* held = nullptr;   // limits.max_fragments, sorted by start
+  uint8_t* buffer = nullptr;      // kHeaderRoom, then the payload: own_buffer or a large buffer
+  Fragment* held = nullptr;       // sorted by start: own_held or the large buffer's list
+  uint8_t* own_buffer = nullptr;  // kHeaderRoom + limits.buffer_bytes
+  Fragment* own_held = nullptr;   // limits.max_fragments
+  uint32_t large = kNoLarge;      // the large buffer it holds, if any
 };
 
 Reassembly::Reassembly(const Limits& limits) : limits_(limits) {
@@ -98,8 +103,18 @@ Reassembly::Reassembly(const Limits& limits) : limits_(limits) {
   buffers_ = std::make_unique<uint8_t[]>(size_t(limits_.entries) * buffer);
   fragments_ = std::make_unique<Fragment[]>(size_t(limits_.entries) * limits_.max_fragments);
   for (uint32_t i = 0; i < limits_.entries; ++i) {
-    entries_[i].buffer = buffers_.get() + size_t(i) * buffer;
-    entries_[i].held = fragments_.get() + size_t(i) * limits_.max_fragments;
+    Entry& e = entries_[i];
+    e.buffer = e.own_buffer = buffers_.get() + size_t(i) * buffer;
+    e.held = e.own_held = fragments_.get() + size_t(i) * limits_.max_fragments;
+  }
+  if (limits_.large_entries > 0) {
+    limits_.large_fragments = std::max(limits_.large_fragments, limits_.max_fragments);
+    // Not zeroed: only the pages a big datagram touches become resident.
+    large_buffers_.reset(new uint8_t[size_t(limits_.large_entries) * kLargeBytes]);
+    large_fragment_lists_ = std::make_unique<Fragment[]>(size_t(limits_.large_entries) * limits_.large_fragments);
+    large_free_ = std::make_unique<uint32_t[]>(limits_.large_entries);
+    for (uint32_t i = 0; i < limits_.large_entries; ++i) large_free_[i] = limits_.large_entries - 1 - i;
+    large_free_count_ = limits_.large_entries;
   }
 }
 
@@ -146,7 +161,28 @@ Reassembly::Entry* Reassembly::find_or_create(uint8_t family, const uint8_t* src
   return &e;
 }
 
+bool Reassembly::make_large(Entry& e) {
+  if (large_free_count_ == 0) return false;
+  const uint32_t i = large_free_[--large_free_count_];
+  uint8_t* buffer = large_buffers_.get() + size_t(i) * kLargeBytes;
+  Fragment* held = large_fragment_lists_.get() + size_t(i) * limits_.large_fragments;
+  uint32_t reach = 0;
+  for (uint32_t k = 0; k < e.fragments; ++k) reach = std::max(reach, e.held[k].end);
+  std::memcpy(buffer, e.buffer, kHeaderRoom + reach);  // the first fragment's header and the payload so far
+  std::copy(e.held, e.held + e.fragments, held);
+  e.buffer = buffer;
+  e.held = held;
+  e.large = i;
+  return true;
+}
+
 void Reassembly::release(Entry& e) {
+  if (e.large != kNoLarge) {
+    large_free_[large_free_count_++] = e.large;
+    e.large = kNoLarge;
+    e.buffer = e.own_buffer;
+    e.held = e.own_held;
+  }
   e.used = false;
   --used_;
 }
@@ -156,7 +192,8 @@ Reassembly::Result Reassembly::drop(Entry& e, FragmentDrop why) {
   return {Kind::Dropped, why};
 }
 
-Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room) {
+Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now_ns, uint8_t* out, uint32_t out_room,
+                                   uint8_t* large_out, uint32_t large_room) {
   FragmentView f;
   FragmentDrop bad;
   if (!parse(ip, len, &f, &bad)) return {Kind::Dropped, bad};
@@ -180,8 +217,11 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
   Entry* e = find_or_create(f.family, f.src, f.dst, f.id, f.proto, now_ns, &why);
   if (!e) return {Kind::Dropped, why};
   // RFC 791: 65535 bytes with the header; RFC 8200: a payload length of 65535.
-  if (end + (f.family == 4 ? f.header_len : 0) > kMaxDatagram || f.header_len + end > limits_.buffer_bytes)
-    return drop(*e, FragmentDrop::TooBig);
+  if (end + (f.family == 4 ? f.header_len : 0) > kMaxDatagram) return drop(*e, FragmentDrop::TooBig);
+  if (e->large == kNoLarge && f.header_len + end > limits_.buffer_bytes) {
+    if (limits_.large_entries == 0) return drop(*e, FragmentDrop::TooBig);
+    if (!make_large(*e)) return drop(*e, FragmentDrop::LargeBusy);
+  }
   if (!f.more) {
     bool beyond = false;
     for (uint32_t i = 0; i < e->fragments; ++i) beyond |= e->held[i].end > end;
@@ -203,7 +243,8 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
     if (std::memcmp(payload + lo, f.payload + (lo - f.offset), hi - lo) != 0) return drop(*e, FragmentDrop::Overlap);
     if (same_range) return {Kind::Held};  // an exact duplicate (same place, same bytes): ignored
   }
-  if (e->fragments == limits_.max_fragments) return drop(*e, FragmentDrop::TooManyFragments);
+  if (e->fragments == (e->large == kNoLarge ? limits_.max_fragments : limits_.large_fragments))
+    return drop(*e, FragmentDrop::TooManyFragments);
   std::memcpy(payload + f.offset, f.payload, f.len);
   std::memmove(e->held + at + 1, e->held + at, (e->fragments - at) * sizeof(Fragment));
   e->held[at] = {f.offset, end};
@@ -227,7 +268,10 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
   if (reach < e->total) return {Kind::Held};
 
   const uint32_t n = e->header_len + e->total;
-  if (n > out_room || n - (f.family == 6 ? 40 : 0) > kMaxDatagram) return drop(*e, FragmentDrop::TooBig);
+  const bool large = n > out_room;
+  if (large) out = large_out;
+  if ((large && (large_out == nullptr || n > large_room)) || n - (f.family == 6 ? 40 : 0) > kMaxDatagram)
+    return drop(*e, FragmentDrop::TooBig);
   std::memcpy(out, payload - e->header_len, n);
   if (f.family == 4) {
     put16(out + 2, static_cast<uint16_t>(n));
@@ -237,7 +281,7 @@ Reassembly::Result Reassembly::add(const uint8_t* ip, uint32_t len, uint64_t now
     put16(out + 4, static_cast<uint16_t>(n - 40));
   }
   release(*e);
-  return {Kind::Complete, FragmentDrop::Malformed, n};
+  return {Kind::Complete, FragmentDrop::Malformed, n, large};
 }
 
 uint32_t Reassembly::expire(uint64_t now_ns) {

@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -390,8 +391,8 @@ class DataplaneE2E : public ::testing::Test {
   std::vector<SaSpec> tshark_sas_;
   std::unique_ptr<Child> capture_;
   std::string pcap_;
-  std::string tshark_raw_;  // for failure messages
-  bool route_mtu_ = true;   // false: routes into ov2 without `mtu` (path MTU discovery)
+  std::string tshark_raw_;    // for failure messages
+  bool route_mtu_ = true;     // false: routes into ov2 without `mtu` (path MTU discovery)
   uint32_t wire_mtu_ = 1500;  // MTU of the wire veths (set before SetUp)
 };
 
@@ -908,7 +909,8 @@ TEST_F(DataplaneE2ETwoQueues, TwoPinnedWorkersPerHostCarryPingAndTcpAsEsp) {
   // Whatever queue they came in on, every ESP packet sent was opened.
   EXPECT_EQ(b.worker_count(WorkerCounter::RxDecapsulated), a.worker_count(WorkerCounter::TxEncapsulated))
       << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
-  EXPECT_EQ(a.worker_count(WorkerCounter::RxDecapsulated), b.worker_count(WorkerCounter::TxEncapsulated));
+  EXPECT_EQ(a.worker_count(WorkerCounter::RxDecapsulated), b.worker_count(WorkerCounter::TxEncapsulated))
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
   WireSummary w = summarize();
   EXPECT_GT(w.esp_good[ab_.out.spi], 0u);
   EXPECT_EQ(w.esp_bad_or_unchecked, 0u);
@@ -1272,8 +1274,8 @@ TEST_F(DataplanePmtuE2E, Ipv4DfPacketTooBigForTheTunnelGetsFragNeededAndTheRoute
   EXPECT_NE(route.find("mtu " + std::to_string(kTunnelPmtu)), std::string::npos) << route;
   EXPECT_NE(route.find("cache expires"), std::string::npos) << route;
   // Now the largest packet that fits goes through, and one byte more is refused locally.
-  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(kTunnelPmtu - 28) + " " +
-                           b_.inner_ip + " >/dev/null")),
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.2 -W 2 -q -M do -s " + std::to_string(kTunnelPmtu - 28) + " " + b_.inner_ip +
+                           " >/dev/null")),
             0)
       << dump(*a_.dp);
   EXPECT_NE(sh(a_.ns->exec("ping -c 1 -W 1 -q -M do -s " + std::to_string(kTunnelPmtu - 27) + " " + b_.inner_ip +
@@ -1432,25 +1434,54 @@ class DataplaneFragmentE2E : public DataplaneE2E {
     return mac;
   }
 
+  // What scapy_esp_fragments builds (tests/e2e/esp_fragments.py says more).
+  struct Fragments {
+    std::string kind = "good";  // good, overlap, beyond, far, unended, ike
+    uint32_t seq = 1;
+    uint32_t ip_id = 1;
+    bool v6 = false;             // the SA's outer addresses are IPv6 (setup_tunnel(true))
+    bool natt = false;           // ESP in UDP 4500 (setup_tunnel(false, 0, true))
+    uint32_t payload = 1300;     // bytes after the inner ICMP/UDP header
+    uint32_t fragsize = 0;       // outer fragment payload; 0: 512 (IPv4 outer) or 600 (IPv6)
+    std::string inner = "icmp";  // icmp (echo request), udp, udp6 (to b's inner address, port dport)
+    bool df = false;             // inner udp: DF
+    uint16_t dport = 0;
+    uint32_t count = 1;  // kind far: datagrams (IP ids ip_id, ip_id + 1, ...)
+    std::string extra;   // more JSON members for the script, overriding the above (`, "outer_dst": "..."`)
+  };
+
   // Frames of tunnel ESP on the a->b SA carrying an echo request from a's
   // inner address to b's, cut into outer fragments by scapy
   // (tests/e2e/esp_fragments.py; `kind` there).  The key goes through a
   // private file, never a command line.
-  // `v6`: the SA's outer addresses are IPv6 (setup_tunnel(true)).
-  // `natt`: ESP in UDP 4500 (setup_tunnel(false, 0, true)).
-  // `extra`: more JSON members for the script, overriding the above (`, "outer_dst": "..."`).
   std::vector<std::string> scapy_esp_fragments(const std::string& kind, uint32_t seq, uint32_t ip_id, bool v6 = false,
                                                bool natt = false, const std::string& extra = "") {
+    return scapy_esp_fragments(
+        Fragments{.kind = kind, .seq = seq, .ip_id = ip_id, .v6 = v6, .natt = natt, .extra = extra});
+  }
+  // A UDP datagram of `payload` bytes (scapy's pattern) from a's inner
+  // address to b's, port `dport`, in ESP in outer fragments of 1480 bytes of
+  // payload (a 1500-byte wire), last first.
+  static Fragments udp_datagram(uint16_t dport, uint32_t payload, uint32_t seq, uint32_t ip_id) {
+    return Fragments{.seq = seq, .ip_id = ip_id, .payload = payload, .fragsize = 1480, .inner = "udp", .dport = dport};
+  }
+  std::vector<std::string> scapy_esp_fragments(const Fragments& s) {
     const std::string conf = tmp_.file("fragments.json");
     {
       std::ofstream f(conf, std::ios::trunc);
       chmod(conf.c_str(), 0600);
-      f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << seq
-        << ", \"outer_src\": \"" << (v6 ? a_.wire_ip6 : a_.wire_ip) << "\", \"outer_dst\": \""
-        << (v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \"" << a_.inner_ip << "\", \"inner_dst\": \""
-        << b_.inner_ip << "\", \"src_mac\": \"" << mac_of(a_) << "\", \"dst_mac\": \"" << mac_of(b_)
-        << "\", \"payload\": 1300, \"fragsize\": " << (v6 ? 600 : 512) << ", \"ip_id\": " << ip_id
-        << ", \"natt\": " << (natt ? "true" : "false") << ", \"kind\": \"" << kind << "\"" << extra << "}";
+      f << "{\"spi\": " << ab_.out.spi << ", \"key\": \"" << hex(ab_.out.enc_key.span()) << "\", \"seq\": " << s.seq
+        << ", \"outer_src\": \"" << (s.v6 ? a_.wire_ip6 : a_.wire_ip) << "\", \"outer_dst\": \""
+        << (s.v6 ? b_.wire_ip6 : b_.wire_ip) << "\", \"inner_src\": \"" << a_.inner_ip << "\", \"inner_dst\": \""
+        << b_.inner_ip << "\", \"inner_src6\": \"" << a_.inner_ip6 << "\", \"inner_dst6\": \"" << b_.inner_ip6
+        << "\", \"src_mac\": \"" << mac_of(a_) << "\", \"dst_mac\": \"" << mac_of(b_)
+        << "\", \"payload\": " << s.payload << ", \"fragsize\": "
+        << (s.fragsize ? s.fragsize
+            : s.v6     ? 600
+                       : 512)
+        << ", \"ip_id\": " << s.ip_id << ", \"natt\": " << (s.natt ? "true" : "false") << ", \"inner\": \"" << s.inner
+        << "\", \"df\": " << (s.df ? "true" : "false") << ", \"dport\": " << s.dport << ", \"count\": " << s.count
+        << ", \"kind\": \"" << s.kind << "\"" << s.extra << "}";
     }
     const std::string out = sh_out(std::string("/usr/bin/python3 ") + OV2_SOURCE_DIR +
                                    "/tests/e2e/esp_fragments.py < " + conf + " 2>" + tmp_.file("fragments.err"));
@@ -1482,6 +1513,41 @@ class DataplaneFragmentE2E : public DataplaneE2E {
 
   void expect_fragments_opened_and_answered(uint32_t seq, uint32_t ip_id, bool v6, std::vector<std::string>* frames,
                                             DataplaneCounters* after, const std::string& extra = "");
+
+  // A UDP socket on b's inner IPv4 address, port `port`, that takes `count`
+  // datagrams and prints for each "<length> ok" if it is scapy's pattern
+  // (esp_fragments.py: i % 251), "<length> differs" otherwise; log udp.log.
+  std::unique_ptr<Child> udp_pattern_listener(uint16_t port, int count) {
+    const std::string script = tmp_.file("udp_listener.py");
+    {
+      std::ofstream f(script, std::ios::trunc);
+      f << "import socket\n"
+           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+           "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)\n"
+           "s.bind(('"
+        << b_.inner_ip << "', " << port << "))\n"
+        << "s.settimeout(15)\n"
+           "for _ in range("
+        << count << "):\n"
+        << "    d = s.recv(65535)\n"
+           "    print(len(d), 'ok' if d == bytes(i % 251 for i in range(len(d))) else 'differs', flush=True)\n";
+    }
+    auto child = std::make_unique<Child>(b_.ns->exec("/usr/bin/python3 " + script), tmp_.file("udp.log"));
+    const std::string bound = ":" + std::to_string(port) + " ";
+    EXPECT_TRUE(e2e::wait_for([&] { return sh_out(b_.ns->exec("ss -lun")).find(bound) != std::string::npos; }, 5000))
+        << "the UDP listener did not start: " << e2e::read_file(tmp_.file("udp.log"));
+    return child;
+  }
+  // The listener's lines once it printed `lines` (or after 5 s).
+  std::string udp_log(size_t lines) {
+    e2e::wait_for(
+        [&] {
+          const std::string log = e2e::read_file(tmp_.file("udp.log"));
+          return static_cast<size_t>(std::count(log.begin(), log.end(), '\n')) >= lines;
+        },
+        5000);
+    return e2e::read_file(tmp_.file("udp.log"));
+  }
 };
 
 uint64_t wdelta(const DataplaneCounters& x, const DataplaneCounters& y, WorkerCounter c) {
@@ -1560,6 +1626,98 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
   EXPECT_GE(fragments, 18u) << tshark_raw_;
   EXPECT_GE(good_ab, 3u) << tshark_raw_;
   EXPECT_EQ(bad, 0u) << tshark_raw_;
+}
+
+// The same with datagrams bigger than a UMEM frame, up to 65 028 bytes:
+// each side reassembles its host's fragments in a large buffer, protects the
+// datagram there and sends it in fragments; the peer reassembles it in a
+// large buffer, opens it and gives it to its host in fragments.
+TEST_F(DataplaneFragmentE2E, TransportDatagramsBiggerThanAFrameCrossBothWaysAsEspFragments) {
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 2 -i 0.3 -W 3 -q -M dont -s 6000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 1 -W 3 -q -M dont -s 65000 " + b_.wire_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  // 6028 bytes: 5 host fragments for ov2's 1500, 5 ESP fragments; 65028: 44 and 44.
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxHostFragments), 54u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxFragmented), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxEncapsulated), 54u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 54u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLarge), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 3u) << dump(*b_.dp);
+  // The replies the same way back.
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::TxReassembled), 3u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxReasmLarge), 3u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::RxDecapsulated), 3u) << dump(*a_.dp);
+  for (WorkerCounter c :
+       {WorkerCounter::TxReasmFailed, WorkerCounter::TxTooBig, WorkerCounter::TxEncapFailed,
+        WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmLargeBusy, WorkerCounter::RxInnerTooBig}) {
+    EXPECT_EQ(wdelta(a0, a1, c), 0u) << worker_counter_name(c) << ": " << dump(*a_.dp);
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+  }
+}
+
+// A stream of them: 300 UDP datagrams of 8000 bytes, paced, a -> b through
+// the transport SAs (6 host fragments and 6 ESP fragments each): a socket on
+// b receives every one byte for byte, and no worker dropped anything.
+TEST_F(DataplaneFragmentE2E, StreamOfBigTransportDatagramsArrivesWholeWithoutAWorkerDrop) {
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  setup_transport(false, 0);
+  ASSERT_TRUE(warm_up(a_, b_.wire_ip));
+  constexpr int kCount = 300;
+  const std::string receiver = tmp_.file("udp_receiver.py"), sender = tmp_.file("udp_sender.py");
+  {
+    std::ofstream f(receiver);
+    f << "import socket\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)\n"
+         "s.bind(('"
+      << b_.wire_ip << "', 9005))\n"
+      << "want = bytes(i % 251 for i in range(8000))\n"
+         "s.settimeout(5)\n"
+         "ok = bad = 0\n"
+         "try:\n"
+         "    while ok + bad < "
+      << kCount << ":\n"
+      << "        d = s.recv(65535)\n"
+         "        ok, bad = (ok + 1, bad) if d == want else (ok, bad + 1)\n"
+         "except socket.timeout:\n"
+         "    pass\n"
+         "print(ok, bad, flush=True)\n";
+  }
+  {
+    std::ofstream f(sender);
+    f << "import socket, time\n"
+         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+         "d = bytes(i % 251 for i in range(8000))\n"
+         "for _ in range("
+      << kCount << "):\n"
+      << "    s.sendto(d, ('" << b_.wire_ip << "', 9005))\n"
+      << "    time.sleep(0.004)\n";
+  }
+  Child rx(b_.ns->exec("/usr/bin/python3 " + receiver), tmp_.file("udp_receiver.log"));
+  ASSERT_TRUE(e2e::wait_for([&] { return sh_out(b_.ns->exec("ss -lun")).find(":9005 ") != std::string::npos; }, 5000));
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  EXPECT_EQ(sh(a_.ns->exec("/usr/bin/python3 " + sender)), 0);
+  ASSERT_TRUE(e2e::wait_for(
+      [&] { return e2e::read_file(tmp_.file("udp_receiver.log")).find('\n') != std::string::npos; }, 10000));
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  EXPECT_EQ(e2e::read_file(tmp_.file("udp_receiver.log")), std::to_string(kCount) + " 0\n")
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), uint64_t{kCount}) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLarge), uint64_t{kCount}) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), uint64_t{kCount}) << dump(*b_.dp);
+  for (WorkerCounter c : {WorkerCounter::TxReasmFailed, WorkerCounter::TxTooBig, WorkerCounter::TxEncapFailed})
+    EXPECT_EQ(wdelta(a0, a1, c), 0u) << worker_counter_name(c) << ": " << dump(*a_.dp);
+  for (WorkerCounter c : {WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmLargeBusy, WorkerCounter::RxInnerTooBig,
+                          WorkerCounter::RxReasmTimeout, WorkerCounter::RxCryptoFailed})
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
 }
 
 TEST_F(DataplaneFragmentE2E, TunnelEspArrivingInOuterFragmentsIsReassembledOpenedAndAnswered) {
@@ -1701,6 +1859,141 @@ TEST_F(DataplaneFragmentE2E, NattEspInUdpFragmentsAreOpenedAndOtherUdpToThatAddr
       << dump(*b_.dp);
   EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT_PLAIN] - b1.verdict[OV2_VERDICT_ACCEPT_PLAIN], 0u) << dump(*b_.dp);
   EXPECT_EQ(rp_filter_drops(), rpf0) << "the reverse-path filter dropped something";
+}
+
+// ---------------------------------------------------------------------------
+// ESP datagrams bigger than a UMEM frame -- what a peer with a big tunnel MTU
+// (Linux XFRM with a 9000-byte inner MTU) sends over a 1500-byte wire:
+// reassembled in the worker's large buffer, opened there, the inner packet
+// copied into frames for the host, in IPv4 fragments that fit ov2.
+
+TEST_F(DataplaneFragmentE2E, EspDatagramsBiggerThanAFrameAreOpenedAndTheirInnerPacketsReachTheSocketWhole) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  std::unique_ptr<Child> listener;
+  ASSERT_NO_FATAL_FAILURE(listener = udp_pattern_listener(9001, 2));
+  // A 6028-byte UDP datagram in ESP (about 6080 bytes) in 5 outer fragments
+  // of 1480 bytes of payload, last first; then the biggest there is: 65428
+  // bytes of inner packet, 65480 bytes of ESP, 45 fragments.
+  Fragments spec = udp_datagram(9001, 6000, 5000, 0x9191);
+  const std::vector<std::string> six = scapy_esp_fragments(spec);
+  ASSERT_EQ(six.size(), 5u) << e2e::read_file(tmp_.file("fragments.err"));
+  spec.payload = 65400;
+  spec.seq = 5001;
+  spec.ip_id = 0x9292;
+  const std::vector<std::string> biggest = scapy_esp_fragments(spec);
+  ASSERT_EQ(biggest.size(), 45u) << e2e::read_file(tmp_.file("fragments.err"));
+  const DataplaneCounters b0 = b_.dp->counters();
+  inject(*a_.ns, "wire", six);
+  ASSERT_EQ(udp_log(1), "6000 ok\n") << dump(*b_.dp);
+  inject(*a_.ns, "wire", biggest);
+  EXPECT_EQ(udp_log(2), "6000 ok\n65400 ok\n") << dump(*b_.dp);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(b1.wire[OV2_WIRE_REDIRECT_FRAGMENT] - b0.wire[OV2_WIRE_REDIRECT_FRAGMENT], 50u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragments), 50u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 2u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLarge), 2u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxDecapsulated), 2u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 2u);
+  // Up to ov2 in pieces of 1456 payload bytes (ov2 takes wire MTU - 20 with
+  // the shim): 6008 -> 5, 65408 -> 45; each accepted with CryptoDone.
+  EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT] - b0.verdict[OV2_VERDICT_ACCEPT], 50u) << dump(*b_.dp);
+  for (WorkerCounter c : {WorkerCounter::RxReasmTooBig, WorkerCounter::RxReasmLargeBusy, WorkerCounter::RxInnerTooBig,
+                          WorkerCounter::RxCryptoFailed, WorkerCounter::RxMalformed, WorkerCounter::RxReasmMalformed})
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+  EXPECT_EQ(b_.dp->counters().worker_count(WorkerCounter::RxReasmTooBig), 0u);
+  const auto opened = [&] { return b_.dp->sa_counters(ab_.in_handle).by_reason[static_cast<size_t>(esp::Reason::Ok)]; };
+  const uint64_t opened1 = opened();
+
+  // Inner IPv4 with DF, and inner IPv6: bigger than ov2 takes and not to be
+  // fragmented on the way: opened, then dropped and counted.
+  spec.payload = 6000;
+  spec.df = true;
+  spec.seq = 5002;
+  spec.ip_id = 0x9393;
+  inject(*a_.ns, "wire", scapy_esp_fragments(spec));
+  spec.df = false;
+  spec.inner = "udp6";
+  spec.seq = 5003;
+  spec.ip_id = 0x9494;
+  inject(*a_.ns, "wire", scapy_esp_fragments(spec));
+  DataplaneCounters b2;
+  ASSERT_NO_FATAL_FAILURE(b2 = counters_after_fragments(b1, 10));
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxReasmLarge), 2u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxInnerTooBig), 2u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b2, WorkerCounter::RxDecapsulated), 0u);
+  EXPECT_EQ(b2.verdict[OV2_VERDICT_ACCEPT] - b1.verdict[OV2_VERDICT_ACCEPT], 0u);
+  EXPECT_EQ(opened() - opened1, 2u) << "both were authenticated and opened before they were dropped";
+}
+
+TEST_F(DataplaneFragmentE2E, UnfinishedBigDatagramsHoldingEveryLargeBufferMakeTheNextOneLargeBusy) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip));
+  const DataplaneCounters b0 = b_.dp->counters();
+  // One fragment at offset 8000 each: 8 datagrams (Worker::Config
+  // reassembly_large_entries) take the large buffers for the 30 s timeout;
+  // the ninth finds none.
+  Fragments far;
+  far.kind = "far";
+  far.seq = 6000;
+  far.ip_id = 0xa000;
+  far.count = 9;
+  const std::vector<std::string> frames = scapy_esp_fragments(far);
+  ASSERT_EQ(frames.size(), 9u) << e2e::read_file(tmp_.file("fragments.err"));
+  inject(*a_.ns, "wire", frames);
+  DataplaneCounters b1;
+  ASSERT_NO_FATAL_FAILURE(b1 = counters_after_fragments(b0, 9));
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmLargeBusy), 1u) << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReasmTooBig), 0u);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxReassembled), 0u);
+  // A datagram that fits a frame needs no large buffer: it still opens.
+  inject(*a_.ns, "wire", scapy_esp_fragments("good", 6100, 0xa100));
+  ASSERT_TRUE(e2e::wait_for([&] { return wdelta(b1, b_.dp->counters(), WorkerCounter::RxDecapsulated) >= 1; }, 3000))
+      << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b1, b_.dp->counters(), WorkerCounter::RxReasmLargeBusy), 0u);
+}
+
+class DataplaneFragmentE2ETwoQueues : public DataplaneFragmentE2E {
+ protected:
+  uint32_t queues() const override { return 2; }
+  std::vector<int> cpus() const override { return {0, 1}; }
+};
+
+// The a->b SA is in slot 2: b's worker 0 owns it.  Every fragment arrives on
+// b's queue 1 (injected from CPU 1 on the bridge's port): worker 1
+// reassembles, finds the SA another worker's, and hands the whole datagram
+// over in consecutive handoff slots; worker 0 opens it (a datagram bigger
+// than a frame in its own large buffer).
+TEST_F(DataplaneFragmentE2ETwoQueues, ReassembledDatagramsAreHandedToTheSaOwnerWholeAndOpenedThere) {
+  setup_tunnel(false);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << dump(*b_.dp);
+  std::unique_ptr<Child> listener;
+  ASSERT_NO_FATAL_FAILURE(listener = udp_pattern_listener(9003, 2));
+  // 2500 bytes: fits a frame, not a handoff slot; 6000: bigger than a frame.
+  const std::vector<std::string> small = scapy_esp_fragments(udp_datagram(9003, 2500, 7000, 0xb1b1));
+  ASSERT_EQ(small.size(), 2u) << e2e::read_file(tmp_.file("fragments.err"));
+  const std::vector<std::string> big = scapy_esp_fragments(udp_datagram(9003, 6000, 7001, 0xb2b2));
+  ASSERT_EQ(big.size(), 5u);
+  const DataplaneCounters b0 = b_.dp->counters();
+  for (const auto* frames : {&small, &big})
+    for (const std::string& f : *frames) ASSERT_NO_FATAL_FAILURE(inject_from_cpu(*mid_, "midb", f, 1));
+  const std::string log = udp_log(2);
+  EXPECT_NE(log.find("2500 ok\n"), std::string::npos) << log << dump(*b_.dp);
+  EXPECT_NE(log.find("6000 ok\n"), std::string::npos) << log << dump(*b_.dp);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const DataplaneCounters b1 = b_.dp->counters();
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxFragments), 7u) << dump(*b_.dp);
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxReassembled), 2u);
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxReasmLarge), 1u);
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxHandedOff), 2u) << dump(*b_.dp);
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxHandoffReceived), 2u);
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxDecapsulated), 2u) << dump(*b_.dp);
+  EXPECT_EQ(delta(b0, b1, 0, WorkerCounter::RxFragmentedForHost), 2u);
+  EXPECT_EQ(delta(b0, b1, 1, WorkerCounter::RxDecapsulated), 0u);
+  for (WorkerCounter c : {WorkerCounter::RxHandoffFull, WorkerCounter::RxForeignQueue, WorkerCounter::RxMalformed,
+                          WorkerCounter::RxReasmTooBig, WorkerCounter::RxInnerTooBig})
+    EXPECT_EQ(delta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
 }
 
 // A counter of the Ip: line of /proc/net/snmp in `ns` (the namespace's own).

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Builds tunnel-mode ESP (scapy SecurityAssociation, AES-GCM) carrying an ICMP
-echo request, as outer IPv4 fragments (scapy fragment()), and prints the
-Ethernet frames in hex, one per line, in the order to send them.
+echo request (or a UDP datagram), as outer IPv4 fragments (scapy fragment()),
+and prints the Ethernet frames in hex, one per line, in the order to send them.
 
 The configuration (JSON, with the key) comes on stdin, never on the command
 line: spi, key (hex, key||salt), seq, outer_src, outer_dst (IPv6 addresses:
@@ -10,12 +10,19 @@ inner_dst, src_mac, dst_mac, payload (ICMP data bytes), fragsize, ip_id,
 natt (optional: ESP in UDP 4500, RFC 3948, IPv4 outer), v6_ext (optional:
 IPv6 extension headers before the Fragment header, the unfragmentable part
 every fragment carries: "hop", "dest", "routing"), vlan (optional: an
-802.1Q tag with this VID on every frame), kind:
+802.1Q tag with this VID on every frame), inner (optional: "udp" -- a UDP
+datagram from port 7000 to `dport` carrying `payload` bytes, with DF if
+`df`; "udp6" -- the same over IPv6 from inner_src6 to inner_dst6), kind:
   good      the fragments, last first (any order must do)
   overlap   IPv4: a copy of the second fragment with other bytes after it
             (overlap with differing data: the datagram is dropped); IPv6: a
             copy of the second fragment 8 bytes further (any overlap drops)
-  beyond    one fragment whose end lies beyond what a frame holds (too big)
+  beyond    one fragment whose datagram would pass 65535 bytes with its
+            header (too big; its payload itself ends within 65535, so
+            ov2_wire still sends it to the worker)
+  far       one fragment at offset 8000 (more to come): its datagram needs a
+            large reassembly buffer and never completes; `count` of them
+            (IPv4 outer), of as many datagrams (IP ids from ip_id on)
   unended   the first fragment only (never completes)
   ike       not ESP: a UDP 4500 datagram with the non-ESP marker and `payload`
             bytes (what a big IKE message looks like), fragmented
@@ -32,8 +39,14 @@ v6 = ":" in c["outer_dst"]
 outer_header = IPv6(src=c["outer_src"], dst=c["outer_dst"]) if v6 else IP(src=c["outer_src"], dst=c["outer_dst"])
 sa = SecurityAssociation(ESP, spi=c["spi"], crypt_algo="AES-GCM", crypt_key=bytes.fromhex(c["key"]),
                          tunnel_header=outer_header)
-inner = IP(src=c["inner_src"], dst=c["inner_dst"]) / ICMP(type=8, id=0x4242, seq=c["seq"] & 0xffff) / Raw(
-    bytes(i % 251 for i in range(c["payload"])))
+data = Raw(bytes(i % 251 for i in range(c["payload"])))
+if c.get("inner") == "udp":
+    inner = IP(src=c["inner_src"], dst=c["inner_dst"], flags="DF" if c.get("df") else 0) / UDP(
+        sport=7000, dport=c["dport"]) / data
+elif c.get("inner") == "udp6":
+    inner = IPv6(src=c["inner_src6"], dst=c["inner_dst6"]) / UDP(sport=7000, dport=c["dport"]) / data
+else:
+    inner = IP(src=c["inner_src"], dst=c["inner_dst"]) / ICMP(type=8, id=0x4242, seq=c["seq"] & 0xffff) / data
 esp = raw(sa.encrypt(inner, seq_num=c["seq"]))
 if v6:
     body = esp[40:]  # the ESP packet after the fixed header
@@ -68,9 +81,18 @@ elif kind == "overlap":
     frags.insert(2, IP(bytes(b)))
 elif kind == "beyond":
     f = frags[1].copy()
-    f.frag = 8000 // 8
+    f.frag = (65536 - len(f.payload)) // 8 - 1  # ends within 65535 bytes, its header makes it 65536 or more
     del f.chksum
     frags = [f]
+elif kind == "far":
+    second = frags[1]
+    frags = []
+    for i in range(c.get("count", 1)):  # one datagram each: ip_id, ip_id + 1, ...
+        f = second.copy()
+        f.frag = 8000 // 8
+        f.id = c["ip_id"] + i
+        del f.chksum
+        frags.append(f)
 elif kind == "unended":
     frags = frags[:1]
 else:

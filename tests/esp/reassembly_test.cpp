@@ -1,7 +1,8 @@
 // Outer fragment reassembly (esp/reassembly.h): datagrams fragmented by scapy
-// (an independent fragmenter) come back byte for byte in any order; the
-// limits (entries, buffer, fragments, 65535, timeout) and the overlap rules
-// (IPv6: any overlap drops, RFC 5722; IPv4: differing bytes drop) hold.
+// (an independent fragmenter) come back byte for byte in any order, up to
+// 65535 bytes through the large buffers; the limits (entries, buffer, large
+// buffers, fragments, 65535, timeout) and the overlap rules (IPv6: any
+// overlap drops, RFC 5722; IPv4: differing bytes drop) hold.
 #include "esp/reassembly.h"
 
 #include <gtest/gtest.h>
@@ -293,6 +294,131 @@ TEST(Reassembly, WorkerOutboundFragmentsReassembleToTheEspPacket) {
   Bytes got(out.begin(), out.begin() + res.len);
   got[10] = got[11] = pkt[10] = pkt[11] = 0;
   EXPECT_EQ(got, pkt);
+}
+
+// ---------------------------------------------------------------------------
+// Datagrams bigger than buffer_bytes: large buffers.
+
+Reassembly::Limits large_limits(uint32_t large_entries) {
+  Reassembly::Limits l = small_limits();  // 4 entries of 4096 bytes, 8 fragments
+  l.large_entries = large_entries;
+  l.large_fragments = 64;
+  return l;
+}
+
+// Reassembles `frags` in `order`; the result and the bytes written where it says.
+Reassembly::Result add_all(Reassembly& r, const std::vector<Bytes>& frags, Bytes* frame, Bytes* large, Bytes* got) {
+  Reassembly::Result res{Kind::Held};
+  for (const Bytes& f : frags) {
+    EXPECT_EQ(res.kind, Kind::Held) << "complete before the last fragment";
+    res = r.add(f.data(), uint32_t(f.size()), 0, frame->data(), uint32_t(frame->size()), large->data(),
+                uint32_t(large->size()));
+  }
+  if (res.kind == Kind::Complete) {
+    const Bytes& where = res.large ? *large : *frame;
+    got->assign(where.begin(), where.begin() + res.len);
+  }
+  return res;
+}
+
+TEST(Reassembly, ScapyFragmentsOfDatagramsUpTo65535BytesComeBackWholeInTheLargeOutputInAnyOrder) {
+  // IPv4: 6000 bytes (what a 9000-byte-MTU peer's ESP looks like at 1500)
+  // and the biggest datagram there is (20 + 65515 bytes, 45 fragments).
+  for (uint32_t payload : {6000u, 65515u}) {
+    std::vector<Bytes> v = scapy_fragments(false, payload, 1500);
+    ASSERT_GE(v.size(), 5u);
+    const Bytes datagram = v[0];
+    ASSERT_EQ(datagram.size(), 20u + payload);
+    std::vector<Bytes> frags(v.begin() + 1, v.end());
+    std::mt19937 rng(payload);
+    for (int round = 0; round < 4; ++round) {
+      if (round > 0) std::shuffle(frags.begin(), frags.end(), rng);  // round 0: in order, the first one first
+      Reassembly r(large_limits(1));
+      Bytes frame(4096), large(65536 + 100), got;
+      const Reassembly::Result res = add_all(r, frags, &frame, &large, &got);
+      ASSERT_EQ(res.kind, Kind::Complete) << payload << " round " << round;
+      EXPECT_TRUE(res.large);
+      EXPECT_EQ(got, datagram) << payload << " round " << round;
+      EXPECT_EQ(r.in_progress(), 0u);
+      EXPECT_EQ(r.large_in_use(), 0u) << "the large buffer is free again";
+    }
+  }
+  // IPv6: 65527 bytes after the fragment header (payload length 65535 with it).
+  std::vector<Bytes> v = scapy_fragments(true, 65527, 1500);
+  ASSERT_GE(v.size(), 45u);
+  Reassembly r(large_limits(1));
+  Bytes frame(4096), large(65536 + 100), got;
+  std::vector<Bytes> frags(v.rbegin(), v.rend() - 1);  // last first
+  const Reassembly::Result res = add_all(r, frags, &frame, &large, &got);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_TRUE(res.large);
+  EXPECT_EQ(got, v[0]);
+}
+
+TEST(Reassembly, ADatagramThatFitsTheFrameStillGoesThereWithLargeBuffersConfigured) {
+  std::vector<Bytes> v = scapy_fragments(false, 3000, 1400);
+  Reassembly r(large_limits(2));
+  Bytes frame(4096), large(65536), got;
+  const Reassembly::Result res = add_all(r, {v.begin() + 1, v.end()}, &frame, &large, &got);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_FALSE(res.large);
+  EXPECT_EQ(got, v[0]);
+  EXPECT_EQ(r.large_in_use(), 0u) << "never needed one";
+}
+
+TEST(Reassembly, LargeBuffersAreSharedAndANewBigDatagramFindingNoneIsDroppedAsLargeBusy) {
+  Reassembly r(large_limits(2));
+  // Two datagrams reach past 4096 bytes: each takes a large buffer.
+  EXPECT_EQ(add(r, v4frag(1, 0, true, 1000, 0x11)).kind, Kind::Held);
+  EXPECT_EQ(r.large_in_use(), 0u);
+  EXPECT_EQ(add(r, v4frag(1, 8000, true, 1000, 0x11)).kind, Kind::Held);
+  EXPECT_EQ(r.large_in_use(), 1u);
+  EXPECT_EQ(add(r, v4frag(2, 16000, true, 1000, 0x22)).kind, Kind::Held);
+  EXPECT_EQ(r.large_in_use(), 2u);
+  // A third one: dropped, whole (its first fragment was small and held).
+  EXPECT_EQ(add(r, v4frag(3, 0, true, 8, 0x33)).kind, Kind::Held);
+  Reassembly::Result res = add(r, v4frag(3, 5000, true, 8, 0x33));
+  EXPECT_EQ(res.kind, Kind::Dropped);
+  EXPECT_EQ(res.why, FragmentDrop::LargeBusy);
+  EXPECT_EQ(r.in_progress(), 2u);
+  // Datagram 1 completes: what it held before it grew (bytes 0..999) is there.
+  for (uint32_t off = 1000; off < 8000; off += 1000)
+    ASSERT_EQ(add(r, v4frag(1, off, true, 1000, 0x11)).kind, Kind::Held);
+  Bytes frame(4096), large(65536);
+  const Bytes last = v4frag(1, 9000, false, 10, 0x11);
+  res = r.add(last.data(), uint32_t(last.size()), 0, frame.data(), 4096, large.data(), 65536);
+  ASSERT_EQ(res.kind, Kind::Complete);
+  EXPECT_TRUE(res.large);
+  EXPECT_EQ(res.len, 20u + 9010u);
+  EXPECT_EQ(be16(large.data() + 2), 9030);
+  EXPECT_TRUE(std::all_of(large.begin() + 20, large.begin() + 9030, [](uint8_t c) { return c == 0x11; }));
+  EXPECT_EQ(r.large_in_use(), 1u);
+  // Its buffer serves the next big datagram; the timeout frees the other one.
+  EXPECT_EQ(add(r, v4frag(4, 5000, true, 8, 0x44)).kind, Kind::Held);
+  EXPECT_EQ(r.large_in_use(), 2u);
+  EXPECT_EQ(r.expire(1'000'000'000), 2u);
+  EXPECT_EQ(r.large_in_use(), 0u);
+  EXPECT_EQ(r.in_progress(), 0u);
+}
+
+TEST(Reassembly, LargeDatagramsHaveTheirOwnFragmentLimitAndStillStopAt65535) {
+  Reassembly r(large_limits(1));  // 8 fragments while small, 64 once large
+  EXPECT_EQ(add(r, v4frag(1, 8000, true, 8, 0)).kind, Kind::Held);
+  for (uint32_t i = 1; i < 64; ++i) ASSERT_EQ(add(r, v4frag(1, 8000 + i * 8, true, 8, 0)).kind, Kind::Held) << i;
+  Reassembly::Result res = add(r, v4frag(1, 8000 + 64 * 8, true, 8, 0));
+  EXPECT_EQ(res.why, FragmentDrop::TooManyFragments);
+  EXPECT_EQ(r.large_in_use(), 0u);
+  res = add(r, v4frag(2, 65512, false, 8, 0));  // 20 + 65520 bytes
+  EXPECT_EQ(res.why, FragmentDrop::TooBig) << "above 65535, large buffers or not";
+  EXPECT_EQ(r.large_in_use(), 0u);
+  // Complete, but bigger than both outputs the caller has.
+  EXPECT_EQ(add(r, v4frag(3, 0, true, 6000, 0)).kind, Kind::Held);
+  Bytes frame(4096), large(5000);
+  const Bytes last = v4frag(3, 6000, false, 8, 0);
+  res = r.add(last.data(), uint32_t(last.size()), 0, frame.data(), 4096, large.data(), 5000);
+  EXPECT_EQ(res.why, FragmentDrop::TooBig);
+  EXPECT_EQ(r.in_progress(), 0u);
+  EXPECT_EQ(r.large_in_use(), 0u);
 }
 
 // scapy's fragment6() of an IPv6 datagram whose extension headers `ext`
