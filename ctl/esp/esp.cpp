@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "esp/esp_crypto.h"
 #include "esp/ip_checksum.h"
+#include "esp/ipv6_chain.h"
 #include "ov2_abi.h"
 
 namespace ov2::esp {
@@ -62,17 +63,11 @@ struct PlainIp {
 // hop-by-hop, routing, destination options).  A fragment header means a
 // fragment: Unsupported.
 Reason walk_ipv6_ext(const uint8_t* d, uint32_t total, uint32_t& off, uint32_t& nh_off, uint8_t& nh) {
-  off = 40;
-  nh_off = 6;
-  nh = d[6];
-  while (nh == kHopByHop || nh == kRouting || nh == kDestOpts) {
-    if (off + 2 > total) return Reason::Truncated;
-    const uint32_t hlen = (uint32_t(d[off + 1]) + 1) * 8;
-    if (off + hlen > total) return Reason::Truncated;
-    nh_off = off;
-    nh = d[off];
-    off += hlen;
-  }
+  const Ipv6Chain c = walk_ipv6_chain(d, total, UINT32_MAX);
+  off = c.off;
+  nh_off = c.nh_off;
+  nh = c.next;
+  if (c.status != Ipv6Chain::Status::Ok) return Reason::Truncated;  // no limit: only a header past the packet
   if (nh == kFragment) return Reason::Unsupported;
   return Reason::Ok;
 }
@@ -151,7 +146,19 @@ T bump(std::atomic<T>& a, T n, bool shared) {
   return v;
 }
 
+// UPDATE_SA posted by another thread to the SA's own thread:
+// kPendingSeqHi | seq_hi, 0 for none.
 constexpr uint64_t kPendingSeqHi = uint64_t(1) << 32;
+
+// The posted high half over the low half of `seq`.
+uint64_t seq_hi_over(uint64_t pending, uint64_t seq) {
+  return (pending & 0xffffffffu) << 32 | (seq & 0xffffffffu);
+}
+
+// Takes the posted update once (0: none); a plain load while there is none.
+uint64_t take_pending(std::atomic<uint64_t>& pending) {
+  return pending.load(std::memory_order_relaxed) ? pending.exchange(0, std::memory_order_acquire) : 0;
+}
 
 }  // namespace
 
@@ -296,8 +303,8 @@ Reason OutboundSa::encapsulate(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
 
 namespace {
 uint64_t with_seq_hi(uint64_t pending, uint64_t next) {
-  const uint64_t want = (pending & 0xffffffffu) << 32 | (next & 0xffffffffu);
-  return want == 0 ? 1 : want;
+  const uint64_t want = seq_hi_over(pending, next);
+  return want == 0 ? 1 : want;  // the first number is 1 (RFC 4303 §3.3.3)
 }
 }  // namespace
 
@@ -311,10 +318,8 @@ uint64_t OutboundSa::next_seq() const {
 bool OutboundSa::claim_seq(uint64_t& seq) {
   const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
   if (!shared_) {
-    if (pending_seq_hi_.load(std::memory_order_relaxed) != 0) {
-      const uint64_t pending = pending_seq_hi_.exchange(0, std::memory_order_acquire);
+    if (const uint64_t pending = take_pending(pending_seq_hi_))
       next_seq_.store(with_seq_hi(pending, next_seq_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
-    }
     seq = next_seq_.load(std::memory_order_relaxed);
     if (seq == 0 || seq > last) return false;
     next_seq_.store(seq + 1, std::memory_order_relaxed);
@@ -457,7 +462,7 @@ bool InboundSa::set_seq_hi(uint32_t seq_hi) {
 
 uint64_t InboundSa::highest_seq() const {
   const uint64_t pending = pending_seq_hi_.load(std::memory_order_acquire);
-  return pending ? (pending & 0xffffffffu) << 32 | (top_ & 0xffffffffu) : top_;
+  return pending ? seq_hi_over(pending, top_) : top_;
 }
 
 void InboundSa::set_highest_seq(uint64_t seq) {
@@ -574,10 +579,7 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
 }
 
 Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res) {
-  if (pending_seq_hi_.load(std::memory_order_relaxed) != 0) {  // UPDATE_SA from another thread
-    const uint64_t pending = pending_seq_hi_.exchange(0, std::memory_order_acquire);
-    if (pending) top_ = (pending & 0xffffffffu) << 32 | (top_ & 0xffffffffu);
-  }
+  if (const uint64_t pending = take_pending(pending_seq_hi_)) top_ = seq_hi_over(pending, top_);
   uint8_t* const d = p.data;
   const bool sa_v6 = spec_.dst.family == Family::V6;
   if (p.len < 1) return Reason::Truncated;

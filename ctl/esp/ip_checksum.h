@@ -34,20 +34,14 @@ inline uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
     std::memcpy(&w, p, 8);
     s += (w & 0xffffffffu) + (w >> 32);
   }
-  if (n >= 4) {
-    uint32_t w;
-    std::memcpy(&w, p, 4);
+  auto add_tail = [&](auto w) {  // a 4-, then a 2-byte tail
+    std::memcpy(&w, p, sizeof w);
     s += w;
-    p += 4;
-    n -= 4;
-  }
-  if (n >= 2) {
-    uint16_t w;
-    std::memcpy(&w, p, 2);
-    s += w;
-    p += 2;
-    n -= 2;
-  }
+    p += sizeof w;
+    n -= sizeof w;
+  };
+  if (n >= 4) add_tail(uint32_t{});
+  if (n >= 2) add_tail(uint16_t{});
   if (n) {
     const uint8_t tail[2] = {p[0], 0};
     uint16_t w;

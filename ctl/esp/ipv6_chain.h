@@ -25,13 +25,14 @@ struct Ipv6Chain {
 };
 
 // Walks the IPv6 packet at `ip`, `len` bytes by its own payload length (at
-// least the 40-byte fixed header).
-inline Ipv6Chain walk_ipv6_chain(const uint8_t* ip, uint32_t len) {
+// least the 40-byte fixed header), through at most `max_headers` headers (the
+// ESP engine's own packets: no limit but the packet's length).
+inline Ipv6Chain walk_ipv6_chain(const uint8_t* ip, uint32_t len, uint32_t max_headers = OV2_MAX_IPV6_EXT_HDRS) {
   Ipv6Chain c;
   c.next = ip[6];
-  for (int walked = 0;; ++walked) {
+  for (uint32_t walked = 0;; ++walked) {
     if (c.next != 0 && c.next != 43 && c.next != 60) return c;  // Hop-by-Hop 0, Routing 43, Destination Options 60
-    if (walked == OV2_MAX_IPV6_EXT_HDRS) {
+    if (walked == max_headers) {
       c.status = Ipv6Chain::Status::TooLong;
       return c;
     }
