@@ -21,7 +21,7 @@ constexpr uint8_t kProtoIpv6 = 41;
 constexpr uint8_t kProtoUdp = 17;
 constexpr uint8_t kProtoEsp = OV2_IPPROTO_ESP;
 constexpr uint8_t kProtoNone = 59;  // RFC 4303 §2.6 dummy packet
-constexpr uint8_t kHopByHop = 0, kRouting = 43, kFragment = 44, kDestOpts = 60;
+constexpr uint8_t kHopByHop = 0, kFragment = 44;
 constexpr uint8_t kEcnMask = 0x03, kEct0 = 0x02, kEct1 = 0x01, kCe = 0x03;
 constexpr uint8_t kTunnelTtl = 64;
 
