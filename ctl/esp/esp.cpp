@@ -2,6 +2,7 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/error.h"
@@ -226,15 +227,33 @@ SaSpec without_keys(const SaSpec& s) {
   copy.auth_key.clear();
   return copy;
 }
-bool seconds_reached(uint64_t limit_s, uint64_t elapsed_ns) {
-  return limit_s != 0 && elapsed_ns / 1000000000ull >= limit_s;
+LifetimeThresholds thresholds(uint64_t packets, uint64_t bytes, uint64_t seconds, uint64_t created_ns) {
+  constexpr uint64_t kNsPerS = 1000000000ull;
+  LifetimeThresholds t;
+  if (packets) t.packets = packets;
+  if (bytes) t.bytes = bytes;
+  if (seconds && seconds <= (UINT64_MAX - created_ns) / kNsPerS) t.deadline_ns = created_ns + seconds * kNsPerS;
+  return t;
 }
 }  // namespace
+
+LifetimeThresholds LifetimeThresholds::soft_of(const SaSpec& s, uint64_t created_ns) {
+  return thresholds(s.life_packets.soft, s.life_bytes.soft, s.life_seconds.soft, created_ns);
+}
+LifetimeThresholds LifetimeThresholds::hard_of(const SaSpec& s, uint64_t created_ns) {
+  return thresholds(s.life_packets.hard, s.life_bytes.hard, s.life_seconds.hard, created_ns);
+}
+LifetimeThresholds LifetimeThresholds::first_of(const LifetimeThresholds& a, const LifetimeThresholds& b) {
+  return {std::min(a.packets, b.packets), std::min(a.bytes, b.bytes), std::min(a.deadline_ns, b.deadline_ns)};
+}
 
 // ---- Outbound ---------------------------------------------------------------
 
 OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_slots)
-    : spec_(without_keys(spec)), created_ns_(created_ns), shared_(crypto_slots > 1) {
+    : spec_(without_keys(spec)),
+      soft_(LifetimeThresholds::soft_of(spec, created_ns)),
+      hard_(LifetimeThresholds::hard_of(spec, created_ns)),
+      shared_(crypto_slots > 1) {
   if (spec.dir != Direction::Out) fail(ErrorCode::InvalidArgument, "OutboundSa needs an outbound SA (dir out)");
   if (spec.mode == Mode::Tunnel && (spec.src.family != spec.dst.family || spec.src.is_any() || spec.dst.is_any()))
     fail(ErrorCode::InvalidArgument, "an outbound tunnel SA needs a source and destination address of one family");
@@ -267,10 +286,10 @@ void OutboundSa::fire_hard(LifetimeEvent* ev, bool lifetime_reached) {
 
 bool OutboundSa::check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
   if (lifetime_over_.load(std::memory_order_relaxed)) return false;
-  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
-  if (seconds_reached(spec_.life_seconds.hard, elapsed) ||
-      (spec_.life_packets.hard && life_packets_.load(std::memory_order_relaxed) >= spec_.life_packets.hard) ||
-      (spec_.life_bytes.hard && life_bytes_.load(std::memory_order_relaxed) + plain_len > spec_.life_bytes.hard)) {
+  // The bytes limit refuses the packet that would pass it (the counts limit
+  // ends with the packet that reaches it, in account()).
+  if (life_packets_.load(std::memory_order_relaxed) >= hard_.packets ||
+      life_bytes_.load(std::memory_order_relaxed) + plain_len > hard_.bytes || now_ns >= hard_.deadline_ns) {
     fire_hard(ev, true);
     return false;
   }
@@ -282,13 +301,9 @@ void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev)
   const uint64_t bytes = bump(life_bytes_, uint64_t(plain_len), shared_);
   bump(counters_.packets, uint64_t(1), shared_);
   bump(counters_.bytes, uint64_t(plain_len), shared_);
-  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
   // Reaching a hard count limit: this packet is the last one sent.
-  if ((spec_.life_packets.hard && packets >= spec_.life_packets.hard) ||
-      (spec_.life_bytes.hard && bytes >= spec_.life_bytes.hard))
-    fire_hard(ev, true);
-  if ((spec_.life_packets.soft && packets >= spec_.life_packets.soft) ||
-      (spec_.life_bytes.soft && bytes >= spec_.life_bytes.soft) || seconds_reached(spec_.life_seconds.soft, elapsed)) {
+  if (packets >= hard_.packets || bytes >= hard_.bytes) fire_hard(ev, true);
+  if (soft_.reached(packets, bytes, now_ns)) {
     if (!soft_fired_.load(std::memory_order_relaxed) && !soft_fired_.exchange(true, std::memory_order_relaxed) && ev)
       ev->soft_expired_now = true;
   }
@@ -443,7 +458,11 @@ Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* e
 // ---- Inbound ----------------------------------------------------------------
 
 InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
-    : spec_(without_keys(spec)), created_ns_(created_ns), window_size_(spec.replay_window) {
+    : spec_(without_keys(spec)),
+      soft_(LifetimeThresholds::soft_of(spec, created_ns)),
+      hard_(LifetimeThresholds::hard_of(spec, created_ns)),
+      first_(LifetimeThresholds::first_of(soft_, hard_)),
+      window_size_(spec.replay_window) {
   if (spec.dir != Direction::In) fail(ErrorCode::InvalidArgument, "InboundSa needs an inbound SA (dir in)");
   crypto_ = std::make_unique<CryptoState>(spec, false, 1);
   while (bitmap_bits_ < window_size_) bitmap_bits_ <<= 1;
@@ -513,6 +532,12 @@ void InboundSa::replay_update(uint64_t seq) {
     if (seq > top_) top_ = seq;
     return;
   }
+  if (seq == top_ + 1) {  // in order, the usual case: the new top's own bit is the only one to move
+    const uint64_t bit = seq & (bitmap_bits_ - 1);
+    bitmap_[bit / 64] |= uint64_t(1) << (bit % 64);
+    top_ = seq;
+    return;
+  }
   if (seq > top_) {
     const uint64_t diff = seq - top_;
     if (diff >= bitmap_bits_) {
@@ -545,16 +570,12 @@ void InboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) 
   life_bytes_ += plain_len;
   bump(counters_.packets, uint64_t(1), false);
   bump(counters_.bytes, uint64_t(plain_len), false);
-  const uint64_t elapsed = now_ns > created_ns_ ? now_ns - created_ns_ : 0;
-  if (!hard_fired_ && ((spec_.life_packets.hard && life_packets_ >= spec_.life_packets.hard) ||
-                       (spec_.life_bytes.hard && life_bytes_ >= spec_.life_bytes.hard) ||
-                       seconds_reached(spec_.life_seconds.hard, elapsed))) {
+  if (!first_.reached(life_packets_, life_bytes_, now_ns)) return;
+  if (!hard_fired_ && hard_.reached(life_packets_, life_bytes_, now_ns)) {
     hard_fired_ = true;
     if (ev) ev->hard_expired_now = true;
   }
-  if (!soft_fired_ && ((spec_.life_packets.soft && life_packets_ >= spec_.life_packets.soft) ||
-                       (spec_.life_bytes.soft && life_bytes_ >= spec_.life_bytes.soft) ||
-                       seconds_reached(spec_.life_seconds.soft, elapsed))) {
+  if (!soft_fired_ && soft_.reached(life_packets_, life_bytes_, now_ns)) {
     soft_fired_ = true;
     if (ev) ev->soft_expired_now = true;
   }

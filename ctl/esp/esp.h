@@ -127,6 +127,22 @@ struct LifetimeEvent {
   bool hard_expired_now = false;
 };
 
+// One side (soft or hard) of an SA's lifetime as thresholds, computed once at
+// creation (UINT64_MAX: no limit): a packet compares three numbers instead of
+// testing six limits and dividing its age by 10^9.  The seconds limit becomes
+// a deadline on the same clock as `now_ns` (created_ns + seconds * 10^9,
+// saturated): the age in whole seconds reaches s exactly when now_ns does.
+struct LifetimeThresholds {
+  uint64_t packets = UINT64_MAX, bytes = UINT64_MAX, deadline_ns = UINT64_MAX;
+  static LifetimeThresholds soft_of(const SaSpec& s, uint64_t created_ns);
+  static LifetimeThresholds hard_of(const SaSpec& s, uint64_t created_ns);
+  // The earlier of two, limit by limit.
+  static LifetimeThresholds first_of(const LifetimeThresholds& a, const LifetimeThresholds& b);
+  bool reached(uint64_t packets_done, uint64_t bytes_done, uint64_t now_ns) const {
+    return packets_done >= packets || bytes_done >= bytes || now_ns >= deadline_ns;
+  }
+};
+
 // Per-SA counters.  Relaxed atomics: readable from any thread at any time.
 struct SaCounters {
   std::atomic<uint64_t> packets{0};  // packets processed successfully (Reason::Ok)
@@ -192,7 +208,7 @@ class OutboundSa {
   bool claim_seq(uint64_t& seq);  // false: the sequence space is used up
 
   SaSpec spec_;  // keys cleared: they live only in crypto_
-  uint64_t created_ns_;
+  LifetimeThresholds soft_, hard_;
   const bool shared_;  // crypto_slots > 1: several threads encapsulate at once
   std::unique_ptr<CryptoState> crypto_;
   std::atomic<uint64_t> next_seq_{1};
@@ -263,7 +279,7 @@ class InboundSa {
   void account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev);
 
   SaSpec spec_;  // keys cleared: they live only in crypto_
-  uint64_t created_ns_;
+  LifetimeThresholds soft_, hard_, first_;  // first_: the earlier of the two, limit by limit
   std::unique_ptr<CryptoState> crypto_;
   uint32_t window_size_;            // bits; 0 = anti-replay disabled
   uint64_t top_ = 0;                // highest authenticated seq (64-bit)

@@ -332,9 +332,10 @@ bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, cons
     case Suite::Gmac: {
       uint8_t nonce[12], aad[12];
       const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
-      std::memcpy(scratch, icv, icv_len_);
+      // SET_TAG only reads (copies) the expected tag: the packet's ICV is
+      // passed as it is (the ctrl's pointer is not const).
       ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, nonce, 0, nullptr) &&
-           EVP_CIPHER_CTX_ctrl(s.cipher, EVP_CTRL_AEAD_SET_TAG, int(icv_len_), scratch) > 0 &&
+           EVP_CIPHER_CTX_ctrl(s.cipher, EVP_CTRL_AEAD_SET_TAG, int(icv_len_), const_cast<uint8_t*>(icv)) > 0 &&
            EVP_CipherUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
       if (suite_ == Suite::Aead) {
         ok = ok && EVP_CipherUpdate(s.cipher, payload, &outl, payload, int(len));

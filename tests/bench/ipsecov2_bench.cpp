@@ -116,18 +116,26 @@ class RawOpenSslAead {
   // decapsulation ratios (AES-GCM decryption runs at another speed than
   // encryption).
   void open() {
+    const Sealed& s = sealed();
+    open_at(s.ct.data(), sealed_.plain.data());
+  }
+  // The same record wherever it was copied, into `out` (may be `ct`: in place).
+  void open_at(const uint8_t* ct, uint8_t* out) {
+    int n = 0;
+    EVP_DecryptInit_ex2(dec_.get(), nullptr, nullptr, sealed_.nonce, nullptr);
+    EVP_DecryptUpdate(dec_.get(), nullptr, &n, sealed_.aad, sizeof sealed_.aad);
+    EVP_DecryptUpdate(dec_.get(), out, &n, ct, static_cast<int>(size_));
+    EVP_CIPHER_CTX_ctrl(dec_.get(), EVP_CTRL_AEAD_SET_TAG, sizeof sealed_.tag, sealed_.tag);
+    if (EVP_DecryptFinal_ex(dec_.get(), out + n, &n) != 1) std::abort();
+  }
+  const Sealed& sealed() {
     if (!dec_) {
       one();  // a record to open (one() moves on to other nonces later)
       sealed_ = Sealed(r_);
       dec_.reset(EVP_CIPHER_CTX_new());
       EVP_DecryptInit_ex2(dec_.get(), cipher_, key_.data(), nullptr, nullptr);
     }
-    int n = 0;
-    EVP_DecryptInit_ex2(dec_.get(), nullptr, nullptr, sealed_.nonce, nullptr);
-    EVP_DecryptUpdate(dec_.get(), nullptr, &n, sealed_.aad, sizeof sealed_.aad);
-    EVP_DecryptUpdate(dec_.get(), sealed_.plain.data(), &n, sealed_.ct.data(), static_cast<int>(size_));
-    EVP_CIPHER_CTX_ctrl(dec_.get(), EVP_CTRL_AEAD_SET_TAG, sizeof sealed_.tag, sealed_.tag);
-    if (EVP_DecryptFinal_ex(dec_.get(), sealed_.plain.data() + n, &n) != 1) std::abort();
+    return sealed_;
   }
 
  private:
@@ -188,27 +196,33 @@ class RawIpsecMbAead {
   // Opens one record sealed beforehand: decrypts and compares the tag, as the
   // engine's ipsec-mb backend does (the library computes, does not check).
   void open() {
-    if (sealed_.ct.empty()) {
-      one();  // a record to open (one() moves on to other nonces later)
-      sealed_ = Sealed(r_);
-    }
-    Sealed& x = sealed_;
+    const Sealed& s = sealed();
+    open_at(s.ct.data(), sealed_.plain.data());
+  }
+  // The same record wherever it was copied, into `out` (may be `ct`: in place).
+  void open_at(const uint8_t* ct, uint8_t* out) {
+    const Sealed& x = sealed_;
     uint8_t tag[16];
     if (alg_ == EncAlg::ChaCha20Poly1305) {
       chacha20_poly1305_context_data ctx;
       IMB_CHACHA20_POLY1305_INIT(mgr_, key_.data(), &ctx, x.nonce, x.aad, sizeof x.aad);
-      IMB_CHACHA20_POLY1305_DEC_UPDATE(mgr_, key_.data(), &ctx, x.plain.data(), x.ct.data(), size_);
+      IMB_CHACHA20_POLY1305_DEC_UPDATE(mgr_, key_.data(), &ctx, out, ct, size_);
       IMB_CHACHA20_POLY1305_DEC_FINALIZE(mgr_, &ctx, tag, sizeof tag);
     } else {
       gcm_context_data ctx;
       if (alg_ == EncAlg::AesGcm128)
-        IMB_AES128_GCM_DEC(mgr_, &gcm_key_, &ctx, x.plain.data(), x.ct.data(), size_, x.nonce, x.aad, sizeof x.aad,
-                           tag, sizeof tag);
+        IMB_AES128_GCM_DEC(mgr_, &gcm_key_, &ctx, out, ct, size_, x.nonce, x.aad, sizeof x.aad, tag, sizeof tag);
       else
-        IMB_AES256_GCM_DEC(mgr_, &gcm_key_, &ctx, x.plain.data(), x.ct.data(), size_, x.nonce, x.aad, sizeof x.aad,
-                           tag, sizeof tag);
+        IMB_AES256_GCM_DEC(mgr_, &gcm_key_, &ctx, out, ct, size_, x.nonce, x.aad, sizeof x.aad, tag, sizeof tag);
     }
     if (CRYPTO_memcmp(tag, x.tag, sizeof tag) != 0) std::abort();
+  }
+  const Sealed& sealed() {
+    if (sealed_.ct.empty()) {
+      one();  // a record to open (one() moves on to other nonces later)
+      sealed_ = Sealed(r_);
+    }
+    return sealed_;
   }
 
  private:
@@ -415,9 +429,42 @@ class SealedBatch {
   std::vector<esp::Packet> packets_;
 };
 
+// The raw record's ciphertext copied into kBatch frames laid out as
+// SealedBatch's (same stride and offset), to be opened in place: the raw
+// opening with the memory the engine's decapsulation works on (a batch in L2,
+// written where it is read) instead of one hot buffer.  refill() is not timed.
+class RawFrames {
+ public:
+  RawFrames(const Sealed& s, uint32_t size)
+      : sealed_(s), stride_(kRoom + size + kRoom), frames_(stride_ * SealedBatch::kBatch) {}
+  void refill() {
+    for (size_t i = 0; i < SealedBatch::kBatch; ++i)
+      std::memcpy(frames_.data() + i * stride_ + kRoom, sealed_.ct.data(), sealed_.ct.size());
+  }
+  uint8_t* operator[](size_t i) { return frames_.data() + i * stride_ + kRoom; }
+
+ private:
+  const Sealed& sealed_;
+  size_t stride_;
+  std::vector<uint8_t> frames_;
+};
+
+// A raw library's record functions for measure_engine.
+struct RawAead {
+  std::function<void()> seal, open;
+  std::function<void(uint8_t*)> open_in_place;
+  const Sealed* sealed;  // what open / open_in_place open
+  template <class Raw>
+  static RawAead of(Raw& r) {
+    return {[&r] { r.one(); }, [&r] { r.open(); }, [&r](uint8_t* f) { r.open_at(f, f); }, &r.sealed()};
+  }
+};
+
 struct EngineRates {
-  double raw, raw_open, enc, dec;  // medians over rounds: records/s, packets/s
-  double enc_ratio, dec_ratio;     // medians of the per-round ratios: enc to raw sealing, dec to raw opening
+  double raw, raw_open, raw_open_frames, enc, dec;  // medians over rounds: records/s, packets/s
+  // Medians of the per-round ratios: enc to raw sealing, dec to raw opening,
+  // dec to raw opening in place in the same frames.
+  double enc_ratio, dec_ratio, dec_ratio_frames;
 };
 
 // The engine on the crypto backend selected now (SAs take it at creation)
@@ -426,23 +473,28 @@ struct EngineRates {
 // trailer, sequence number, counters, lifetimes) of a batch of frames, and
 // full decapsulation (parse, replay check, authenticate+decrypt, padding,
 // inner packet, window update) of a batch the engine sealed beforehand.
-EngineRates measure_engine(const CipherCase& c, uint32_t size, const Timing& t, const std::function<void()>& raw_one,
-                           const std::function<void()>& raw_open) {
+EngineRates measure_engine(const CipherCase& c, uint32_t size, const Timing& t, const RawAead& raw) {
   const auto key = random_bytes(info(c.alg).key_len + info(c.alg).salt_len);
   esp::OutboundSa enc_sa(bench_sa(c.alg, Direction::Out, key));
   esp::OutboundSa sealer(bench_sa(c.alg, Direction::Out, key));
   esp::InboundSa in(bench_sa(c.alg, Direction::In, key));
   SealedBatch plain(enc_sa, size), sealed(sealer, size);
+  RawFrames raw_frames(*raw.sealed, size);
   const size_t n = SealedBatch::kBatch;
   const auto rates = interleaved_rates(
       t, {{[] {},
            [&] {
-             for (size_t i = 0; i < n; ++i) raw_one();
+             for (size_t i = 0; i < n; ++i) raw.seal();
            },
            n},
           {[] {},
            [&] {
-             for (size_t i = 0; i < n; ++i) raw_open();
+             for (size_t i = 0; i < n; ++i) raw.open();
+           },
+           n},
+          {[&] { raw_frames.refill(); },
+           [&] {
+             for (size_t i = 0; i < n; ++i) raw.open_in_place(raw_frames[i]);
            },
            n},
           {[&] { plain.refill(); }, [&] { plain.seal(); }, n},
@@ -452,8 +504,14 @@ EngineRates measure_engine(const CipherCase& c, uint32_t size, const Timing& t, 
                if (in.decapsulate(sealed[i], 0).reason != esp::Reason::Ok) std::abort();
            },
            n}});
-  return {median(rates[0]), median(rates[1]), median(rates[2]), median(rates[3]),
-          median_ratio(rates[2], rates[0]), median_ratio(rates[3], rates[1])};
+  return {median(rates[0]),
+          median(rates[1]),
+          median(rates[2]),
+          median(rates[3]),
+          median(rates[4]),
+          median_ratio(rates[3], rates[0]),
+          median_ratio(rates[4], rates[1]),
+          median_ratio(rates[4], rates[2])};
 }
 
 // Two batched measurements in alternating runs (a change of machine load
@@ -604,8 +662,7 @@ void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelectio
       set_stage("engine: " + std::string(c.label) + " " + std::to_string(size) + " B");
       esp::select_crypto_backend(esp::CryptoBackend::OpenSsl);
       RawOpenSslAead raw_openssl(c.evp_name, size);
-      const EngineRates o = measure_engine(
-          c, size, t, [&] { raw_openssl.one(); }, [&] { raw_openssl.open(); });
+      const EngineRates o = measure_engine(c, size, t, RawAead::of(raw_openssl));
       const double raw = o.raw, enc = o.enc, dec = o.dec;
       const std::string sz = std::to_string(size);
       const bool primary = c.alg == EncAlg::AesGcm128;
@@ -620,11 +677,14 @@ void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelectio
                  std::string(c.label) + " encapsulation / raw sealing");
       report.add("engine_decrypt_ratio_" + sz + suffix, o.dec_ratio, "ratio",
                  std::string(c.label) + " decapsulation / raw opening");
+      report.add("raw_aead_open_frames_records_per_s_" + sz + "_" + c.label, o.raw_open_frames, "records/s",
+                 "OpenSSL opening in place in 64 frames laid out as the engine's batch (not one hot buffer)");
+      report.add("engine_decrypt_ratio_" + sz + suffix + "_vs_frames", o.dec_ratio_frames, "ratio",
+                 std::string(c.label) + " decapsulation / raw opening in the same frames: the ESP work alone");
       if (!imb) continue;
       esp::select_crypto_backend(esp::CryptoBackend::IpsecMb);
       RawIpsecMbAead raw_ipsecmb(c, size);
-      const EngineRates m = measure_engine(
-          c, size, t, [&] { raw_ipsecmb.one(); }, [&] { raw_ipsecmb.open(); });
+      const EngineRates m = measure_engine(c, size, t, RawAead::of(raw_ipsecmb));
       const double raw_imb = m.raw, enc_imb = m.enc, dec_imb = m.dec;
       esp::select_crypto_backend(esp::CryptoBackend::OpenSsl);
       report.add("raw_ipsecmb_records_per_s_" + sz + "_" + c.label, raw_imb, "records/s",
@@ -639,6 +699,10 @@ void run_engine_benchmarks(Report& report, const Timing& t, const EngineSelectio
                  std::string(c.label) + " engine/raw ipsec-mb");
       report.add("engine_decrypt_ratio_" + sz + suffix + "_ipsecmb", m.dec_ratio, "ratio",
                  std::string(c.label) + " engine/raw ipsec-mb");
+      report.add("raw_ipsecmb_open_frames_records_per_s_" + sz + "_" + c.label, m.raw_open_frames, "records/s",
+                 "intel-ipsec-mb opening in place in 64 frames laid out as the engine's batch");
+      report.add("engine_decrypt_ratio_" + sz + suffix + "_ipsecmb_vs_frames", m.dec_ratio_frames, "ratio",
+                 std::string(c.label) + " decapsulation / raw ipsec-mb opening in the same frames");
       report.add("engine_encrypt_" + sz + "_" + c.label + "_ipsecmb_vs_openssl", enc_imb / enc, "ratio",
                  "engine pps ipsec-mb/openssl");
       report.add("engine_decrypt_" + sz + "_" + c.label + "_ipsecmb_vs_openssl", dec_imb / dec, "ratio",

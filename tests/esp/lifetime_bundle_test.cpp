@@ -84,6 +84,44 @@ TEST(EspLifetime, OutboundSecondsCountFromCreation) {
   EXPECT_TRUE(out.delete_requested());
 }
 
+// The seconds limits are deadlines computed once at creation (no division
+// per packet): exact to the nanosecond, before and after, and a limit too
+// far away to be a deadline on this clock never fires.
+TEST(EspLifetime, SecondsLimitsAreExactToTheNanosecondAndAFarLimitNeverFires) {
+  SaSpec s = tunnel_spec(Direction::Out);
+  s.life_seconds = {10, 20};
+  const uint64_t created = 7 * kSecond + 3;
+  OutboundSa out(s, created);
+  SaSpec in_spec = mirror(s);
+  InboundSa in(in_spec, created);
+  LifetimeEvent ev;
+  PacketBuffer a(inner_packet());
+  ASSERT_EQ(out.encapsulate(a.packet(), created + 10 * kSecond - 1, &ev), Reason::Ok);
+  EXPECT_FALSE(ev.soft_expired_now);
+  EXPECT_FALSE(in.decapsulate(a.packet(), created + 10 * kSecond - 1, &ev).sa_delete_req);
+  EXPECT_FALSE(ev.soft_expired_now);
+  PacketBuffer b(inner_packet());
+  ASSERT_EQ(out.encapsulate(b.packet(), created + 20 * kSecond - 1, &ev), Reason::Ok);
+  EXPECT_TRUE(ev.soft_expired_now);
+  EXPECT_FALSE(in.decapsulate(b.packet(), created + 20 * kSecond - 1, &ev).sa_delete_req);
+  EXPECT_TRUE(ev.soft_expired_now);
+  EXPECT_FALSE(ev.hard_expired_now);
+  PacketBuffer c(inner_packet());
+  ASSERT_EQ(out.encapsulate(c.packet(), 0, &ev), Reason::Ok);  // a clock before creation: age 0
+  EXPECT_EQ(in.decapsulate(c.packet(), created + 20 * kSecond, &ev).reason, Reason::Ok);
+  EXPECT_TRUE(ev.hard_expired_now);
+  PacketBuffer d(inner_packet());
+  EXPECT_EQ(out.encapsulate(d.packet(), created + 20 * kSecond, &ev), Reason::LifetimeExpired);
+  EXPECT_TRUE(ev.hard_expired_now);
+
+  s.life_seconds = {UINT64_MAX / 2, UINT64_MAX};  // beyond any deadline: created + s * 1e9 would overflow
+  OutboundSa far(s, created);
+  PacketBuffer e(inner_packet());
+  EXPECT_EQ(far.encapsulate(e.packet(), UINT64_MAX - 1, &ev), Reason::Ok);  // (2^64-1 ns, 584 years: "no limit")
+  EXPECT_FALSE(ev.soft_expired_now);
+  EXPECT_FALSE(ev.hard_expired_now);
+}
+
 TEST(EspLifetime, InboundHardLimitStillDeliversButSetsSaDeleteReqFromThenOn) {
   SaSpec s = tunnel_spec(Direction::Out);
   OutboundSa out(s, 0);
