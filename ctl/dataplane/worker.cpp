@@ -115,7 +115,7 @@ namespace {
 
 // The large buffer: headroom, the Ethernet header (one VLAN tag at most),
 // then a datagram of up to 65535 bytes (IPv6: + its 40-byte fixed header).
-constexpr uint32_t kLargeHeadroom = 64;
+constexpr uint32_t kLargeHeadroom = 128;  // (both layers of a bundle: at most ~100 bytes in front)
 constexpr uint32_t kLargeBytes = 65536 + 256;
 static_assert(kLargeHeadroom + ETH_HLEN + 4 + 40 + esp::Reassembly::kLargePayload <= kLargeBytes);
 // Where the IP header goes in the frames a packet from the large buffer is
@@ -463,10 +463,9 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
     count(WorkerCounter::TxUnknownHandle);
     return TxResult::Dropped;
   }
-  if (!tunnel && sa->spec().mode == Mode::Transport && (p.data[0] >> 4) == 4 &&
-      esp::Reassembly::is_fragment(p.data, p.len)) {
-    // Transport SAs carry whole datagrams (RFC 4301 §7); the host cut this
-    // one for ov2's MTU.  Whole again, it is protected and, if too big for
+  if (sa->spec().mode == Mode::Transport && (p.data[0] >> 4) == 4 && esp::Reassembly::is_fragment(p.data, p.len)) {
+    // Transport SAs (alone, or inside a tunnel SA in a bundle) carry whole
+    // datagrams (RFC 4301 §7); the host cut this one for ov2's MTU.  Whole again, it is protected and, if too big for
     // the wire, fragmented after ESP.  The slots it may need are checked
     // first: once reassembled, it cannot wait in the RX ring.
     if (slots.cap - slots.used < outer_fragments_at_most()) return TxResult::Later;
@@ -484,7 +483,7 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
         count(WorkerCounter::TxTooBig);
         return TxResult::Dropped;
       }
-      return fragment_after_esp(big, *sa, now_ns, slots, &addr);
+      return fragment_after_esp(big, *sa, tunnel, now_ns, slots, &addr);
     }
     p.tailroom = p.len + p.tailroom - whole.len;
     p.len = whole.len;
@@ -551,11 +550,10 @@ Worker::TxResult Worker::too_big(esp::Packet& p, esp::OutboundSa& sa, esp::Outbo
     // No DF: fragment, when each fragment can be its own ESP packet (a
     // tunnel SA; transport-mode ESP carries whole datagrams only).
     if (!tunnel && sa.spec().mode == Mode::Tunnel) return fragment(p, sa, fits, now_ns, slots);
-    // Transport: the whole datagram is ESP-protected, then the ESP packet is
-    // fragmented (what Linux XFRM does; the peer reassembles before ESP).
-    if (!tunnel) return fragment_after_esp(p, sa, now_ns, slots);
-    count(WorkerCounter::TxTooBig);
-    return TxResult::Dropped;
+    // Transport, alone or inside a tunnel SA: the whole datagram is
+    // ESP-protected (both layers), then the ESP packet is fragmented (what
+    // Linux XFRM does for IPv4 without DF; the peer reassembles before ESP).
+    return fragment_after_esp(p, sa, tunnel, now_ns, slots);
   }
   uint32_t mtu = fits;
   if (version == 6 && fits < esp::kIpv6MinMtu) {
@@ -592,18 +590,20 @@ uint32_t Worker::outer_fragments_at_most() const {
   // smallest payload a 60-byte IPv4 header leaves.
   if (cfg_.wire_mtu < 60 + 8) return UINT32_MAX;
   const bool large = tx_reassembly_.table.limits().large_entries > 0;
-  return fragments_at_most(large ? 65535 : umem_->frame_size() + 128, cfg_.wire_mtu);
+  // (A frame's packet grows by at most 256 bytes: both layers of a bundle.)
+  return fragments_at_most(large ? 65535 : umem_->frame_size() + 256, cfg_.wire_mtu);
 }
 
-Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
-                                            const uint64_t* copy_into) {
+Worker::TxResult Worker::fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel,
+                                            uint64_t now_ns, TxSlots& slots, const uint64_t* copy_into) {
   const uint32_t k_max = outer_fragments_at_most();
   if (k_max > cfg_.batch || umem_->free_frames() < k_max) {
     count(WorkerCounter::TxTooBig);
     return TxResult::Dropped;
   }
   if (slots.cap - slots.used < k_max) return TxResult::Later;
-  if (sa.encapsulate(p, now_ns) != esp::Reason::Ok) {
+  const esp::Reason r = tunnel ? esp::encapsulate_bundle(sa, *tunnel, p, now_ns) : sa.encapsulate(p, now_ns);
+  if (r != esp::Reason::Ok) {
     count(WorkerCounter::TxEncapFailed);
     return TxResult::Dropped;
   }

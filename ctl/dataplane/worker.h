@@ -203,11 +203,12 @@ class Worker {
   TxResult too_big(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint32_t fits, uint64_t now_ns,
                    TxSlots& slots);
   TxResult fragment(esp::Packet& p, esp::OutboundSa& sa, uint32_t fits, uint64_t now_ns, TxSlots& slots);
-  // Transport SA, IPv4 without DF: ESP over the whole datagram, then the ESP
-  // packet in fragments of at most the wire MTU.  `copy_into`: p is in the
-  // large buffer; fragment 0 goes into the frame at *copy_into.
-  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, uint64_t now_ns, TxSlots& slots,
-                              const uint64_t* copy_into = nullptr);
+  // Transport SA (inside `tunnel` if a bundle), IPv4 without DF: ESP over the
+  // whole datagram, then the ESP packet in fragments of at most the wire MTU.
+  // `copy_into`: p is in the large buffer; fragment 0 goes into the frame at
+  // *copy_into.
+  TxResult fragment_after_esp(esp::Packet& p, esp::OutboundSa& sa, esp::OutboundSa* tunnel, uint64_t now_ns,
+                              TxSlots& slots, const uint64_t* copy_into = nullptr);
   // Fragments 1..k-1 of `p` (at most `mtu` bytes each) to the wire in frames
   // from the free list, each ESP-encapsulated with `sa` first if it is given;
   // `p` becomes fragment 0 (in place, or in *copy_into's frame), for the

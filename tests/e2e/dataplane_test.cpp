@@ -1628,6 +1628,68 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
   EXPECT_EQ(bad, 0u) << tshark_raw_;
 }
 
+// A transport-in-tunnel bundle carries IPv4 without DF above the path MTU as
+// Linux XFRM does: the datagram whole (the host's fragments for ov2
+// reassembled first), both layers of ESP over it, then the outer ESP packet
+// in fragments; the peer reassembles them, opens both layers and gives the
+// datagram to its host.  (Until 2026-12-03 these were dropped: tx-too-big.)
+// 3028 bytes fit a frame; 6028 go through the large buffers on both sides.
+TEST_F(DataplaneFragmentE2E, BundleIpv4WithoutDfIsProtectedWholeThenFragmentedAndOpenedByBothSas) {
+  for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
+  route_mtu_ = false;
+  start_dataplanes();
+  SaPair ab_tr = make_pair(a_.inner_ip, b_.inner_ip, 0x6101, 5, 6, Mode::Transport);
+  SaPair ba_tr = make_pair(b_.inner_ip, a_.inner_ip, 0x6202, 7, 8, Mode::Transport);
+  ab_ = make_pair(a_.wire_ip, b_.wire_ip, 0x6001, 1, 2);
+  ba_ = make_pair(b_.wire_ip, a_.wire_ip, 0x6002, 3, 4);
+  ab_.in.inner_handle = ab_tr.in_handle;
+  ba_.in.inner_handle = ba_tr.in_handle;
+  install(a_, b_, ab_tr);
+  install(b_, a_, ba_tr);
+  install(a_, b_, ab_);
+  install(b_, a_, ba_);
+  std::vector<CompiledPolicy> pa, pb;
+  protect(a_, a_.inner_ip + "/32", b_.inner_ip + "/32", ab_tr.out_handle, &pa, ab_.out_handle);
+  protect(b_, b_.inner_ip + "/32", a_.inner_ip + "/32", ba_tr.out_handle, &pb, ba_.out_handle);
+  ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << "no ping answer through the bundle";
+  start_capture();
+  const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
+  const uint64_t tr0 = b_.dp->sa_counters(ab_tr.in_handle).packets, tun0 = b_.dp->sa_counters(ab_.in_handle).packets;
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 3 -i 0.2 -W 2 -q -M dont -s 3000 " + b_.inner_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  EXPECT_EQ(sh(a_.ns->exec("ping -c 1 -W 3 -q -M dont -s 6000 " + b_.inner_ip + " >/dev/null")), 0)
+      << "a: " << dump(*a_.dp) << "\nb: " << dump(*b_.dp);
+  stop_capture();
+  const DataplaneCounters a1 = a_.dp->counters(), b1 = b_.dp->counters();
+  EXPECT_EQ(b_.dp->sa_counters(ab_tr.in_handle).packets - tr0, 4u) << "the transport SA opened each datagram whole";
+  EXPECT_EQ(b_.dp->sa_counters(ab_.in_handle).packets - tun0, 4u) << "the tunnel SA opened each datagram whole";
+  // Each request and each reply: the host's fragments reassembled, protected, fragmented after ESP.
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxReassembled), 4u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(a0, a1, WorkerCounter::TxFragmented), 4u) << dump(*a_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::TxFragmented), 4u) << "the replies: " << dump(*b_.dp);
+  EXPECT_EQ(wdelta(b0, b1, WorkerCounter::RxFragmentedForHost), 4u) << dump(*b_.dp);
+  for (WorkerCounter c : {WorkerCounter::TxTooBig, WorkerCounter::TxEncapFailed, WorkerCounter::TxReasmFailed,
+                          WorkerCounter::RxReasmTooBig, WorkerCounter::RxInnerTooBig}) {
+    EXPECT_EQ(wdelta(a0, a1, c), 0u) << worker_counter_name(c) << ": " << dump(*a_.dp);
+    EXPECT_EQ(wdelta(b0, b1, c), 0u) << worker_counter_name(c) << ": " << dump(*b_.dp);
+  }
+  // tshark: only outer (tunnel) ESP fragments on the wire, none above the MTU;
+  // every datagram it reassembled opens with a good ICV.
+  uint64_t fragments = 0, good_ab = 0, bad = 0;
+  for (const EspWireRow& r : esp_rows()) {
+    EXPECT_LE(r.frame_len, 14u + 1500u);
+    if (r.fragment) ++fragments;
+    if (r.icv_good == "True" || r.icv_good == "1") {
+      if (r.spi == "0x00006001") ++good_ab;
+    } else if (!r.icv_good.empty()) {
+      ++bad;
+    }
+  }
+  EXPECT_GE(fragments, 2u * (3 * 3 + 5)) << tshark_raw_;
+  EXPECT_GE(good_ab, 4u) << tshark_raw_;
+  EXPECT_EQ(bad, 0u) << tshark_raw_;
+}
+
 // The same with datagrams bigger than a UMEM frame, up to 65 028 bytes:
 // each side reassembles its host's fragments in a large buffer, protects the
 // datagram there and sends it in fragments; the peer reassembles it in a
