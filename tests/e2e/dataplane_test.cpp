@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -254,6 +255,27 @@ class DataplaneE2E : public ::testing::Test {
   // Transport SAs between the wire addresses (IKE's UDP 500 bypassed), routes
   // into ov2 with `route_mtu` (0: none; -1: the offload device's route MTU).
   void setup_transport(bool v6, int route_mtu);
+
+  // A transport-in-tunnel bundle each way: transport SAs between the inner
+  // addresses (slots a->b out/in, b->a out/in) inside the tunnel SAs ab_ /
+  // ba_ between the wire addresses, and a PROTECT policy for each host's
+  // inner address.  Returns the transport pairs (a->b, b->a).
+  std::pair<SaPair, SaPair> setup_bundle(std::array<uint64_t, 4> transport_slots) {
+    SaPair ab_tr = make_pair(a_.inner_ip, b_.inner_ip, 0x6101, transport_slots[0], transport_slots[1], Mode::Transport);
+    SaPair ba_tr = make_pair(b_.inner_ip, a_.inner_ip, 0x6202, transport_slots[2], transport_slots[3], Mode::Transport);
+    ab_ = make_pair(a_.wire_ip, b_.wire_ip, 0x6001, 1, 2);
+    ba_ = make_pair(b_.wire_ip, a_.wire_ip, 0x6002, 3, 4);
+    ab_.in.inner_handle = ab_tr.in_handle;
+    ba_.in.inner_handle = ba_tr.in_handle;
+    install(a_, b_, ab_tr);  // the inner SAs first: the tunnel SAs name them
+    install(b_, a_, ba_tr);
+    install(a_, b_, ab_);
+    install(b_, a_, ba_);
+    std::vector<CompiledPolicy> pa, pb;
+    protect(a_, a_.inner_ip + "/32", b_.inner_ip + "/32", ab_tr.out_handle, &pa, ab_.out_handle);
+    protect(b_, b_.inner_ip + "/32", a_.inner_ip + "/32", ba_tr.out_handle, &pb, ba_.out_handle);
+    return {ab_tr, ba_tr};
+  }
   void run_transport(bool v6);
 
   void start_capture() {
@@ -816,19 +838,7 @@ TEST_F(DataplaneE2E, UdpEncapsulatedTunnelCarriesPingAndTcpAsUdp4500EspWithGoodI
 TEST_F(DataplaneE2E, TransportInsideTunnelBundleCarriesPingThroughBothSasOnEachHost) {
   start_dataplanes();
   // a -> b: transport SA 10.1.0.1 -> 10.2.0.1 inside tunnel SA 192.0.2.1 -> 192.0.2.2; and back.
-  SaPair ab_tr = make_pair(a_.inner_ip, b_.inner_ip, 0x6101, 5, 6, Mode::Transport);
-  SaPair ba_tr = make_pair(b_.inner_ip, a_.inner_ip, 0x6202, 7, 8, Mode::Transport);
-  ab_ = make_pair(a_.wire_ip, b_.wire_ip, 0x6001, 1, 2);
-  ba_ = make_pair(b_.wire_ip, a_.wire_ip, 0x6002, 3, 4);
-  ab_.in.inner_handle = ab_tr.in_handle;
-  ba_.in.inner_handle = ba_tr.in_handle;
-  install(a_, b_, ab_tr);  // the inner SAs first: the tunnel SAs name them
-  install(b_, a_, ba_tr);
-  install(a_, b_, ab_);
-  install(b_, a_, ba_);
-  std::vector<CompiledPolicy> pa, pb;
-  protect(a_, a_.inner_ip + "/32", b_.inner_ip + "/32", ab_tr.out_handle, &pa, ab_.out_handle);
-  protect(b_, b_.inner_ip + "/32", a_.inner_ip + "/32", ba_tr.out_handle, &pb, ba_.out_handle);
+  const auto [ab_tr, ba_tr] = setup_bundle({5, 6, 7, 8});
   ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << "no ping answer through the bundle";
   start_capture();
   const DataplaneCounters b0 = b_.dp->counters();
@@ -1002,19 +1012,7 @@ TEST_F(DataplaneE2ETwoQueues, OneSaArrivingOnBothQueuesIsEntirelyDecapsulatedByI
 // hash, which for the bundle's SPI gave queue 0 on that boot; see SetUp.)
 TEST_F(DataplaneE2ETwoQueues, BundleArrivingOnBothQueuesIsOpenedByTheTunnelSaOwnerThroughHandoff) {
   start_dataplanes();
-  SaPair ab_tr = make_pair(a_.inner_ip, b_.inner_ip, 0x6101, 5, 7, Mode::Transport);
-  SaPair ba_tr = make_pair(b_.inner_ip, a_.inner_ip, 0x6202, 9, 11, Mode::Transport);
-  ab_ = make_pair(a_.wire_ip, b_.wire_ip, 0x6001, 1, 2);
-  ba_ = make_pair(b_.wire_ip, a_.wire_ip, 0x6002, 3, 4);
-  ab_.in.inner_handle = ab_tr.in_handle;
-  ba_.in.inner_handle = ba_tr.in_handle;
-  install(a_, b_, ab_tr);
-  install(b_, a_, ba_tr);
-  install(a_, b_, ab_);
-  install(b_, a_, ba_);
-  std::vector<CompiledPolicy> pa, pb;
-  protect(a_, a_.inner_ip + "/32", b_.inner_ip + "/32", ab_tr.out_handle, &pa, ab_.out_handle);
-  protect(b_, b_.inner_ip + "/32", a_.inner_ip + "/32", ba_tr.out_handle, &pb, ba_.out_handle);
+  const auto [ab_tr, ba_tr] = setup_bundle({5, 7, 9, 11});
   ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << "no ping answer through the bundle";
   const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
   const SaRuntimeCounters tr0 = b_.dp->sa_counters(ab_tr.in_handle), tun0 = b_.dp->sa_counters(ab_.in_handle);
@@ -1647,19 +1645,7 @@ TEST_F(DataplaneFragmentE2E, BundleIpv4WithoutDfIsProtectedWholeThenFragmentedAn
   for (Endpoint* ep : {&a_, &b_}) must(ep->ns->exec("sysctl -qw net.ipv4.ip_no_pmtu_disc=1"));
   route_mtu_ = false;
   start_dataplanes();
-  SaPair ab_tr = make_pair(a_.inner_ip, b_.inner_ip, 0x6101, 5, 6, Mode::Transport);
-  SaPair ba_tr = make_pair(b_.inner_ip, a_.inner_ip, 0x6202, 7, 8, Mode::Transport);
-  ab_ = make_pair(a_.wire_ip, b_.wire_ip, 0x6001, 1, 2);
-  ba_ = make_pair(b_.wire_ip, a_.wire_ip, 0x6002, 3, 4);
-  ab_.in.inner_handle = ab_tr.in_handle;
-  ba_.in.inner_handle = ba_tr.in_handle;
-  install(a_, b_, ab_tr);
-  install(b_, a_, ba_tr);
-  install(a_, b_, ab_);
-  install(b_, a_, ba_);
-  std::vector<CompiledPolicy> pa, pb;
-  protect(a_, a_.inner_ip + "/32", b_.inner_ip + "/32", ab_tr.out_handle, &pa, ab_.out_handle);
-  protect(b_, b_.inner_ip + "/32", a_.inner_ip + "/32", ba_tr.out_handle, &pb, ba_.out_handle);
+  const auto [ab_tr, ba_tr] = setup_bundle({5, 6, 7, 8});
   ASSERT_TRUE(warm_up(a_, b_.inner_ip)) << "no ping answer through the bundle";
   start_capture();
   const DataplaneCounters a0 = a_.dp->counters(), b0 = b_.dp->counters();
