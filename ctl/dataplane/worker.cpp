@@ -337,8 +337,9 @@ void Worker::refill(XskPort& port) {
 }
 
 void Worker::kick(XskPort& port) {
-  // Copy mode sends at most 32 descriptors per sendto (the kernel's TX batch),
-  // so kick until the kernel has taken what we queued, a few times at most.
+  // Copy mode sends at most the socket's TX budget per sendto (the whole ring
+  // on Linux 6.17+, else 32: XskPort), so kick until the kernel has taken what
+  // we queued, a few times at most.
   for (int i = 0; i < 8; ++i) {
     const uint32_t queued = *port.tx.producer - __atomic_load_n(port.tx.consumer, __ATOMIC_ACQUIRE);
     if (queued == 0 || !xsk_ring_prod__needs_wakeup(&port.tx)) return;

@@ -8,6 +8,10 @@
 
 #include "common/error.h"
 
+#ifndef XDP_MAX_TX_SKB_BUDGET
+#define XDP_MAX_TX_SKB_BUDGET 9  // <linux/if_xdp.h> of Linux 6.17; Debian 12's headers predate it
+#endif
+
 namespace ov2 {
 
 XskPort::XskPort(Umem& umem, const std::string& ifname, uint32_t queue, const Config& cfg)
@@ -27,6 +31,11 @@ XskPort::XskPort(Umem& umem, const std::string& ifname, uint32_t queue, const Co
   if (err)
     fail(ErrorCode::Kernel, "cannot create an AF_XDP socket on " + ifname + " queue " + std::to_string(queue) + ": " +
                                 strerror(-err) + " (does the interface exist and have that many queues?)");
+  // Copy mode sends at most 32 descriptors per sendto unless told more (Linux
+  // 6.17+, range [32, TX ring entries]): one kick then drains a whole batch.
+  // Older kernels answer ENOPROTOOPT and keep 32.
+  uint32_t budget = cfg.tx_size;
+  if (setsockopt(fd(), SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &budget, sizeof(budget)) == 0) tx_budget_ = budget;
 }
 
 XskPort::~XskPort() {

@@ -41,6 +41,9 @@ class XskPort {
   // Puts this socket into `xsks_map_fd` at its queue index.  Throws on failure.
   void register_in(int xsks_map_fd);
   int fd() const;
+  // Descriptors one sendto hands to the driver: the TX ring size where the
+  // kernel takes XDP_MAX_TX_SKB_BUDGET, else the kernel's fixed 32.
+  uint32_t tx_budget() const { return tx_budget_; }
   const std::string& ifname() const { return ifname_; }
   uint32_t queue() const { return queue_; }
 
@@ -53,6 +56,7 @@ class XskPort {
   xsk_socket* xsk_ = nullptr;
   std::string ifname_;
   uint32_t queue_;
+  uint32_t tx_budget_ = 32;
 };
 
 }  // namespace ov2
