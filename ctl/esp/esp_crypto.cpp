@@ -284,15 +284,15 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
       put_be64(iv, h.seq);
       uint8_t nonce[12], aad[12];
       const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
-      ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, nonce, 1, nullptr) &&
-           EVP_CipherUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
+      ok = EVP_EncryptInit_ex2(s.cipher, nullptr, nullptr, nonce, nullptr) &&
+           EVP_EncryptUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
       if (suite_ == Suite::Aead) {
-        ok = ok && EVP_CipherUpdate(s.cipher, payload, &outl, payload, int(len));
+        ok = ok && EVP_EncryptUpdate(s.cipher, payload, &outl, payload, int(len));
       } else {  // RFC 4543 §3.3: IV and payload are AAD, nothing is encrypted
-        ok = ok && EVP_CipherUpdate(s.cipher, nullptr, &outl, iv, 8) &&
-             EVP_CipherUpdate(s.cipher, nullptr, &outl, payload, int(len));
+        ok = ok && EVP_EncryptUpdate(s.cipher, nullptr, &outl, iv, 8) &&
+             EVP_EncryptUpdate(s.cipher, nullptr, &outl, payload, int(len));
       }
-      ok = ok && EVP_CipherFinal_ex(s.cipher, scratch, &outl) &&
+      ok = ok && EVP_EncryptFinal_ex(s.cipher, scratch, &outl) &&
            EVP_CIPHER_CTX_ctrl(s.cipher, EVP_CTRL_AEAD_GET_TAG, int(icv_len_), icv) > 0;
       break;
     }
@@ -301,8 +301,8 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
       if (suite_ == Suite::CbcHmac) {
         // RFC 3602 §3: the CBC IV must be unpredictable: fresh random bytes
         // from OpenSSL's per-thread DRBG.
-        ok = RAND_bytes(iv, int(iv_len_)) == 1 && EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, iv, 1, nullptr) &&
-             EVP_CipherUpdate(s.cipher, payload, &outl, payload, int(len)) && outl == int(len);
+        ok = RAND_bytes(iv, int(iv_len_)) == 1 && EVP_EncryptInit_ex2(s.cipher, nullptr, nullptr, iv, nullptr) &&
+             EVP_EncryptUpdate(s.cipher, payload, &outl, payload, int(len)) && outl == int(len);
       }
       if (ok) {
         compute_icv(h, esp_header, iv, payload, len, scratch);
@@ -334,17 +334,17 @@ bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, cons
       const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
       // SET_TAG only reads (copies) the expected tag: the packet's ICV is
       // passed as it is (the ctrl's pointer is not const).
-      ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, nonce, 0, nullptr) &&
+      ok = EVP_DecryptInit_ex2(s.cipher, nullptr, nullptr, nonce, nullptr) &&
            EVP_CIPHER_CTX_ctrl(s.cipher, EVP_CTRL_AEAD_SET_TAG, int(icv_len_), const_cast<uint8_t*>(icv)) > 0 &&
-           EVP_CipherUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
+           EVP_DecryptUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
       if (suite_ == Suite::Aead) {
-        ok = ok && EVP_CipherUpdate(s.cipher, payload, &outl, payload, int(len));
+        ok = ok && EVP_DecryptUpdate(s.cipher, payload, &outl, payload, int(len));
       } else {
-        ok = ok && EVP_CipherUpdate(s.cipher, nullptr, &outl, iv, 8) &&
-             EVP_CipherUpdate(s.cipher, nullptr, &outl, payload, int(len));
+        ok = ok && EVP_DecryptUpdate(s.cipher, nullptr, &outl, iv, 8) &&
+             EVP_DecryptUpdate(s.cipher, nullptr, &outl, payload, int(len));
       }
       // The tag check happens here, in the same operation.
-      ok = ok && EVP_CipherFinal_ex(s.cipher, scratch, &outl) > 0;
+      ok = ok && EVP_DecryptFinal_ex(s.cipher, scratch, &outl) > 0;
       break;
     }
     case Suite::CbcHmac:
@@ -353,8 +353,8 @@ bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, cons
       ok = CRYPTO_memcmp(scratch, icv, icv_len_) == 0;  // constant time
       // Decrypt only what authenticated.
       if (ok && suite_ == Suite::CbcHmac)
-        ok = EVP_CipherInit_ex2(s.cipher, nullptr, nullptr, iv, 0, nullptr) &&
-             EVP_CipherUpdate(s.cipher, payload, &outl, payload, int(len)) && outl == int(len);
+        ok = EVP_DecryptInit_ex2(s.cipher, nullptr, nullptr, iv, nullptr) &&
+             EVP_DecryptUpdate(s.cipher, payload, &outl, payload, int(len)) && outl == int(len);
       OPENSSL_cleanse(scratch, sizeof scratch);
       break;
     }
