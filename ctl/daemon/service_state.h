@@ -29,9 +29,15 @@ class ServiceState : public ControlPlane::Listener {
   // for the file's sake.
   void restore();
 
-  // Writes the current state as a new snapshot (compaction).  Logs (does not
-  // throw) when the file cannot be written.
-  void save();
+  // At a clean stop (after the last change): waits for a background
+  // snapshot still being written, then, when the journal is not larger than
+  // the snapshot (StateStore::journal_can_end_a_stop), journals the sequence
+  // marks that traffic passed and a "stop" record with the exact handle and
+  // policy-id sequences and makes them durable -- no snapshot is written, the
+  // next start replays the journal (and writes its start-up snapshot in the
+  // background).  Otherwise, or when the journal cannot be trusted or
+  // written, a synchronous save().  Logs (does not throw) on failure.
+  void save_at_stop();
 
   // The start-up snapshot (after restore()): when the loaded files can be
   // continued (StateStore::compact_after_load) it is written in the
@@ -70,6 +76,8 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t next_seq_of(uint64_t handle) const;
   // Strictly above what `handle` sent, rounded so marks are not journaled per packet.
   uint64_t mark_for(uint64_t handle) const;
+  // Journals a new mark for every outbound SA whose next sequence number reached its saved mark.
+  void journal_passed_marks();
   // Journals a new reservation when a sequence passed the journaled one.
   void reserve_sequences();
   // Starts a background compaction (StateStore::start_compaction).

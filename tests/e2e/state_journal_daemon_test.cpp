@@ -361,12 +361,77 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
     ASSERT_EQ(list.size(), added.size());
     for (const auto& sa : list) EXPECT_EQ(sa["spi"].get<uint32_t>(), added.at(sa["handle"].get<std::string>()));
   };
-  DaemonInNamespace d('g', dir.args());
-  check(d);
-  EXPECT_EQ(d.stop(), 0);
-  // A clean shutdown leaves the snapshot holding everything and an empty journal.
-  EXPECT_LT(std::filesystem::file_size(dir.journal()), 100u);
-  EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);
+  {
+    DaemonInNamespace d('g', dir.args());
+    check(d);
+    EXPECT_EQ(d.stop(), 0);
+    // Its journal (the start-up snapshot's sequence marks) is smaller than the snapshot: the clean stop
+    // ended the journal instead of writing a snapshot.
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+    EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+    EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);
+  }
+  DaemonInNamespace again('h', dir.args());
+  check(again);
+}
+
+// A clean stop whose journal is not larger than the snapshot writes no
+// snapshot: it journals a "stop" record with the exact handle and policy-id
+// sequences and makes it durable.  The next start restores exactly the same
+// SAs and policies, and the next handle continues the sequence without the
+// gap a crash leaves (the journal's reservations).
+TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStartRestoresTheSameState) {
+  StateDir dir;
+  std::map<std::string, uint32_t> acked;  // handle -> spi
+  json policies;
+  uint64_t stop_sequence = 0;
+  std::string snapshot_before;
+  {
+    DaemonInNamespace d('v', dir.args());
+    Connection c(d.socket_path());
+    json sas = json::array();
+    for (uint32_t i = 0; i < 50; ++i) sas.push_back(out_sa(0x70000 + i));
+    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
+    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
+    for (size_t i = 0; i < 50; ++i) acked[a["handles"][i]] = 0x70000 + static_cast<uint32_t>(i);
+    const json p = {
+        {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", "10.9.0.0/16"}, {"action", "protect"}, {"sa", a["handles"][7]}};
+    ASSERT_TRUE(c.call({{"op", "policy.add"}, {"policy", p}})["ok"].get<bool>());
+    const std::string gone = a["handles"][3];
+    ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
+    acked.erase(gone);
+    policies = policy_list(d.socket_path());
+    // The start-up snapshot (of nothing) is in place by now: the changes are in the journal only.
+    for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    snapshot_before = slurp(dir.snapshot());
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+  }
+  EXPECT_EQ(slurp(dir.snapshot()), snapshot_before) << "the clean stop rewrote the snapshot";
+  EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+  {
+    std::string bytes = slurp(dir.journal());
+    const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
+    EXPECT_EQ(scan.torn_warning, "");
+    ASSERT_GE(scan.payloads.size(), 3u);
+    const json last = json::parse(scan.payloads.back());
+    EXPECT_EQ(last["op"], "stop") << last.dump();
+    stop_sequence = last["next_sa_sequence"].get<uint64_t>();
+    uint64_t highest = 0;
+    for (const auto& [handle, spi] : acked)
+      highest = std::max<uint64_t>(highest, std::stoull(handle, nullptr, 16) >> ov2::kHandleSlotBits);
+    EXPECT_EQ(stop_sequence, highest + 1) << "not the exact sequence";
+  }
+  DaemonInNamespace again('w', dir.args());
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored, acked) << again.log();
+  EXPECT_EQ(policy_list(again.socket_path()), policies);
+  const json a = Connection(again.socket_path()).call({{"op", "sa.add"}, {"sa", out_sa(0x71000)}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  EXPECT_EQ(std::stoull(a["handle"].get<std::string>(), nullptr, 16) >> ov2::kHandleSlotBits, stop_sequence)
+      << "the next handle skipped numbers after a clean stop";
 }
 
 TEST(StateJournalDaemon, CtlAddBatchIsAllOrNothingAndPrintsTheHandlesInOrder) {
