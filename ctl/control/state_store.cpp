@@ -767,9 +767,12 @@ bool StateStore::needs_compaction() const {
          journal_bytes_ > std::max(kCompactFactor * snapshot_bytes_, kMinCompactBytes);
 }
 
+bool StateStore::journal_too_large_for_a_stop() const {
+  return journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes);
+}
+
 bool StateStore::journal_can_end_a_stop() const {
-  return !compactor_.joinable() && !journal_is_next_ && journal_fd_ >= 0 &&
-         journal_bytes_ <= std::max(snapshot_bytes_, kMinCompactBytes);
+  return !compactor_.joinable() && !journal_is_next_ && journal_fd_ >= 0 && !journal_too_large_for_a_stop();
 }
 
 std::optional<DaemonState> StateStore::load(LoadReport* report) const {

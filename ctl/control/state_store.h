@@ -254,6 +254,9 @@ class StateStore {
   // as large as the snapshot (or kMinCompactBytes): the next start then reads
   // at most twice the snapshot's bytes.  False while a compaction runs.
   bool journal_can_end_a_stop() const;
+  // The journal is past what a stop may end with (so an idle daemon compacts it in the background
+  // before it is stopped).
+  bool journal_too_large_for_a_stop() const;
   uint64_t journal_bytes() const { return journal_bytes_; }
   size_t journal_records() const { return journal_records_; }
 

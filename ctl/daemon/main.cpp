@@ -313,6 +313,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
     server.watch(tick_fd, [&] {
       drain(tick_fd);
       state.save_if_sequence_passed_mark();
+      state.compact_when_idle();
       publish_status(false);
     });
     int watchdog_fd = -1;

@@ -168,6 +168,18 @@ void ServiceState::save_if_sequence_passed_mark() {
   commit();
 }
 
+void ServiceState::compact_when_idle() {
+  if (store_ == nullptr) return;
+  const bool idle = changes_ == changes_at_last_idle_check_;
+  changes_at_last_idle_check_ = changes_;
+  if (!idle || unsaved_ || store_->compaction_running() || store_->has_pending() ||
+      !store_->journal_too_large_for_a_stop())
+    return;
+  log(LogLevel::Debug, "idle with " + std::to_string(store_->journal_bytes()) +
+                           " bytes of journal: compacting in the background, so that a stop need not");
+  compact();
+}
+
 void ServiceState::save_at_stop() {
   if (store_ == nullptr) return;
   const Stopwatch watch;

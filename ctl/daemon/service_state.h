@@ -69,6 +69,11 @@ class ServiceState : public ControlPlane::Listener {
   // reached its saved mark, and commits.
   void save_if_sequence_passed_mark();
 
+  // Call once a second: when no change came since the last call and the
+  // journal is larger than a clean stop may end with, starts a background
+  // compaction, so that a later stop does not write a snapshot.
+  void compact_when_idle();
+
   void on_change(const ChangeEvent& event) override;
 
  private:
@@ -92,6 +97,7 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t reserved_sa_sequence_ = 0;       // as journaled / in the snapshot
   uint32_t reserved_policy_id_ = 0;
   uint64_t changes_ = 0;
+  uint64_t changes_at_last_idle_check_ = 0;
   bool unsaved_ = false;
   std::chrono::steady_clock::time_point
       next_retry_{};  // changes in memory are not on disk: the next commit must be a full snapshot

@@ -331,6 +331,26 @@ TEST(StateJournalDaemon, DamageBeforeTheJournalTailIsRefusedMovedAsideAndNothing
   EXPECT_EQ(slurp(snapshot_aside), snapshot);
 }
 
+// Adds `batches` x 1000 outbound SAs (SPIs from `first_spi` on) in batch requests; records them in `added`.
+void add_batches(Connection& c, uint32_t first_spi, uint32_t batches, std::map<std::string, uint32_t>& added) {
+  for (uint32_t b = 0; b < batches; ++b) {
+    json sas = json::array();
+    for (uint32_t i = 0; i < 1000; ++i) sas.push_back(out_sa(first_spi + b * 1000 + i));
+    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
+    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
+    ASSERT_EQ(a["handles"].size(), 1000u);
+    for (uint32_t i = 0; i < 1000; ++i) added[a["handles"][i]] = first_spi + b * 1000 + i;
+  }
+}
+
+// A background compaction's journal generation becomes state.journal once the snapshot is in place
+// (noticed within the daemon's 1-second tick): waits for that, at most 10 s.
+bool wait_for_compaction_end(const StateDir& dir) {
+  for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return !std::filesystem::exists(dir.journal() + ".next");
+}
+
 TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
   StateDir dir;
   std::map<std::string, uint32_t> added;
@@ -338,19 +358,8 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
     DaemonInNamespace d('f', dir.args());
     Connection c(d.socket_path());
     // 16 x 1000 SAs (~4.6 MB of journal): the journal outgrows kMinCompactBytes and is compacted once.
-    for (uint32_t b = 0; b < 16; ++b) {
-      json sas = json::array();
-      for (uint32_t i = 0; i < 1000; ++i) sas.push_back(out_sa(0x100000 + b * 1000 + i));
-      const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-      ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-      ASSERT_EQ(a["handles"].size(), 1000u);
-      for (uint32_t i = 0; i < 1000; ++i) added[a["handles"][i]] = 0x100000 + b * 1000 + i;
-    }
-    // The compaction runs in the background; its journal generation becomes state.journal once the
-    // snapshot is in place (noticed within the daemon's 1-second tick).
-    for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+    add_batches(c, 0x100000, 16, added);
+    EXPECT_TRUE(wait_for_compaction_end(dir));
     EXPECT_LT(std::filesystem::file_size(dir.journal()), ov2::kMinCompactBytes) << "no compaction happened";
     EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);  // all 16000 SAs
     kill(d.pid(), SIGKILL);
@@ -432,6 +441,35 @@ TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStart
   ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
   EXPECT_EQ(std::stoull(a["handle"].get<std::string>(), nullptr, 16) >> ov2::kHandleSlotBits, stop_sequence)
       << "the next handle skipped numbers after a clean stop";
+}
+
+// A journal larger than the snapshot (and 4 MiB) would make a clean stop write a snapshot; an idle
+// daemon (no change for a second) compacts it in the background first, so the stop need not.
+TEST(StateJournalDaemon, AnIdleDaemonCompactsALargeJournalSoThatTheStopWritesNoSnapshot) {
+  StateDir dir;
+  std::map<std::string, uint32_t> added;
+  {
+    DaemonInNamespace d('x', dir.args());
+    Connection c(d.socket_path());
+    add_batches(c, 0x200000, 16, added);  // compacted once past 4 MiB (~4.6 MB snapshot)
+    ASSERT_TRUE(wait_for_compaction_end(dir));
+    const auto snapshot_bytes = std::filesystem::file_size(dir.snapshot());
+    add_batches(c, 0x300000, 20, added);  // ~5.8 MB more: past the snapshot, below 4 x the snapshot
+    ASSERT_GT(std::filesystem::file_size(dir.journal()), snapshot_bytes);
+    // Idle now: within two ticks the compaction starts, then it ends.
+    for (int i = 0; i < 50 && std::filesystem::file_size(dir.snapshot()) == snapshot_bytes; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(wait_for_compaction_end(dir));
+    EXPECT_GT(std::filesystem::file_size(dir.snapshot()), snapshot_bytes) << d.log();
+    EXPECT_LT(std::filesystem::file_size(dir.journal()), std::filesystem::file_size(dir.snapshot()));
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+  }
+  DaemonInNamespace again('y', dir.args());
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored.size(), 36000u);
+  EXPECT_TRUE(restored == added) << again.log();
 }
 
 TEST(StateJournalDaemon, CtlAddBatchIsAllOrNothingAndPrintsTheHandlesInOrder) {
