@@ -331,16 +331,21 @@ TEST(StateJournalDaemon, DamageBeforeTheJournalTailIsRefusedMovedAsideAndNothing
   EXPECT_EQ(slurp(snapshot_aside), snapshot);
 }
 
-// Adds `batches` x 1000 outbound SAs (SPIs from `first_spi` on) in batch requests; records them in `added`.
+// Adds `count` outbound SAs (SPIs from `first_spi` on) in one batch request; records them in `added`
+// (handle -> SPI) and returns their handles in order (empty when refused: a test failure).
+json add_batch(Connection& c, uint32_t first_spi, uint32_t count, std::map<std::string, uint32_t>& added) {
+  json sas = json::array();
+  for (uint32_t i = 0; i < count; ++i) sas.push_back(out_sa(first_spi + i));
+  const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
+  EXPECT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
+  if (!a["ok"].get<bool>() || a["handles"].size() != count) return json::array();
+  for (uint32_t i = 0; i < count; ++i) added[a["handles"][i]] = first_spi + i;
+  return a["handles"];
+}
+
+// `batches` x 1000 outbound SAs, one batch request each.
 void add_batches(Connection& c, uint32_t first_spi, uint32_t batches, std::map<std::string, uint32_t>& added) {
-  for (uint32_t b = 0; b < batches; ++b) {
-    json sas = json::array();
-    for (uint32_t i = 0; i < 1000; ++i) sas.push_back(out_sa(first_spi + b * 1000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    ASSERT_EQ(a["handles"].size(), 1000u);
-    for (uint32_t i = 0; i < 1000; ++i) added[a["handles"][i]] = first_spi + b * 1000 + i;
-  }
+  for (uint32_t b = 0; b < batches; ++b) ASSERT_EQ(add_batch(c, first_spi + b * 1000, 1000, added).size(), 1000u);
 }
 
 // A background compaction's journal generation becomes state.journal once the snapshot is in place
@@ -398,15 +403,12 @@ TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStart
   {
     DaemonInNamespace d('v', dir.args());
     Connection c(d.socket_path());
-    json sas = json::array();
-    for (uint32_t i = 0; i < 50; ++i) sas.push_back(out_sa(0x70000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    for (size_t i = 0; i < 50; ++i) acked[a["handles"][i]] = 0x70000 + static_cast<uint32_t>(i);
+    const json handles = add_batch(c, 0x70000, 50, acked);
+    ASSERT_EQ(handles.size(), 50u);
     const json p = {
-        {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", "10.9.0.0/16"}, {"action", "protect"}, {"sa", a["handles"][7]}};
+        {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", "10.9.0.0/16"}, {"action", "protect"}, {"sa", handles[7]}};
     ASSERT_TRUE(c.call({{"op", "policy.add"}, {"policy", p}})["ok"].get<bool>());
-    const std::string gone = a["handles"][3];
+    const std::string gone = handles[3];
     ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
     acked.erase(gone);
     policies = policy_list(d.socket_path());
@@ -584,11 +586,7 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
   {
     DaemonInNamespace d('s', dir.args());
     Connection c(d.socket_path());
-    json sas = json::array();
-    for (uint32_t i = 0; i < 300; ++i) sas.push_back(out_sa(0x50000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    for (size_t i = 0; i < 300; ++i) acked[a["handles"][i]] = 0x50000 + static_cast<uint32_t>(i);
+    ASSERT_EQ(add_batch(c, 0x50000, 300, acked).size(), 300u);
     EXPECT_EQ(d.stop(), 0);  // a clean stop: everything in state.json
   }
   std::map<std::string, uint64_t> started_at;  // outbound handle -> next_seq right after the second start
@@ -603,11 +601,7 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
     const json stats = c.call({{"op", "stats"}});
     for (const auto& sa : stats["stats"]["sas"]) started_at[sa["handle"]] = sa["next_seq"].get<uint64_t>();
     ASSERT_EQ(started_at.size(), 300u);
-    json sas = json::array();
-    for (uint32_t i = 0; i < 40; ++i) sas.push_back(out_sa(0x60000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    for (size_t i = 0; i < 40; ++i) acked[a["handles"][i]] = 0x60000 + static_cast<uint32_t>(i);
+    ASSERT_EQ(add_batch(c, 0x60000, 40, acked).size(), 40u);
     const std::string gone = acked.begin()->first;
     ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
     acked.erase(gone);
