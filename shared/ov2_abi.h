@@ -217,14 +217,15 @@ struct ov2_sa_value {
 OV2_STATIC_ASSERT(sizeof(struct ov2_sa_value) == 16, "sa value size");
 
 /* ov2_wire: inbound_dests, key ov2_sa_key with SPI 0 (family + destination).
- * How many inbound SAs (sa_map entries) have that destination, by
- * encapsulation; kept by user space on every put/delete of an inbound SA.  A
+ * Whether inbound SAs (sa_map entries) have that destination, by
+ * encapsulation: 1 if at least one, else 0 (no entry when neither); user
+ * space counts the SAs and writes the entry when a count goes 0 <-> 1.  A
  * non-first fragment has no SPI: ov2_wire sends ESP fragments to the worker
  * only for an address with an ESP SA, UDP fragments only for one with a
  * UDP-encapsulated SA; the rest are the stack's (a router's transit traffic). */
 struct ov2_dest_sas {
-	__u32 esp;       /* inbound SAs expecting plain ESP (IP protocol 50) */
-	__u32 udp_encap; /* inbound SAs expecting UDP-encapsulated ESP (OV2_SA_F_UDP_ENCAP) */
+	__u32 esp;       /* 1: an inbound SA expects plain ESP (IP protocol 50) */
+	__u32 udp_encap; /* 1: an inbound SA expects UDP-encapsulated ESP (OV2_SA_F_UDP_ENCAP) */
 };
 OV2_STATIC_ASSERT(sizeof(struct ov2_dest_sas) == 8, "dest sas size");
 

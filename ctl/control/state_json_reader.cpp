@@ -410,9 +410,9 @@ bool fast_parse_record(std::string_view payload, FastRecord& out) {
       if (!r.only(std::array<std::string_view, 2>{"id", "op"})) return false;
       out.op = FastRecord::Op::PolicyDeleted;
       out.policy.id = static_cast<uint32_t>(need_number(r, "id", UINT32_MAX));
-    } else if (op == "sequences") {
+    } else if (op == "sequences" || op == "stop") {
       if (!r.only(std::array<std::string_view, 3>{"next_policy_id", "next_sa_sequence", "op"})) return false;
-      out.op = FastRecord::Op::Sequences;
+      out.op = op == "stop" ? FastRecord::Op::Stop : FastRecord::Op::Sequences;
       out.next_sa_sequence = need_number(r, "next_sa_sequence", kMaxSequence);
       out.next_policy_id = static_cast<uint32_t>(need_number(r, "next_policy_id", UINT32_MAX));
     } else {

@@ -34,12 +34,12 @@ std::optional<DaemonState> fast_parse_state(std::string_view text);
 
 // One journal record payload (after the header).
 struct FastRecord {
-  enum class Op : uint8_t { Sa, SaDeleted, Mark, Policy, PolicyDeleted, Sequences };
+  enum class Op : uint8_t { Sa, SaDeleted, Mark, Policy, PolicyDeleted, Sequences, Stop };
   Op op = Op::Sa;
   SavedSa sa;                     // Sa (all fields); SaDeleted, Mark: handle (and seq_mark)
   PolicyRecord policy;            // Policy (all fields); PolicyDeleted: id
-  uint64_t next_sa_sequence = 0;  // Sequences
-  uint32_t next_policy_id = 0;    // Sequences
+  uint64_t next_sa_sequence = 0;  // Sequences, Stop
+  uint32_t next_policy_id = 0;    // Sequences, Stop
 };
 // False when the fast path does not take `payload` (the caller then uses the
 // nlohmann branch).  Never throws.

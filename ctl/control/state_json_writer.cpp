@@ -249,12 +249,22 @@ void write_seq_mark_record(std::string& out, uint64_t handle, uint64_t seq_mark)
   out.push_back('}');
 }
 
-void write_sequences_record(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id) {
+namespace {
+void put_sequences(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id, const char* op_tail) {
   put(out, "{\"next_policy_id\":");
   put_number(out, next_policy_id);
   put(out, ",\"next_sa_sequence\":");
   put_number(out, next_sa_sequence);
-  put(out, ",\"op\":\"sequences\"}");
+  put(out, op_tail);
+}
+}  // namespace
+
+void write_sequences_record(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id) {
+  put_sequences(out, next_sa_sequence, next_policy_id, ",\"op\":\"sequences\"}");
+}
+
+void write_stop_record(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id) {
+  put_sequences(out, next_sa_sequence, next_policy_id, ",\"op\":\"stop\"}");
 }
 
 void write_sa_entry(std::string& out, const SavedSa& sa) { put_sa_object(out, sa, false); }

@@ -24,6 +24,8 @@ void write_policy_record(std::string& out, const PolicyRecord& policy);
 void write_policy_deleted_record(std::string& out, uint32_t id);
 void write_seq_mark_record(std::string& out, uint64_t handle, uint64_t seq_mark);
 void write_sequences_record(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id);
+// The last record of a clean stop: the sequences' exact values (not a reservation).
+void write_stop_record(std::string& out, uint64_t next_sa_sequence, uint32_t next_policy_id);
 
 // The snapshot's list entries: {"handle","seq_mark","spec"} and {"id","spec"}.
 void write_sa_entry(std::string& out, const SavedSa& sa);

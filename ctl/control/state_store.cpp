@@ -329,6 +329,15 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name) {
   return scan;
 }
 
+namespace {
+// A "sequences" record reserves (the sequences go up to it at least); the "stop" record of a clean
+// stop holds the exact values (the reservations before it are not needed any more).
+void apply_sequences(DaemonState& state, uint64_t next_sa_sequence, uint32_t next_policy_id, bool exact) {
+  state.next_sa_sequence = exact ? next_sa_sequence : std::max(state.next_sa_sequence, next_sa_sequence);
+  state.next_policy_id = exact ? next_policy_id : std::max(state.next_policy_id, next_policy_id);
+}
+}  // namespace
+
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
                            const std::string& name, bool fast_reader) {
   std::map<uint64_t, SavedSa> sas;
@@ -366,8 +375,8 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
                                 ", which is not there");
           break;
         case FastRecord::Op::Sequences:
-          state.next_sa_sequence = std::max(state.next_sa_sequence, fast.next_sa_sequence);
-          state.next_policy_id = std::max(state.next_policy_id, fast.next_policy_id);
+        case FastRecord::Op::Stop:
+          apply_sequences(state, fast.next_sa_sequence, fast.next_policy_id, fast.op == FastRecord::Op::Stop);
           break;
       }
       fast.sa = {};
@@ -407,11 +416,9 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
         const auto id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
         if (policies.erase(id) == 0)
           bad_state(name, where + " deletes policy " + std::to_string(id) + ", which is not there");
-      } else if (op == "sequences") {
-        state.next_sa_sequence =
-            std::max(state.next_sa_sequence, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1));
-        state.next_policy_id =
-            std::max(state.next_policy_id, static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)));
+      } else if (op == "sequences" || op == "stop") {
+        apply_sequences(state, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1),
+                        static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)), op == "stop");
       } else {
         bad_state(name, where + " has the unknown op '" + op + "'");
       }
@@ -726,6 +733,10 @@ void StateStore::append_sequences(uint64_t next_sa_sequence, uint32_t next_polic
   append([&](std::string& out) { write_sequences_record(out, next_sa_sequence, next_policy_id); });
 }
 
+void StateStore::append_stop(uint64_t next_sa_sequence, uint32_t next_policy_id) {
+  append([&](std::string& out) { write_stop_record(out, next_sa_sequence, next_policy_id); });
+}
+
 void StateStore::commit() {
   if (pending_.empty()) return;
   if (journal_fd_ < 0) {
@@ -754,6 +765,14 @@ bool StateStore::needs_compaction() const {
   if (compact_every_bytes_ > 0) return journal_bytes_ > compact_every_bytes_;
   return journal_records_ > kMaxJournalRecords ||
          journal_bytes_ > std::max(kCompactFactor * snapshot_bytes_, kMinCompactBytes);
+}
+
+bool StateStore::journal_too_large_for_a_stop() const {
+  return journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes);
+}
+
+bool StateStore::journal_can_end_a_stop() const {
+  return !compactor_.joinable() && !journal_is_next_ && journal_fd_ >= 0 && !journal_too_large_for_a_stop();
 }
 
 std::optional<DaemonState> StateStore::load(LoadReport* report) const {

@@ -5,7 +5,10 @@
 // (the changes since that snapshot).
 //
 // Snapshot: written atomically (temp file 0600, fsync, rename, fsync of the
-// directory) at start and at clean shutdown (synchronously: save()), and
+// directory) at start (in the background when the loaded files can be
+// continued: compact_after_load), at a clean shutdown only when the journal
+// is larger than the snapshot (synchronously: save(); otherwise the stop
+// ends the journal with a "stop" record holding the exact sequences), and
 // when the journal has grown past kCompactFactor times the snapshot's size
 // (or kMaxJournalRecords records): compaction, in the background (below).
 // It names the journal that continues it ("journal_id", random per
@@ -88,7 +91,7 @@
 // reservation (kSequenceReserve above the current value), re-journaled when
 // the sequence passes it, so a restore after a crash starts above every
 // handle or id ever given out (at most kSequenceReserve numbers are skipped;
-// a clean shutdown's snapshot holds the exact values).
+// a clean shutdown's snapshot or "stop" record holds the exact values).
 #pragma once
 
 #include <atomic>
@@ -237,6 +240,8 @@ class StateStore {
   void append_policy_deleted(uint32_t id);
   void append_seq_mark(uint64_t handle, uint64_t seq_mark);
   void append_sequences(uint64_t next_sa_sequence, uint32_t next_policy_id);
+  // The last record of a clean stop: the sequences' exact values.
+  void append_stop(uint64_t next_sa_sequence, uint32_t next_policy_id);
 
   bool has_pending() const { return !pending_.empty(); }
   // Writes the queued records (one write) and fdatasyncs the journal.  No-op
@@ -245,6 +250,14 @@ class StateStore {
   void commit();
   // True when the journal should be compacted into a new snapshot.
   bool needs_compaction() const;
+  // A clean stop may end with the journal (no snapshot) when it is at most
+  // as large as the snapshot (or kMinCompactBytes): the next start then reads
+  // at most twice the snapshot's bytes.  False while a compaction runs.
+  bool journal_can_end_a_stop() const;
+  // The journal is past what a stop may end with (so an idle daemon compacts it in the background
+  // before it is stopped).
+  bool journal_too_large_for_a_stop() const;
+  uint64_t journal_bytes() const { return journal_bytes_; }
   size_t journal_records() const { return journal_records_; }
 
   struct LoadReport {

@@ -313,6 +313,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
     server.watch(tick_fd, [&] {
       drain(tick_fd);
       state.save_if_sequence_passed_mark();
+      state.compact_when_idle();
       publish_status(false);
     });
     int watchdog_fd = -1;
@@ -380,7 +381,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
   }
   control_server.reset();  // socket file removed here
   plane.remove_listener(&state);
-  state.save();  // the last sequence-number marks; the next start restores from here
+  state.save_at_stop();  // the last sequence-number marks (journal, or a snapshot if the journal is large)
   close(stop_fd);
   close(hup_fd);
   return fatal.empty() ? 0 : 1;  // then plane (SA keys wiped) and runtime (programs detached and unloaded)

@@ -83,13 +83,6 @@ void ServiceState::compact() {
   }
 }
 
-void ServiceState::save() {
-  if (store_ == nullptr) return;
-  const std::string error = try_save();
-  if (!error.empty())
-    log(LogLevel::Error, "cannot save the state (SAs and policies will not survive a restart): " + error);
-}
-
 void ServiceState::save_at_start() {
   if (store_ == nullptr) return;
   const Stopwatch watch;
@@ -159,8 +152,7 @@ std::string ServiceState::commit() {
   return why;
 }
 
-void ServiceState::save_if_sequence_passed_mark() {
-  if (store_ == nullptr) return;
+void ServiceState::journal_passed_marks() {
   for (auto& [handle, mark] : seq_marks_) {
     const uint64_t next = next_seq_of(handle);
     if (next != 0 && next >= mark) {
@@ -168,7 +160,50 @@ void ServiceState::save_if_sequence_passed_mark() {
       store_->append_seq_mark(handle, mark);
     }
   }
+}
+
+void ServiceState::save_if_sequence_passed_mark() {
+  if (store_ == nullptr) return;
+  journal_passed_marks();
   commit();
+}
+
+void ServiceState::compact_when_idle() {
+  if (store_ == nullptr) return;
+  const bool idle = changes_ == changes_at_last_idle_check_;
+  changes_at_last_idle_check_ = changes_;
+  if (!idle || unsaved_ || store_->compaction_running() || store_->has_pending() ||
+      !store_->journal_too_large_for_a_stop())
+    return;
+  log(LogLevel::Debug, "idle with " + std::to_string(store_->journal_bytes()) +
+                           " bytes of journal: compacting in the background, so that a stop need not");
+  compact();
+}
+
+void ServiceState::save_at_stop() {
+  if (store_ == nullptr) return;
+  const Stopwatch watch;
+  if (!unsaved_) {
+    try {
+      store_->finish_compaction(true);  // a background snapshot still being written (the start-up one)
+      if (store_->journal_can_end_a_stop()) {
+        journal_passed_marks();
+        store_->append_stop(plane_.sas().next_sequence(), plane_.spd().next_id());
+        store_->commit();
+        log(LogLevel::Info, "state kept in " + store_->path() + " and " + store_->journal_path() + " (" +
+                                std::to_string(store_->journal_bytes()) +
+                                " bytes of journal, no snapshot needed at stop) in " + watch.text());
+        return;
+      }
+    } catch (const Error& e) {
+      log(LogLevel::Warn, std::string(e.what()) + "; writing a full snapshot at stop instead");
+    }
+  }
+  const std::string error = try_save();
+  if (!error.empty())
+    log(LogLevel::Error, "cannot save the state (SAs and policies will not survive a restart): " + error);
+  else
+    log(LogLevel::Info, "state saved to " + store_->path() + " at stop (snapshot) in " + watch.text());
 }
 
 void ServiceState::reserve_sequences() {

@@ -29,9 +29,15 @@ class ServiceState : public ControlPlane::Listener {
   // for the file's sake.
   void restore();
 
-  // Writes the current state as a new snapshot (compaction).  Logs (does not
-  // throw) when the file cannot be written.
-  void save();
+  // At a clean stop (after the last change): waits for a background
+  // snapshot still being written, then, when the journal is not larger than
+  // the snapshot (StateStore::journal_can_end_a_stop), journals the sequence
+  // marks that traffic passed and a "stop" record with the exact handle and
+  // policy-id sequences and makes them durable -- no snapshot is written, the
+  // next start replays the journal (and writes its start-up snapshot in the
+  // background).  Otherwise, or when the journal cannot be trusted or
+  // written, a synchronous save().  Logs (does not throw) on failure.
+  void save_at_stop();
 
   // The start-up snapshot (after restore()): when the loaded files can be
   // continued (StateStore::compact_after_load) it is written in the
@@ -63,6 +69,11 @@ class ServiceState : public ControlPlane::Listener {
   // reached its saved mark, and commits.
   void save_if_sequence_passed_mark();
 
+  // Call once a second: when no change came since the last call and the
+  // journal is larger than a clean stop may end with, starts a background
+  // compaction, so that a later stop does not write a snapshot.
+  void compact_when_idle();
+
   void on_change(const ChangeEvent& event) override;
 
  private:
@@ -70,6 +81,8 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t next_seq_of(uint64_t handle) const;
   // Strictly above what `handle` sent, rounded so marks are not journaled per packet.
   uint64_t mark_for(uint64_t handle) const;
+  // Journals a new mark for every outbound SA whose next sequence number reached its saved mark.
+  void journal_passed_marks();
   // Journals a new reservation when a sequence passed the journaled one.
   void reserve_sequences();
   // Starts a background compaction (StateStore::start_compaction).
@@ -84,6 +97,7 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t reserved_sa_sequence_ = 0;       // as journaled / in the snapshot
   uint32_t reserved_policy_id_ = 0;
   uint64_t changes_ = 0;
+  uint64_t changes_at_last_idle_check_ = 0;
   bool unsaved_ = false;
   std::chrono::steady_clock::time_point
       next_retry_{};  // changes in memory are not on disk: the next commit must be a full snapshot

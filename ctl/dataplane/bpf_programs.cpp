@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <string_view>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "ov2_deliver.skel.h"
@@ -195,8 +197,23 @@ struct BpfPrograms::Impl {
   int nic_ifindex = 0;
   bool host_xdp_attached = false;
   bool host_tc_attached = false;
-  // put/delete of inbound SAs read, write and count under it (inbound_dests).
+  // put/delete of inbound SAs write and count under it (inbound_dests).
   std::mutex inbound_mutex;
+  // How many inbound SAs of each encapsulation every destination has: the
+  // daemon is the only writer of sa_map and inbound_dests, so the counts are
+  // kept here and inbound_dests is written only when one of them goes 0 -> 1
+  // or 1 -> 0 (it holds 1 or 0 per encapsulation, which is all ov2_wire reads).
+  struct DestHash {
+    size_t operator()(const ov2_sa_key& k) const noexcept {
+      return std::hash<std::string_view>{}(std::string_view(reinterpret_cast<const char*>(&k), sizeof k));
+    }
+  };
+  struct DestEqual {
+    bool operator()(const ov2_sa_key& a, const ov2_sa_key& b) const noexcept {
+      return std::memcmp(&a, &b, sizeof a) == 0;
+    }
+  };
+  std::unordered_map<ov2_sa_key, ov2_dest_sas, DestHash, DestEqual> dest_counts;
 };
 
 namespace {
@@ -208,17 +225,27 @@ ov2_sa_key destination_key(const ov2_sa_key& sa) {
   return k;
 }
 
+uint32_t& sas_of_kind(ov2_dest_sas& counts, bool udp_encap) { return udp_encap ? counts.udp_encap : counts.esp; }
+
+// What inbound_dests holds for a destination with these counts: 1 or 0 per encapsulation.
+ov2_dest_sas presence(const ov2_dest_sas& counts) {
+  return ov2_dest_sas{counts.esp != 0 ? 1u : 0u, counts.udp_encap != 0 ? 1u : 0u};
+}
+
+[[noreturn]] void sa_map_write_failed(int err) {
+  if (err == E2BIG)
+    fail(ErrorCode::ResourceExhausted,
+         "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
+  fail_kernel("writing the inbound SA map", err);
+}
+
 }  // namespace
 
-void BpfPrograms::count_destination(const ov2_sa_key& sa_key, bool udp_encap, int delta) {
+void BpfPrograms::write_destination(const ov2_sa_key& dest, const ov2_dest_sas& counts) {
   const int fd = bpf_map__fd(impl_->wire->maps.inbound_dests);
-  const ov2_sa_key k = destination_key(sa_key);
-  ov2_dest_sas n{};
-  if (bpf_map_lookup_elem(fd, &k, &n) != 0) n = {};
-  uint32_t& count = udp_encap ? n.udp_encap : n.esp;
-  count = static_cast<uint32_t>(static_cast<int64_t>(count) + delta);
-  const bool empty = n.esp == 0 && n.udp_encap == 0;
-  const int rc = empty ? bpf_map_delete_elem(fd, &k) : bpf_map_update_elem(fd, &k, &n, BPF_ANY);
+  const ov2_dest_sas entry = presence(counts);
+  const bool empty = entry.esp == 0 && entry.udp_encap == 0;
+  const int rc = empty ? bpf_map_delete_elem(fd, &dest) : bpf_map_update_elem(fd, &dest, &entry, BPF_ANY);
   if (rc != 0 && !(empty && errno == ENOENT)) {
     const int err = errno;
     if (err == E2BIG)
@@ -228,11 +255,63 @@ void BpfPrograms::count_destination(const ov2_sa_key& sa_key, bool udp_encap, in
   }
 }
 
+void BpfPrograms::count_destination(const ov2_sa_key& dest, bool udp_encap, int delta) {
+  auto it = impl_->dest_counts.try_emplace(dest).first;
+  ov2_dest_sas after = it->second;
+  uint32_t& n = sas_of_kind(after, udp_encap);
+  n = static_cast<uint32_t>(static_cast<int64_t>(n) + delta);
+  const bool flips = (n == 0) != (sas_of_kind(it->second, udp_encap) == 0);
+  try {
+    if (flips) write_destination(dest, after);  // 0 -> 1 or 1 -> 0: what ov2_wire sees changes
+  } catch (...) {
+    if (it->second.esp == 0 && it->second.udp_encap == 0) impl_->dest_counts.erase(it);
+    throw;
+  }
+  if (after.esp == 0 && after.udp_encap == 0)
+    impl_->dest_counts.erase(it);
+  else
+    it->second = after;
+}
+
 std::optional<ov2_dest_sas> BpfPrograms::inbound_destination(const ov2_sa_key& sa_key) const {
   const ov2_sa_key k = destination_key(sa_key);
   ov2_dest_sas n{};
   if (bpf_map_lookup_elem(bpf_map__fd(impl_->wire->maps.inbound_dests), &k, &n) != 0) return std::nullopt;
   return n;
+}
+
+ov2_dest_sas BpfPrograms::inbound_destination_sas(const ov2_sa_key& sa_key) const {
+  std::lock_guard lock(impl_->inbound_mutex);
+  auto it = impl_->dest_counts.find(destination_key(sa_key));
+  return it == impl_->dest_counts.end() ? ov2_dest_sas{} : it->second;
+}
+
+std::string BpfPrograms::inbound_destinations_mismatch() const {
+  std::lock_guard lock(impl_->inbound_mutex);
+  const int fd = bpf_map__fd(impl_->wire->maps.inbound_dests);
+  auto name = [](const ov2_sa_key& k) {
+    std::string s = "family " + std::to_string(k.family) + " address";
+    for (size_t i = 0; i < (k.family == OV2_AF_INET ? 4u : 16u); ++i) s += " " + std::to_string(k.daddr[i]);
+    return s;
+  };
+  std::string out;
+  size_t in_map = 0;
+  ov2_sa_key key{}, prev{};
+  for (bool first = true; bpf_map_get_next_key(fd, first ? nullptr : &prev, &key) == 0; first = false, prev = key) {
+    ov2_dest_sas entry{};
+    if (bpf_map_lookup_elem(fd, &key, &entry) == 0) {
+      ++in_map;
+      auto it = impl_->dest_counts.find(key);
+      const ov2_dest_sas want = it == impl_->dest_counts.end() ? ov2_dest_sas{} : it->second;
+      if (entry.esp != presence(want).esp || entry.udp_encap != presence(want).udp_encap)
+        out += name(key) + ": map {" + std::to_string(entry.esp) + ", " + std::to_string(entry.udp_encap) +
+               "}, counted {" + std::to_string(want.esp) + ", " + std::to_string(want.udp_encap) + "}; ";
+    }
+  }
+  if (in_map != impl_->dest_counts.size())
+    out +=
+        std::to_string(in_map) + " destinations in the map, " + std::to_string(impl_->dest_counts.size()) + " counted";
+  return out;
 }
 
 BpfPrograms::BpfPrograms(const Options& opts) : impl_(std::make_unique<Impl>()) {
@@ -289,39 +368,38 @@ void BpfPrograms::detach_all() {
 void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value) {
   std::lock_guard lock(impl_->inbound_mutex);
   const int fd = bpf_map__fd(impl_->wire->maps.sa_map);
-  auto write_failed = [](int err) {
-    if (err == E2BIG)
-      fail(ErrorCode::ResourceExhausted,
-           "inbound SA map is full (" + std::to_string(OV2_MAX_SAS) + " SAs); delete unused SAs first");
-    fail_kernel("writing the inbound SA map", err);
-  };
-  // Every inbound SA counts for its destination (inbound_dests: plain ESP or
-  // NAT-T), so even a new SA needs the lookup: there is no one-syscall path.
-  ov2_sa_value old{};
-  const bool had = lookup_inbound_sa(key, &old);
-  const bool was_natt = had && (old.flags & OV2_SA_F_UDP_ENCAP);
+  const ov2_sa_key dest = destination_key(key);
   const bool is_natt = value.flags & OV2_SA_F_UDP_ENCAP;
-  const bool moves = !had || was_natt != is_natt;  // a new SA, or a replacement of the other encapsulation
-  // The destination first: a full destination map changes nothing.
-  if (moves) count_destination(key, is_natt, +1);
-  if (bpf_map_update_elem(fd, &key, &value, BPF_ANY) != 0) {
-    const int err = errno;
-    if (moves) count_destination(key, is_natt, -1);
-    write_failed(err);
+  // A new SA: one BPF_NOEXIST update (plus the destination entry when it is the first SA of its kind
+  // there, written first: a full destination map changes nothing).
+  count_destination(dest, is_natt, +1);
+  if (bpf_map_update_elem(fd, &key, &value, BPF_NOEXIST) == 0) return;
+  int err = errno;
+  if (err == EEXIST) {
+    // A replacement: it counts for its destination only when it changes the encapsulation.
+    ov2_sa_value old{};
+    if (bpf_map_lookup_elem(fd, &key, &old) != 0) {
+      err = errno;
+    } else if (bpf_map_update_elem(fd, &key, &value, BPF_EXIST) != 0) {
+      err = errno;
+    } else {
+      count_destination(dest, (old.flags & OV2_SA_F_UDP_ENCAP) != 0, -1);  // the same kind: back where it was
+      return;
+    }
   }
-  if (had && moves) count_destination(key, was_natt, -1);
+  count_destination(dest, is_natt, -1);
+  sa_map_write_failed(err);
 }
 
 void BpfPrograms::delete_inbound_sa(const ov2_sa_key& key) {
   std::lock_guard lock(impl_->inbound_mutex);
   ov2_sa_value old{};
-  const bool had = lookup_inbound_sa(key, &old);
-  if (bpf_map_delete_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key) != 0) {
+  if (bpf_map_lookup_and_delete_elem(bpf_map__fd(impl_->wire->maps.sa_map), &key, &old) != 0) {
     const int err = errno;
     if (err == ENOENT) fail(ErrorCode::NotFound, "inbound SA not in the wire map");
     fail_kernel("deleting from the inbound SA map", err);
   }
-  if (had) count_destination(key, (old.flags & OV2_SA_F_UDP_ENCAP) != 0, -1);
+  count_destination(destination_key(key), (old.flags & OV2_SA_F_UDP_ENCAP) != 0, -1);
 }
 
 bool BpfPrograms::lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const {

@@ -9,8 +9,8 @@
 //
 // Maps (one set per skeleton; names as in `bpftool map`):
 //   ov2_wire:    sa_map (HASH ov2_sa_key -> ov2_sa_value), inbound_dests
-//                (HASH ov2_sa_key with SPI 0 -> ov2_dest_sas: inbound SAs to
-//                that address, by encapsulation), xsks_map (XSKMAP by rx queue),
+//                (HASH ov2_sa_key with SPI 0 -> ov2_dest_sas: 1 where that
+//                address has an inbound SA of the encapsulation), xsks_map (XSKMAP by rx queue),
 //                wire_counters (PERCPU_ARRAY, enum ov2_wire_counter)
 //   ov2_tx:      spd_trie (LPM_TRIE ov2_spd_trie_key -> ov2_spd_candidates),
 //                spd_entries (ARRAY of ov2_spd_entry), xsks_map, tx_counters
@@ -64,15 +64,26 @@ class BpfPrograms {
 
   // Inbound SA map (ov2_wire).  put: Error(ResourceExhausted) when full;
   // delete: Error(NotFound) if the key is not there.  Both also keep
-  // inbound_dests: per destination, how many inbound SAs expect plain ESP
-  // and how many UDP-encapsulated ESP; ov2_wire sends ESP (UDP) fragments to
-  // the worker only for a destination with an ESP (UDP-encapsulated) SA.  A
-  // replacement that changes the encapsulation moves the SA between the two.
+  // inbound_dests: per destination, whether an inbound SA expects plain ESP
+  // and whether one expects UDP-encapsulated ESP; ov2_wire sends ESP (UDP)
+  // fragments to the worker only for a destination with an ESP
+  // (UDP-encapsulated) SA.  The counts behind it are kept in this object
+  // (the daemon is the only writer): inbound_dests is written only when a
+  // destination's count of one kind goes 0 -> 1 or 1 -> 0, so a new SA costs
+  // one syscall (a BPF_NOEXIST update) and a delete one (lookup-and-delete).
+  // A replacement that changes the encapsulation moves the SA between the
+  // two counts.  A put or delete that fails changes no count.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
-  // The inbound_dests entry of the SA key's (family, destination), if any.
+  // The inbound_dests entry of the SA key's (family, destination), as the
+  // BPF map holds it ({1, 0}, {0, 1} or {1, 1}), if any.
   std::optional<ov2_dest_sas> inbound_destination(const ov2_sa_key& key) const;
+  // The counts of inbound SAs to that destination, by encapsulation.
+  ov2_dest_sas inbound_destination_sas(const ov2_sa_key& key) const;
+  // "" when inbound_dests holds exactly the destinations with a count, each
+  // with 1 for every non-zero count; else what differs (tests).
+  std::string inbound_destinations_mismatch() const;
 
   // SPD (ov2_tx): the compiled form, see spd_compiler.h.
   int spd_trie_fd() const;
@@ -103,7 +114,10 @@ class BpfPrograms {
   int verdict_prog_fd() const;
 
  private:
-  void count_destination(const ov2_sa_key& sa_key, bool udp_encap, int delta);
+  // Changes a destination's count of one kind, writing inbound_dests first
+  // when the count goes 0 -> 1 or 1 -> 0 (on failure nothing changes).
+  void count_destination(const ov2_sa_key& dest, bool udp_encap, int delta);
+  void write_destination(const ov2_sa_key& dest, const ov2_dest_sas& counts);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

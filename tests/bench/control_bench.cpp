@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -423,6 +424,7 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   set_stage("control: ipsecov2d with its state file, " + std::to_string(options.sa_count) + " SAs per direction", true);
   double batch_out = 0, batch_in = 0, single_out = 0, single_in = 0, state_del = 0, batch_cpu = 0, single_cpu = 0;
   double stop_s = 0, restore_s = 0, restore_cpu = 0, restored = 0, restart_stop_s = 0;
+  double stop_journal_bytes = 0, stop_snapshot_bytes = 0;
   std::string restore_log;
   constexpr uint32_t kPerBatch = 1000;
   constexpr unsigned kSingleConnections = 4;
@@ -459,6 +461,11 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       // Restart with the 2 N SAs just added (their slots reused in the deletes' reverse order): the clean
       // stop (its snapshot), then the start up to the socket (restore of state.json + journal, install).
       stop_s = daemon.stop_timed();
+      // What the stop left: a snapshot and a header-only journal, or (journal not larger than the snapshot)
+      // the snapshot of the last compaction and the journal ending with a "stop" record.
+      std::error_code ec;
+      stop_journal_bytes = static_cast<double>(std::filesystem::file_size(state_parent + "/state/state.journal", ec));
+      stop_snapshot_bytes = static_cast<double>(std::filesystem::file_size(state_parent + "/state/state.json", ec));
       const auto t0 = std::chrono::steady_clock::now();
       Daemon again(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_parent + "/state", true,
                    state_parent + "/restart.log");
@@ -537,7 +544,12 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("control_sa_count", n, "SAs", "N per direction");
   const std::string total = std::to_string(2 * options.sa_count);
   report.add("state_stop_s_" + total, stop_s, "s",
-             "clean stop (SIGTERM to exit, synchronous snapshot) with " + total + " SAs, " + state_where);
+             "clean stop (SIGTERM to exit: the journal made durable, or a synchronous snapshot when the journal is "
+             "larger than the snapshot) with " +
+                 total + " SAs, " + state_where);
+  report.add("state_stop_journal_bytes", stop_journal_bytes, "bytes",
+             "state.journal after that stop (a few bytes: the stop wrote a snapshot; more: it ended the journal)");
+  report.add("state_stop_snapshot_bytes", stop_snapshot_bytes, "bytes", "state.json after that stop");
   report.add("state_restore_s_" + total, restore_s, "s",
              "start with " + total +
                  " saved SAs until the control socket answers (restore: snapshot + journal read, "

@@ -1,11 +1,14 @@
 // ov2_wire through BPF_PROG_TEST_RUN: every branch, the bytes it passes (always
 // untouched, never metadata) and its per-CPU counters.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "bpf_harness.h"
 
 namespace ov2::test {
 namespace {
+
+using ::testing::HasSubstr;
 
 constexpr uint32_t kEspSpi = 0x1000;    // plain ESP SA for 192.0.2.2
 constexpr uint32_t kUdpSpi = 0x2000;    // UDP-encapsulated SA for 192.0.2.2
@@ -332,51 +335,106 @@ TEST_F(WireTest, EspFragmentsToAnAddressWithoutAnEspSaPassToTheStack) {
   programs().delete_inbound_sa(natt_only);
 }
 
-// inbound_dests counts the inbound SAs of each address by encapsulation:
-// every put of a new SA, replacement (same or other encapsulation) and
-// delete; an address whose last SA goes is removed.  ESP and UDP fragments
-// follow their own count.
+// The inbound SAs of each address are counted by encapsulation (in user
+// space) through every put of a new SA, replacement (same or other
+// encapsulation), failed put and delete; inbound_dests, read back from the
+// BPF map, holds 1 for each non-zero count and loses an address whose last
+// SA goes.  ESP and UDP fragments follow their own kind.
 TEST_F(WireTest, InboundDestinationsCountEspAndNattSasPerAddress) {
   XskEnvironment xsk(programs().wire_xsks_map_fd());
   const ov2_sa_key k1 = sa_key(0x7001, "192.0.2.7"), k2 = sa_key(0x7002, "192.0.2.7");
   const ov2_sa_key k3 = sa_key(0x7003, "192.0.2.7");
   const Bytes esp_frag = v4_fragment(0x0010, kProtoEsp, 48, "192.0.2.7");
   const Bytes udp_frag = v4_fragment(0x0010, kProtoUdp, 48, "192.0.2.7");
+  using Counts = std::pair<uint32_t, uint32_t>;
   auto counts = [&] {
+    const ov2_dest_sas d = programs().inbound_destination_sas(k1);
+    return Counts{d.esp, d.udp_encap};
+  };
+  auto in_map = [&] {
     const ov2_dest_sas d = programs().inbound_destination(k1).value_or(ov2_dest_sas{});
-    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
+    return Counts{d.esp, d.udp_encap};
   };
   auto action = [](const Bytes& frame) { return run_xdp(programs().wire_prog_fd(), frame).action; };
-  using Counts = std::pair<uint32_t, uint32_t>;
   EXPECT_FALSE(programs().inbound_destination(k1).has_value());
   expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "no SA yet");
   programs().put_inbound_sa(k1, ov2_sa_value{0x71, 0, 0, 0});
   programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});
   EXPECT_EQ(counts(), (Counts{2, 0}));
+  EXPECT_EQ(in_map(), (Counts{1, 0}));
   EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
   expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "ESP SAs only: UDP stays the stack's");
   programs().put_inbound_sa(k1, ov2_sa_value{0x71, OV2_SA_F_ESN, 0, 0});  // replaced, same encapsulation
   EXPECT_EQ(counts(), (Counts{2, 0}));
+  ov2_sa_value v{};
+  ASSERT_TRUE(programs().lookup_inbound_sa(k1, &v));
+  EXPECT_EQ(v.flags, unsigned(OV2_SA_F_ESN)) << "the replacement is in the SA map";
   programs().put_inbound_sa(k2, ov2_sa_value{0x72, OV2_SA_F_UDP_ENCAP, 4500, 0});  // replaced by NAT-T
   EXPECT_EQ(counts(), (Counts{1, 1}));
+  EXPECT_EQ(in_map(), (Counts{1, 1}));
   EXPECT_EQ(action(esp_frag), XDP_REDIRECT);
   EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
   programs().put_inbound_sa(k3, ov2_sa_value{0x73, OV2_SA_F_UDP_ENCAP, 4500, 0});
   EXPECT_EQ(counts(), (Counts{1, 2}));
+  EXPECT_EQ(in_map(), (Counts{1, 1}));
   programs().delete_inbound_sa(k1);
   EXPECT_EQ(counts(), (Counts{0, 2}));
+  EXPECT_EQ(in_map(), (Counts{0, 1}));
   expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "the last ESP SA deleted");
   EXPECT_EQ(action(udp_frag), XDP_REDIRECT);
   EXPECT_THROW(programs().delete_inbound_sa(k1), ov2::Error);  // not there: nothing counted
   EXPECT_EQ(counts(), (Counts{0, 2}));
   programs().put_inbound_sa(k2, ov2_sa_value{0x72, 0, 0, 0});  // back to plain ESP
   EXPECT_EQ(counts(), (Counts{1, 1}));
+  EXPECT_EQ(in_map(), (Counts{1, 1}));
+  EXPECT_EQ(programs().inbound_destinations_mismatch(), "");
   // Every SA of the address deleted (what a flush does): the entry is gone.
   programs().delete_inbound_sa(k2);
+  EXPECT_EQ(in_map(), (Counts{0, 1}));
   programs().delete_inbound_sa(k3);
   EXPECT_FALSE(programs().inbound_destination(k1).has_value());
+  EXPECT_EQ(counts(), (Counts{0, 0}));
+  EXPECT_EQ(programs().inbound_destinations_mismatch(), "");
   expect_pass(esp_frag, OV2_WIRE_PASS_FRAGMENT_NO_SA, "all SAs deleted");
   expect_pass(udp_frag, OV2_WIRE_PASS_FRAGMENT, "all SAs deleted");
+}
+
+// A put that the destination map refuses (full: OV2_MAX_INBOUND_DESTS
+// addresses) changes nothing: no SA entry, no count, no destination entry;
+// a new SA to an address already there still goes in, and once an address
+// is freed the refused one goes in too.
+TEST_F(WireTest, APutRefusedByAFullDestinationMapChangesNothing) {
+  BpfPrograms p(BpfPrograms::Options{.cookie = 0x43, .verdict_mark = 0});
+  auto dest = [](uint32_t i) {
+    ov2_sa_key k{};
+    k.spi_be = htonl(0x9000);
+    k.family = OV2_AF_INET;
+    const uint32_t a = htonl(0x0a000000u + i);  // 10.0.0.0/8
+    std::memcpy(k.daddr, &a, 4);
+    return k;
+  };
+  for (uint32_t i = 0; i < OV2_MAX_INBOUND_DESTS; ++i) p.put_inbound_sa(dest(i), ov2_sa_value{0x100 + i, 0, 0, 0});
+  ov2_sa_key extra = dest(OV2_MAX_INBOUND_DESTS);
+  try {
+    p.put_inbound_sa(extra, ov2_sa_value{0x1, 0, 0, 0});
+    ADD_FAILURE() << "a destination beyond the map's capacity was taken";
+  } catch (const ov2::Error& e) {
+    EXPECT_EQ(e.code(), ov2::ErrorCode::ResourceExhausted);
+    EXPECT_THAT(e.what(), HasSubstr("inbound destination map is full"));
+  }
+  EXPECT_FALSE(p.lookup_inbound_sa(extra, nullptr));
+  EXPECT_FALSE(p.inbound_destination(extra).has_value());
+  EXPECT_EQ(p.inbound_destination_sas(extra).esp, 0u);
+  // A second SA (another SPI) to an address in the map needs no new destination entry.
+  ov2_sa_key second = dest(5);
+  second.spi_be = htonl(0x9001);
+  p.put_inbound_sa(second, ov2_sa_value{0x2, OV2_SA_F_UDP_ENCAP, 4500, 0});
+  EXPECT_EQ(p.inbound_destination_sas(second).udp_encap, 1u);
+  EXPECT_EQ(p.inbound_destinations_mismatch(), "");
+  p.delete_inbound_sa(dest(7));
+  p.put_inbound_sa(extra, ov2_sa_value{0x1, 0, 0, 0});
+  EXPECT_EQ(p.inbound_destination(extra).value_or(ov2_dest_sas{}).esp, 1u);
+  EXPECT_EQ(p.inbound_destinations_mismatch(), "");
 }
 
 // A daemon restart loads the programs anew: their maps are the process's own
@@ -384,18 +442,26 @@ TEST_F(WireTest, InboundDestinationsCountEspAndNattSasPerAddress) {
 // again, whatever another instance holds.
 TEST_F(WireTest, FreshlyLoadedProgramsCountOnlyTheSasPutIntoThem) {
   const ov2_sa_key k = sa_key(kEspSpi, "192.0.2.2");
-  auto counts = [&](const BpfPrograms& p) {
-    const ov2_dest_sas d = p.inbound_destination(k).value_or(ov2_dest_sas{});
-    return std::pair<uint32_t, uint32_t>{d.esp, d.udp_encap};
-  };
   using Counts = std::pair<uint32_t, uint32_t>;
+  auto counts = [&](const BpfPrograms& p) {
+    const ov2_dest_sas d = p.inbound_destination_sas(k);
+    return Counts{d.esp, d.udp_encap};
+  };
+  auto in_map = [&](const BpfPrograms& p) {
+    const ov2_dest_sas d = p.inbound_destination(k).value_or(ov2_dest_sas{});
+    return Counts{d.esp, d.udp_encap};
+  };
   ASSERT_EQ(counts(programs()), (Counts{1, 1})) << "the suite's SAs in the first instance";
   BpfPrograms restarted(BpfPrograms::Options{.cookie = 0x42, .verdict_mark = 0});
   EXPECT_FALSE(restarted.inbound_destination(k).has_value());
+  EXPECT_EQ(counts(restarted), (Counts{0, 0}));
   restarted.put_inbound_sa(k, ov2_sa_value{kEspHandle, 0, 0, 0});
   restarted.put_inbound_sa(sa_key(kUdpSpi, "192.0.2.2"), ov2_sa_value{0x22, OV2_SA_F_UDP_ENCAP, 4500, 0});
   EXPECT_EQ(counts(restarted), (Counts{1, 1}));
+  EXPECT_EQ(in_map(restarted), (Counts{1, 1}));
+  EXPECT_EQ(restarted.inbound_destinations_mismatch(), "");
   EXPECT_EQ(counts(programs()), (Counts{1, 1})) << "the first instance is untouched";
+  EXPECT_EQ(programs().inbound_destinations_mismatch(), "");
 }
 
 TEST_F(WireTest, EspFragmentsWithImpossibleOffsetsOrLengthsAreMalformed) {

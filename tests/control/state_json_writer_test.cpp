@@ -238,6 +238,9 @@ TEST(StateJsonWriter, PoliciesAndSmallRecordsAreTheFormerDumpAndParseBack) {
   write_sequences_record(s, (uint64_t{1} << 40) - 1, 4096);
   EXPECT_EQ(
       s, (json{{"op", "sequences"}, {"next_sa_sequence", (uint64_t{1} << 40) - 1}, {"next_policy_id", 4096}}).dump());
+  s.clear();
+  write_stop_record(s, 12, UINT32_MAX);
+  EXPECT_EQ(s, (json{{"op", "stop"}, {"next_sa_sequence", 12}, {"next_policy_id", UINT32_MAX}}).dump());
 }
 
 // RFC 3720 B.4 (the CRC bytes there are the little-endian wire order) and the usual check value.
@@ -455,6 +458,30 @@ TEST(StateJsonReader, EveryCutAndEveryDamagedByteGetsTheReferencesAnswer) {
   // Some damage still makes a valid state (another SPI, a whitespace): both take it the same way.
   EXPECT_GT(accepted, 0u);
   EXPECT_GT(cases, 5000u);
+}
+
+// A clean stop's record sets the sequences to its exact values (the reservations before it go); a
+// reservation after it raises them again.  Fast path and reference alike.
+TEST(StateJsonReader, TheStopRecordSetsTheExactSequences) {
+  DaemonState base;
+  base.next_sa_sequence = 5;
+  base.next_policy_id = 3;
+  std::vector<std::string> records = {"{\"journal\":\"header\"}", "", "", ""};
+  write_sequences_record(records[1], 5 + 4096, 3 + 4096);
+  write_stop_record(records[2], 6, 4);
+  FastRecord one;
+  ASSERT_TRUE(fast_parse_record(records[2], one));
+  EXPECT_EQ(one.op, FastRecord::Op::Stop);
+  for (const bool fast : {true, false}) {
+    SCOPED_TRACE(fast);
+    const DaemonState stopped = replay_journal(base, {records.begin(), records.begin() + 3}, 1, "j", fast);
+    EXPECT_EQ(stopped.next_sa_sequence, 6u);
+    EXPECT_EQ(stopped.next_policy_id, 4u);
+    write_sequences_record(records[3] = "", 6 + 4096, 4 + 4096);
+    const DaemonState again = replay_journal(base, records, 1, "j", fast);
+    EXPECT_EQ(again.next_sa_sequence, 6u + 4096);
+    EXPECT_EQ(again.next_policy_id, 4u + 4096);
+  }
 }
 
 TEST(StateJsonReader, JournalRecordsReplayToWhatTheReferenceReplays) {

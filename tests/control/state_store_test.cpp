@@ -343,6 +343,34 @@ TEST(StateJournalCodec, DamageBeforeTheLastRecordIsRefusedNamingTheOffset) {
                                                                    ": a record length of"));
 }
 
+// A clean stop may end with the journal while it is not larger than the snapshot (or 4 MiB); its
+// "stop" record brings back the exact sequences, without the reservations' gap.
+TEST(StateJournal, AStopRecordEndsTheJournalWithTheExactSequences) {
+  TempDir dir;
+  StateStore store(dir.str());
+  store.save(sample_state());
+  EXPECT_TRUE(store.journal_can_end_a_stop());
+  const DaemonState s = sample_state();
+  store.append_sequences(s.next_sa_sequence + kSequenceReserve, s.next_policy_id + kSequenceReserve);
+  SavedSa added{(s.next_sa_sequence << 24) | 9, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x9009),
+                0};
+  store.append_sa(added);
+  store.append_stop(s.next_sa_sequence + 1, s.next_policy_id);
+  store.commit();
+  EXPECT_TRUE(store.journal_can_end_a_stop());
+  const auto back = store.load();
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->next_sa_sequence, s.next_sa_sequence + 1);
+  EXPECT_EQ(back->next_policy_id, s.next_policy_id);
+  EXPECT_EQ(back->sas.size(), s.sas.size() + 1);
+  // Past the snapshot's size and 4 MiB, a stop writes a snapshot instead.
+  while (store.journal_bytes() <= kMinCompactBytes) {
+    for (int i = 0; i < 10000; ++i) store.append_seq_mark(added.handle, uint64_t{1} << 16);
+    store.commit();
+  }
+  EXPECT_FALSE(store.journal_can_end_a_stop());
+}
+
 TEST(StateJournal, ChangesAppendedAndCommittedAreRestoredOverTheSnapshot) {
   TempDir dir;
   StateStore store(dir.str());

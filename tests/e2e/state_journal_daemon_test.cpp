@@ -331,6 +331,31 @@ TEST(StateJournalDaemon, DamageBeforeTheJournalTailIsRefusedMovedAsideAndNothing
   EXPECT_EQ(slurp(snapshot_aside), snapshot);
 }
 
+// Adds `count` outbound SAs (SPIs from `first_spi` on) in one batch request; records them in `added`
+// (handle -> SPI) and returns their handles in order (empty when refused: a test failure).
+json add_batch(Connection& c, uint32_t first_spi, uint32_t count, std::map<std::string, uint32_t>& added) {
+  json sas = json::array();
+  for (uint32_t i = 0; i < count; ++i) sas.push_back(out_sa(first_spi + i));
+  const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
+  EXPECT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
+  if (!a["ok"].get<bool>() || a["handles"].size() != count) return json::array();
+  for (uint32_t i = 0; i < count; ++i) added[a["handles"][i]] = first_spi + i;
+  return a["handles"];
+}
+
+// `batches` x 1000 outbound SAs, one batch request each.
+void add_batches(Connection& c, uint32_t first_spi, uint32_t batches, std::map<std::string, uint32_t>& added) {
+  for (uint32_t b = 0; b < batches; ++b) ASSERT_EQ(add_batch(c, first_spi + b * 1000, 1000, added).size(), 1000u);
+}
+
+// A background compaction's journal generation becomes state.journal once the snapshot is in place
+// (noticed within the daemon's 1-second tick): waits for that, at most 10 s.
+bool wait_for_compaction_end(const StateDir& dir) {
+  for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  return !std::filesystem::exists(dir.journal() + ".next");
+}
+
 TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
   StateDir dir;
   std::map<std::string, uint32_t> added;
@@ -338,19 +363,8 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
     DaemonInNamespace d('f', dir.args());
     Connection c(d.socket_path());
     // 16 x 1000 SAs (~4.6 MB of journal): the journal outgrows kMinCompactBytes and is compacted once.
-    for (uint32_t b = 0; b < 16; ++b) {
-      json sas = json::array();
-      for (uint32_t i = 0; i < 1000; ++i) sas.push_back(out_sa(0x100000 + b * 1000 + i));
-      const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-      ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-      ASSERT_EQ(a["handles"].size(), 1000u);
-      for (uint32_t i = 0; i < 1000; ++i) added[a["handles"][i]] = 0x100000 + b * 1000 + i;
-    }
-    // The compaction runs in the background; its journal generation becomes state.journal once the
-    // snapshot is in place (noticed within the daemon's 1-second tick).
-    for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+    add_batches(c, 0x100000, 16, added);
+    EXPECT_TRUE(wait_for_compaction_end(dir));
     EXPECT_LT(std::filesystem::file_size(dir.journal()), ov2::kMinCompactBytes) << "no compaction happened";
     EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);  // all 16000 SAs
     kill(d.pid(), SIGKILL);
@@ -361,12 +375,103 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
     ASSERT_EQ(list.size(), added.size());
     for (const auto& sa : list) EXPECT_EQ(sa["spi"].get<uint32_t>(), added.at(sa["handle"].get<std::string>()));
   };
-  DaemonInNamespace d('g', dir.args());
-  check(d);
-  EXPECT_EQ(d.stop(), 0);
-  // A clean shutdown leaves the snapshot holding everything and an empty journal.
-  EXPECT_LT(std::filesystem::file_size(dir.journal()), 100u);
-  EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);
+  {
+    DaemonInNamespace d('g', dir.args());
+    check(d);
+    EXPECT_EQ(d.stop(), 0);
+    // Its journal (the start-up snapshot's sequence marks) is smaller than the snapshot: the clean stop
+    // ended the journal instead of writing a snapshot.
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+    EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+    EXPECT_GT(std::filesystem::file_size(dir.snapshot()), 16000u * 200);
+  }
+  DaemonInNamespace again('h', dir.args());
+  check(again);
+}
+
+// A clean stop whose journal is not larger than the snapshot writes no
+// snapshot: it journals a "stop" record with the exact handle and policy-id
+// sequences and makes it durable.  The next start restores exactly the same
+// SAs and policies, and the next handle continues the sequence without the
+// gap a crash leaves (the journal's reservations).
+TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStartRestoresTheSameState) {
+  StateDir dir;
+  std::map<std::string, uint32_t> acked;  // handle -> spi
+  json policies;
+  uint64_t stop_sequence = 0;
+  std::string snapshot_before;
+  {
+    DaemonInNamespace d('v', dir.args());
+    Connection c(d.socket_path());
+    const json handles = add_batch(c, 0x70000, 50, acked);
+    ASSERT_EQ(handles.size(), 50u);
+    const json p = {
+        {"dir", "out"}, {"src", "10.0.0.0/8"}, {"dst", "10.9.0.0/16"}, {"action", "protect"}, {"sa", handles[7]}};
+    ASSERT_TRUE(c.call({{"op", "policy.add"}, {"policy", p}})["ok"].get<bool>());
+    const std::string gone = handles[3];
+    ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
+    acked.erase(gone);
+    policies = policy_list(d.socket_path());
+    // The start-up snapshot (of nothing) is in place by now: the changes are in the journal only.
+    for (int i = 0; i < 100 && std::filesystem::exists(dir.journal() + ".next"); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    snapshot_before = slurp(dir.snapshot());
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+  }
+  EXPECT_EQ(slurp(dir.snapshot()), snapshot_before) << "the clean stop rewrote the snapshot";
+  EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+  {
+    std::string bytes = slurp(dir.journal());
+    const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
+    EXPECT_EQ(scan.torn_warning, "");
+    ASSERT_GE(scan.payloads.size(), 3u);
+    const json last = json::parse(scan.payloads.back());
+    EXPECT_EQ(last["op"], "stop") << last.dump();
+    stop_sequence = last["next_sa_sequence"].get<uint64_t>();
+    uint64_t highest = 0;
+    for (const auto& [handle, spi] : acked)
+      highest = std::max<uint64_t>(highest, std::stoull(handle, nullptr, 16) >> ov2::kHandleSlotBits);
+    EXPECT_EQ(stop_sequence, highest + 1) << "not the exact sequence";
+  }
+  DaemonInNamespace again('w', dir.args());
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored, acked) << again.log();
+  EXPECT_EQ(policy_list(again.socket_path()), policies);
+  const json a = Connection(again.socket_path()).call({{"op", "sa.add"}, {"sa", out_sa(0x71000)}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  EXPECT_EQ(std::stoull(a["handle"].get<std::string>(), nullptr, 16) >> ov2::kHandleSlotBits, stop_sequence)
+      << "the next handle skipped numbers after a clean stop";
+}
+
+// A journal larger than the snapshot (and 4 MiB) would make a clean stop write a snapshot; an idle
+// daemon (no change for a second) compacts it in the background first, so the stop need not.
+TEST(StateJournalDaemon, AnIdleDaemonCompactsALargeJournalSoThatTheStopWritesNoSnapshot) {
+  StateDir dir;
+  std::map<std::string, uint32_t> added;
+  {
+    DaemonInNamespace d('x', dir.args());
+    Connection c(d.socket_path());
+    add_batches(c, 0x200000, 16, added);  // compacted once past 4 MiB (~4.6 MB snapshot)
+    ASSERT_TRUE(wait_for_compaction_end(dir));
+    const auto snapshot_bytes = std::filesystem::file_size(dir.snapshot());
+    add_batches(c, 0x300000, 20, added);  // ~5.8 MB more: past the snapshot, below 4 x the snapshot
+    ASSERT_GT(std::filesystem::file_size(dir.journal()), snapshot_bytes);
+    // Idle now: within two ticks the compaction starts, then it ends.
+    for (int i = 0; i < 50 && std::filesystem::file_size(dir.snapshot()) == snapshot_bytes; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_TRUE(wait_for_compaction_end(dir));
+    EXPECT_GT(std::filesystem::file_size(dir.snapshot()), snapshot_bytes) << d.log();
+    EXPECT_LT(std::filesystem::file_size(dir.journal()), std::filesystem::file_size(dir.snapshot()));
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("no snapshot needed at stop"));
+  }
+  DaemonInNamespace again('y', dir.args());
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored.size(), 36000u);
+  EXPECT_TRUE(restored == added) << again.log();
 }
 
 TEST(StateJournalDaemon, CtlAddBatchIsAllOrNothingAndPrintsTheHandlesInOrder) {
@@ -481,11 +586,7 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
   {
     DaemonInNamespace d('s', dir.args());
     Connection c(d.socket_path());
-    json sas = json::array();
-    for (uint32_t i = 0; i < 300; ++i) sas.push_back(out_sa(0x50000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    for (size_t i = 0; i < 300; ++i) acked[a["handles"][i]] = 0x50000 + static_cast<uint32_t>(i);
+    ASSERT_EQ(add_batch(c, 0x50000, 300, acked).size(), 300u);
     EXPECT_EQ(d.stop(), 0);  // a clean stop: everything in state.json
   }
   std::map<std::string, uint64_t> started_at;  // outbound handle -> next_seq right after the second start
@@ -500,11 +601,7 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
     const json stats = c.call({{"op", "stats"}});
     for (const auto& sa : stats["stats"]["sas"]) started_at[sa["handle"]] = sa["next_seq"].get<uint64_t>();
     ASSERT_EQ(started_at.size(), 300u);
-    json sas = json::array();
-    for (uint32_t i = 0; i < 40; ++i) sas.push_back(out_sa(0x60000 + i));
-    const json a = c.call({{"op", "sa.add"}, {"sas", sas}});
-    ASSERT_TRUE(a["ok"].get<bool>()) << a.dump().substr(0, 300);
-    for (size_t i = 0; i < 40; ++i) acked[a["handles"][i]] = 0x60000 + static_cast<uint32_t>(i);
+    ASSERT_EQ(add_batch(c, 0x60000, 40, acked).size(), 40u);
     const std::string gone = acked.begin()->first;
     ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
     acked.erase(gone);
