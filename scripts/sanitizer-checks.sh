@@ -2,9 +2,8 @@
 # The ASan/UBSan checks of the test command (scripts/test.sh starts this in the
 # background, at low priority, as soon as the gcc build is done; it also runs
 # on its own, as root):
-#   1. one clang build with ASan/UBSan (build-fuzz; a unity build, libraries at
-#      -O1, the suites' own code at -O0: CMakeLists.txt, tests/CMakeLists.txt)
-#      of the unit-level suites and the libFuzzer targets,
+#   1. one clang build with ASan/UBSan at -O1 (build-fuzz, a unity build:
+#      CMakeLists.txt) of the unit-level suites and the libFuzzer targets,
 #   2. the unit-level suites there (labels unit control config pcap; not esp:
 #      clang 14's ASan runtime aborts while it starts ov2_esp_tests on this
 #      glibc, CHECK tsd_key_inited in its dlsym error path, before main; the
