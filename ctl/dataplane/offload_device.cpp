@@ -4,11 +4,11 @@
 #include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <linux/ethtool.h>
-#include <linux/if.h>
 #include <linux/if_link.h>
 #include <linux/rtnetlink.h>
 #include <linux/sockios.h>
 #include <linux/veth.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,9 +21,6 @@
 #include "common/error.h"
 #include "dataplane/bpf_programs.h"
 #include "ov2_abi.h"
-
-// <net/if.h> clashes with <linux/if.h>; this is all we need from it.
-extern "C" unsigned int if_nametoindex(const char* ifname);
 
 namespace ov2 {
 

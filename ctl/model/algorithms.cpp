@@ -45,13 +45,13 @@ const AuthAlgInfo& info(AuthAlg alg) {
   fail(ErrorCode::Internal, "unknown authentication algorithm");
 }
 
-namespace {
-
-std::string lower(std::string_view s) {
+std::string ascii_lower(std::string_view s) {
   std::string out(s);
   std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
   return out;
 }
+
+namespace {
 
 void refuse_broken(const std::string& n) {
   if (n == "des" || n == "des-cbc" || n == "cbc(des)")
@@ -76,7 +76,7 @@ std::string names(const Table& table, bool (*keep)(const typename Table::value_t
 }  // namespace
 
 EncAlg parse_enc_alg(std::string_view name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   refuse_broken(n);
   for (const auto& i : enc_algorithms()) {
     if (i.aead) continue;
@@ -94,7 +94,7 @@ EncAlg parse_enc_alg(std::string_view name) {
 }
 
 EncAlg parse_aead_alg(std::string_view name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   refuse_broken(n);
   for (const auto& i : enc_algorithms())
     if (i.aead && (n == i.name || n == i.xfrm_name)) return i.alg;
@@ -103,7 +103,7 @@ EncAlg parse_aead_alg(std::string_view name) {
 }
 
 AuthAlg parse_auth_alg(std::string_view name) {
-  const std::string n = lower(name);
+  const std::string n = ascii_lower(name);
   refuse_broken(n);
   for (const auto& i : auth_algorithms())
     if (i.alg != AuthAlg::None && (n == i.name || n == i.xfrm_name)) return i.alg;

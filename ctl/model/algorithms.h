@@ -65,6 +65,8 @@ const AuthAlgInfo& info(AuthAlg alg);
 EncAlg parse_enc_alg(std::string_view name);
 EncAlg parse_aead_alg(std::string_view name);  // only AEAD ciphers
 AuthAlg parse_auth_alg(std::string_view name);
+// The name in ASCII lower case (how the parsers compare names).
+std::string ascii_lower(std::string_view s);
 
 // Capability bitmasks (NDIS identifiers) of what the AF_XDP engine implements.
 uint32_t supported_enc_mask();

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "model/algorithms.h"
 
 namespace ov2 {
 namespace {
@@ -14,12 +15,6 @@ using nlohmann::json;
 
 [[noreturn]] void bad(const std::string& key, const std::string& what) {
   fail(ErrorCode::InvalidArgument, "'" + key + "' " + what);
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
 }
 
 // Parses an unsigned number written as decimal or 0x-hex text.
@@ -119,7 +114,7 @@ const json& require(const json& j, const char* key, const char* what) {
   return *it;
 }
 
-bool is_xfrm_spelling(std::string_view given, const char* xfrm_name) { return lower(given) == xfrm_name; }
+bool is_xfrm_spelling(std::string_view given, const char* xfrm_name) { return ascii_lower(given) == xfrm_name; }
 
 json lifetime_json(const LifetimeLimit& l) { return json::array({l.soft, l.hard}); }
 

@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "esp/esp.h"
+#include "esp/ip_checksum.h"
 #include "ov2_abi.h"
 #include "pcap/link_frame.h"
 
@@ -25,11 +26,8 @@ constexpr uint16_t kNattPort = 4500;
 // (dst, src; the EtherType is set per packet).
 constexpr uint8_t kFixedEthernet[14] = {0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0, 0};
 
-uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) << 24 | static_cast<uint32_t>(p[1]) << 16 | static_cast<uint32_t>(p[2]) << 8 |
-         p[3];
-}
+using esp::wire::be16;
+using esp::wire::be32;
 
 struct PcapCloser {
   void operator()(pcap_t* p) const { pcap_close(p); }

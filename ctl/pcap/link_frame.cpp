@@ -2,6 +2,8 @@
 
 #include <pcap/dlt.h>
 
+#include "esp/ip_checksum.h"
+
 namespace ov2::pcap {
 
 namespace {
@@ -11,7 +13,7 @@ constexpr uint16_t kEtherTypeVlan = 0x8100;  // 802.1Q
 constexpr uint16_t kEtherTypeQinQ = 0x88A8;  // 802.1ad
 constexpr uint16_t kEtherTypeQinQ_old = 0x9100;
 
-uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+using esp::wire::be16;
 }  // namespace
 
 std::optional<LinkKind> link_kind_for_dlt(int dlt) {

@@ -20,7 +20,7 @@
 namespace ov2::test {
 namespace {
 
-constexpr uint64_t kSaHandle = 0xfeedface00000001ULL;
+constexpr uint64_t kVerdictSaHandle = 0xfeedface00000001ULL;
 const Mac kHostMac = {0x02, 0, 0, 0, 0, 0x0b};
 const Mac kWireMac = {0x02, 0, 0, 0, 0, 0x0c};
 constexpr uint16_t kUdpPort = 40000;
@@ -147,7 +147,7 @@ class OffloadPair {
     if (::send(sender_, frame.data(), frame.size(), 0) != static_cast<ssize_t>(frame.size()))
       throw std::runtime_error(std::string("send on ov2-nic: ") + std::strerror(errno));
   }
-  void send_shim(uint32_t rx_info, uint64_t cookie = programs().cookie(), uint64_t sa_handle = kSaHandle,
+  void send_shim(uint32_t rx_info, uint64_t cookie = programs().cookie(), uint64_t sa_handle = kVerdictSaHandle,
                  const Mac& dst = kHostMac, uint16_t wire_vlan_tci = 0) const {
     send(FrameBuilder()
              .ethernet(OV2_SHIM_ETHERTYPE, dst)
@@ -417,10 +417,10 @@ TEST_F(VerdictTest, DeliverWireWordWithAnSaOrAnotherBitOrAWrongCookieIsNotRedire
   OffloadPair pair;
   pair.add_wire();
   CounterDelta counters(&BpfPrograms::verdict_counters);
-  pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), kSaHandle, kWireMac);
+  pair.send_shim(OV2_RX_DELIVER_WIRE, programs().cookie(), kVerdictSaHandle, kWireMac);
   pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_NEXT_CRYPTO_DONE, programs().cookie(), 0, kWireMac);
   pair.send_shim(OV2_RX_WIRE_VLAN, programs().cookie(), 0, kWireMac, 100);  // the VLAN bit alone
-  pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN, programs().cookie(), kSaHandle, kWireMac, 100);
+  pair.send_shim(OV2_RX_DELIVER_WIRE | OV2_RX_WIRE_VLAN, programs().cookie(), kVerdictSaHandle, kWireMac, 100);
   EXPECT_EQ(wait_verdicts(counters, 4),
             CounterDelta::only(OV2_VERDICT_COUNTER_MAX, {{OV2_VERDICT_RX, 4}, {OV2_VERDICT_DROP_NOT_DONE, 4}}));
   // Without the worker's cookie ov2_deliver drops it: ov2_verdict never sees it.
@@ -476,7 +476,7 @@ TEST_F(VerdictTest, SaDeleteRequestRaisesAnEventAndThePacketKeepsItsVerdict) {
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(sink_.events[i].type, static_cast<uint32_t>(OV2_EVENT_SA_DELETE_REQ));
     EXPECT_EQ(sink_.events[i].rx_info, expected_info[i]);
-    EXPECT_EQ(sink_.events[i].sa_handle, kSaHandle);
+    EXPECT_EQ(sink_.events[i].sa_handle, kVerdictSaHandle);
   }
   EXPECT_EQ(pair.receive_mark(), 0) << "the successful one is still delivered";
 }

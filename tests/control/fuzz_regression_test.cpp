@@ -13,7 +13,7 @@
 namespace ov2 {
 namespace {
 
-std::string read(const std::string& path) {
+std::string read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream s;
   s << f.rdbuf();
@@ -24,7 +24,7 @@ TEST(FuzzRegression, JsonNumberOutOfRangeIsAnsweredNotThrown) {
   test::FakeEngine engine;
   ControlPlane plane(engine, 16);
   RequestHandler handler(plane);
-  const std::string input = read(OV2_SOURCE_DIR "/tests/fuzz/regressions/control_request/number_out_of_range");
+  const std::string input = read_file(OV2_SOURCE_DIR "/tests/fuzz/regressions/control_request/number_out_of_range");
   ASSERT_FALSE(input.empty());
   const std::string answer = handler.handle_line(input);
   const auto j = nlohmann::json::parse(answer);

@@ -42,6 +42,11 @@ class ScopedCryptoBackend {
  private:
   CryptoBackend previous_;
 };
+
+// Big-endian fields read by the tests' own code (not the engine's helpers).
+inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+inline uint32_t be32(const uint8_t* p) { return uint32_t(be16(p)) << 16 | be16(p + 2); }
+
 inline constexpr CryptoBackend kAllBackends[] = {CryptoBackend::OpenSsl, CryptoBackend::IpsecMb};
 
 // An SA spec with deterministic keys for `suite`.  src/dst are the tunnel

@@ -15,9 +15,6 @@
 namespace ov2::esp::test {
 namespace {
 
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) { return uint32_t(be16(p)) << 16 | be16(p + 2); }
-
 // RFC 1071 verification, written independently of the engine: the one's
 // complement sum over the data, checksum included, is all ones.
 uint32_t add16(const uint8_t* p, size_t n, uint32_t acc = 0) {

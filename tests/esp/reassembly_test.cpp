@@ -19,8 +19,6 @@ namespace {
 
 using Kind = Reassembly::Kind;
 
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
-
 // The packets a scapy script prints in hex, one per line.
 std::vector<Bytes> run_scapy(const std::string& script) {
   ProcessResult r = run_process({"/usr/bin/python3", "-c", script}, "");

@@ -21,9 +21,6 @@ struct Endpoints {
 const Endpoints kV4{"192.0.2.1", "192.0.2.2", "10.1.0.1", "10.2.0.1"};
 const Endpoints kV6{"2001:db8::1", "2001:db8::2", "fd00:1::1", "fd00:2::1"};
 
-uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
-uint32_t be32(const uint8_t* p) { return uint32_t(be16(p)) << 16 | be16(p + 2); }
-
 TEST(EspRoundTrip, EverySuiteModeFamilyAndEncapsulationRestoresThePacketExactly) {
   int cases = 0;
   for (const Suite& suite : all_suites())

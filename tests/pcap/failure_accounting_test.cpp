@@ -10,8 +10,6 @@
 namespace ov2::pcap::test {
 namespace {
 
-const AlgCase& gcm128() { return all_algorithms()[0]; }
-
 // Six encrypted IPv4 transport packets A -> B (raw IP) and the plaintexts.
 struct Sealed {
   std::vector<Bytes> plain;

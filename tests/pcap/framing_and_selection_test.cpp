@@ -11,8 +11,6 @@
 namespace ov2::pcap::test {
 namespace {
 
-const AlgCase& gcm128() { return all_algorithms()[0]; }
-
 uint32_t be32_at(const Bytes& b, size_t off) {
   return static_cast<uint32_t>(b[off]) << 24 | static_cast<uint32_t>(b[off + 1]) << 16 |
          static_cast<uint32_t>(b[off + 2]) << 8 | b[off + 3];

@@ -18,6 +18,8 @@ struct AlgCase {
 
 // aes-gcm-128/256, chacha20-poly1305, aes-cbc-128+hmac-sha256, null+hmac-sha1, aes-gmac-128.
 const std::vector<AlgCase>& all_algorithms();
+// aes-gcm-128, the first of them.
+inline const AlgCase& gcm128() { return all_algorithms()[0]; }
 
 // The addresses the fixtures use.
 inline const char* kHostA4 = "192.0.2.1";
