@@ -130,7 +130,7 @@ class Report {
     for (const auto& r : rows_) w = std::max(w, r.key.size());
     std::fprintf(out, "%-*s  %14s  %-10s  %s\n", static_cast<int>(w), "key", "value", "unit", "note");
     for (const auto& r : rows_) {
-      if (r.unit == "ratio" || r.unit == "Gbit/s" || r.unit == "Mpps")
+      if (r.unit == "ratio" || r.unit == "Gbit/s" || r.unit == "Mpps" || r.unit == "s")  // seconds: 1.468, not 1
         std::fprintf(out, "%-*s  %14.3f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
                      r.note.c_str());
       else
