@@ -356,7 +356,10 @@ TEST(Observability, StatsCountExactlyThePingsOnBothHostsAndPrometheusShowsTheSam
   EXPECT_EQ(sa_stats(a, t.in_a).at("errors").at("auth-failed"), 0);
   EXPECT_EQ(sa_stats(a, t.out_a).at("bytes"), sa_stats(b, t.in_b).at("bytes"));
   // The global counters also hold the warm-up: compare what the 7 pings added.
-  for (const auto& [now, before] : {std::pair{&a, &a0}, std::pair{&b, &b0}}) {
+  for (const auto& hosts : {std::pair{&a, &a0}, std::pair{&b, &b0}}) {
+    // (Not a structured binding: clang 14 cannot capture one in a lambda.)
+    const auto* now = hosts.first;
+    const auto* before = hosts.second;
     auto delta = [&](const char* section, const char* group, const char* name) {
       const json& n = group ? now->at(section).at(group) : now->at(section);
       const json& o = group ? before->at(section).at(group) : before->at(section);
