@@ -1437,6 +1437,26 @@ class DataplaneFragmentE2E : public DataplaneE2E {
     return rows;
   }
 
+  // What esp_rows says about the capture: fragments, datagrams of SPI `spi`
+  // that tshark opened with a good ICV, and any it found bad.  Every frame
+  // must fit the wire's MTU of 1500 bytes.
+  struct EspTally {
+    uint64_t fragments = 0, good = 0, bad = 0;
+  };
+  EspTally tally_esp(const std::string& spi) {
+    EspTally t;
+    for (const EspWireRow& r : esp_rows()) {
+      EXPECT_LE(r.frame_len, 14u + 1500u);
+      if (r.fragment) ++t.fragments;
+      if (r.icv_good == "True" || r.icv_good == "1") {
+        if (r.spi == spi) ++t.good;
+      } else if (!r.icv_good.empty()) {
+        ++t.bad;
+      }
+    }
+    return t;
+  }
+
   std::string mac_of(const Endpoint& ep) {
     std::istringstream ss(sh_out("ip -n " + ep.ns->name() + " -br link show wire"));
     std::string name, state, mac;
@@ -1623,19 +1643,10 @@ TEST_F(DataplaneFragmentE2E, TransportIpv4WithoutDfIsFragmentedAfterEspAndThePee
   EXPECT_EQ(a_.dp->counters().worker_count(WorkerCounter::TxTooBig), 0u) << dump(*a_.dp);
   // tshark: ESP fragments on the wire, none above the MTU; every ESP datagram
   // it reassembled opens with a good ICV.
-  uint64_t fragments = 0, good_ab = 0, bad = 0;
-  for (const EspWireRow& r : esp_rows()) {
-    EXPECT_LE(r.frame_len, 14u + 1500u);
-    if (r.fragment) ++fragments;
-    if (r.icv_good == "True" || r.icv_good == "1") {
-      if (r.spi == "0x00003003") ++good_ab;
-    } else if (!r.icv_good.empty()) {
-      ++bad;
-    }
-  }
-  EXPECT_GE(fragments, 18u) << tshark_raw_;
-  EXPECT_GE(good_ab, 3u) << tshark_raw_;
-  EXPECT_EQ(bad, 0u) << tshark_raw_;
+  const EspTally t = tally_esp("0x00003003");
+  EXPECT_GE(t.fragments, 18u) << tshark_raw_;
+  EXPECT_GE(t.good, 3u) << tshark_raw_;
+  EXPECT_EQ(t.bad, 0u) << tshark_raw_;
 }
 
 // A transport-in-tunnel bundle carries IPv4 without DF above the path MTU as
@@ -1673,19 +1684,10 @@ TEST_F(DataplaneFragmentE2E, BundleIpv4WithoutDfIsProtectedWholeThenFragmentedAn
   }
   // tshark: only outer (tunnel) ESP fragments on the wire, none above the MTU;
   // every datagram it reassembled opens with a good ICV.
-  uint64_t fragments = 0, good_ab = 0, bad = 0;
-  for (const EspWireRow& r : esp_rows()) {
-    EXPECT_LE(r.frame_len, 14u + 1500u);
-    if (r.fragment) ++fragments;
-    if (r.icv_good == "True" || r.icv_good == "1") {
-      if (r.spi == "0x00006001") ++good_ab;
-    } else if (!r.icv_good.empty()) {
-      ++bad;
-    }
-  }
-  EXPECT_GE(fragments, 2u * (3 * 3 + 5)) << tshark_raw_;
-  EXPECT_GE(good_ab, 4u) << tshark_raw_;
-  EXPECT_EQ(bad, 0u) << tshark_raw_;
+  const EspTally t = tally_esp("0x00006001");
+  EXPECT_GE(t.fragments, 2u * (3 * 3 + 5)) << tshark_raw_;
+  EXPECT_GE(t.good, 4u) << tshark_raw_;
+  EXPECT_EQ(t.bad, 0u) << tshark_raw_;
 }
 
 // The same with datagrams bigger than a UMEM frame, up to 65 028 bytes:
