@@ -298,7 +298,8 @@ TEST(StateJournalCodec, RecordsRoundTripInOrder) {
   const std::string bytes = three_records(&offsets);
   EXPECT_EQ(bytes.size(), 3 * 8 + 7 + 8 + 9u);
   const JournalScan scan = scan_journal(bytes, "j");
-  EXPECT_EQ(scan.payloads, (std::vector<std::string>{"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}));
+  EXPECT_EQ(scan.payloads, (std::vector<std::string_view>{"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}));
+  EXPECT_EQ(scan.valid_bytes, bytes.size());
   EXPECT_EQ(scan.torn_warning, "");
 }
 
@@ -307,8 +308,10 @@ TEST(StateJournalCodec, ATornLastRecordIsDroppedWithAWarningNamingTheOffsetAtEve
   const std::string bytes = three_records(&offsets);
   for (size_t cut = offsets[2] + 1; cut < bytes.size(); ++cut) {
     SCOPED_TRACE(cut);
-    const JournalScan scan = scan_journal(bytes.substr(0, cut), "/d/state.journal");
+    const std::string torn = bytes.substr(0, cut);
+    const JournalScan scan = scan_journal(torn, "/d/state.journal");
     EXPECT_EQ(scan.payloads.size(), 2u);
+    EXPECT_EQ(scan.valid_bytes, offsets[2]);
     EXPECT_THAT(scan.torn_warning, HasSubstr("/d/state.journal: offset " + std::to_string(offsets[2]) + ": "));
   }
   // The last record's bytes damaged (not cut): its checksum fails, nothing follows it.
@@ -319,8 +322,10 @@ TEST(StateJournalCodec, ATornLastRecordIsDroppedWithAWarningNamingTheOffsetAtEve
   EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(offsets[2]) + ": the last record"));
   EXPECT_THAT(scan.torn_warning, HasSubstr("bad checksum"));
   // A crash that left zeros where the last write went (the file grew, the data did not land).
-  scan = scan_journal(bytes + std::string(4096, '\0'), "j");
+  const std::string zeros = bytes + std::string(4096, '\0');
+  scan = scan_journal(zeros, "j");
   EXPECT_EQ(scan.payloads.size(), 3u);
+  EXPECT_EQ(scan.valid_bytes, bytes.size());
   EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(bytes.size()) + ":"));
 }
 
@@ -594,6 +599,115 @@ TEST(StateJournal, AFailedBackgroundCompactionKeepsEverythingAndTheNextOneIsAFul
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->sas.size(), 1u);
   EXPECT_EQ(report.journal_records, 0u);
+}
+
+// A stop that does not wait for a background snapshot (the start-up one): cancel_compaction stops it
+// before its rename, the stop record goes to the new generation, and fold_next_journal makes one
+// journal of the two.  After each step -- and after a crash between the fold's rename and its
+// unlink -- the files restore every committed change and the stop's exact sequences.
+TEST(StateJournal, ACancelledBackgroundSnapshotLeavesFilesThatRestoreEverythingAtEveryStep) {
+  TempDir dir;
+  setenv("OV2_TEST_COMPACT_DELAY_MS", "30000", 1);  // the snapshot waits long before its rename
+  StateStore store(dir.str() + "/live");
+  unsetenv("OV2_TEST_COMPACT_DELAY_MS");
+  DaemonState s = sample_state();
+  store.save(s);
+  const std::string snapshot = slurp(store.path());
+  const uint64_t h3 = uint64_t{3} << 24, h5 = (uint64_t{5} << 24) | 2, h6 = uint64_t{6} << 24 | 7;
+  store.append_policy_deleted(8);
+  store.append_sa_deleted(h5);  // in the old journal
+  store.commit();
+  s.policies.pop_back();
+  s.sas.pop_back();
+  store.start_compaction(s);
+  ASSERT_TRUE(store.compaction_running());
+  store.append_sa({h6, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.9", "192.0.2.1", 0x3001), 0});  // in .next
+  store.commit();
+  ASSERT_TRUE(store.cancel_compaction());
+  EXPECT_FALSE(store.compaction_running());
+  EXPECT_EQ(slurp(store.path()), snapshot) << "the cancelled snapshot replaced the old one";
+  EXPECT_FALSE(std::filesystem::exists(store.path() + ".tmp"));
+  store.append_seq_mark(h3, uint64_t{9} << 16);
+  store.append_stop(7, 9);  // the exact sequences, below the reservations a crash would restore
+  store.commit();
+  const std::string live = store.path().substr(0, store.path().rfind('/'));
+  const std::vector<uint64_t> want = {h3, h6};
+  auto check = [&](const std::string& where, const char* warning) {
+    StateStore again(where);
+    StateStore::LoadReport report;
+    const auto back = again.load(&report);
+    ASSERT_TRUE(back.has_value());
+    std::vector<uint64_t> handles;
+    for (const SavedSa& sa : back->sas) handles.push_back(sa.handle);
+    EXPECT_EQ(handles, want);
+    EXPECT_EQ(back->sas[0].seq_mark, uint64_t{9} << 16);
+    EXPECT_EQ(back->policies.size(), 1u);
+    EXPECT_EQ(back->next_sa_sequence, 7u);
+    EXPECT_EQ(back->next_policy_id, 9u);
+    EXPECT_EQ(report.journal_records, 5u);
+    EXPECT_THAT(report.warning, HasSubstr(warning));
+  };
+  // 1. A crash before the fold: old snapshot + its journal + the generation after it.
+  copy_state_files(live, dir.str() + "/crash1");
+  check(dir.str() + "/crash1", "replayed after");
+  const std::string next = slurp(store.next_journal_path());
+
+  // 2. Folded: one journal, the plain shape, the same state.
+  store.fold_next_journal();
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  EXPECT_FALSE(std::filesystem::exists(store.journal_path() + ".tmp"));
+  EXPECT_EQ(slurp(store.path()), snapshot);
+  {
+    StateStore::LoadReport report;
+    ASSERT_TRUE(store.load(&report).has_value());
+    EXPECT_EQ(report.warning, "");
+    EXPECT_EQ(report.journal_records, 5u);
+  }
+  copy_state_files(live, dir.str() + "/folded");
+  check(dir.str() + "/folded", "");
+
+  // 3. A crash after the fold's rename, before its unlink: the generation is in the journal already.
+  copy_state_files(live, dir.str() + "/crash3");
+  std::ofstream(dir.str() + "/crash3/state.journal.next", std::ios::binary) << next;
+  check(dir.str() + "/crash3", "is folded into");
+
+  // The store goes on appending to the folded journal.
+  store.append_sa_deleted(h6);
+  store.commit();
+  EXPECT_EQ(store.load()->sas.size(), 1u);
+}
+
+TEST(StateJournal, ABackgroundSnapshotIsNotCancelledWhenTheJournalsAreTooLargeOrItIsInPlace) {
+  TempDir dir;
+  {
+    setenv("OV2_TEST_COMPACT_DELAY_MS", "1000", 1);
+    StateStore store(dir.str() + "/large");
+    unsetenv("OV2_TEST_COMPACT_DELAY_MS");
+    store.save(sample_state());
+    while (store.journal_bytes() <= kMinCompactBytes) {
+      for (int i = 0; i < 10000; ++i) store.append_seq_mark(uint64_t{3} << 24, uint64_t{1} << 16);
+      store.commit();
+    }
+    store.start_compaction(sample_state());
+    EXPECT_FALSE(store.cancel_compaction());  // a stop would not end with this journal: the caller waits
+    EXPECT_TRUE(store.compaction_running());
+    EXPECT_TRUE(store.finish_compaction(true));
+    EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  }
+  StateStore store(dir.str() + "/done");
+  store.save(sample_state());
+  const std::string before = slurp(store.path());
+  store.start_compaction(sample_state());
+  // Once the new snapshot is renamed into place, a cancel comes too late: it finishes the compaction.
+  for (int i = 0; i < 1000 && slurp(store.path()) == before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_NE(slurp(store.path()), before);
+  EXPECT_FALSE(store.cancel_compaction());
+  EXPECT_FALSE(store.compaction_running());
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  StateStore::LoadReport report;
+  ASSERT_TRUE(store.load(&report).has_value());
+  EXPECT_EQ(report.warning, "");
 }
 
 }  // namespace

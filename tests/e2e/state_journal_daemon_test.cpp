@@ -426,7 +426,7 @@ TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStart
     const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
     EXPECT_EQ(scan.torn_warning, "");
     ASSERT_GE(scan.payloads.size(), 3u);
-    const json last = json::parse(scan.payloads.back());
+    const json last = json::parse(std::string(scan.payloads.back()));
     EXPECT_EQ(last["op"], "stop") << last.dump();
     stop_sequence = last["next_sa_sequence"].get<uint64_t>();
     uint64_t highest = 0;
@@ -625,6 +625,64 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
     ++checked;
   }
   EXPECT_EQ(checked, 299u);
+  EXPECT_EQ(again.stop(), 0);
+}
+
+// A clean stop while the start-up snapshot is still being written (held 10 s here) does not wait
+// for it: the snapshot is cancelled (state.json stays the one loaded), the stop record goes to the
+// new journal generation, which is folded into state.journal; the next start restores every change
+// and continues the handle sequence exactly.
+TEST(StateJournalDaemon, ACleanStopCancelsTheStartUpSnapshotAndTheNextStartRestoresEverything) {
+  StateDir dir;
+  std::map<std::string, uint32_t> acked;  // handle -> spi
+  {
+    DaemonInNamespace d('k', dir.args());
+    Connection c(d.socket_path());
+    ASSERT_EQ(add_batch(c, 0x58000, 200, acked).size(), 200u);
+    EXPECT_EQ(d.stop(), 0);
+  }
+  const std::string snapshot = slurp(dir.snapshot());
+  {
+    ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "10000");  // still being written when the stop comes
+    DaemonInNamespace d('l', dir.args());
+    ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next"))
+        << "the start-up snapshot is not being written in the background\n"
+        << d.log();
+    Connection c(d.socket_path());
+    ASSERT_EQ(add_batch(c, 0x59000, 30, acked).size(), 30u);
+    const std::string gone = acked.begin()->first;
+    ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
+    acked.erase(gone);
+    ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next")) << "the start-up snapshot finished too early";
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("the background snapshot was cancelled, its journal generation folded"));
+  }
+  EXPECT_EQ(slurp(dir.snapshot()), snapshot) << "the cancelled snapshot replaced state.json";
+  EXPECT_FALSE(std::filesystem::exists(dir.snapshot() + ".tmp"));
+  EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+  uint64_t stop_sequence = 0;
+  {
+    std::string bytes = slurp(dir.journal());
+    const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
+    EXPECT_EQ(scan.torn_warning, "");
+    ASSERT_GE(scan.payloads.size(), 3u);
+    EXPECT_THAT(std::string(scan.payloads.front()), HasSubstr("\"folded\""));
+    const json last = json::parse(std::string(scan.payloads.back()));
+    EXPECT_EQ(last["op"], "stop") << last.dump();
+    stop_sequence = last["next_sa_sequence"].get<uint64_t>();
+    uint64_t highest = 0;
+    for (const auto& [handle, spi] : acked)
+      highest = std::max<uint64_t>(highest, std::stoull(handle, nullptr, 16) >> ov2::kHandleSlotBits);
+    EXPECT_EQ(stop_sequence, highest + 1) << "not the exact sequence";
+  }
+  DaemonInNamespace again('m', dir.args());
+  EXPECT_THAT(again.log(), HasSubstr("start-up snapshot of 229 SAs is written in the background"));
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored, acked) << again.log();
+  const json a = Connection(again.socket_path()).call({{"op", "sa.add"}, {"sa", out_sa(0x5a000)}});
+  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
+  EXPECT_EQ(std::stoull(a["handle"].get<std::string>(), nullptr, 16) >> ov2::kHandleSlotBits, stop_sequence);
   EXPECT_EQ(again.stop(), 0);
 }
 
