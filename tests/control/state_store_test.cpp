@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "control/control_plane.h"
+#include "control/state_json_writer.h"
 #include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
@@ -599,6 +600,74 @@ TEST(StateJournal, AFailedBackgroundCompactionKeepsEverythingAndTheNextOneIsAFul
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->sas.size(), 1u);
   EXPECT_EQ(report.journal_records, 0u);
+}
+
+// The replay applies each record to the snapshot's lists in place: an SA added below existing
+// handles, one deleted and added again under the same handle, one replaced, marks, a policy deleted
+// and added again.  The result is in handle and id order, the same with the fast reader and the
+// nlohmann reference.
+TEST(StateJournal, TheReplayAppliesEveryKindOfRecordInPlaceAndKeepsHandleOrder) {
+  const DaemonState base = sample_state();
+  const uint64_t h3 = base.sas[0].handle, h5 = base.sas[1].handle;
+  const uint64_t h4 = (uint64_t{4} << 24) | 4, h6 = (uint64_t{6} << 24) | 5;
+  std::vector<std::string> records = {"{\"journal\":\"header\"}"};
+  auto add = [&](auto write) { write(records.emplace_back()); };
+  add([&](std::string& r) { write_sequences_record(r, 7 + kSequenceReserve, 9 + kSequenceReserve); });
+  add([&](std::string& r) {
+    write_sa_record(r, {h6, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.6", 0x6006), 0});
+  });
+  add([&](std::string& r) {  // below h5 and h6: the list is sorted again at the end
+    write_sa_record(r, {h4, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.4", "192.0.2.1", 0x4004), 0});
+  });
+  add([&](std::string& r) { write_policy_deleted_record(r, 8); });
+  add([&](std::string& r) { write_sa_deleted_record(r, h5); });
+  add([&](std::string& r) {
+    write_sa_record(r, {h5, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x5005), 0});
+  });
+  add([&](std::string& r) {
+    write_sa_record(r, {h3, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001), uint64_t{7} << 16});
+  });
+  add([&](std::string& r) { write_seq_mark_record(r, h5, uint64_t{1} << 20); });
+  add([&](std::string& r) { write_policy_record(r, {8, protect(Direction::In, "10.4.0.0/24", "10.1.0.0/24", h4)}); });
+  for (const bool fast : {true, false}) {
+    SCOPED_TRACE(fast);
+    const DaemonState s = replay_journal(base, records, 1, "j", fast);
+    std::vector<uint64_t> handles;
+    for (const SavedSa& sa : s.sas) handles.push_back(sa.handle);
+    EXPECT_EQ(handles, (std::vector<uint64_t>{h3, h4, h5, h6}));
+    EXPECT_EQ(s.sas[0].seq_mark, uint64_t{7} << 16);  // replaced (a record's mark is not a max)
+    EXPECT_EQ(s.sas[2].spec.spi, 0x5005u);
+    EXPECT_EQ(s.sas[2].seq_mark, uint64_t{1} << 20);
+    ASSERT_EQ(s.policies.size(), 2u);
+    EXPECT_EQ(s.policies[0].id, 4u);
+    EXPECT_EQ(s.policies[1].id, 8u);
+    EXPECT_EQ(s.policies[1].spec.sa_handle, h4);
+    EXPECT_EQ(s.next_sa_sequence, 7 + kSequenceReserve);
+  }
+  EXPECT_EQ(serialize_state(replay_journal(base, records, 1, "j", true)),
+            serialize_state(replay_journal(base, records, 1, "j", false)));
+}
+
+// The loader checks the state once: the snapshot alone (named so) when no journal record applies,
+// else the state the replay made (named by the snapshot and the journal).
+TEST(StateJournal, AnInconsistentStateIsRefusedNamingTheSnapshotOrTheSnapshotAndTheJournal) {
+  TempDir dir;
+  StateStore store(dir.str());
+  DaemonState bad = sample_state();
+  bad.policies[1].spec.sa_handle = uint64_t{6} << 24;  // no such SA
+  store.save(bad);
+  EXPECT_THAT(error_of([&] { store.load(); }),
+              HasSubstr(store.path() + ": policy #2 (id 8) protects with SA 0x6000000, which is not in the file"));
+  store.append_seq_mark(uint64_t{3} << 24, uint64_t{9} << 16);
+  store.commit();
+  EXPECT_THAT(error_of([&] { store.load(); }),
+              HasSubstr(store.path() + " after replaying " + store.journal_path() + ": policy #2 (id 8)"));
+  // The journal deleting that policy makes the whole consistent: what would be applied is checked.
+  store.append_policy_deleted(8);
+  store.commit();
+  const auto back = store.load();
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->policies.size(), 1u);
 }
 
 // A stop that does not wait for a background snapshot (the start-up one): cancel_compaction stops it
