@@ -427,6 +427,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   double stop_journal_bytes = 0, stop_snapshot_bytes = 0;
   std::string restore_log;
   // The restore after a stop that ended the journal (no snapshot at stop): the journal replay path.
+  double restart_stop_state_ms = 0, restart_stop_state_cpu_ms = 0;
+  std::string restart_stop_state_log;
   double journal_stop_s = 0, journal_stop_bytes = 0, journal_restore_s = 0, journal_restore_cpu = 0;
   std::string journal_restore_log;
   constexpr uint32_t kPerBatch = 1000;
@@ -489,6 +491,15 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
           restore_log += (restore_log.empty() ? "" : " | ") + line;
       }
       restart_stop_s = again.stop_timed();
+      // The state's part of that stop, from its log line ("state kept in ... in W ms (CPU C ms)", or
+      // "state saved to ... at stop (snapshot) in ...").
+      std::ifstream stop_log(state_parent + "/restart.log");
+      for (std::string line; std::getline(stop_log, line);)
+        if (line.find("state kept in ") != std::string::npos || line.find("state saved to ") != std::string::npos) {
+          restart_stop_state_log = line;
+          if (const size_t at = line.rfind(" in "); at != std::string::npos)
+            std::sscanf(line.c_str() + at + 4, "%lf ms (CPU %lf ms)", &restart_stop_state_ms, &restart_stop_state_cpu_ms);
+        }
 
       // The journal replay path: a daemon on those files (its start-up snapshot let finish) replaces the
       // N inbound SAs with N new ones (batched: N deletes and N adds journaled, less than the snapshot),
@@ -613,6 +624,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("state_restart_stop_s_" + total, restart_stop_s, "s",
              "clean stop of the restarted daemon right after its start (its start-up snapshot, if still being "
              "written, is cancelled when the journals are small enough, else waited for)");
+  report.add("state_restart_stop_state_ms", restart_stop_state_ms, "ms",
+             "the state's part of that stop (cancelling or waiting for the start-up snapshot, the stop record, the "
+             "fold), wall, from its log: " + restart_stop_state_log);
+  report.add("state_restart_stop_state_cpu_ms", restart_stop_state_cpu_ms, "ms", "control-thread CPU for the same");
   // The journal replay path (a stop that ended the journal, then the start).
   auto logged = [](const std::string& log, const char* marker, double& wall, double& cpu) {
     wall = cpu = 0;
