@@ -371,19 +371,19 @@ namespace {
 template <typename T, typename Key>
 class KeyedList {
  public:
-  KeyedList(std::vector<T>& items, Key T::*key, size_t more) : items_(items), key_(key) {
-    index_.reserve(items_.size() + more);
-    for (size_t i = 0; i < items_.size(); ++i) note_added(items_[i].*key_, i);
+  KeyedList(std::vector<T>& items, Key T::*key, size_t more) : items_(items), key_(key), more_(more) {
     live_.assign(items_.size(), true);
   }
   T* find(Key k) {
-    auto it = index_.find(k);
-    return it == index_.end() ? nullptr : &items_[it->second];
+    const auto& index = indexed();
+    auto it = index.find(k);
+    return it == index.end() ? nullptr : &items_[it->second];
   }
   void put(T&& item) {
     const Key k = item.*key_;
-    const auto it = index_.find(k);
-    if (it != index_.end()) {
+    auto& index = indexed();
+    const auto it = index.find(k);
+    if (it != index.end()) {
       items_[it->second] = std::move(item);
       return;
     }
@@ -392,11 +392,12 @@ class KeyedList {
     live_.push_back(true);
   }
   bool erase(Key k) {
-    auto it = index_.find(k);
-    if (it == index_.end()) return false;
+    auto& index = indexed();
+    auto it = index.find(k);
+    if (it == index.end()) return false;
     items_[it->second] = T{};  // its keys are wiped now
     live_[it->second] = false;
-    index_.erase(it);
+    index.erase(it);
     ++dead_;
     return true;
   }
@@ -410,11 +411,23 @@ class KeyedList {
         }
       items_.resize(out);
     }
-    // (Erasing keeps the order; only an entry added below an earlier one breaks it.)
-    if (!sorted_) std::sort(items_.begin(), items_.end(), [this](const T& a, const T& b) { return a.*key_ < b.*key_; });
+    // (Erasing keeps the order; only an entry added below an earlier one breaks it.  Without the
+    // index, nothing was looked at: the list as loaded.)
+    auto less = [this](const T& a, const T& b) { return a.*key_ < b.*key_; };
+    if (!indexed_) sorted_ = std::is_sorted(items_.begin(), items_.end(), less);
+    if (!sorted_) std::sort(items_.begin(), items_.end(), less);
   }
 
  private:
+  // Built at the first record that needs it (a journal of only sequence records never does).
+  std::unordered_map<Key, size_t>& indexed() {
+    if (!indexed_) {
+      indexed_ = true;
+      index_.reserve(items_.size() + more_);
+      for (size_t i = 0; i < items_.size(); ++i) note_added(items_[i].*key_, i);
+    }
+    return index_;
+  }
   void note_added(Key k, size_t at) {
     if (at > 0 && !(last_ < k)) sorted_ = false;
     last_ = k;
@@ -423,7 +436,9 @@ class KeyedList {
 
   std::vector<T>& items_;
   Key T::*key_;
+  size_t more_;
   std::unordered_map<Key, size_t> index_;
+  bool indexed_ = false;
   std::vector<bool> live_;
   size_t dead_ = 0;
   bool sorted_ = true;  // every entry added after one with a smaller key

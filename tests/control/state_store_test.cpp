@@ -648,6 +648,23 @@ TEST(StateJournal, TheReplayAppliesEveryKindOfRecordInPlaceAndKeepsHandleOrder) 
             serialize_state(replay_journal(base, records, 1, "j", false)));
 }
 
+// A journal of only sequence records looks nothing up (no index of the loaded SAs is built): the
+// result is still in handle order, as with any other replay.
+TEST(StateJournal, AReplayOfOnlyAStopRecordKeepsTheStateAndSortsItByHandle) {
+  DaemonState base = sample_state();
+  std::swap(base.sas[0], base.sas[1]);  // a snapshot written by hand, out of order
+  std::vector<std::string> records = {"{\"journal\":\"header\"}", ""};
+  write_stop_record(records[1], 7, 9);
+  for (const bool fast : {true, false}) {
+    SCOPED_TRACE(fast);
+    const DaemonState s = replay_journal(base, records, 1, "j", fast);
+    ASSERT_EQ(s.sas.size(), 2u);
+    EXPECT_EQ(s.sas[0].handle, sample_state().sas[0].handle);
+    EXPECT_EQ(s.sas[1].handle, sample_state().sas[1].handle);
+    EXPECT_EQ(s.policies.size(), 2u);
+  }
+}
+
 // The loader checks the state once: the snapshot alone (named so) when no journal record applies,
 // else the state the replay made (named by the snapshot and the journal).
 TEST(StateJournal, AnInconsistentStateIsRefusedNamingTheSnapshotOrTheSnapshotAndTheJournal) {
