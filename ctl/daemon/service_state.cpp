@@ -31,7 +31,9 @@ DaemonState ServiceState::snapshot() {
   s.next_sa_sequence = plane_.sas().next_sequence();
   s.next_policy_id = plane_.spd().next_id();
   std::map<uint64_t, uint64_t> marks;
-  for (const SaRecord* r : plane_.sas().list()) {
+  const std::vector<const SaRecord*> records = plane_.sas().list();
+  s.sas.reserve(records.size());  // no reallocation moves of 200 000 specs (page faults and munmaps)
+  for (const SaRecord* r : records) {
     SavedSa sa{r->handle, r->spec, 0};
     if (r->spec.dir == Direction::Out) {
       const uint64_t mark = mark_for(r->handle);
