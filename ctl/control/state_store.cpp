@@ -540,7 +540,8 @@ class JournalReplay {
         policies_.put(std::move(p));
       } else if (op == "policy-del") {
         const auto id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
-        if (!policies_.erase(id)) bad_state(name, where + " deletes policy " + std::to_string(id) + ", which is not there");
+        if (!policies_.erase(id))
+          bad_state(name, where + " deletes policy " + std::to_string(id) + ", which is not there");
       } else if (op == "sequences" || op == "stop") {
         apply_sequences(state_, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1),
                         static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)), op == "stop");
@@ -934,8 +935,7 @@ void StateStore::complete_compaction() {
 }
 
 bool StateStore::cancel_compaction() {
-  if (!compactor_.joinable() ||
-      previous_journal_bytes_ + journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes))
+  if (!compactor_.joinable() || previous_journal_bytes_ + journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes))
     return false;
   compaction_cancel_.store(true, std::memory_order_release);
   compactor_.join();

@@ -200,9 +200,10 @@ void ServiceState::save_at_stop() {
         } catch (const Error& e) {
           folded = std::string("not folded (") + e.what() + "): the next start replays both and saves synchronously";
         }
-        log(LogLevel::Info, "state kept in " + store_->path() + " and its journals (no snapshot needed at stop: "
-                                "the background snapshot was cancelled, its journal generation " + folded + ") in " +
-                                watch.text());
+        log(LogLevel::Info, "state kept in " + store_->path() +
+                                " and its journals (no snapshot needed at stop: "
+                                "the background snapshot was cancelled, its journal generation " +
+                                folded + ") in " + watch.text());
         return;
       }
       store_->finish_compaction(true);  // a background snapshot still being written, too large a journal to cancel it

@@ -498,7 +498,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
         if (line.find("state kept in ") != std::string::npos || line.find("state saved to ") != std::string::npos) {
           restart_stop_state_log = line;
           if (const size_t at = line.rfind(" in "); at != std::string::npos)
-            std::sscanf(line.c_str() + at + 4, "%lf ms (CPU %lf ms)", &restart_stop_state_ms, &restart_stop_state_cpu_ms);
+            std::sscanf(line.c_str() + at + 4, "%lf ms (CPU %lf ms)", &restart_stop_state_ms,
+                        &restart_stop_state_cpu_ms);
         }
 
       // The journal replay path: a daemon on those files (its start-up snapshot let finish) replaces the
@@ -626,7 +627,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
              "written, is cancelled when the journals are small enough, else waited for)");
   report.add("state_restart_stop_state_ms", restart_stop_state_ms, "ms",
              "the state's part of that stop (cancelling or waiting for the start-up snapshot, the stop record, the "
-             "fold), wall, from its log: " + restart_stop_state_log);
+             "fold), wall, from its log: " +
+                 restart_stop_state_log);
   report.add("state_restart_stop_state_cpu_ms", restart_stop_state_cpu_ms, "ms", "control-thread CPU for the same");
   // The journal replay path (a stop that ended the journal, then the start).
   auto logged = [](const std::string& log, const char* marker, double& wall, double& cpu) {
@@ -649,12 +651,15 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
                  " inbound SAs were replaced by new ones, batched), " + state_where);
   report.add("state_journal_stop_journal_bytes", journal_stop_bytes, "bytes", "state.journal after that stop");
   report.add("state_restore_journal_s_" + total, journal_restore_s, "s",
-             "start with " + total + " SAs until the control socket answers, from the snapshot plus that journal; "
-             "daemon log: " + journal_restore_log);
+             "start with " + total +
+                 " SAs until the control socket answers, from the snapshot plus that journal; "
+                 "daemon log: " +
+                 journal_restore_log);
   report.add("state_restore_journal_daemon_cpu_s_" + total, journal_restore_cpu, "s",
              "daemon CPU time (all threads) from exec until the socket answers, same restart");
   report.add("state_restore_journal_records", records, "records", "journal records replayed by that start");
-  report.add("state_restore_journal_replay_ms", replay_wall, "ms", "wall: reading, scanning, replaying, checking the journal");
+  report.add("state_restore_journal_replay_ms", replay_wall, "ms",
+             "wall: reading, scanning, replaying, checking the journal");
   report.add("state_restore_journal_replay_cpu_ms", replay_cpu, "ms", "control-thread CPU time for the same");
   report.add("state_restore_journal_ns_per_record", records > 0 ? replay_cpu * 1e6 / records : 0, "ns",
              "replay CPU time per journal record (mapping, scanning, parsing, applying; the final check of the whole "
