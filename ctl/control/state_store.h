@@ -45,7 +45,13 @@
 // generation disappears only by being replaced after the new snapshot is
 // durable.  One compaction runs at a time; when one fails (disk full) the
 // old snapshot and both journals stay consistent, and the next compaction
-// is a synchronous save(), which also removes state.journal.next.
+// is a synchronous save(), which also removes state.journal.next.  A clean
+// stop may cancel a background snapshot instead of waiting for it
+// (cancel_compaction: the files are then the crash-during-compaction shape
+// above) and fold state.journal.next into state.journal (fold_next_journal:
+// a new state.journal whose header says "folded": Y, renamed into place,
+// then state.journal.next removed; the loader ignores a state.journal.next
+// of the folded id, left by a crash between the two).
 // OV2_TEST_COMPACT_EVERY_BYTES / OV2_TEST_COMPACT_DELAY_MS (tests only)
 // compact at a small journal size and hold each background snapshot before
 // its rename, so that tests can kill the daemon in the middle of one.
@@ -66,8 +72,10 @@
 // changes are "not-saved" until a full snapshot succeeds
 // (daemon/service_state.h).
 //
-// Loading: snapshot, then the journal replayed over it, then every check of
-// parse_state on the result, before anything is applied.  A torn or corrupt
+// Loading: the files are mapped read-only and parsed where they lie; the
+// snapshot, then the journal records applied to its lists in place, then
+// every check of parse_state, once, on the result (on the snapshot alone,
+// named so, when no record applies), before anything is applied.  A torn or corrupt
 // LAST record (a crash in the middle of a write: the record runs past the end
 // of the file, or its checksum fails and only it -- or only zero bytes --
 // follows) is discarded with a warning naming the file and the offset; it
@@ -76,8 +84,9 @@
 // whole state with a message naming the file, the offset and the problem.
 //
 // Keys: the JSON text holding them (snapshot text, record payloads, the
-// unwritten buffer, what was read back) is wiped with OPENSSL_cleanse once
-// used; keys are never logged.
+// unwritten buffer, the journals read back to be folded) is wiped with
+// OPENSSL_cleanse once used; what the loader reads is mapped from the file,
+// never copied to the heap; keys are never logged.
 //
 // Outbound sequence numbers: the ESP objects are recreated on restart, so an
 // outbound SA would start again at 1 -- reusing (key, IV) pairs for AES-GCM /
@@ -180,7 +189,7 @@ void seal_journal_record(std::string& buffer, size_t at);
 // out and described in `torn_warning` ("NAME: offset N: ...").  Throws
 // ov2::Error(InvalidArgument) "NAME: offset N: ..." for damage before the tail.
 struct JournalScan {
-  std::vector<std::string_view> payloads;  // into the scanned bytes (no copy: the caller keeps and wipes those)
+  std::vector<std::string_view> payloads;  // into the scanned bytes (no copy: the caller keeps them alive)
   std::string torn_warning;
   size_t valid_bytes = 0;  // the length of the complete records (where a torn tail starts)
 };
