@@ -321,11 +321,12 @@ void read_list(Scanner& in, ReadOne&& read_one) {
 
 }  // namespace
 
-std::optional<DaemonState> fast_parse_state(std::string_view text) {
+std::optional<DaemonState> fast_parse_state(std::string_view text, size_t more_sas) {
   try {
     Scanner in(text);
     DaemonState s;
-    s.sas.reserve(text.size() / 256);  // about one SA per 300 bytes: no reallocation moves of the specs
+    // About one SA per 300 bytes: no reallocation moves of the specs (nor in the replay after it).
+    s.sas.reserve(text.size() / 256 + more_sas);
     bool magic = false, version = false, next_sa = false, next_policy = false, sas = false, policies = false,
          journal = false;
     auto once = [](bool& seen) {

@@ -30,7 +30,8 @@ namespace ov2 {
 // The snapshot `text` as a DaemonState, or nullopt when the fast path does
 // not take it.  Does not run validate_state (the caller does, as parse_state
 // does).  Never throws.
-std::optional<DaemonState> fast_parse_state(std::string_view text);
+// `more_sas`: room reserved for that many more SAs (a journal to replay).
+std::optional<DaemonState> fast_parse_state(std::string_view text, size_t more_sas = 0);
 
 // One journal record payload (after the header).
 struct FastRecord {

@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,7 +18,6 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -98,9 +98,16 @@ void wipe_string(std::string& s) {
   s.shrink_to_fit();
 }
 
-std::string serialize_state(const DaemonState& state) {
+namespace {
+
+// serialize_state's text; false (the text wiped) as soon as `cancel` is set (checked every 1024 entries).
+bool serialize_unless_cancelled(const DaemonState& state, std::string& text, const std::atomic<bool>* cancel) {
   // Hand-written (state_json_writer.h): one SA or policy per line, no json tree of the keys.
-  std::string text;
+  auto cancelled = [&](size_t i) {
+    if (cancel == nullptr || i % 1024 != 0 || !cancel->load(std::memory_order_relaxed)) return false;
+    wipe_string(text);
+    return true;
+  };
   text.reserve(256 + state.sas.size() * 640 + state.policies.size() * 256);
   text += "{\"magic\":\"";
   text += kStateMagic;
@@ -110,6 +117,7 @@ std::string serialize_state(const DaemonState& state) {
   if (!state.journal_id.empty()) text += ",\"journal_id\":" + json(state.journal_id).dump();
   text += ",\n\"sas\":[";
   for (size_t i = 0; i < state.sas.size(); ++i) {
+    if (cancelled(i)) return false;
     reserve_wiped(text, kEntryRoom);
     text += i == 0 ? "\n" : ",\n";
     write_sa_entry(text, state.sas[i]);
@@ -117,20 +125,36 @@ std::string serialize_state(const DaemonState& state) {
   reserve_wiped(text, kEntryRoom);
   text += "],\n\"policies\":[";
   for (size_t i = 0; i < state.policies.size(); ++i) {
+    if (cancelled(i)) return false;
     reserve_wiped(text, kEntryRoom);
     text += i == 0 ? "\n" : ",\n";
     write_policy_entry(text, state.policies[i]);
   }
   text += "]}\n";
+  return true;
+}
+
+}  // namespace
+
+std::string serialize_state(const DaemonState& state) {
+  std::string text;
+  serialize_unless_cancelled(state, text, nullptr);
   return text;
 }
 
 DaemonState parse_state(std::string_view text, const std::string& name, bool* fast_path) {
+  bool fast = false;
+  DaemonState s = parse_state_unchecked(text, name, &fast, 0);
+  if (fast) validate_state(s, name);  // (the reference path checked it)
+  if (fast_path != nullptr) *fast_path = fast;
+  return s;
+}
+
+DaemonState parse_state_unchecked(std::string_view text, const std::string& name, bool* fast_path, size_t more_sas) {
   if (fast_path != nullptr) *fast_path = false;
   // What this daemon's writer wrote: read without a json tree (state_json_reader.h); anything else,
   // and every bad file, through the reference path below (same result, same messages).
-  if (std::optional<DaemonState> fast = fast_parse_state(text)) {
-    validate_state(*fast, name);
+  if (std::optional<DaemonState> fast = fast_parse_state(text, more_sas)) {
     if (fast_path != nullptr) *fast_path = true;
     return std::move(*fast);
   }
@@ -323,9 +347,10 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name) {
                           std::to_string(bytes.size() - end) +
                           " more bytes: the journal is damaged before its end; nothing was applied");
     }
-    scan.payloads.emplace_back(payload);
+    scan.payloads.push_back(payload);
     off += 8 + len;
   }
+  scan.valid_bytes = off;
   return scan;
 }
 
@@ -338,52 +363,153 @@ void apply_sequences(DaemonState& state, uint64_t next_sa_sequence, uint32_t nex
 }
 }  // namespace
 
-DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
-                           const std::string& name, bool fast_reader) {
-  std::map<uint64_t, SavedSa> sas;
-  std::map<uint32_t, PolicyRecord> policies;
-  for (SavedSa& sa : state.sas) sas.insert_or_assign(sas.end(), sa.handle, std::move(sa));
-  for (PolicyRecord& p : state.policies) policies.insert_or_assign(policies.end(), p.id, p);
-  FastRecord fast;
-  for (size_t i = first; i < payloads.size(); ++i) {
-    // What this daemon's writer wrote (state_json_reader.h); anything else through nlohmann below.
-    if (fast_reader && fast_parse_record(payloads[i], fast)) {
-      const uint64_t h = fast.sa.handle;
-      switch (fast.op) {
-        case FastRecord::Op::Sa:
-          sas.insert_or_assign(h, std::move(fast.sa));
-          break;
-        case FastRecord::Op::SaDeleted:
-          if (sas.erase(h) == 0)
-            bad_state(name, "record #" + std::to_string(i + 1) + " deletes SA " + handle_to_string(h) +
-                                ", which is not there");
-          break;
-        case FastRecord::Op::Mark: {
-          auto it = sas.find(h);
-          if (it == sas.end())
-            bad_state(name,
-                      "record #" + std::to_string(i + 1) + " marks SA " + handle_to_string(h) + ", which is not there");
-          it->second.seq_mark = std::max(it->second.seq_mark, fast.sa.seq_mark);
-          break;
-        }
-        case FastRecord::Op::Policy:
-          policies[fast.policy.id] = fast.policy;
-          break;
-        case FastRecord::Op::PolicyDeleted:
-          if (policies.erase(fast.policy.id) == 0)
-            bad_state(name, "record #" + std::to_string(i + 1) + " deletes policy " + std::to_string(fast.policy.id) +
-                                ", which is not there");
-          break;
-        case FastRecord::Op::Sequences:
-        case FastRecord::Op::Stop:
-          apply_sequences(state, fast.next_sa_sequence, fast.next_policy_id, fast.op == FastRecord::Op::Stop);
-          break;
-      }
-      fast.sa = {};
-      continue;
+namespace {
+
+// The SAs or the policies of a replay: the loaded list, changed in place by key (no copy into a map
+// and back), entries deleted only marked until finish().  The result is in key order, like the
+// snapshot (a list that is not sorted yet is sorted once, at the end).
+template <typename T, typename Key>
+class KeyedList {
+ public:
+  KeyedList(std::vector<T>& items, Key T::*key, size_t more) : items_(items), key_(key), more_(more) {
+    live_.assign(items_.size(), true);
+  }
+  T* find(Key k) {
+    const auto& index = indexed();
+    auto it = index.find(k);
+    return it == index.end() ? nullptr : &items_[it->second];
+  }
+  void put(T&& item) {
+    const Key k = item.*key_;
+    auto& index = indexed();
+    const auto it = index.find(k);
+    if (it != index.end()) {
+      items_[it->second] = std::move(item);
+      return;
     }
-    const std::string where = "record #" + std::to_string(i + 1);
-    json r = json::parse(payloads[i], nullptr, false);
+    note_added(k, items_.size());
+    items_.push_back(std::move(item));
+    live_.push_back(true);
+  }
+  bool erase(Key k) {
+    auto& index = indexed();
+    auto it = index.find(k);
+    if (it == index.end()) return false;
+    items_[it->second] = T{};  // its keys are wiped now
+    live_[it->second] = false;
+    index.erase(it);
+    ++dead_;
+    return true;
+  }
+  void finish() {
+    if (dead_ > 0) {
+      size_t out = 0;
+      for (size_t i = 0; i < items_.size(); ++i)
+        if (live_[i]) {
+          if (out != i) items_[out] = std::move(items_[i]);
+          ++out;
+        }
+      items_.resize(out);
+    }
+    // (Erasing keeps the order; only an entry added below an earlier one breaks it.  Without the
+    // index, nothing was looked at: the list as loaded.)
+    auto less = [this](const T& a, const T& b) { return a.*key_ < b.*key_; };
+    if (!indexed_) sorted_ = std::is_sorted(items_.begin(), items_.end(), less);
+    if (!sorted_) std::sort(items_.begin(), items_.end(), less);
+  }
+
+ private:
+  // Built at the first record that needs it (a journal of only sequence records never does).
+  std::unordered_map<Key, size_t>& indexed() {
+    if (!indexed_) {
+      indexed_ = true;
+      index_.reserve(items_.size() + more_);
+      for (size_t i = 0; i < items_.size(); ++i) note_added(items_[i].*key_, i);
+    }
+    return index_;
+  }
+  void note_added(Key k, size_t at) {
+    if (at > 0 && !(last_ < k)) sorted_ = false;
+    last_ = k;
+    index_.emplace(k, at);
+  }
+
+  std::vector<T>& items_;
+  Key T::*key_;
+  size_t more_;
+  std::unordered_map<Key, size_t> index_;
+  bool indexed_ = false;
+  std::vector<bool> live_;
+  size_t dead_ = 0;
+  bool sorted_ = true;  // every entry added after one with a smaller key
+  Key last_{};
+};
+
+// Replays journal records over a state: each record parsed where it lies (string_view into the
+// bytes read), applied to the final lists directly; validate_state runs once, in finish().
+class JournalReplay {
+ public:
+  JournalReplay(DaemonState state, size_t records)
+      : state_(std::move(state)),
+        sas_(state_.sas, &SavedSa::handle, records),
+        policies_(state_.policies, &PolicyRecord::id, 0) {}
+
+  void apply(std::span<const std::string_view> payloads, size_t first, const std::string& name, bool fast_reader) {
+    for (size_t i = first; i < payloads.size(); ++i) {
+      // What this daemon's writer wrote (state_json_reader.h); anything else through nlohmann.
+      if (fast_reader && fast_parse_record(payloads[i], fast_)) {
+        apply_fast(i, name);
+        fast_.sa = {};
+      } else {
+        apply_reference(payloads[i], "record #" + std::to_string(i + 1), name);
+      }
+    }
+  }
+
+  DaemonState finish(const std::string& name) {
+    sas_.finish();
+    policies_.finish();
+    validate_state(state_, name);
+    return std::move(state_);
+  }
+
+ private:
+  void apply_fast(size_t i, const std::string& name) {
+    const uint64_t h = fast_.sa.handle;
+    switch (fast_.op) {
+      case FastRecord::Op::Sa:
+        sas_.put(std::move(fast_.sa));
+        break;
+      case FastRecord::Op::SaDeleted:
+        if (!sas_.erase(h))
+          bad_state(name,
+                    "record #" + std::to_string(i + 1) + " deletes SA " + handle_to_string(h) + ", which is not there");
+        break;
+      case FastRecord::Op::Mark: {
+        SavedSa* sa = sas_.find(h);
+        if (sa == nullptr)
+          bad_state(name,
+                    "record #" + std::to_string(i + 1) + " marks SA " + handle_to_string(h) + ", which is not there");
+        sa->seq_mark = std::max(sa->seq_mark, fast_.sa.seq_mark);
+        break;
+      }
+      case FastRecord::Op::Policy:
+        policies_.put(PolicyRecord(fast_.policy));
+        break;
+      case FastRecord::Op::PolicyDeleted:
+        if (!policies_.erase(fast_.policy.id))
+          bad_state(name, "record #" + std::to_string(i + 1) + " deletes policy " + std::to_string(fast_.policy.id) +
+                              ", which is not there");
+        break;
+      case FastRecord::Op::Sequences:
+      case FastRecord::Op::Stop:
+        apply_sequences(state_, fast_.next_sa_sequence, fast_.next_policy_id, fast_.op == FastRecord::Op::Stop);
+        break;
+    }
+  }
+
+  void apply_reference(std::string_view payload, const std::string& where, const std::string& name) {
+    json r = json::parse(payload.begin(), payload.end(), nullptr, false);
     struct Wiper {
       json& j;
       ~Wiper() { wipe_json(j); }
@@ -397,27 +523,27 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
         sa.handle = parse_handle(field(r, "handle", where, name).get<std::string>());
         sa.spec = sa_spec_from_json(field(r, "spec", where, name));
         sa.seq_mark = number(r, "seq_mark", where, name, UINT64_MAX);
-        sas[sa.handle] = std::move(sa);
+        sas_.put(std::move(sa));
       } else if (op == "sa-del") {
         const uint64_t h = parse_handle(field(r, "handle", where, name).get<std::string>());
-        if (sas.erase(h) == 0) bad_state(name, where + " deletes SA " + handle_to_string(h) + ", which is not there");
+        if (!sas_.erase(h)) bad_state(name, where + " deletes SA " + handle_to_string(h) + ", which is not there");
       } else if (op == "mark") {
         const uint64_t h = parse_handle(field(r, "handle", where, name).get<std::string>());
-        auto it = sas.find(h);
-        if (it == sas.end()) bad_state(name, where + " marks SA " + handle_to_string(h) + ", which is not there");
-        it->second.seq_mark = std::max(it->second.seq_mark, number(r, "seq_mark", where, name, UINT64_MAX));
+        SavedSa* sa = sas_.find(h);
+        if (sa == nullptr) bad_state(name, where + " marks SA " + handle_to_string(h) + ", which is not there");
+        sa->seq_mark = std::max(sa->seq_mark, number(r, "seq_mark", where, name, UINT64_MAX));
       } else if (op == "policy") {
         PolicyRecord p;
         p.id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
         p.spec = policy_spec_from_json(field(r, "spec", where, name));
         validate_policy(p.spec);
-        policies[p.id] = p;
+        policies_.put(std::move(p));
       } else if (op == "policy-del") {
         const auto id = static_cast<uint32_t>(number(r, "id", where, name, UINT32_MAX));
-        if (policies.erase(id) == 0)
+        if (!policies_.erase(id))
           bad_state(name, where + " deletes policy " + std::to_string(id) + ", which is not there");
       } else if (op == "sequences" || op == "stop") {
-        apply_sequences(state, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1),
+        apply_sequences(state_, number(r, "next_sa_sequence", where, name, (uint64_t{1} << 40) - 1),
                         static_cast<uint32_t>(number(r, "next_policy_id", where, name, UINT32_MAX)), op == "stop");
       } else {
         bad_state(name, where + " has the unknown op '" + op + "'");
@@ -430,13 +556,26 @@ DaemonState replay_journal(DaemonState state, const std::vector<std::string>& pa
       bad_state(name, where + ": " + what);
     }
   }
-  state.sas.clear();
-  state.policies.clear();
-  state.sas.reserve(sas.size());
-  for (auto& [h, sa] : sas) state.sas.push_back(std::move(sa));
-  for (auto& [id, p] : policies) state.policies.push_back(p);
-  validate_state(state, name);
-  return state;
+
+  DaemonState state_;
+  KeyedList<SavedSa, uint64_t> sas_;
+  KeyedList<PolicyRecord, uint32_t> policies_;
+  FastRecord fast_;
+};
+
+}  // namespace
+
+DaemonState replay_journal(DaemonState state, std::span<const std::string_view> payloads, size_t first,
+                           const std::string& name, bool fast_reader) {
+  JournalReplay replay(std::move(state), payloads.size());
+  replay.apply(payloads, first, name, fast_reader);
+  return replay.finish(name);
+}
+
+DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
+                           const std::string& name, bool fast_reader) {
+  const std::vector<std::string_view> views(payloads.begin(), payloads.end());
+  return replay_journal(std::move(state), views, first, name, fast_reader);
 }
 
 StateStore::StateStore(std::string dir)
@@ -564,6 +703,78 @@ std::string read_whole(const std::string& path, bool* exists) {
   return text;
 }
 
+// A state file mapped read-only, its pages mapped at once (MAP_POPULATE: no page fault per page):
+// parsed where it lies, so no copy of its keys is made on the heap (nothing to wipe afterwards).
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+      if (errno == ENOENT) return;
+      sys_fail("cannot read the state file " + path);
+    }
+    exists_ = true;
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+      const int err = errno;
+      close(fd);
+      errno = err;
+      sys_fail("cannot read the state file " + path);
+    }
+    size_ = static_cast<size_t>(st.st_size);
+    if (size_ > 0) {
+      void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
+      if (p == MAP_FAILED) {
+        const int err = errno;
+        close(fd);
+        size_ = 0;
+        errno = err;
+        sys_fail("cannot read the state file " + path);
+      }
+      data_ = static_cast<const char*>(p);
+    }
+    close(fd);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) munmap(const_cast<char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  bool exists() const { return exists_; }
+  std::string_view bytes() const { return {data_ != nullptr ? data_ : "", size_}; }
+
+ private:
+  bool exists_ = false;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// A journal file as the loader reads it.
+struct JournalFile {
+  explicit JournalFile(const std::string& path);
+  MappedFile file;
+  JournalScan scan;      // views into `file`; payloads[0] is the header
+  std::string snapshot;  // the snapshot it continues
+  std::string after;     // state.journal.next: the journal it follows
+  std::string folded;    // state.journal: the generation folded into it (fold_next_journal)
+};
+
+JournalFile::JournalFile(const std::string& path) : file(path) {
+  if (!file.exists()) return;
+  scan = scan_journal(file.bytes(), path);
+  if (scan.payloads.empty()) return;
+  const std::string_view first = scan.payloads[0];
+  const json header = json::parse(first.begin(), first.end(), nullptr, false);
+  if (!header.is_object() || header.value("journal", "") != kJournalMagic || header.value("version", 0) != 1 ||
+      !header.contains("snapshot") || !header["snapshot"].is_string() ||
+      (header.contains("after") && !header["after"].is_string()) ||
+      (header.contains("folded") && !header["folded"].is_string()))
+    bad_state(path, "offset 0: the first record is not an ipsecov2 journal header (version 1)");
+  snapshot = header["snapshot"].get<std::string>();
+  after = header.value("after", "");
+  folded = header.value("folded", "");
+}
+
 }  // namespace
 
 void StateStore::fsync_dir() const {
@@ -597,6 +808,7 @@ void StateStore::save(DaemonState state) {
   wipe_string(pending_);
   open_journal(journal_path_, id, "");
   journal_is_next_ = false;
+  compaction_cancelled_ = false;
   snapshot_id_ = id;
   unlink(next_journal_path_.c_str());  // a generation of a failed or interrupted compaction: contained in `state`
 }
@@ -638,7 +850,12 @@ bool StateStore::compact_after_load(DaemonState state) {
   snapshot_bytes_ = loaded.snapshot_bytes;
   // state.journal.next will say it follows state.journal: that must be the loaded snapshot's journal.
   // A missing or stale one is replaced by an empty one continuing the snapshot (a few bytes).
-  if (!loaded.journal_continues) open_journal(journal_path_, snapshot_id_, "");
+  if (loaded.journal_continues) {
+    journal_bytes_ = loaded.journal_bytes;
+    journal_records_ = loaded.journal_records;
+  } else {
+    open_journal(journal_path_, snapshot_id_, "");
+  }
   begin_background_snapshot(std::move(state));
   return true;
 }
@@ -647,6 +864,9 @@ void StateStore::begin_background_snapshot(DaemonState state) {
   if (!pending_.empty()) fail(ErrorCode::Internal, "start_compaction with uncommitted journal records");
   const std::string id = random_id();
   state.journal_id = id;
+  // What a cancelled compaction folds together (fold_next_journal): the current journal as it is now.
+  previous_journal_bytes_ = journal_bytes_;
+  previous_journal_records_ = journal_records_;
   // First the new generation: from here on changes go to state.journal.next, which continues the
   // snapshot being written ("snapshot": id) and, until that is in place, the current journal ("after").
   open_journal(next_journal_path_, id, snapshot_id_);
@@ -654,19 +874,31 @@ void StateStore::begin_background_snapshot(DaemonState state) {
   compaction_id_ = id;
   compaction_result_ = {};
   compaction_done_.store(false, std::memory_order_relaxed);
+  compaction_cancel_.store(false, std::memory_order_relaxed);
   compactor_ = std::thread([this, state = std::move(state)]() mutable {
     // Below the control thread: answering requests matters more than finishing the snapshot soon.
     setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
     CompactionResult result;
     try {
-      std::string text = serialize_state(state);
+      std::string text;
+      const bool whole = serialize_unless_cancelled(state, text, &compaction_cancel_);
       state = {};  // the keys of the copy go as soon as they are text
-      result.bytes = text.size();
       const std::string tmp = path_ + ".tmp";
-      close(write_temp(tmp, text));
-      if (compact_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(compact_delay_ms_));
-      rename_into_place(tmp, path_);
-      fsync_dir();
+      if (whole) {
+        result.bytes = text.size();
+        close(write_temp(tmp, text));
+        for (unsigned waited = 0; waited < compact_delay_ms_ && !compaction_cancel_.load(std::memory_order_relaxed);
+             waited += 10)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      // The last moment a cancel (cancel_compaction) takes effect: after it, the snapshot is in place.
+      if (!whole || compaction_cancel_.load(std::memory_order_acquire)) {
+        unlink(tmp.c_str());
+        result.cancelled = true;
+      } else {
+        rename_into_place(tmp, path_);
+        fsync_dir();
+      }
     } catch (const Error& e) {
       result.error = e.what();
     } catch (const std::exception& e) {
@@ -681,6 +913,11 @@ bool StateStore::finish_compaction(bool wait) {
   if (!compactor_.joinable()) return false;
   if (!wait && !compaction_done_.load(std::memory_order_acquire)) return false;
   compactor_.join();
+  complete_compaction();
+  return true;
+}
+
+void StateStore::complete_compaction() {
   CompactionResult result = std::move(compaction_result_);
   compaction_result_ = {};
   if (!result.error.empty())
@@ -695,7 +932,67 @@ bool StateStore::finish_compaction(bool wait) {
   journal_is_next_ = false;
   snapshot_id_ = compaction_id_;
   snapshot_bytes_ = result.bytes;
+}
+
+bool StateStore::cancel_compaction() {
+  if (!compactor_.joinable() || previous_journal_bytes_ + journal_bytes_ > std::max(snapshot_bytes_, kMinCompactBytes))
+    return false;
+  compaction_cancel_.store(true, std::memory_order_release);
+  compactor_.join();
+  if (!compaction_result_.cancelled) {
+    complete_compaction();  // it was past its last check: the snapshot is in place
+    return false;
+  }
+  compaction_result_ = {};
+  compaction_cancelled_ = true;
   return true;
+}
+
+void StateStore::fold_next_journal() {
+  if (!compaction_cancelled_ || !journal_is_next_ || compactor_.joinable() || !pending_.empty())
+    fail(ErrorCode::Internal, "fold_next_journal without a cancelled compaction, or with uncommitted records");
+  bool exists = false, next_exists = false;
+  std::string current = read_whole(journal_path_, &exists);
+  std::string next = read_whole(next_journal_path_, &next_exists);
+  struct WipeBoth {
+    std::string& a;
+    std::string& b;
+    ~WipeBoth() {
+      wipe_string(a);
+      wipe_string(b);
+    }
+  } wipe{current, next};
+  // Everything after each file's header: the records that were durable (a torn tail is left out).
+  auto body = [](const std::string& bytes, uint64_t valid) -> std::string_view {
+    if (bytes.size() < 8 || valid > bytes.size()) return {};
+    const size_t header = 8 + size_t{get_u32(bytes, 0)};
+    return header <= valid ? std::string_view(bytes).substr(header, valid - header) : std::string_view{};
+  };
+  const std::string_view old_records = body(current, previous_journal_bytes_);
+  const std::string_view new_records = body(next, journal_bytes_);
+  if (!exists || !next_exists || old_records.data() == nullptr || new_records.data() == nullptr)
+    fail(ErrorCode::Kernel, journal_path_ + " or " + next_journal_path_ + " is not what this daemon wrote; both kept");
+  // The header says which generation it holds: if state.journal.next is still there after a crash
+  // (the rename below done, its unlink not), the loader ignores it.
+  const json h = {{"journal", kJournalMagic}, {"version", 1}, {"snapshot", snapshot_id_}, {"folded", compaction_id_}};
+  std::string text = encode_journal_record(h.dump());
+  text.reserve(text.size() + old_records.size() + new_records.size());  // grown before it holds keys
+  text.append(old_records);
+  text.append(new_records);
+  const uint64_t size = text.size();
+  const std::string tmp = journal_path_ + ".tmp";
+  const int fd = write_temp(tmp, text);
+  rename_into_place(tmp, journal_path_);
+  fsync_dir();
+  unlink(next_journal_path_.c_str());
+  fsync_dir();
+  if (journal_fd_ >= 0) close(journal_fd_);
+  journal_fd_ = fd;
+  if (lseek(journal_fd_, 0, SEEK_END) < 0) sys_fail("cannot seek in " + journal_path_);
+  journal_bytes_ = size;
+  journal_records_ += previous_journal_records_;
+  journal_is_next_ = false;
+  compaction_cancelled_ = false;
 }
 
 template <typename Write>
@@ -781,104 +1078,89 @@ std::optional<DaemonState> StateStore::load(LoadReport* report) const {
   rep = {};
   loaded_ = {};
   const Stopwatch snapshot_watch;
-  bool exists = false;
-  std::string text = read_whole(path_, &exists);
-  bool journal_exists = false;
-  if (!exists) {
-    std::string orphan = read_whole(journal_path_, &journal_exists);  // only to say so
-    wipe_string(orphan);
-    if (journal_exists) rep.warning = journal_path_ + " has no snapshot " + path_ + " to continue; it was ignored";
+  const MappedFile snapshot(path_);
+  if (!snapshot.exists()) {
+    if (MappedFile(journal_path_).exists())  // only to say so
+      rep.warning = journal_path_ + " has no snapshot " + path_ + " to continue; it was ignored";
     return std::nullopt;
   }
-  // What was read holds keys: wiped however this ends.
-  struct WipeOnExit {
-    std::string& s;
-    ~WipeOnExit() { wipe_string(s); }
-  };
-  const uint64_t snapshot_bytes = text.size();
-  DaemonState s;
-  {
-    WipeOnExit wipe_text{text};
-    s = parse_state(text, path_, &rep.fast_path);
-  }
-  rep.snapshot_time = snapshot_watch.text();
-  const Stopwatch journal_watch;
+  const uint64_t snapshot_bytes = snapshot.bytes().size();
+  const uint64_t map_wall_us = snapshot_watch.wall_us(), map_cpu_us = snapshot_watch.cpu_us();
   // The journal that continues the snapshot: state.journal, or state.journal.next when a crash came
   // after a background compaction's snapshot was renamed into place, before its journal was; plus
-  // state.journal.next after state.journal when the crash came during the compaction.
-  JournalFile current = read_journal_file(journal_path_);
-  JournalFile next = read_journal_file(next_journal_path_);
-  struct Wiper {
-    JournalFile& a;
-    JournalFile& b;
-    ~Wiper() {
-      for (auto* f : {&a, &b})
-        for (auto& p : f->scan.payloads) wipe_string(p);
-    }
-  } wiper{current, next};
+  // state.journal.next after state.journal when the crash came during the compaction.  Mapped and
+  // scanned first: their record counts size the snapshot's SA list once for the replay.
+  const Stopwatch scan_watch;
+  const JournalFile current(journal_path_);
+  const JournalFile next(next_journal_path_);
+  const uint64_t scan_wall_us = scan_watch.wall_us(), scan_cpu_us = scan_watch.cpu_us();
+  const size_t all_records = current.scan.payloads.size() + next.scan.payloads.size();
+  // Checked once: the snapshot alone when no journal record applies, else the state after the replay.
+  const Stopwatch parse_watch;
+  DaemonState s = parse_state_unchecked(snapshot.bytes(), path_, &rep.fast_path, all_records);
+  const uint64_t parse_wall_us = parse_watch.wall_us(), parse_cpu_us = parse_watch.cpu_us();
   std::vector<std::string> notes;
   auto note_torn = [&](const JournalFile& f) {
     if (!f.scan.torn_warning.empty())
       notes.push_back(f.scan.torn_warning + "; that record was discarded (never acknowledged)");
   };
   // The plain shape (compact_after_load continues it): the snapshot, its journal or none, no next generation.
-  loaded_ = {};
-  if (!s.journal_id.empty() && !next.exists) {
+  if (!s.journal_id.empty() && !next.file.exists()) {
     loaded_.snapshot_id = s.journal_id;
     loaded_.snapshot_bytes = snapshot_bytes;
     loaded_.journal_continues = current.snapshot == s.journal_id;
+    if (loaded_.journal_continues) {
+      loaded_.journal_bytes = current.scan.valid_bytes;
+      loaded_.journal_records = current.scan.payloads.size() - 1;
+    }
   }
+  // The journals to replay, in order.
+  std::vector<std::pair<const JournalFile*, const std::string*>> replay;
   if (!current.snapshot.empty() && current.snapshot == s.journal_id) {
     note_torn(current);
-    rep.journal_records = current.scan.payloads.size() - 1;
-    // (A journal of only its header leaves the checked snapshot as it is.)
-    if (rep.journal_records > 0) s = replay_journal(std::move(s), current.scan.payloads, 1, journal_path_);
-    if (next.exists && !next.after.empty() && next.after == s.journal_id) {
+    replay.emplace_back(&current, &journal_path_);
+    // A generation folded into state.journal at a stop (fold_next_journal) is in it already.
+    const bool folded = !current.folded.empty() && current.folded == next.snapshot;
+    if (folded) notes.push_back(next_journal_path_ + " is folded into " + journal_path_ + " already; ignored");
+    if (next.file.exists() && !next.after.empty() && next.after == s.journal_id && !folded) {
       note_torn(next);
-      rep.journal_records += next.scan.payloads.size() - 1;
-      s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
+      replay.emplace_back(&next, &next_journal_path_);
       notes.push_back(next_journal_path_ +
                       " (a compaction interrupted before its snapshot was in place) replayed after " + journal_path_);
     }
   } else if (!next.snapshot.empty() && next.snapshot == s.journal_id) {
     note_torn(next);
-    rep.journal_records = next.scan.payloads.size() - 1;
-    s = replay_journal(std::move(s), next.scan.payloads, 1, next_journal_path_);
+    replay.emplace_back(&next, &next_journal_path_);
     notes.push_back(next_journal_path_ + " continues " + path_ +
                     " (a compaction interrupted before its journal was renamed)");
-  } else if (current.exists && !current.snapshot.empty()) {
+  } else if (current.file.exists() && !current.snapshot.empty()) {
     // A crash after the snapshot was written, before the journal was replaced: the snapshot holds it all.
     notes.push_back(journal_path_ + " continues another snapshot than " + path_ + " (left from a compaction); ignored");
   } else {
     note_torn(current);
   }
+  for (const auto& [f, name] : replay) rep.journal_records += f->scan.payloads.size() - 1;
+  const Stopwatch replay_watch;
+  if (rep.journal_records == 0) {
+    validate_state(s, path_);
+  } else {
+    JournalReplay replayed(std::move(s), rep.journal_records);
+    for (const auto& [f, name] : replay) replayed.apply(f->scan.payloads, 1, *name, true);
+    s = replayed.finish(path_ + " after replaying " + *replay.back().second);
+  }
+  const uint64_t replay_wall_us = replay_watch.wall_us(), replay_cpu_us = replay_watch.cpu_us();
   for (const std::string& n : notes) rep.warning += (rep.warning.empty() ? "" : "; ") + n;
-  rep.journal_time = journal_watch.text();
+  // Reading and parsing the snapshot (and checking it, when no journal applies); mapping, scanning
+  // and replaying the journals (and checking the result).
+  auto text = [](uint64_t wall_us, uint64_t cpu_us) {
+    return std::to_string(wall_us / 1000) + " ms (CPU " + std::to_string(cpu_us / 1000) + " ms)";
+  };
+  const bool checked_with_snapshot = rep.journal_records == 0;
+  rep.snapshot_time = text(map_wall_us + parse_wall_us + (checked_with_snapshot ? replay_wall_us : 0),
+                           map_cpu_us + parse_cpu_us + (checked_with_snapshot ? replay_cpu_us : 0));
+  rep.journal_time = text(scan_wall_us + (checked_with_snapshot ? 0 : replay_wall_us),
+                          scan_cpu_us + (checked_with_snapshot ? 0 : replay_cpu_us));
   return s;
-}
-
-StateStore::JournalFile StateStore::read_journal_file(const std::string& path) const {
-  JournalFile f;
-  std::string bytes = read_whole(path, &f.exists);
-  if (!f.exists) return f;
-  try {
-    f.scan = scan_journal(bytes, path);
-  } catch (...) {
-    wipe_string(bytes);
-    throw;
-  }
-  wipe_string(bytes);
-  if (f.scan.payloads.empty()) return f;
-  const json header = json::parse(f.scan.payloads[0], nullptr, false);
-  if (!header.is_object() || header.value("journal", "") != kJournalMagic || header.value("version", 0) != 1 ||
-      !header.contains("snapshot") || !header["snapshot"].is_string() ||
-      (header.contains("after") && !header["after"].is_string())) {
-    for (auto& p : f.scan.payloads) wipe_string(p);
-    bad_state(path, "offset 0: the first record is not an ipsecov2 journal header (version 1)");
-  }
-  f.snapshot = header["snapshot"].get<std::string>();
-  f.after = header.value("after", "");
-  return f;
 }
 
 std::string StateStore::move_aside() const {

@@ -45,7 +45,13 @@
 // generation disappears only by being replaced after the new snapshot is
 // durable.  One compaction runs at a time; when one fails (disk full) the
 // old snapshot and both journals stay consistent, and the next compaction
-// is a synchronous save(), which also removes state.journal.next.
+// is a synchronous save(), which also removes state.journal.next.  A clean
+// stop may cancel a background snapshot instead of waiting for it
+// (cancel_compaction: the files are then the crash-during-compaction shape
+// above) and fold state.journal.next into state.journal (fold_next_journal:
+// a new state.journal whose header says "folded": Y, renamed into place,
+// then state.journal.next removed; the loader ignores a state.journal.next
+// of the folded id, left by a crash between the two).
 // OV2_TEST_COMPACT_EVERY_BYTES / OV2_TEST_COMPACT_DELAY_MS (tests only)
 // compact at a small journal size and hold each background snapshot before
 // its rename, so that tests can kill the daemon in the middle of one.
@@ -66,8 +72,10 @@
 // changes are "not-saved" until a full snapshot succeeds
 // (daemon/service_state.h).
 //
-// Loading: snapshot, then the journal replayed over it, then every check of
-// parse_state on the result, before anything is applied.  A torn or corrupt
+// Loading: the files are mapped read-only and parsed where they lie; the
+// snapshot, then the journal records applied to its lists in place, then
+// every check of parse_state, once, on the result (on the snapshot alone,
+// named so, when no record applies), before anything is applied.  A torn or corrupt
 // LAST record (a crash in the middle of a write: the record runs past the end
 // of the file, or its checksum fails and only it -- or only zero bytes --
 // follows) is discarded with a warning naming the file and the offset; it
@@ -76,8 +84,9 @@
 // whole state with a message naming the file, the offset and the problem.
 //
 // Keys: the JSON text holding them (snapshot text, record payloads, the
-// unwritten buffer, what was read back) is wiped with OPENSSL_cleanse once
-// used; keys are never logged.
+// unwritten buffer, the journals read back to be folded) is wiped with
+// OPENSSL_cleanse once used; what the loader reads is mapped from the file,
+// never copied to the heap; keys are never logged.
 //
 // Outbound sequence numbers: the ESP objects are recreated on restart, so an
 // outbound SA would start again at 1 -- reusing (key, IV) pairs for AES-GCM /
@@ -97,6 +106,7 @@
 #include <atomic>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -152,6 +162,11 @@ std::string serialize_state(const DaemonState& state);
 // (state_json_reader.h); everything else by parse_state_reference.
 // `fast_path` (optional) tells which path read it.
 DaemonState parse_state(std::string_view text, const std::string& name, bool* fast_path = nullptr);
+// parse_state without validate_state on the fast path (the reference path
+// checks anyway), for a caller that checks the state it makes of it (the
+// loader: once, after replaying the journal); room for `more_sas` more SAs
+// is reserved in the list.
+DaemonState parse_state_unchecked(std::string_view text, const std::string& name, bool* fast_path, size_t more_sas);
 // The reference: the same through nlohmann::json (a tree of the whole file,
 // wiped after use).  Same result and messages as parse_state.
 DaemonState parse_state_reference(std::string_view text, const std::string& name);
@@ -174,8 +189,9 @@ void seal_journal_record(std::string& buffer, size_t at);
 // out and described in `torn_warning` ("NAME: offset N: ...").  Throws
 // ov2::Error(InvalidArgument) "NAME: offset N: ..." for damage before the tail.
 struct JournalScan {
-  std::vector<std::string> payloads;  // the caller wipes them
+  std::vector<std::string_view> payloads;  // into the scanned bytes (no copy: the caller keeps them alive)
   std::string torn_warning;
+  size_t valid_bytes = 0;  // the length of the complete records (where a torn tail starts)
 };
 JournalScan scan_journal(std::string_view bytes, const std::string& name);
 
@@ -184,6 +200,10 @@ JournalScan scan_journal(std::string_view bytes, const std::string& name);
 // and the record number for a record that is malformed or does not apply.
 // Records in the writer's shape are read by the fast path (state_json_reader.h)
 // unless `fast` is false (tests: the nlohmann reference for every record).
+// Each record is read where it lies and applied to the result's lists in
+// place (no map of the whole state, no copy of the records).
+DaemonState replay_journal(DaemonState state, std::span<const std::string_view> payloads, size_t first,
+                           const std::string& name, bool fast = true);
 DaemonState replay_journal(DaemonState state, const std::vector<std::string>& payloads, size_t first,
                            const std::string& name, bool fast = true);
 
@@ -232,6 +252,27 @@ class StateStore {
   // Returns true when the snapshot is being written in the background.
   bool compact_after_load(DaemonState state);
   bool compaction_running() const { return compactor_.joinable(); }
+  // At a clean stop, instead of waiting for a background snapshot (the
+  // start-up one, typically): when the current journal and the new
+  // generation together are not larger than a stop may end with (the bound
+  // of journal_can_end_a_stop), stops the snapshot thread before its rename
+  // (its temp file removed) and returns true: the old snapshot, its journal
+  // and state.journal.next ("after" it) hold everything, the shape the
+  // loader already restores after a crash in the middle of a compaction;
+  // later records still go to state.journal.next.  False when none runs,
+  // when the journals are too large (the caller waits with
+  // finish_compaction), or when the snapshot was already in place (then it
+  // is finished as finish_compaction does).  Throws like finish_compaction.
+  bool cancel_compaction();
+  // After cancel_compaction and the stop's last commit: folds the two
+  // journals into one, so that the next start finds the plain shape (and
+  // writes its start-up snapshot in the background): a new state.journal
+  // (temp file, fsync, rename) holding the records of both, whose header
+  // names the folded generation ("folded": its id; the loader ignores a
+  // state.journal.next of that id, left by a crash before its unlink); then
+  // state.journal.next is removed.  A crash at any point restores the same
+  // state.  Throws ov2::Error (the two journals then stay as they were).
+  void fold_next_journal();
 
   // Queue one journal record (nothing is written until commit()).
   void append_sa(const SavedSa& sa);
@@ -286,20 +327,16 @@ class StateStore {
   // Writes a fresh journal at `path` (header naming `snapshot_id` and the
   // journal `after` which it follows, "" for none) and appends to it from now on.
   void open_journal(const std::string& path, const std::string& snapshot_id, const std::string& after);
-  struct JournalFile {
-    bool exists = false;
-    JournalScan scan;      // payloads[0] is the header
-    std::string snapshot;  // the snapshot it continues
-    std::string after;     // state.journal.next: the journal it follows
-  };
-  JournalFile read_journal_file(const std::string& path) const;
   struct CompactionResult {
     std::string error;
     uint64_t bytes = 0;
+    bool cancelled = false;  // stopped before its rename (cancel_compaction)
   };
   void fsync_dir() const;
   // The background part of start_compaction (the checks done).
   void begin_background_snapshot(DaemonState state);
+  // The control thread's part once the snapshot thread is joined: state.journal.next becomes the journal.
+  void complete_compaction();
 
   std::string dir_;
   std::string path_;
@@ -315,6 +352,10 @@ class StateStore {
   bool journal_is_next_ = false;  // appending to state.journal.next
   std::thread compactor_;         // the background snapshot writer
   std::atomic<bool> compaction_done_{false};
+  std::atomic<bool> compaction_cancel_{false};  // set by cancel_compaction, read by the thread
+  bool compaction_cancelled_ = false;           // state.journal.next follows a cancelled snapshot
+  uint64_t previous_journal_bytes_ = 0;         // state.journal when the compaction started
+  size_t previous_journal_records_ = 0;
   CompactionResult compaction_result_;  // written by the thread before compaction_done_
   std::string compaction_id_;
   // What the last load() found, for compact_after_load ("" : nothing to continue).
@@ -322,6 +363,8 @@ class StateStore {
     std::string snapshot_id;
     uint64_t snapshot_bytes = 0;
     bool journal_continues = false;  // state.journal continues it (else none, or a stale one)
+    uint64_t journal_bytes = 0;      // its complete records' length (a torn tail left out)
+    size_t journal_records = 0;
   };
   mutable Loaded loaded_;
   uint64_t compact_every_bytes_ = 0;  // OV2_TEST_COMPACT_EVERY_BYTES

@@ -29,8 +29,11 @@ class ServiceState : public ControlPlane::Listener {
   // for the file's sake.
   void restore();
 
-  // At a clean stop (after the last change): waits for a background
-  // snapshot still being written, then, when the journal is not larger than
+  // At a clean stop (after the last change): a background snapshot still
+  // being written is cancelled when the journals are small enough to end the
+  // stop with (StateStore::cancel_compaction; the stop record goes to the new
+  // generation, which is then folded into state.journal), else waited for;
+  // then, when the journal is not larger than
   // the snapshot (StateStore::journal_can_end_a_stop), journals the sequence
   // marks that traffic passed and a "stop" record with the exact handle and
   // policy-id sequences and makes them durable -- no snapshot is written, the

@@ -426,6 +426,11 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   double stop_s = 0, restore_s = 0, restore_cpu = 0, restored = 0, restart_stop_s = 0;
   double stop_journal_bytes = 0, stop_snapshot_bytes = 0;
   std::string restore_log;
+  // The restore after a stop that ended the journal (no snapshot at stop): the journal replay path.
+  double restart_stop_state_ms = 0, restart_stop_state_cpu_ms = 0;
+  std::string restart_stop_state_log;
+  double journal_stop_s = 0, journal_stop_bytes = 0, journal_restore_s = 0, journal_restore_cpu = 0;
+  std::string journal_restore_log;
   constexpr uint32_t kPerBatch = 1000;
   constexpr unsigned kSingleConnections = 4;
   std::string fs;
@@ -486,6 +491,49 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
           restore_log += (restore_log.empty() ? "" : " | ") + line;
       }
       restart_stop_s = again.stop_timed();
+      // The state's part of that stop, from its log line ("state kept in ... in W ms (CPU C ms)", or
+      // "state saved to ... at stop (snapshot) in ...").
+      std::ifstream stop_log(state_parent + "/restart.log");
+      for (std::string line; std::getline(stop_log, line);)
+        if (line.find("state kept in ") != std::string::npos || line.find("state saved to ") != std::string::npos) {
+          restart_stop_state_log = line;
+          if (const size_t at = line.rfind(" in "); at != std::string::npos)
+            std::sscanf(line.c_str() + at + 4, "%lf ms (CPU %lf ms)", &restart_stop_state_ms,
+                        &restart_stop_state_cpu_ms);
+        }
+
+      // The journal replay path: a daemon on those files (its start-up snapshot let finish) replaces the
+      // N inbound SAs with N new ones (batched: N deletes and N adds journaled, less than the snapshot),
+      // so that its clean stop ends the journal instead of writing a snapshot; then the start again.
+      const std::string state_dir = state_parent + "/state";
+      {
+        Daemon third(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_dir, true);
+        for (int i = 0; i < 600 && std::filesystem::exists(state_dir + "/state.journal.next"); ++i)
+          interruptible_sleep(std::chrono::milliseconds(100));
+        {
+          PipelinedClient churn(state_parent + "/ctl.sock");
+          delete_sas(churn, kept_in);
+        }
+        double churn_s = 0;
+        kept_in = exchange_sa_adds(state_parent + "/ctl.sock",
+                                   sa_add_batch_requests("in", 0x500000, options.sa_count, kPerBatch), 1, churn_s);
+        journal_stop_s = third.stop_timed();
+      }
+      journal_stop_bytes = static_cast<double>(std::filesystem::file_size(state_dir + "/state.journal", ec));
+      const auto t1 = std::chrono::steady_clock::now();
+      Daemon fourth(options.daemon_binary, state_parent + "/ctl.sock", options.with_wire, state_dir, true,
+                    state_parent + "/restart-journal.log");
+      journal_restore_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+      journal_restore_cpu = cpu_seconds(fourth.pid());
+      std::vector<std::string> new_shows;
+      for (size_t i = 0; i < kept_in.size(); i += 997)
+        new_shows.push_back(json{{"version", 1}, {"op", "sa.show"}, {"handle", kept_in[i]}}.dump() + "\n");
+      for (const json& a : PipelinedClient(state_parent + "/ctl.sock").exchange(new_shows))
+        if (!a.value("ok", false)) throw std::runtime_error("a journaled SA is missing after the restart: " + a.dump());
+      std::ifstream journal_log(state_parent + "/restart-journal.log");
+      for (std::string line; std::getline(journal_log, line);)
+        if (line.find("restored ") != std::string::npos) journal_restore_log = line;
+      fourth.stop_timed();
     } catch (const std::exception& e) {
       check_interrupt();
       error = e.what();
@@ -575,7 +623,53 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
     report.add(std::string(key) + "_cpu_ms", cpu, "ms", "CPU time of the daemon's control thread for the same");
   }
   report.add("state_restart_stop_s_" + total, restart_stop_s, "s",
-             "clean stop of the restarted daemon (waits for its start-up snapshot if still running)");
+             "clean stop of the restarted daemon right after its start (its start-up snapshot, if still being "
+             "written, is cancelled when the journals are small enough, else waited for)");
+  report.add("state_restart_stop_state_ms", restart_stop_state_ms, "ms",
+             "the state's part of that stop (cancelling or waiting for the start-up snapshot, the stop record, the "
+             "fold), wall, from its log: " +
+                 restart_stop_state_log);
+  report.add("state_restart_stop_state_cpu_ms", restart_stop_state_cpu_ms, "ms", "control-thread CPU for the same");
+  // The journal replay path (a stop that ended the journal, then the start).
+  auto logged = [](const std::string& log, const char* marker, double& wall, double& cpu) {
+    wall = cpu = 0;
+    const size_t at = log.find(marker);
+    if (at != std::string::npos)
+      std::sscanf(log.c_str() + at + std::strlen(marker), "%lf ms (CPU %lf ms)", &wall, &cpu);
+  };
+  double replay_wall = 0, replay_cpu = 0, snap_wall = 0, snap_cpu = 0, install_wall = 0, install_cpu = 0;
+  logged(journal_restore_log, ", journal ", replay_wall, replay_cpu);
+  logged(journal_restore_log, "snapshot read, parsed and checked in ", snap_wall, snap_cpu);
+  logged(journal_restore_log, "installed in ", install_wall, install_cpu);
+  double records = 0;
+  if (const size_t at = journal_restore_log.find(" journal records"); at != std::string::npos) {
+    const size_t from = journal_restore_log.rfind(" and ", at);
+    if (from != std::string::npos) records = std::atof(journal_restore_log.c_str() + from + 5);
+  }
+  report.add("state_journal_stop_s_" + total, journal_stop_s, "s",
+             "clean stop that ends the journal (after " + std::to_string(options.sa_count) +
+                 " inbound SAs were replaced by new ones, batched), " + state_where);
+  report.add("state_journal_stop_journal_bytes", journal_stop_bytes, "bytes", "state.journal after that stop");
+  report.add("state_restore_journal_s_" + total, journal_restore_s, "s",
+             "start with " + total +
+                 " SAs until the control socket answers, from the snapshot plus that journal; "
+                 "daemon log: " +
+                 journal_restore_log);
+  report.add("state_restore_journal_daemon_cpu_s_" + total, journal_restore_cpu, "s",
+             "daemon CPU time (all threads) from exec until the socket answers, same restart");
+  report.add("state_restore_journal_records", records, "records", "journal records replayed by that start");
+  report.add("state_restore_journal_replay_ms", replay_wall, "ms",
+             "wall: reading, scanning, replaying, checking the journal");
+  report.add("state_restore_journal_replay_cpu_ms", replay_cpu, "ms", "control-thread CPU time for the same");
+  report.add("state_restore_journal_ns_per_record", records > 0 ? replay_cpu * 1e6 / records : 0, "ns",
+             "replay CPU time per journal record (mapping, scanning, parsing, applying; the final check of the whole "
+             "state included)");
+  double first_snapshot_wall = 0, first_snapshot_cpu = 0;
+  logged(restore_log, "snapshot read, parsed and checked in ", first_snapshot_wall, first_snapshot_cpu);
+  report.add("state_restore_snapshot_ns_per_sa", restored > 0 ? first_snapshot_cpu * 1e6 / restored : 0, "ns",
+             "the first restart's snapshot CPU time per SA (reading, parsing, checking), to compare with the above");
+  report.add("state_restore_journal_snapshot_cpu_ms", snap_cpu, "ms", "control-thread CPU: that start's snapshot");
+  report.add("state_restore_journal_install_cpu_ms", install_cpu, "ms", "control-thread CPU: that start's install");
 }
 
 }  // namespace ov2::bench

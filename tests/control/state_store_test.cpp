@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "control/control_plane.h"
+#include "control/state_json_writer.h"
 #include "error_of.h"
 #include "fake_engine.h"
 #include "model/sa_json.h"
@@ -298,7 +299,8 @@ TEST(StateJournalCodec, RecordsRoundTripInOrder) {
   const std::string bytes = three_records(&offsets);
   EXPECT_EQ(bytes.size(), 3 * 8 + 7 + 8 + 9u);
   const JournalScan scan = scan_journal(bytes, "j");
-  EXPECT_EQ(scan.payloads, (std::vector<std::string>{"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}));
+  EXPECT_EQ(scan.payloads, (std::vector<std::string_view>{"{\"a\":1}", "{\"b\":22}", "{\"c\":333}"}));
+  EXPECT_EQ(scan.valid_bytes, bytes.size());
   EXPECT_EQ(scan.torn_warning, "");
 }
 
@@ -307,8 +309,10 @@ TEST(StateJournalCodec, ATornLastRecordIsDroppedWithAWarningNamingTheOffsetAtEve
   const std::string bytes = three_records(&offsets);
   for (size_t cut = offsets[2] + 1; cut < bytes.size(); ++cut) {
     SCOPED_TRACE(cut);
-    const JournalScan scan = scan_journal(bytes.substr(0, cut), "/d/state.journal");
+    const std::string torn = bytes.substr(0, cut);
+    const JournalScan scan = scan_journal(torn, "/d/state.journal");
     EXPECT_EQ(scan.payloads.size(), 2u);
+    EXPECT_EQ(scan.valid_bytes, offsets[2]);
     EXPECT_THAT(scan.torn_warning, HasSubstr("/d/state.journal: offset " + std::to_string(offsets[2]) + ": "));
   }
   // The last record's bytes damaged (not cut): its checksum fails, nothing follows it.
@@ -319,8 +323,10 @@ TEST(StateJournalCodec, ATornLastRecordIsDroppedWithAWarningNamingTheOffsetAtEve
   EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(offsets[2]) + ": the last record"));
   EXPECT_THAT(scan.torn_warning, HasSubstr("bad checksum"));
   // A crash that left zeros where the last write went (the file grew, the data did not land).
-  scan = scan_journal(bytes + std::string(4096, '\0'), "j");
+  const std::string zeros = bytes + std::string(4096, '\0');
+  scan = scan_journal(zeros, "j");
   EXPECT_EQ(scan.payloads.size(), 3u);
+  EXPECT_EQ(scan.valid_bytes, bytes.size());
   EXPECT_THAT(scan.torn_warning, HasSubstr("offset " + std::to_string(bytes.size()) + ":"));
 }
 
@@ -594,6 +600,200 @@ TEST(StateJournal, AFailedBackgroundCompactionKeepsEverythingAndTheNextOneIsAFul
   ASSERT_TRUE(back.has_value());
   EXPECT_EQ(back->sas.size(), 1u);
   EXPECT_EQ(report.journal_records, 0u);
+}
+
+// The replay applies each record to the snapshot's lists in place: an SA added below existing
+// handles, one deleted and added again under the same handle, one replaced, marks, a policy deleted
+// and added again.  The result is in handle and id order, the same with the fast reader and the
+// nlohmann reference.
+TEST(StateJournal, TheReplayAppliesEveryKindOfRecordInPlaceAndKeepsHandleOrder) {
+  const DaemonState base = sample_state();
+  const uint64_t h3 = base.sas[0].handle, h5 = base.sas[1].handle;
+  const uint64_t h4 = (uint64_t{4} << 24) | 4, h6 = (uint64_t{6} << 24) | 5;
+  std::vector<std::string> records = {"{\"journal\":\"header\"}"};
+  auto add = [&](auto write) { write(records.emplace_back()); };
+  add([&](std::string& r) { write_sequences_record(r, 7 + kSequenceReserve, 9 + kSequenceReserve); });
+  add([&](std::string& r) {
+    write_sa_record(r, {h6, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.6", 0x6006), 0});
+  });
+  add([&](std::string& r) {  // below h5 and h6: the list is sorted again at the end
+    write_sa_record(r, {h4, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.4", "192.0.2.1", 0x4004), 0});
+  });
+  add([&](std::string& r) { write_policy_deleted_record(r, 8); });
+  add([&](std::string& r) { write_sa_deleted_record(r, h5); });
+  add([&](std::string& r) {
+    write_sa_record(r, {h5, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x5005), 0});
+  });
+  add([&](std::string& r) {
+    write_sa_record(r, {h3, gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1001), uint64_t{7} << 16});
+  });
+  add([&](std::string& r) { write_seq_mark_record(r, h5, uint64_t{1} << 20); });
+  add([&](std::string& r) { write_policy_record(r, {8, protect(Direction::In, "10.4.0.0/24", "10.1.0.0/24", h4)}); });
+  for (const bool fast : {true, false}) {
+    SCOPED_TRACE(fast);
+    const DaemonState s = replay_journal(base, records, 1, "j", fast);
+    std::vector<uint64_t> handles;
+    for (const SavedSa& sa : s.sas) handles.push_back(sa.handle);
+    EXPECT_EQ(handles, (std::vector<uint64_t>{h3, h4, h5, h6}));
+    EXPECT_EQ(s.sas[0].seq_mark, uint64_t{7} << 16);  // replaced (a record's mark is not a max)
+    EXPECT_EQ(s.sas[2].spec.spi, 0x5005u);
+    EXPECT_EQ(s.sas[2].seq_mark, uint64_t{1} << 20);
+    ASSERT_EQ(s.policies.size(), 2u);
+    EXPECT_EQ(s.policies[0].id, 4u);
+    EXPECT_EQ(s.policies[1].id, 8u);
+    EXPECT_EQ(s.policies[1].spec.sa_handle, h4);
+    EXPECT_EQ(s.next_sa_sequence, 7 + kSequenceReserve);
+  }
+  EXPECT_EQ(serialize_state(replay_journal(base, records, 1, "j", true)),
+            serialize_state(replay_journal(base, records, 1, "j", false)));
+}
+
+// A journal of only sequence records looks nothing up (no index of the loaded SAs is built): the
+// result is still in handle order, as with any other replay.
+TEST(StateJournal, AReplayOfOnlyAStopRecordKeepsTheStateAndSortsItByHandle) {
+  DaemonState base = sample_state();
+  std::swap(base.sas[0], base.sas[1]);  // a snapshot written by hand, out of order
+  std::vector<std::string> records = {"{\"journal\":\"header\"}", ""};
+  write_stop_record(records[1], 7, 9);
+  for (const bool fast : {true, false}) {
+    SCOPED_TRACE(fast);
+    const DaemonState s = replay_journal(base, records, 1, "j", fast);
+    ASSERT_EQ(s.sas.size(), 2u);
+    EXPECT_EQ(s.sas[0].handle, sample_state().sas[0].handle);
+    EXPECT_EQ(s.sas[1].handle, sample_state().sas[1].handle);
+    EXPECT_EQ(s.policies.size(), 2u);
+  }
+}
+
+// The loader checks the state once: the snapshot alone (named so) when no journal record applies,
+// else the state the replay made (named by the snapshot and the journal).
+TEST(StateJournal, AnInconsistentStateIsRefusedNamingTheSnapshotOrTheSnapshotAndTheJournal) {
+  TempDir dir;
+  StateStore store(dir.str());
+  DaemonState bad = sample_state();
+  bad.policies[1].spec.sa_handle = uint64_t{6} << 24;  // no such SA
+  store.save(bad);
+  EXPECT_THAT(error_of([&] { store.load(); }),
+              HasSubstr(store.path() + ": policy #2 (id 8) protects with SA 0x6000000, which is not in the file"));
+  store.append_seq_mark(uint64_t{3} << 24, uint64_t{9} << 16);
+  store.commit();
+  EXPECT_THAT(error_of([&] { store.load(); }),
+              HasSubstr(store.path() + " after replaying " + store.journal_path() + ": policy #2 (id 8)"));
+  // The journal deleting that policy makes the whole consistent: what would be applied is checked.
+  store.append_policy_deleted(8);
+  store.commit();
+  const auto back = store.load();
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->policies.size(), 1u);
+}
+
+// A stop that does not wait for a background snapshot (the start-up one): cancel_compaction stops it
+// before its rename, the stop record goes to the new generation, and fold_next_journal makes one
+// journal of the two.  After each step -- and after a crash between the fold's rename and its
+// unlink -- the files restore every committed change and the stop's exact sequences.
+TEST(StateJournal, ACancelledBackgroundSnapshotLeavesFilesThatRestoreEverythingAtEveryStep) {
+  TempDir dir;
+  setenv("OV2_TEST_COMPACT_DELAY_MS", "30000", 1);  // the snapshot waits long before its rename
+  StateStore store(dir.str() + "/live");
+  unsetenv("OV2_TEST_COMPACT_DELAY_MS");
+  DaemonState s = sample_state();
+  store.save(s);
+  const std::string snapshot = slurp(store.path());
+  const uint64_t h3 = uint64_t{3} << 24, h5 = (uint64_t{5} << 24) | 2, h6 = uint64_t{6} << 24 | 7;
+  store.append_policy_deleted(8);
+  store.append_sa_deleted(h5);  // in the old journal
+  store.commit();
+  s.policies.pop_back();
+  s.sas.pop_back();
+  store.start_compaction(s);
+  ASSERT_TRUE(store.compaction_running());
+  store.append_sa({h6, gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.9", "192.0.2.1", 0x3001), 0});  // in .next
+  store.commit();
+  ASSERT_TRUE(store.cancel_compaction());
+  EXPECT_FALSE(store.compaction_running());
+  EXPECT_EQ(slurp(store.path()), snapshot) << "the cancelled snapshot replaced the old one";
+  EXPECT_FALSE(std::filesystem::exists(store.path() + ".tmp"));
+  store.append_seq_mark(h3, uint64_t{9} << 16);
+  store.append_stop(7, 9);  // the exact sequences, below the reservations a crash would restore
+  store.commit();
+  const std::string live = store.path().substr(0, store.path().rfind('/'));
+  const std::vector<uint64_t> want = {h3, h6};
+  auto check = [&](const std::string& where, const char* warning) {
+    StateStore again(where);
+    StateStore::LoadReport report;
+    const auto back = again.load(&report);
+    ASSERT_TRUE(back.has_value());
+    std::vector<uint64_t> handles;
+    for (const SavedSa& sa : back->sas) handles.push_back(sa.handle);
+    EXPECT_EQ(handles, want);
+    EXPECT_EQ(back->sas[0].seq_mark, uint64_t{9} << 16);
+    EXPECT_EQ(back->policies.size(), 1u);
+    EXPECT_EQ(back->next_sa_sequence, 7u);
+    EXPECT_EQ(back->next_policy_id, 9u);
+    EXPECT_EQ(report.journal_records, 5u);
+    EXPECT_THAT(report.warning, HasSubstr(warning));
+  };
+  // 1. A crash before the fold: old snapshot + its journal + the generation after it.
+  copy_state_files(live, dir.str() + "/crash1");
+  check(dir.str() + "/crash1", "replayed after");
+  const std::string next = slurp(store.next_journal_path());
+
+  // 2. Folded: one journal, the plain shape, the same state.
+  store.fold_next_journal();
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  EXPECT_FALSE(std::filesystem::exists(store.journal_path() + ".tmp"));
+  EXPECT_EQ(slurp(store.path()), snapshot);
+  {
+    StateStore::LoadReport report;
+    ASSERT_TRUE(store.load(&report).has_value());
+    EXPECT_EQ(report.warning, "");
+    EXPECT_EQ(report.journal_records, 5u);
+  }
+  copy_state_files(live, dir.str() + "/folded");
+  check(dir.str() + "/folded", "");
+
+  // 3. A crash after the fold's rename, before its unlink: the generation is in the journal already.
+  copy_state_files(live, dir.str() + "/crash3");
+  std::ofstream(dir.str() + "/crash3/state.journal.next", std::ios::binary) << next;
+  check(dir.str() + "/crash3", "is folded into");
+
+  // The store goes on appending to the folded journal.
+  store.append_sa_deleted(h6);
+  store.commit();
+  EXPECT_EQ(store.load()->sas.size(), 1u);
+}
+
+TEST(StateJournal, ABackgroundSnapshotIsNotCancelledWhenTheJournalsAreTooLargeOrItIsInPlace) {
+  TempDir dir;
+  {
+    setenv("OV2_TEST_COMPACT_DELAY_MS", "1000", 1);
+    StateStore store(dir.str() + "/large");
+    unsetenv("OV2_TEST_COMPACT_DELAY_MS");
+    store.save(sample_state());
+    while (store.journal_bytes() <= kMinCompactBytes) {
+      for (int i = 0; i < 10000; ++i) store.append_seq_mark(uint64_t{3} << 24, uint64_t{1} << 16);
+      store.commit();
+    }
+    store.start_compaction(sample_state());
+    EXPECT_FALSE(store.cancel_compaction());  // a stop would not end with this journal: the caller waits
+    EXPECT_TRUE(store.compaction_running());
+    EXPECT_TRUE(store.finish_compaction(true));
+    EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  }
+  StateStore store(dir.str() + "/done");
+  store.save(sample_state());
+  const std::string before = slurp(store.path());
+  store.start_compaction(sample_state());
+  // Once the new snapshot is renamed into place, a cancel comes too late: it finishes the compaction.
+  for (int i = 0; i < 1000 && slurp(store.path()) == before; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_NE(slurp(store.path()), before);
+  EXPECT_FALSE(store.cancel_compaction());
+  EXPECT_FALSE(store.compaction_running());
+  EXPECT_FALSE(std::filesystem::exists(store.next_journal_path()));
+  StateStore::LoadReport report;
+  ASSERT_TRUE(store.load(&report).has_value());
+  EXPECT_EQ(report.warning, "");
 }
 
 }  // namespace

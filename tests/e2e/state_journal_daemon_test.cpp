@@ -389,6 +389,33 @@ TEST(StateJournalDaemon, CompactionAndACleanShutdownKeep16000BatchAddedSas) {
   check(again);
 }
 
+// The journal a clean stop ended: whole (no torn tail), its last record a "stop" holding the exact
+// next handle sequence (one above the highest of `acked`); that sequence, or 0 when it is not so.
+uint64_t exact_stop_sequence(const StateDir& dir, const std::map<std::string, uint32_t>& acked) {
+  std::string bytes = slurp(dir.journal());
+  const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
+  EXPECT_EQ(scan.torn_warning, "");
+  if (scan.payloads.size() < 3) {
+    ADD_FAILURE() << "the journal holds " << scan.payloads.size() << " records";
+    return 0;
+  }
+  const json last = json::parse(std::string(scan.payloads.back()));
+  EXPECT_EQ(last["op"], "stop") << last.dump();
+  const uint64_t stop_sequence = last.value("next_sa_sequence", uint64_t{0});
+  uint64_t highest = 0;
+  for (const auto& [handle, spi] : acked)
+    highest = std::max<uint64_t>(highest, std::stoull(handle, nullptr, 16) >> ov2::kHandleSlotBits);
+  EXPECT_EQ(stop_sequence, highest + 1) << "not the exact sequence";
+  return stop_sequence;
+}
+
+// The sequence of the handle a new outbound SA gets (0 when the add is refused).
+uint64_t next_handle_sequence(const std::string& socket_path, uint32_t spi) {
+  const json a = Connection(socket_path).call({{"op", "sa.add"}, {"sa", out_sa(spi)}});
+  EXPECT_TRUE(a.value("ok", false)) << a.dump();
+  return std::stoull(a.value("handle", std::string("0")), nullptr, 16) >> ov2::kHandleSlotBits;
+}
+
 // A clean stop whose journal is not larger than the snapshot writes no
 // snapshot: it journals a "stop" record with the exact handle and policy-id
 // sequences and makes it durable.  The next start restores exactly the same
@@ -421,27 +448,14 @@ TEST(StateJournalDaemon, ACleanStopEndsTheJournalWithoutASnapshotAndTheNextStart
   }
   EXPECT_EQ(slurp(dir.snapshot()), snapshot_before) << "the clean stop rewrote the snapshot";
   EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
-  {
-    std::string bytes = slurp(dir.journal());
-    const ov2::JournalScan scan = ov2::scan_journal(bytes, dir.journal());
-    EXPECT_EQ(scan.torn_warning, "");
-    ASSERT_GE(scan.payloads.size(), 3u);
-    const json last = json::parse(scan.payloads.back());
-    EXPECT_EQ(last["op"], "stop") << last.dump();
-    stop_sequence = last["next_sa_sequence"].get<uint64_t>();
-    uint64_t highest = 0;
-    for (const auto& [handle, spi] : acked)
-      highest = std::max<uint64_t>(highest, std::stoull(handle, nullptr, 16) >> ov2::kHandleSlotBits);
-    EXPECT_EQ(stop_sequence, highest + 1) << "not the exact sequence";
-  }
+  stop_sequence = exact_stop_sequence(dir, acked);
+  ASSERT_NE(stop_sequence, 0u);
   DaemonInNamespace again('w', dir.args());
   std::map<std::string, uint32_t> restored;
   for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
   EXPECT_EQ(restored, acked) << again.log();
   EXPECT_EQ(policy_list(again.socket_path()), policies);
-  const json a = Connection(again.socket_path()).call({{"op", "sa.add"}, {"sa", out_sa(0x71000)}});
-  ASSERT_TRUE(a["ok"].get<bool>()) << a.dump();
-  EXPECT_EQ(std::stoull(a["handle"].get<std::string>(), nullptr, 16) >> ov2::kHandleSlotBits, stop_sequence)
+  EXPECT_EQ(next_handle_sequence(again.socket_path(), 0x71000), stop_sequence)
       << "the next handle skipped numbers after a clean stop";
 }
 
@@ -576,6 +590,16 @@ TEST(StateJournalDaemon, SigkillDuringBackgroundCompactionsLosesNothingAcknowled
   EXPECT_GE(kills_during_compaction, 1u) << "no kill landed in a compaction: the test proved nothing about it";
 }
 
+// A daemon on `dir` (network namespace letter `ns`) that adds `count` outbound SAs in one batch and
+// stops cleanly.
+void add_batch_and_stop(const StateDir& dir, char ns, uint32_t first_spi, uint32_t count,
+                        std::map<std::string, uint32_t>& acked) {
+  DaemonInNamespace d(ns, dir.args());
+  Connection c(d.socket_path());
+  ASSERT_EQ(add_batch(c, first_spi, count, acked).size(), count);
+  EXPECT_EQ(d.stop(), 0);
+}
+
 // The start-up snapshot is written in the background (StateStore::compact_after_load): a SIGKILL
 // while it is still being written (held 10 s here) loses nothing acknowledged after the start, and the
 // outbound SAs' sequence numbers still move past what the killed run started at (the new marks were
@@ -583,12 +607,7 @@ TEST(StateJournalDaemon, SigkillDuringBackgroundCompactionsLosesNothingAcknowled
 TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndSequenceNumbersMoveOn) {
   StateDir dir;
   std::map<std::string, uint32_t> acked;  // handle -> spi
-  {
-    DaemonInNamespace d('s', dir.args());
-    Connection c(d.socket_path());
-    ASSERT_EQ(add_batch(c, 0x50000, 300, acked).size(), 300u);
-    EXPECT_EQ(d.stop(), 0);  // a clean stop: everything in state.json
-  }
+  ASSERT_NO_FATAL_FAILURE(add_batch_and_stop(dir, 's', 0x50000, 300, acked));
   std::map<std::string, uint64_t> started_at;  // outbound handle -> next_seq right after the second start
   {
     ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "10000");  // killed long before it ends
@@ -625,6 +644,45 @@ TEST(StateJournalDaemon, SigkillWhileTheStartUpSnapshotIsWrittenLosesNothingAndS
     ++checked;
   }
   EXPECT_EQ(checked, 299u);
+  EXPECT_EQ(again.stop(), 0);
+}
+
+// A clean stop while the start-up snapshot is still being written (held 10 s here) does not wait
+// for it: the snapshot is cancelled (state.json stays the one loaded), the stop record goes to the
+// new journal generation, which is folded into state.journal; the next start restores every change
+// and continues the handle sequence exactly.
+TEST(StateJournalDaemon, ACleanStopCancelsTheStartUpSnapshotAndTheNextStartRestoresEverything) {
+  StateDir dir;
+  std::map<std::string, uint32_t> acked;  // handle -> spi
+  ASSERT_NO_FATAL_FAILURE(add_batch_and_stop(dir, 'k', 0x58000, 200, acked));
+  const std::string snapshot = slurp(dir.snapshot());
+  {
+    ScopedEnv delay("OV2_TEST_COMPACT_DELAY_MS", "10000");  // still being written when the stop comes
+    DaemonInNamespace d('l', dir.args());
+    ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next"))
+        << "the start-up snapshot is not being written in the background\n"
+        << d.log();
+    Connection c(d.socket_path());
+    ASSERT_EQ(add_batch(c, 0x59000, 30, acked).size(), 30u);
+    const std::string gone = acked.begin()->first;
+    ASSERT_TRUE(c.call({{"op", "sa.del"}, {"handles", {gone}}})["ok"].get<bool>());
+    acked.erase(gone);
+    ASSERT_TRUE(std::filesystem::exists(dir.journal() + ".next")) << "the start-up snapshot finished too early";
+    EXPECT_EQ(d.stop(), 0);
+    EXPECT_THAT(d.log(), HasSubstr("the background snapshot was cancelled, its journal generation folded"));
+  }
+  EXPECT_EQ(slurp(dir.snapshot()), snapshot) << "the cancelled snapshot replaced state.json";
+  EXPECT_FALSE(std::filesystem::exists(dir.snapshot() + ".tmp"));
+  EXPECT_FALSE(std::filesystem::exists(dir.journal() + ".next"));
+  EXPECT_THAT(slurp(dir.journal()), HasSubstr("\"folded\""));  // its header names the folded generation
+  const uint64_t stop_sequence = exact_stop_sequence(dir, acked);
+  ASSERT_NE(stop_sequence, 0u);
+  DaemonInNamespace again('m', dir.args());
+  EXPECT_THAT(again.log(), HasSubstr("start-up snapshot of 229 SAs is written in the background"));
+  std::map<std::string, uint32_t> restored;
+  for (const auto& sa : sa_list(again.socket_path())) restored[sa["handle"]] = sa["spi"].get<uint32_t>();
+  EXPECT_EQ(restored, acked) << again.log();
+  EXPECT_EQ(next_handle_sequence(again.socket_path(), 0x5a000), stop_sequence);
   EXPECT_EQ(again.stop(), 0);
 }
 
