@@ -172,7 +172,7 @@ bool decap_ecn(uint8_t inner, uint8_t outer, uint8_t& out) {
 // Adds `n`, returns the new value.  Not shared (one writing thread): a plain
 // load and store, no locked instruction; readers still see whole values.
 template <typename T>
-T bump(std::atomic<T>& a, T n, bool shared) {
+[[gnu::always_inline]] inline T bump(std::atomic<T>& a, T n, bool shared) {
   if (shared) return T(a.fetch_add(n, std::memory_order_relaxed) + n);
   const T v = T(a.load(std::memory_order_relaxed) + n);
   a.store(v, std::memory_order_relaxed);

@@ -15,7 +15,6 @@
 
 #include "common/error.h"
 #include "esp/crypto_backend.h"
-#include "esp/esp_crypto_ipsecmb.h"
 
 namespace ov2::esp {
 
@@ -234,17 +233,8 @@ void CryptoState::compute_icv(const EspHeaderFields& h, const uint8_t* esp_heade
   }
 }
 
-bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload,
-                       uint32_t len, uint8_t* icv) {
-  if (imb_) {  // no slot: the intel-ipsec-mb direct API keeps its state on this stack
-    imb_->seal(h, iv, payload, len, icv);
-    return true;
-  }
-  return seal_openssl(h, esp_header, iv, payload, len, icv);
-}
-
-__attribute__((noinline)) bool CryptoState::seal_openssl(const EspHeaderFields& h, const uint8_t* esp_header,
-                                                         uint8_t* iv, uint8_t* payload, uint32_t len, uint8_t* icv) {
+bool CryptoState::seal_openssl(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload,
+                               uint32_t len, uint8_t* icv) {
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;
@@ -287,15 +277,8 @@ __attribute__((noinline)) bool CryptoState::seal_openssl(const EspHeaderFields& 
   return ok;
 }
 
-bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload,
-                       uint32_t len, const uint8_t* icv) {
-  if (imb_) return imb_->open(h, iv, payload, len, icv);
-  return open_openssl(h, esp_header, iv, payload, len, icv);
-}
-
-__attribute__((noinline)) bool CryptoState::open_openssl(const EspHeaderFields& h, const uint8_t* esp_header,
-                                                         const uint8_t* iv, uint8_t* payload, uint32_t len,
-                                                         const uint8_t* icv) {
+bool CryptoState::open_openssl(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv,
+                               uint8_t* payload, uint32_t len, const uint8_t* icv) {
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;

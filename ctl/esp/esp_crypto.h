@@ -10,13 +10,13 @@
 #include <openssl/sha.h>
 
 #include "esp/aead_inputs.h"
+#include "esp/esp_crypto_ipsecmb.h"
 #include "model/sa_spec.h"
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 
 namespace ov2::esp {
 
-class ImbAead;  // the intel-ipsec-mb backend (esp_crypto_ipsecmb.h)
 
 // How the SA protects a payload.
 enum class Suite : uint8_t {
@@ -58,11 +58,20 @@ class CryptoState {
   // `icv` at icv_len() bytes after the payload.  Returns false only if OpenSSL
   // fails.
   bool seal(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload, uint32_t len,
-            uint8_t* icv);
+            uint8_t* icv) {
+    if (imb_) {  // no slot: the intel-ipsec-mb direct API keeps its state on its stack
+      imb_->seal(h, iv, payload, len, icv);
+      return true;
+    }
+    return seal_openssl(h, esp_header, iv, payload, len, icv);
+  }
   // Verifies the ICV and decrypts `payload` in place (same layout as seal()).
   // Returns false if the ICV does not verify.
   bool open(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload, uint32_t len,
-            const uint8_t* icv);
+            const uint8_t* icv) {
+    if (imb_) return imb_->open(h, iv, payload, len, icv);
+    return open_openssl(h, esp_header, iv, payload, len, icv);
+  }
 
  private:
   struct Slot {
@@ -70,8 +79,7 @@ class CryptoState {
     EVP_CIPHER_CTX* cipher = nullptr;
   };
   Slot& acquire();
-  // seal()/open() on OpenSSL (the slots): out of line, so that the
-  // intel-ipsec-mb path does not set up their stack frame.
+  // seal()/open() on OpenSSL (the slots).
   bool seal_openssl(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload, uint32_t len,
                     uint8_t* icv);
   bool open_openssl(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload,
