@@ -243,7 +243,7 @@ bool CryptoState::seal_openssl(const EspHeaderFields& h, const uint8_t* esp_head
     case Suite::Aead:
     case Suite::Gmac: {
       write_sequence_iv(h, iv);
-      uint8_t nonce[12], aad[12];
+      uint8_t nonce[16], aad[16];
       const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
       ok = EVP_EncryptInit_ex2(s.cipher, nullptr, nullptr, nonce, nullptr) &&
            EVP_EncryptUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
@@ -286,7 +286,7 @@ bool CryptoState::open_openssl(const EspHeaderFields& h, const uint8_t* esp_head
   switch (suite_) {
     case Suite::Aead:
     case Suite::Gmac: {
-      uint8_t nonce[12], aad[12];
+      uint8_t nonce[16], aad[16];
       const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
       // SET_TAG only reads (copies) the expected tag: the packet's ICV is
       // passed as it is (the ctrl's pointer is not const).

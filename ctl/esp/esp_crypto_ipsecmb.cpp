@@ -247,7 +247,7 @@ ImbAead::~ImbAead() { OPENSSL_cleanse(salt_, sizeof salt_); }
 
 void ImbAead::seal(const EspHeaderFields& h, uint8_t* iv, uint8_t* payload, uint32_t len, uint8_t* icv) const {
   write_sequence_iv(h, iv);
-  uint8_t nonce[12], aad[12];
+  uint8_t nonce[16], aad[16];
   const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
   if (gcm_enc_) {  // AES-GCM, the common case: one library call
     gcm_context_data ctx;
@@ -261,7 +261,7 @@ void ImbAead::seal(const EspHeaderFields& h, uint8_t* iv, uint8_t* payload, uint
 
 bool ImbAead::open(const EspHeaderFields& h, const uint8_t* iv, uint8_t* payload, uint32_t len,
                    const uint8_t* icv) const {
-  uint8_t nonce[12], aad[12];
+  uint8_t nonce[16], aad[16];
   const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
   uint8_t computed[16];
   if (gcm_dec_) {
