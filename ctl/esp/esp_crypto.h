@@ -17,7 +17,6 @@ typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 
 namespace ov2::esp {
 
-
 // How the SA protects a payload.
 enum class Suite : uint8_t {
   Aead,     // AES-GCM (RFC 4106) or ChaCha20-Poly1305 (RFC 7634)
