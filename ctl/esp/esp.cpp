@@ -3,6 +3,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "common/error.h"
@@ -116,10 +117,41 @@ uint32_t pad_for(uint32_t payload_len, uint32_t block) {
   return (block - ((payload_len + 2) & (block - 1))) & (block - 1);
 }
 
-void write_trailer(uint8_t* at, uint32_t pad, uint8_t next_header) {
-  for (uint32_t i = 0; i < pad; ++i) at[i] = uint8_t(i + 1);
+// RFC 4303 §2.4 padding 1,2,3,... then pad length and next header at `at`,
+// which has `room` writable bytes (>= pad + 2).  With 16 bytes of room the
+// padding is one fixed-size copy (pad <= 15; the bytes after the trailer are
+// tailroom the ICV and the caller overwrite or ignore).
+void write_trailer(uint8_t* at, uint32_t pad, uint8_t next_header, uint32_t room) {
+  static constexpr uint8_t kPadding[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  if (room >= sizeof kPadding) {
+    std::memcpy(at, kPadding, sizeof kPadding);
+  } else {
+    for (uint32_t i = 0; i < pad; ++i) at[i] = uint8_t(i + 1);
+  }
   at[pad] = uint8_t(pad);
   at[pad + 1] = next_header;
+}
+
+// RFC 4303 §2.4: the `pad` bytes at `at` are 1, 2, 3, ...  Up to 8 bytes
+// (every AEAD packet's padding: 4-byte alignment) in one word compare; the
+// 8-byte load stays inside the packet because pad length, next header and
+// an ICV of at least 8 bytes follow the padding.
+bool padding_ok(const uint8_t* at, uint32_t pad) {
+  if (pad <= 8) {
+    if (pad == 0) return true;
+    uint64_t w;
+    std::memcpy(&w, at, 8);
+    uint64_t want;
+    static constexpr uint8_t kSeq[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    std::memcpy(&want, kSeq, 8);
+    const uint64_t mask = std::endian::native == std::endian::little  // the first `pad` bytes in memory
+                              ? ~uint64_t(0) >> (64 - 8 * pad)
+                              : ~uint64_t(0) << (64 - 8 * pad);
+    return ((w ^ want) & mask) == 0;
+  }
+  for (uint32_t i = 0; i < pad; ++i)
+    if (at[i] != uint8_t(i + 1)) return false;
+  return true;
 }
 
 // RFC 6040 §4.1 normal mode: outer ECN = inner ECN, except CE -> ECT(0).
@@ -140,7 +172,7 @@ bool decap_ecn(uint8_t inner, uint8_t outer, uint8_t& out) {
 // Adds `n`, returns the new value.  Not shared (one writing thread): a plain
 // load and store, no locked instruction; readers still see whole values.
 template <typename T>
-T bump(std::atomic<T>& a, T n, bool shared) {
+[[gnu::always_inline]] inline T bump(std::atomic<T>& a, T n, bool shared) {
   if (shared) return T(a.fetch_add(n, std::memory_order_relaxed) + n);
   const T v = T(a.load(std::memory_order_relaxed) + n);
   a.store(v, std::memory_order_relaxed);
@@ -253,12 +285,39 @@ OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_
     : spec_(without_keys(spec)),
       soft_(LifetimeThresholds::soft_of(spec, created_ns)),
       hard_(LifetimeThresholds::hard_of(spec, created_ns)),
-      shared_(crypto_slots > 1) {
+      quiet_(LifetimeThresholds::first_of(soft_, hard_)),
+      shared_(crypto_slots > 1),
+      last_seq_(spec.esn ? UINT64_MAX : UINT32_MAX) {
   if (spec.dir != Direction::Out) fail(ErrorCode::InvalidArgument, "OutboundSa needs an outbound SA (dir out)");
   if (spec.mode == Mode::Tunnel && (spec.src.family != spec.dst.family || spec.src.is_any() || spec.dst.is_any()))
     fail(ErrorCode::InvalidArgument, "an outbound tunnel SA needs a source and destination address of one family");
   crypto_ = std::make_unique<CryptoState>(spec, true, crypto_slots);
   next_seq_.store(spec.esn ? (uint64_t(spec.seq_hi) << 32) + 1 : 1);
+
+  tunnel_ = spec.mode == Mode::Tunnel;
+  sa_v6_ = spec.dst.family == Family::V6;
+  carrier_ = spec.udp_encap ? kProtoUdp : kProtoEsp;
+  iv_len_ = crypto_->iv_len();
+  icv_len_ = crypto_->icv_len();
+  block_mask_ = crypto_->block_len() - 1;
+  const uint32_t outer_len = tunnel_ ? (sa_v6_ ? 40 : 20) : 0;
+  insert_ = outer_len + (spec.udp_encap ? 8 : 0) + 8 + iv_len_;
+  if (!tunnel_) return;
+  uint8_t* o = outer_.data();
+  if (!sa_v6_) {
+    o[0] = 0x45;
+    o[8] = kTunnelTtl;
+    o[9] = carrier_;
+    std::memcpy(o + 12, spec.src.bytes.data(), 4);
+    std::memcpy(o + 16, spec.dst.bytes.data(), 4);
+    outer_sum_ = sum16(o, 20);
+  } else {
+    o[0] = 0x60;
+    o[6] = carrier_;
+    o[7] = kTunnelTtl;
+    std::memcpy(o + 8, spec.src.bytes.data(), 16);
+    std::memcpy(o + 24, spec.dst.bytes.data(), 16);
+  }
 }
 
 OutboundSa::~OutboundSa() = default;
@@ -284,23 +343,33 @@ void OutboundSa::fire_hard(LifetimeEvent* ev, bool lifetime_reached) {
   if (!hard_fired_.exchange(true, std::memory_order_relaxed) && ev) ev->hard_expired_now = true;
 }
 
-bool OutboundSa::check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
+// An SA of one thread with no soft or hard limit within this packet's reach
+// (one more packet, `plain_len` more bytes, `now_ns`): check_hard_lifetime()
+// cannot refuse it and account() cannot fire, so both skip their tests.
+// Several threads: never quiet (another thread's packet may reach a limit
+// between this test and account()).
+[[gnu::always_inline]] inline bool OutboundSa::quiet_for(uint32_t plain_len, uint64_t now_ns) const {
+  return !shared_ && !lifetime_over_.load(std::memory_order_relaxed) &&
+         counters_.packets.load(std::memory_order_relaxed) + 1 < quiet_.packets &&
+         counters_.bytes.load(std::memory_order_relaxed) + plain_len < quiet_.bytes && now_ns < quiet_.deadline_ns;
+}
+
+[[gnu::always_inline]] inline bool OutboundSa::check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
   if (lifetime_over_.load(std::memory_order_relaxed)) return false;
   // The bytes limit refuses the packet that would pass it (the counts limit
   // ends with the packet that reaches it, in account()).
-  if (life_packets_.load(std::memory_order_relaxed) >= hard_.packets ||
-      life_bytes_.load(std::memory_order_relaxed) + plain_len > hard_.bytes || now_ns >= hard_.deadline_ns) {
+  if (counters_.packets.load(std::memory_order_relaxed) >= hard_.packets ||
+      counters_.bytes.load(std::memory_order_relaxed) + plain_len > hard_.bytes || now_ns >= hard_.deadline_ns) {
     fire_hard(ev, true);
     return false;
   }
   return true;
 }
 
-void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
-  const uint64_t packets = bump(life_packets_, uint64_t(1), shared_);
-  const uint64_t bytes = bump(life_bytes_, uint64_t(plain_len), shared_);
-  bump(counters_.packets, uint64_t(1), shared_);
-  bump(counters_.bytes, uint64_t(plain_len), shared_);
+[[gnu::always_inline]] inline void OutboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev, bool quiet) {
+  const uint64_t packets = bump(counters_.packets, uint64_t(1), shared_);
+  const uint64_t bytes = bump(counters_.bytes, uint64_t(plain_len), shared_);
+  if (quiet) return;
   // Reaching a hard count limit: this packet is the last one sent.
   if (packets >= hard_.packets || bytes >= hard_.bytes) fire_hard(ev, true);
   if (soft_.reached(packets, bytes, now_ns)) {
@@ -330,8 +399,8 @@ uint64_t OutboundSa::next_seq() const {
 }
 
 // The sequence number never wraps (RFC 4303 §3.3.3): claim one or stop.
-bool OutboundSa::claim_seq(uint64_t& seq) {
-  const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
+[[gnu::always_inline]] inline bool OutboundSa::claim_seq(uint64_t& seq) {
+  const uint64_t last = last_seq_;
   if (!shared_) {
     if (const uint64_t pending = take_pending(pending_seq_hi_))
       next_seq_.store(with_seq_hi(pending, next_seq_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
@@ -358,73 +427,62 @@ uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
   return room - (block - 1) - 2;
 }
 
-Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
-  const bool tunnel = spec_.mode == Mode::Tunnel;
+[[gnu::always_inline]] inline Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev) {
   PlainIp ip;
-  if (Reason r = parse_plain(p.data, p.len, !tunnel, ip); r != Reason::Ok) return r;
-  const bool sa_v6 = spec_.dst.family == Family::V6;
-  if (!tunnel && (ip.v6 != sa_v6 || ip.fragment)) return Reason::Unsupported;
+  if (Reason r = parse_plain(p.data, p.len, !tunnel_, ip); r != Reason::Ok) return r;
+  if (!tunnel_ && (ip.v6 != sa_v6_ || ip.fragment)) return Reason::Unsupported;
 
-  const uint32_t iv_len = crypto_->iv_len(), icv_len = crypto_->icv_len();
-  const uint32_t udp_len = spec_.udp_encap ? 8 : 0;
-  const uint32_t outer_len = tunnel ? (sa_v6 ? 40 : 20) : 0;
   const uint32_t payload_len = ip.len - ip.hdr_len;  // tunnel: hdr_len 0, the whole packet
-  const uint32_t pad = pad_for(payload_len, crypto_->block_len());
+  const uint32_t pad = pad_for(payload_len, block_mask_ + 1);
   const uint32_t ct_len = payload_len + pad + 2;
-  const uint32_t insert = outer_len + udp_len + 8 + iv_len;  // bytes in front of the payload
-  const uint32_t append = pad + 2 + icv_len;
+  const uint32_t append = pad + 2 + icv_len_;
   const uint32_t tail_avail = p.tailroom + (p.len - ip.len);
-  if (p.headroom < insert || tail_avail < append) return Reason::NoSpace;
-  const uint32_t front = tunnel ? outer_len : ip.hdr_len;
-  const uint32_t total = front + udp_len + 8 + iv_len + ct_len + icv_len;
-  if (total - (sa_v6 ? 40 : 0) > 0xffff) return Reason::BadLength;  // the IP length field cannot say it
+  if (p.headroom < insert_ || tail_avail < append) return Reason::NoSpace;
+  // Tunnel: outer header in insert_, hdr_len 0; transport: the IP header slides.
+  const uint32_t total = ip.hdr_len + insert_ + ct_len + icv_len_;
+  if (total - (sa_v6_ ? 40 : 0) > 0xffff) return Reason::BadLength;  // the IP length field cannot say it
 
-  if (!check_hard_lifetime(ip.len, now_ns, ev)) return Reason::LifetimeExpired;
+  const bool quiet = quiet_for(ip.len, now_ns);
+  if (!quiet && !check_hard_lifetime(ip.len, now_ns, ev)) return Reason::LifetimeExpired;
   uint64_t seq = 0;
   if (!claim_seq(seq)) {
     delete_requested_.store(true, std::memory_order_relaxed);
     return Reason::SeqExhausted;
   }
-  const uint64_t last = spec_.esn ? UINT64_MAX : UINT32_MAX;
 
   uint8_t* const payload = p.data + ip.hdr_len;  // does not move
-  uint8_t* const start = p.data - insert;
-  if (!tunnel) std::memmove(start, p.data, ip.hdr_len);  // IP header (+ext) slides left
+  uint8_t* const start = p.data - insert_;
+  const uint32_t front = tunnel_ ? (sa_v6_ ? 40 : 20) : ip.hdr_len;
   uint8_t* const udp = start + front;
-  uint8_t* const esp = udp + udp_len;
+  uint8_t* const esp = payload - 8 - iv_len_;
   uint8_t* const iv = esp + 8;
-  const uint8_t esp_nh = tunnel ? (ip.v6 ? kProtoIpv6 : kProtoIpv4) : ip.proto;
-  const uint8_t carrier = spec_.udp_encap ? kProtoUdp : kProtoEsp;
+  const uint8_t esp_nh = tunnel_ ? (ip.v6 ? kProtoIpv6 : kProtoIpv4) : ip.proto;
+  if (!tunnel_) std::memmove(start, p.data, ip.hdr_len);  // IP header (+ext) slides left, before the ESP header lands
 
   put32(esp, spec_.spi);
   put32(esp + 4, uint32_t(seq));
-  write_trailer(payload + payload_len, pad, esp_nh);
+  write_trailer(payload + payload_len, pad, esp_nh, tail_avail);
 
-  if (tunnel) {
-    if (!sa_v6) {
-      start[0] = 0x45;
-      start[1] = encap_tos(ip.tos);
+  if (tunnel_) {
+    const uint8_t tos = encap_tos(ip.tos);
+    if (!sa_v6_) {
+      std::memcpy(start, outer_.data(), 20);
+      const uint16_t id = uint16_t(bump(ipv4_id_, uint32_t(1), shared_) - 1);
+      const uint16_t frag = ip.df ? 0x4000 : 0;
+      start[1] = tos;
       put16(start + 2, uint16_t(total));
-      put16(start + 4, uint16_t(bump(ipv4_id_, uint32_t(1), shared_) - 1));
-      put16(start + 6, ip.df ? 0x4000 : 0);
-      start[8] = kTunnelTtl;
-      start[9] = carrier;
-      std::memcpy(start + 12, spec_.src.bytes.data(), 4);
-      std::memcpy(start + 16, spec_.dst.bytes.data(), 4);
-      set_ipv4_checksum(start);
+      put16(start + 4, id);
+      put16(start + 6, frag);
+      // The fixed fields' sum plus this packet's four (tos is the low byte of the first word).
+      put16(start + 10, fold(outer_sum_ + tos + total + id + frag));
     } else {
-      const uint8_t tc = encap_tos(ip.tos);
-      start[0] = uint8_t(0x60 | tc >> 4);
-      start[1] = uint8_t((tc & 0x0f) << 4);
-      start[2] = start[3] = 0;  // flow label
+      std::memcpy(start, outer_.data(), 40);
+      start[0] = uint8_t(0x60 | tos >> 4);
+      start[1] = uint8_t((tos & 0x0f) << 4);  // flow label 0
       put16(start + 4, uint16_t(total - 40));
-      start[6] = carrier;
-      start[7] = kTunnelTtl;
-      std::memcpy(start + 8, spec_.src.bytes.data(), 16);
-      std::memcpy(start + 24, spec_.dst.bytes.data(), 16);
     }
   } else {
-    start[ip.nh_off] = carrier;
+    start[ip.nh_off] = carrier_;
     if (!ip.v6) {
       put16(start + 2, uint16_t(total));
       set_ipv4_checksum(start);
@@ -442,15 +500,16 @@ Reason OutboundSa::encapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* e
     put16(udp + 2, spec_.encap_dport);
     put16(udp + 4, uint16_t(ulen));
     put16(udp + 6, 0);  // RFC 3948 §2.1: IPv4 checksum zero
-    if (sa_v6) set_udp6_checksum(start, udp, ulen);
+    if (sa_v6_) set_udp6_checksum(start, udp, ulen);
   }
 
-  if (seq == last) fire_hard(ev, false);  // the last sequence number went out: ask for a rekey
-  account(ip.len, now_ns, ev);
+  // The last sequence number went out: ask for a rekey.
+  if (seq == last_seq_) fire_hard(ev, false);
+  account(ip.len, now_ns, ev, quiet);
 
   p.data = start;
   p.len = total;
-  p.headroom -= insert;
+  p.headroom -= insert_;
   p.tailroom = tail_avail - append;
   return Reason::Ok;
 }
@@ -465,6 +524,12 @@ InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
       window_size_(spec.replay_window) {
   if (spec.dir != Direction::In) fail(ErrorCode::InvalidArgument, "InboundSa needs an inbound SA (dir in)");
   crypto_ = std::make_unique<CryptoState>(spec, false, 1);
+  tunnel_ = spec.mode == Mode::Tunnel;
+  sa_v6_ = spec.dst.family == Family::V6;
+  carrier_ = spec.udp_encap ? kProtoUdp : kProtoEsp;
+  iv_len_ = crypto_->iv_len();
+  icv_len_ = crypto_->icv_len();
+  cbc_mask_ = crypto_->suite() == Suite::CbcHmac ? crypto_->block_len() - 1 : 0;
   while (bitmap_bits_ < window_size_) bitmap_bits_ <<= 1;
   bitmap_ = std::make_unique<uint64_t[]>(bitmap_bits_ / 64);
   top_ = spec.esn ? uint64_t(spec.seq_hi) << 32 : 0;
@@ -491,7 +556,7 @@ void InboundSa::set_highest_seq(uint64_t seq) {
 }
 
 // RFC 4303 Appendix A2.2: place seq_lo in the window around the top.
-bool InboundSa::infer_seq(uint32_t seq_lo, uint64_t& seq) const {
+[[gnu::always_inline]] inline bool InboundSa::infer_seq(uint32_t seq_lo, uint64_t& seq) const {
   if (!spec_.esn) {
     seq = seq_lo;
     return true;
@@ -519,7 +584,7 @@ bool InboundSa::infer_seq(uint32_t seq_lo, uint64_t& seq) const {
   return true;
 }
 
-bool InboundSa::replay_check(uint64_t seq) const {
+[[gnu::always_inline]] inline bool InboundSa::replay_check(uint64_t seq) const {
   if (seq == 0) return false;  // never sent (RFC 4303 §3.3.3: the first packet is 1)
   if (window_size_ == 0 || seq > top_) return true;
   if (top_ - seq >= window_size_) return false;
@@ -527,15 +592,19 @@ bool InboundSa::replay_check(uint64_t seq) const {
   return (bitmap_[bit / 64] >> (bit % 64) & 1) == 0;
 }
 
-void InboundSa::replay_update(uint64_t seq) {
-  if (window_size_ == 0) {
-    if (seq > top_) top_ = seq;
-    return;
-  }
-  if (seq == top_ + 1) {  // in order, the usual case: the new top's own bit is the only one to move
+[[gnu::always_inline]] inline void InboundSa::replay_update(uint64_t seq) {
+  if (seq == top_ + 1 && window_size_ != 0) {  // in order, the usual case: the new top's own bit is the only one to move
     const uint64_t bit = seq & (bitmap_bits_ - 1);
     bitmap_[bit / 64] |= uint64_t(1) << (bit % 64);
     top_ = seq;
+    return;
+  }
+  replay_update_other(seq);
+}
+
+void InboundSa::replay_update_other(uint64_t seq) {
+  if (window_size_ == 0) {
+    if (seq > top_) top_ = seq;
     return;
   }
   if (seq > top_) {
@@ -565,7 +634,7 @@ void InboundSa::replay_update(uint64_t seq) {
   bitmap_[bit / 64] |= uint64_t(1) << (bit % 64);
 }
 
-void InboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
+[[gnu::always_inline]] inline void InboundSa::account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev) {
   life_packets_ += 1;
   life_bytes_ += plain_len;
   bump(counters_.packets, uint64_t(1), false);
@@ -592,25 +661,29 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
   if (ev) *ev = {};
   Result res;
   res.reason = decapsulate_impl(p, now_ns, ev, res);
-  res.crypto_status = crypto_status_for(res.reason, spec_.mode);
-  res.crypto_done = crypto_done_for(res.reason);
+  if (res.reason == Reason::Ok) {  // the usual case, without the table lookups
+    res.crypto_status = CRYPTO_SUCCESS;
+    res.crypto_done = true;
+  } else {
+    res.crypto_status = crypto_status_for(res.reason, spec_.mode);
+    res.crypto_done = crypto_done_for(res.reason);
+  }
   res.sa_delete_req = hard_fired_ && res.crypto_done;
   bump(counters_.by_reason[size_t(res.reason)], uint64_t(1), false);
   return res;
 }
 
-Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res) {
+[[gnu::always_inline]] inline Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev, Result& res) {
   if (const uint64_t pending = take_pending(pending_seq_hi_)) top_ = seq_hi_over(pending, top_);
   uint8_t* const d = p.data;
-  const bool sa_v6 = spec_.dst.family == Family::V6;
   if (p.len < 1) return Reason::Truncated;
   const uint8_t version = d[0] >> 4;
-  if (version != (sa_v6 ? 6 : 4)) return Reason::Unsupported;
+  if (version != (sa_v6_ ? 6 : 4)) return Reason::Unsupported;
 
   // Outer IP header, bounds first.
   uint32_t total, hdr, nh_off;
   uint8_t proto;
-  if (!sa_v6) {
+  if (!sa_v6_) {
     if (p.len < 20) return Reason::Truncated;
     hdr = uint32_t(d[0] & 0x0f) * 4;
     total = be16(d + 2);
@@ -627,10 +700,10 @@ Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev
     if (total > p.len) return Reason::Truncated;
     if (Reason r = walk_ipv6_ext(d, total, hdr, nh_off, proto); r != Reason::Ok) return r;
   }
-  if (proto != (spec_.udp_encap ? kProtoUdp : kProtoEsp)) return Reason::Unsupported;
+  if (proto != carrier_) return Reason::Unsupported;
 
   uint32_t off = hdr;
-  if (spec_.udp_encap) {
+  if (carrier_ == kProtoUdp) {
     if (total - off < 8) return Reason::Truncated;
     if (be16(d + off + 4) != total - off) return Reason::BadLength;
     off += 8;
@@ -638,15 +711,14 @@ Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev
   }
 
   // ESP header, SPI, lengths.
-  const uint32_t iv_len = crypto_->iv_len(), icv_len = crypto_->icv_len();
   if (total - off < 8) return Reason::Truncated;
   uint8_t* const esp = d + off;
   if (be32(esp) != spec_.spi) return Reason::WrongSpi;
-  if (total - off < 8 + iv_len + icv_len + 2) return Reason::Truncated;
-  const uint32_t ct_len = total - off - 8 - iv_len - icv_len;
-  if (crypto_->suite() == Suite::CbcHmac && ct_len % crypto_->block_len() != 0) return Reason::BadLength;
+  if (total - off < 8 + iv_len_ + icv_len_ + 2) return Reason::Truncated;
+  const uint32_t ct_len = total - off - 8 - iv_len_ - icv_len_;
+  if ((ct_len & cbc_mask_) != 0) return Reason::BadLength;  // CBC: whole blocks
   uint8_t* const iv = esp + 8;
-  uint8_t* const ct = iv + iv_len;
+  uint8_t* const ct = iv + iv_len_;
 
   // Sequence number and anti-replay: checked now, recorded only after authentication.
   uint64_t seq;
@@ -662,14 +734,13 @@ Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev
   const uint8_t nh = ct[ct_len - 1];
   res.next_header = nh;
   if (uint32_t(pad) + 2 > ct_len) return Reason::BadPadding;
-  for (uint32_t i = 0; i < pad; ++i)
-    if (ct[ct_len - 2 - pad + i] != uint8_t(i + 1)) return Reason::BadPadding;
-  if (nh == kProtoNone) return Reason::DummyPacket;
   const uint32_t payload_len = ct_len - 2 - pad;
+  if (!padding_ok(ct + payload_len, pad)) return Reason::BadPadding;
+  if (nh == kProtoNone) return Reason::DummyPacket;
 
   uint8_t* out;
   uint32_t out_len;
-  if (spec_.mode == Mode::Tunnel) {
+  if (tunnel_) {
     if (nh != kProtoIpv4 && nh != kProtoIpv6) return Reason::BadNextHeader;
     // The inner packet: version agrees with the next header, its length fits
     // (TFC padding after it is allowed, RFC 4303 §2.7, and dropped).
@@ -684,10 +755,14 @@ Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev
       if (pl == 0 || 40 + pl > payload_len) return Reason::InnerMismatch;
       out_len = 40 + pl;
     }
-    const uint8_t inner_tos = ip_tos(ct);
-    uint8_t ecn;
-    if (!decap_ecn(inner_tos & kEcnMask, ip_tos(d) & kEcnMask, ecn)) return Reason::EcnDrop;
-    if (ecn != (inner_tos & kEcnMask)) set_ip_tos(ct, uint8_t((inner_tos & ~kEcnMask) | ecn));
+    // RFC 6040 §4.2: an outer Not-ECT or ECT(0) leaves the inner packet as it is.
+    const uint8_t outer_ecn = ip_tos(d) & kEcnMask;
+    if (outer_ecn == kEct1 || outer_ecn == kCe) {
+      const uint8_t inner_tos = ip_tos(ct);
+      uint8_t ecn;
+      if (!decap_ecn(inner_tos & kEcnMask, outer_ecn, ecn)) return Reason::EcnDrop;
+      if (ecn != (inner_tos & kEcnMask)) set_ip_tos(ct, uint8_t((inner_tos & ~kEcnMask) | ecn));
+    }
     out = ct;
   } else {
     if (nh == kProtoIpv4 || nh == kProtoIpv6 || nh == kHopByHop) return Reason::BadNextHeader;
@@ -697,7 +772,7 @@ Reason InboundSa::decapsulate_impl(Packet& p, uint64_t now_ns, LifetimeEvent* ev
     std::memmove(out, d, hdr);
     out[nh_off] = nh;
     out_len = hdr + payload_len;
-    if (!sa_v6) {
+    if (!sa_v6_) {
       put16(out + 2, uint16_t(out_len));
       set_ipv4_checksum(out);
     } else {

@@ -15,7 +15,6 @@
 
 #include "common/error.h"
 #include "esp/crypto_backend.h"
-#include "esp/esp_crypto_ipsecmb.h"
 
 namespace ov2::esp {
 
@@ -76,29 +75,6 @@ EVP_CIPHER* gmac_cipher_for(AuthAlg alg) {
 bool is_hmac(AuthAlg a) { return a == AuthAlg::HmacSha256 || a == AuthAlg::HmacSha1; }
 bool is_gmac(AuthAlg a) { return a == AuthAlg::AesGmac128 || a == AuthAlg::AesGmac192 || a == AuthAlg::AesGmac256; }
 
-void put_be32(uint8_t* p, uint32_t v) {
-  p[0] = uint8_t(v >> 24);
-  p[1] = uint8_t(v >> 16);
-  p[2] = uint8_t(v >> 8);
-  p[3] = uint8_t(v);
-}
-
-void put_be64(uint8_t* p, uint64_t v) {
-  put_be32(p, uint32_t(v >> 32));
-  put_be32(p + 4, uint32_t(v));
-}
-
-// RFC 4106 §5 / RFC 7634 §2.1 / RFC 4543 §3.3: SPI || [seq_hi ||] seq_lo.
-uint32_t build_aad(const EspHeaderFields& h, uint8_t* aad) {
-  put_be32(aad, h.spi);
-  if (h.esn) {
-    put_be64(aad + 4, h.seq);
-    return 12;
-  }
-  put_be32(aad + 4, uint32_t(h.seq));
-  return 8;
-}
-
 [[noreturn]] void openssl_failed(const char* what) {
   fail(ErrorCode::Internal, std::string("OpenSSL refused to prepare the SA's ") + what +
                                 " context; check that the OpenSSL default provider is available");
@@ -157,7 +133,7 @@ CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots) {
   if (salt) std::memcpy(salt_, salt, 4);
 
   if (crypto_backend() == CryptoBackend::IpsecMb && ImbAead::covers(spec.enc, spec.auth)) {
-    imb_ = std::make_unique<ImbAead>(spec.enc, spec.auth, key);
+    imb_ = std::make_unique<ImbAead>(spec.enc, spec.auth, key, salt_, icv_len_);
     return;  // no OpenSSL slots: nslots_ stays 0
   }
   slots_.reset(new Slot[slots == 0 ? 1 : slots]);
@@ -187,12 +163,6 @@ CryptoState::~CryptoState() {
   }
   OPENSSL_cleanse(salt_, sizeof salt_);
   if (hmac_) OPENSSL_cleanse(hmac_.get(), sizeof *hmac_);
-}
-
-uint32_t CryptoState::aead_inputs(const EspHeaderFields& h, const uint8_t* iv, uint8_t* nonce, uint8_t* aad) const {
-  std::memcpy(nonce, salt_, 4);
-  std::memcpy(nonce + 4, iv, 8);
-  return build_aad(h, aad);
 }
 
 CryptoState::Slot& CryptoState::acquire() {
@@ -234,7 +204,7 @@ void HmacState::prepare(bool sha256_digest, const uint8_t* key, size_t key_len) 
 void CryptoState::compute_icv(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv,
                               const uint8_t* payload, uint32_t len, uint8_t* out) const {
   uint8_t hi[4];
-  put_be32(hi, uint32_t(h.seq >> 32));
+  wire::put32(hi, uint32_t(h.seq >> 32));
   const HmacState& hmac = *hmac_;
   if (hmac.sha256) {
     SHA256_CTX c = hmac.inner256;  // a struct copy: no allocation
@@ -263,15 +233,8 @@ void CryptoState::compute_icv(const EspHeaderFields& h, const uint8_t* esp_heade
   }
 }
 
-bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload,
-                       uint32_t len, uint8_t* icv) {
-  if (imb_) {  // no slot: the intel-ipsec-mb direct API keeps its state on this stack
-    put_be64(iv, h.seq);
-    uint8_t nonce[12], aad[12];
-    const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
-    imb_->seal(nonce, aad, aad_len, iv, payload, len, icv, icv_len_);
-    return true;
-  }
+bool CryptoState::seal_openssl(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload,
+                               uint32_t len, uint8_t* icv) {
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;
@@ -279,11 +242,9 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
   switch (suite_) {
     case Suite::Aead:
     case Suite::Gmac: {
-      // RFC 4106 §3.1: the 64-bit sequence number is the explicit IV: unique
-      // under one key because the sequence number never repeats.
-      put_be64(iv, h.seq);
-      uint8_t nonce[12], aad[12];
-      const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
+      write_sequence_iv(h, iv);
+      uint8_t nonce[16], aad[16];
+      const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
       ok = EVP_EncryptInit_ex2(s.cipher, nullptr, nullptr, nonce, nullptr) &&
            EVP_EncryptUpdate(s.cipher, nullptr, &outl, aad, int(aad_len));
       if (suite_ == Suite::Aead) {
@@ -316,13 +277,8 @@ bool CryptoState::seal(const EspHeaderFields& h, const uint8_t* esp_header, uint
   return ok;
 }
 
-bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload,
-                       uint32_t len, const uint8_t* icv) {
-  if (imb_) {
-    uint8_t nonce[12], aad[12];
-    const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
-    return imb_->open(nonce, aad, aad_len, iv, payload, len, icv, icv_len_);
-  }
+bool CryptoState::open_openssl(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv,
+                               uint8_t* payload, uint32_t len, const uint8_t* icv) {
   Slot& s = acquire();
   bool ok = true;
   int outl = 0;
@@ -330,8 +286,8 @@ bool CryptoState::open(const EspHeaderFields& h, const uint8_t* esp_header, cons
   switch (suite_) {
     case Suite::Aead:
     case Suite::Gmac: {
-      uint8_t nonce[12], aad[12];
-      const uint32_t aad_len = aead_inputs(h, iv, nonce, aad);
+      uint8_t nonce[16], aad[16];
+      const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
       // SET_TAG only reads (copies) the expected tag: the packet's ICV is
       // passed as it is (the ctrl's pointer is not const).
       ok = EVP_DecryptInit_ex2(s.cipher, nullptr, nullptr, nonce, nullptr) &&

@@ -9,13 +9,13 @@
 
 #include <openssl/sha.h>
 
+#include "esp/aead_inputs.h"
+#include "esp/esp_crypto_ipsecmb.h"
 #include "model/sa_spec.h"
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 
 namespace ov2::esp {
-
-class ImbAead;  // the intel-ipsec-mb backend (esp_crypto_ipsecmb.h)
 
 // How the SA protects a payload.
 enum class Suite : uint8_t {
@@ -23,13 +23,6 @@ enum class Suite : uint8_t {
   Gmac,     // ENCR_NULL_AUTH_AES_GMAC (RFC 4543): authenticated, not encrypted
   CbcHmac,  // AES-CBC (RFC 3602) + HMAC-SHA-256-128 (RFC 4868) / HMAC-SHA-1-96
   NullHmac, // NULL encryption + HMAC
-};
-
-// The ESP fields every ICV covers besides the payload.
-struct EspHeaderFields {
-  uint32_t spi;    // host order
-  uint64_t seq;    // full 64-bit sequence number
-  bool esn;        // the high half is in the ICV
 };
 
 // HMAC (RFC 2104) precomputed from the key: the digest states after the
@@ -64,11 +57,20 @@ class CryptoState {
   // `icv` at icv_len() bytes after the payload.  Returns false only if OpenSSL
   // fails.
   bool seal(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload, uint32_t len,
-            uint8_t* icv);
+            uint8_t* icv) {
+    if (imb_) {  // no slot: the intel-ipsec-mb direct API keeps its state on its stack
+      imb_->seal(h, iv, payload, len, icv);
+      return true;
+    }
+    return seal_openssl(h, esp_header, iv, payload, len, icv);
+  }
   // Verifies the ICV and decrypts `payload` in place (same layout as seal()).
   // Returns false if the ICV does not verify.
   bool open(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload, uint32_t len,
-            const uint8_t* icv);
+            const uint8_t* icv) {
+    if (imb_) return imb_->open(h, iv, payload, len, icv);
+    return open_openssl(h, esp_header, iv, payload, len, icv);
+  }
 
  private:
   struct Slot {
@@ -76,8 +78,11 @@ class CryptoState {
     EVP_CIPHER_CTX* cipher = nullptr;
   };
   Slot& acquire();
-  // RFC 4106 §5 / RFC 4543 §3 / RFC 7634 §2: nonce = salt || IV, AAD = SPI || [seq_hi ||] seq_lo.
-  uint32_t aead_inputs(const EspHeaderFields& h, const uint8_t* iv, uint8_t* nonce, uint8_t* aad) const;
+  // seal()/open() on OpenSSL (the slots).
+  bool seal_openssl(const EspHeaderFields& h, const uint8_t* esp_header, uint8_t* iv, uint8_t* payload, uint32_t len,
+                    uint8_t* icv);
+  bool open_openssl(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, uint8_t* payload,
+                    uint32_t len, const uint8_t* icv);
   static void release(Slot& s) { s.busy.clear(std::memory_order_release); }
   // HMAC over ESP header || IV || payload [|| seq_hi]; `out` gets the full digest.
   void compute_icv(const EspHeaderFields& h, const uint8_t* esp_header, const uint8_t* iv, const uint8_t* payload,

@@ -172,8 +172,9 @@ size_t ImbAead::key_block_bytes(EncAlg enc) {
   return enc == EncAlg::ChaCha20Poly1305 ? size_t{32} : manager().gcm_key_bytes;
 }
 
-ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key)
-    : mgr_(manager().mgr), kind_(Kind::Gcm), key_(key_block_bytes(enc)) {
+ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key, const uint8_t* salt, uint32_t icv_len)
+    : mgr_(manager().mgr), kind_(Kind::Gcm), icv_len_(icv_len), key_(key_block_bytes(enc)) {
+  std::memcpy(salt_, salt, sizeof salt_);
   if (mgr_ == nullptr)
     fail(ErrorCode::Unsupported, "intel-ipsec-mb cannot run here (" + ipsecmb_info().error + "); use --crypto openssl");
   if (!covers(enc, auth)) fail(ErrorCode::Unsupported, "intel-ipsec-mb backend: algorithm pair not covered");
@@ -187,37 +188,92 @@ ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key)
   auto* kd = reinterpret_cast<gcm_key_data*>(key_.data());
   // The AES key schedule and the GHASH key powers, computed once per SA,
   // live in DONTDUMP key storage and are wiped when the SA goes.
+  IMB_MGR* m = const_cast<IMB_MGR*>(mgr_);
   switch (aes_key_len_) {
     case 16:
       IMB_AES128_GCM_PRE(mgr_, key, kd);
+      gcm_enc_ = m->gcm128_enc, gcm_dec_ = m->gcm128_dec;
       break;
     case 24:
       IMB_AES192_GCM_PRE(mgr_, key, kd);
+      gcm_enc_ = m->gcm192_enc, gcm_dec_ = m->gcm192_dec;
       break;
     default:
       IMB_AES256_GCM_PRE(mgr_, key, kd);
+      gcm_enc_ = m->gcm256_enc, gcm_dec_ = m->gcm256_dec;
       break;
   }
+  if (kind_ != Kind::Gcm) gcm_enc_ = gcm_dec_ = nullptr;  // GMAC: the same schedule, other calls
 }
 
 namespace {
-// Per packet: glibc's explicit_bzero is a memset the compiler may not drop,
-// a few instructions for these small contexts where OPENSSL_cleanse's byte
-// loop took about 60 (a tenth of a 64-byte packet's work on this backend).
-inline void wipe(void* p, size_t n) { explicit_bzero(p, n); }
-}  // namespace
-
-void ImbAead::seal(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
-                   uint32_t len, uint8_t* icv, uint32_t icv_len) const {
-  tag(nonce, aad, aad_len, iv, payload, len, icv, icv_len, true);
+// Zeroes a small per-packet object (a GCM context, a computed tag) so that the
+// compiler cannot drop the stores: the empty asm may read it (Linux's
+// memzero_explicit).  A copy from a zero object becomes a few vector stores
+// (a memset of this size becomes `rep stos`, slow to start); explicit_bzero's
+// call and length dispatch cost about 25 instructions a wipe, two per opening.
+template <class T>
+void wipe_object(T& obj) {
+  static const T zero{};
+  std::memcpy(&obj, &zero, sizeof obj);
+  __asm__ __volatile__("" : : "r"(&obj) : "memory");
 }
 
-bool ImbAead::open(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
-                   uint32_t len, const uint8_t* icv, uint32_t icv_len) const {
+// Constant-time equality of two tags of `n` bytes (16, or 12 for HMAC-SHA-1
+// suites, which do not come here): no branch on their bytes, as
+// CRYPTO_memcmp, in a few word operations instead of a byte loop behind a
+// library call.
+bool tags_equal(const uint8_t* a, const uint8_t* b, uint32_t n) {
+  uint64_t diff = 0;
+  uint32_t i = 0;
+  if (n == 16) {
+    uint64_t x[2], y[2];
+    std::memcpy(x, a, 16);
+    std::memcpy(y, b, 16);
+    return ((x[0] ^ y[0]) | (x[1] ^ y[1])) == 0;
+  }
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    diff |= x ^ y;
+  }
+  for (; i < n; ++i) diff |= uint64_t(a[i] ^ b[i]);
+  return diff == 0;
+}
+}  // namespace
+
+ImbAead::~ImbAead() { OPENSSL_cleanse(salt_, sizeof salt_); }
+
+void ImbAead::seal(const EspHeaderFields& h, uint8_t* iv, uint8_t* payload, uint32_t len, uint8_t* icv) const {
+  write_sequence_iv(h, iv);
+  uint8_t nonce[16], aad[16];
+  const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
+  if (gcm_enc_) {  // AES-GCM, the common case: one library call
+    gcm_context_data ctx;
+    gcm_enc_(reinterpret_cast<const gcm_key_data*>(key_.data()), &ctx, payload, payload, len, nonce, aad, aad_len,
+             icv, icv_len_);
+    wipe_object(ctx);  // holds keystream of the last partial block
+    return;
+  }
+  tag(nonce, aad, aad_len, iv, payload, len, icv, icv_len_, true);
+}
+
+bool ImbAead::open(const EspHeaderFields& h, const uint8_t* iv, uint8_t* payload, uint32_t len,
+                   const uint8_t* icv) const {
+  uint8_t nonce[16], aad[16];
+  const uint32_t aad_len = aead_nonce_and_aad(salt_, h, iv, nonce, aad);
   uint8_t computed[16];
-  tag(nonce, aad, aad_len, iv, payload, len, computed, icv_len, false);
-  const bool ok = CRYPTO_memcmp(computed, icv, icv_len) == 0;
-  wipe(computed, sizeof computed);
+  if (gcm_dec_) {
+    gcm_context_data ctx;
+    gcm_dec_(reinterpret_cast<const gcm_key_data*>(key_.data()), &ctx, payload, payload, len, nonce, aad, aad_len,
+             computed, icv_len_);
+    wipe_object(ctx);
+  } else {
+    tag(nonce, aad, aad_len, iv, payload, len, computed, icv_len_, false);
+  }
+  const bool ok = tags_equal(computed, icv, icv_len_);
+  wipe_object(computed);
   return ok;
 }
 
@@ -226,17 +282,10 @@ void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, co
   IMB_MGR* m = const_cast<IMB_MGR*>(mgr_);  // the direct API only reads the manager
   const auto* kd = reinterpret_cast<const gcm_key_data*>(key_.data());
   switch (kind_) {
-    case Kind::Gcm: {
+    case Kind::Gcm: {  // seal() and open() call gcm_enc_/gcm_dec_ themselves
       gcm_context_data ctx;
-      aes_gcm_enc_dec_t fn = nullptr;
-      if (aes_key_len_ == 16)
-        fn = encrypt ? m->gcm128_enc : m->gcm128_dec;
-      else if (aes_key_len_ == 24)
-        fn = encrypt ? m->gcm192_enc : m->gcm192_dec;
-      else
-        fn = encrypt ? m->gcm256_enc : m->gcm256_dec;
-      fn(kd, &ctx, payload, payload, len, nonce, aad, aad_len, out, out_len);
-      wipe(&ctx, sizeof ctx);  // holds keystream of the last partial block
+      (encrypt ? gcm_enc_ : gcm_dec_)(kd, &ctx, payload, payload, len, nonce, aad, aad_len, out, out_len);
+      wipe_object(ctx);
       break;
     }
     case Kind::Gmac: {
@@ -255,7 +304,7 @@ void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, co
       update(kd, &ctx, iv, 8);
       update(kd, &ctx, payload, len);
       final(kd, &ctx, out, out_len);
-      wipe(&ctx, sizeof ctx);
+      wipe_object(ctx);
       break;
     }
     case Kind::ChaCha: {
@@ -266,7 +315,7 @@ void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, co
       else
         m->chacha20_poly1305_dec_update(key_.data(), &ctx, payload, payload, len);
       m->chacha20_poly1305_finalize(&ctx, out, out_len);
-      wipe(&ctx, sizeof ctx);  // holds the one-time Poly1305 key and keystream
+      wipe_object(ctx);  // holds the one-time Poly1305 key and keystream
       break;
     }
   }

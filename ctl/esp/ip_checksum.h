@@ -9,17 +9,31 @@
 
 namespace ov2::esp::wire {
 
-inline uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+// One load or store and a byte swap each (the compiler does not merge the
+// byte-by-byte form of the stores; several run on every packet).
+inline uint16_t to_be(uint16_t v) {
+  return std::endian::native == std::endian::little ? __builtin_bswap16(v) : v;
+}
+inline uint32_t to_be(uint32_t v) {
+  return std::endian::native == std::endian::little ? __builtin_bswap32(v) : v;
+}
+inline uint16_t be16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return to_be(v);
+}
 inline uint32_t be32(const uint8_t* p) {
-  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return to_be(v);
 }
 inline void put16(uint8_t* p, uint16_t v) {
-  p[0] = uint8_t(v >> 8);
-  p[1] = uint8_t(v);
+  v = to_be(v);
+  std::memcpy(p, &v, 2);
 }
 inline void put32(uint8_t* p, uint32_t v) {
-  put16(p, uint16_t(v >> 16));
-  put16(p + 2, uint16_t(v));
+  v = to_be(v);
+  std::memcpy(p, &v, 4);
 }
 
 // One's complement sum of 16-bit big-endian words (odd tail padded with
@@ -53,8 +67,11 @@ inline uint32_t sum16(const uint8_t* p, size_t n, uint32_t acc = 0) {
   if constexpr (std::endian::native == std::endian::little) v = uint16_t(v >> 8 | v << 8);
   return acc + v;
 }
+// Two end-around carries bring any 32-bit sum to 16 bits (the first leaves
+// at most 0x1fffe, the second at most 0xffff).
 inline uint16_t fold(uint32_t acc) {
-  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  acc = (acc & 0xffff) + (acc >> 16);
+  acc = (acc & 0xffff) + (acc >> 16);
   return uint16_t(~acc);
 }
 

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -55,13 +56,29 @@ std::vector<uint8_t> random_bytes(size_t n) {
 // and 8-byte AAD per record (what ESP feeds the cipher), 16-byte tag.
 struct Record {
   explicit Record(uint32_t size) : in(random_bytes(size)), out(size + 32) {}
+  // The nonce and AAD by whole-width stores, as the engine writes them
+  // (esp/aead_inputs.h): the cipher loads them right away in 8-byte or wider
+  // loads, which cannot take their data from smaller stores still in the
+  // store buffer (an 8-byte store at nonce+4 cost intel-ipsec-mb's 64-byte
+  // sealing about 5 ns, a tenth of it).  Same bytes as a copy of `seq`.
   void next() {
     ++seq;
-    std::memcpy(nonce + 4, &seq, 8);
-    std::memcpy(aad + 4, &seq, 4);
+    if constexpr (std::endian::native == std::endian::little) {
+      using Block = uint64_t __attribute__((vector_size(16)));
+      uint32_t salt, prefix;
+      std::memcpy(&salt, nonce, 4);
+      std::memcpy(&prefix, aad, 4);
+      const Block n = {salt | seq << 32, seq >> 32};
+      std::memcpy(nonce, &n, 16);
+      const uint64_t a = prefix | uint64_t(uint32_t(seq)) << 32;
+      std::memcpy(aad, &a, 8);
+    } else {
+      std::memcpy(nonce + 4, &seq, 8);
+      std::memcpy(aad + 4, &seq, 4);
+    }
   }
   std::vector<uint8_t> in, out;
-  uint8_t nonce[12] = {1, 2, 3, 4};
+  alignas(16) uint8_t nonce[16] = {1, 2, 3, 4};  // 12 used
   uint8_t aad[8] = {0, 0, 0x10, 0x01};
   uint8_t tag[16] = {};
   uint64_t seq = 0;
