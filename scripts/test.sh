@@ -4,7 +4,7 @@
 # (scripts/static-checks.sh: cppcheck on ctl/, and clang-tidy too with
 # OV2_TIDY=1), the benchmark program's build, and scripts/sanitizer-checks.sh
 # (one clang build with ASan/UBSan, build-fuzz; there the unit-level suites,
-# labels unit control config pcap, and each libFuzzer target briefly on its
+# labels unit esp control config pcap, and each libFuzzer target briefly on its
 # seed corpus).  After the suites: the tests of label bench (ipsecov2-bench
 # stopped early, about 25 s), then the results of the sanitizer checks.
 # OV2_SKIP_STATIC=1, OV2_SKIP_SANITIZE=1, OV2_SKIP_FUZZ=1 skip those stages.
