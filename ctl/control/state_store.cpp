@@ -679,30 +679,6 @@ std::string random_id() {
   return id;
 }
 
-std::string read_whole(const std::string& path, bool* exists) {
-  *exists = false;
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    if (errno == ENOENT) return {};
-    sys_fail("cannot read the state file " + path);
-  }
-  *exists = true;
-  struct stat st {};
-  std::string text;
-  if (fstat(fd, &st) == 0 && st.st_size > 0)
-    text.reserve(static_cast<size_t>(st.st_size));  // no reallocation copies of keys
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  OPENSSL_cleanse(buf, sizeof buf);
-  close(fd);
-  return text;
-}
-
 // A state file mapped read-only, its pages mapped at once (MAP_POPULATE: no page fault per page):
 // parsed where it lies, so no copy of its keys is made on the heap (nothing to wipe afterwards).
 class MappedFile {
@@ -951,26 +927,17 @@ bool StateStore::cancel_compaction() {
 void StateStore::fold_next_journal() {
   if (!compaction_cancelled_ || !journal_is_next_ || compactor_.joinable() || !pending_.empty())
     fail(ErrorCode::Internal, "fold_next_journal without a cancelled compaction, or with uncommitted records");
-  bool exists = false, next_exists = false;
-  std::string current = read_whole(journal_path_, &exists);
-  std::string next = read_whole(next_journal_path_, &next_exists);
-  struct WipeBoth {
-    std::string& a;
-    std::string& b;
-    ~WipeBoth() {
-      wipe_string(a);
-      wipe_string(b);
-    }
-  } wipe{current, next};
+  // Mapped, as the loader reads them: the only copy of their keys on the heap is `text` below.
+  const MappedFile current(journal_path_), next(next_journal_path_);
   // Everything after each file's header: the records that were durable (a torn tail is left out).
-  auto body = [](const std::string& bytes, uint64_t valid) -> std::string_view {
+  auto body = [](std::string_view bytes, uint64_t valid) -> std::string_view {
     if (bytes.size() < 8 || valid > bytes.size()) return {};
     const size_t header = 8 + size_t{get_u32(bytes, 0)};
-    return header <= valid ? std::string_view(bytes).substr(header, valid - header) : std::string_view{};
+    return header <= valid ? bytes.substr(header, valid - header) : std::string_view{};
   };
-  const std::string_view old_records = body(current, previous_journal_bytes_);
-  const std::string_view new_records = body(next, journal_bytes_);
-  if (!exists || !next_exists || old_records.data() == nullptr || new_records.data() == nullptr)
+  const std::string_view old_records = body(current.bytes(), previous_journal_bytes_);
+  const std::string_view new_records = body(next.bytes(), journal_bytes_);
+  if (!current.exists() || !next.exists() || old_records.data() == nullptr || new_records.data() == nullptr)
     fail(ErrorCode::Kernel, journal_path_ + " or " + next_journal_path_ + " is not what this daemon wrote; both kept");
   // The header says which generation it holds: if state.journal.next is still there after a crash
   // (the rename below done, its unlink not), the loader ignores it.
