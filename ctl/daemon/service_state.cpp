@@ -164,6 +164,12 @@ void ServiceState::journal_passed_marks() {
   }
 }
 
+void ServiceState::journal_stop() {
+  journal_passed_marks();
+  store_->append_stop(plane_.sas().next_sequence(), plane_.spd().next_id());
+  store_->commit();
+}
+
 void ServiceState::save_if_sequence_passed_mark() {
   if (store_ == nullptr) return;
   journal_passed_marks();
@@ -191,9 +197,7 @@ void ServiceState::save_at_stop() {
       // than waited for when the journals are small enough to end a stop with: the old snapshot, its
       // journal and the new generation are durable and hold everything (StateStore::cancel_compaction).
       if (store_->cancel_compaction()) {
-        journal_passed_marks();
-        store_->append_stop(plane_.sas().next_sequence(), plane_.spd().next_id());
-        store_->commit();
+        journal_stop();
         std::string folded = "folded into one journal";
         try {
           store_->fold_next_journal();
@@ -208,9 +212,7 @@ void ServiceState::save_at_stop() {
       }
       store_->finish_compaction(true);  // a background snapshot still being written, too large a journal to cancel it
       if (store_->journal_can_end_a_stop()) {
-        journal_passed_marks();
-        store_->append_stop(plane_.sas().next_sequence(), plane_.spd().next_id());
-        store_->commit();
+        journal_stop();
         log(LogLevel::Info, "state kept in " + store_->path() + " and " + store_->journal_path() + " (" +
                                 std::to_string(store_->journal_bytes()) +
                                 " bytes of journal, no snapshot needed at stop) in " + watch.text());

@@ -86,6 +86,9 @@ class ServiceState : public ControlPlane::Listener {
   uint64_t mark_for(uint64_t handle) const;
   // Journals a new mark for every outbound SA whose next sequence number reached its saved mark.
   void journal_passed_marks();
+  // The end of a stop without a snapshot: the passed marks and a "stop"
+  // record with the exact handle and policy-id sequences, made durable.
+  void journal_stop();
   // Journals a new reservation when a sequence passed the journaled one.
   void reserve_sequences();
   // Starts a background compaction (StateStore::start_compaction).
