@@ -396,6 +396,12 @@ TEST_F(ControlE2e, EveryValidationErrorExitsNonZeroWithOneLineReason) {
       {{"policy", "add", "--dir", "out", "--src", "10.0.0.0/8", "--dst", "10.0.0.0/8", "--action", "protect"},
        "action protect needs --sa HANDLE"},
       {{"sa", "add", "--dir", "sideways"}, "--dir"},
+      // Usage errors name what was wrong, not the first requirement CLI11 checks.
+      {{"status"}, "unknown command 'status' (one of: caps, sa, policy, stats, monitor, pcap)"},
+      {{"sa", "frob"}, "unknown command 'frob' for 'sa' (one of: add, add-batch, del, update, list, show)"},
+      {{"sa", "add", "--bogus"}, "unknown option --bogus for 'sa add'"},
+      {{"sa", "list", "extra"}, "unexpected argument 'extra' for 'sa list'"},
+      {{"sa"}, "'sa' needs a command (one of: add,"},
   };
   ASSERT_EQ(esn.exit_code, 0) << esn.err;
   const std::string before = d.ctl({"--json", "sa", "list"}).out;
