@@ -11,6 +11,7 @@
 #include "cli/key_file.h"
 #include "cli/observe.h"
 #include "cli/table.h"
+#include "common/cli_usage.h"
 #include "common/error.h"
 #include "control/control_client.h"
 #include "control/protocol.h"
@@ -239,37 +240,6 @@ void print_policy_list(const json& policies) {
   t.print(std::cout);
 }
 
-// CLI11 checks required options and subcommands before it complains about
-// arguments it could not place, so `ipsecov2ctl status` would be answered
-// "A subcommand is required". Name the first unplaced argument instead (it is
-// what the user got wrong), and list the commands where one is missing.
-std::string usage_error(const CLI::App& app, const CLI::ParseError& e) {
-  const CLI::App* deepest = &app;
-  std::string path;
-  for (;;) {
-    const auto parsed = deepest->get_subcommands();
-    if (parsed.empty()) break;
-    deepest = parsed.front();
-    path += (path.empty() ? "" : " ") + deepest->get_name();
-  }
-  std::string commands;
-  for (const CLI::App* sub : deepest->get_subcommands([](const CLI::App* s) { return !s->get_name().empty(); }))
-    commands += (commands.empty() ? "" : ", ") + sub->get_name();
-  const std::string where = path.empty() ? std::string{} : " for '" + path + "'";
-  const std::vector<std::string> left = deepest->remaining();
-  if (left.empty()) {
-    if (!commands.empty() && dynamic_cast<const CLI::RequiredError*>(&e) != nullptr &&
-        std::string(e.what()).find("ubcommand") != std::string::npos)
-      return (path.empty() ? std::string("a command is missing") : "'" + path + "' needs a command") + " (one of: " +
-             commands + ")";
-    return e.what();
-  }
-  const std::string& arg = left.front();
-  if (arg.size() > 1 && arg[0] == '-') return "unknown option " + arg + where;
-  if (commands.empty()) return "unexpected argument '" + arg + "'" + where;
-  return "unknown command '" + arg + "'" + where + " (one of: " + commands + ")";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -384,9 +354,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::RuntimeError& e) {
     return e.get_exit_code();  // pcap: its messages are printed already
   } catch (const CLI::ParseError& e) {
-    std::string what = usage_error(app, e);
-    std::replace(what.begin(), what.end(), '\n', ' ');
-    std::fprintf(stderr, "ipsecov2ctl: error: %s (see --help)\n", what.c_str());
+    std::fprintf(stderr, "ipsecov2ctl: error: %s (see --help)\n", ov2::cli_usage_error(app, e).c_str());
     return 2;
   }
 

@@ -25,6 +25,7 @@
 #include <memory>
 #include <optional>
 
+#include "common/cli_usage.h"
 #include "common/error.h"
 #include "config/daemon_config.h"
 #include "control/control_plane.h"
@@ -417,8 +418,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-restore", cl.no_restore, "start empty instead of restoring the saved SAs and policies");
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "ipsecov2d: error: %s (see --help)\n", ov2::cli_usage_error(app, e).c_str());
+    return 2;
   }
   try {
     return run(cl, build_config(cl));

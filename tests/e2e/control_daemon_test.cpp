@@ -623,6 +623,25 @@ TEST_F(ControlE2e, ConfigFileIsReadAndCommandLineWins) {
   std::filesystem::remove(cfg);
 }
 
+TEST_F(ControlE2e, DaemonUsageErrorsExitTwoWithOneLineThatNamesTheArgument) {
+  const struct {
+    std::vector<std::string> args;
+    std::string line;
+  } cases[] = {
+      {{"--bogus"}, "ipsecov2d: error: unknown option --bogus (see --help)\n"},
+      {{"start"}, "ipsecov2d: error: unexpected argument 'start' (see --help)\n"},
+      {{"--engine", "frob"}, "ipsecov2d: error: --engine: frob not in {afxdp,nic,auto} (see --help)\n"},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> argv{kDaemon};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    Result r = run(argv);
+    EXPECT_EQ(r.exit_code, 2) << c.args.front();
+    EXPECT_EQ(r.err, c.line);
+    EXPECT_TRUE(r.out.empty()) << r.out;
+  }
+}
+
 TEST_F(ControlE2e, DaemonNotRunningAndNicEngineWithoutNicGiveClearErrors) {
   Result r = run({kCtl, "--socket", "/tmp/ov2t-none/ipsecov2.sock", "caps"});
   EXPECT_NE(r.exit_code, 0);
