@@ -41,7 +41,7 @@ constexpr FailureKind kFailureKinds[] = {{esp::Reason::Replayed, "replay-failure
 }  // namespace
 
 Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options)
-    : plane_(plane), dataplane_(dataplane), options_(std::move(options)), bus_(plane) {
+    : plane_(plane), dataplane_(dataplane), options_(std::move(options)) {
   if (events_fd >= 0)
     reader_ = std::make_unique<EventReader>(events_fd, [this](const ov2_event& e) { on_ring_event(e); });
   timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
