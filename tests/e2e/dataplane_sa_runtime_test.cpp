@@ -69,7 +69,7 @@ TEST(DataplaneSaRuntime, RemovedSaIsFreedOnlyAfterEveryWorkerPassedAQuiescentPoi
   t.remove(kOut);
   EXPECT_EQ(t.outbound(kOut), nullptr) << "unpublished at once";
   EXPECT_GT(t.reclaim(), 0u) << "must wait: workers 0 and 1 may still use it";
-  EXPECT_EQ(held->spec().spi, 0x100u) << "still alive for the worker holding it";
+  EXPECT_EQ(held->params().spi, 0x100u) << "still alive for the worker holding it";
   t.epochs().leave(0);
   EXPECT_GT(t.reclaim(), 0u) << "worker 1 still in its old batch";
   t.epochs().enter(1);  // worker 1 starts a new batch: it cannot see the old SA any more
