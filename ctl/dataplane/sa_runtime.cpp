@@ -175,6 +175,11 @@ bool SaRuntime::inbound_key_of(uint64_t handle, ov2_sa_key* key) const {
   return true;
 }
 
+bool SaRuntime::contains(uint64_t handle) const {
+  std::lock_guard lock(mu_);
+  return installed_locked(handle) != nullptr;
+}
+
 size_t SaRuntime::size() const {
   std::lock_guard lock(mu_);
   return installed_count_;

@@ -83,6 +83,8 @@ class SaRuntime {
   // (and, with `freed`, how many SAs were freed by this call).
   size_t reclaim(size_t* freed = nullptr);
   size_t size() const;
+  // True if an SA is installed under `handle`.
+  bool contains(uint64_t handle) const;
 
   // --- packet path (workers; call only between epochs().enter/leave) --------
   // The SA under `handle` if it is installed in that direction, else nullptr.
