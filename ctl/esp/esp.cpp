@@ -525,11 +525,13 @@ InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
   icv_len_ = crypto_->icv_len();
   cbc_mask_ = crypto_->suite() == Suite::CbcHmac ? crypto_->block_len() - 1 : 0;
   while (bitmap_bits_ < window_size_) bitmap_bits_ <<= 1;
-  bitmap_ = std::make_unique<uint64_t[]>(bitmap_bits_ / 64);
+  bitmap_ = bitmap_bits_ > 64 ? new uint64_t[bitmap_bits_ / 64]() : &inline_bitmap_;
   top_ = spec.esn ? uint64_t(spec.seq_hi) << 32 : 0;
 }
 
-InboundSa::~InboundSa() = default;
+InboundSa::~InboundSa() {
+  if (bitmap_ != &inline_bitmap_) delete[] bitmap_;
+}
 
 bool InboundSa::set_seq_hi(uint32_t seq_hi) {
   if (!params_.esn) return false;
@@ -546,7 +548,7 @@ uint64_t InboundSa::highest_seq() const {
 void InboundSa::set_highest_seq(uint64_t seq) {
   pending_seq_hi_.store(0, std::memory_order_relaxed);
   top_ = seq;
-  std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+  std::memset(bitmap_, 0, bitmap_bits_ / 8);
 }
 
 // RFC 4303 Appendix A2.2: place seq_lo in the window around the top.
@@ -604,7 +606,7 @@ void InboundSa::replay_update_other(uint64_t seq) {
   if (seq > top_) {
     const uint64_t diff = seq - top_;
     if (diff >= bitmap_bits_) {
-      std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+      std::memset(bitmap_, 0, bitmap_bits_ / 8);
     } else {
       // Clear the bits of the sequence numbers the window slides over
       // (counted, so that a top near 2^64 cannot wrap the loop).

@@ -324,7 +324,11 @@ class InboundSa {
   uint64_t top_ = 0;                // highest authenticated seq (64-bit)
   std::atomic<uint64_t> pending_seq_hi_{0};  // set_seq_hi() from another thread (OutboundSa's)
   uint64_t bitmap_bits_ = 64;       // power of two >= window_size_
-  std::unique_ptr<uint64_t[]> bitmap_;  // ring: bit (seq & (bitmap_bits_-1)) = seen
+  // Ring: bit (seq & (bitmap_bits_-1)) = seen.  For a window of up to 64
+  // (the default) the word inline_bitmap_ (a heap block of one word cost 32
+  // bytes per SA), else an array new[]ed here and deleted by the destructor.
+  uint64_t* bitmap_ = nullptr;
+  uint64_t inline_bitmap_ = 0;
   uint64_t life_packets_ = 0;
   uint64_t life_bytes_ = 0;
   bool soft_fired_ = false;
