@@ -14,6 +14,11 @@ std::string id_list(const std::vector<uint32_t>& ids) {
   for (uint32_t id : ids) out += (out.empty() ? "" : ", ") + std::to_string(id);
   return out;
 }
+
+// The change event of an SA, named by its record.
+ChangeEvent sa_change(ChangeKind kind, const SaRecord& r, ChangeCause cause) {
+  return {kind, r.handle, 0, cause, r.spec.spi, r.spec.dir, r.spec.mode};
+}
 }  // namespace
 
 const char* change_kind_name(ChangeKind kind) {
@@ -82,7 +87,7 @@ uint64_t ControlPlane::add_sa(SaSpec spec) {
                                            "policy first");
   }
   const uint64_t handle = sas_.add(std::move(spec));
-  notify({ChangeKind::SaAdded, handle, 0, ChangeCause::User});
+  notify(sa_change(ChangeKind::SaAdded, *sas_.find(handle), ChangeCause::User));
   return handle;
 }
 
@@ -157,18 +162,21 @@ ControlPlane::DeleteResult ControlPlane::delete_sas(const std::vector<uint64_t>&
     for (uint32_t id : users) spd_.erase(id);
     result.deleted_policies = users;
   }
-  sas_.remove(handles);
   result.deleted_sas.assign(handles.begin(), handles.end());
   std::sort(result.deleted_sas.begin(), result.deleted_sas.end());
   result.deleted_sas.erase(std::unique(result.deleted_sas.begin(), result.deleted_sas.end()), result.deleted_sas.end());
+  std::vector<ChangeEvent> sa_events;  // described while the records exist
+  sa_events.reserve(result.deleted_sas.size());
+  for (uint64_t h : result.deleted_sas) sa_events.push_back(sa_change(ChangeKind::SaDeleted, *sas_.find(h), cause));
+  sas_.remove(handles);
   for (uint32_t id : result.deleted_policies) notify({ChangeKind::PolicyDeleted, 0, id, cause});
-  for (uint64_t h : result.deleted_sas) notify({ChangeKind::SaDeleted, h, 0, cause});
+  for (const ChangeEvent& e : sa_events) notify(e);
   return result;
 }
 
 void ControlPlane::update_sa(uint64_t handle, uint32_t seq_hi) {
   sas_.update_seq_hi(handle, seq_hi);
-  notify({ChangeKind::SaUpdated, handle, 0, ChangeCause::User});
+  notify(sa_change(ChangeKind::SaUpdated, *sas_.find(handle), ChangeCause::User));
 }
 
 void ControlPlane::check_protect_sa(const PolicySpec& spec) const {

@@ -22,9 +22,10 @@
 
 namespace ov2 {
 
-// What changed in the control plane's state.  Carries handles and ids only,
-// never keys or specs: a listener that needs the SA looks it up (for deletes
-// it is gone already).
+// What changed in the control plane's state.  Carries handles and ids, and
+// for an SA the few facts that name it (so that a listener need not keep a
+// copy for the SA's deleted event: the SA is gone by then), never keys or
+// specs: a listener that needs more looks the SA up.
 enum class ChangeKind { SaAdded, SaUpdated, SaDeleted, PolicyAdded, PolicyDeleted, PolicyUpdated };
 // Why it changed: a user request, a data-plane SaDeleteReq (NDIS
 // NDIS_STATUS_IPSEC_SA_DELETE_REQ equivalent), or an SA's lifetime expiry.
@@ -35,6 +36,10 @@ struct ChangeEvent {
   uint64_t sa_handle = 0;  // Sa* kinds
   uint32_t policy_id = 0;  // Policy* kinds
   ChangeCause cause = ChangeCause::User;
+  // Sa* kinds: what the SA was (also for SaDeleted).
+  uint32_t sa_spi = 0;
+  Direction sa_dir = Direction::Out;
+  Mode sa_mode = Mode::Tunnel;
 };
 
 // "sa-added", "sa-updated", "sa-deleted", "policy-added", "policy-deleted", "policy-updated".

@@ -30,14 +30,9 @@ void EventBus::on_change(const ChangeEvent& change) {
     case ChangeKind::SaUpdated:
     case ChangeKind::SaDeleted:
       e["handle"] = handle_to_string(change.sa_handle);
-      if (const SaRecord* r = plane_.sas().find(change.sa_handle))
-        described_[change.sa_handle] = Described{r->spec.spi, r->spec.dir, r->spec.mode};
-      if (auto d = described_.find(change.sa_handle); d != described_.end()) {
-        e["dir"] = to_string(d->second.dir);
-        e["spi"] = handle_to_string(d->second.spi);
-        e["mode"] = to_string(d->second.mode);
-        if (change.kind == ChangeKind::SaDeleted) described_.erase(d);
-      }
+      e["dir"] = to_string(change.sa_dir);
+      e["spi"] = handle_to_string(change.sa_spi);
+      e["mode"] = to_string(change.sa_mode);
       break;
     case ChangeKind::PolicyAdded:
     case ChangeKind::PolicyDeleted:

@@ -5,7 +5,6 @@
 #pragma once
 
 #include <functional>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -16,9 +15,6 @@ namespace ov2 {
 class EventBus : public ControlPlane::Listener {
  public:
   using Sink = std::function<void(const nlohmann::json& event)>;
-
-  // `plane` (not owned) is used to describe SAs in added events.
-  explicit EventBus(const ControlPlane& plane) : plane_(plane) {}
 
   // Where events go; an empty sink drops them.  Replaces the previous sink.
   void set_sink(Sink sink) { sink_ = std::move(sink); }
@@ -32,17 +28,8 @@ class EventBus : public ControlPlane::Listener {
   uint64_t emitted() const { return emitted_; }
 
  private:
-  const ControlPlane& plane_;
   Sink sink_;
   uint64_t emitted_ = 0;
-  // dir/spi/mode of each SA seen added, so its deleted event can name them too
-  // (a few bytes per SA, not a JSON object: the daemon holds 100 000s of SAs).
-  struct Described {
-    uint32_t spi;
-    Direction dir;
-    Mode mode;
-  };
-  std::map<uint64_t, Described> described_;
 };
 
 // "2026-11-25T16:40:01Z" for now.

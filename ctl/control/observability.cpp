@@ -38,10 +38,24 @@ struct FailureKind {
 constexpr FailureKind kFailureKinds[] = {{esp::Reason::Replayed, "replay-failures"},
                                          {esp::Reason::AuthFailed, "auth-failures"},
                                          {esp::Reason::PolicyMismatch, "policy-failures"}};
+
+// An SA with a limit: its soft/hard events need a watch (and the seconds
+// limit the time the SA was first seen).
+bool has_lifetime(const SaSpec& s) {
+  const LifetimeLimit none{};
+  return s.life_packets != none || s.life_bytes != none || s.life_seconds != none;
+}
+
+// An SA whose counters hold a failure of a kind that is reported.
+bool has_failures(const SaRuntimeCounters& c) {
+  for (const FailureKind& k : kFailureKinds)
+    if (c.by_reason[static_cast<size_t>(k.reason)] != 0) return true;
+  return false;
+}
 }  // namespace
 
 Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options)
-    : plane_(plane), dataplane_(dataplane), options_(std::move(options)), bus_(plane) {
+    : plane_(plane), dataplane_(dataplane), options_(std::move(options)) {
   if (events_fd >= 0)
     reader_ = std::make_unique<EventReader>(events_fd, [this](const ov2_event& e) { on_ring_event(e); });
   timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -232,7 +246,8 @@ void Observability::on_tick() {
 
 void Observability::check_counters(Clock::time_point now, uint64_t only) {
   // list() and watches_ are both ordered by handle: one merged pass keeps a
-  // watch per SA and drops those of deleted SAs, O(N) per tick with 100 000s of SAs.
+  // watch per SA that needs one (SaWatch) and drops those of deleted SAs,
+  // O(N) per tick with 100 000s of SAs.
   auto next_watch = watches_.begin();
   for (const SaRecord* r : plane_.sas().list()) {
     if (only != 0 && r->handle != only) continue;
@@ -245,12 +260,13 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
     if (only != 0) next_watch = watches_.lower_bound(r->handle);
     while (only == 0 && next_watch != watches_.end() && next_watch->first < r->handle)
       next_watch = watches_.erase(next_watch);  // its SA is gone
+    const SaSpec& s = r->spec;
     const bool fresh = next_watch == watches_.end() || next_watch->first != r->handle;
+    if (fresh && !has_lifetime(s) && !has_failures(c)) continue;  // nothing to report, nothing to remember
     if (fresh) next_watch = watches_.emplace_hint(next_watch, r->handle, SaWatch{});
     SaWatch& w = next_watch->second;
     ++next_watch;
     if (fresh) w.first_seen = now;
-    const SaSpec& s = r->spec;
     const auto age =
         static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now - w.first_seen).count());
     auto reached = [](uint64_t limit, uint64_t value) { return limit != 0 && value >= limit; };
@@ -286,8 +302,10 @@ void Observability::check_counters(Clock::time_point now, uint64_t only) {
         bus_.emit(std::move(e));
       }
     }
+    if (!w.failures && !has_failures(c)) continue;
+    if (!w.failures) w.failures = std::make_unique<std::array<SaWatch::Failures, 3>>();
     for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
-      SaWatch::Failures& f = w.failures[k];
+      SaWatch::Failures& f = (*w.failures)[k];
       const uint64_t total = c.by_reason[static_cast<size_t>(kFailureKinds[k].reason)];
       f.pending += total - std::min(total, f.seen);
       f.seen = total;

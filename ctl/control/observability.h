@@ -108,6 +108,10 @@ class Observability {
   void on_kernel_sa_event(const KernelSaEvent& event);
 
  private:
+  // What check_counters remembers about an SA.  Only an SA with a lifetime
+  // limit or a failure counted gets one, and the failure part only once a
+  // failure is counted: an SA without either has nothing to report, and a
+  // watch for each of 100 000s of SAs cost 144 bytes apiece (issue #6).
   struct SaWatch {
     std::chrono::steady_clock::time_point first_seen;
     bool soft_reported = false;
@@ -117,7 +121,7 @@ class Observability {
       uint64_t pending = 0;  // not yet reported
       std::chrono::steady_clock::time_point last{};
     };
-    std::array<Failures, 3> failures;  // by kind (observability.cpp kFailureKinds)
+    std::unique_ptr<std::array<Failures, 3>> failures;  // by kind (observability.cpp kFailureKinds)
   };
 
   void on_ring_event(const ov2_event& event);

@@ -1,9 +1,11 @@
 #include "control/sa_database.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "common/error.h"
+#include "common/shrink_after_erase.h"
 #include "model/sa_json.h"
 
 namespace ov2 {
@@ -45,28 +47,46 @@ uint32_t SaDatabase::take_slot() {
   return next_fresh_slot_++;
 }
 
-void SaDatabase::check_addable(const SaSpec& spec, const LookupKey& key) const {
-  if (auto it = by_lookup_key_.find(key); it != by_lookup_key_.end())
+uint64_t SaDatabase::lookup_hash(const SaSpec& sa) {
+  uint64_t dst[2];
+  std::memcpy(dst, sa.dst.bytes.data(), sizeof dst);
+  uint64_t h = (uint64_t{sa.spi} << 16 | uint64_t(sa.dst.family) << 8 | uint64_t(sa.dir)) * 0x9e3779b97f4a7c15ull;
+  h ^= dst[0] * 0xc2b2ae3d27d4eb4full;
+  h = (h << 29 | h >> 35) ^ dst[1] * 0x165667b19e3779f9ull;
+  h ^= h >> 31;
+  h *= 0xbf58476d1ce4e5b9ull;
+  return h ^ (h >> 29);
+}
+
+uint64_t SaDatabase::find_by_lookup_key(const SaSpec& sa, uint64_t hash) const {
+  const auto [first, last] = by_lookup_hash_.equal_range(hash);
+  for (auto it = first; it != last; ++it)
+    if (lookup_key(records_.at(it->second).spec) == lookup_key(sa)) return it->second;
+  return 0;
+}
+
+void SaDatabase::check_addable(const SaSpec& spec, uint64_t hash) const {
+  if (const uint64_t existing = find_by_lookup_key(spec, hash); existing != 0)
     fail(ErrorCode::Exists, std::string("an ") + to_string(spec.dir) + "bound SA with SPI " + spi_text(spec.spi) +
                                 " and destination " + spec.dst.to_string() + " exists already (handle " +
-                                handle_to_string(it->second) + "); delete it first or choose another SPI");
+                                handle_to_string(existing) + "); delete it first or choose another SPI");
   if (spec.inner_handle != 0) check_bundle(spec);
   if (records_.size() >= capacity_)
     fail(ErrorCode::ResourceExhausted, "the SA database is full (" + std::to_string(capacity_) +
                                            " SAs, the engine's SaOffloadCapacity); delete unused SAs first");
 }
 
-void SaDatabase::record(uint64_t handle, SaSpec spec, const LookupKey& key) {
+void SaDatabase::record(uint64_t handle, SaSpec spec, uint64_t hash) {
   const uint64_t inner = spec.inner_handle;
   records_.emplace(handle, SaRecord{handle, std::move(spec), 0});
-  by_lookup_key_.emplace(key, handle);
+  by_lookup_hash_.emplace(hash, handle);
   if (inner != 0) records_.at(inner).bundled_in = handle;
 }
 
 uint64_t SaDatabase::add(SaSpec spec) {
   validate_sa(spec);
-  const auto key = lookup_key(spec);
-  check_addable(spec, key);
+  const uint64_t hash = lookup_hash(spec);
+  check_addable(spec, hash);
 
   const uint32_t slot = take_slot();
   const uint64_t handle = (next_sequence_ << kHandleSlotBits) | slot;
@@ -78,7 +98,7 @@ uint64_t SaDatabase::add(SaSpec spec) {
   }
   // Committed: from here on nothing may throw but allocation.
   ++next_sequence_;
-  record(handle, std::move(spec), key);
+  record(handle, std::move(spec), hash);
   return handle;
 }
 
@@ -103,8 +123,8 @@ void SaDatabase::restore(uint64_t handle, SaSpec spec) {
                                          " is not a handle this daemon can use (slot beyond the capacity of " +
                                          std::to_string(capacity_) + " SAs, or sequence 0)");
   validate_sa(spec);
-  const auto key = lookup_key(spec);
-  check_addable(spec, key);
+  const uint64_t hash = lookup_hash(spec);
+  check_addable(spec, hash);
   if (records_.count(handle) != 0 || (slot < next_fresh_slot_ &&
                                       std::find(free_slots_.begin(), free_slots_.end(), slot) == free_slots_.end()))
     fail(ErrorCode::Exists, "saved SA handle " + handle_to_string(handle) + ": its slot is in use by another SA");
@@ -119,7 +139,7 @@ void SaDatabase::restore(uint64_t handle, SaSpec spec) {
     throw;
   }
   raise_next_sequence(sequence + 1);
-  record(handle, std::move(spec), key);
+  record(handle, std::move(spec), hash);
 }
 
 void SaDatabase::raise_next_sequence(uint64_t sequence) {
@@ -155,10 +175,13 @@ void SaDatabase::remove(const std::vector<uint64_t>& handles) {
       auto inner = records_.find(it->second.spec.inner_handle);
       if (inner != records_.end()) inner->second.bundled_in = 0;
     }
-    by_lookup_key_.erase(lookup_key(it->second.spec));
+    const auto [first, last] = by_lookup_hash_.equal_range(lookup_hash(it->second.spec));
+    if (auto e = std::find_if(first, last, [h](const auto& entry) { return entry.second == h; }); e != last)
+      by_lookup_hash_.erase(e);
     free_slots_.push_back(handle_slot(h));
     records_.erase(it);  // SecureBytes wipes the keys
   }
+  release_unused_buckets(by_lookup_hash_);
 }
 
 void SaDatabase::update_seq_hi(uint64_t handle, uint32_t seq_hi) {

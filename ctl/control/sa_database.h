@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "dataplane/sa_runtime.h"
@@ -82,12 +83,15 @@ class SaDatabase {
  private:
   using LookupKey = std::tuple<uint32_t, IpAddr, Direction>;  // (SPI, dst, dir)
   static LookupKey lookup_key(const SaSpec& sa) { return {sa.spi, sa.dst, sa.dir}; }
+  static uint64_t lookup_hash(const SaSpec& sa);  // of lookup_key(sa)
+  // The handle of the SA with the lookup key of `sa`, or 0.
+  uint64_t find_by_lookup_key(const SaSpec& sa, uint64_t hash) const;
   void check_bundle(const SaSpec& spec) const;
-  void check_addable(const SaSpec& spec, const LookupKey& key) const;
+  void check_addable(const SaSpec& spec, uint64_t hash) const;
   uint32_t take_slot();
   // Takes `slot` specifically (restore); false if it is in use.
   bool take_given_slot(uint32_t slot);
-  void record(uint64_t handle, SaSpec spec, const LookupKey& key);
+  void record(uint64_t handle, SaSpec spec, uint64_t hash);
 
   Engine& engine_;
   uint32_t capacity_;
@@ -95,7 +99,13 @@ class SaDatabase {
   uint32_t next_fresh_slot_ = 0;
   std::vector<uint32_t> free_slots_;
   std::map<uint64_t, SaRecord> records_;
-  std::map<LookupKey, uint64_t> by_lookup_key_;
+  // The duplicate check's index: lookup_hash -> handle, a collision told
+  // apart by the records.  A 32-byte node per SA and its bucket, where a
+  // std::map of the whole key took 80 bytes (issue #6).
+  struct PrehashedKey {
+    size_t operator()(uint64_t hash) const noexcept { return hash; }
+  };
+  std::unordered_multimap<uint64_t, uint64_t, PrehashedKey> by_lookup_hash_;
 };
 
 }  // namespace ov2

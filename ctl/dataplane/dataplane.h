@@ -117,6 +117,8 @@ class Dataplane {
   void install_sa(uint64_t handle, const SaSpec& spec);
   // Removes an SA (inbound: the wire entry first).  Throws ov2::Error(NotFound).
   void remove_sa(uint64_t handle);
+  // True if an SA is installed under `handle`.
+  bool has_sa(uint64_t handle) const { return sas_->contains(handle); }
   // UPDATE_SA (ESN high bits).  Throws NotFound / InvalidArgument.
   void update_seq_hi(uint64_t handle, uint32_t seq_hi);
   // Per-SA counters.  Throws NotFound.

@@ -2,11 +2,11 @@
 
 #include <endian.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "common/error.h"
-#include "common/shrink_after_erase.h"
 
 namespace ov2 {
 
@@ -32,7 +32,16 @@ SaRuntime::SaRuntime(uint32_t capacity, unsigned crypto_slots)
 }
 
 // Workers are stopped before the table goes away (Dataplane owns the order).
-SaRuntime::~SaRuntime() = default;
+SaRuntime::~SaRuntime() {
+  for (uint32_t i = 0; i < used_slots_; ++i) delete slots_[i].load(std::memory_order_relaxed);
+}
+
+SaRuntimeEntry* SaRuntime::installed_locked(uint64_t handle) const {
+  const uint64_t slot = handle & kSlotMask;
+  if (slot >= used_slots_) return nullptr;
+  SaRuntimeEntry* e = slots_[slot].load(std::memory_order_relaxed);
+  return (e && e->handle == handle) ? e : nullptr;
+}
 
 const ov2_sa_key& SaRuntime::key_of_slot_locked(uint32_t slot) const {
   return slots_[slot].load(std::memory_order_relaxed)->key;
@@ -68,30 +77,26 @@ void SaRuntime::install(uint64_t handle, const SaSpec& spec) {
   std::lock_guard lock(mu_);
   if (slots_[slot].load(std::memory_order_relaxed) != nullptr)
     fail(ErrorCode::Exists, "SA slot " + std::to_string(slot) + " is in use; remove that SA first");
-  SaRuntimeEntry* raw = e.get();
-  const auto it = installed_.emplace(handle, std::move(e)).first;
-  if (raw->dir == Direction::In) {
+  if (e->dir == Direction::In) {
     const uint32_t taken = index_.insert(
-        raw->key, static_cast<uint32_t>(slot),
+        e->key, static_cast<uint32_t>(slot),
         [this](uint32_t s) -> const ov2_sa_key& { return key_of_slot_locked(s); }, epochs_);
-    if (taken != InboundIndex::kNoSlot) {
-      installed_.erase(it);
+    if (taken != InboundIndex::kNoSlot)
       fail(ErrorCode::Exists, "an inbound SA with this SPI and destination is installed (handle " +
                                   std::to_string(slots_[taken].load(std::memory_order_relaxed)->handle) + ")");
-    }
   }
   // Readers that find the index bucket before this store see no entry yet: a miss, as before the install.
-  slots_[slot].store(raw, std::memory_order_release);
+  // From here the slot owns the entry (remove() retires it, the destructor deletes it).
+  slots_[slot].store(e.release(), std::memory_order_release);
+  used_slots_ = std::max(used_slots_, static_cast<uint32_t>(slot) + 1);
+  ++installed_count_;
 }
 
 void SaRuntime::remove(uint64_t handle) {
   std::lock_guard lock(mu_);
-  auto it = installed_.find(handle);
-  if (it == installed_.end())
-    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
-  std::unique_ptr<SaRuntimeEntry> e = std::move(it->second);
-  installed_.erase(it);
-  release_unused_buckets(installed_);
+  std::unique_ptr<SaRuntimeEntry> e(installed_locked(handle));
+  if (!e) fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  --installed_count_;
   const uint32_t slot = static_cast<uint32_t>(handle & kSlotMask);
   if (e->dir == Direction::In)
     index_.erase(
@@ -102,19 +107,17 @@ void SaRuntime::remove(uint64_t handle) {
 
 void SaRuntime::update_seq_hi(uint64_t handle, uint32_t seq_hi) {
   std::lock_guard lock(mu_);
-  auto it = installed_.find(handle);
-  if (it == installed_.end())
-    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
-  bool ok = it->second->outbound ? it->second->outbound->set_seq_hi(seq_hi) : it->second->inbound->set_seq_hi(seq_hi);
+  SaRuntimeEntry* e = installed_locked(handle);
+  if (e == nullptr) fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  bool ok = e->outbound ? e->outbound->set_seq_hi(seq_hi) : e->inbound->set_seq_hi(seq_hi);
   if (!ok) fail(ErrorCode::InvalidArgument, "SA " + std::to_string(handle) + " is not an ESN SA; UPDATE_SA needs ESN");
 }
 
 SaRuntimeCounters SaRuntime::counters(uint64_t handle) const {
   std::lock_guard lock(mu_);
-  auto it = installed_.find(handle);
-  if (it == installed_.end())
-    fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
-  const SaRuntimeEntry& e = *it->second;
+  const SaRuntimeEntry* found = installed_locked(handle);
+  if (found == nullptr) fail(ErrorCode::NotFound, "no SA with handle " + std::to_string(handle) + " in the worker");
+  const SaRuntimeEntry& e = *found;
   const esp::SaCounters& c = e.outbound ? e.outbound->counters() : e.inbound->counters();
   SaRuntimeCounters out;
   out.packets = c.packets.load(std::memory_order_relaxed);
@@ -132,8 +135,10 @@ SaRuntimeCounters SaRuntime::counters(uint64_t handle) const {
 std::vector<uint64_t> SaRuntime::outbound_delete_requests() const {
   std::lock_guard lock(mu_);
   std::vector<uint64_t> out;
-  for (const auto& [h, e] : installed_)
-    if (e->outbound && e->outbound->delete_requested()) out.push_back(h);
+  for (uint32_t i = 0; i < used_slots_; ++i) {
+    const SaRuntimeEntry* e = slots_[i].load(std::memory_order_relaxed);
+    if (e && e->outbound && e->outbound->delete_requested()) out.push_back(e->handle);
+  }
   return out;
 }
 
@@ -164,15 +169,20 @@ size_t SaRuntime::reclaim(size_t* freed) {
 
 bool SaRuntime::inbound_key_of(uint64_t handle, ov2_sa_key* key) const {
   std::lock_guard lock(mu_);
-  auto it = installed_.find(handle);
-  if (it == installed_.end() || it->second->dir != Direction::In) return false;
-  *key = it->second->key;
+  const SaRuntimeEntry* e = installed_locked(handle);
+  if (e == nullptr || e->dir != Direction::In) return false;
+  *key = e->key;
   return true;
+}
+
+bool SaRuntime::contains(uint64_t handle) const {
+  std::lock_guard lock(mu_);
+  return installed_locked(handle) != nullptr;
 }
 
 size_t SaRuntime::size() const {
   std::lock_guard lock(mu_);
-  return installed_.size();
+  return installed_count_;
 }
 
 }  // namespace ov2

@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "dataplane/epoch_domain.h"
@@ -84,6 +83,8 @@ class SaRuntime {
   // (and, with `freed`, how many SAs were freed by this call).
   size_t reclaim(size_t* freed = nullptr);
   size_t size() const;
+  // True if an SA is installed under `handle`.
+  bool contains(uint64_t handle) const;
 
   // --- packet path (workers; call only between epochs().enter/leave) --------
   // The SA under `handle` if it is installed in that direction, else nullptr.
@@ -114,8 +115,14 @@ class SaRuntime {
   InboundIndex index_;  // written under mu_
   EpochDomain epochs_;
 
-  mutable std::mutex mu_;                                                    // control side only
-  std::unordered_map<uint64_t, std::unique_ptr<SaRuntimeEntry>> installed_;  // by handle
+  // The installed entry of `handle`, or nullptr (control side, under mu_).
+  SaRuntimeEntry* installed_locked(uint64_t handle) const;
+
+  mutable std::mutex mu_;  // control side only
+  // The slots own the installed entries (no map beside them: 48 bytes per
+  // SA, issue #6); slots at and above used_slots_ were never used.
+  uint32_t used_slots_ = 0;
+  size_t installed_count_ = 0;
   std::vector<Retired> retired_;
 };
 

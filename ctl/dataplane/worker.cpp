@@ -464,7 +464,7 @@ Worker::TxResult Worker::encapsulate_one(uint8_t* data, uint64_t addr, uint32_t 
     count(WorkerCounter::TxUnknownHandle);
     return TxResult::Dropped;
   }
-  if (sa->spec().mode == Mode::Transport && (p.data[0] >> 4) == 4 && esp::Reassembly::is_fragment(p.data, p.len)) {
+  if (sa->params().mode == Mode::Transport && (p.data[0] >> 4) == 4 && esp::Reassembly::is_fragment(p.data, p.len)) {
     // Transport SAs (alone, or inside a tunnel SA in a bundle) carry whole
     // datagrams (RFC 4301 §7); the host cut this one for ov2's MTU.  Whole again, it is protected and, if too big for
     // the wire, fragmented after ESP.  The slots it may need are checked
@@ -550,7 +550,7 @@ Worker::TxResult Worker::too_big(esp::Packet& p, esp::OutboundSa& sa, esp::Outbo
   if (version == 4 && p.len >= 20 && !(p.data[6] & 0x40)) {
     // No DF: fragment, when each fragment can be its own ESP packet (a
     // tunnel SA; transport-mode ESP carries whole datagrams only).
-    if (!tunnel && sa.spec().mode == Mode::Tunnel) return fragment(p, sa, fits, now_ns, slots);
+    if (!tunnel && sa.params().mode == Mode::Tunnel) return fragment(p, sa, fits, now_ns, slots);
     // Transport, alone or inside a tunnel SA: the whole datagram is
     // ESP-protected (both layers), then the ESP packet is fragmented (what
     // Linux XFRM does for IPv4 without DF; the peer reassembles before ESP).
@@ -1011,7 +1011,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     policy_mismatch = true;
     sa->inbound->reclassify(esp::Reason::PolicyMismatch, p.len);
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
-                          esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->spec().mode));
+                          esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->params().mode));
   }
   const uint32_t pieces = to_host(p, sa->handle, rx_info, out, out_room, nullptr, copy_into);
   if (pieces == 0) return 0;

@@ -63,6 +63,11 @@ ov2_sa_value AfXdpEngine::inbound_value(uint64_t handle, const SaSpec& sa) {
 }
 
 void AfXdpEngine::add_sa(uint64_t handle, const SaSpec& sa) {
+  if (dataplane_ != nullptr) {  // its SA table records what is installed
+    if (dataplane_->has_sa(handle)) fail(ErrorCode::Internal, "the AF_XDP engine already holds this handle");
+    dataplane_->install_sa(handle, sa);  // ESP objects + wire map entry
+    return;
+  }
   if (installed_.count(handle)) fail(ErrorCode::Internal, "the AF_XDP engine already holds this handle");
   // So the insert below cannot throw after the install; grown by doubling (reserve(size + 1) rehashed
   // the whole table every ~16 % of growth: a restore of 200 000 SAs spent its time there).
@@ -72,31 +77,37 @@ void AfXdpEngine::add_sa(uint64_t handle, const SaSpec& sa) {
   // Outbound SAs live only in the workers' table: ov2_tx puts the handle into
   // the metadata and the worker finds the SA by it.  Inbound (outer) SAs also
   // go into ov2_wire's map so their ESP reaches the worker.
-  if (dataplane_ != nullptr)
-    dataplane_->install_sa(handle, sa);  // ESP objects + wire map entry
-  else if (sa.dir == Direction::In)
-    programs_.put_inbound_sa(inbound_key(sa), inbound_value(handle, sa));
+  if (sa.dir == Direction::In) programs_.put_inbound_sa(inbound_key(sa), inbound_value(handle, sa));
   installed_.emplace(handle, Installed{sa.dir, inbound_key(sa)});
 }
 
 void AfXdpEngine::delete_sa(uint64_t handle) noexcept {
+  auto warn = [&](const std::exception& e) {
+    if (warn_) warn_("deleting SA " + std::to_string(handle) + " from the AF_XDP engine: " + e.what());
+  };
+  if (dataplane_ != nullptr) {
+    if (!dataplane_->has_sa(handle)) return;
+    try {
+      dataplane_->remove_sa(handle);  // the wire map entry first: no new packet of this SA reaches a worker
+    } catch (const std::exception& e) {
+      warn(e);
+    }
+    return;
+  }
   auto it = installed_.find(handle);
   if (it == installed_.end()) return;
   try {
-    // Map first (inside remove_sa too): from here on no new packet of this SA reaches a worker.
-    if (dataplane_ != nullptr)
-      dataplane_->remove_sa(handle);
-    else if (it->second.dir == Direction::In)
-      programs_.delete_inbound_sa(it->second.key);
+    if (it->second.dir == Direction::In) programs_.delete_inbound_sa(it->second.key);
   } catch (const std::exception& e) {
-    if (warn_) warn_("deleting SA " + std::to_string(handle) + " from the AF_XDP engine: " + e.what());
+    warn(e);
   }
   installed_.erase(it);
   release_unused_buckets(installed_);
 }
 
 void AfXdpEngine::update_sa(uint64_t handle, uint32_t seq_hi) {
-  if (!installed_.count(handle)) fail(ErrorCode::InvalidArgument, "the AF_XDP engine holds no SA with this handle");
+  if (dataplane_ != nullptr ? !dataplane_->has_sa(handle) : !installed_.count(handle))
+    fail(ErrorCode::InvalidArgument, "the AF_XDP engine holds no SA with this handle");
   if (dataplane_ != nullptr) dataplane_->update_seq_hi(handle, seq_hi);
 }
 

@@ -53,6 +53,8 @@ class AfXdpEngine : public Engine {
   BpfPrograms& programs_;
   Dataplane* dataplane_;
   WarningSink warn_;
+  // Without a data plane only: what is in the wire map (with one, its SA
+  // table is the record, and a second one cost 64 bytes per SA, issue #6).
   std::unordered_map<uint64_t, Installed> installed_;
   std::atomic<std::shared_ptr<const PolicyTable>> inbound_;
   std::atomic<std::shared_ptr<const PolicyTable>> outbound_;

@@ -253,12 +253,6 @@ uint32_t max_overhead(const SaSpec& spec) {
 }
 
 namespace {
-SaSpec without_keys(const SaSpec& s) {
-  SaSpec copy = s;
-  copy.enc_key.clear();
-  copy.auth_key.clear();
-  return copy;
-}
 LifetimeThresholds thresholds(uint64_t packets, uint64_t bytes, uint64_t seconds, uint64_t created_ns) {
   constexpr uint64_t kNsPerS = 1000000000ull;
   LifetimeThresholds t;
@@ -282,7 +276,7 @@ LifetimeThresholds LifetimeThresholds::first_of(const LifetimeThresholds& a, con
 // ---- Outbound ---------------------------------------------------------------
 
 OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_slots)
-    : spec_(without_keys(spec)),
+    : params_(SaParams::of(spec)),
       soft_(LifetimeThresholds::soft_of(spec, created_ns)),
       hard_(LifetimeThresholds::hard_of(spec, created_ns)),
       quiet_(LifetimeThresholds::first_of(soft_, hard_)),
@@ -323,7 +317,7 @@ OutboundSa::OutboundSa(const SaSpec& spec, uint64_t created_ns, unsigned crypto_
 OutboundSa::~OutboundSa() = default;
 
 bool OutboundSa::set_seq_hi(uint32_t seq_hi) {
-  if (!spec_.esn) return false;
+  if (!params_.esn) return false;
   if (!shared_) {  // the owning thread applies it (claim_seq)
     pending_seq_hi_.store(kPendingSeqHi | seq_hi, std::memory_order_release);
     return true;
@@ -418,11 +412,11 @@ uint64_t OutboundSa::next_seq() const {
 
 uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
   const uint32_t block = crypto_->block_len();
-  const uint32_t outer = spec_.mode == Mode::Tunnel ? (spec_.dst.family == Family::V6 ? 40 : 20) : 0;
-  const uint32_t fixed = outer + (spec_.udp_encap ? 8 : 0) + 8 + crypto_->iv_len() + crypto_->icv_len();
+  const uint32_t outer = params_.mode == Mode::Tunnel ? (sa_v6_ ? 40 : 20) : 0;
+  const uint32_t fixed = outer + (params_.udp_encap ? 8 : 0) + 8 + crypto_->iv_len() + crypto_->icv_len();
   if (mtu < fixed + block) return 0;
   const uint32_t room = mtu - fixed;  // for payload + padding + 2, a block multiple
-  if (spec_.mode == Mode::Tunnel) return room / block * block - 2;
+  if (params_.mode == Mode::Tunnel) return room / block * block - 2;
   // Transport: hdr + align_up(len - hdr + 2, block) <= len + block - 1 + 2.
   return room - (block - 1) - 2;
 }
@@ -459,7 +453,7 @@ uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
   const uint8_t esp_nh = tunnel_ ? (ip.v6 ? kProtoIpv6 : kProtoIpv4) : ip.proto;
   if (!tunnel_) std::memmove(start, p.data, ip.hdr_len);  // IP header (+ext) slides left, before the ESP header lands
 
-  put32(esp, spec_.spi);
+  put32(esp, params_.spi);
   put32(esp + 4, uint32_t(seq));
   write_trailer(payload + payload_len, pad, esp_nh, tail_avail);
 
@@ -491,13 +485,13 @@ uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
     }
   }
 
-  const EspHeaderFields h{spec_.spi, seq, spec_.esn};
+  const EspHeaderFields h{params_.spi, seq, params_.esn};
   if (!crypto_->seal(h, esp, iv, payload, ct_len, payload + ct_len)) return Reason::Unsupported;
 
-  if (spec_.udp_encap) {
+  if (params_.udp_encap) {
     const uint32_t ulen = total - front;
-    put16(udp, spec_.encap_sport);
-    put16(udp + 2, spec_.encap_dport);
+    put16(udp, params_.encap_sport);
+    put16(udp + 2, params_.encap_dport);
     put16(udp + 4, uint16_t(ulen));
     put16(udp + 6, 0);  // RFC 3948 §2.1: IPv4 checksum zero
     if (sa_v6_) set_udp6_checksum(start, udp, ulen);
@@ -517,7 +511,7 @@ uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
 // ---- Inbound ----------------------------------------------------------------
 
 InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
-    : spec_(without_keys(spec)),
+    : params_(SaParams::of(spec)),
       soft_(LifetimeThresholds::soft_of(spec, created_ns)),
       hard_(LifetimeThresholds::hard_of(spec, created_ns)),
       first_(LifetimeThresholds::first_of(soft_, hard_)),
@@ -531,14 +525,16 @@ InboundSa::InboundSa(const SaSpec& spec, uint64_t created_ns)
   icv_len_ = crypto_->icv_len();
   cbc_mask_ = crypto_->suite() == Suite::CbcHmac ? crypto_->block_len() - 1 : 0;
   while (bitmap_bits_ < window_size_) bitmap_bits_ <<= 1;
-  bitmap_ = std::make_unique<uint64_t[]>(bitmap_bits_ / 64);
+  bitmap_ = bitmap_bits_ > 64 ? new uint64_t[bitmap_bits_ / 64]() : &inline_bitmap_;
   top_ = spec.esn ? uint64_t(spec.seq_hi) << 32 : 0;
 }
 
-InboundSa::~InboundSa() = default;
+InboundSa::~InboundSa() {
+  if (bitmap_ != &inline_bitmap_) delete[] bitmap_;
+}
 
 bool InboundSa::set_seq_hi(uint32_t seq_hi) {
-  if (!spec_.esn) return false;
+  if (!params_.esn) return false;
   // The SA's thread moves top_ (decapsulate): it applies this there.
   pending_seq_hi_.store(kPendingSeqHi | seq_hi, std::memory_order_release);
   return true;
@@ -552,12 +548,12 @@ uint64_t InboundSa::highest_seq() const {
 void InboundSa::set_highest_seq(uint64_t seq) {
   pending_seq_hi_.store(0, std::memory_order_relaxed);
   top_ = seq;
-  std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+  std::memset(bitmap_, 0, bitmap_bits_ / 8);
 }
 
 // RFC 4303 Appendix A2.2: place seq_lo in the window around the top.
 [[gnu::always_inline]] inline bool InboundSa::infer_seq(uint32_t seq_lo, uint64_t& seq) const {
-  if (!spec_.esn) {
+  if (!params_.esn) {
     seq = seq_lo;
     return true;
   }
@@ -610,7 +606,7 @@ void InboundSa::replay_update_other(uint64_t seq) {
   if (seq > top_) {
     const uint64_t diff = seq - top_;
     if (diff >= bitmap_bits_) {
-      std::memset(bitmap_.get(), 0, bitmap_bits_ / 8);
+      std::memset(bitmap_, 0, bitmap_bits_ / 8);
     } else {
       // Clear the bits of the sequence numbers the window slides over
       // (counted, so that a top near 2^64 cannot wrap the loop).
@@ -665,7 +661,7 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
     res.crypto_status = CRYPTO_SUCCESS;
     res.crypto_done = true;
   } else {
-    res.crypto_status = crypto_status_for(res.reason, spec_.mode);
+    res.crypto_status = crypto_status_for(res.reason, params_.mode);
     res.crypto_done = crypto_done_for(res.reason);
   }
   res.sa_delete_req = hard_fired_ && res.crypto_done;
@@ -713,7 +709,7 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
   // ESP header, SPI, lengths.
   if (total - off < 8) return Reason::Truncated;
   uint8_t* const esp = d + off;
-  if (be32(esp) != spec_.spi) return Reason::WrongSpi;
+  if (be32(esp) != params_.spi) return Reason::WrongSpi;
   if (total - off < 8 + iv_len_ + icv_len_ + 2) return Reason::Truncated;
   const uint32_t ct_len = total - off - 8 - iv_len_ - icv_len_;
   if ((ct_len & cbc_mask_) != 0) return Reason::BadLength;  // CBC: whole blocks
@@ -726,7 +722,7 @@ InboundSa::Result InboundSa::decapsulate(Packet& p, uint64_t now_ns, LifetimeEve
   res.seq = seq;
   if (!replay_check(seq)) return Reason::Replayed;
 
-  const EspHeaderFields h{spec_.spi, seq, spec_.esn};
+  const EspHeaderFields h{params_.spi, seq, params_.esn};
   if (!crypto_->open(h, esp, iv, ct, ct_len, ct + ct_len)) return Reason::AuthFailed;
   replay_update(seq);  // authenticated: this sequence number is spent, whatever the payload holds
 

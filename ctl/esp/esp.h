@@ -157,6 +157,21 @@ uint32_t max_overhead(const SaSpec& spec);
 
 class CryptoState;  // per-SA prepared OpenSSL contexts (esp_crypto.h)
 
+// What an ESP object keeps of its SaSpec: the fields its packets read and its
+// owners ask about.  The rest (addresses, lifetimes, algorithms, keys) is
+// turned into the object's layout, thresholds and crypto state at creation;
+// the spec itself is the control plane's (a copy per object cost 160 bytes
+// of the daemon's memory per SA, issue #6).
+struct SaParams {
+  uint32_t spi = 0;
+  Mode mode = Mode::Tunnel;
+  bool esn = false;
+  bool udp_encap = false;  // RFC 3948, with these ports
+  uint16_t encap_sport = 4500;
+  uint16_t encap_dport = 4500;
+  static SaParams of(const SaSpec& s) { return {s.spi, s.mode, s.esn, s.udp_encap, s.encap_sport, s.encap_dport}; }
+};
+
 class OutboundSa {
  public:
   // Prepares the cipher/MAC contexts (keys scheduled once).  `created_ns` starts
@@ -198,7 +213,7 @@ class OutboundSa {
   }
 
   const SaCounters& counters() const { return counters_; }
-  const SaSpec& spec() const { return spec_; }
+  const SaParams& params() const { return params_; }
 
  private:
   // The private helpers of the packet path are inlined into encapsulate()
@@ -211,7 +226,7 @@ class OutboundSa {
   void fire_hard(LifetimeEvent* ev, bool lifetime_reached);
   bool claim_seq(uint64_t& seq);  // false: the sequence space is used up
 
-  SaSpec spec_;  // keys cleared: they live only in crypto_
+  SaParams params_;
   LifetimeThresholds soft_, hard_;
   LifetimeThresholds quiet_;  // the earlier of the two, limit by limit (quiet_for)
   const bool shared_;  // crypto_slots > 1: several threads encapsulate at once
@@ -281,7 +296,7 @@ class InboundSa {
   uint32_t replay_window() const { return window_size_; }
 
   const SaCounters& counters() const { return counters_; }
-  const SaSpec& spec() const { return spec_; }
+  const SaParams& params() const { return params_; }
 
   // A packet decapsulate() returned Ok for (plaintext `plain_len` bytes) was
   // refused afterwards for `r` (PolicyMismatch): moves it from the Ok
@@ -297,7 +312,7 @@ class InboundSa {
   void replay_update_other(uint64_t seq);  // replay_update() off the in-order path
   void account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev);
 
-  SaSpec spec_;  // keys cleared: they live only in crypto_
+  SaParams params_;
   LifetimeThresholds soft_, hard_, first_;  // first_: the earlier of the two, limit by limit
   std::unique_ptr<CryptoState> crypto_;
   // The SA's packet layout, fixed at creation (see OutboundSa).
@@ -309,7 +324,11 @@ class InboundSa {
   uint64_t top_ = 0;                // highest authenticated seq (64-bit)
   std::atomic<uint64_t> pending_seq_hi_{0};  // set_seq_hi() from another thread (OutboundSa's)
   uint64_t bitmap_bits_ = 64;       // power of two >= window_size_
-  std::unique_ptr<uint64_t[]> bitmap_;  // ring: bit (seq & (bitmap_bits_-1)) = seen
+  // Ring: bit (seq & (bitmap_bits_-1)) = seen.  For a window of up to 64
+  // (the default) the word inline_bitmap_ (a heap block of one word cost 32
+  // bytes per SA), else an array new[]ed here and deleted by the destructor.
+  uint64_t* bitmap_ = nullptr;
+  uint64_t inline_bitmap_ = 0;
   uint64_t life_packets_ = 0;
   uint64_t life_bytes_ = 0;
   bool soft_fired_ = false;

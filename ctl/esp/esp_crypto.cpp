@@ -133,7 +133,7 @@ CryptoState::CryptoState(const SaSpec& spec, bool encrypt, unsigned slots) {
   if (salt) std::memcpy(salt_, salt, 4);
 
   if (crypto_backend() == CryptoBackend::IpsecMb && ImbAead::covers(spec.enc, spec.auth)) {
-    imb_ = std::make_unique<ImbAead>(spec.enc, spec.auth, key, salt_, icv_len_);
+    imb_.emplace(spec.enc, spec.auth, key, salt_, icv_len_);
     return;  // no OpenSSL slots: nslots_ stays 0
   }
   slots_.reset(new Slot[slots == 0 ? 1 : slots]);

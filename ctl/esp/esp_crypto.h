@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include <openssl/sha.h>
 
@@ -97,7 +98,9 @@ class CryptoState {
   std::unique_ptr<HmacState> hmac_;
   unsigned nslots_ = 0;
   std::unique_ptr<Slot[]> slots_;
-  std::unique_ptr<ImbAead> imb_;  // set: AEAD/GMAC runs on intel-ipsec-mb, not on the slots
+  // Set: AEAD/GMAC runs on intel-ipsec-mb, not on the slots.  Inline (a heap
+  // block of its own cost 64 bytes per SA, issue #6, and a pointer chase).
+  std::optional<ImbAead> imb_;
 };
 
 }  // namespace ov2::esp

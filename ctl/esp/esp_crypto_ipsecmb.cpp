@@ -79,6 +79,11 @@ const char* arch_name(IMB_ARCH a) {
   }
 }
 
+// manager().mgr for the packet path, without the function-local static's
+// guard: set once, before the first ImbAead exists (an SA reaches a worker
+// thread after it is constructed, so the worker sees it set).
+IMB_MGR* g_packet_mgr = nullptr;
+
 const Manager& manager() {
   static const Manager m = [] {
     Manager r;
@@ -108,6 +113,7 @@ const Manager& manager() {
       return r;
     }
     r.mgr = mgr;  // never freed: SAs may be deleted during static destruction
+    g_packet_mgr = mgr;
     r.gcm_key_bytes = gcm_schedule_bytes(mgr);
     r.info.gcm_key_bytes = r.gcm_key_bytes;
     r.info.usable = true;
@@ -173,9 +179,10 @@ size_t ImbAead::key_block_bytes(EncAlg enc) {
 }
 
 ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key, const uint8_t* salt, uint32_t icv_len)
-    : mgr_(manager().mgr), kind_(Kind::Gcm), icv_len_(icv_len), key_(key_block_bytes(enc)) {
+    : kind_(Kind::Gcm), icv_len_(icv_len), key_(key_block_bytes(enc)) {
   std::memcpy(salt_, salt, sizeof salt_);
-  if (mgr_ == nullptr)
+  IMB_MGR* const m = manager().mgr;
+  if (m == nullptr)
     fail(ErrorCode::Unsupported, "intel-ipsec-mb cannot run here (" + ipsecmb_info().error + "); use --crypto openssl");
   if (!covers(enc, auth)) fail(ErrorCode::Unsupported, "intel-ipsec-mb backend: algorithm pair not covered");
   if (enc == EncAlg::ChaCha20Poly1305) {
@@ -188,18 +195,17 @@ ImbAead::ImbAead(EncAlg enc, AuthAlg auth, const uint8_t* key, const uint8_t* sa
   auto* kd = reinterpret_cast<gcm_key_data*>(key_.data());
   // The AES key schedule and the GHASH key powers, computed once per SA,
   // live in DONTDUMP key storage and are wiped when the SA goes.
-  IMB_MGR* m = const_cast<IMB_MGR*>(mgr_);
   switch (aes_key_len_) {
     case 16:
-      IMB_AES128_GCM_PRE(mgr_, key, kd);
+      IMB_AES128_GCM_PRE(m, key, kd);
       gcm_enc_ = m->gcm128_enc, gcm_dec_ = m->gcm128_dec;
       break;
     case 24:
-      IMB_AES192_GCM_PRE(mgr_, key, kd);
+      IMB_AES192_GCM_PRE(m, key, kd);
       gcm_enc_ = m->gcm192_enc, gcm_dec_ = m->gcm192_dec;
       break;
     default:
-      IMB_AES256_GCM_PRE(mgr_, key, kd);
+      IMB_AES256_GCM_PRE(m, key, kd);
       gcm_enc_ = m->gcm256_enc, gcm_dec_ = m->gcm256_dec;
       break;
   }
@@ -279,7 +285,7 @@ bool ImbAead::open(const EspHeaderFields& h, const uint8_t* iv, uint8_t* payload
 
 void ImbAead::tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
                   uint32_t len, uint8_t* out, uint32_t out_len, bool encrypt) const {
-  IMB_MGR* m = const_cast<IMB_MGR*>(mgr_);  // the direct API only reads the manager
+  IMB_MGR* m = g_packet_mgr;  // the direct API only reads the manager
   const auto* kd = reinterpret_cast<const gcm_key_data*>(key_.data());
   switch (kind_) {
     case Kind::Gcm: {  // seal() and open() call gcm_enc_/gcm_dec_ themselves

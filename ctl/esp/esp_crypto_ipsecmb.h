@@ -46,7 +46,7 @@ class ImbAead {
   void tag(const uint8_t* nonce, const uint8_t* aad, uint32_t aad_len, const uint8_t* iv, uint8_t* payload,
            uint32_t len, uint8_t* out, uint32_t out_len, bool encrypt) const;
 
-  const IMB_MGR* mgr_;
+  // (The process's one manager is not kept here: 8 bytes per SA.)
   // AES-GCM: the code path's one-call encrypt/decrypt for the key length,
   // picked once per SA (null for GMAC and ChaCha20, which go through tag()).
   using GcmFn = void (*)(const gcm_key_data*, gcm_context_data*, uint8_t*, const uint8_t*, uint64_t, const uint8_t*,

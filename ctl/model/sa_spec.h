@@ -29,26 +29,14 @@ struct LifetimeLimit {
   bool operator==(const LifetimeLimit&) const = default;
 };
 
+// The fields are ordered by alignment, not by meaning, so that the spec packs
+// into 144 bytes (160 in the order of meaning): the daemon keeps one per SA
+// (issue #6).  By meaning: dir, mode, src, dst, spi; enc, auth and their
+// keys; esn, seq_hi; udp_encap and its ports; replay_window; lifetimes;
+// inner_handle.
 struct SaSpec {
-  Direction dir = Direction::Out;
-  Mode mode = Mode::Tunnel;
-  IpAddr src;  // tunnel: outer source; transport: the host's address. all-zero = any (inbound only)
-  IpAddr dst;  // the SA's destination (inbound lookup key with SPI)
-  uint32_t spi = 0;
-
-  EncAlg enc = EncAlg::AesGcm128;
-  AuthAlg auth = AuthAlg::None;
   SecureBytes enc_key;   // key || salt for AEAD (RFC 4106/7634)
   SecureBytes auth_key;  // HMAC key, or GMAC key || salt (RFC 4543)
-
-  bool esn = false;
-  uint32_t seq_hi = 0;  // ESN high-order 32 bits (NDIS SequenceNumberHighOrder)
-
-  bool udp_encap = false;  // RFC 3948
-  uint16_t encap_sport = 4500;
-  uint16_t encap_dport = 4500;
-
-  uint32_t replay_window = 64;  // inbound; 0 disables anti-replay
 
   LifetimeLimit life_packets;
   LifetimeLimit life_bytes;
@@ -56,7 +44,24 @@ struct SaSpec {
 
   // Bundle: this (tunnel-mode) SA carries the transport-mode SA `inner` inside.
   uint64_t inner_handle = 0;
+
+  uint32_t spi = 0;
+  uint32_t seq_hi = 0;          // ESN high-order 32 bits (NDIS SequenceNumberHighOrder)
+  uint32_t replay_window = 64;  // inbound; 0 disables anti-replay
+  uint16_t encap_sport = 4500;
+  uint16_t encap_dport = 4500;
+
+  Direction dir = Direction::Out;
+  Mode mode = Mode::Tunnel;
+  EncAlg enc = EncAlg::AesGcm128;
+  AuthAlg auth = AuthAlg::None;
+  bool esn = false;
+  bool udp_encap = false;  // RFC 3948, with encap_sport/encap_dport
+
+  IpAddr src;  // tunnel: outer source; transport: the host's address. all-zero = any (inbound only)
+  IpAddr dst;  // the SA's destination (inbound lookup key with SPI)
 };
+static_assert(sizeof(SaSpec) == 144, "SaSpec packs without padding holes (see above)");
 
 // Checks one SA on its own (everything that does not need the database):
 // key lengths vs algorithms, SPI range, ESN, encapsulation vs family, mode

@@ -193,6 +193,7 @@ struct OutboundChoice {
   const SaFileEntry* entry;
   esp::OutboundSa* sa;
   esp::OutboundSa* inner;  // bundle: the transport SA inside, else nullptr
+  const SaFileEntry* inner_entry;  // its entry in the SA file
 };
 
 }  // namespace
@@ -232,7 +233,8 @@ CryptSummary encrypt_capture(const std::vector<SaFileEntry>& sas, const CryptOpt
   for (size_t i = 0; i < sas.size(); ++i) {
     if (!engine[i] || sas[i].is_inner) continue;
     if (opt.spi && sas[i].spec.spi != *opt.spi) continue;
-    candidates.push_back({&sas[i], engine[i].get(), sas[i].inner ? engine[*sas[i].inner].get() : nullptr});
+    candidates.push_back({&sas[i], engine[i].get(), sas[i].inner ? engine[*sas[i].inner].get() : nullptr,
+                          sas[i].inner ? &sas[*sas[i].inner] : nullptr});
   }
   if (candidates.empty())
     fail(ErrorCode::InvalidArgument,
@@ -248,7 +250,7 @@ CryptSummary encrypt_capture(const std::vector<SaFileEntry>& sas, const CryptOpt
 
   auto choose = [&](const IpFacts& f) -> const OutboundChoice* {
     for (const auto& c : candidates) {
-      const SaSpec& sel = c.inner ? c.inner->spec() : c.entry->spec;
+      const SaSpec& sel = c.inner ? c.inner_entry->spec : c.entry->spec;
       if (sel.mode == Mode::Transport && sel.src == f.src && sel.dst == f.dst) return &c;
     }
     for (const auto& c : candidates)

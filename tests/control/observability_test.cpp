@@ -68,6 +68,31 @@ TEST(ControlPlaneListener, ReportsEachSuccessfulChangeInOrderAndNothingForFailur
   EXPECT_EQ(rec.seen.size(), 4u);
 }
 
+TEST(EventBus, SaEventsNameDirSpiAndModeAlsoForDeletedAndRestoredSas) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  std::vector<SaRecord> saved(1);
+  saved[0].handle = (uint64_t{1} << kHandleSlotBits) | 3;
+  saved[0].spec = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1111);
+  plane.restore(std::move(saved), {}, 2, 1, [] {});  // restored: no sa-added event
+  EventBus bus;
+  std::vector<json> events;
+  bus.set_sink([&](const json& e) { events.push_back(e); });
+  plane.add_listener(&bus);
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Transport, "192.0.2.2", "192.0.2.1", 0x2222));
+  plane.delete_sas({in, (uint64_t{1} << kHandleSlotBits) | 3}, false);
+  ASSERT_EQ(events.size(), 3u);
+  auto named = [](const json& e) {
+    return e.at("event").get<std::string>() + " " + e.at("handle").get<std::string>() + " " +
+           e.at("dir").get<std::string>() + " " + e.at("spi").get<std::string>() + " " +
+           e.at("mode").get<std::string>();
+  };
+  EXPECT_EQ(named(events[0]), "sa-added " + handle_to_string(in) + " in 0x2222 transport");
+  EXPECT_EQ(named(events[1]), "sa-deleted 0x1000003 out 0x1111 tunnel");  // handle order
+  EXPECT_EQ(named(events[2]), "sa-deleted " + handle_to_string(in) + " in 0x2222 transport");
+  plane.remove_listener(&bus);
+}
+
 // Observability over a FakeEngine (no data plane, no BPF), events collected from its bus.
 struct DeleteReqFixture : ::testing::Test {
   FakeEngine engine;

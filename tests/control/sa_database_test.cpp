@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <string>
+#include <vector>
 
 #include "error_of.h"
 #include "fake_engine.h"
@@ -78,6 +80,36 @@ TEST(SaDatabase, DuplicateSpiDstDirIsExistsButOtherDirectionIsFine) {
   EXPECT_EQ(db.size(), 1u);
   EXPECT_NE(db.add(gcm_sa(Direction::Out, Mode::Tunnel, "10.0.0.1", "10.0.0.2", 0x1000)), h);
   EXPECT_NE(db.add(gcm_sa(Direction::In, Mode::Tunnel, "10.0.0.1", "10.0.0.3", 0x1000)), 0u);
+}
+
+TEST(SaDatabase, TheDuplicateCheckFindsEachKeyAmongThousandsAndFreesItWithItsSa) {
+  FakeEngine engine;
+  SaDatabase db(engine, 8192);
+  auto sa = [](uint32_t i) {
+    const Direction dir = i % 2 ? Direction::In : Direction::Out;
+    const std::string dst = i % 3 ? "10." + std::to_string(i % 8) + ".0.2" : "2001:db8::" + std::to_string(i % 8);
+    const std::string src = i % 3 ? "10.9.9.9" : "2001:db8::99";
+    return gcm_sa(dir, Mode::Tunnel, src.c_str(), dst.c_str(), 0x1000 + i / 8);
+  };
+  std::vector<uint64_t> handles;
+  for (uint32_t i = 0; i < 4000; ++i) handles.push_back(db.add(sa(i)));
+  // Same SPI, dst and dir as SA i, another mode and source: refused, naming SA i.
+  auto duplicate_of = [&](uint32_t i) {
+    SaSpec d = sa(i);
+    d.mode = Mode::Transport;
+    d.src = IpAddr::any(d.dst.family);
+    ErrorCode code{};
+    const std::string msg = error_of([&] { db.add(std::move(d)); }, &code);
+    return code == ErrorCode::Exists && msg.find("handle " + handle_to_string(handles[i]) + ")") != std::string::npos;
+  };
+  for (uint32_t i = 0; i < 4000; i += 7) EXPECT_TRUE(duplicate_of(i)) << i;
+  std::vector<uint64_t> doomed;
+  for (uint32_t i = 0; i < 4000; i += 2) doomed.push_back(handles[i]);
+  db.remove(doomed);
+  for (uint32_t i = 1; i < 4000; i += 14) EXPECT_TRUE(duplicate_of(i)) << "kept: " << i;
+  for (uint32_t i = 0; i < 4000; i += 14) handles[i] = db.add(sa(i));  // its key is free again
+  for (uint32_t i = 0; i < 4000; i += 14) EXPECT_TRUE(duplicate_of(i)) << "added again: " << i;
+  EXPECT_EQ(db.size(), 2000u + (4000 + 13) / 14);
 }
 
 TEST(SaDatabase, CapacityIsEnforcedWithResourceExhausted) {

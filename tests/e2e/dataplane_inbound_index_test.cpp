@@ -184,7 +184,7 @@ TEST(DataplaneInboundIndex, SaRuntimeFullTableRefusesTheNextSaAndKeepsTheOthers)
     const SaRuntimeEntry* e = t.find_inbound(inbound_key_for(inbound_spec(spi)));
     ASSERT_NE(e, nullptr) << s;
     EXPECT_EQ(e->handle & SaRuntime::kSlotMask, s);
-    EXPECT_EQ(e->inbound->spec().spi, spi);
+    EXPECT_EQ(e->inbound->params().spi, spi);
   }
 }
 
@@ -216,7 +216,7 @@ TEST(DataplaneInboundIndex, ReadersDuringInstallsAndRemovesNeverMissStableSasNor
           if (stable) missed.fetch_add(1);
           continue;
         }
-        if (e->inbound->spec().spi != spi || e->dir != Direction::In) wrong.fetch_add(1);
+        if (e->inbound->params().spi != spi || e->dir != Direction::In) wrong.fetch_add(1);
         if (!stable) churn_hits.fetch_add(1, std::memory_order_relaxed);
       }
       t.epochs().leave(id);

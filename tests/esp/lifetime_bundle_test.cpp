@@ -264,16 +264,22 @@ TEST(EspStatus, EveryReasonHasANameAndTheDocumentedNdisStatus) {
   EXPECT_TRUE(crypto_done_for(Reason::Replayed));
 }
 
-TEST(EspKeys, SaObjectsKeepNoKeyCopyInTheirSpecAndReleaseTheirKeySlots) {
+TEST(EspKeys, SaObjectsKeepNoKeyCopyOnlyTheirParamsAndReleaseTheirKeySlots) {
   const size_t before = key_arena_stats().slots_in_use;
   {
     SaSpec s = tunnel_spec(Direction::Out);
+    s.udp_encap = true;
+    s.encap_sport = 4501;
     const size_t with_spec = key_arena_stats().slots_in_use;
     OutboundSa out(s, 0);
     InboundSa in(mirror(s), 0);
-    EXPECT_TRUE(out.spec().enc_key.empty());
-    EXPECT_TRUE(in.spec().enc_key.empty());
-    EXPECT_EQ(key_arena_stats().slots_in_use, with_spec);  // the engine holds keys only in OpenSSL contexts
+    EXPECT_EQ(out.params().spi, s.spi);
+    EXPECT_EQ(out.params().mode, Mode::Tunnel);
+    EXPECT_EQ(out.params().esn, s.esn);
+    EXPECT_TRUE(out.params().udp_encap);
+    EXPECT_EQ(out.params().encap_sport, 4501);
+    EXPECT_EQ(in.params().spi, mirror(s).spi);
+    EXPECT_EQ(key_arena_stats().slots_in_use, with_spec);  // the engine holds keys only in its crypto state
   }
   EXPECT_EQ(key_arena_stats().slots_in_use, before);
 }
