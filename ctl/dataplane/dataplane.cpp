@@ -183,6 +183,7 @@ void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
 
 void Dataplane::begin_wire_batch(size_t expected) {
   wire_batch_.emplace();
+  wire_batch_->removed = false;
   wire_batch_->handles.reserve(expected);
   wire_batch_->keys.reserve(expected);
   wire_batch_->values.reserve(expected);

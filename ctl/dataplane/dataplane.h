@@ -171,7 +171,8 @@ class Dataplane {
     std::vector<uint64_t> handles;
     std::vector<ov2_sa_key> keys;
     std::vector<ov2_sa_value> values;
-    bool removed = false;  // an SA was removed meanwhile: commit writes only the ones still installed
+    bool removed;  // an SA was removed meanwhile: commit writes only the ones still installed
+                   // (no initializer: clang cannot use it in std::optional::emplace inside Dataplane)
   };
 
   Options opts_;
