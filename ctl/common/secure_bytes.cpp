@@ -112,8 +112,8 @@ class KeyArena {
   void grow() {
     const bool large = mapped_bytes_ >= kKeyArenaLargeChunksAfter;
     const size_t bytes = large ? kKeyArenaLargeChunkBytes : small_bytes_;
-    void* mem = large ? map_aligned(bytes)
-                      : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* mem =
+        large ? map_aligned(bytes) : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) fail(ErrorCode::ResourceExhausted, "cannot allocate key storage (mmap failed)");
     madvise(mem, bytes, MADV_DONTDUMP);
     if (large) madvise(mem, bytes, MADV_HUGEPAGE);  // before mlock faults it in: one huge page, not 512 pages

@@ -42,8 +42,8 @@ namespace ov2 {
 class BpfPrograms {
  public:
   struct Options {
-    uint64_t cookie = 0;        // per-boot random shim cookie (0: pick one from getrandom)
-    uint32_t verdict_mark = 0;  // skb->mark for accepted decrypted packets (0: leave mark alone)
+    uint64_t cookie = 0;               // per-boot random shim cookie (0: pick one from getrandom)
+    uint32_t verdict_mark = 0;         // skb->mark for accepted decrypted packets (0: leave mark alone)
     uint32_t inbound_sa_capacity = 0;  // sa_map entries; 0: OV2_MAX_SAS (tests fill a small one)
   };
 

@@ -35,8 +35,8 @@ void make_sas(uint32_t first_spi, size_t n, std::vector<ov2_sa_key>& keys, std::
   for (size_t i = 0; i < n; ++i) {
     keys.push_back(key_for(first_spi + static_cast<uint32_t>(i), i % 2 == 0 ? 2 : 3));
     const bool udp = i % 3 == 0;
-    values.push_back(ov2_sa_value{0x1000 + first_spi + i, udp ? OV2_SA_F_UDP_ENCAP : 0u,
-                                  static_cast<uint16_t>(udp ? 4500 : 0), 0});
+    values.push_back(
+        ov2_sa_value{0x1000 + first_spi + i, udp ? OV2_SA_F_UDP_ENCAP : 0u, static_cast<uint16_t>(udp ? 4500 : 0), 0});
   }
 }
 

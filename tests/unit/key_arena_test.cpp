@@ -143,7 +143,8 @@ TEST(KeyArena, ALargeArenaMapsHugePageAlignedChunksAndUnmapsThemWhenEmpty) {
   EXPECT_EQ(full.slots_in_use, before.slots_in_use + kBlocks);
   // Small chunks up to the threshold, then 2 MiB ones: few chunks, and not much more than the blocks need.
   EXPECT_GE(full.pages * page, kBlocks * 1024);
-  EXPECT_LE(full.pages * page, before.pages * page + kBlocks * 1024 + kKeyArenaLargeChunkBytes + kKeyArenaLargeChunksAfter);
+  EXPECT_LE(full.pages * page,
+            before.pages * page + kBlocks * 1024 + kKeyArenaLargeChunkBytes + kKeyArenaLargeChunksAfter);
   g_large_chunks = g_aligned_large_chunks = 0;
   key_arena_unmap_observer = record_large_chunk;
   blocks.clear();
