@@ -304,18 +304,8 @@ void ServiceState::restore() {
     sas.push_back(SaRecord{sa.handle, std::move(sa.spec), 0});  // the keys move, never copied
   }
   saved->sas.clear();
-  // The inbound SAs' ov2_wire entries are written in batches once all SAs are installed (one bpf syscall
-  // per 8 192 SAs instead of one each); a restore that fails before drops them (guard).
-  struct WireBatchGuard {
-    Dataplane* dataplane;
-    ~WireBatchGuard() {
-      if (dataplane != nullptr) dataplane->discard_wire_batch();
-    }
-  } wire_batch{dataplane_};
-  if (dataplane_ != nullptr) dataplane_->begin_wire_batch(sa_count);
   try {
     plane_.restore(std::move(sas), saved->policies, saved->next_sa_sequence, saved->next_policy_id, [&] {
-      if (dataplane_ != nullptr) dataplane_->commit_wire_batch();  // all or nothing; a throw rolls the restore back
       // Before any policy can steer a packet to these SAs: never reuse a sequence number (= GCM IV).
       for (const auto& [handle, seq] : seqs)
         if (dataplane_ != nullptr && !dataplane_->set_outbound_next_seq(handle, seq))
