@@ -232,7 +232,8 @@ struct ChangeRecorder : ControlPlane::Listener {
 std::vector<SaSpec> inbound_specs(uint32_t first_spi, size_t n) {
   std::vector<SaSpec> specs;
   for (size_t i = 0; i < n; ++i)
-    specs.push_back(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", first_spi + static_cast<uint32_t>(i)));
+    specs.push_back(
+        gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", first_spi + static_cast<uint32_t>(i)));
   return specs;
 }
 
