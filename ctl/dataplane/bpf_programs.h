@@ -75,8 +75,9 @@ class BpfPrograms {
   // A replacement that changes the encapsulation moves the SA between the
   // two counts.  A put or delete that fails changes no count.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
-  // Many new inbound SAs at once (a restore): BPF_MAP_UPDATE_BATCH calls of
-  // up to kWireBatch entries instead of one syscall per SA.  The kernel's
+  // Many new inbound SAs at once (a restore, a batched sa.add):
+  // BPF_MAP_UPDATE_BATCH calls of up to kWireBatch entries instead of one
+  // syscall per SA.  The kernel's
   // batch update takes no BPF_NOEXIST (elem_flags allows BPF_F_LOCK only),
   // so the keys must be distinct and not in the map yet: the workers' table
   // (SaRuntime) refuses a second SA with the same key before it gets here.

@@ -118,12 +118,13 @@ class Dataplane {
   void install_sa(uint64_t handle, const SaSpec& spec);
   // Removes an SA (inbound: the wire entry first).  Throws ov2::Error(NotFound).
   void remove_sa(uint64_t handle);
-  // A restore's many inbound SAs: from begin_wire_batch() on, install_sa
+  // Many inbound SAs at once (a restore, a batched sa.add; through
+  // Engine::begin_batch): from begin_wire_batch() on, install_sa
   // keeps each inbound SA's ov2_wire entry back instead of writing it (a bpf
   // syscall per SA); commit_wire_batch() writes them all in batches
   // (BpfPrograms::put_new_inbound_sas: all-or-nothing; throws ov2::Error)
   // and ends the batch.  Until then ov2_wire passes those SAs' packets up
-  // untouched, as before the restore.  discard_wire_batch() ends a batch
+  // untouched, as before they were added.  discard_wire_batch() ends a batch
   // without writing it (the SAs stay in the workers' table: the caller
   // removes them).  `expected`: how many SAs are coming (a reserve).
   // Control thread only.
