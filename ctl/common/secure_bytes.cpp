@@ -11,45 +11,48 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <vector>
 
 #include "common/error.h"
 
 namespace ov2 {
 namespace {
 
-// Fixed-size slots carved from DONTDUMP pages, in chunks of
-// kKeyArenaChunkPages pages mapped one at a time.  Not on the packet path: a
+// Fixed-size slots carved from DONTDUMP pages, in chunks mapped one at a
+// time: kKeyArenaChunkPages pages each while the arena is small, then
+// (kKeyArenaLargeChunkBytes) 2 MiB chunks on one transparent huge page each.
+// A restore of 200 000 SAs takes ~200 MB of expanded keys: in 64 KiB chunks
+// that was 3 125 mmap/mlock pairs faulting 50 000 pages in, and at the stop
+// 3 125 munmaps, each a TLB shootdown on every CPU the daemon ran on (0.7 s of
+// the stop); in 2 MiB chunks it is ~100 of each.  Not on the packet path: a
 // mutex is fine here.
 //
 // Memory goes back to the system: a chunk whose slots are all free is
 // unmapped (its slots were wiped one by one when released), except
-// kKeyArenaReserveChunks empty chunks kept so that a rekey (add the new SA,
-// delete the old) does not map and unmap a chunk every time.  New slots come
-// from the lowest-addressed chunk with a free slot, lowest slot first: under
-// churn the live keys concentrate in the low chunks and the high ones drain
-// and are unmapped.  Keys never move (the AF_XDP workers hold raw pointers to
-// expanded keys while they process a batch), so a chunk with one live slot
-// stays mapped.
+// kKeyArenaReserveChunks empty small chunks kept so that a rekey (add the new
+// SA, delete the old) does not map and unmap a chunk every time.  New slots
+// come from the lowest-addressed chunk with a free slot, lowest slot first:
+// under churn the live keys concentrate in the low chunks and the high ones
+// drain and are unmapped.  Keys never move (the AF_XDP workers hold raw
+// pointers to expanded keys while they process a batch), so a chunk with one
+// live slot stays mapped.
 class KeyArena {
-  static constexpr size_t kSlotsMax = 1024;  // 64-byte slots in a 64 KiB chunk (4 KiB pages)
-
  public:
   explicit KeyArena(size_t slot)
-      : slot_(slot),
-        chunk_bytes_(static_cast<size_t>(sysconf(_SC_PAGESIZE)) * kKeyArenaChunkPages),
-        slots_per_chunk_(std::min(chunk_bytes_ / slot, kSlotsMax)) {}
+      : slot_(slot), page_(static_cast<size_t>(sysconf(_SC_PAGESIZE))), small_bytes_(page_ * kKeyArenaChunkPages) {}
   const size_t slot_;  // bytes per slot; a multiple of 64 and chunks are page-aligned, so slots keep 64-byte alignment
 
   uint8_t* allocate() {
     std::lock_guard lock(mu_);
     if (with_free_.empty()) grow();
     Chunk& c = chunks_.at(*with_free_.begin());
-    size_t word = 0;
+    size_t word = c.first_free_word;
     while (c.free_bits[word] == 0) ++word;
+    c.first_free_word = word;
     const size_t index = word * 64 + static_cast<size_t>(__builtin_ctzll(c.free_bits[word]));
     c.free_bits[word] &= c.free_bits[word] - 1;
     if (c.in_use++ == 0) empty_.erase(c.base);
-    if (c.in_use == slots_per_chunk_) with_free_.erase(c.base);
+    if (c.in_use == c.slots) with_free_.erase(c.base);
     ++in_use_;
     return reinterpret_cast<uint8_t*>(c.base) + index * slot_;
   }
@@ -63,9 +66,14 @@ class KeyArena {
     Chunk& c = (--it)->second;
     const size_t index = (addr - c.base) / slot_;
     c.free_bits[index / 64] |= uint64_t{1} << (index % 64);
-    if (c.in_use-- == slots_per_chunk_) with_free_.insert(c.base);
+    c.first_free_word = std::min(c.first_free_word, index / 64);
+    if (c.in_use-- == c.slots) with_free_.insert(c.base);
     --in_use_;
     if (c.in_use == 0) {
+      if (c.bytes != small_bytes_) {
+        unmap(c.base);  // a large chunk is never kept as the reserve
+        return;
+      }
       empty_.insert(c.base);
       // Keep the lowest empty chunks as the reserve; unmap the highest.
       while (empty_.size() > kKeyArenaReserveChunks) unmap(*empty_.rbegin());
@@ -74,53 +82,79 @@ class KeyArena {
 
   KeyArenaStats stats() {
     std::lock_guard lock(mu_);
-    return {in_use_, chunks_.size() * kKeyArenaChunkPages, locked_chunks_ * kKeyArenaChunkPages,
-            empty_.size() * kKeyArenaChunkPages};
+    size_t reserve_bytes = 0;
+    for (uintptr_t base : empty_) reserve_bytes += chunks_.at(base).bytes;
+    return {in_use_, mapped_bytes_ / page_, locked_bytes_ / page_, reserve_bytes / page_};
   }
 
  private:
   struct Chunk {
     uintptr_t base = 0;
+    size_t bytes = 0;
+    size_t slots = 0;
     size_t in_use = 0;
+    size_t first_free_word = 0;  // no free slot below this word
     bool locked = false;
-    std::array<uint64_t, kSlotsMax / 64> free_bits{};  // bit set = slot free
+    std::vector<uint64_t> free_bits;  // bit set = slot free
   };
 
+  // Maps `bytes` aligned to `bytes` (a huge page can back an aligned 2 MiB chunk only).
+  static void* map_aligned(size_t bytes) {
+    void* mem = mmap(nullptr, 2 * bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return mem;
+    const auto start = reinterpret_cast<uintptr_t>(mem);
+    const uintptr_t aligned = (start + bytes - 1) & ~(bytes - 1);
+    if (aligned > start) munmap(mem, aligned - start);  // never touched: nothing to flush
+    if (aligned + bytes < start + 2 * bytes) munmap(reinterpret_cast<void*>(aligned + bytes), start + bytes - aligned);
+    return reinterpret_cast<void*>(aligned);
+  }
+
   void grow() {
-    void* mem = mmap(nullptr, chunk_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    const bool large = mapped_bytes_ >= kKeyArenaLargeChunksAfter;
+    const size_t bytes = large ? kKeyArenaLargeChunkBytes : small_bytes_;
+    void* mem =
+        large ? map_aligned(bytes) : mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) fail(ErrorCode::ResourceExhausted, "cannot allocate key storage (mmap failed)");
-    madvise(mem, chunk_bytes_, MADV_DONTDUMP);
+    madvise(mem, bytes, MADV_DONTDUMP);
+    if (large) madvise(mem, bytes, MADV_HUGEPAGE);  // before mlock faults it in: one huge page, not 512 pages
     Chunk c;
     c.base = reinterpret_cast<uintptr_t>(mem);
-    c.locked = mlock(mem, chunk_bytes_) == 0;  // best effort: keys should not reach swap
-    for (size_t i = 0; i < slots_per_chunk_; ++i) c.free_bits[i / 64] |= uint64_t{1} << (i % 64);
-    locked_chunks_ += c.locked ? 1 : 0;
-    chunks_.emplace(c.base, c);
-    with_free_.insert(c.base);
-    empty_.insert(c.base);
+    c.bytes = bytes;
+    c.slots = bytes / slot_;
+    c.locked = mlock(mem, bytes) == 0;  // best effort: keys should not reach swap
+    c.free_bits.assign((c.slots + 63) / 64, 0);
+    for (size_t i = 0; i < c.slots; ++i) c.free_bits[i / 64] |= uint64_t{1} << (i % 64);
+    mapped_bytes_ += bytes;
+    locked_bytes_ += c.locked ? bytes : 0;
+    chunks_.emplace(c.base, std::move(c));
+    with_free_.insert(reinterpret_cast<uintptr_t>(mem));
+    empty_.insert(reinterpret_cast<uintptr_t>(mem));
   }
 
   void unmap(uintptr_t base) {
     const auto it = chunks_.find(base);
     auto* mem = reinterpret_cast<uint8_t*>(base);
+    const size_t bytes = it->second.bytes;
     // Nothing to wipe: every slot was wiped when released, and nothing else is
     // ever written to a chunk (tests check this through the observer).
-    if (key_arena_unmap_observer != nullptr) key_arena_unmap_observer(std::span<const uint8_t>(mem, chunk_bytes_));
-    locked_chunks_ -= it->second.locked ? 1 : 0;
-    munmap(mem, chunk_bytes_);  // also unlocks
+    if (key_arena_unmap_observer != nullptr) key_arena_unmap_observer(std::span<const uint8_t>(mem, bytes));
+    mapped_bytes_ -= bytes;
+    locked_bytes_ -= it->second.locked ? bytes : 0;
+    munmap(mem, bytes);  // also unlocks
     chunks_.erase(it);
     with_free_.erase(base);
     empty_.erase(base);
   }
 
-  const size_t chunk_bytes_;
-  const size_t slots_per_chunk_;
+  const size_t page_;
+  const size_t small_bytes_;
   std::mutex mu_;
   std::map<uintptr_t, Chunk> chunks_;  // by base address
   std::set<uintptr_t> with_free_;      // chunks with a free slot: allocate from the lowest
   std::set<uintptr_t> empty_;          // chunks with no slot in use (the reserve)
   size_t in_use_ = 0;
-  size_t locked_chunks_ = 0;
+  size_t mapped_bytes_ = 0;
+  size_t locked_bytes_ = 0;
 };
 
 KeyArena& arena() {

@@ -59,11 +59,16 @@ class SecureBlock {
   uint32_t size_;
 };
 
-// Key storage is mapped in chunks of kKeyArenaChunkPages pages per slot size;
-// a chunk whose slots are all free goes back to the system (wiped, then
-// unmapped), except kKeyArenaReserveChunks empty chunks per slot size.
+// Key storage is mapped in chunks of kKeyArenaChunkPages pages per slot size
+// until kKeyArenaLargeChunksAfter bytes of that size are mapped, then in
+// chunks of kKeyArenaLargeChunkBytes (2 MiB-aligned, on a transparent huge
+// page where the kernel allows); a chunk whose slots are all free goes back
+// to the system (wiped, then unmapped), except kKeyArenaReserveChunks empty
+// small chunks per slot size.
 inline constexpr size_t kKeyArenaChunkPages = 16;
 inline constexpr size_t kKeyArenaReserveChunks = 1;
+inline constexpr size_t kKeyArenaLargeChunkBytes = size_t{2} << 20;
+inline constexpr size_t kKeyArenaLargeChunksAfter = size_t{4} << 20;
 
 // Arena statistics, for tests that prove wiping and for RSS accounting.
 struct KeyArenaStats {

@@ -91,6 +91,36 @@ uint64_t ControlPlane::add_sa(SaSpec spec) {
   return handle;
 }
 
+std::vector<uint64_t> ControlPlane::add_sas(std::vector<SaSpec> specs, size_t* failed_index) {
+  struct BatchGuard {  // a batch never outlives this call (a throw of any kind included)
+    Engine& engine;
+    ~BatchGuard() { engine.abort_batch(); }
+  } guard{engine_};
+  engine_.begin_batch(specs.size());
+  std::vector<uint64_t> added;
+  added.reserve(specs.size());
+  const auto take_back = [&](size_t index) {
+    engine_.abort_batch();
+    if (!added.empty()) delete_sas(added, false);
+    if (failed_index != nullptr) *failed_index = index;
+  };
+  for (size_t i = 0; i < specs.size(); ++i) {
+    try {
+      added.push_back(add_sa(std::move(specs[i])));
+    } catch (const Error&) {
+      take_back(i);
+      throw;
+    }
+  }
+  try {
+    engine_.commit_batch();
+  } catch (const Error&) {
+    take_back(specs.size());
+    throw;
+  }
+  return added;
+}
+
 CompiledPolicy ControlPlane::compile_one(uint32_t id, const PolicySpec& spec) const {
   CompiledPolicy c{id, spec, 0, 0};
   if (spec.action == PolicyAction::Protect) {
@@ -269,12 +299,20 @@ void ControlPlane::restore(std::vector<SaRecord> sas, const std::vector<PolicyRe
   std::sort(order.begin(), order.end());
   std::vector<uint64_t> installed;
   installed.reserve(sas.size());
+  struct BatchGuard {  // a batch never outlives this call (a throw of any kind included)
+    Engine& engine;
+    ~BatchGuard() { engine.abort_batch(); }
+  } guard{engine_};
+  // The engine may write parts of the SAs at once after the last one (the AF_XDP engine: the inbound
+  // SAs' ov2_wire entries, one bpf syscall per 8 192 instead of one each).
+  engine_.begin_batch(sas.size());
   try {
     for (const auto& [key, index] : order) {
       SaRecord& r = sas[index];
       sas_.restore(r.handle, std::move(r.spec));  // the keys move into the database (no copy)
       installed.push_back(r.handle);
     }
+    engine_.commit_batch();  // all or nothing; a throw rolls the restore back below
     if (before_policies) before_policies();
     for (const PolicyRecord& p : policies) {
       validate_policy(p.spec);
@@ -291,6 +329,7 @@ void ControlPlane::restore(std::vector<SaRecord> sas, const std::vector<PolicyRe
     push_spd(Direction::Out, compiled(Direction::Out, nullptr, {}));
     push_spd(Direction::In, compiled(Direction::In, nullptr, {}));
   } catch (...) {
+    engine_.abort_batch();
     try {
       push_spd(Direction::Out, {});
       push_spd(Direction::In, {});

@@ -77,6 +77,14 @@ class ControlPlane {
 
   // ADD_SA; returns the handle.  Throws ov2::Error.
   uint64_t add_sa(SaSpec spec);
+  // A batch of ADD_SA (a batched sa.add), all-or-nothing: adds `specs` in
+  // order and returns their handles.  The engine may write parts of them at
+  // once at the end (Engine::begin_batch).  When one is refused, or the
+  // engine's write at the end fails, the ones added are deleted again
+  // (listeners see the adds and the deletes) and it throws ov2::Error;
+  // `failed_index`, if given, is set to the refused spec's index (specs.size()
+  // for the write at the end).
+  std::vector<uint64_t> add_sas(std::vector<SaSpec> specs, size_t* failed_index = nullptr);
 
   struct DeleteResult {
     std::vector<uint64_t> deleted_sas;

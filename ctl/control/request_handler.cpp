@@ -192,15 +192,14 @@ json RequestHandler::add_sa_batch(const json& list) {
     }
   }
   std::vector<uint64_t> added;
-  added.reserve(specs.size());
-  for (size_t i = 0; i < specs.size(); ++i) {
-    try {
-      added.push_back(plane_.add_sa(std::move(specs[i])));
-    } catch (const Error& e) {
-      // What the engine or the tables refuse (a duplicate SPI, capacity): take the batch back.
-      if (!added.empty()) plane_.delete_sas(added, false);
-      fail(e.code(), "sas[" + std::to_string(i) + "]: " + e.what() + "; no SA of the batch was installed");
-    }
+  const size_t count = specs.size();
+  size_t failed = 0;
+  try {
+    added = plane_.add_sas(std::move(specs), &failed);
+  } catch (const Error& e) {
+    // What the engine or the tables refuse (a duplicate SPI, capacity): the batch was taken back.
+    fail(e.code(), (failed < count ? "sas[" + std::to_string(failed) + "]: " : std::string()) + e.what() +
+                       "; no SA of the batch was installed");
   }
   json handles = json::array();
   for (uint64_t h : added) handles.push_back(handle_to_string(h));

@@ -33,6 +33,7 @@
 #include "control/log.h"
 #include "control/observability.h"
 #include "control/request_handler.h"
+#include "daemon/heap_huge_pages.h"
 #include "daemon/runtime.h"
 #include "daemon/service_state.h"
 #include "dataplane/link_watch.h"
@@ -391,6 +392,7 @@ int run(const CommandLine& cl, DaemonConfig config) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ov2::reexec_with_heap_huge_pages(argv);  // before anything is allocated or opened
   // The daemon holds keys: no core dumps.  Our own key storage is MADV_DONTDUMP,
   // but OpenSSL's cipher contexts (key schedules) live on the ordinary heap.
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);

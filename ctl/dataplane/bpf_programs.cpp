@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -317,7 +318,10 @@ std::string BpfPrograms::inbound_destinations_mismatch() const {
 BpfPrograms::BpfPrograms(const Options& opts) : impl_(std::make_unique<Impl>()) {
   impl_->cookie = opts.cookie != 0 ? opts.cookie : random_cookie();
   const uint64_t cookie = impl_->cookie;
-  impl_->wire = open_and_load<::ov2_wire>("ov2_wire", ov2_wire__open, ov2_wire__load, [](::ov2_wire*) {});
+  const uint32_t sa_capacity = opts.inbound_sa_capacity;
+  impl_->wire = open_and_load<::ov2_wire>("ov2_wire", ov2_wire__open, ov2_wire__load, [sa_capacity](::ov2_wire* s) {
+    if (sa_capacity != 0) bpf_map__set_max_entries(s->maps.sa_map, sa_capacity);
+  });
   impl_->tx = open_and_load<::ov2_tx>("ov2_tx", ov2_tx__open, ov2_tx__load, [](::ov2_tx*) {});
   impl_->deliver = open_and_load<::ov2_deliver>("ov2_deliver", ov2_deliver__open, ov2_deliver__load,
                                                 [cookie](::ov2_deliver* s) { s->rodata->cookie = cookie; });
@@ -388,6 +392,41 @@ void BpfPrograms::put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& valu
     }
   }
   count_destination(dest, is_natt, -1);
+  sa_map_write_failed(err);
+}
+
+void BpfPrograms::put_new_inbound_sas(const std::vector<ov2_sa_key>& keys, const std::vector<ov2_sa_value>& values) {
+  if (keys.size() != values.size()) fail(ErrorCode::Internal, "put_new_inbound_sas: as many keys as values");
+  std::lock_guard lock(impl_->inbound_mutex);
+  const int fd = bpf_map__fd(impl_->wire->maps.sa_map);
+  // Destinations first, as put_inbound_sa does; undone below (and by count_destination itself) on failure.
+  size_t counted = 0;
+  const auto uncount = [&] {
+    for (size_t i = 0; i < counted; ++i)
+      count_destination(destination_key(keys[i]), (values[i].flags & OV2_SA_F_UDP_ENCAP) != 0, -1);
+  };
+  try {
+    for (; counted < keys.size(); ++counted)
+      count_destination(destination_key(keys[counted]), (values[counted].flags & OV2_SA_F_UDP_ENCAP) != 0, +1);
+  } catch (...) {
+    uncount();
+    throw;
+  }
+  size_t written = 0;
+  int err = 0;
+  while (written < keys.size()) {
+    uint32_t count = static_cast<uint32_t>(std::min<size_t>(kWireBatch, keys.size() - written));
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+    const int rc = bpf_map_update_batch(fd, &keys[written], &values[written], &count, &opts);
+    written = std::min(keys.size(), written + count);  // the kernel says how many it wrote, also at an error
+    if (rc != 0) {
+      err = errno;
+      break;
+    }
+  }
+  if (err == 0) return;
+  for (size_t i = 0; i < written; ++i) bpf_map_delete_elem(fd, &keys[i]);
+  uncount();
   sa_map_write_failed(err);
 }
 

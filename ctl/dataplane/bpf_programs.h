@@ -42,8 +42,9 @@ namespace ov2 {
 class BpfPrograms {
  public:
   struct Options {
-    uint64_t cookie = 0;        // per-boot random shim cookie (0: pick one from getrandom)
-    uint32_t verdict_mark = 0;  // skb->mark for accepted decrypted packets (0: leave mark alone)
+    uint64_t cookie = 0;               // per-boot random shim cookie (0: pick one from getrandom)
+    uint32_t verdict_mark = 0;         // skb->mark for accepted decrypted packets (0: leave mark alone)
+    uint32_t inbound_sa_capacity = 0;  // sa_map entries; 0: OV2_MAX_SAS (tests fill a small one)
   };
 
   // Opens and loads all four skeletons (maps created, nothing attached).
@@ -74,6 +75,17 @@ class BpfPrograms {
   // A replacement that changes the encapsulation moves the SA between the
   // two counts.  A put or delete that fails changes no count.
   void put_inbound_sa(const ov2_sa_key& key, const ov2_sa_value& value);
+  // Many new inbound SAs at once (a restore, a batched sa.add):
+  // BPF_MAP_UPDATE_BATCH calls of up to kWireBatch entries instead of one
+  // syscall per SA.  The kernel's
+  // batch update takes no BPF_NOEXIST (elem_flags allows BPF_F_LOCK only),
+  // so the keys must be distinct and not in the map yet: the workers' table
+  // (SaRuntime) refuses a second SA with the same key before it gets here.
+  // All-or-nothing: when an entry cannot be written (a full map:
+  // Error(ResourceExhausted)), the entries this call wrote are deleted again
+  // and no count changes.
+  void put_new_inbound_sas(const std::vector<ov2_sa_key>& keys, const std::vector<ov2_sa_value>& values);
+  static constexpr uint32_t kWireBatch = 8192;
   void delete_inbound_sa(const ov2_sa_key& key);
   bool lookup_inbound_sa(const ov2_sa_key& key, ov2_sa_value* value) const;
   // The inbound_dests entry of the SA key's (family, destination), as the

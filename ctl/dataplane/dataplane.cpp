@@ -167,6 +167,12 @@ void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
   }
   if (spec.dir == Direction::In) {
     try {
+      if (wire_batch_) {
+        wire_batch_->handles.push_back(handle);
+        wire_batch_->keys.push_back(inbound_key_for(spec));
+        wire_batch_->values.push_back(wire_value_for(handle, spec));
+        return;
+      }
       programs_->put_inbound_sa(inbound_key_for(spec), wire_value_for(handle, spec));
     } catch (...) {
       sas_->remove(handle);
@@ -175,7 +181,35 @@ void Dataplane::install_sa(uint64_t handle, const SaSpec& spec) {
   }
 }
 
+void Dataplane::begin_wire_batch(size_t expected) {
+  wire_batch_.emplace();
+  wire_batch_->removed = false;
+  wire_batch_->handles.reserve(expected);
+  wire_batch_->keys.reserve(expected);
+  wire_batch_->values.reserve(expected);
+}
+
+void Dataplane::commit_wire_batch() {
+  if (!wire_batch_) return;
+  WireBatch batch = std::move(*wire_batch_);
+  wire_batch_.reset();
+  if (batch.removed) {  // keep only the entries whose SA is still installed under that key
+    size_t kept = 0;
+    for (size_t i = 0; i < batch.handles.size(); ++i) {
+      ov2_sa_key key{};
+      if (!sas_->inbound_key_of(batch.handles[i], &key) || std::memcmp(&key, &batch.keys[i], sizeof key) != 0) continue;
+      batch.keys[kept] = batch.keys[i];
+      batch.values[kept] = batch.values[i];
+      ++kept;
+    }
+    batch.keys.resize(kept);
+    batch.values.resize(kept);
+  }
+  programs_->put_new_inbound_sas(batch.keys, batch.values);
+}
+
 void Dataplane::remove_sa(uint64_t handle) {
+  if (wire_batch_) wire_batch_->removed = true;
   ov2_sa_key key{};
   const bool inbound = sas_->inbound_key_of(handle, &key);
   if (inbound && programs_) {

@@ -47,6 +47,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,6 +120,19 @@ class Dataplane {
   void remove_sa(uint64_t handle);
   // True if an SA is installed under `handle`.
   bool has_sa(uint64_t handle) const { return sas_->contains(handle); }
+  // Many inbound SAs at once (a restore, a batched sa.add; through
+  // Engine::begin_batch): from begin_wire_batch() on, install_sa
+  // keeps each inbound SA's ov2_wire entry back instead of writing it (a bpf
+  // syscall per SA); commit_wire_batch() writes them all in batches
+  // (BpfPrograms::put_new_inbound_sas: all-or-nothing; throws ov2::Error)
+  // and ends the batch.  Until then ov2_wire passes those SAs' packets up
+  // untouched, as before they were added.  discard_wire_batch() ends a batch
+  // without writing it (the SAs stay in the workers' table: the caller
+  // removes them).  `expected`: how many SAs are coming (a reserve).
+  // Control thread only.
+  void begin_wire_batch(size_t expected);
+  void commit_wire_batch();
+  void discard_wire_batch() noexcept { wire_batch_.reset(); }
   // UPDATE_SA (ESN high bits).  Throws NotFound / InvalidArgument.
   void update_seq_hi(uint64_t handle, uint32_t seq_hi);
   // Per-SA counters.  Throws NotFound.
@@ -156,8 +170,17 @@ class Dataplane {
  private:
   void housekeeping();
 
+  struct WireBatch {
+    std::vector<uint64_t> handles;
+    std::vector<ov2_sa_key> keys;
+    std::vector<ov2_sa_value> values;
+    bool removed;  // an SA was removed meanwhile: commit writes only the ones still installed
+                   // (no initializer: clang cannot use it in std::optional::emplace inside Dataplane)
+  };
+
   Options opts_;
   bool running_ = false;
+  std::optional<WireBatch> wire_batch_;
   int wire_ifindex_ = 0;
   std::unique_ptr<SaRuntime> sas_;
   std::unique_ptr<InboundPolicies> inbound_policies_;  // read by the workers under sas_'s epochs

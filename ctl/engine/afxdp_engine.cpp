@@ -111,6 +111,18 @@ void AfXdpEngine::update_sa(uint64_t handle, uint32_t seq_hi) {
   if (dataplane_ != nullptr) dataplane_->update_seq_hi(handle, seq_hi);
 }
 
+void AfXdpEngine::begin_batch(size_t expected) {
+  if (dataplane_ != nullptr) dataplane_->begin_wire_batch(expected);
+}
+
+void AfXdpEngine::commit_batch() {
+  if (dataplane_ != nullptr) dataplane_->commit_wire_batch();
+}
+
+void AfXdpEngine::abort_batch() noexcept {
+  if (dataplane_ != nullptr) dataplane_->discard_wire_batch();
+}
+
 void AfXdpEngine::set_outbound_spd(const std::vector<CompiledPolicy>& policies) {
   CompiledSpd compiled = compile_spd(policies);  // throws before anything changes
   loaded_outbound_ = load_spd(programs_.spd_trie_fd(), programs_.spd_entries_fd(), compiled,

@@ -31,6 +31,10 @@ class AfXdpEngine : public Engine {
   void add_sa(uint64_t handle, const SaSpec& sa) override;
   void delete_sa(uint64_t handle) noexcept override;
   void update_sa(uint64_t handle, uint32_t seq_hi) override;
+  // With a data plane: Dataplane::begin_wire_batch / commit_wire_batch / discard_wire_batch.
+  void begin_batch(size_t expected) override;
+  void commit_batch() override;
+  void abort_batch() noexcept override;
   void set_outbound_spd(const std::vector<CompiledPolicy>& policies) override;
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;
 

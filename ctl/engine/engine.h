@@ -53,6 +53,17 @@ class Engine {
   // DELETE_SA for one handle the engine holds.  Never throws.
   virtual void delete_sa(uint64_t handle) noexcept = 0;
 
+  // Many ADD_SAs in one request (a batched sa.add): between begin_batch()
+  // and commit_batch() an engine may hold back what it can write at once
+  // (the AF_XDP engine: the inbound SAs' ov2_wire entries, written with
+  // BPF_MAP_UPDATE_BATCH by commit_batch()).  commit_batch() throws
+  // ov2::Error when that fails: the SAs added since begin_batch() are then
+  // still held but not reachable, and the caller deletes them.
+  // abort_batch() ends a batch without writing.  Default: nothing held back.
+  virtual void begin_batch(size_t /*expected*/) {}
+  virtual void commit_batch() {}
+  virtual void abort_batch() noexcept {}
+
   // UPDATE_SA: new ESN high-order sequence number.  Throws ov2::Error.
   virtual void update_sa(uint64_t handle, uint32_t seq_hi) = 0;
 

@@ -84,6 +84,10 @@ class AutoEngine : public Engine {
   void add_sa(uint64_t handle, const SaSpec& sa) override;
   void delete_sa(uint64_t handle) noexcept override;
   void update_sa(uint64_t handle, uint32_t seq_hi) override;
+  // The AF_XDP engine's (the NIC engine writes each SA as it comes).
+  void begin_batch(size_t expected) override { afxdp_.begin_batch(expected); }
+  void commit_batch() override { afxdp_.commit_batch(); }
+  void abort_batch() noexcept override { afxdp_.abort_batch(); }
   // Policies go to the engine that holds their SA (bypass/discard: AF_XDP).
   void set_outbound_spd(const std::vector<CompiledPolicy>& policies) override;
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override;

@@ -217,3 +217,65 @@ TEST(ControlPlane, PolicyUpdateRefusalsChangeNothing) {
 
 }  // namespace
 }  // namespace ov2
+
+namespace ov2 {
+namespace {
+
+using test::FakeEngine;
+using test::gcm_sa;
+
+struct ChangeRecorder : ControlPlane::Listener {
+  std::vector<ChangeEvent> seen;
+  void on_change(const ChangeEvent& e) override { seen.push_back(e); }
+};
+
+std::vector<SaSpec> inbound_specs(uint32_t first_spi, size_t n) {
+  std::vector<SaSpec> specs;
+  for (size_t i = 0; i < n; ++i)
+    specs.push_back(
+        gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", first_spi + static_cast<uint32_t>(i)));
+  return specs;
+}
+
+TEST(ControlPlane, ABatchOfAddsIsOneEngineBatchCommittedAfterTheLastAdd) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const std::vector<uint64_t> handles = plane.add_sas(inbound_specs(0x100, 3));
+  ASSERT_EQ(handles.size(), 3u);
+  EXPECT_EQ(engine.add_calls, handles);
+  EXPECT_EQ(engine.batch_events, (std::vector<std::string>{"begin 3", "commit", "abort"}));  // abort: a no-op
+  EXPECT_EQ(plane.sas().size(), 3u);
+}
+
+TEST(ControlPlane, ABatchWhoseEngineWriteFailsAtTheEndTakesEveryAddBack) {
+  FakeEngine engine;
+  ControlPlane plane(engine, 16);
+  const uint64_t kept = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x5000));
+  ChangeRecorder rec;
+  plane.add_listener(&rec);
+  engine.fail_next_commit = true;
+  size_t failed = 99;
+  const std::string error = test::error_of([&] { plane.add_sas(inbound_specs(0x100, 4), &failed); });
+  EXPECT_THAT(error, ::testing::HasSubstr("injected batch write failure"));
+  EXPECT_EQ(failed, 4u);  // the write at the end, not one of the specs
+  ASSERT_EQ(plane.sas().size(), 1u);
+  EXPECT_NE(plane.sas().find(kept), nullptr);
+  EXPECT_EQ(engine.installed.size(), 1u);
+  EXPECT_EQ(engine.delete_calls.size(), 4u);
+  // The listeners (the journal) saw the four adds and their four deletes.
+  ASSERT_EQ(rec.seen.size(), 8u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(rec.seen[i].kind, ChangeKind::SaAdded);
+  for (size_t i = 4; i < 8; ++i) EXPECT_EQ(rec.seen[i].kind, ChangeKind::SaDeleted);
+  // A refused spec in the middle: the ones before are taken back, the batch aborted, its index reported.
+  engine.batch_events.clear();
+  std::vector<SaSpec> specs = inbound_specs(0x200, 3);
+  specs.push_back(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x5000));  // kept's SPI and dst
+  EXPECT_NE(test::error_of([&] { plane.add_sas(std::move(specs), &failed); }), "");
+  EXPECT_EQ(failed, 3u);
+  EXPECT_EQ(plane.sas().size(), 1u);
+  EXPECT_EQ(engine.batch_events.front(), "begin 4");
+  EXPECT_EQ(engine.batch_events[1], "abort");
+}
+
+}  // namespace
+}  // namespace ov2

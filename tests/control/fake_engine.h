@@ -4,6 +4,7 @@
 
 #include <map>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -36,6 +37,16 @@ class FakeEngine : public Engine {
     outbound = policies;
   }
   void set_inbound_spd(const std::vector<CompiledPolicy>& policies) override { inbound = policies; }
+  // A batch is recorded as its events ("begin N", "commit", "abort"); commit can be told to fail.
+  void begin_batch(size_t expected) override { batch_events.push_back("begin " + std::to_string(expected)); }
+  void commit_batch() override {
+    batch_events.push_back("commit");
+    if (fail_next_commit) {
+      fail_next_commit = false;
+      fail(ErrorCode::ResourceExhausted, "injected batch write failure");
+    }
+  }
+  void abort_batch() noexcept override { batch_events.push_back("abort"); }
   // Counters an engine keeps itself (as the NIC engine reads the kernel's).
   std::optional<SaRuntimeCounters> sa_counters(uint64_t handle) override {
     const auto it = own_counters.find(handle);
@@ -45,6 +56,8 @@ class FakeEngine : public Engine {
 
   bool fail_next_add = false;
   bool fail_next_spd = false;
+  bool fail_next_commit = false;
+  std::vector<std::string> batch_events;
   std::map<uint64_t, SaSpec> installed;
   std::vector<uint64_t> add_calls;
   std::vector<uint64_t> delete_calls;

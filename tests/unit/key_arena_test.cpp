@@ -125,6 +125,40 @@ TEST(KeyArena, InterleavedFreesAreRefilledLowestFirstAndChurnDoesNotGrowTheArena
   EXPECT_LE(after.pages, before.pages + kReservePages);
 }
 
+size_t g_large_chunks = 0;
+size_t g_aligned_large_chunks = 0;
+void record_large_chunk(std::span<const uint8_t> chunk) {
+  if (chunk.size() != kKeyArenaLargeChunkBytes) return;
+  ++g_large_chunks;
+  if (reinterpret_cast<uintptr_t>(chunk.data()) % kKeyArenaLargeChunkBytes == 0) ++g_aligned_large_chunks;
+}
+
+TEST(KeyArena, ALargeArenaMapsHugePageAlignedChunksAndUnmapsThemWhenEmpty) {
+  const KeyArenaStats before = key_block_stats();
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  // 12 MiB of 1024-byte blocks: past kKeyArenaLargeChunksAfter, so most of them land in large chunks.
+  constexpr size_t kBlocks = 12 * 1024;
+  auto blocks = filled_blocks(kBlocks, 0x3C);
+  const KeyArenaStats full = key_block_stats();
+  EXPECT_EQ(full.slots_in_use, before.slots_in_use + kBlocks);
+  // Small chunks up to the threshold, then 2 MiB ones: few chunks, and not much more than the blocks need.
+  EXPECT_GE(full.pages * page, kBlocks * 1024);
+  EXPECT_LE(full.pages * page,
+            before.pages * page + kBlocks * 1024 + kKeyArenaLargeChunkBytes + kKeyArenaLargeChunksAfter);
+  g_large_chunks = g_aligned_large_chunks = 0;
+  key_arena_unmap_observer = record_large_chunk;
+  blocks.clear();
+  key_arena_unmap_observer = nullptr;
+  // 8 MiB at least were in 2 MiB chunks, each on a 2 MiB boundary (so a huge page can back it).
+  EXPECT_GE(g_large_chunks, (kBlocks * 1024 - kKeyArenaLargeChunksAfter) / kKeyArenaLargeChunkBytes);
+  EXPECT_EQ(g_aligned_large_chunks, g_large_chunks);
+  const KeyArenaStats after = key_block_stats();
+  EXPECT_EQ(after.slots_in_use, before.slots_in_use);
+  // Empty large chunks are never the reserve: all of them went back.
+  EXPECT_LE(after.pages, before.pages + kReservePages);
+  EXPECT_LE(after.reserve_pages, before.reserve_pages + kReservePages);
+}
+
 // What the arena saw of each chunk just before unmapping it.
 size_t g_unmapped_chunks = 0;
 size_t g_nonzero_bytes = 0;
@@ -138,6 +172,7 @@ TEST(KeyArena, AChunkIsAllZeroWhenItIsUnmapped) {
   key_arena_unmap_observer = record_unmap;
   {
     auto blocks = filled_blocks(64 * 8, 0xA5);
+    auto large = filled_blocks(kKeyArenaLargeChunksAfter / 1024 + 64, 0x96);  // into a large chunk too
     std::vector<SecureBytes> keys;
     const uint8_t bytes[64] = {0x5A, 0x5A, 0x5A, 0x5A};
     for (size_t i = 0; i < 4096; ++i) keys.emplace_back(std::span<const uint8_t>(bytes));
