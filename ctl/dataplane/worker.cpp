@@ -263,31 +263,6 @@ WorkerCounterArray Worker::counters() const {
   return out;
 }
 
-bool Worker::take_failed_sas(std::vector<uint64_t>& out) {
-  // The flag first: a note lost after this exchange leaves it set for the next call.
-  const bool complete = !failure_notes_lost_.exchange(false, std::memory_order_acquire);
-  const uint64_t written = failure_notes_written_.load(std::memory_order_acquire);
-  const uint64_t read = failure_notes_read_.load(std::memory_order_relaxed);
-  for (uint64_t i = read; i < written; ++i)
-    out.push_back(failure_notes_[i % kFailureNotes].load(std::memory_order_relaxed));
-  failure_notes_read_.store(written, std::memory_order_release);  // the worker may reuse those entries
-  return complete;
-}
-
-void Worker::note_failure(uint64_t sa_handle) {
-  // The SA's failure counter was bumped before this: whoever reads the note
-  // (or, when lost, the flag) with acquire sees the count.
-  if (sa_handle == last_failure_note_) return;  // a run of failures on one SA: one note
-  last_failure_note_ = sa_handle;
-  const uint64_t n = failure_notes_written_.load(std::memory_order_relaxed);
-  if (n - failure_notes_read_.load(std::memory_order_acquire) >= kFailureNotes) {
-    failure_notes_lost_.store(true, std::memory_order_release);
-    return;
-  }
-  failure_notes_[n % kFailureNotes].store(sa_handle, std::memory_order_relaxed);
-  failure_notes_written_.store(n + 1, std::memory_order_release);
-}
-
 void Worker::run() {
   // Named for top/perf (15 characters at most).
   pthread_setname_np(pthread_self(), ("ov2-worker" + std::to_string(cfg_.id)).c_str());
@@ -1006,8 +981,8 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     if (!r.ok()) [[unlikely]] {
       // Noted for the layer whose SA counted the failure (a Dummy layer is none).
       auto failed = [](esp::Reason x) { return x != esp::Reason::Ok && x != esp::Reason::DummyPacket; };
-      if (failed(r.tunnel.reason)) note_failure(sa->handle);
-      if (r.transport_checked && failed(r.transport.reason)) note_failure(inner->handle);
+      if (failed(r.tunnel.reason)) failure_notes_.note(sa->handle);
+      if (r.transport_checked && failed(r.transport.reason)) failure_notes_.note(inner->handle);
     }
     if (!r.tunnel.crypto_done) {
       count(WorkerCounter::RxNotChecked);
@@ -1023,7 +998,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   } else {
     esp::InboundSa::Result r = sa->inbound->decapsulate(p, now_ns);
     if (r.reason != esp::Reason::Ok && r.reason != esp::Reason::DummyPacket) [[unlikely]]
-      note_failure(sa->handle);
+      failure_notes_.note(sa->handle);
     if (!r.crypto_done) {
       count(WorkerCounter::RxNotChecked);
       return 0;
@@ -1043,7 +1018,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     // and a status, so that ov2_verdict drops it and reports the failure.
     policy_mismatch = true;
     sa->inbound->reclassify(esp::Reason::PolicyMismatch, p.len);
-    note_failure(sa->handle);
+    failure_notes_.note(sa->handle);
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
                           esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->params().mode));
   }

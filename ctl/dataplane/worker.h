@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/failure_notes.h"
 #include "dataplane/handoff_ring.h"
 #include "dataplane/inbound_policy.h"
 #include "dataplane/neighbour.h"
@@ -175,15 +176,9 @@ class Worker {
   // This worker's counters (any thread; relaxed reads).
   WorkerCounterArray counters() const;
   // SAs that counted a failed inbound packet (any reason but Ok/DummyPacket,
-  // policy mismatches included), so that the daemon's periodic check looks at
-  // those instead of every SA: appends the handles noted since the last call
-  // to `out` (an SA failing again right after its own note is not noted
-  // twice; a handle may still repeat).  False: more SAs failed than the notes
-  // hold (kFailureNotes between two calls) and some were not noted; the
-  // caller must then look at every SA.  One caller at a time (the daemon
-  // thread); the worker writes the notes on its failure path only.
-  bool take_failed_sas(std::vector<uint64_t>& out);
-  static constexpr uint32_t kFailureNotes = 64;
+  // policy mismatches included) since the last call: FailureNotes::take.
+  // The daemon thread only.
+  bool take_failed_sas(std::vector<uint64_t>& out) { return failure_notes_.take(out); }
   // The kernel's counters of the two sockets (any thread).
   XskPort::Stats wire_socket_stats() const { return wire_->stats(); }
   XskPort::Stats nic_socket_stats() const { return nic_->stats(); }
@@ -288,8 +283,6 @@ class Worker {
   bool hand_off(int owner, const uint8_t* data, uint32_t len, uint32_t offset);
   void wake_handoff_targets();
   bool incoming_pending() const;
-  // take_failed_sas()'s notes: written here, on the failure path only.
-  void note_failure(uint64_t sa_handle);
   void count(WorkerCounter c, uint64_t n = 1) {
     auto& a = counters_[static_cast<size_t>(c)];
     a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -304,14 +297,7 @@ class Worker {
   uint32_t wire_tx_outstanding_ = 0;
   uint32_t nic_tx_outstanding_ = 0;
   std::array<std::atomic<uint64_t>, static_cast<size_t>(WorkerCounter::Count)> counters_{};
-  // A single-producer single-consumer ring of failed SAs' handles (the
-  // worker writes, take_failed_sas() reads); full: the note is dropped and
-  // failure_notes_lost_ set.
-  std::array<std::atomic<uint64_t>, kFailureNotes> failure_notes_{};
-  std::atomic<uint64_t> failure_notes_written_{0};
-  std::atomic<uint64_t> failure_notes_read_{0};
-  std::atomic<bool> failure_notes_lost_{false};
-  uint64_t last_failure_note_ = 0;  // worker thread only
+  FailureNotes failure_notes_;  // written on the failure path only
   std::atomic<bool> stop_{false};
   std::thread thread_;
   TokenBucket icmp_limit_;
