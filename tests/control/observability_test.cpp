@@ -402,6 +402,24 @@ TEST_F(TickFixture, RestoredAndLaterAddedSasWithLifetimesAreWatchedAndDeletedOne
   EXPECT_TRUE(events.empty());
 }
 
+TEST_F(TickFixture, ASecondsLimitCountsFromTheFirstTickThatSawTheSa) {
+  make();
+  add_plain(500, Direction::Out, 0x60000);
+  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2222);
+  s.life_seconds = {1, 0};
+  const uint64_t h = plane.add_sa(s);
+  events.clear();
+  obs->on_tick();  // first seen
+  EXPECT_TRUE(events.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(h));
+  EXPECT_EQ(events[0].at("limit"), "seconds");
+  EXPECT_EQ(dp.total_reads(), 2u);
+}
+
 TEST_F(TickFixture, OutboundDeleteRequestsAreLookedForOnlyWhenAWorkerRaisedOne) {
   make();
   add_plain(100, Direction::In, 0x40000);
