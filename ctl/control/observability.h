@@ -3,7 +3,9 @@
 //
 //  - the BPF event ring (ov2_verdict's SA_DELETE_REQ events) and, every
 //    `tick` (a timerfd), the data plane's outbound delete requests (sequence
-//    space / hard lifetime used up) and the per-SA counters;
+//    space / hard lifetime used up; looked for only when an SA raised one)
+//    and the per-SA counters of the SAs with a lifetime limit or a failure
+//    the workers noted (FailureNotes) -- not of every SA;
 //  - SaDeleteReq handling (DESIGN.md §1, issue 4.4): for a request on SA H an
 //    "sa-delete-req" event is raised; then, unless delete_on_request is off
 //    (config sa_delete_req.policy = "notify"), H and its matching SA of the
