@@ -346,24 +346,17 @@ void Observability::check_sa(const SaRecord& r, Clock::time_point now) {
     if (reached(soft ? t.soft : t.hard, age)) return "seconds";
     return "";
   };
-  if (!w.soft_reported) {
-    const std::string limit = which(true);
-    if (!limit.empty()) {
-      w.soft_reported = true;
-      json e = base("soft-expired");
-      e["limit"] = limit;
-      bus_.emit(std::move(e));
-    }
-  }
-  if (!w.hard_reported) {
-    const std::string limit = which(false);
-    if (!limit.empty()) {
-      w.hard_reported = true;
-      json e = base("hard-expired");
-      e["limit"] = limit;
-      bus_.emit(std::move(e));
-    }
-  }
+  auto report = [&](bool soft, bool& reported) {  // once per SA and side
+    if (reported) return;
+    const std::string limit = which(soft);
+    if (limit.empty()) return;
+    reported = true;
+    json e = base(soft ? "soft-expired" : "hard-expired");
+    e["limit"] = limit;
+    bus_.emit(std::move(e));
+  };
+  report(true, w.soft_reported);
+  report(false, w.hard_reported);
   if (!w.failures && !has_failures(c)) return;
   if (!w.failures) w.failures = std::make_unique<std::array<SaWatch::Failures, 3>>();
   for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
