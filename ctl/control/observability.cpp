@@ -30,6 +30,9 @@ constexpr size_t kMaxHttpRequestBytes = 8192;
 constexpr size_t kMaxHttpClients = 8;
 constexpr auto kHttpIdle = std::chrono::seconds(5);
 constexpr auto kFailureEventInterval = std::chrono::seconds(1);
+// A tick finds each watched SA by handle while the watches are fewer than
+// 1/kWalkAllBelow of the SAs, else walks the database in step with them.
+constexpr size_t kWalkAllBelow = 8;
 // Per-SA failure counters reported as rate-limited monitor events (SaWatch::failures).
 struct FailureKind {
   esp::Reason reason;
@@ -299,19 +302,35 @@ void Observability::check_counters(Clock::time_point now) {
       }
     }
   }
-  // In handle order, as the walk over every SA did.
-  for (auto it = watches_.begin(); it != watches_.end();) {
-    const SaRecord* r = plane_.sas().find(it->first);
-    if (r == nullptr) {  // the listener drops watches of deleted SAs; this is only a safety net
-      it = watches_.erase(it);
-      continue;
+  // In handle order, as the walk over every SA did.  check_sa changes no
+  // entry of watches_ (its events go to the bus only).  A watch whose SA is
+  // gone is dropped (the listener does that already; a safety net).
+  if (watches_.size() * kWalkAllBelow < plane_.sas().size()) {
+    // Few watches: each SA found by handle, O(W log N).
+    for (auto it = watches_.begin(); it != watches_.end();) {
+      const SaRecord* r = plane_.sas().find(it->first);
+      if (r == nullptr) {
+        it = watches_.erase(it);
+        continue;
+      }
+      check_sa(*r, now, &it->second);
+      ++it;
     }
-    ++it;  // check_sa changes no other entry (its events go to the bus only)
-    check_sa(*r, now);
+    return;
   }
+  // Many (every SA with a lifetime: the usual IKE case): one walk over the
+  // database in step with the watches, O(N + W) without a search.
+  auto it = watches_.begin();
+  plane_.sas().for_each([&](const SaRecord& r) {
+    while (it != watches_.end() && it->first < r.handle) it = watches_.erase(it);
+    if (it == watches_.end() || it->first != r.handle) return;
+    check_sa(r, now, &it->second);
+    ++it;
+  });
+  watches_.erase(it, watches_.end());
 }
 
-void Observability::check_sa(const SaRecord& r, Clock::time_point now) {
+void Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* watch) {
   SaRuntimeCounters c{};
   try {
     c = source_->sa_counters(r.handle);
@@ -319,12 +338,15 @@ void Observability::check_sa(const SaRecord& r, Clock::time_point now) {
     return;
   }
   const SaSpec& s = r.spec;
-  auto found = watches_.find(r.handle);
-  if (found == watches_.end()) {
-    if (!has_lifetime(s) && !has_failures(c)) return;  // nothing to report, nothing to remember
-    found = watches_.try_emplace(r.handle).first;
+  if (watch == nullptr) {
+    auto found = watches_.find(r.handle);
+    if (found == watches_.end()) {
+      if (!has_lifetime(s) && !has_failures(c)) return;  // nothing to report, nothing to remember
+      found = watches_.try_emplace(r.handle).first;
+    }
+    watch = &found->second;
   }
-  SaWatch& w = found->second;
+  SaWatch& w = *watch;
   if (!w.started) {
     w.started = true;
     w.first_seen = now;
@@ -337,19 +359,19 @@ void Observability::check_sa(const SaRecord& r, Clock::time_point now) {
                 {"dir", to_string(s.dir)}, {"spi", handle_to_string(s.spi)},
                 {"packets", c.packets},    {"bytes", c.bytes}};
   };
-  auto which = [&](bool soft) {
+  auto which = [&](bool soft) -> const char* {
     const auto& p = s.life_packets;
     const auto& b = s.life_bytes;
     const auto& t = s.life_seconds;
     if (reached(soft ? p.soft : p.hard, c.packets)) return "packets";
     if (reached(soft ? b.soft : b.hard, c.bytes)) return "bytes";
     if (reached(soft ? t.soft : t.hard, age)) return "seconds";
-    return "";
+    return nullptr;
   };
   auto report = [&](bool soft, bool& reported) {  // once per SA and side
     if (reported) return;
-    const std::string limit = which(soft);
-    if (limit.empty()) return;
+    const char* limit = which(soft);
+    if (limit == nullptr) return;
     reported = true;
     json e = base(soft ? "soft-expired" : "hard-expired");
     e["limit"] = limit;

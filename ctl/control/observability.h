@@ -160,8 +160,9 @@ class Observability {
   // Lifetime and failure events from the per-SA counters of the watched SAs
   // and of those the workers noted a failure on.
   void check_counters(std::chrono::steady_clock::time_point now);
-  // The same for one SA, by handle (O(log N)).
-  void check_sa(const SaRecord& r, std::chrono::steady_clock::time_point now);
+  // The same for one SA (`watch`: its watch if the caller has it; else
+  // looked up, O(log N), and made if the SA needs one).
+  void check_sa(const SaRecord& r, std::chrono::steady_clock::time_point now, SaWatch* watch = nullptr);
   // Keeps watches_ in step with the SA database (added with a lifetime: a watch; deleted: none).
   void on_sa_change(const ChangeEvent& e);
   void open_http_listener();

@@ -420,6 +420,34 @@ TEST_F(TickFixture, ASecondsLimitCountsFromTheFirstTickThatSawTheSa) {
   EXPECT_EQ(dp.total_reads(), 2u);
 }
 
+// Most SAs with a lifetime (the usual IKE case): the tick walks the database
+// in step with the watches instead of searching each; the same events.
+TEST_F(TickFixture, WhenMostSasHaveALifetimeEachIsStillCheckedOnceAndInHandleOrder) {
+  make();
+  std::vector<uint64_t> life;
+  for (uint32_t i = 0; i < 300; ++i)
+    life.push_back(plane.add_sa(
+        with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x70000 + i), 10, 20)));
+  const std::vector<uint64_t> plain = add_plain(20, Direction::In, 0x80000);
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size());
+  for (uint64_t h : life) EXPECT_EQ(dp.reads[h], 1);
+  EXPECT_EQ(dp.reads.count(plain[0]), 0u);
+  dp.counters[life[250]].packets = 20;  // both limits at once
+  dp.counters[life[7]].packets = 10;
+  plane.delete_sas({life[100]}, false);
+  events.clear();
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size() - 1);
+  EXPECT_EQ(dp.reads.count(life[100]), 0u);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("soft-expired", "soft-expired", "hard-expired"));
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(life[7]));
+  EXPECT_EQ(events[1].at("handle"), handle_to_string(life[250]));
+  EXPECT_EQ(events[2].at("handle"), handle_to_string(life[250]));
+}
+
 TEST_F(TickFixture, OutboundDeleteRequestsAreLookedForOnlyWhenAWorkerRaisedOne) {
   make();
   add_plain(100, Direction::In, 0x40000);
