@@ -4,7 +4,7 @@
 //
 // A single-producer single-consumer ring of SA handles: the worker calls
 // note() on its failure path only (never per successful packet), the daemon
-// thread take()s.  A run of failures on one SA is noted once.  When the ring
+// thread take()s.  A run of failures on one SA is noted once per take().  When the ring
 // is full a note is dropped and take() returns false once: the reader must
 // then look at every SA (it learns nothing wrong, only less).  The SA's
 // failure counter must be bumped before note(): a reader that takes the note
@@ -24,10 +24,15 @@ class FailureNotes {
 
   // Producer (one thread).
   void note(uint64_t sa_handle) {
-    if (sa_handle == last_) return;  // the same SA again: already noted (or lost, and flagged)
-    last_ = sa_handle;
     const uint64_t n = written_.load(std::memory_order_relaxed);
-    if (n - read_.load(std::memory_order_acquire) >= kCapacity) {
+    const uint64_t read = read_.load(std::memory_order_acquire);
+    // The same SA again while its note waits (or was lost, and flagged): once
+    // is enough.  After a take() it is noted again: the reader may have
+    // found nothing to report the first time (a failure kind it does not
+    // report), and this failure may be one it does.
+    if (sa_handle == last_ && read != n) return;
+    last_ = sa_handle;
+    if (n - read >= kCapacity) {
       lost_.store(true, std::memory_order_release);
       return;
     }

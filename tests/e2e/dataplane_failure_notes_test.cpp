@@ -1,6 +1,6 @@
 // The workers' failure notes on their own (no root needed): what the daemon's
 // periodic check learns about SAs that counted a failure -- each noted SA in
-// order, a run on one SA once, a full ring reported as lost (so that the
+// order, a run on one SA once per take, a full ring reported as lost (so that the
 // reader looks at every SA) and never a stale or torn handle under two threads.
 #include <gtest/gtest.h>
 
@@ -24,10 +24,25 @@ TEST(DataplaneFailureNotes, NotesComeInOrderOnceForARunOnOneSaAndATakeEmptiesThe
   out.clear();
   EXPECT_TRUE(n.take(out));
   EXPECT_TRUE(out.empty());
-  n.note(7);  // the last one noted: not again
+  n.note(7);  // the last one noted, but taken since: again (this failure may be a kind the last was not)
+  n.note(7);
   n.note(11);
   EXPECT_TRUE(n.take(out));
-  EXPECT_EQ(out, (std::vector<uint64_t>{11}));
+  EXPECT_EQ(out, (std::vector<uint64_t>{7, 11}));
+}
+
+TEST(DataplaneFailureNotes, AnSaWhoseNoteWasLostIsNotedAgainAfterTheTakeThatReportedTheLoss) {
+  FailureNotes n;
+  const uint64_t k = FailureNotes::kCapacity;
+  for (uint64_t h = 1; h <= k; ++h) n.note(h);
+  n.note(500);  // dropped: the ring is full
+  n.note(500);  // still waiting for the reader: nothing
+  std::vector<uint64_t> out;
+  EXPECT_FALSE(n.take(out));
+  out.clear();
+  n.note(500);
+  EXPECT_TRUE(n.take(out));
+  EXPECT_EQ(out, std::vector<uint64_t>{500});
 }
 
 TEST(DataplaneFailureNotes, AFullRingDropsTheNoteAndTheNextTakeSaysSomeWereLostOnce) {
