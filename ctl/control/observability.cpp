@@ -30,6 +30,9 @@ constexpr size_t kMaxHttpRequestBytes = 8192;
 constexpr size_t kMaxHttpClients = 8;
 constexpr auto kHttpIdle = std::chrono::seconds(5);
 constexpr auto kFailureEventInterval = std::chrono::seconds(1);
+// A tick finds each watched SA by handle while the watches are fewer than
+// 1/kWalkAllBelow of the SAs, else walks the database in step with them.
+constexpr size_t kWalkAllBelow = 8;
 // Per-SA failure counters reported as rate-limited monitor events (SaWatch::failures).
 struct FailureKind {
   esp::Reason reason;
@@ -52,6 +55,19 @@ bool has_failures(const SaRuntimeCounters& c) {
     if (c.by_reason[static_cast<size_t>(k.reason)] != 0) return true;
   return false;
 }
+// The daemon's source: the data plane itself.
+class DataplaneSource final : public SaCounterSource {
+ public:
+  explicit DataplaneSource(Dataplane& d) : d_(d) {}
+  bool running() const override { return d_.running(); }
+  SaRuntimeCounters sa_counters(uint64_t handle) const override { return d_.sa_counters(handle); }
+  uint64_t delete_requests_raised() const override { return d_.delete_requests_raised(); }
+  std::vector<uint64_t> outbound_delete_requests() const override { return d_.outbound_delete_requests(); }
+  bool take_failed_sas(std::vector<uint64_t>& out) override { return d_.take_failed_sas(out); }
+
+ private:
+  Dataplane& d_;
+};
 }  // namespace
 
 Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int events_fd, ObservabilityOptions options)
@@ -72,10 +88,20 @@ Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int even
     throw;
   }
   plane_.add_listener(&bus_);
+  if (dataplane_ != nullptr) {
+    dataplane_source_ = std::make_unique<DataplaneSource>(*dataplane_);
+    source_ = dataplane_source_.get();
+  }
+  // The SAs there are already (restored) with a lifetime limit, then every change.
+  for (const SaRecord* r : plane_.sas().list())
+    if (has_lifetime(r->spec)) watches_.try_emplace(r->handle);
+  watch_index_.self = this;
+  plane_.add_listener(&watch_index_);
 }
 
 Observability::~Observability() {
   detach();
+  plane_.remove_listener(&watch_index_);
   plane_.remove_listener(&bus_);
   for (const auto& [fd, c] : http_clients_) close(fd);
   if (http_fd_ >= 0) close(http_fd_);
@@ -180,8 +206,9 @@ void Observability::handle_delete_request(uint64_t handle, ChangeCause cause, co
   if (sa->bundled_in != 0) handles.push_back(sa->bundled_in);
   if (match != 0) handles.push_back(match);
   // Lifetime events the timer has not seen yet come before the request.
-  if (dataplane_ != nullptr && dataplane_->running())
-    for (uint64_t h : handles) check_counters(Clock::now(), h);
+  if (source_ != nullptr && source_->running())
+    for (uint64_t h : handles)
+      if (const SaRecord* r = plane_.sas().find(h)) check_sa(*r, Clock::now());
   if (remove) {
     // Which policies go with the SAs (deleted like --force), told before the deletion events.
     std::set<uint32_t> policies;
@@ -226,17 +253,18 @@ void Observability::on_kernel_sa_event(const KernelSaEvent& event) {
 }
 
 void Observability::on_tick() {
-  if (dataplane_ != nullptr && dataplane_->running()) {
-    for (uint64_t h : dataplane_->outbound_delete_requests())
-      handle_delete_request(h, ChangeCause::Expired, "outbound-exhausted");
+  if (source_ != nullptr && source_->running()) {
+    // Read before the walk: an SA that starts asking during it changes the number again.
+    if (const uint64_t raised = source_->delete_requests_raised(); raised != delete_requests_seen_) {
+      delete_requests_seen_ = raised;
+      for (uint64_t h : source_->outbound_delete_requests())
+        handle_delete_request(h, ChangeCause::Expired, "outbound-exhausted");
+    }
     check_counters(Clock::now());
   }
-  // Forget what no longer exists (handles are never reused).
+  // Forget what no longer exists (handles are never reused); few entries.
   for (auto it = requested_.begin(); it != requested_.end();)
     it = plane_.sas().find(it->first) == nullptr ? requested_.erase(it) : std::next(it);
-  if (dataplane_ == nullptr || !dataplane_->running())  // else check_counters() did it
-    for (auto it = watches_.begin(); it != watches_.end();)
-      it = plane_.sas().find(it->first) == nullptr ? watches_.erase(it) : std::next(it);
   const auto now = Clock::now();
   std::vector<int> idle;
   for (const auto& [fd, c] : http_clients_)
@@ -244,82 +272,129 @@ void Observability::on_tick() {
   for (int fd : idle) close_http_client(fd);
 }
 
-void Observability::check_counters(Clock::time_point now, uint64_t only) {
-  // list() and watches_ are both ordered by handle: one merged pass keeps a
-  // watch per SA that needs one (SaWatch) and drops those of deleted SAs,
-  // O(N) per tick with 100 000s of SAs.
-  auto next_watch = watches_.begin();
-  for (const SaRecord* r : plane_.sas().list()) {
-    if (only != 0 && r->handle != only) continue;
-    SaRuntimeCounters c{};
-    try {
-      c = dataplane_->sa_counters(r->handle);
-    } catch (...) {
-      continue;
-    }
-    if (only != 0) next_watch = watches_.lower_bound(r->handle);
-    while (only == 0 && next_watch != watches_.end() && next_watch->first < r->handle)
-      next_watch = watches_.erase(next_watch);  // its SA is gone
-    const SaSpec& s = r->spec;
-    const bool fresh = next_watch == watches_.end() || next_watch->first != r->handle;
-    if (fresh && !has_lifetime(s) && !has_failures(c)) continue;  // nothing to report, nothing to remember
-    if (fresh) next_watch = watches_.emplace_hint(next_watch, r->handle, SaWatch{});
-    SaWatch& w = next_watch->second;
-    ++next_watch;
-    if (fresh) w.first_seen = now;
-    const auto age =
-        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now - w.first_seen).count());
-    auto reached = [](uint64_t limit, uint64_t value) { return limit != 0 && value >= limit; };
-    auto base = [&](const char* name) {
-      return json{{"event", name},           {"handle", handle_to_string(r->handle)},
-                  {"dir", to_string(s.dir)}, {"spi", handle_to_string(s.spi)},
-                  {"packets", c.packets},    {"bytes", c.bytes}};
-    };
-    auto which = [&](bool soft) {
-      const auto& p = s.life_packets;
-      const auto& b = s.life_bytes;
-      const auto& t = s.life_seconds;
-      if (reached(soft ? p.soft : p.hard, c.packets)) return "packets";
-      if (reached(soft ? b.soft : b.hard, c.bytes)) return "bytes";
-      if (reached(soft ? t.soft : t.hard, age)) return "seconds";
-      return "";
-    };
-    if (!w.soft_reported) {
-      const std::string limit = which(true);
-      if (!limit.empty()) {
-        w.soft_reported = true;
-        json e = base("soft-expired");
-        e["limit"] = limit;
-        bus_.emit(std::move(e));
+void Observability::on_sa_change(const ChangeEvent& e) {
+  if (e.kind == ChangeKind::SaDeleted) {
+    watches_.erase(e.sa_handle);
+  } else if (e.kind == ChangeKind::SaAdded) {
+    const SaRecord* r = plane_.sas().find(e.sa_handle);
+    if (r != nullptr && has_lifetime(r->spec)) watches_.try_emplace(e.sa_handle);
+  }
+}
+
+void Observability::check_counters(Clock::time_point now) {
+  // SAs that counted a failure since the last tick and have no watch yet get
+  // one (the workers note them); when notes were lost, every such SA.
+  failed_.clear();
+  if (source_->take_failed_sas(failed_)) {
+    for (uint64_t h : failed_) {
+      if (watches_.count(h) != 0 || plane_.sas().find(h) == nullptr) continue;
+      try {
+        if (has_failures(source_->sa_counters(h))) watches_.try_emplace(h);
+      } catch (...) {
       }
     }
-    if (!w.hard_reported) {
-      const std::string limit = which(false);
-      if (!limit.empty()) {
-        w.hard_reported = true;
-        json e = base("hard-expired");
-        e["limit"] = limit;
-        bus_.emit(std::move(e));
-      }
-    }
-    if (!w.failures && !has_failures(c)) continue;
-    if (!w.failures) w.failures = std::make_unique<std::array<SaWatch::Failures, 3>>();
-    for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
-      SaWatch::Failures& f = (*w.failures)[k];
-      const uint64_t total = c.by_reason[static_cast<size_t>(kFailureKinds[k].reason)];
-      f.pending += total - std::min(total, f.seen);
-      f.seen = total;
-      if (f.pending > 0 && now - f.last >= kFailureEventInterval) {
-        json e = base(kFailureKinds[k].event);
-        e["count"] = f.pending;
-        e["total"] = total;
-        bus_.emit(std::move(e));
-        f.pending = 0;
-        f.last = now;
+  } else {
+    for (const SaRecord* r : plane_.sas().list()) {
+      if (watches_.count(r->handle) != 0) continue;
+      try {
+        if (has_failures(source_->sa_counters(r->handle))) watches_.try_emplace(r->handle);
+      } catch (...) {
       }
     }
   }
-  if (only == 0) watches_.erase(next_watch, watches_.end());
+  // In handle order, as the walk over every SA did.  check_sa changes no
+  // entry of watches_ (its events go to the bus only).  A watch whose SA is
+  // gone is dropped (the listener does that already; a safety net).
+  if (watches_.size() * kWalkAllBelow < plane_.sas().size()) {
+    // Few watches: each SA found by handle, O(W log N).
+    for (auto it = watches_.begin(); it != watches_.end();) {
+      const SaRecord* r = plane_.sas().find(it->first);
+      if (r == nullptr) {
+        it = watches_.erase(it);
+        continue;
+      }
+      check_sa(*r, now, &it->second);
+      ++it;
+    }
+    return;
+  }
+  // Many (every SA with a lifetime: the usual IKE case): one walk over the
+  // database in step with the watches, O(N + W) without a search.
+  auto it = watches_.begin();
+  plane_.sas().for_each([&](const SaRecord& r) {
+    while (it != watches_.end() && it->first < r.handle) it = watches_.erase(it);
+    if (it == watches_.end() || it->first != r.handle) return;
+    check_sa(r, now, &it->second);
+    ++it;
+  });
+  watches_.erase(it, watches_.end());
+}
+
+void Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* watch) {
+  SaRuntimeCounters c{};
+  try {
+    c = source_->sa_counters(r.handle);
+  } catch (...) {
+    return;
+  }
+  const SaSpec& s = r.spec;
+  if (watch == nullptr) {
+    auto found = watches_.find(r.handle);
+    if (found == watches_.end()) {
+      if (!has_lifetime(s) && !has_failures(c)) return;  // nothing to report, nothing to remember
+      found = watches_.try_emplace(r.handle).first;
+    }
+    watch = &found->second;
+  }
+  SaWatch& w = *watch;
+  if (!w.started) {
+    w.started = true;
+    w.first_seen = now;
+  }
+  const auto age =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now - w.first_seen).count());
+  auto reached = [](uint64_t limit, uint64_t value) { return limit != 0 && value >= limit; };
+  auto base = [&](const char* name) {
+    return json{{"event", name},           {"handle", handle_to_string(r.handle)},
+                {"dir", to_string(s.dir)}, {"spi", handle_to_string(s.spi)},
+                {"packets", c.packets},    {"bytes", c.bytes}};
+  };
+  auto which = [&](bool soft) -> const char* {
+    const auto& p = s.life_packets;
+    const auto& b = s.life_bytes;
+    const auto& t = s.life_seconds;
+    if (reached(soft ? p.soft : p.hard, c.packets)) return "packets";
+    if (reached(soft ? b.soft : b.hard, c.bytes)) return "bytes";
+    if (reached(soft ? t.soft : t.hard, age)) return "seconds";
+    return nullptr;
+  };
+  auto report = [&](bool soft, bool& reported) {  // once per SA and side
+    if (reported) return;
+    const char* limit = which(soft);
+    if (limit == nullptr) return;
+    reported = true;
+    json e = base(soft ? "soft-expired" : "hard-expired");
+    e["limit"] = limit;
+    bus_.emit(std::move(e));
+  };
+  report(true, w.soft_reported);
+  report(false, w.hard_reported);
+  if (!w.failures && !has_failures(c)) return;
+  if (!w.failures) w.failures = std::make_unique<std::array<SaWatch::Failures, 3>>();
+  for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
+    SaWatch::Failures& f = (*w.failures)[k];
+    const uint64_t total = c.by_reason[static_cast<size_t>(kFailureKinds[k].reason)];
+    f.pending += total - std::min(total, f.seen);
+    f.seen = total;
+    if (f.pending > 0 && now - f.last >= kFailureEventInterval) {
+      json e = base(kFailureKinds[k].event);
+      e["count"] = f.pending;
+      e["total"] = total;
+      bus_.emit(std::move(e));
+      f.pending = 0;
+      f.last = now;
+    }
+  }
 }
 
 // ---- Prometheus listener ---------------------------------------------------

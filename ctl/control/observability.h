@@ -3,7 +3,9 @@
 //
 //  - the BPF event ring (ov2_verdict's SA_DELETE_REQ events) and, every
 //    `tick` (a timerfd), the data plane's outbound delete requests (sequence
-//    space / hard lifetime used up) and the per-SA counters;
+//    space / hard lifetime used up; looked for only when an SA raised one)
+//    and the per-SA counters of the SAs with a lifetime limit or a failure
+//    the workers noted (FailureNotes) -- not of every SA;
 //  - SaDeleteReq handling (DESIGN.md §1, issue 4.4): for a request on SA H an
 //    "sa-delete-req" event is raised; then, unless delete_on_request is off
 //    (config sa_delete_req.policy = "notify"), H and its matching SA of the
@@ -34,9 +36,11 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "control/control_plane.h"
 #include "control/event_bus.h"
+#include "dataplane/sa_runtime.h"
 
 struct ov2_event;
 
@@ -45,6 +49,23 @@ namespace ov2 {
 class ControlServer;
 class Dataplane;
 class EventReader;
+
+// What the periodic SA check reads from the data plane (Dataplane in the
+// daemon; an interface so that tests can fake and count it).
+class SaCounterSource {
+ public:
+  virtual ~SaCounterSource() = default;
+  virtual bool running() const = 0;
+  // Throws if `handle` is not installed.
+  virtual SaRuntimeCounters sa_counters(uint64_t handle) const = 0;
+  // Changes whenever an outbound SA starts asking to be deleted.
+  virtual uint64_t delete_requests_raised() const = 0;
+  // The outbound SAs asking to be deleted (a walk over every SA).
+  virtual std::vector<uint64_t> outbound_delete_requests() const = 0;
+  // Appends the SAs that counted a failure since the last call; false: some
+  // were not noted, every SA must be looked at.
+  virtual bool take_failed_sas(std::vector<uint64_t>& out) = 0;
+};
 
 struct ObservabilityOptions {
   bool delete_on_request = true;  // false: sa_delete_req.policy = "notify"
@@ -95,8 +116,13 @@ class Observability {
   // Handles one data-plane delete request for `handle` (public for tests).
   // `cause` is SaDeleteReq (inbound, from the event ring) or Expired (outbound exhaustion).
   void handle_delete_request(uint64_t handle, ChangeCause cause, const char* source);
-  // One timer tick (public for tests).
+  // One timer tick (public for tests).  Its cost follows the SAs that need
+  // looking at -- those with a lifetime limit, those that counted a failure
+  // -- not the SAs installed: a tick with 200 000 SAs of neither reads no
+  // SA's counters (issue #6, session 9).
   void on_tick();
+  // Tests: read SA counters from `source` (not owned; null: none) instead of the Dataplane.
+  void use_counter_source(SaCounterSource* source) { source_ = source; }
   // What the kernel said about an SA the NIC engine holds (Engine::
   // read_kernel_events): soft expire -> a "soft-expired" event (source
   // "kernel") so that the key manager rekeys; hard expire -> "hard-expired",
@@ -112,8 +138,13 @@ class Observability {
   // limit or a failure counted gets one, and the failure part only once a
   // failure is counted: an SA without either has nothing to report, and a
   // watch for each of 100 000s of SAs cost 144 bytes apiece (issue #6).
+  // The watches are also the index of the SAs a tick looks at: an SA with a
+  // lifetime limit gets one when it is added (or, restored, when this object
+  // is made), an SA without when a worker notes a failure on it; its watch
+  // goes when it is deleted (the ControlPlane listener watch_index_).
   struct SaWatch {
     std::chrono::steady_clock::time_point first_seen;
+    bool started = false;  // first_seen set: the first tick that saw the SA (as before the index)
     bool soft_reported = false;
     bool hard_reported = false;
     struct Failures {
@@ -126,8 +157,14 @@ class Observability {
 
   void on_ring_event(const ov2_event& event);
   uint64_t matching_sa(const SaRecord& sa) const;
-  // Lifetime and failure events from the per-SA counters; `only` != 0: just that SA.
-  void check_counters(std::chrono::steady_clock::time_point now, uint64_t only = 0);
+  // Lifetime and failure events from the per-SA counters of the watched SAs
+  // and of those the workers noted a failure on.
+  void check_counters(std::chrono::steady_clock::time_point now);
+  // The same for one SA (`watch`: its watch if the caller has it; else
+  // looked up, O(log N), and made if the SA needs one).
+  void check_sa(const SaRecord& r, std::chrono::steady_clock::time_point now, SaWatch* watch = nullptr);
+  // Keeps watches_ in step with the SA database (added with a lifetime: a watch; deleted: none).
+  void on_sa_change(const ChangeEvent& e);
   void open_http_listener();
   void watch_http_listener();
   void on_http_accept();
@@ -149,6 +186,14 @@ class Observability {
   ControlServer* server_ = nullptr;
   std::map<uint64_t, uint64_t> requested_;  // handle -> duplicate requests since it was handled
   std::map<uint64_t, SaWatch> watches_;
+  struct WatchIndex : ControlPlane::Listener {
+    Observability* self = nullptr;
+    void on_change(const ChangeEvent& e) override { self->on_sa_change(e); }
+  } watch_index_;
+  std::unique_ptr<SaCounterSource> dataplane_source_;  // over dataplane_ (null: none)
+  SaCounterSource* source_ = nullptr;                  // dataplane_source_, or a test's
+  uint64_t delete_requests_seen_ = 0;                  // SaCounterSource::delete_requests_raised() last looked at
+  std::vector<uint64_t> failed_;                       // take_failed_sas() buffer
 };
 
 }  // namespace ov2

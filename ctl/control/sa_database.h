@@ -77,6 +77,11 @@ class SaDatabase {
   const SaRecord* find(uint64_t handle) const;
   // All records in handle order.  Pointers valid until the next change.
   std::vector<const SaRecord*> list() const;
+  // Calls f(const SaRecord&) for every record in handle order (no vector built).
+  template <class F>
+  void for_each(F&& f) const {
+    for (const auto& entry : records_) f(entry.second);
+  }
   size_t size() const { return records_.size(); }
   uint32_t capacity() const { return capacity_; }
 

@@ -224,6 +224,12 @@ void Dataplane::remove_sa(uint64_t handle) {
 
 void Dataplane::update_seq_hi(uint64_t handle, uint32_t seq_hi) { sas_->update_seq_hi(handle, seq_hi); }
 
+bool Dataplane::take_failed_sas(std::vector<uint64_t>& out) {
+  bool complete = true;
+  for (const auto& w : workers_) complete = w->take_failed_sas(out) && complete;
+  return complete;
+}
+
 DataplaneCounters Dataplane::counters() const {
   DataplaneCounters c;
   for (const auto& w : workers_) {

@@ -145,8 +145,15 @@ class Dataplane {
     sa->set_next_seq(seq);
     return true;
   }
-  // Outbound SAs asking to be deleted (sequence space / hard lifetime).
+  // Outbound SAs asking to be deleted (sequence space / hard lifetime): a
+  // walk over every SA slot; delete_requests_raised() tells when it is
+  // worth it (it changes whenever an SA starts asking).
   std::vector<uint64_t> outbound_delete_requests() const { return sas_->outbound_delete_requests(); }
+  uint64_t delete_requests_raised() const { return esp::delete_requests_raised(); }
+  // SAs that counted a failed inbound packet since the last call, from every
+  // worker (Worker::take_failed_sas); false: some were not noted, look at
+  // every SA.  The daemon thread only.
+  bool take_failed_sas(std::vector<uint64_t>& out);
 
   // Replaces the inbound SPD the workers check decrypted packets against
   // (inbound_policy.h; best first, as the control plane orders it).  Any time,

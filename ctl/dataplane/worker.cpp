@@ -978,6 +978,12 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
   bool success;
   if (inner) {
     esp::BundleResult r = esp::decapsulate_bundle(*sa->inbound, *inner->inbound, p, now_ns);
+    if (!r.ok()) [[unlikely]] {
+      // Noted for the layer whose SA counted the failure (a Dummy layer is none).
+      auto failed = [](esp::Reason x) { return x != esp::Reason::Ok && x != esp::Reason::DummyPacket; };
+      if (failed(r.tunnel.reason)) failure_notes_.note(sa->handle);
+      if (r.transport_checked && failed(r.transport.reason)) failure_notes_.note(inner->handle);
+    }
     if (!r.tunnel.crypto_done) {
       count(WorkerCounter::RxNotChecked);
       return 0;
@@ -991,6 +997,8 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     success = r.ok();
   } else {
     esp::InboundSa::Result r = sa->inbound->decapsulate(p, now_ns);
+    if (r.reason != esp::Reason::Ok && r.reason != esp::Reason::DummyPacket) [[unlikely]]
+      failure_notes_.note(sa->handle);
     if (!r.crypto_done) {
       count(WorkerCounter::RxNotChecked);
       return 0;
@@ -1010,6 +1018,7 @@ uint32_t Worker::decapsulate_one(uint8_t* data, uint64_t addr, uint32_t len, uin
     // and a status, so that ov2_verdict drops it and reports the failure.
     policy_mismatch = true;
     sa->inbound->reclassify(esp::Reason::PolicyMismatch, p.len);
+    failure_notes_.note(sa->handle);
     rx_info = ov2_rx_make(ov2_rx_sa_delete_req(rx_info), 1, ov2_rx_next_crypto_done(rx_info),
                           esp::crypto_status_for(esp::Reason::PolicyMismatch, sa->inbound->params().mode));
   }

@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "dataplane/failure_notes.h"
 #include "dataplane/handoff_ring.h"
 #include "dataplane/inbound_policy.h"
 #include "dataplane/neighbour.h"
@@ -174,6 +175,10 @@ class Worker {
 
   // This worker's counters (any thread; relaxed reads).
   WorkerCounterArray counters() const;
+  // SAs that counted a failed inbound packet (any reason but Ok/DummyPacket,
+  // policy mismatches included) since the last call: FailureNotes::take.
+  // The daemon thread only.
+  bool take_failed_sas(std::vector<uint64_t>& out) { return failure_notes_.take(out); }
   // The kernel's counters of the two sockets (any thread).
   XskPort::Stats wire_socket_stats() const { return wire_->stats(); }
   XskPort::Stats nic_socket_stats() const { return nic_->stats(); }
@@ -292,6 +297,7 @@ class Worker {
   uint32_t wire_tx_outstanding_ = 0;
   uint32_t nic_tx_outstanding_ = 0;
   std::array<std::atomic<uint64_t>, static_cast<size_t>(WorkerCounter::Count)> counters_{};
+  FailureNotes failure_notes_;  // written on the failure path only
   std::atomic<bool> stop_{false};
   std::thread thread_;
   TokenBucket icmp_limit_;

@@ -331,9 +331,22 @@ bool OutboundSa::set_seq_hi(uint32_t seq_hi) {
   return true;
 }
 
+namespace {
+std::atomic<uint64_t> delete_requests_raised_total{0};
+}  // namespace
+
+uint64_t delete_requests_raised() { return delete_requests_raised_total.load(std::memory_order_acquire); }
+
+void OutboundSa::raise_delete_request() {
+  // Off the packet path: once per SA (the load keeps later refused packets from writing the line).
+  if (delete_requested_.load(std::memory_order_relaxed) || delete_requested_.exchange(true, std::memory_order_relaxed))
+    return;
+  delete_requests_raised_total.fetch_add(1, std::memory_order_release);  // after the flag: a reader sees both
+}
+
 void OutboundSa::fire_hard(LifetimeEvent* ev, bool lifetime_reached) {
   if (lifetime_reached) lifetime_over_.store(true, std::memory_order_relaxed);
-  delete_requested_.store(true, std::memory_order_relaxed);
+  raise_delete_request();
   if (!hard_fired_.exchange(true, std::memory_order_relaxed) && ev) ev->hard_expired_now = true;
 }
 
@@ -440,7 +453,7 @@ uint32_t OutboundSa::max_plaintext(uint32_t mtu) const {
   if (!quiet && !check_hard_lifetime(ip.len, now_ns, ev)) return Reason::LifetimeExpired;
   uint64_t seq = 0;
   if (!claim_seq(seq)) {
-    delete_requested_.store(true, std::memory_order_relaxed);
+    raise_delete_request();
     return Reason::SeqExhausted;
   }
 

@@ -108,6 +108,13 @@ bool crypto_done_for(Reason r);
 // CLOCK_MONOTONIC in nanoseconds (the time base every now_ns argument uses).
 uint64_t monotonic_now_ns();
 
+// How many times an OutboundSa of this process has started asking to be
+// deleted (OutboundSa::delete_requested() turned true): a reader that sees
+// this number change (acquire) sees the SAs' flags, so the daemon looks for
+// outbound delete requests only when it changed instead of at every SA on
+// every tick.
+uint64_t delete_requests_raised();
+
 // A packet in a buffer with room around it.  `data` points at the first byte of
 // the IP header.  Encap/decap move `data`/`len` within
 // [data-headroom, data+len+tailroom] and adjust headroom/tailroom to match.
@@ -224,6 +231,7 @@ class OutboundSa {
   bool check_hard_lifetime(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev);
   void account(uint32_t plain_len, uint64_t now_ns, LifetimeEvent* ev, bool quiet);
   void fire_hard(LifetimeEvent* ev, bool lifetime_reached);
+  void raise_delete_request();  // sets delete_requested_; the first time, counts it (delete_requests_raised)
   bool claim_seq(uint64_t& seq);  // false: the sequence space is used up
 
   SaParams params_;

@@ -13,6 +13,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -233,6 +234,256 @@ TEST_F(DeleteReqFixture, UnderTheNotifyPolicyAKernelHardExpireIsReportedNotActed
   EXPECT_EQ(plane.sas().size(), 1u);
   EXPECT_THAT(kinds(), ::testing::ElementsAre("hard-expired", "sa-delete-req"));
   EXPECT_EQ(events[1].at("action"), "notify");
+}
+
+// The periodic SA check (Observability::on_tick) over a data plane whose
+// counters the test sets and whose reads it counts: a tick looks at the SAs
+// with a lifetime limit and at those a worker noted a failure on, never at
+// every SA.
+struct FakeCounters : SaCounterSource {
+  std::map<uint64_t, SaRuntimeCounters> counters;  // absent: all zero
+  mutable std::map<uint64_t, int> reads;           // sa_counters() calls by handle
+  mutable int delete_walks = 0;                    // outbound_delete_requests() calls
+  uint64_t raised = 0;
+  std::vector<uint64_t> requesting;  // outbound SAs asking to be deleted
+  std::vector<uint64_t> noted;       // the workers' failure notes, taken by the next tick
+  bool lost = false;                 // notes were lost: the next tick must look at every SA
+  bool running() const override { return true; }
+  SaRuntimeCounters sa_counters(uint64_t handle) const override {
+    ++reads[handle];
+    auto it = counters.find(handle);
+    return it == counters.end() ? SaRuntimeCounters{} : it->second;
+  }
+  uint64_t delete_requests_raised() const override { return raised; }
+  std::vector<uint64_t> outbound_delete_requests() const override {
+    ++delete_walks;
+    return requesting;
+  }
+  bool take_failed_sas(std::vector<uint64_t>& out) override {
+    out.insert(out.end(), noted.begin(), noted.end());
+    noted.clear();
+    const bool complete = !lost;
+    lost = false;
+    return complete;
+  }
+  size_t total_reads() const {
+    size_t n = 0;
+    for (const auto& [h, k] : reads) n += static_cast<size_t>(k);
+    return n;
+  }
+};
+
+struct TickFixture : ::testing::Test {
+  FakeEngine engine;
+  ControlPlane plane{engine, 8192};
+  FakeCounters dp;
+  std::unique_ptr<Observability> obs;
+  std::vector<json> events;
+  void make() {
+    obs = std::make_unique<Observability>(plane, nullptr, -1, ObservabilityOptions{});
+    obs->use_counter_source(&dp);
+    obs->bus().set_sink([this](const json& e) { events.push_back(e); });
+  }
+  // `n` SAs without a lifetime, SPIs from `spi` up; their handles.
+  std::vector<uint64_t> add_plain(size_t n, Direction dir, uint32_t spi) {
+    std::vector<uint64_t> out;
+    for (size_t i = 0; i < n; ++i)
+      out.push_back(plane.add_sa(dir == Direction::Out
+                                     ? gcm_sa(dir, Mode::Tunnel, "192.0.2.1", "192.0.2.2", spi + uint32_t(i))
+                                     : gcm_sa(dir, Mode::Tunnel, "192.0.2.2", "192.0.2.1", spi + uint32_t(i))));
+    return out;
+  }
+  static SaSpec with_packets(SaSpec s, uint64_t soft, uint64_t hard) {
+    s.life_packets = {soft, hard};
+    return s;
+  }
+  std::vector<std::string> kinds() const {
+    std::vector<std::string> out;
+    for (const auto& e : events) out.push_back(e.at("event").get<std::string>());
+    return out;
+  }
+};
+
+TEST_F(TickFixture, AnSaWithALifetimeBehindThousandsWithoutGetsItsEventsAndNoOtherSaIsRead) {
+  make();
+  add_plain(3000, Direction::Out, 0x10000);
+  const uint64_t h =
+      plane.add_sa(with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.9", 0x9999), 10, 20));
+  events.clear();  // sa-added
+  obs->on_tick();
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(dp.total_reads(), 1u);  // that SA only
+  EXPECT_EQ(dp.reads[h], 1);
+  dp.counters[h].packets = 10;
+  dp.counters[h].bytes = 1500;
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(h));
+  EXPECT_EQ(events[0].at("limit"), "packets");
+  EXPECT_EQ(events[0].at("packets"), 10);
+  EXPECT_EQ(events[0].at("bytes"), 1500);
+  dp.counters[h].packets = 20;
+  obs->on_tick();
+  obs->on_tick();  // each event once
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].at("event"), "hard-expired");
+  EXPECT_EQ(events[1].at("limit"), "packets");
+  EXPECT_EQ(dp.total_reads(), 4u);
+  EXPECT_EQ(dp.delete_walks, 0);  // no worker raised a delete request
+}
+
+TEST_F(TickFixture, AFailureOnOneSaAmongThousandsIsReportedAndLostNotesMakeTheTickLookAtEverySa) {
+  make();
+  const std::vector<uint64_t> in = add_plain(3000, Direction::In, 0x20000);
+  const uint64_t noted = in[2500];
+  dp.counters[noted].by_reason[static_cast<size_t>(esp::Reason::Replayed)] = 3;
+  dp.noted = {noted, noted};  // a handle may repeat
+  events.clear();
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "replay-failures");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(noted));
+  EXPECT_EQ(events[0].at("count"), 3);
+  EXPECT_EQ(events[0].at("total"), 3);
+  EXPECT_LE(dp.total_reads(), 3u);  // the noted SA only (checked for a watch, then its events)
+  EXPECT_EQ(dp.reads.count(in[0]), 0u);
+
+  // More SAs failed than the notes hold: the next tick looks at every SA once.
+  const uint64_t unnoted = in[1200];
+  dp.counters[unnoted].by_reason[static_cast<size_t>(esp::Reason::AuthFailed)] = 7;
+  dp.lost = true;
+  dp.reads.clear();
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].at("event"), "auth-failures");
+  EXPECT_EQ(events[1].at("handle"), handle_to_string(unnoted));
+  EXPECT_EQ(events[1].at("count"), 7);
+  EXPECT_EQ(dp.reads.count(in[0]), 1u);
+  // From then on both are watched, nothing else is read.
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 2u);
+  EXPECT_EQ(dp.reads[noted], 1);
+  EXPECT_EQ(dp.reads[unnoted], 1);
+  EXPECT_EQ(events.size(), 2u);
+}
+
+TEST_F(TickFixture, RestoredAndLaterAddedSasWithLifetimesAreWatchedAndDeletedOnesForgotten) {
+  std::vector<SaRecord> saved(1);
+  saved[0].handle = (uint64_t{1} << kHandleSlotBits) | 3;
+  saved[0].spec = with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x1111), 5, 0);
+  plane.restore(std::move(saved), {}, 2, 1, [] {});  // before the Observability, as in the daemon
+  const uint64_t restored = (uint64_t{1} << kHandleSlotBits) | 3;
+  make();
+  add_plain(200, Direction::Out, 0x30000);
+  const uint64_t added =
+      plane.add_sa(with_packets(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2222), 5, 0));
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 2u);
+  EXPECT_EQ(dp.reads[restored], 1);
+  EXPECT_EQ(dp.reads[added], 1);
+  dp.counters[restored].packets = 5;
+  dp.counters[added].packets = 6;
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(std::min(restored, added)));  // handle order
+  EXPECT_EQ(events[1].at("handle"), handle_to_string(std::max(restored, added)));
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("soft-expired", "soft-expired"));
+
+  plane.delete_sas({added}, false);
+  events.clear();
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 1u);
+  EXPECT_EQ(dp.reads[restored], 1);
+  EXPECT_EQ(dp.reads.count(added), 0u);
+  EXPECT_TRUE(events.empty());
+}
+
+TEST_F(TickFixture, ASecondsLimitCountsFromTheFirstTickThatSawTheSa) {
+  make();
+  add_plain(500, Direction::Out, 0x60000);
+  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2222);
+  s.life_seconds = {1, 0};
+  const uint64_t h = plane.add_sa(s);
+  events.clear();
+  obs->on_tick();  // first seen
+  EXPECT_TRUE(events.empty());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(h));
+  EXPECT_EQ(events[0].at("limit"), "seconds");
+  EXPECT_EQ(dp.total_reads(), 2u);
+}
+
+// Most SAs with a lifetime (the usual IKE case): the tick walks the database
+// in step with the watches instead of searching each; the same events.
+TEST_F(TickFixture, WhenMostSasHaveALifetimeEachIsStillCheckedOnceAndInHandleOrder) {
+  make();
+  std::vector<uint64_t> life;
+  for (uint32_t i = 0; i < 300; ++i)
+    life.push_back(plane.add_sa(
+        with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0x70000 + i), 10, 20)));
+  const std::vector<uint64_t> plain = add_plain(20, Direction::In, 0x80000);
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size());
+  for (uint64_t h : life) EXPECT_EQ(dp.reads[h], 1);
+  EXPECT_EQ(dp.reads.count(plain[0]), 0u);
+  dp.counters[life[250]].packets = 20;  // both limits at once
+  dp.counters[life[7]].packets = 10;
+  plane.delete_sas({life[100]}, false);
+  events.clear();
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size() - 1);
+  EXPECT_EQ(dp.reads.count(life[100]), 0u);
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("soft-expired", "soft-expired", "hard-expired"));
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(life[7]));
+  EXPECT_EQ(events[1].at("handle"), handle_to_string(life[250]));
+  EXPECT_EQ(events[2].at("handle"), handle_to_string(life[250]));
+}
+
+TEST_F(TickFixture, OutboundDeleteRequestsAreLookedForOnlyWhenAWorkerRaisedOne) {
+  make();
+  add_plain(100, Direction::In, 0x40000);
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.7", 0x1001));
+  const uint64_t in = plane.add_sa(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.7", "192.0.2.1", 0x2001));
+  for (int i = 0; i < 3; ++i) obs->on_tick();
+  EXPECT_EQ(dp.delete_walks, 0);
+  events.clear();
+  dp.requesting = {out};
+  dp.raised = 1;
+  obs->on_tick();
+  EXPECT_EQ(dp.delete_walks, 1);
+  EXPECT_EQ(plane.sas().find(out), nullptr);
+  EXPECT_EQ(plane.sas().find(in), nullptr);  // its twin
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events[0].at("event"), "sa-delete-req");
+  EXPECT_EQ(events[0].at("source"), "outbound-exhausted");
+  EXPECT_EQ(events[0].at("matching"), handle_to_string(in));
+  obs->on_tick();
+  EXPECT_EQ(dp.delete_walks, 1);
+}
+
+TEST_F(TickFixture, ADeleteRequestReportsTheLifetimeReachedFirstReadingOnlyTheSasItDeletes) {
+  make();
+  add_plain(1000, Direction::Out, 0x50000);
+  const uint64_t in = plane.add_sa(
+      with_packets(gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.7", "192.0.2.1", 0x2001), 0, 4));
+  const uint64_t out = plane.add_sa(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.7", 0x1001));
+  dp.counters[in].packets = 4;  // reached between two ticks
+  events.clear();
+  obs->handle_delete_request(in, ChangeCause::SaDeleteReq, "verdict");
+  EXPECT_THAT(kinds(), ::testing::ElementsAre("hard-expired", "sa-delete-req", "sa-deleted", "sa-deleted"));
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(in));
+  EXPECT_EQ(dp.total_reads(), 2u);
+  EXPECT_EQ(dp.reads[in], 1);
+  EXPECT_EQ(dp.reads[out], 1);
 }
 
 TEST(EventBus, HumanLineStartsWithTimeEventAndHandle) {

@@ -583,6 +583,9 @@ TEST_F(DataplaneE2E, ReplayedEspPacketIsDroppedAndCountedAsGenericError) {
   ASSERT_FALSE(frames.empty());
   const DataplaneCounters b0 = b_.dp->counters();
   const uint64_t replayed0 = b_.dp->sa_counters(ab_.in_handle).by_reason[static_cast<size_t>(esp::Reason::Replayed)];
+  std::vector<uint64_t> noted;
+  b_.dp->take_failed_sas(noted);  // whatever failed before
+  noted.clear();
   inject(*mid_, "midb", {frames.back()});
   ASSERT_TRUE(e2e::wait_for(
       [&] { return wc(*b_.dp, WorkerCounter::RxCryptoFailed) > b0.worker_count(WorkerCounter::RxCryptoFailed); },
@@ -590,6 +593,9 @@ TEST_F(DataplaneE2E, ReplayedEspPacketIsDroppedAndCountedAsGenericError) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   const DataplaneCounters b1 = b_.dp->counters();
   EXPECT_EQ(b_.dp->sa_counters(ab_.in_handle).by_reason[static_cast<size_t>(esp::Reason::Replayed)], replayed0 + 1);
+  // The worker noted the SA for the daemon's periodic check (Observability reads only noted SAs' counters).
+  EXPECT_TRUE(b_.dp->take_failed_sas(noted));
+  EXPECT_EQ(noted, std::vector<uint64_t>{ab_.in_handle});
   EXPECT_EQ(b1.verdict_status[CRYPTO_GENERIC_ERROR] - b0.verdict_status[CRYPTO_GENERIC_ERROR], 1u);
   EXPECT_EQ(b1.verdict[OV2_VERDICT_DROP_STATUS] - b0.verdict[OV2_VERDICT_DROP_STATUS], 1u);
   EXPECT_EQ(b1.verdict[OV2_VERDICT_ACCEPT], b0.verdict[OV2_VERDICT_ACCEPT]);

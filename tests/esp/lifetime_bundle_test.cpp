@@ -45,6 +45,33 @@ TEST(EspLifetime, OutboundPacketLimitsRaiseSoftOnceThenStopAfterTheHardLimit) {
   EXPECT_EQ(out.next_seq(), 4u);  // refused packets spend no sequence number
 }
 
+// The daemon walks the SA table for delete requests only when
+// delete_requests_raised() changed: each SA that starts asking counts once,
+// by its hard limit or by its sequence space, and refused packets after that
+// count nothing more.
+TEST(EspLifetime, EachOutboundSaStartingToAskForDeletionCountsOnceInDeleteRequestsRaised) {
+  const uint64_t raised0 = delete_requests_raised();
+  SaSpec s = tunnel_spec(Direction::Out);
+  s.life_packets = {0, 2};
+  OutboundSa limited(s, 0);
+  auto send = [](OutboundSa& sa) {
+    PacketBuffer buf(inner_packet());
+    return sa.encapsulate(buf.packet(), 0);
+  };
+  EXPECT_EQ(send(limited), Reason::Ok);
+  EXPECT_EQ(delete_requests_raised(), raised0);
+  EXPECT_EQ(send(limited), Reason::Ok);  // reaches the hard limit
+  EXPECT_EQ(delete_requests_raised(), raised0 + 1);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(send(limited), Reason::LifetimeExpired);
+  EXPECT_EQ(delete_requests_raised(), raised0 + 1);
+
+  OutboundSa exhausted(tunnel_spec(Direction::Out, 0x601), 0);
+  exhausted.set_next_seq(uint64_t{1} << 32);  // past the last non-ESN number
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(send(exhausted), Reason::SeqExhausted);
+  EXPECT_TRUE(exhausted.delete_requested());
+  EXPECT_EQ(delete_requests_raised(), raised0 + 2);
+}
+
 TEST(EspLifetime, OutboundByteLimitRefusesThePacketThatWouldCrossIt) {
   const size_t len = inner_packet().size();  // 48 bytes
   SaSpec s = tunnel_spec(Direction::Out);
