@@ -130,7 +130,8 @@ class Report {
     for (const auto& r : rows_) w = std::max(w, r.key.size());
     std::fprintf(out, "%-*s  %14s  %-10s  %s\n", static_cast<int>(w), "key", "value", "unit", "note");
     for (const auto& r : rows_) {
-      if (r.unit == "ratio" || r.unit == "Gbit/s" || r.unit == "Mpps" || r.unit == "s")  // seconds: 1.468, not 1
+      // Seconds and percent: 1.468, not 1.
+      if (r.unit == "ratio" || r.unit == "Gbit/s" || r.unit == "Mpps" || r.unit == "s" || r.unit == "%")
         std::fprintf(out, "%-*s  %14.3f  %-10s  %s\n", static_cast<int>(w), r.key.c_str(), r.value, r.unit.c_str(),
                      r.note.c_str());
       else
@@ -199,6 +200,7 @@ struct ControlOptions {
   std::string daemon_binary;  // path of ipsecov2d
   uint32_t sa_count;          // SAs per direction
   bool with_wire;             // run the daemon in a private netns on a veth wire
+  double idle_seconds;        // how long the idle daemon's CPU is measured with all 2 * sa_count SAs
 };
 // The control group (control_bench.cpp): needs root.  Throws std::runtime_error.
 void run_control_benchmarks(Report& report, const ControlOptions& options);

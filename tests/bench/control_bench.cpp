@@ -370,7 +370,7 @@ double delete_sas(PipelinedClient& client, const std::vector<std::string>& handl
 }  // namespace
 
 void run_control_benchmarks(Report& report, const ControlOptions& options) {
-  double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0;
+  double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0, idle_cpu = 0, idle_wall = 0;
   uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
   std::string error;
   {
@@ -398,14 +398,25 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       rss_in = vm_rss_bytes(daemon.pid());
       out_cpu = cpu1 - cpu0;
       in_cpu = cpu_seconds(daemon.pid()) - cpu1;
+      // The daemon holding them with nothing to do (no traffic, no lifetimes):
+      // what its periodic work costs.  A second first, so that the last
+      // answers' and the housekeeping's tail are not counted.
+      interruptible_sleep(std::chrono::seconds(1));
+      const double idle0 = cpu_seconds(daemon.pid());
+      const auto idle_t0 = std::chrono::steady_clock::now();
+      interruptible_sleep(std::chrono::duration<double>(options.idle_seconds));
+      idle_cpu = cpu_seconds(daemon.pid()) - idle0;
+      idle_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_t0).count();
+      // The daemon closed that connection, silent for more than 5 s: a new one.
+      PipelinedClient fresh(socket_path);
       out.insert(out.end(), in.begin(), in.end());
-      del_rate = delete_sas(client, out);
+      del_rate = delete_sas(fresh, out);
       // The data plane frees deleted SAs (keys wiped, key storage chunks
       // unmapped) after the workers' next quiescent point and then trims the
       // heap, in 50 ms housekeeping ticks: wait until the key storage holds
       // no slot (at most 10 s), then a few ticks for the trim.
       for (int i = 0; i < 100; ++i) {
-        const auto stats = client.exchange({json{{"version", 1}, {"op", "stats"}}.dump() + "\n"});
+        const auto stats = fresh.exchange({json{{"version", 1}, {"op", "stats"}}.dump() + "\n"});
         const json& ks = stats.at(0).at("stats").at("key_storage");
         if (ks.at("keys").at("slots_in_use") == 0 && ks.at("schedules").at("slots_in_use") == 0) break;
         interruptible_sleep(std::chrono::milliseconds(100));
@@ -578,6 +589,13 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("sa_install_per_daemon_cpu_s_in", in_cpu > 0 ? n / in_cpu : 0, "SAs/s",
              "inbound SAs per second of daemon CPU time (all threads, incl. workers and ticks)");
   report.add("sa_delete_per_s", del_rate, "SAs/s", "sa.del, 1000 handles per request");
+  report.add("daemon_idle_cpu_percent", idle_wall > 0 ? 100.0 * idle_cpu / idle_wall : 0, "%",
+             "of one core: daemon CPU time (all threads) / wall time over " +
+                 std::to_string(static_cast<int>(options.idle_seconds)) + " s while it holds all " +
+                 std::to_string(2 * options.sa_count) +
+                 " SAs with no traffic and no lifetime limits (its 500 ms check, the 50 ms housekeeping, the "
+                 "workers' polls), " +
+                 where + "; CPU time is counted in 10 ms ticks");
   report.add("daemon_rss_before_bytes", static_cast<double>(rss0), "bytes", "VmRSS before adding");
   report.add("daemon_rss_bytes_per_sa_out", (static_cast<double>(rss_out) - static_cast<double>(rss0)) / n, "bytes",
              "VmRSS growth / N outbound");

@@ -825,7 +825,7 @@ int main(int argc, char** argv) {
       ov2::bench::set_stage("control: in-process SA table with " + std::to_string(n) + " SAs", true);
       ov2::bench::run_sa_scale_benchmarks(report, timing, n);
       try {
-        ov2::bench::run_control_benchmarks(report, {build_dir + "/ctl/ipsecov2d", n, !control_no_wire});
+        ov2::bench::run_control_benchmarks(report, {build_dir + "/ctl/ipsecov2d", n, !control_no_wire, quick ? 3.0 : 10.0});
       } catch (const std::exception& e) {
         ov2::bench::check_interrupt();
         std::fprintf(stderr, "ipsecov2-bench: %s\n", e.what());
