@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <iterator>
 #include <cerrno>
 #include <cstring>
 
@@ -30,7 +31,7 @@ constexpr size_t kMaxHttpRequestBytes = 8192;
 constexpr size_t kMaxHttpClients = 8;
 constexpr auto kHttpIdle = std::chrono::seconds(5);
 constexpr auto kFailureEventInterval = std::chrono::seconds(1);
-// A tick finds each watched SA by handle while the watches are fewer than
+// A tick finds each SA it reads by handle while those are fewer than
 // 1/kWalkAllBelow of the SAs, else walks the database in step with them.
 constexpr size_t kWalkAllBelow = 8;
 // Per-SA failure counters reported as rate-limited monitor events (SaWatch::failures).
@@ -47,6 +48,11 @@ constexpr FailureKind kFailureKinds[] = {{esp::Reason::Replayed, "replay-failure
 bool has_lifetime(const SaSpec& s) {
   const LifetimeLimit none{};
   return s.life_packets != none || s.life_bytes != none || s.life_seconds != none;
+}
+// A limit only the counters tell: read at every tick.
+bool has_count_limit(const SaSpec& s) {
+  const LifetimeLimit none{};
+  return s.life_packets != none || s.life_bytes != none;
 }
 
 // An SA whose counters hold a failure of a kind that is reported.
@@ -94,7 +100,11 @@ Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int even
   }
   // The SAs there are already (restored) with a lifetime limit, then every change.
   for (const SaRecord* r : plane_.sas().list())
-    if (has_lifetime(r->spec)) watches_.try_emplace(r->handle);
+    if (has_lifetime(r->spec)) {
+      SaWatch& w = watches_.try_emplace(r->handle).first->second;
+      unstarted_.push_back(r->handle);
+      if (has_count_limit(r->spec)) poll(r->handle, w);
+    }
   watch_index_.self = this;
   plane_.add_listener(&watch_index_);
 }
@@ -274,75 +284,153 @@ void Observability::on_tick() {
 
 void Observability::on_sa_change(const ChangeEvent& e) {
   if (e.kind == ChangeKind::SaDeleted) {
-    watches_.erase(e.sa_handle);
+    // polled_, unstarted_ and deadlines_ skip it when it comes up.
+    if (auto it = watches_.find(e.sa_handle); it != watches_.end()) drop_watch(it);
   } else if (e.kind == ChangeKind::SaAdded) {
     const SaRecord* r = plane_.sas().find(e.sa_handle);
-    if (r != nullptr && has_lifetime(r->spec)) watches_.try_emplace(e.sa_handle);
+    if (r != nullptr && has_lifetime(r->spec)) {
+      SaWatch& w = watches_.try_emplace(e.sa_handle).first->second;
+      unstarted_.push_back(e.sa_handle);
+      if (has_count_limit(r->spec)) poll(e.sa_handle, w);
+    }
   }
+}
+
+void Observability::poll(uint64_t handle, SaWatch& w) {
+  if (w.polled) return;
+  w.polled = true;
+  ++polled_count_;
+  if (!polled_.empty() && polled_.back() >= handle) polled_sorted_ = false;
+  polled_.push_back(handle);
+}
+
+std::map<uint64_t, Observability::SaWatch>::iterator Observability::drop_watch(
+    std::map<uint64_t, SaWatch>::iterator it) {
+  if (it->second.polled) --polled_count_;
+  return watches_.erase(it);
+}
+
+void Observability::schedule(uint64_t handle, const SaSpec& s, const SaWatch& w) {
+  auto next = Clock::time_point::max();
+  if (!w.soft_reported && s.life_seconds.soft != 0)
+    next = std::min(next, w.first_seen + std::chrono::seconds(s.life_seconds.soft));
+  if (!w.hard_reported && s.life_seconds.hard != 0)
+    next = std::min(next, w.first_seen + std::chrono::seconds(s.life_seconds.hard));
+  if (next != Clock::time_point::max()) deadlines_.emplace(next, handle);
 }
 
 void Observability::check_counters(Clock::time_point now) {
-  // SAs that counted a failure since the last tick and have no watch yet get
-  // one (the workers note them); when notes were lost, every such SA.
+  // SAs that counted a failure since the last tick get a watch and are read
+  // at every tick from now on (the workers note them); when notes were
+  // lost, every SA is looked at once.
+  auto poll_for_failures = [&](uint64_t h) {
+    auto w = watches_.find(h);
+    if (w != watches_.end() && w->second.polled) return;  // read at every tick already
+    try {
+      if (!has_failures(source_->sa_counters(h))) return;
+    } catch (...) {
+      return;
+    }
+    if (w == watches_.end()) w = watches_.try_emplace(h).first;
+    poll(h, w->second);
+  };
   failed_.clear();
   if (source_->take_failed_sas(failed_)) {
-    for (uint64_t h : failed_) {
-      if (watches_.count(h) != 0 || plane_.sas().find(h) == nullptr) continue;
-      try {
-        if (has_failures(source_->sa_counters(h))) watches_.try_emplace(h);
-      } catch (...) {
-      }
-    }
+    for (uint64_t h : failed_)
+      if (plane_.sas().find(h) != nullptr) poll_for_failures(h);
   } else {
-    for (const SaRecord* r : plane_.sas().list()) {
-      if (watches_.count(r->handle) != 0) continue;
-      try {
-        if (has_failures(source_->sa_counters(r->handle))) watches_.try_emplace(r->handle);
-      } catch (...) {
-      }
-    }
+    for (const SaRecord* r : plane_.sas().list()) poll_for_failures(r->handle);
   }
-  // In handle order, as the walk over every SA did.  check_sa changes no
-  // entry of watches_ (its events go to the bus only).  A watch whose SA is
-  // gone is dropped (the listener does that already; a safety net).
-  if (watches_.size() * kWalkAllBelow < plane_.sas().size()) {
-    // Few watches: each SA found by handle, O(W log N).
-    for (auto it = watches_.begin(); it != watches_.end();) {
-      const SaRecord* r = plane_.sas().find(it->first);
-      if (r == nullptr) {
-        it = watches_.erase(it);
+  // Besides the polled SAs, this tick's: new watches and seconds limits due.
+  due_.swap(unstarted_);
+  unstarted_.clear();
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    due_.push_back(deadlines_.top().second);
+    deadlines_.pop();
+  }
+  std::sort(due_.begin(), due_.end());
+  due_.erase(std::unique(due_.begin(), due_.end()), due_.end());
+  // Each in handle order (as when every SA was walked).  check_sa changes no
+  // entry of watches_ (its events go to the bus only).
+  auto check = [&](const SaRecord& r, SaWatch& w) {
+    if (!check_sa(r, now, &w)) {
+      unstarted_.push_back(r.handle);  // not readable yet: again at the next tick
+      return;
+    }
+    // From here on: at every tick (a count limit, or failures to report
+    // rate-limited), or at the next seconds limit.
+    if (w.failures || has_count_limit(r.spec))
+      poll(r.handle, w);
+    else if (!w.polled)
+      schedule(r.handle, r.spec, w);
+  };
+  if ((polled_count_ + due_.size()) * kWalkAllBelow < plane_.sas().size()) {
+    // Few: each SA found by handle, O(D log N).
+    if (!polled_sorted_) {
+      std::sort(polled_.begin(), polled_.end());
+      polled_.erase(std::unique(polled_.begin(), polled_.end()), polled_.end());
+      polled_sorted_ = true;
+    }
+    merged_.clear();
+    std::set_union(polled_.begin(), polled_.end(), due_.begin(), due_.end(), std::back_inserter(merged_));
+    size_t stale = 0;
+    for (uint64_t h : merged_) {
+      auto w = watches_.find(h);
+      if (w == watches_.end()) {  // deleted since it was listed
+        ++stale;
         continue;
       }
-      check_sa(*r, now, &it->second);
-      ++it;
+      const SaRecord* r = plane_.sas().find(h);
+      if (r == nullptr) {  // the listener drops it already; a safety net
+        drop_watch(w);
+        continue;
+      }
+      check(*r, w->second);
     }
+    if (stale > polled_count_ + 64)  // deleted SAs' handles: rebuilt from the watches
+      rebuild_polled();
     return;
   }
-  // Many (every SA with a lifetime: the usual IKE case): one walk over the
-  // database in step with the watches, O(N + W) without a search.
-  auto it = watches_.begin();
+  // Many (every SA with a packets or bytes limit): one walk over the
+  // database in step with the watches, O(N + W) without a search; the list of
+  // polled handles is rebuilt on the way (sorted, without deleted SAs).
+  polled_.clear();
+  polled_sorted_ = true;
+  auto w = watches_.begin();
+  auto extra = due_.begin();
   plane_.sas().for_each([&](const SaRecord& r) {
-    while (it != watches_.end() && it->first < r.handle) it = watches_.erase(it);
-    if (it == watches_.end() || it->first != r.handle) return;
-    check_sa(r, now, &it->second);
-    ++it;
+    while (w != watches_.end() && w->first < r.handle) w = drop_watch(w);  // its SA is gone
+    while (extra != due_.end() && *extra < r.handle) ++extra;
+    if (w == watches_.end() || w->first != r.handle) return;
+    const bool listed = extra != due_.end() && *extra == r.handle;
+    if (w->second.polled || listed) check(r, w->second);  // (poll() may list it now)
+    if (w->second.polled && (polled_.empty() || polled_.back() != r.handle)) polled_.push_back(r.handle);
+    ++w;
   });
-  watches_.erase(it, watches_.end());
+  while (w != watches_.end()) w = drop_watch(w);
 }
 
-void Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* watch) {
+void Observability::rebuild_polled() {
+  polled_.clear();
+  for (const auto& [h, w] : watches_)
+    if (w.polled) polled_.push_back(h);
+  polled_sorted_ = true;
+}
+
+bool Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* watch) {
   SaRuntimeCounters c{};
   try {
     c = source_->sa_counters(r.handle);
   } catch (...) {
-    return;
+    return false;
   }
   const SaSpec& s = r.spec;
   if (watch == nullptr) {
     auto found = watches_.find(r.handle);
     if (found == watches_.end()) {
-      if (!has_lifetime(s) && !has_failures(c)) return;  // nothing to report, nothing to remember
+      if (!has_lifetime(s) && !has_failures(c)) return true;  // nothing to report, nothing to remember
       found = watches_.try_emplace(r.handle).first;
+      unstarted_.push_back(r.handle);  // the next tick polls or schedules it
     }
     watch = &found->second;
   }
@@ -379,7 +467,7 @@ void Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* 
   };
   report(true, w.soft_reported);
   report(false, w.hard_reported);
-  if (!w.failures && !has_failures(c)) return;
+  if (!w.failures && !has_failures(c)) return true;
   if (!w.failures) w.failures = std::make_unique<std::array<SaWatch::Failures, 3>>();
   for (size_t k = 0; k < std::size(kFailureKinds); ++k) {
     SaWatch::Failures& f = (*w.failures)[k];
@@ -395,6 +483,7 @@ void Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* 
       f.last = now;
     }
   }
+  return true;
 }
 
 // ---- Prometheus listener ---------------------------------------------------

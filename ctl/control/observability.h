@@ -34,7 +34,9 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <queue>
 #include <set>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -117,9 +119,11 @@ class Observability {
   // `cause` is SaDeleteReq (inbound, from the event ring) or Expired (outbound exhaustion).
   void handle_delete_request(uint64_t handle, ChangeCause cause, const char* source);
   // One timer tick (public for tests).  Its cost follows the SAs that need
-  // looking at -- those with a lifetime limit, those that counted a failure
-  // -- not the SAs installed: a tick with 200 000 SAs of neither reads no
-  // SA's counters (issue #6, session 9).
+  // looking at, not the SAs installed (issue #6): every tick reads the SAs
+  // with a packets or bytes limit and those that counted a failure; an SA
+  // whose only limits are in seconds is read at its first tick and then
+  // when a limit is due.  A tick with 200 000 SAs of neither kind reads no
+  // SA's counters.
   void on_tick();
   // Tests: read SA counters from `source` (not owned; null: none) instead of the Dataplane.
   void use_counter_source(SaCounterSource* source) { source_ = source; }
@@ -138,13 +142,15 @@ class Observability {
   // limit or a failure counted gets one, and the failure part only once a
   // failure is counted: an SA without either has nothing to report, and a
   // watch for each of 100 000s of SAs cost 144 bytes apiece (issue #6).
-  // The watches are also the index of the SAs a tick looks at: an SA with a
-  // lifetime limit gets one when it is added (or, restored, when this object
-  // is made), an SA without when a worker notes a failure on it; its watch
-  // goes when it is deleted (the ControlPlane listener watch_index_).
+  // An SA with a lifetime limit gets one when it is added (or, restored,
+  // when this object is made), an SA without when a worker notes a failure
+  // on it; its watch goes when it is deleted (the ControlPlane listener
+  // watch_index_).  Which watched SAs a tick reads: polled_, unstarted_,
+  // deadlines_ below.
   struct SaWatch {
     std::chrono::steady_clock::time_point first_seen;
     bool started = false;  // first_seen set: the first tick that saw the SA (as before the index)
+    bool polled = false;   // read at every tick (in polled_)
     bool soft_reported = false;
     bool hard_reported = false;
     struct Failures {
@@ -158,11 +164,19 @@ class Observability {
   void on_ring_event(const ov2_event& event);
   uint64_t matching_sa(const SaRecord& sa) const;
   // Lifetime and failure events from the per-SA counters of the watched SAs
-  // and of those the workers noted a failure on.
+  // that are due (polled_, unstarted_, deadlines_) and of those the workers
+  // noted a failure on.
   void check_counters(std::chrono::steady_clock::time_point now);
   // The same for one SA (`watch`: its watch if the caller has it; else
-  // looked up, O(log N), and made if the SA needs one).
-  void check_sa(const SaRecord& r, std::chrono::steady_clock::time_point now, SaWatch* watch = nullptr);
+  // looked up, O(log N), and made if the SA needs one).  False: its counters
+  // could not be read (not in the data plane yet); nothing changed.
+  bool check_sa(const SaRecord& r, std::chrono::steady_clock::time_point now, SaWatch* watch = nullptr);
+  // After check_sa of an SA that is not polled: queues its next seconds limit, if one is left.
+  void schedule(uint64_t handle, const SaSpec& spec, const SaWatch& w);
+  // From now on `w` (the watch of `handle`) is read at every tick.
+  void poll(uint64_t handle, SaWatch& w);
+  // Drops a watch (its SA is gone); the next one.
+  std::map<uint64_t, SaWatch>::iterator drop_watch(std::map<uint64_t, SaWatch>::iterator it);
   // Keeps watches_ in step with the SA database (added with a lifetime: a watch; deleted: none).
   void on_sa_change(const ChangeEvent& e);
   void open_http_listener();
@@ -194,6 +208,24 @@ class Observability {
   SaCounterSource* source_ = nullptr;                  // dataplane_source_, or a test's
   uint64_t delete_requests_seen_ = 0;                  // SaCounterSource::delete_requests_raised() last looked at
   std::vector<uint64_t> failed_;                       // take_failed_sas() buffer
+  // Which watched SAs a tick reads.  Polled ones (SaWatch::polled): every
+  // tick (a packets or bytes limit, which only the counters tell; or a
+  // failure counted, reported rate-limited); polled_ lists their handles
+  // (8 bytes each; sorted when a tick needs it; a deleted SA's handle stays
+  // until the next walk rebuilds the list) and polled_count_ counts them.
+  // unstarted_: once at the next tick (a new watch: that tick is the SA's
+  // first_seen; or its counters could not be read yet).  deadlines_: an SA
+  // that is not polled, at its next seconds limit (a min-heap; an entry whose
+  // watch has gone is skipped when it comes up).
+  std::vector<uint64_t> polled_;
+  bool polled_sorted_ = true;
+  size_t polled_count_ = 0;
+  std::vector<uint64_t> unstarted_;
+  using Deadline = std::pair<std::chrono::steady_clock::time_point, uint64_t>;
+  std::priority_queue<Deadline, std::vector<Deadline>, std::greater<>> deadlines_;
+  std::vector<uint64_t> due_;     // a tick's SAs to read besides the polled ones, in handle order
+  std::vector<uint64_t> merged_;  // polled_ and due_
+  void rebuild_polled();          // polled_ from the watches (sorted, no deleted SA)
 };
 
 }  // namespace ov2

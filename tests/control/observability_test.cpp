@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -248,9 +249,11 @@ struct FakeCounters : SaCounterSource {
   std::vector<uint64_t> requesting;  // outbound SAs asking to be deleted
   std::vector<uint64_t> noted;       // the workers' failure notes, taken by the next tick
   bool lost = false;                 // notes were lost: the next tick must look at every SA
+  std::set<uint64_t> missing;        // not in the data plane (yet): sa_counters() throws
   bool running() const override { return true; }
   SaRuntimeCounters sa_counters(uint64_t handle) const override {
     ++reads[handle];
+    if (missing.count(handle) != 0) throw std::runtime_error("no SA with that handle in the worker");
     auto it = counters.find(handle);
     return it == counters.end() ? SaRuntimeCounters{} : it->second;
   }
@@ -446,6 +449,171 @@ TEST_F(TickFixture, WhenMostSasHaveALifetimeEachIsStillCheckedOnceAndInHandleOrd
   EXPECT_EQ(events[0].at("handle"), handle_to_string(life[7]));
   EXPECT_EQ(events[1].at("handle"), handle_to_string(life[250]));
   EXPECT_EQ(events[2].at("handle"), handle_to_string(life[250]));
+}
+
+// Lifetimes in seconds only (what IKE daemons set): such an SA is read at
+// its first tick, which starts its clock, and then only when a limit is due.
+TEST_F(TickFixture, ASecondsOnlySaIsReadAtItsFirstTickAndThenOnlyWhenALimitIsDue) {
+  make();
+  add_plain(100, Direction::Out, 0x90000);
+  SaSpec s = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.5", 0x3333);
+  s.life_seconds = {1, 2};
+  const uint64_t h = plane.add_sa(s);
+  events.clear();
+  obs->on_tick();  // first seen
+  obs->on_tick();
+  obs->on_tick();
+  EXPECT_TRUE(events.empty());
+  EXPECT_EQ(dp.reads[h], 1);
+  EXPECT_EQ(dp.total_reads(), 1u);
+  dp.counters[h].packets = 7;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1050));
+  obs->on_tick();
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("limit"), "seconds");
+  EXPECT_EQ(events[0].at("packets"), 7);  // read when due
+  EXPECT_EQ(dp.reads[h], 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  obs->on_tick();
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].at("event"), "hard-expired");
+  EXPECT_EQ(events[1].at("limit"), "seconds");
+  EXPECT_EQ(dp.reads[h], 3);  // nothing left to wait for
+  EXPECT_EQ(dp.total_reads(), 3u);
+}
+
+TEST_F(TickFixture, ThousandsOfSasWithSecondsLimitsAreReadOnceAndThenNotUntilALimitIsDue) {
+  make();
+  std::vector<uint64_t> life;
+  for (uint32_t i = 0; i < 3000; ++i) {
+    SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0xa0000 + i);
+    s.life_seconds = {3600, 3960};
+    life.push_back(plane.add_sa(s));
+  }
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size());
+  dp.reads.clear();
+  for (int i = 0; i < 5; ++i) obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 0u);
+  EXPECT_TRUE(events.empty());
+  // Restored SAs (there when the Observability is made): the same.
+  make();
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), life.size());
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 0u);
+}
+
+TEST_F(TickFixture, ASecondsOnlySaThatCountsAFailureIsReadAtEveryTickFromThen) {
+  make();
+  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x4444);
+  s.life_seconds = {3600, 0};
+  const uint64_t h = plane.add_sa(s);
+  obs->on_tick();
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[h], 1);
+  dp.counters[h].by_reason[static_cast<size_t>(esp::Reason::AuthFailed)] = 2;
+  dp.noted = {h};
+  events.clear();
+  obs->on_tick();
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "auth-failures");
+  EXPECT_EQ(events[0].at("count"), 2);
+  // More failures without a note (a worker notes an SA once per take): still read.
+  dp.counters[h].by_reason[static_cast<size_t>(esp::Reason::AuthFailed)] = 5;
+  const int before = dp.reads[h];
+  std::this_thread::sleep_for(std::chrono::milliseconds(1050));  // past the 1 s rate limit
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[h], before + 1);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].at("event"), "auth-failures");
+  EXPECT_EQ(events[1].at("count"), 3);
+  EXPECT_EQ(events[1].at("total"), 5);
+}
+
+TEST_F(TickFixture, AnSaDeletedWhileItsLimitIsQueuedIsNotReadAndOneNotReadableYetIsTriedAgain) {
+  make();
+  SaSpec s = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.6", 0x5555);
+  s.life_seconds = {1, 0};
+  const uint64_t gone = plane.add_sa(s);
+  s.spi = 0x5556;
+  const uint64_t later = plane.add_sa(s);
+  dp.missing = {later};  // not in the data plane yet
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[gone], 1);
+  EXPECT_EQ(dp.reads[later], 1);
+  plane.delete_sas({gone}, false);
+  events.clear();  // sa-deleted
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[later], 2);  // tried again
+  dp.missing.clear();
+  obs->on_tick();  // read: its clock starts now
+  EXPECT_EQ(dp.reads[later], 3);
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[later], 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1050));
+  obs->on_tick();
+  EXPECT_EQ(dp.reads[gone], 1);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].at("event"), "soft-expired");
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(later));
+}
+
+// Mostly SAs with a packets limit (read at every tick, the walk over the
+// database) and one with seconds only among them: read when its limit is
+// due, in handle order with the rest; a deleted SA is not read again.
+TEST_F(TickFixture, InTheWalkOverManyPolledSasASecondsOnlySaIsReadWhenDueAndDeletedOnesNever) {
+  make();
+  std::vector<uint64_t> counted;
+  for (uint32_t i = 0; i < 200; ++i)
+    counted.push_back(plane.add_sa(
+        with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0xb0000 + i), 10, 0)));
+  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0xc0000);
+  s.life_seconds = {1, 0};
+  const uint64_t timed = plane.add_sa(s);
+  for (uint32_t i = 200; i < 400; ++i)
+    counted.push_back(plane.add_sa(
+        with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0xb0000 + i), 10, 0)));
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), counted.size() + 1);
+  plane.delete_sas({counted[10], counted[300]}, false);
+  dp.reads.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), counted.size() - 2);
+  EXPECT_EQ(dp.reads.count(timed), 0u);
+  EXPECT_EQ(dp.reads.count(counted[10]), 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1050));
+  dp.counters[counted[399]].packets = 10;
+  dp.counters[counted[0]].packets = 10;
+  dp.reads.clear();
+  events.clear();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), counted.size() - 2 + 1);
+  EXPECT_EQ(dp.reads[timed], 1);
+  ASSERT_EQ(events.size(), 3u);
+  EXPECT_EQ(events[0].at("handle"), handle_to_string(counted[0]));
+  EXPECT_EQ(events[1].at("handle"), handle_to_string(timed));
+  EXPECT_EQ(events[1].at("limit"), "seconds");
+  EXPECT_EQ(events[2].at("handle"), handle_to_string(counted[399]));
+  // Down to a few polled SAs (each found by handle): the deleted ones' handles are skipped.
+  std::vector<uint64_t> gone(counted.begin() + 3, counted.end());
+  gone.erase(std::remove(gone.begin(), gone.end(), counted[10]), gone.end());
+  gone.erase(std::remove(gone.begin(), gone.end(), counted[300]), gone.end());
+  plane.delete_sas(gone, false);
+  add_plain(100, Direction::In, 0xd0000);
+  dp.reads.clear();
+  obs->on_tick();
+  obs->on_tick();
+  EXPECT_EQ(dp.total_reads(), 6u);  // counted[0..2], twice
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(dp.reads[counted[i]], 2);
 }
 
 TEST_F(TickFixture, OutboundDeleteRequestsAreLookedForOnlyWhenAWorkerRaisedOne) {

@@ -477,6 +477,43 @@ TEST(Observability, HardPacketLifetimeMakesTheDaemonDeleteTheInboundSaAndItsOutb
   expect_no_keys(slurp(mon) + b.dump() + t.daemon_log('b'));
 }
 
+// Lifetimes in seconds (what IKE daemons set) on an idle tunnel: the daemon
+// reads such an SA only when a limit is due, and the events still come, soft
+// then hard, for each SA, about on time.
+TEST(Observability, SecondsLifetimesGiveSoftThenHardExpiredEventsOnAnIdleTunnel) {
+  TwoHosts t;
+  ASSERT_NO_FATAL_FAILURE(t.warm_up());
+  const std::string mon_a = t.start_monitor('a');
+  const std::string mon_b = t.start_monitor('b');
+  const auto added = std::chrono::steady_clock::now();
+  // A's outbound SA and B's inbound one.
+  ASSERT_NO_FATAL_FAILURE(t.install_tunnel("--lifetime-seconds 1,2", "--lifetime-seconds 1,2"));
+  auto count = [&](const char* kind) {
+    return events(json_lines(mon_a), kind).size() + events(json_lines(mon_b), kind).size();
+  };
+  ASSERT_TRUE(eventually([&] { return count("soft-expired") >= 2; }, 5000)) << slurp(mon_a) << slurp(mon_b);
+  const double soft_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - added).count();
+  ASSERT_TRUE(eventually([&] { return count("hard-expired") >= 2; }, 5000)) << slurp(mon_a) << slurp(mon_b);
+  const double hard_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - added).count();
+  EXPECT_GE(soft_s, 1.0);
+  EXPECT_GE(hard_s, 2.0);
+  EXPECT_LT(hard_s, 4.5);  // due at 2 s, a 500 ms tick, a loaded machine
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));  // two more ticks: nothing again
+  for (const auto& [mon, h] : {std::pair{mon_a, t.out_a}, std::pair{mon_b, t.in_b}}) {
+    const auto all = json_lines(mon);
+    const size_t soft = index_of(all, "soft-expired", h);
+    const size_t hard = index_of(all, "hard-expired", h);
+    ASSERT_LT(soft, all.size()) << h << "\n" << slurp(mon);
+    ASSERT_LT(hard, all.size()) << h << "\n" << slurp(mon);
+    EXPECT_LT(soft, hard);
+    EXPECT_EQ(all[soft].at("limit"), "seconds");
+    EXPECT_EQ(all[hard].at("limit"), "seconds");
+    EXPECT_EQ(events(all, "soft-expired").size(), 1u) << "once, and none for the SA without a lifetime\n" << slurp(mon);
+    EXPECT_EQ(events(all, "hard-expired").size(), 1u) << slurp(mon);
+  }
+  expect_no_keys(slurp(mon_a) + slurp(mon_b) + t.daemon_log('a') + t.daemon_log('b'));
+}
+
 TEST(Observability, NotifyPolicyRaisesSaDeleteReqButDeletesNothing) {
   TwoHosts t("[sa_delete_req]\npolicy = \"notify\"\n");
   ASSERT_NO_FATAL_FAILURE(t.warm_up());
