@@ -245,7 +245,9 @@ std::string hex_key(uint32_t i) {
   return std::string(buf, 40);
 }
 
-std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, uint32_t count) {
+// `seconds_lifetime`: with lifetime-seconds [3000, 3600] (as an IKE daemon sets them).
+std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, uint32_t count,
+                                         bool seconds_lifetime = false) {
   std::vector<std::string> lines;
   lines.reserve(count);
   const bool out = std::strcmp(dir, "out") == 0;
@@ -257,6 +259,7 @@ std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, ui
                {"spi", first_spi + i},
                {"aead", "aes-gcm-128"},
                {"key", hex_key(i)}};
+    if (seconds_lifetime) sa["lifetime-seconds"] = {3000, 3600};
     lines.push_back(json{{"version", 1}, {"op", "sa.add"}, {"sa", std::move(sa)}}.dump() + "\n");
   }
   return lines;
@@ -264,8 +267,8 @@ std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, ui
 
 // The same SAs as sa_add_requests, `per_request` to one batch sa.add request.
 std::vector<std::string> sa_add_batch_requests(const char* dir, uint32_t first_spi, uint32_t count,
-                                               uint32_t per_request) {
-  const auto singles = sa_add_requests(dir, first_spi, count);
+                                               uint32_t per_request, bool seconds_lifetime = false) {
+  const auto singles = sa_add_requests(dir, first_spi, count, seconds_lifetime);
   std::vector<std::string> lines;
   for (size_t i = 0; i < singles.size(); i += per_request) {
     json sas = json::array();
@@ -371,6 +374,7 @@ double delete_sas(PipelinedClient& client, const std::vector<std::string>& handl
 
 void run_control_benchmarks(Report& report, const ControlOptions& options) {
   double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0, idle_cpu = 0, idle_wall = 0;
+  double idle_life_cpu = 0, idle_life_wall = 0;
   uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
   std::string error;
   {
@@ -423,6 +427,19 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       }
       interruptible_sleep(std::chrono::milliseconds(500));
       rss_del = vm_rss_bytes(daemon.pid());
+      // The same idle with SAs that all carry a lifetime in seconds (what IKE
+      // daemons set): each is read when a limit is due, not at every tick.
+      {
+        double s = 0;
+        exchange_sa_adds(socket_path, sa_add_batch_requests("out", 0x600000, options.sa_count, 1000, true), 1, s);
+        exchange_sa_adds(socket_path, sa_add_batch_requests("in", 0x600000, options.sa_count, 1000, true), 1, s);
+      }
+      interruptible_sleep(std::chrono::seconds(1));
+      const double life0 = cpu_seconds(daemon.pid());
+      const auto life_t0 = std::chrono::steady_clock::now();
+      interruptible_sleep(std::chrono::duration<double>(options.idle_seconds));
+      idle_life_cpu = cpu_seconds(daemon.pid()) - life0;
+      idle_life_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - life_t0).count();
     } catch (const std::exception& e) {
       check_interrupt();
       error = e.what();
@@ -596,6 +613,10 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
                  " SAs with no traffic and no lifetime limits (its 500 ms check, the 50 ms housekeeping, the "
                  "workers' polls), " +
                  where + "; CPU time is counted in 10 ms ticks");
+  report.add("daemon_idle_cpu_percent_seconds_lifetimes",
+             idle_life_wall > 0 ? 100.0 * idle_life_cpu / idle_life_wall : 0, "%",
+             "the same with " + std::to_string(2 * options.sa_count) +
+                 " other SAs that all have lifetime-seconds 3000,3600 (added in batches after the first were deleted)");
   report.add("daemon_rss_before_bytes", static_cast<double>(rss0), "bytes", "VmRSS before adding");
   report.add("daemon_rss_bytes_per_sa_out", (static_cast<double>(rss_out) - static_cast<double>(rss0)) / n, "bytes",
              "VmRSS growth / N outbound");
