@@ -97,7 +97,13 @@ topo_cleanup() {
   local rc=$? i
   ((TOPO_CLEANED)) && return "$rc"
   TOPO_CLEANED=1
-  trap - INT TERM HUP
+  # A signal now must not cut the cleanup short (it is bounded: 5 s per
+  # process, then SIGKILL).  A second SIGTERM does come: PR_SET_PDEATHSIG
+  # is sent again at each reparenting, so a SIGKILLed multi-threaded
+  # ipsecov2-bench can send it once per exiting thread, and with the default
+  # action restored here the second one killed this shell between stopping
+  # the daemons, leaving one running and both namespaces.
+  trap 'topo_log "signal during the cleanup: finishing it first"' INT TERM HUP
   topo_stop_pid "$TOPO_FOREGROUND_PID"
   for ((i = ${#TOPO_CLEANUP_HOOKS[@]} - 1; i >= 0; i--)); do
     eval "${TOPO_CLEANUP_HOOKS[$i]}" >/dev/null 2>&1 || true

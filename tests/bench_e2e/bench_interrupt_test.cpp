@@ -344,6 +344,54 @@ TEST_F(BenchInterruptTest, ATcpScriptDoesNotOutliveASigkilledBench) {
   for (const auto& path : paths_starting(prefix)) std::filesystem::remove_all(path);  // the next run's sweep would
 }
 
+// What made the test above flaky, made certain: a SIGKILLed bench's script
+// may get SIGTERM more than once (PR_SET_PDEATHSIG is sent again each time it
+// is reparented, and the bench's threads exit one by one).  A second SIGTERM
+// during the cleanup used to kill the shell there (the cleanup had restored
+// the default action), leaving a daemon and both namespaces.  The script,
+// run alone, gets SIGTERM and another 150 ms later, while it stops its daemons.
+TEST_F(BenchInterruptTest, ATcpScriptSignalledTwiceStillCleansUpEverything) {
+  const e2e::TempDir dir;
+  const pid_t script = fork();
+  ASSERT_GE(script, 0);
+  if (script == 0) {
+    setpgid(0, 0);
+    const int out = open(dir.file("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    const int err = open(dir.file("log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(out, STDOUT_FILENO);
+    dup2(err, STDERR_FILENO);
+    setenv("BUILD_DIR", OV2_BINARY_DIR, 1);
+    execl("/bin/bash", "bash", OV2_SOURCE_DIR "/scripts/bench/tcp_ov2.sh", "30", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const std::string script_prefix = "ov2b" + std::to_string(script);
+  const bool up = wait_for([&] { return processes_naming("/tmp/" + script_prefix + ".").size() >= 2; }, 25000);
+  if (!up) kill(script, SIGKILL);
+  ASSERT_TRUE(up) << read_file(dir.file("log"));
+  kill(script, SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  kill(script, SIGTERM);
+  int status = 0;
+  const bool ended = wait_for([&] { return waitpid(script, &status, WNOHANG) == script; }, 30000);
+  if (!ended) {
+    kill(-script, SIGKILL);
+    waitpid(script, &status, 0);
+  }
+  const std::string log = read_file(dir.file("log"));
+  EXPECT_TRUE(ended) << log;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 143) << "status " << status << "\n" << log;
+  EXPECT_NE(log.find("tcp_ov2.sh: terminated (SIGTERM"), std::string::npos) << log;
+  EXPECT_NE(log.find("signal during the cleanup: finishing it first"), std::string::npos)
+      << "the second SIGTERM came after the cleanup (nothing tested)\n" << log;
+  EXPECT_EQ(joined(namespaces_starting(script_prefix)), "") << log;
+  EXPECT_EQ(joined(processes_naming(script_prefix)), "") << "a daemon of the script still runs\n" << log;
+  EXPECT_EQ(joined(paths_starting(script_prefix + ".")), "");
+  EXPECT_EQ(joined(survivors()), "");  // the watchdog too
+  // Whatever a failure left (TearDown kills the processes, reparented to us).
+  for (const auto& ns : namespaces_starting(script_prefix)) sh_out("ip netns delete " + ns);
+  for (const auto& path : paths_starting(script_prefix + ".")) std::filesystem::remove_all(path);
+}
+
 TEST_F(BenchInterruptTest, AfterSigkillTheNextRunRemovesWhatTheKilledRunLeftAndSaysSo) {
   pid_t killed = 0;
   {
