@@ -56,6 +56,18 @@ double cpu_seconds(pid_t pid) {
   return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// The CPU a process uses over `seconds` of wall time, in % of one core,
+// after a second's pause (so that the tail of what it just did, answers and
+// housekeeping, is not counted).
+double idle_percent(pid_t pid, double seconds) {
+  interruptible_sleep(std::chrono::seconds(1));
+  const double cpu0 = cpu_seconds(pid);
+  const auto t0 = std::chrono::steady_clock::now();
+  interruptible_sleep(std::chrono::duration<double>(seconds));
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return wall > 0 ? 100.0 * (cpu_seconds(pid) - cpu0) / wall : 0;
+}
+
 // A real ipsecov2d started by the bench and stopped (SIGTERM, then SIGKILL)
 // when this object goes.  With a wire, the daemon runs in a private network
 // namespace (unshare, so it disappears with the daemon) on one end of a
@@ -373,8 +385,7 @@ double delete_sas(PipelinedClient& client, const std::vector<std::string>& handl
 }  // namespace
 
 void run_control_benchmarks(Report& report, const ControlOptions& options) {
-  double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0, idle_cpu = 0, idle_wall = 0;
-  double idle_life_cpu = 0, idle_life_wall = 0;
+  double out_rate = 0, in_rate = 0, del_rate = 0, out_cpu = 0, in_cpu = 0, idle = 0, idle_life = 0;
   uint64_t rss0 = 0, rss_out = 0, rss_in = 0, rss_del = 0;
   std::string error;
   {
@@ -403,14 +414,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       out_cpu = cpu1 - cpu0;
       in_cpu = cpu_seconds(daemon.pid()) - cpu1;
       // The daemon holding them with nothing to do (no traffic, no lifetimes):
-      // what its periodic work costs.  A second first, so that the last
-      // answers' and the housekeeping's tail are not counted.
-      interruptible_sleep(std::chrono::seconds(1));
-      const double idle0 = cpu_seconds(daemon.pid());
-      const auto idle_t0 = std::chrono::steady_clock::now();
-      interruptible_sleep(std::chrono::duration<double>(options.idle_seconds));
-      idle_cpu = cpu_seconds(daemon.pid()) - idle0;
-      idle_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - idle_t0).count();
+      // what its periodic work costs.
+      idle = idle_percent(daemon.pid(), options.idle_seconds);
       // The daemon closed that connection, silent for more than 5 s: a new one.
       PipelinedClient fresh(socket_path);
       out.insert(out.end(), in.begin(), in.end());
@@ -434,12 +439,7 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
         exchange_sa_adds(socket_path, sa_add_batch_requests("out", 0x600000, options.sa_count, 1000, true), 1, s);
         exchange_sa_adds(socket_path, sa_add_batch_requests("in", 0x600000, options.sa_count, 1000, true), 1, s);
       }
-      interruptible_sleep(std::chrono::seconds(1));
-      const double life0 = cpu_seconds(daemon.pid());
-      const auto life_t0 = std::chrono::steady_clock::now();
-      interruptible_sleep(std::chrono::duration<double>(options.idle_seconds));
-      idle_life_cpu = cpu_seconds(daemon.pid()) - life0;
-      idle_life_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - life_t0).count();
+      idle_life = idle_percent(daemon.pid(), options.idle_seconds);
     } catch (const std::exception& e) {
       check_interrupt();
       error = e.what();
@@ -606,15 +606,14 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   report.add("sa_install_per_daemon_cpu_s_in", in_cpu > 0 ? n / in_cpu : 0, "SAs/s",
              "inbound SAs per second of daemon CPU time (all threads, incl. workers and ticks)");
   report.add("sa_delete_per_s", del_rate, "SAs/s", "sa.del, 1000 handles per request");
-  report.add("daemon_idle_cpu_percent", idle_wall > 0 ? 100.0 * idle_cpu / idle_wall : 0, "%",
+  report.add("daemon_idle_cpu_percent", idle, "%",
              "of one core: daemon CPU time (all threads) / wall time over " +
                  std::to_string(static_cast<int>(options.idle_seconds)) + " s while it holds all " +
                  std::to_string(2 * options.sa_count) +
                  " SAs with no traffic and no lifetime limits (its 500 ms check, the 50 ms housekeeping, the "
                  "workers' polls), " +
                  where + "; CPU time is counted in 10 ms ticks");
-  report.add("daemon_idle_cpu_percent_seconds_lifetimes",
-             idle_life_wall > 0 ? 100.0 * idle_life_cpu / idle_life_wall : 0, "%",
+  report.add("daemon_idle_cpu_percent_seconds_lifetimes", idle_life, "%",
              "the same with " + std::to_string(2 * options.sa_count) +
                  " other SAs that all have lifetime-seconds 3000,3600 (added in batches after the first were deleted)");
   report.add("daemon_rss_before_bytes", static_cast<double>(rss0), "bytes", "VmRSS before adding");

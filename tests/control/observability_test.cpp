@@ -300,6 +300,13 @@ struct TickFixture : ::testing::Test {
     s.life_packets = {soft, hard};
     return s;
   }
+  // An SA whose only lifetime is `soft`,`hard` seconds.
+  uint64_t add_timed(Direction dir, uint32_t spi, uint64_t soft, uint64_t hard) {
+    SaSpec s = dir == Direction::Out ? gcm_sa(dir, Mode::Tunnel, "192.0.2.1", "192.0.2.5", spi)
+                                     : gcm_sa(dir, Mode::Tunnel, "192.0.2.5", "192.0.2.1", spi);
+    s.life_seconds = {soft, hard};
+    return plane.add_sa(s);
+  }
   std::vector<std::string> kinds() const {
     std::vector<std::string> out;
     for (const auto& e : events) out.push_back(e.at("event").get<std::string>());
@@ -408,9 +415,7 @@ TEST_F(TickFixture, RestoredAndLaterAddedSasWithLifetimesAreWatchedAndDeletedOne
 TEST_F(TickFixture, ASecondsLimitCountsFromTheFirstTickThatSawTheSa) {
   make();
   add_plain(500, Direction::Out, 0x60000);
-  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x2222);
-  s.life_seconds = {1, 0};
-  const uint64_t h = plane.add_sa(s);
+  const uint64_t h = add_timed(Direction::In, 0x2222, 1, 0);
   events.clear();
   obs->on_tick();  // first seen
   EXPECT_TRUE(events.empty());
@@ -456,9 +461,7 @@ TEST_F(TickFixture, WhenMostSasHaveALifetimeEachIsStillCheckedOnceAndInHandleOrd
 TEST_F(TickFixture, ASecondsOnlySaIsReadAtItsFirstTickAndThenOnlyWhenALimitIsDue) {
   make();
   add_plain(100, Direction::Out, 0x90000);
-  SaSpec s = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.5", 0x3333);
-  s.life_seconds = {1, 2};
-  const uint64_t h = plane.add_sa(s);
+  const uint64_t h = add_timed(Direction::Out, 0x3333, 1, 2);
   events.clear();
   obs->on_tick();  // first seen
   obs->on_tick();
@@ -488,11 +491,7 @@ TEST_F(TickFixture, ASecondsOnlySaIsReadAtItsFirstTickAndThenOnlyWhenALimitIsDue
 TEST_F(TickFixture, ThousandsOfSasWithSecondsLimitsAreReadOnceAndThenNotUntilALimitIsDue) {
   make();
   std::vector<uint64_t> life;
-  for (uint32_t i = 0; i < 3000; ++i) {
-    SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0xa0000 + i);
-    s.life_seconds = {3600, 3960};
-    life.push_back(plane.add_sa(s));
-  }
+  for (uint32_t i = 0; i < 3000; ++i) life.push_back(add_timed(Direction::In, 0xa0000 + i, 3600, 3960));
   events.clear();
   obs->on_tick();
   EXPECT_EQ(dp.total_reads(), life.size());
@@ -512,9 +511,7 @@ TEST_F(TickFixture, ThousandsOfSasWithSecondsLimitsAreReadOnceAndThenNotUntilALi
 
 TEST_F(TickFixture, ASecondsOnlySaThatCountsAFailureIsReadAtEveryTickFromThen) {
   make();
-  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0x4444);
-  s.life_seconds = {3600, 0};
-  const uint64_t h = plane.add_sa(s);
+  const uint64_t h = add_timed(Direction::In, 0x4444, 3600, 0);
   obs->on_tick();
   obs->on_tick();
   EXPECT_EQ(dp.reads[h], 1);
@@ -539,11 +536,8 @@ TEST_F(TickFixture, ASecondsOnlySaThatCountsAFailureIsReadAtEveryTickFromThen) {
 
 TEST_F(TickFixture, AnSaDeletedWhileItsLimitIsQueuedIsNotReadAndOneNotReadableYetIsTriedAgain) {
   make();
-  SaSpec s = gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.6", 0x5555);
-  s.life_seconds = {1, 0};
-  const uint64_t gone = plane.add_sa(s);
-  s.spi = 0x5556;
-  const uint64_t later = plane.add_sa(s);
+  const uint64_t gone = add_timed(Direction::Out, 0x5555, 1, 0);
+  const uint64_t later = add_timed(Direction::Out, 0x5556, 1, 0);
   dp.missing = {later};  // not in the data plane yet
   events.clear();
   obs->on_tick();
@@ -575,9 +569,7 @@ TEST_F(TickFixture, InTheWalkOverManyPolledSasASecondsOnlySaIsReadWhenDueAndDele
   for (uint32_t i = 0; i < 200; ++i)
     counted.push_back(plane.add_sa(
         with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0xb0000 + i), 10, 0)));
-  SaSpec s = gcm_sa(Direction::In, Mode::Tunnel, "192.0.2.2", "192.0.2.1", 0xc0000);
-  s.life_seconds = {1, 0};
-  const uint64_t timed = plane.add_sa(s);
+  const uint64_t timed = add_timed(Direction::In, 0xc0000, 1, 0);
   for (uint32_t i = 200; i < 400; ++i)
     counted.push_back(plane.add_sa(
         with_packets(gcm_sa(Direction::Out, Mode::Tunnel, "192.0.2.1", "192.0.2.2", 0xb0000 + i), 10, 0)));
