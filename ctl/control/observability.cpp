@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <iterator>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 
 #include "common/error.h"
 #include "control/control_server.h"
@@ -99,12 +99,7 @@ Observability::Observability(ControlPlane& plane, Dataplane* dataplane, int even
     source_ = dataplane_source_.get();
   }
   // The SAs there are already (restored) with a lifetime limit, then every change.
-  for (const SaRecord* r : plane_.sas().list())
-    if (has_lifetime(r->spec)) {
-      SaWatch& w = watches_.try_emplace(r->handle).first->second;
-      unstarted_.push_back(r->handle);
-      if (has_count_limit(r->spec)) poll(r->handle, w);
-    }
+  for (const SaRecord* r : plane_.sas().list()) watch_added(*r);
   watch_index_.self = this;
   plane_.add_listener(&watch_index_);
 }
@@ -287,20 +282,21 @@ void Observability::on_sa_change(const ChangeEvent& e) {
     // polled_, unstarted_ and deadlines_ skip it when it comes up.
     if (auto it = watches_.find(e.sa_handle); it != watches_.end()) drop_watch(it);
   } else if (e.kind == ChangeKind::SaAdded) {
-    const SaRecord* r = plane_.sas().find(e.sa_handle);
-    if (r != nullptr && has_lifetime(r->spec)) {
-      SaWatch& w = watches_.try_emplace(e.sa_handle).first->second;
-      unstarted_.push_back(e.sa_handle);
-      if (has_count_limit(r->spec)) poll(e.sa_handle, w);
-    }
+    if (const SaRecord* r = plane_.sas().find(e.sa_handle)) watch_added(*r);
   }
+}
+
+void Observability::watch_added(const SaRecord& r) {
+  if (!has_lifetime(r.spec)) return;
+  SaWatch& w = watches_.try_emplace(r.handle).first->second;
+  unstarted_.push_back(r.handle);  // its first tick starts its clock
+  if (has_count_limit(r.spec)) poll(r.handle, w);
 }
 
 void Observability::poll(uint64_t handle, SaWatch& w) {
   if (w.polled) return;
   w.polled = true;
   ++polled_count_;
-  if (!polled_.empty() && polled_.back() >= handle) polled_sorted_ = false;
   polled_.push_back(handle);
 }
 
@@ -366,11 +362,8 @@ void Observability::check_counters(Clock::time_point now) {
   };
   if ((polled_count_ + due_.size()) * kWalkAllBelow < plane_.sas().size()) {
     // Few: each SA found by handle, O(D log N).
-    if (!polled_sorted_) {
-      std::sort(polled_.begin(), polled_.end());
-      polled_.erase(std::unique(polled_.begin(), polled_.end()), polled_.end());
-      polled_sorted_ = true;
-    }
+    // A handle is listed once (never reused); out of order when noted late.
+    if (!std::is_sorted(polled_.begin(), polled_.end())) std::sort(polled_.begin(), polled_.end());
     merged_.clear();
     std::set_union(polled_.begin(), polled_.end(), due_.begin(), due_.end(), std::back_inserter(merged_));
     size_t stale = 0;
@@ -395,7 +388,6 @@ void Observability::check_counters(Clock::time_point now) {
   // database in step with the watches, O(N + W) without a search; the list of
   // polled handles is rebuilt on the way (sorted, without deleted SAs).
   polled_.clear();
-  polled_sorted_ = true;
   auto w = watches_.begin();
   auto extra = due_.begin();
   plane_.sas().for_each([&](const SaRecord& r) {
@@ -414,7 +406,6 @@ void Observability::rebuild_polled() {
   polled_.clear();
   for (const auto& [h, w] : watches_)
     if (w.polled) polled_.push_back(h);
-  polled_sorted_ = true;
 }
 
 bool Observability::check_sa(const SaRecord& r, Clock::time_point now, SaWatch* watch) {

@@ -36,8 +36,8 @@
 #include <nlohmann/json.hpp>
 #include <queue>
 #include <set>
-#include <utility>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "control/control_plane.h"
@@ -179,6 +179,8 @@ class Observability {
   std::map<uint64_t, SaWatch>::iterator drop_watch(std::map<uint64_t, SaWatch>::iterator it);
   // Keeps watches_ in step with the SA database (added with a lifetime: a watch; deleted: none).
   void on_sa_change(const ChangeEvent& e);
+  // An SA added (or restored): a watch if it has a lifetime limit, read at the next tick.
+  void watch_added(const SaRecord& r);
   void open_http_listener();
   void watch_http_listener();
   void on_http_accept();
@@ -211,14 +213,13 @@ class Observability {
   // Which watched SAs a tick reads.  Polled ones (SaWatch::polled): every
   // tick (a packets or bytes limit, which only the counters tell; or a
   // failure counted, reported rate-limited); polled_ lists their handles
-  // (8 bytes each; sorted when a tick needs it; a deleted SA's handle stays
-  // until the next walk rebuilds the list) and polled_count_ counts them.
+  // (8 bytes each, once each; sorted when a tick needs it; a deleted SA's
+  // handle stays until the list is rebuilt) and polled_count_ counts them.
   // unstarted_: once at the next tick (a new watch: that tick is the SA's
   // first_seen; or its counters could not be read yet).  deadlines_: an SA
   // that is not polled, at its next seconds limit (a min-heap; an entry whose
   // watch has gone is skipped when it comes up).
   std::vector<uint64_t> polled_;
-  bool polled_sorted_ = true;
   size_t polled_count_ = 0;
   std::vector<uint64_t> unstarted_;
   using Deadline = std::pair<std::chrono::steady_clock::time_point, uint64_t>;

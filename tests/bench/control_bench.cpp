@@ -257,6 +257,9 @@ std::string hex_key(uint32_t i) {
   return std::string(buf, 40);
 }
 
+// SAs per batched sa.add request.
+constexpr uint32_t kPerBatch = 1000;
+
 // `seconds_lifetime`: with lifetime-seconds [3000, 3600] (as an IKE daemon sets them).
 std::vector<std::string> sa_add_requests(const char* dir, uint32_t first_spi, uint32_t count,
                                          bool seconds_lifetime = false) {
@@ -436,8 +439,8 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
       // daemons set): each is read when a limit is due, not at every tick.
       {
         double s = 0;
-        exchange_sa_adds(socket_path, sa_add_batch_requests("out", 0x600000, options.sa_count, 1000, true), 1, s);
-        exchange_sa_adds(socket_path, sa_add_batch_requests("in", 0x600000, options.sa_count, 1000, true), 1, s);
+        exchange_sa_adds(socket_path, sa_add_batch_requests("out", 0x600000, options.sa_count, kPerBatch, true), 1, s);
+        exchange_sa_adds(socket_path, sa_add_batch_requests("in", 0x600000, options.sa_count, kPerBatch, true), 1, s);
       }
       idle_life = idle_percent(daemon.pid(), options.idle_seconds);
     } catch (const std::exception& e) {
@@ -459,7 +462,6 @@ void run_control_benchmarks(Report& report, const ControlOptions& options) {
   std::string restart_stop_state_log;
   double journal_stop_s = 0, journal_stop_bytes = 0, journal_restore_s = 0, journal_restore_cpu = 0;
   std::string journal_restore_log;
-  constexpr uint32_t kPerBatch = 1000;
   constexpr unsigned kSingleConnections = 4;
   std::string fs;
   {
